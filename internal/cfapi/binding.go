@@ -1,0 +1,473 @@
+package cfapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"unicode/utf8"
+)
+
+// Binding is one Workers binding exactly as the Cloudflare API expresses it.
+//
+// A Binding keeps the complete JSON object it was built from (compacted, key
+// order preserved), so fields and types this package does not model
+// round-trip unchanged. Type and name are read once at construction, and so
+// is a normalized form used to compare a desired binding with a live one (see
+// Matches). A Binding is immutable; its zero value is not a valid binding.
+type Binding struct {
+	typ  string
+	name string
+	raw  json.RawMessage
+	// norm holds the binding's fields other than type, name and write-only
+	// values, normalized (API defaults filled in, values re-encoded as
+	// canonical JSON) and sorted by key.
+	norm []normField
+}
+
+type normField struct {
+	key string
+	val string // canonical JSON encoding of the value
+}
+
+// ParseBinding decodes one binding object. It requires a JSON object whose
+// "type" and "name" members are strings; every other member is kept as is.
+// It does not validate the fields of the type (see Validate).
+func ParseBinding(data []byte) (Binding, error) {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || data[0] != '{' {
+		return Binding{}, errors.New("binding must be a JSON object")
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return Binding{}, fmt.Errorf("binding: %w", err)
+	}
+	typ, err := stringMember(fields, "type")
+	if err != nil {
+		return Binding{}, err
+	}
+	name, err := stringMember(fields, "name")
+	if err != nil {
+		return Binding{}, err
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(data))
+	if err := json.Compact(&buf, data); err != nil {
+		return Binding{}, fmt.Errorf("binding %q: %w", name, err)
+	}
+	b := Binding{typ: typ, name: name, raw: buf.Bytes()}
+	b.norm, err = normalize(typ, fields)
+	if err != nil {
+		return Binding{}, fmt.Errorf("binding %q: %w", name, err)
+	}
+	return b, nil
+}
+
+func stringMember(fields map[string]json.RawMessage, key string) (string, error) {
+	v, ok := fields[key]
+	if !ok {
+		return "", fmt.Errorf("binding: missing %q", key)
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return "", fmt.Errorf("binding: %q must be a string", key)
+	}
+	return s, nil
+}
+
+// MustParseBinding is ParseBinding for literals in tests and examples; it
+// panics on error.
+func MustParseBinding(s string) Binding {
+	b, err := ParseBinding([]byte(s))
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// NewBinding builds a binding of the given type and name with extra fields.
+// Fields are encoded with encoding/json; "type" and "name" in fields are
+// ignored.
+func NewBinding(typ, name string, fields map[string]any) (Binding, error) {
+	obj := make(map[string]any, len(fields)+2)
+	for k, v := range fields {
+		obj[k] = v
+	}
+	obj["type"] = typ
+	obj["name"] = name
+	data, err := json.Marshal(obj)
+	if err != nil {
+		return Binding{}, fmt.Errorf("binding %q: %w", name, err)
+	}
+	return ParseBinding(data)
+}
+
+// Ref returns the binding {"type":typ,"name":name} with no value. In a
+// settings PATCH such an entry keeps the binding's current value.
+func Ref(typ, name string) Binding {
+	tj, _ := json.Marshal(typ)
+	nj, _ := json.Marshal(name)
+	raw := make([]byte, 0, len(tj)+len(nj)+18)
+	raw = append(raw, `{"type":`...)
+	raw = append(raw, tj...)
+	raw = append(raw, `,"name":`...)
+	raw = append(raw, nj...)
+	raw = append(raw, '}')
+	return Binding{typ: typ, name: name, raw: raw}
+}
+
+// Inherit returns {"type":"inherit","name":name}: on a script upload or a
+// version it carries the binding of that name over from the previous
+// version.
+func Inherit(name string) Binding { return Ref(TypeInherit, name) }
+
+// Type returns the binding's "type".
+func (b Binding) Type() string { return b.typ }
+
+// Name returns the binding's "name".
+func (b Binding) Name() string { return b.name }
+
+// IsZero reports whether b is the zero Binding.
+func (b Binding) IsZero() bool { return b.raw == nil }
+
+// Raw returns the binding's complete JSON object. Callers must not modify it.
+func (b Binding) Raw() json.RawMessage { return b.raw }
+
+// MarshalJSON returns the binding's complete JSON object.
+func (b Binding) MarshalJSON() ([]byte, error) {
+	if b.raw == nil {
+		return []byte("null"), nil
+	}
+	return b.raw, nil
+}
+
+// UnmarshalJSON decodes a binding with ParseBinding.
+func (b *Binding) UnmarshalJSON(data []byte) error {
+	nb, err := ParseBinding(data)
+	if err != nil {
+		return err
+	}
+	*b = nb
+	return nil
+}
+
+// Field returns the raw JSON of one member of the binding object.
+func (b Binding) Field(key string) (json.RawMessage, bool) {
+	if b.raw == nil {
+		return nil, false
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(b.raw, &fields) != nil {
+		return nil, false
+	}
+	v, ok := fields[key]
+	return v, ok
+}
+
+// String returns a string member of the binding object; ok is false when the
+// member is absent or not a string.
+func (b Binding) String(key string) (s string, ok bool) {
+	v, found := b.Field(key)
+	if !found || json.Unmarshal(v, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// Decode decodes the binding object into v, typically one of the typed
+// structs of this package (KVNamespace, R2Bucket, ...).
+func (b Binding) Decode(v any) error {
+	if b.raw == nil {
+		return errors.New("binding: zero value")
+	}
+	if err := json.Unmarshal(b.raw, v); err != nil {
+		return fmt.Errorf("binding %q (%s): %w", b.name, b.typ, err)
+	}
+	return nil
+}
+
+// Known reports whether the binding's type is one this package models.
+func (b Binding) Known() bool { _, ok := specs[b.typ]; return ok }
+
+// WriteOnly reports whether the binding carries a value that the API never
+// returns (secret_text, secret_key).
+func (b Binding) WriteOnly() bool { return IsWriteOnlyType(b.typ) }
+
+// InPart reports whether the binding refers to a multipart part of a script
+// upload (wasm_module, text_blob, data_blob), which a settings PATCH cannot
+// carry.
+func (b Binding) InPart() bool { return IsPartType(b.typ) }
+
+// HasWriteOnlyValue reports whether b carries a write-only value (for
+// example a secret_text with its text), as an upload does and a GET never
+// does.
+func (b Binding) HasWriteOnlyValue() bool {
+	sp, ok := specs[b.typ]
+	if !ok || len(sp.writeOnly) == 0 {
+		return false
+	}
+	for _, k := range sp.writeOnly {
+		if _, ok := b.Field(k); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// WithoutWriteOnly returns b without its write-only members, as a GET
+// returns it.
+func (b Binding) WithoutWriteOnly() Binding {
+	sp, ok := specs[b.typ]
+	if !ok || len(sp.writeOnly) == 0 {
+		return b
+	}
+	return b.mapFields(func(k string, v json.RawMessage) (json.RawMessage, bool) {
+		if slices.Contains(sp.writeOnly, k) {
+			return nil, false
+		}
+		return v, true
+	})
+}
+
+// Redacted returns b with every write-only value replaced by the string
+// "<redacted>", for logs, plans and dead letters.
+func (b Binding) Redacted() Binding {
+	sp, ok := specs[b.typ]
+	if !ok || len(sp.writeOnly) == 0 {
+		return b
+	}
+	return b.mapFields(func(k string, v json.RawMessage) (json.RawMessage, bool) {
+		if slices.Contains(sp.writeOnly, k) {
+			return json.RawMessage(`"<redacted>"`), true
+		}
+		return v, true
+	})
+}
+
+// Redacted is the placeholder that replaces write-only values.
+const Redacted = "<redacted>"
+
+// mapFields rebuilds the object, keeping member order, with f applied to
+// each member other than type and name.
+func (b Binding) mapFields(f func(string, json.RawMessage) (json.RawMessage, bool)) Binding {
+	dec := json.NewDecoder(bytes.NewReader(b.raw))
+	if _, err := dec.Token(); err != nil { // '{'
+		return b
+	}
+	var out bytes.Buffer
+	out.WriteByte('{')
+	first := true
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return b
+		}
+		key, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return b
+		}
+		if key != "type" && key != "name" {
+			nv, keep := f(key, v)
+			if !keep {
+				continue
+			}
+			v = nv
+		}
+		if !first {
+			out.WriteByte(',')
+		}
+		first = false
+		kj, _ := json.Marshal(key)
+		out.Write(kj)
+		out.WriteByte(':')
+		out.Write(v)
+	}
+	out.WriteByte('}')
+	nb, err := ParseBinding(out.Bytes())
+	if err != nil {
+		return b
+	}
+	return nb
+}
+
+// Bindings is a list of bindings with helpers.
+type Bindings []Binding
+
+// ByName returns the binding with the given name.
+func (bs Bindings) ByName(name string) (Binding, bool) {
+	for _, b := range bs {
+		if b.name == name {
+			return b, true
+		}
+	}
+	return Binding{}, false
+}
+
+// Names returns the names of the bindings in order.
+func (bs Bindings) Names() []string {
+	out := make([]string, len(bs))
+	for i, b := range bs {
+		out[i] = b.name
+	}
+	return out
+}
+
+// ValidateName checks a binding name: a JavaScript identifier (letters,
+// digits, '_' and '$', not starting with a digit) of at most MaxNameLength
+// bytes, which is what the API documents a name to be ("a JavaScript
+// variable name").
+func ValidateName(name string) error {
+	if name == "" {
+		return errors.New("name is empty")
+	}
+	if len(name) > MaxNameLength {
+		return fmt.Errorf("name is %d bytes, over the limit of %d", len(name), MaxNameLength)
+	}
+	if !utf8.ValidString(name) {
+		return errors.New("name is not valid UTF-8")
+	}
+	for i, r := range name {
+		switch {
+		case r == '_' || r == '$', r >= 'A' && r <= 'Z', r >= 'a' && r <= 'z':
+		case r >= '0' && r <= '9' && i > 0:
+		default:
+			return fmt.Errorf("name %q is not a JavaScript identifier (character %q at byte %d)", name, r, i)
+		}
+	}
+	return nil
+}
+
+// MaxNameLength is the longest binding name accepted.
+const MaxNameLength = 256
+
+// MaxValueBytes is the largest plain_text or secret_text value (5 KiB, the
+// API's limit for environment variables and secrets; code 10054 beyond it).
+const MaxValueBytes = 5 * 1024
+
+// MaxBindingBytes bounds one binding's JSON encoding (json values included).
+const MaxBindingBytes = 256 * 1024
+
+// ValidationError reports a binding that breaks the rules of its type. It
+// names the binding and the field and never includes a write-only value.
+type ValidationError struct {
+	Name  string // binding name ("" when missing)
+	Type  string // binding type
+	Index int    // position in the list being validated, -1 when unknown
+	Field string // offending member ("" for the binding as a whole)
+	Msg   string
+}
+
+func (e *ValidationError) Error() string {
+	var sb strings.Builder
+	sb.WriteString("binding")
+	if e.Index >= 0 {
+		fmt.Fprintf(&sb, " #%d", e.Index)
+	}
+	if e.Name != "" {
+		fmt.Fprintf(&sb, " %q", e.Name)
+	}
+	if e.Type != "" {
+		fmt.Fprintf(&sb, " (%s)", e.Type)
+	}
+	if e.Field != "" {
+		fmt.Fprintf(&sb, ": field %q", e.Field)
+	}
+	sb.WriteString(": ")
+	sb.WriteString(e.Msg)
+	return sb.String()
+}
+
+// ValidateMode selects which rules Validate applies.
+type ValidateMode int
+
+const (
+	// ForUpload applies every rule, including write-only values that an
+	// upload must carry (a secret_text needs its text).
+	ForUpload ValidateMode = iota
+	// ForRead skips the rules for write-only values, which GET omits.
+	ForRead
+)
+
+// Validate checks the binding's name and the members its type requires.
+// Bindings of an unknown type are accepted as long as their name is valid:
+// the API grows new types often, and they are carried through unchanged.
+func (b Binding) Validate(mode ValidateMode) error {
+	verr := func(field, format string, args ...any) error {
+		return &ValidationError{Name: b.name, Type: b.typ, Index: -1, Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	if b.raw == nil {
+		return verr("", "empty binding")
+	}
+	if b.typ == "" {
+		return verr("type", "is empty")
+	}
+	if err := ValidateName(b.name); err != nil {
+		return verr("name", "%v", err)
+	}
+	if len(b.raw) > MaxBindingBytes {
+		return verr("", "encoding is %d bytes, over the limit of %d", len(b.raw), MaxBindingBytes)
+	}
+	sp, ok := specs[b.typ]
+	if !ok {
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b.raw, &fields); err != nil {
+		return verr("", "%v", err)
+	}
+	for _, f := range sp.fields {
+		v, present := fields[f.key]
+		if !present || string(v) == "null" {
+			if f.required && !(mode == ForRead && slices.Contains(sp.writeOnly, f.key)) {
+				return verr(f.key, "is required for type %s", b.typ)
+			}
+			continue
+		}
+		if err := f.kind.check(v); err != nil {
+			return verr(f.key, "%v", err)
+		}
+		if len(f.enum) > 0 {
+			var s string
+			_ = json.Unmarshal(v, &s)
+			if !slices.Contains(f.enum, s) {
+				return verr(f.key, "must be one of %s", strings.Join(f.enum, ", "))
+			}
+		}
+		if f.maxBytes > 0 {
+			var s string
+			_ = json.Unmarshal(v, &s)
+			if len(s) > f.maxBytes {
+				return verr(f.key, "value is %d bytes, over the limit of %d", len(s), f.maxBytes)
+			}
+		}
+	}
+	if sp.check != nil {
+		if field, msg := sp.check(fields, mode); msg != "" {
+			return verr(field, "%s", msg)
+		}
+	}
+	return nil
+}
+
+// ValidateList validates every binding and checks that names are unique.
+func ValidateList(bs []Binding, mode ValidateMode) error {
+	seen := make(map[string]int, len(bs))
+	for i, b := range bs {
+		if err := b.Validate(mode); err != nil {
+			var ve *ValidationError
+			if errors.As(err, &ve) {
+				ve.Index = i
+			}
+			return err
+		}
+		if j, dup := seen[b.name]; dup {
+			return &ValidationError{Name: b.name, Type: b.typ, Index: i, Field: "name",
+				Msg: fmt.Sprintf("duplicate name (also binding #%d)", j)}
+		}
+		seen[b.name] = i
+	}
+	return nil
+}

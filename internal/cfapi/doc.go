@@ -1,0 +1,23 @@
+// Package cfapi is the reconciler's thin client for the Cloudflare Workers
+// API: the binding model, the requests that read and change a script's
+// bindings, the error envelope, one shared rate limiter and bounded retries.
+//
+// Invariants:
+//
+//   - A Binding keeps its complete JSON object, so fields and types this
+//     package does not know round-trip unchanged; typed views (KVNamespace,
+//     R2Bucket, ...) and per-type validation exist for every documented type.
+//   - Binding.Matches compares a desired binding with a live one after
+//     normalizing what the API fills in or re-encodes (d1 id ≡ database_id,
+//     json compared as JSON, service environment "production", ai_search
+//     namespace "default", empty R2 jurisdiction, server-filled durable
+//     object members), so a diff never flaps.
+//   - Write-only values (secret_text text, secret_key key material) never
+//     appear in errors or logs; Redacted and WithoutWriteOnly strip them.
+//   - Every request waits on the one shared Limiter first; a 429 pauses the
+//     whole limiter for Retry-After. Multipart bodies are rebuilt for every
+//     attempt. The API token appears only in the Authorization header.
+//   - Every non-2xx answer becomes an *APIError (HTTP status, every
+//     Cloudflare code and message, Ray ID, Retry-After, method and path);
+//     callers ask CodeIs, NotFound and Retryable and never parse strings.
+package cfapi

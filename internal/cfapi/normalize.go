@@ -1,0 +1,188 @@
+package cfapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"slices"
+	"strings"
+)
+
+// normalize builds the comparison form of a binding: every member but type,
+// name and write-only values, with deprecated aliases renamed (d1 id →
+// database_id), empty values that mean "absent" dropped (R2 jurisdiction),
+// null members dropped, the API's defaults filled in (service environment
+// "production", ai_search namespace "default"), each value re-encoded as
+// canonical JSON (sorted object keys, no whitespace) and the list sorted by
+// key. Unknown types get the same treatment without type-specific rules, so
+// they compare as canonical JSON.
+func normalize(typ string, fields map[string]json.RawMessage) ([]normField, error) {
+	sp := specs[typ] // zero spec for unknown types
+	out := make([]normField, 0, len(fields))
+	seen := func(key string) bool {
+		for _, f := range out {
+			if f.key == key {
+				return true
+			}
+		}
+		return false
+	}
+	for k, v := range fields {
+		if k == "type" || k == "name" || slices.Contains(sp.writeOnly, k) {
+			continue
+		}
+		if string(v) == "null" {
+			continue
+		}
+		key := k
+		if target, ok := sp.aliases[k]; ok {
+			if _, both := fields[target]; both {
+				continue // the current name wins over the deprecated alias
+			}
+			key = target
+		}
+		cv, err := canonicalJSON(v)
+		if err != nil {
+			return nil, err
+		}
+		if cv == `""` && slices.Contains(sp.emptyAbsent, key) {
+			continue
+		}
+		out = append(out, normField{key: key, val: cv})
+	}
+	for k, v := range sp.defaults {
+		if !seen(k) {
+			out = append(out, normField{key: k, val: v})
+		}
+	}
+	slices.SortFunc(out, func(a, b normField) int { return strings.Compare(a.key, b.key) })
+	return out, nil
+}
+
+// canonicalJSON re-encodes a JSON value with sorted object keys and no
+// insignificant whitespace. Numbers keep their literal text.
+func canonicalJSON(v json.RawMessage) (string, error) {
+	// Fast path for plain strings without escapes, the common case.
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' && bytes.IndexByte(v[1:len(v)-1], '\\') < 0 &&
+		bytes.IndexByte(v[1:len(v)-1], '"') < 0 && isPlainASCII(v[1:len(v)-1]) {
+		return string(v), nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(v))
+	dec.UseNumber()
+	var x any
+	if err := dec.Decode(&x); err != nil {
+		return "", err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(x); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(buf.String(), "\n"), nil
+}
+
+func isPlainASCII(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// Matches reports whether the desired binding d is already satisfied by the
+// live binding l as GET returns it: same name and type, and the same
+// normalized members. Members the API fills in by itself (durable object
+// namespace_id and class_name) are compared only when d sets them.
+// Write-only values are not compared: GET never returns them, so a secret's
+// equality is decided by fingerprints instead (see the planner).
+func (d Binding) Matches(l Binding) bool {
+	if d.typ != l.typ || d.name != l.name {
+		return false
+	}
+	serverFilled := specs[d.typ].serverFilled
+	i, j := 0, 0
+	for i < len(d.norm) || j < len(l.norm) {
+		switch {
+		case j == len(l.norm) || (i < len(d.norm) && d.norm[i].key < l.norm[j].key):
+			return false // desired sets a member live lacks
+		case i == len(d.norm) || l.norm[j].key < d.norm[i].key:
+			if !slices.Contains(serverFilled, l.norm[j].key) {
+				return false
+			}
+			j++
+		default:
+			if d.norm[i].val != l.norm[j].val {
+				return false
+			}
+			i++
+			j++
+		}
+	}
+	return true
+}
+
+// NormalizedValue returns the binding's comparison form as one canonical
+// JSON object (without type, name and write-only values). Two bindings of
+// the same type with equal NormalizedValue are equal for the API.
+func (b Binding) NormalizedValue() string {
+	var sb strings.Builder
+	sb.WriteByte('{')
+	for i, f := range b.norm {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		kj, _ := json.Marshal(f.key)
+		sb.Write(kj)
+		sb.WriteByte(':')
+		sb.WriteString(f.val)
+	}
+	sb.WriteByte('}')
+	return sb.String()
+}
+
+// CanonicalJSON returns the complete binding, write-only values included, as
+// canonical JSON (sorted keys, aliases and defaults normalized as for
+// Matches). It is the input of value fingerprints; it contains secrets, so
+// it must never be logged.
+func (b Binding) CanonicalJSON() []byte {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(b.raw, &fields) != nil {
+		return nil
+	}
+	sp := specs[b.typ]
+	var buf bytes.Buffer
+	buf.WriteString(`{"name":`)
+	nj, _ := json.Marshal(b.name)
+	buf.Write(nj)
+	buf.WriteString(`,"type":`)
+	tj, _ := json.Marshal(b.typ)
+	buf.Write(tj)
+	buf.WriteString(`,"value":`)
+	buf.WriteString(b.NormalizedValue())
+	if len(sp.writeOnly) > 0 {
+		buf.WriteString(`,"write_only":{`)
+		first := true
+		for _, k := range sp.writeOnly {
+			v, ok := fields[k]
+			if !ok {
+				continue
+			}
+			cv, err := canonicalJSON(v)
+			if err != nil {
+				return nil
+			}
+			if !first {
+				buf.WriteByte(',')
+			}
+			first = false
+			kj, _ := json.Marshal(k)
+			buf.Write(kj)
+			buf.WriteByte(':')
+			buf.WriteString(cv)
+		}
+		buf.WriteByte('}')
+	}
+	buf.WriteByte('}')
+	return buf.Bytes()
+}
