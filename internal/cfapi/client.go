@@ -1,0 +1,354 @@
+package cfapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// DefaultBaseURL is the Cloudflare API base.
+const DefaultBaseURL = "https://api.cloudflare.com/client/v4"
+
+// Config configures a Client.
+type Config struct {
+	// BaseURL is the API base including /client/v4 (default DefaultBaseURL).
+	BaseURL string
+	// Token is an API token, sent as "Authorization: Bearer". When empty,
+	// Email and APIKey are sent as X-Auth-Email and X-Auth-Key.
+	Token  string
+	Email  string
+	APIKey string
+	// HTTPClient defaults to a client with a 60s timeout.
+	HTTPClient *http.Client
+	// Limiter is the shared request budget. Every attempt of every call
+	// waits on it. Defaults to NewLimiter(DefaultBudget, DefaultWindow, 0).
+	Limiter *Limiter
+	Retry   RetryPolicy
+	Hooks   Hooks
+	// UserAgent defaults to "reconciler".
+	UserAgent string
+}
+
+// Hooks observe the client for metrics. Every field is optional; hooks must
+// be fast and safe for concurrent use.
+type Hooks struct {
+	// Request is called after every attempt.
+	Request func(RequestInfo)
+	// Retry is called before sleeping ahead of a retry.
+	Retry func(endpoint string, attempt int, delay time.Duration, err error)
+	// RateLimited is called when a 429 pauses the shared limiter.
+	RateLimited func(endpoint string, pause time.Duration)
+	// BudgetWait is called with the time an attempt waited for the budget.
+	BudgetWait func(endpoint string, waited time.Duration)
+}
+
+// RequestInfo describes one attempt of one call.
+type RequestInfo struct {
+	Endpoint string // bounded name such as "patch_settings"
+	Method   string
+	Status   int // 0 when no response arrived
+	Attempt  int // 1 for the first attempt
+	Duration time.Duration
+	Err      error
+}
+
+// Endpoint names used in hooks (and by the emulator's counters).
+const (
+	EPGetSettings     = "get_settings"
+	EPGetBindings     = "get_bindings"
+	EPPatchSettings   = "patch_settings"
+	EPGetContent      = "get_content"
+	EPPutScript       = "put_script"
+	EPPostVersion     = "post_version"
+	EPPostDeployment  = "post_deployment"
+	EPListScripts     = "list_scripts"
+	EPGetScript       = "get_script"
+	EPCreateNamespace = "create_namespace"
+	EPListNamespaces  = "list_namespaces"
+)
+
+// Client calls the Cloudflare Workers API. It is safe for concurrent use.
+type Client struct {
+	base    *url.URL
+	http    *http.Client
+	auth    func(http.Header)
+	limiter *Limiter
+	retry   RetryPolicy
+	hooks   Hooks
+	ua      string
+}
+
+// New returns a client. It fails when BaseURL is not an absolute http(s)
+// URL.
+func New(cfg Config) (*Client, error) {
+	if cfg.BaseURL == "" {
+		cfg.BaseURL = DefaultBaseURL
+	}
+	u, err := url.Parse(strings.TrimRight(cfg.BaseURL, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("API base URL %q: want an absolute http(s) URL such as %s", cfg.BaseURL, DefaultBaseURL)
+	}
+	c := &Client{base: u, http: cfg.HTTPClient, limiter: cfg.Limiter, retry: cfg.Retry.withDefaults(), hooks: cfg.Hooks, ua: cfg.UserAgent}
+	if c.http == nil {
+		c.http = &http.Client{Timeout: 60 * time.Second}
+	}
+	if c.limiter == nil {
+		c.limiter, _ = NewLimiter(DefaultBudget, DefaultWindow, 0)
+	}
+	if c.ua == "" {
+		c.ua = "reconciler"
+	}
+	token, email, key := cfg.Token, cfg.Email, cfg.APIKey
+	switch {
+	case token != "":
+		c.auth = func(h http.Header) { h.Set("Authorization", "Bearer "+token) }
+	case email != "" || key != "":
+		if email == "" || key == "" {
+			return nil, errors.New("key authentication needs both CLOUDFLARE_API_EMAIL and CLOUDFLARE_API_KEY")
+		}
+		c.auth = func(h http.Header) { h.Set("X-Auth-Email", email); h.Set("X-Auth-Key", key) }
+	default:
+		c.auth = func(http.Header) {}
+	}
+	return c, nil
+}
+
+// Limiter returns the client's shared limiter.
+func (c *Client) Limiter() *Limiter { return c.limiter }
+
+// call describes one API call; body is rebuilt for every attempt.
+type call struct {
+	endpoint string
+	method   string
+	path     string // escaped path below the base
+	query    url.Values
+	write    bool
+	body     func() (io.Reader, string, error) // reader and Content-Type
+	// raw, when set, receives the successful response instead of the
+	// envelope decoding (for content GETs).
+	raw func(*http.Response) error
+	// maxBody bounds the response body read (default 32 MiB).
+	maxBody int64
+}
+
+// do runs a call with the shared limiter and bounded retries, and returns
+// the envelope of the successful answer.
+func (c *Client) do(ctx context.Context, cl call) (*envelope, error) {
+	if cl.maxBody == 0 {
+		cl.maxBody = 32 << 20
+	}
+	bo := c.retry.newBackOff(ctx)
+	for attempt := 1; ; attempt++ {
+		env, err := c.attempt(ctx, cl, attempt)
+		if err == nil {
+			return env, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var apiErr *APIError
+		if errors.As(err, &apiErr) && apiErr.RateLimited() {
+			pause := apiErr.RetryAfter
+			if pause <= 0 {
+				pause = c.retry.RateLimitPause
+			}
+			c.limiter.Pause(pause)
+			if c.hooks.RateLimited != nil {
+				c.hooks.RateLimited(cl.endpoint, pause)
+			}
+		}
+		if !IsRetryable(err) {
+			return nil, err
+		}
+		delay := bo.NextBackOff()
+		if delay == backoff.Stop {
+			return nil, fmt.Errorf("giving up after %d attempts: %w", attempt, err)
+		}
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < delay {
+			return nil, fmt.Errorf("giving up: context deadline before next attempt: %w", err)
+		}
+		if c.hooks.Retry != nil {
+			c.hooks.Retry(cl.endpoint, attempt, delay, err)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Client) attempt(ctx context.Context, cl call, attempt int) (env *envelope, err error) {
+	if cl.write {
+		release, err := c.limiter.AcquireWrite(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+	}
+	waited, err := c.limiter.Wait(ctx)
+	if c.hooks.BudgetWait != nil {
+		c.hooks.BudgetWait(cl.endpoint, waited)
+	}
+	if err != nil {
+		return nil, err
+	}
+	u := *c.base
+	u.Path = c.base.Path + cl.path
+	u.RawPath = c.base.EscapedPath() + cl.path
+	if cl.query != nil {
+		u.RawQuery = cl.query.Encode()
+	}
+	var body io.Reader
+	var contentType string
+	if cl.body != nil {
+		if body, contentType, err = cl.body(); err != nil {
+			return nil, err
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, cl.method, u.String(), body)
+	if err != nil {
+		return nil, err
+	}
+	c.auth(req.Header)
+	req.Header.Set("User-Agent", c.ua)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	start := time.Now()
+	status := 0
+	defer func() {
+		if c.hooks.Request != nil {
+			c.hooks.Request(RequestInfo{Endpoint: cl.endpoint, Method: cl.method, Status: status, Attempt: attempt, Duration: time.Since(start), Err: err})
+		}
+	}()
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &transportError{fmt.Errorf("cloudflare %s %s: %w", cl.method, cl.path, stripURL(err))}
+	}
+	status = resp.StatusCode
+	if cl.raw != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 &&
+		!strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		defer resp.Body.Close()
+		return &envelope{}, cl.raw(resp)
+	}
+	return checkResponse(resp, cl.method, cl.path, cl.maxBody)
+}
+
+// stripURL drops the URL from a *url.Error: the method and path are already
+// in the message, and the query could carry data that does not belong in
+// logs.
+func stripURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// jsonBody returns a body builder for a JSON value.
+func jsonBody(v any) func() (io.Reader, string, error) {
+	return func() (io.Reader, string, error) {
+		data, err := json.Marshal(v)
+		if err != nil {
+			return nil, "", err
+		}
+		return bytes.NewReader(data), "application/json", nil
+	}
+}
+
+// decodeResult decodes the envelope's result into v.
+func decodeResult(env *envelope, v any, what string) error {
+	if len(env.Result) == 0 || string(env.Result) == "null" {
+		return fmt.Errorf("%s: response has no result", what)
+	}
+	if err := json.Unmarshal(env.Result, v); err != nil {
+		return fmt.Errorf("%s: decoding result: %w", what, err)
+	}
+	return nil
+}
+
+// ScriptRef names a script: an ordinary Worker when Namespace is empty,
+// otherwise a user Worker in that dispatch namespace.
+type ScriptRef struct {
+	AccountID string `json:"account_id"`
+	Namespace string `json:"dispatch_namespace,omitempty"`
+	Script    string `json:"script"`
+}
+
+var (
+	accountIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
+	// Script and namespace names: what the API accepts for Worker names
+	// and what fits in one NATS subject token.
+	scriptNameRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`)
+)
+
+// ValidateAccountID checks a Cloudflare account id: 32 lowercase hex digits.
+func ValidateAccountID(id string) error {
+	if !accountIDRe.MatchString(id) {
+		return fmt.Errorf("account id %q must be 32 lowercase hex characters", id)
+	}
+	return nil
+}
+
+// ValidateScriptName checks a script or dispatch namespace name: 1 to 255
+// letters, digits, '-' and '_'.
+func ValidateScriptName(name string) error {
+	if !scriptNameRe.MatchString(name) {
+		return fmt.Errorf("name %q must be 1-255 letters, digits, '-' or '_'", name)
+	}
+	return nil
+}
+
+// Validate checks the account id and names.
+func (r ScriptRef) Validate() error {
+	if err := ValidateAccountID(r.AccountID); err != nil {
+		return err
+	}
+	if r.Namespace != "" {
+		if err := ValidateScriptName(r.Namespace); err != nil {
+			return fmt.Errorf("dispatch namespace: %w", err)
+		}
+	}
+	if err := ValidateScriptName(r.Script); err != nil {
+		return fmt.Errorf("script: %w", err)
+	}
+	return nil
+}
+
+// Dispatch reports whether the script is a user Worker of a dispatch
+// namespace.
+func (r ScriptRef) Dispatch() bool { return r.Namespace != "" }
+
+// String returns "account/namespace/script" ("_" for no namespace).
+func (r ScriptRef) String() string {
+	ns := r.Namespace
+	if ns == "" {
+		ns = "_"
+	}
+	return r.AccountID + "/" + ns + "/" + r.Script
+}
+
+// scriptPath is the escaped path of the script resource.
+func (r ScriptRef) scriptPath() string {
+	a := "/accounts/" + url.PathEscape(r.AccountID) + "/workers"
+	if r.Namespace != "" {
+		return a + "/dispatch/namespaces/" + url.PathEscape(r.Namespace) + "/scripts/" + url.PathEscape(r.Script)
+	}
+	return a + "/scripts/" + url.PathEscape(r.Script)
+}

@@ -1,0 +1,392 @@
+package cfapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"sort"
+	"strings"
+	"unicode/utf8"
+)
+
+// Module is one part of a script: an ES module, a source map, a wasm or
+// text part, with its Content-Type (application/javascript+module, ...).
+type Module struct {
+	Name        string
+	ContentType string
+	Data        []byte
+}
+
+// ScriptContent is a script's code as GET …/content returns it.
+type ScriptContent struct {
+	// MainModule names the entry module (module syntax), from the
+	// cf-entrypoint header or else the first part.
+	MainModule string
+	// ServiceWorker is true for service-worker syntax: then the single
+	// module is the body part.
+	ServiceWorker bool
+	Modules       []Module
+}
+
+// GetScriptContent reads a script's modules: GET …/content/v2 for an
+// ordinary Worker and GET …/content for a dispatch namespace script. The
+// answer is multipart/form-data (one part per module) or, for a
+// service-worker script, the raw code.
+func (c *Client) GetScriptContent(ctx context.Context, ref ScriptRef) (*ScriptContent, error) {
+	path := ref.scriptPath() + "/content"
+	if !ref.Dispatch() {
+		path += "/v2"
+	}
+	var sc ScriptContent
+	_, err := c.do(ctx, call{endpoint: EPGetContent, method: "GET", path: path, maxBody: 128 << 20,
+		raw: func(resp *http.Response) error {
+			sc = ScriptContent{}
+			return readContent(resp, &sc)
+		}})
+	if err != nil {
+		return nil, err
+	}
+	if len(sc.Modules) == 0 {
+		return nil, fmt.Errorf("content of %s: the response holds no module", ref)
+	}
+	return &sc, nil
+}
+
+func readContent(resp *http.Response, sc *ScriptContent) error {
+	ct := resp.Header.Get("Content-Type")
+	mt, params, err := mime.ParseMediaType(ct)
+	body := io.LimitReader(resp.Body, 128<<20)
+	if err != nil || !strings.HasPrefix(mt, "multipart/") {
+		data, err := io.ReadAll(body)
+		if err != nil {
+			return err
+		}
+		name := "script.js"
+		sc.ServiceWorker = true
+		sc.MainModule = name
+		if ct == "" {
+			ct = "application/javascript"
+		}
+		sc.Modules = []Module{{Name: name, ContentType: ct, Data: data}}
+		return nil
+	}
+	mr := multipart.NewReader(body, params["boundary"])
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("reading script content: %w", err)
+		}
+		data, err := io.ReadAll(p)
+		if err != nil {
+			return fmt.Errorf("reading script content: %w", err)
+		}
+		name := p.FormName()
+		if name == "" {
+			name = p.FileName()
+		}
+		sc.Modules = append(sc.Modules, Module{Name: name, ContentType: p.Header.Get("Content-Type"), Data: data})
+	}
+	sc.MainModule = resp.Header.Get("Cf-Entrypoint")
+	if sc.MainModule == "" && len(sc.Modules) > 0 {
+		sc.MainModule = sc.Modules[0].Name
+	}
+	return nil
+}
+
+// UploadMetadata is the "metadata" part of a script upload or version.
+type UploadMetadata struct {
+	// MainModule names the entry module (module syntax); BodyPart names the
+	// script part of a service-worker upload. Exactly one is set.
+	MainModule string
+	BodyPart   string
+	// Bindings is the explicit binding set; {"type":"inherit","name":N}
+	// carries N over from the previous version.
+	Bindings Bindings
+	// KeepBindings lists binding types to carry over from the previous
+	// version in addition to Bindings (e.g. secret_text, secret_key).
+	KeepBindings []string
+	// Annotations are sent on versions only (workers/message, workers/tag).
+	Annotations map[string]string
+	// Other holds the remaining members, typically the script's settings
+	// read back (compatibility_date, compatibility_flags, limits, logpush,
+	// observability, placement, tags, tail_consumers, usage_model).
+	Other map[string]json.RawMessage
+}
+
+// JSON encodes the metadata in wrangler's member order: main_module (or
+// body_part), bindings, the other members sorted, keep_bindings,
+// annotations.
+func (m UploadMetadata) JSON() ([]byte, error) {
+	var buf bytes.Buffer
+	member := func(k string, v any) error {
+		if buf.Len() > 1 {
+			buf.WriteByte(',')
+		}
+		kj, _ := json.Marshal(k)
+		buf.Write(kj)
+		buf.WriteByte(':')
+		if raw, ok := v.(json.RawMessage); ok {
+			if !json.Valid(raw) {
+				return fmt.Errorf("metadata member %q is not valid JSON", k)
+			}
+			buf.Write(raw)
+			return nil
+		}
+		data, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("metadata member %q: %w", k, err)
+		}
+		buf.Write(data)
+		return nil
+	}
+	buf.WriteByte('{')
+	if m.MainModule != "" {
+		if err := member("main_module", m.MainModule); err != nil {
+			return nil, err
+		}
+	}
+	if m.BodyPart != "" {
+		if err := member("body_part", m.BodyPart); err != nil {
+			return nil, err
+		}
+	}
+	bs := m.Bindings
+	if bs == nil {
+		bs = Bindings{}
+	}
+	if err := member("bindings", bs); err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(m.Other))
+	for k := range m.Other {
+		switch k {
+		case "main_module", "body_part", "bindings", "keep_bindings", "annotations":
+			continue
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := member(k, m.Other[k]); err != nil {
+			return nil, err
+		}
+	}
+	if len(m.KeepBindings) > 0 {
+		if err := member("keep_bindings", m.KeepBindings); err != nil {
+			return nil, err
+		}
+	}
+	if len(m.Annotations) > 0 {
+		if err := member("annotations", m.Annotations); err != nil {
+			return nil, err
+		}
+	}
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}
+
+// ScriptUpload is a script PUT or version POST: metadata plus the module
+// parts.
+type ScriptUpload struct {
+	Metadata UploadMetadata
+	Modules  []Module
+}
+
+// SettingsForUpload returns the settings members that a code upload must
+// carry so that it changes nothing but what it means to (facts pitfall 5):
+// everything GET …/settings returned except bindings, with an empty
+// placement dropped. forVersion drops the members a version upload does
+// not accept (logpush, tail_consumers, tags) and migrations are never
+// included.
+func SettingsForUpload(s *Settings, forVersion bool) map[string]json.RawMessage {
+	out := make(map[string]json.RawMessage, len(s.Other))
+	for k, v := range s.Other {
+		switch k {
+		case "bindings", "migrations":
+			continue
+		case "logpush", "tail_consumers", "tags":
+			if forVersion {
+				continue
+			}
+		}
+		if string(v) == "null" || (k == "placement" && isEmptyObject(v)) {
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func isEmptyObject(v json.RawMessage) bool {
+	var m map[string]json.RawMessage
+	return json.Unmarshal(v, &m) == nil && len(m) == 0
+}
+
+// multipartBody builds the upload body: part "metadata" (JSON, no
+// Content-Type and no filename, as wrangler sends it), then each module
+// with name = filename = module name and its Content-Type.
+func (u ScriptUpload) multipartBody() (func() (io.Reader, string, error), error) {
+	meta, err := u.Metadata.JSON()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range u.Modules {
+		if m.Name == "" {
+			return nil, fmt.Errorf("script upload: a module has no name")
+		}
+	}
+	return func() (io.Reader, string, error) {
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		h := textproto.MIMEHeader{}
+		h.Set("Content-Disposition", `form-data; name="metadata"`)
+		pw, err := mw.CreatePart(h)
+		if err != nil {
+			return nil, "", err
+		}
+		if _, err := pw.Write(meta); err != nil {
+			return nil, "", err
+		}
+		for _, m := range u.Modules {
+			h := textproto.MIMEHeader{}
+			h.Set("Content-Disposition", fmt.Sprintf(`form-data; name="%s"; filename="%s"`, escapeQuotes(m.Name), escapeQuotes(m.Name)))
+			ct := m.ContentType
+			if ct == "" {
+				ct = "application/octet-stream"
+			}
+			h.Set("Content-Type", ct)
+			pw, err := mw.CreatePart(h)
+			if err != nil {
+				return nil, "", err
+			}
+			if _, err := pw.Write(m.Data); err != nil {
+				return nil, "", err
+			}
+		}
+		if err := mw.Close(); err != nil {
+			return nil, "", err
+		}
+		return &buf, mw.FormDataContentType(), nil
+	}, nil
+}
+
+var quoteEscaper = strings.NewReplacer("\\", "\\\\", `"`, "\\\"")
+
+func escapeQuotes(s string) string { return quoteEscaper.Replace(s) }
+
+// UploadResult is the result of a script PUT.
+type UploadResult struct {
+	ID           string `json:"id"`
+	Etag         string `json:"etag"`
+	DeploymentID string `json:"deployment_id"`
+	ModifiedOn   string `json:"modified_on"`
+	StartupTime  int    `json:"startup_time_ms"`
+}
+
+// UploadScript uploads a script with its bindings and settings:
+// PUT …/scripts/{script}?bindings_inherit=strict&excludeScript=true. A PUT
+// replaces the whole binding set except inherit entries and KeepBindings
+// types; strict mode makes an unresolvable inherit fail (10057) instead of
+// silently dropping the binding.
+func (c *Client) UploadScript(ctx context.Context, ref ScriptRef, u ScriptUpload) (*UploadResult, error) {
+	body, err := u.multipartBody()
+	if err != nil {
+		return nil, err
+	}
+	env, err := c.do(ctx, call{endpoint: EPPutScript, method: "PUT", path: ref.scriptPath(), write: true,
+		query: url.Values{"bindings_inherit": {"strict"}, "excludeScript": {"true"}}, body: body})
+	if err != nil {
+		return nil, err
+	}
+	var r UploadResult
+	if err := decodeResult(env, &r, "upload of "+ref.String()); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Version is the result of a version upload.
+type Version struct {
+	ID     string `json:"id"`
+	Number int    `json:"number"`
+}
+
+// CreateVersion uploads a new version without deploying it:
+// POST …/scripts/{script}/versions?bindings_inherit=strict. Versions need
+// module syntax (MainModule).
+func (c *Client) CreateVersion(ctx context.Context, ref ScriptRef, u ScriptUpload) (*Version, error) {
+	if u.Metadata.MainModule == "" {
+		return nil, fmt.Errorf("version of %s: versions need a main module (module syntax)", ref)
+	}
+	body, err := u.multipartBody()
+	if err != nil {
+		return nil, err
+	}
+	env, err := c.do(ctx, call{endpoint: EPPostVersion, method: "POST", path: ref.scriptPath() + "/versions", write: true,
+		query: url.Values{"bindings_inherit": {"strict"}}, body: body})
+	if err != nil {
+		return nil, err
+	}
+	var v Version
+	if err := decodeResult(env, &v, "version of "+ref.String()); err != nil {
+		return nil, err
+	}
+	if v.ID == "" {
+		return nil, fmt.Errorf("version of %s: response has no version id", ref)
+	}
+	return &v, nil
+}
+
+// Deployment is the result of a deployment.
+type Deployment struct {
+	ID       string `json:"id"`
+	Strategy string `json:"strategy"`
+}
+
+// DeployVersion sends 100% of traffic to one version:
+// POST …/scripts/{script}/deployments.
+func (c *Client) DeployVersion(ctx context.Context, ref ScriptRef, versionID, message string) (*Deployment, error) {
+	type dv struct {
+		VersionID  string `json:"version_id"`
+		Percentage int    `json:"percentage"`
+	}
+	body := map[string]any{
+		"strategy": "percentage",
+		"versions": []dv{{VersionID: versionID, Percentage: 100}},
+	}
+	if message != "" {
+		body["annotations"] = map[string]string{"workers/message": truncateUTF8(message, 100)}
+	}
+	env, err := c.do(ctx, call{endpoint: EPPostDeployment, method: "POST", path: ref.scriptPath() + "/deployments", write: true, body: jsonBody(body)})
+	if err != nil {
+		return nil, err
+	}
+	var d Deployment
+	if len(env.Result) > 0 && string(env.Result) != "null" {
+		if err := decodeResult(env, &d, "deployment of "+ref.String()); err != nil {
+			return nil, err
+		}
+	}
+	return &d, nil
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

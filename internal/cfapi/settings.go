@@ -1,0 +1,177 @@
+package cfapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/textproto"
+	"sort"
+)
+
+// Settings is a script's configuration as GET …/settings returns it: the
+// bindings, and every other member (compatibility_date, limits, placement,
+// tags, ...) kept as raw JSON so a script upload can send them back.
+type Settings struct {
+	Bindings Bindings
+	Other    map[string]json.RawMessage
+}
+
+// UnmarshalJSON splits the bindings from the other members.
+func (s *Settings) UnmarshalJSON(data []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return err
+	}
+	s.Bindings = nil
+	if raw, ok := m["bindings"]; ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &s.Bindings); err != nil {
+			return fmt.Errorf("bindings: %w", err)
+		}
+	}
+	delete(m, "bindings")
+	s.Other = m
+	return nil
+}
+
+// MarshalJSON writes the bindings and the other members with sorted keys.
+func (s Settings) MarshalJSON() ([]byte, error) {
+	m := make(map[string]any, len(s.Other)+1)
+	for k, v := range s.Other {
+		m[k] = v
+	}
+	bs := s.Bindings
+	if bs == nil {
+		bs = Bindings{}
+	}
+	m["bindings"] = bs
+	return json.Marshal(m)
+}
+
+// GetSettings reads a script's bindings and configuration
+// (GET …/scripts/{script}/settings, both flavours).
+func (c *Client) GetSettings(ctx context.Context, ref ScriptRef) (*Settings, error) {
+	env, err := c.do(ctx, call{endpoint: EPGetSettings, method: "GET", path: ref.scriptPath() + "/settings"})
+	if err != nil {
+		return nil, err
+	}
+	var s Settings
+	if err := decodeResult(env, &s, "settings of "+ref.String()); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// GetBindings reads a script's bindings. A dispatch namespace script uses
+// GET …/bindings; an ordinary Worker has no such route, so its settings are
+// read instead.
+func (c *Client) GetBindings(ctx context.Context, ref ScriptRef) (Bindings, error) {
+	if !ref.Dispatch() {
+		s, err := c.GetSettings(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		return s.Bindings, nil
+	}
+	env, err := c.do(ctx, call{endpoint: EPGetBindings, method: "GET", path: ref.scriptPath() + "/bindings"})
+	if err != nil {
+		return nil, err
+	}
+	var bs Bindings
+	if err := decodeResult(env, &bs, "bindings of "+ref.String()); err != nil {
+		return nil, err
+	}
+	return bs, nil
+}
+
+// SettingsPatch is the body of a settings PATCH. Bindings, when non-nil, is
+// the full new binding set: an entry of only {type, name} (see Ref) keeps
+// that binding's current value. Other members (compatibility_date, ...)
+// replace the current ones; absent members are left unchanged.
+type SettingsPatch struct {
+	Bindings Bindings
+	Other    map[string]json.RawMessage
+}
+
+// JSON returns the settings part's JSON with sorted keys.
+func (p SettingsPatch) JSON() ([]byte, error) {
+	keys := make([]string, 0, len(p.Other))
+	for k := range p.Other {
+		if k != "bindings" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var buf bytes.Buffer
+	buf.WriteByte('{')
+	first := true
+	if p.Bindings != nil {
+		buf.WriteString(`"bindings":[`)
+		for i, b := range p.Bindings {
+			if i > 0 {
+				buf.WriteByte(',')
+			}
+			buf.Write(b.raw)
+		}
+		buf.WriteByte(']')
+		first = false
+	}
+	for _, k := range keys {
+		if !first {
+			buf.WriteByte(',')
+		}
+		first = false
+		kj, _ := json.Marshal(k)
+		buf.Write(kj)
+		buf.WriteByte(':')
+		buf.Write(p.Other[k])
+	}
+	buf.WriteByte('}')
+	if !json.Valid(buf.Bytes()) {
+		return nil, fmt.Errorf("settings patch: invalid JSON in other members")
+	}
+	return buf.Bytes(), nil
+}
+
+// PatchSettings changes bindings and configuration without uploading code:
+// PATCH …/settings with one multipart part named "settings" holding JSON.
+func (c *Client) PatchSettings(ctx context.Context, ref ScriptRef, p SettingsPatch) (*Settings, error) {
+	js, err := p.JSON()
+	if err != nil {
+		return nil, err
+	}
+	env, err := c.do(ctx, call{
+		endpoint: EPPatchSettings, method: "PATCH", path: ref.scriptPath() + "/settings", write: true,
+		body: func() (io.Reader, string, error) {
+			var buf bytes.Buffer
+			mw := multipart.NewWriter(&buf)
+			h := textproto.MIMEHeader{}
+			h.Set("Content-Disposition", `form-data; name="settings"`)
+			h.Set("Content-Type", "application/json")
+			pw, err := mw.CreatePart(h)
+			if err != nil {
+				return nil, "", err
+			}
+			if _, err := pw.Write(js); err != nil {
+				return nil, "", err
+			}
+			if err := mw.Close(); err != nil {
+				return nil, "", err
+			}
+			return &buf, mw.FormDataContentType(), nil
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	var s Settings
+	if len(env.Result) == 0 || string(env.Result) == "null" {
+		return &s, nil
+	}
+	if err := decodeResult(env, &s, "settings of "+ref.String()); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
