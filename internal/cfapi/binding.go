@@ -25,6 +25,14 @@ type Binding struct {
 	// values, normalized (API defaults filled in, values re-encoded as
 	// canonical JSON) and sorted by key.
 	norm []normField
+	// wo holds the canonical JSON of the write-only members present, in the
+	// order of the type's write-only list (see AppendCanonicalJSON).
+	wo []normField
+	// checked is set by ParseBinding, which validates the binding once in
+	// both modes; uploadErr and readErr hold the results, so Validate on a
+	// parsed binding parses nothing.
+	checked            bool
+	uploadErr, readErr *ValidationError
 }
 
 type normField struct {
@@ -62,6 +70,15 @@ func ParseBinding(data []byte) (Binding, error) {
 	if err != nil {
 		return Binding{}, fmt.Errorf("binding %q: %w", name, err)
 	}
+	b.wo, err = writeOnlyValues(typ, fields)
+	if err != nil {
+		return Binding{}, fmt.Errorf("binding %q: %w", name, err)
+	}
+	b.uploadErr = b.validate(ForUpload, fields)
+	if b.uploadErr != nil {
+		b.readErr = b.validate(ForRead, fields)
+	}
+	b.checked = true
 	return b, nil
 }
 
@@ -394,8 +411,29 @@ const (
 // Validate checks the binding's name and the members its type requires.
 // Bindings of an unknown type are accepted as long as their name is valid:
 // the API grows new types often, and they are carried through unchanged.
+// A parsed binding is validated once, when it is parsed; Validate then
+// returns a copy of the stored result without parsing anything.
 func (b Binding) Validate(mode ValidateMode) error {
-	verr := func(field, format string, args ...any) error {
+	var e *ValidationError
+	switch {
+	case b.checked && mode == ForUpload:
+		e = b.uploadErr
+	case b.checked && mode == ForRead:
+		e = b.readErr
+	default:
+		e = b.validate(mode, nil)
+	}
+	if e == nil {
+		return nil
+	}
+	c := *e // callers such as ValidateList set Index on their copy
+	return &c
+}
+
+// validate applies the rules of Validate. fields is the decoded object, or
+// nil to decode it from raw.
+func (b Binding) validate(mode ValidateMode, fields map[string]json.RawMessage) *ValidationError {
+	verr := func(field, format string, args ...any) *ValidationError {
 		return &ValidationError{Name: b.name, Type: b.typ, Index: -1, Field: field, Msg: fmt.Sprintf(format, args...)}
 	}
 	if b.raw == nil {
@@ -414,9 +452,10 @@ func (b Binding) Validate(mode ValidateMode) error {
 	if !ok {
 		return nil
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(b.raw, &fields); err != nil {
-		return verr("", "%v", err)
+	if fields == nil {
+		if err := json.Unmarshal(b.raw, &fields); err != nil {
+			return verr("", "%v", err)
+		}
 	}
 	for _, f := range sp.fields {
 		v, present := fields[f.key]

@@ -1,0 +1,105 @@
+package cfapi
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+func canonicalCases(t *testing.T) []Binding {
+	t.Helper()
+	var bs []Binding
+	for _, raw := range loadCorpus(t) {
+		bs = append(bs, MustParseBinding(string(raw)))
+	}
+	for _, s := range []string{
+		`{"type":"secret_text","name":"S","text":"a<b>&\"c\"\u2028é"}`,
+		`{"type":"secret_text","name":"S2","text":null}`,
+		`{"type":"secret_text","name":"S3"}`,
+		`{"type":"secret_key","name":"K","algorithm":{"name":"HMAC","hash":"SHA-256"},"format":"jwk","usages":["sign"],"key_jwk":{"k":"x","kty":"oct"}}`,
+		`{"type":"d1","name":"DB","id":"x"}`,
+		`{"type":"service","name":"SVC","service":"a"}`,
+		`{"type":"stream","name":"Ä<x>","weird key":{"b":1,"a":[1.50,"\u00e9"]}}`,
+		`{"type":"plain_text","name":"P","text":"tab\there"}`,
+	} {
+		bs = append(bs, MustParseBinding(s))
+	}
+	bs = append(bs, Ref(TypeSecretText, "R"), Ref("kv_namespace", "R2"), Inherit("I"), Ref("x<y", "n\"m"))
+	return bs
+}
+
+func TestAppendCanonicalJSONMatchesCanonicalJSON(t *testing.T) {
+	for _, b := range canonicalCases(t) {
+		want := b.CanonicalJSON()
+		got := b.AppendCanonicalJSON([]byte("prefix"))
+		if !bytes.Equal(got[len("prefix"):], want) {
+			t.Errorf("%s: AppendCanonicalJSON\n got %s\nwant %s", b.Name(), got[len("prefix"):], want)
+		}
+	}
+	if got := (Binding{}).AppendCanonicalJSON(nil); got != nil {
+		t.Errorf("zero binding appended %q", got)
+	}
+}
+
+func TestAppendCanonicalJSONAllocs(t *testing.T) {
+	b := MustParseBinding(`{"type":"secret_text","name":"API_KEY","text":"s3cr3t"}`)
+	buf := make([]byte, 0, 512)
+	if n := testing.AllocsPerRun(100, func() { buf = b.AppendCanonicalJSON(buf[:0]) }); n != 0 {
+		t.Errorf("AppendCanonicalJSON allocates %v times", n)
+	}
+}
+
+func TestRefBuilder(t *testing.T) {
+	var rb RefBuilder
+	rb.Grow(40)
+	var got []Binding
+	cases := [][2]string{{"kv_namespace", "A"}, {"secret_text", "B"}, {"x<y", "n\"m"}, {"d1", "LONG_NAME_TO_OVERFLOW_THE_FIRST_CHUNK_0123456789"}}
+	for _, c := range cases {
+		got = append(got, rb.Ref(c[0], c[1]))
+	}
+	got = append(got, rb.Inherit("C"))
+	want := []Binding{Ref("kv_namespace", "A"), Ref("secret_text", "B"), Ref("x<y", "n\"m"),
+		Ref("d1", "LONG_NAME_TO_OVERFLOW_THE_FIRST_CHUNK_0123456789"), Inherit("C")}
+	for i := range want {
+		if string(got[i].Raw()) != string(want[i].Raw()) || got[i].Type() != want[i].Type() || got[i].Name() != want[i].Name() {
+			t.Errorf("#%d: got %s, want %s", i, got[i].Raw(), want[i].Raw())
+		}
+	}
+	// Appending to a returned raw slice must not clobber the next binding.
+	_ = append(got[0].Raw(), 'X')
+	if string(got[1].Raw()) != string(want[1].Raw()) {
+		t.Errorf("binding bytes shared: %s", got[1].Raw())
+	}
+}
+
+func TestValidateCachedEqualsUncached(t *testing.T) {
+	inputs := []string{
+		`{"type":"kv_namespace","name":"KV","namespace_id":"x"}`,
+		`{"type":"kv_namespace","name":"KV"}`,
+		`{"type":"secret_text","name":"S"}`,
+		`{"type":"secret_key","name":"K","algorithm":{},"format":"raw","usages":["sign"]}`,
+		`{"type":"r2_bucket","name":"B","bucket_name":"b","jurisdiction":"mars"}`,
+		`{"type":"plain_text","name":"1x","text":"a"}`,
+		`{"type":"","name":"X"}`,
+	}
+	for _, s := range inputs {
+		b := MustParseBinding(s)
+		for _, mode := range []ValidateMode{ForUpload, ForRead} {
+			got := b.Validate(mode)
+			want := b.validate(mode, nil)
+			if (got == nil) != (want == nil) || (got != nil && got.Error() != want.Error()) {
+				t.Errorf("%s mode %d: cached %v, fresh %v", s, mode, got, want)
+			}
+			if got != nil {
+				var ve *ValidationError
+				if !errors.As(got, &ve) {
+					t.Fatalf("not a *ValidationError: %T", got)
+				}
+				ve.Index = 99 // must not leak into the stored result
+				if again := b.Validate(mode); again.(*ValidationError).Index != -1 {
+					t.Errorf("stored result was modified through a returned error")
+				}
+			}
+		}
+	}
+}
