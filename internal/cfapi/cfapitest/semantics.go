@@ -47,6 +47,15 @@ func (e *Error) entries() []ErrorEntry {
 	return append([]ErrorEntry{{Code: e.Code, Message: e.Message}}, e.More...)
 }
 
+// asError returns err as an *Error; other errors become 500 code 10013.
+func asError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Status: http.StatusInternalServerError, Code: CodeUnknown, Message: messageUnknown}
+}
+
 func errorf(status, code int, format string, args ...any) *Error {
 	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
 }

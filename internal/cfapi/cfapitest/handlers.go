@@ -1,0 +1,554 @@
+package cfapitest
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"maps"
+	"math"
+	"mime/multipart"
+	"net/http"
+	"net/textproto"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
+)
+
+// settingsDefaults are what GET settings shows for members never set.
+var settingsDefaults = map[string]json.RawMessage{
+	"compatibility_flags": json.RawMessage(`[]`),
+	"limits":              json.RawMessage(`{}`),
+	"logpush":             json.RawMessage(`false`),
+	"observability":       json.RawMessage(`null`),
+	"placement":           json.RawMessage(`{}`),
+	"tags":                json.RawMessage(`[]`),
+	"tail_consumers":      json.RawMessage(`null`),
+	"usage_model":         json.RawMessage(`"standard"`),
+}
+
+// settingsResult renders a script's settings as GET returns them. The
+// caller holds s.mu.
+func settingsResult(p params, sc *script) map[string]any {
+	res := map[string]any{"bindings": RenderForGet(p.account, p.script, sc.bindings)}
+	for _, k := range settingsKeys {
+		if v, ok := sc.settings[k]; ok {
+			res[k] = v
+		} else if d, ok := settingsDefaults[k]; ok {
+			res[k] = d
+		}
+	}
+	return res
+}
+
+func (s *Server) getSettings(w http.ResponseWriter, _ *http.Request, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeResult(w, settingsResult(p, sc), nil)
+}
+
+func (s *Server) getBindings(w http.ResponseWriter, _ *http.Request, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeResult(w, RenderForGet(p.account, p.script, sc.bindings), nil)
+}
+
+// patchSettings applies a multipart settings PATCH: the "settings" part's
+// bindings (if present) through ApplySettingsPatch and its other members
+// over the stored ones. The result is a new version deployed at 100%.
+func (s *Server) patchSettings(w http.ResponseWriter, r *http.Request, p params) {
+	parts, perr := readForm(r, "settings", s.maxScript)
+	if perr != nil {
+		writeErr(w, perr)
+		return
+	}
+	i := slices.IndexFunc(parts, func(fp formPart) bool { return fp.name == "settings" })
+	if i < 0 {
+		writeError(w, http.StatusBadRequest, CodeMissingSettings, "Missing settings part in multipart upload")
+		return
+	}
+	var members map[string]json.RawMessage
+	if json.Unmarshal(parts[i].data, &members) != nil {
+		writeError(w, http.StatusBadRequest, CodeValidation, "could not read content for part settings")
+		return
+	}
+	settings := map[string]json.RawMessage{}
+	for _, k := range settingsKeys {
+		if v, ok := members[k]; ok {
+			settings[k] = v
+		}
+	}
+	if err := validateSettings(settings); err != nil {
+		writeErr(w, err)
+		return
+	}
+	var patch []cfapi.Binding
+	rawBindings, hasBindings := members["bindings"]
+	hasBindings = hasBindings && string(bytes.TrimSpace(rawBindings)) != "null"
+	if hasBindings {
+		var raws []json.RawMessage
+		if json.Unmarshal(rawBindings, &raws) != nil {
+			writeError(w, http.StatusBadRequest, CodeValidation, "invalid setting bindings: must be an array")
+			return
+		}
+		var err *Error
+		if patch, err = parseBindings(raws); err != nil {
+			writeErr(w, err)
+			return
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	bindings := sc.bindings
+	if hasBindings {
+		nb, err := ApplySettingsPatch(sc.bindings, patch)
+		if err != nil {
+			writeErr(w, asError(err))
+			return
+		}
+		bindings = nb
+	}
+	applySettings(sc.settings, settings)
+	v := s.addVersion(sc, Version{MainModule: sc.mainModule, BodyPart: sc.bodyPart, Modules: sc.modules,
+		Bindings: bindings, Settings: versioned(sc.settings)})
+	s.deployOnly(sc, v, nil)
+	writeResult(w, settingsResult(p, sc), nil)
+}
+
+// getContent answers the script's modules as multipart/form-data, the main
+// module first, with the cf-entrypoint header naming it.
+func (s *Server) getContent(w http.ResponseWriter, _ *http.Request, p params) {
+	s.mu.Lock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		s.mu.Unlock()
+		writeErr(w, err)
+		return
+	}
+	entry := sc.mainModule
+	if entry == "" {
+		entry = sc.bodyPart
+	}
+	modules := sc.modules // immutable once stored
+	s.mu.Unlock()
+
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	for _, m := range modules {
+		h := textproto.MIMEHeader{}
+		h.Set("Content-Disposition", multipartDisposition(m.Name))
+		h.Set("Content-Type", m.ContentType)
+		pw, _ := mw.CreatePart(h)
+		_, _ = pw.Write(m.Data)
+	}
+	_ = mw.Close()
+	w.Header().Set("Content-Type", mw.FormDataContentType())
+	w.Header().Set("cf-entrypoint", entry)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body.Bytes())
+}
+
+func multipartDisposition(name string) string {
+	q := strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(name)
+	return `form-data; name="` + q + `"; filename="` + q + `"`
+}
+
+// putScript uploads a script: the bindings through ApplyUpload against the
+// latest version, the settings members over the stored ones, and the
+// result deployed at once. A missing script is created.
+func (s *Server) putScript(w http.ResponseWriter, r *http.Request, p params) {
+	up, err := s.parseUpload(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	strict := r.URL.Query().Get("bindings_inherit") == "strict"
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkNamespace(p); err != nil {
+		writeErr(w, err)
+		return
+	}
+	prev := s.scripts[p.key()] // nil for a new script
+	bindings, berr := applyUpload(prev.inheritSource, up.bindings, up.keepBindings, strict, up.partNames)
+	if berr != nil {
+		writeErr(w, asError(berr))
+		return
+	}
+	sc := s.ensureScript(p)
+	applySettings(sc.settings, up.settings)
+	if up.migrationTag != "" {
+		sc.migrationTag = up.migrationTag
+	}
+	v := s.addVersion(sc, Version{MainModule: up.mainModule, BodyPart: up.bodyPart, Modules: up.modules,
+		Bindings: bindings, Settings: versioned(sc.settings), Annotations: up.annotations})
+	s.deployOnly(sc, v, up.annotations)
+	res := scriptResult(p, sc)
+	res["startup_time_ms"] = 1
+	res["deployment_id"] = v.ID
+	res["entry_point"] = v.MainModule + v.BodyPart
+	res["pipeline_hash"] = nil
+	writeResult(w, res, nil)
+}
+
+// scriptResult renders the script object of PUT and script details. The
+// caller holds s.mu.
+func scriptResult(p params, sc *script) map[string]any {
+	setting := func(k string) json.RawMessage {
+		if v, ok := sc.settings[k]; ok {
+			return v
+		}
+		if v, ok := settingsDefaults[k]; ok {
+			return v
+		}
+		return json.RawMessage(`null`)
+	}
+	return map[string]any{
+		"id":                  p.script,
+		"etag":                sc.etag,
+		"handlers":            []string{"fetch"},
+		"named_handlers":      []string{},
+		"created_on":          timestamp(sc.created),
+		"modified_on":         timestamp(sc.modified),
+		"usage_model":         setting("usage_model"),
+		"compatibility_date":  setting("compatibility_date"),
+		"compatibility_flags": setting("compatibility_flags"),
+		"tags":                setting("tags"),
+		"logpush":             setting("logpush"),
+		"tail_consumers":      setting("tail_consumers"),
+		"placement_mode":      nil,
+		"has_assets":          false,
+		"has_modules":         sc.mainModule != "",
+		"migration_tag":       sc.migrationTag,
+	}
+}
+
+// postVersion uploads a version without deploying it. main_module is
+// required, the script must exist, and bindings resolve against the latest
+// version.
+func (s *Server) postVersion(w http.ResponseWriter, r *http.Request, p params) {
+	up, err := s.parseUpload(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if up.mainModule == "" {
+		writeError(w, http.StatusBadRequest, CodeValidation, "main_module is required for a version upload")
+		return
+	}
+	strict := r.URL.Query().Get("bindings_inherit") == "strict"
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	bindings, berr := applyUpload(sc.inheritSource, up.bindings, up.keepBindings, strict, up.partNames)
+	if berr != nil {
+		writeErr(w, asError(berr))
+		return
+	}
+	settings := versioned(sc.latest().Settings)
+	applySettings(settings, versioned(up.settings))
+	v := s.addVersion(sc, Version{MainModule: up.mainModule, Modules: up.modules, Bindings: bindings,
+		Settings: settings, Annotations: up.annotations})
+	runtime := map[string]any{"compatibility_flags": json.RawMessage(`[]`), "usage_model": json.RawMessage(`"standard"`),
+		"limits": json.RawMessage(`{}`)}
+	for k, val := range v.Settings {
+		runtime[k] = val
+	}
+	now := timestamp(v.CreatedOn)
+	writeResult(w, map[string]any{
+		"id":     v.ID,
+		"number": v.Number,
+		"metadata": map[string]any{
+			"author_email": "", "author_id": "", "created_on": now, "modified_on": now,
+			"source": "api", "has_preview": false,
+		},
+		"annotations": annotationsOrEmpty(v.Annotations),
+		"resources": map[string]any{
+			"bindings":       RenderForGet(p.account, p.script, v.Bindings),
+			"script":         map[string]any{"etag": v.ETag, "handlers": []string{"fetch"}},
+			"script_runtime": runtime,
+		},
+		"startup_time_ms": 1,
+	}, nil)
+}
+
+func annotationsOrEmpty(a json.RawMessage) json.RawMessage {
+	if len(bytes.TrimSpace(a)) == 0 || string(bytes.TrimSpace(a)) == "null" {
+		return json.RawMessage(`{}`)
+	}
+	return a
+}
+
+type deploymentRequest struct {
+	Strategy    string              `json:"strategy"`
+	Versions    []DeploymentVersion `json:"versions"`
+	Annotations json.RawMessage     `json:"annotations"`
+}
+
+// postDeployment routes traffic to one or two existing versions. The live
+// state becomes that of the version with the larger share.
+func (s *Server) postDeployment(w http.ResponseWriter, r *http.Request, p params) {
+	var req deploymentRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+		return
+	}
+	if err := checkDeployment(req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	for _, dv := range req.Versions {
+		if sc.version(dv.VersionID) == nil {
+			writeError(w, http.StatusBadRequest, CodeValidation, "version '"+dv.VersionID+"' does not exist on this Worker")
+			return
+		}
+	}
+	d := &Deployment{Strategy: req.Strategy, Versions: req.Versions, Annotations: req.Annotations}
+	s.deploy(sc, d)
+	writeResult(w, map[string]any{
+		"id": d.ID, "source": "api", "strategy": d.Strategy, "author_email": "",
+		"versions": d.Versions, "annotations": annotationsOrEmpty(d.Annotations), "created_on": timestamp(d.CreatedOn),
+	}, nil)
+}
+
+func checkDeployment(req deploymentRequest) *Error {
+	bad := func(msg string) *Error { return errorf(http.StatusBadRequest, CodeValidation, "%s", msg) }
+	if req.Strategy != "percentage" {
+		return bad(`strategy must be "percentage"`)
+	}
+	if len(req.Versions) < 1 || len(req.Versions) > 2 {
+		return bad("a deployment must have one or two versions")
+	}
+	sum := 0.0
+	for i, dv := range req.Versions {
+		if dv.VersionID == "" {
+			return bad("every version needs a version_id")
+		}
+		if dv.Percentage < 0 || dv.Percentage > 100 {
+			return bad("percentages must be between 0 and 100")
+		}
+		if i == 1 && dv.VersionID == req.Versions[0].VersionID {
+			return bad("a version can appear in a deployment only once")
+		}
+		sum += dv.Percentage
+	}
+	if math.Abs(sum-100) > 1e-9 {
+		return bad("the percentages of a deployment must add up to 100")
+	}
+	return nil
+}
+
+// listScripts lists the scripts of a dispatch namespace in name order,
+// filtered by tags ("t1:yes,t2:no") and paginated by limit (at most 1000)
+// and an opaque cursor, returned in result_info.cursor ("" on the last page).
+func (s *Server) listScripts(w http.ResponseWriter, r *http.Request, p params) {
+	q := r.URL.Query()
+	limit := 1000
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, CodeValidation, "limit must be an integer between 1 and 1000")
+			return
+		}
+		limit = n
+	}
+	after := ""
+	if c := q.Get("cursor"); c != "" {
+		b, err := base64.RawURLEncoding.DecodeString(c)
+		if err != nil || len(b) == 0 {
+			writeError(w, http.StatusBadRequest, CodeValidation, "invalid cursor")
+			return
+		}
+		after = string(b)
+	}
+	include, exclude := parseTagFilter(q.Get("tags"))
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkNamespace(p); err != nil {
+		writeErr(w, err)
+		return
+	}
+	items := []map[string]any{}
+	cursor := ""
+	for _, name := range s.scriptNames(p.account, p.namespace) {
+		if name <= after && after != "" {
+			continue
+		}
+		sc := s.scripts[scriptKey{p.account, p.namespace, name}]
+		tags := scriptTags(sc)
+		if !matchTags(tags, include, exclude) {
+			continue
+		}
+		if len(items) == limit {
+			cursor = base64.RawURLEncoding.EncodeToString([]byte(items[len(items)-1]["id"].(string)))
+			break
+		}
+		items = append(items, map[string]any{
+			"id": name, "etag": sc.etag, "created_on": timestamp(sc.created), "modified_on": timestamp(sc.modified),
+			"tags": tags,
+		})
+	}
+	writeResult(w, items, map[string]any{"cursor": cursor, "count": len(items)})
+}
+
+func scriptTags(sc *script) []string {
+	tags := []string{}
+	if v, ok := sc.settings["tags"]; ok {
+		_ = json.Unmarshal(v, &tags)
+	}
+	return tags
+}
+
+// parseTagFilter splits "t1:yes,t2:no"; a tag without ":yes" or ":no"
+// must be present.
+func parseTagFilter(s string) (include, exclude []string) {
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		tag, mode, _ := strings.Cut(item, ":")
+		if mode == "no" {
+			exclude = append(exclude, tag)
+		} else {
+			include = append(include, tag)
+		}
+	}
+	return include, exclude
+}
+
+func matchTags(tags, include, exclude []string) bool {
+	for _, t := range include {
+		if !slices.Contains(tags, t) {
+			return false
+		}
+	}
+	for _, t := range exclude {
+		if slices.Contains(tags, t) {
+			return false
+		}
+	}
+	return true
+}
+
+// getScript answers the details of a dispatch namespace script.
+func (s *Server) getScript(w http.ResponseWriter, _ *http.Request, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeResult(w, map[string]any{
+		"created_on":         timestamp(sc.created),
+		"modified_on":        timestamp(sc.modified),
+		"dispatch_namespace": p.namespace,
+		"script":             scriptResult(p, sc),
+	}, nil)
+}
+
+// namespaceResult renders a dispatch namespace. The caller holds s.mu.
+func (s *Server) namespaceResult(account string, ns *namespace) map[string]any {
+	return map[string]any{
+		"namespace_id":    ns.id,
+		"namespace_name":  ns.name,
+		"script_count":    len(s.scriptNames(account, ns.name)),
+		"created_on":      timestamp(ns.created),
+		"modified_on":     timestamp(ns.modified),
+		"created_by":      "",
+		"modified_by":     "",
+		"trusted_workers": false,
+	}
+}
+
+// createNamespace creates a dispatch namespace from {"name": ...}. An
+// existing name is 409 code 10118 (a guess).
+func (s *Server) createNamespace(w http.ResponseWriter, r *http.Request, p params) {
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+		return
+	}
+	if !validNamespaceName(req.Name) {
+		writeError(w, http.StatusBadRequest, CodeValidation,
+			"namespace name must be 1 to 63 characters of lowercase letters, digits, '-' and '_'")
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns, created := s.addNamespace(p.account, req.Name)
+	if !created {
+		writeError(w, http.StatusConflict, CodeNamespaceExists, "A dispatch namespace named '"+req.Name+"' already exists.")
+		return
+	}
+	writeResult(w, s.namespaceResult(p.account, ns), nil)
+}
+
+func validNamespaceName(name string) bool {
+	if name == "" || len(name) > 63 {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) listNamespaces(w http.ResponseWriter, _ *http.Request, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := slices.SortedFunc(maps.Keys(s.namespaces), func(a, b nsKey) int { return strings.Compare(a.name, b.name) })
+	out := []map[string]any{}
+	for _, k := range keys {
+		if k.account == p.account {
+			out = append(out, s.namespaceResult(p.account, s.namespaces[k]))
+		}
+	}
+	writeResult(w, out, nil)
+}
+
+func (s *Server) getNamespace(w http.ResponseWriter, _ *http.Request, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns, ok := s.namespaces[nsKey{p.account, p.namespace}]
+	if !ok {
+		writeErr(w, namespaceNotFound(p.namespace))
+		return
+	}
+	writeResult(w, s.namespaceResult(p.account, ns), nil)
+}

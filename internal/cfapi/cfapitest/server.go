@@ -1,0 +1,486 @@
+package cfapitest
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options configures a Server. The zero value is a server without auth,
+// rate limit or faults under /client/v4.
+type Options struct {
+	// Prefix is the path the API is served under; "" means "/client/v4".
+	Prefix string
+
+	// Token, when set, is required as "Authorization: Bearer <Token>".
+	Token string
+	// Email and Key, when both set, are accepted as X-Auth-Email and
+	// X-Auth-Key (instead of, or besides, the token).
+	Email, Key string
+
+	// RateLimit is the number of requests allowed per RateWindow, counted in
+	// fixed windows; 0 turns the limit off.
+	RateLimit  int
+	RateWindow time.Duration
+
+	// Faults are injected at random (see Faults); SetFaults changes them.
+	Faults Faults
+	// Seed seeds the random source of faults, ids and ray ids.
+	Seed uint64
+
+	// RejectOverlappingWrites answers a write to a script that starts while
+	// another write to the same script is in flight with 409 code 10035, as
+	// the real API does for concurrent modifications. When false both
+	// writes proceed (and are counted in Stats.OverlappingWrites).
+	RejectOverlappingWrites bool
+
+	// MaxScriptSize bounds the module bytes of one upload (10027 beyond);
+	// 0 means 64 MiB.
+	MaxScriptSize int64
+
+	// Now is the clock for timestamps and rate-limit windows; nil means
+	// time.Now. Latency is always real time.
+	Now func() time.Time
+}
+
+// Faults are random failures and delays. Rates are fractions of requests
+// in [0,1]; a request draws one fault at most.
+type Faults struct {
+	// FailRate is the fraction answered 500, 502 or 503 with code 10013.
+	FailRate float64
+	// ThrottleRate is the fraction answered 429 code 971 with Retry-After: 1.
+	ThrottleRate float64
+	// ResetRate is the fraction whose connection is reset without an answer.
+	ResetRate float64
+	// Latency is added to every request.
+	Latency time.Duration
+	// WriteLatency is added to every script write while it is in flight,
+	// so that concurrent writes to one script overlap observably.
+	WriteLatency time.Duration
+}
+
+// Server is the emulator: an http.Handler serving the Workers API from
+// memory. It is safe for concurrent use.
+type Server struct {
+	prefix    string
+	opts      Options
+	now       func() time.Time
+	routes    []route
+	maxScript int64
+
+	rngMu sync.Mutex
+	rng   *rand.Rand
+
+	faultMu  sync.Mutex
+	faults   Faults
+	failNext []*failRule
+	limit    limiter
+
+	stats statsRecorder
+
+	mu         sync.Mutex // guards the state below
+	namespaces map[nsKey]*namespace
+	scripts    map[scriptKey]*script
+}
+
+// New returns a server with empty state.
+func New(opts Options) *Server {
+	s := &Server{
+		prefix:     strings.TrimSuffix(opts.Prefix, "/"),
+		opts:       opts,
+		now:        opts.Now,
+		maxScript:  opts.MaxScriptSize,
+		rng:        rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
+		faults:     opts.Faults,
+		namespaces: make(map[nsKey]*namespace),
+		scripts:    make(map[scriptKey]*script),
+	}
+	if opts.Prefix == "" {
+		s.prefix = "/client/v4"
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.maxScript <= 0 {
+		s.maxScript = 64 << 20
+	}
+	s.limit.set(opts.RateLimit, opts.RateWindow)
+	s.stats.init()
+	s.routes = s.routeTable()
+	return s
+}
+
+// Prefix returns the path the API is served under, such as "/client/v4".
+func (s *Server) Prefix() string { return s.prefix }
+
+// Endpoint names, shared with the client's metrics.
+const (
+	EndpointGetSettings     = "get_settings"
+	EndpointGetBindings     = "get_bindings"
+	EndpointPatchSettings   = "patch_settings"
+	EndpointGetContent      = "get_content"
+	EndpointPutScript       = "put_script"
+	EndpointPostVersion     = "post_version"
+	EndpointPostDeployment  = "post_deployment"
+	EndpointListScripts     = "list_scripts"
+	EndpointGetScript       = "get_script"
+	EndpointCreateNamespace = "create_namespace"
+	EndpointListNamespaces  = "list_namespaces"
+	EndpointGetNamespace    = "get_namespace"
+	EndpointUnknown         = "unknown"
+)
+
+// params are the path parameters of a request. namespace is "" for an
+// ordinary (account-level) script.
+type params struct {
+	account, namespace, script string
+}
+
+func (p params) key() scriptKey { return scriptKey{p.account, p.namespace, p.script} }
+
+type route struct {
+	method   string
+	segs     []string // "{account}", "{ns}" and "{script}" are parameters
+	endpoint string
+	handle   func(http.ResponseWriter, *http.Request, params)
+	// scriptWrite marks writes to one script: they are tracked in flight,
+	// delayed by WriteLatency and checked for overlap.
+	scriptWrite bool
+}
+
+// routeTable is the one list of routes. Paths are relative to the prefix.
+func (s *Server) routeTable() []route {
+	const (
+		acct = "/accounts/{account}/workers"
+		nss  = acct + "/dispatch/namespaces"
+		ns   = nss + "/{ns}"
+		dsc  = ns + "/scripts/{script}"
+		osc  = acct + "/scripts/{script}"
+	)
+	r := func(method, path, endpoint string, h func(http.ResponseWriter, *http.Request, params), write bool) route {
+		return route{method: method, segs: strings.Split(strings.Trim(path, "/"), "/"), endpoint: endpoint, handle: h, scriptWrite: write}
+	}
+	return []route{
+		r(http.MethodGet, dsc+"/settings", EndpointGetSettings, s.getSettings, false),
+		r(http.MethodGet, osc+"/settings", EndpointGetSettings, s.getSettings, false),
+		r(http.MethodPatch, dsc+"/settings", EndpointPatchSettings, s.patchSettings, true),
+		r(http.MethodPatch, osc+"/settings", EndpointPatchSettings, s.patchSettings, true),
+		r(http.MethodGet, dsc+"/bindings", EndpointGetBindings, s.getBindings, false),
+		r(http.MethodGet, dsc+"/content", EndpointGetContent, s.getContent, false),
+		r(http.MethodGet, osc+"/content/v2", EndpointGetContent, s.getContent, false),
+		r(http.MethodPut, dsc, EndpointPutScript, s.putScript, true),
+		r(http.MethodPut, osc, EndpointPutScript, s.putScript, true),
+		r(http.MethodGet, dsc, EndpointGetScript, s.getScript, false),
+		r(http.MethodPost, dsc+"/versions", EndpointPostVersion, s.postVersion, true),
+		r(http.MethodPost, osc+"/versions", EndpointPostVersion, s.postVersion, true),
+		r(http.MethodPost, dsc+"/deployments", EndpointPostDeployment, s.postDeployment, true),
+		r(http.MethodPost, osc+"/deployments", EndpointPostDeployment, s.postDeployment, true),
+		r(http.MethodGet, ns+"/scripts", EndpointListScripts, s.listScripts, false),
+		r(http.MethodGet, ns, EndpointGetNamespace, s.getNamespace, false),
+		r(http.MethodGet, nss, EndpointListNamespaces, s.listNamespaces, false),
+		r(http.MethodPost, nss, EndpointCreateNamespace, s.createNamespace, false),
+	}
+}
+
+var writeEndpoints = map[string]bool{
+	EndpointPatchSettings: true, EndpointPutScript: true, EndpointPostVersion: true,
+	EndpointPostDeployment: true, EndpointCreateNamespace: true,
+}
+
+// match finds the route for a request. When the path matches routes of
+// other methods only, rt is nil and allowed lists those methods.
+func (s *Server) match(r *http.Request) (rt *route, p params, allowed []string) {
+	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), s.prefix+"/")
+	if !ok {
+		return nil, params{}, nil
+	}
+	segs := strings.Split(strings.TrimSuffix(rest, "/"), "/")
+	for i, seg := range segs {
+		u, err := url.PathUnescape(seg)
+		if err != nil {
+			return nil, params{}, nil
+		}
+		segs[i] = u
+	}
+	for i := range s.routes {
+		cand := &s.routes[i]
+		cp, ok := matchSegs(cand.segs, segs)
+		if !ok {
+			continue
+		}
+		if cand.method == r.Method {
+			return cand, cp, nil
+		}
+		allowed = append(allowed, cand.method)
+	}
+	return nil, params{}, allowed
+}
+
+func matchSegs(pattern, segs []string) (params, bool) {
+	var p params
+	if len(pattern) != len(segs) {
+		return p, false
+	}
+	for i, pat := range pattern {
+		seg := segs[i]
+		switch pat {
+		case "{account}":
+			p.account = seg
+		case "{ns}":
+			p.namespace = seg
+		case "{script}":
+			p.script = seg
+		default:
+			if pat != seg {
+				return p, false
+			}
+			continue
+		}
+		if seg == "" {
+			return p, false
+		}
+	}
+	return p, true
+}
+
+// ServeHTTP answers one API request: it records it, applies latency, the
+// rate limit, auth and injected faults, in that order, and then runs the
+// route's handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	arrival := s.now()
+	rt, p, allowed := s.match(r)
+	endpoint := EndpointUnknown
+	if rt != nil {
+		endpoint = rt.endpoint
+	}
+	rec := &recorder{ResponseWriter: w}
+	rec.Header().Set("cf-ray", s.rayID())
+	s.stats.begin(arrival, endpoint)
+	defer func() {
+		s.stats.end(Request{
+			Time: arrival, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Endpoint: endpoint,
+			Status: rec.status, Account: p.account, Namespace: p.namespace, Script: p.script,
+		})
+	}()
+
+	faults := s.Faults()
+	if !sleepCtx(r.Context(), faults.Latency) {
+		return
+	}
+	if !s.applyRateLimit(rec, arrival) {
+		return
+	}
+	if !s.authorized(r) {
+		writeError(rec, http.StatusForbidden, CodeAuth, "Authentication error")
+		return
+	}
+	if s.injectFault(rec, endpoint, faults) {
+		return
+	}
+	switch {
+	case rt == nil && len(allowed) > 0:
+		rec.Header().Set("Allow", strings.Join(allowed, ", "))
+		writeError(rec, http.StatusMethodNotAllowed, CodeMethodNotAllowed,
+			fmt.Sprintf("%s method not allowed for the api_token authentication scheme", r.Method))
+		return
+	case rt == nil:
+		writeError(rec, http.StatusNotFound, CodeNoRoute, "No route for that URI")
+		return
+	}
+	if !isAccountID(p.account) {
+		writeErr(rec, &Error{Status: http.StatusNotFound, Code: CodeInvalidAccount,
+			Message: fmt.Sprintf("Could not route to %s, perhaps your object identifier is invalid?", strings.TrimPrefix(r.URL.Path, s.prefix)),
+			More:    []ErrorEntry{{Code: CodeNoRoute, Message: "No route for that URI"}}})
+		return
+	}
+	if rt.scriptWrite {
+		overlap := s.stats.beginWrite(p.key())
+		defer s.stats.endWrite(p.key())
+		if overlap && s.opts.RejectOverlappingWrites {
+			writeError(rec, http.StatusConflict, CodeConcurrentModify, messageConcurrentEdit)
+			return
+		}
+		if !sleepCtx(r.Context(), faults.WriteLatency) {
+			return
+		}
+	}
+	rt.handle(rec, r, p)
+}
+
+// isAccountID reports whether id is 32 lowercase hex digits; every such id
+// is an account of the emulator.
+func isAccountID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	if s.opts.Token == "" && (s.opts.Email == "" || s.opts.Key == "") {
+		return true
+	}
+	if s.opts.Token != "" &&
+		subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+s.opts.Token)) == 1 {
+		return true
+	}
+	if s.opts.Email != "" && s.opts.Key != "" && r.Header.Get("X-Auth-Email") == s.opts.Email &&
+		subtle.ConstantTimeCompare([]byte(r.Header.Get("X-Auth-Key")), []byte(s.opts.Key)) == 1 {
+		return true
+	}
+	return false
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// recorder remembers the status a handler wrote.
+type recorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+type envelope struct {
+	Success    bool         `json:"success"`
+	Errors     []errorEntry `json:"errors"`
+	Messages   []errorEntry `json:"messages"`
+	Result     any          `json:"result"`
+	ResultInfo any          `json:"result_info,omitempty"`
+}
+
+type errorEntry struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+// writeError answers with an error envelope holding one entry.
+func writeError(w http.ResponseWriter, status, code int, msg string) {
+	writeErr(w, &Error{Status: status, Code: code, Message: msg})
+}
+
+// writeErr answers with the error envelope of e.
+func writeErr(w http.ResponseWriter, e *Error) {
+	env := envelope{Errors: []errorEntry{}, Messages: []errorEntry{}}
+	for _, en := range e.entries() {
+		env.Errors = append(env.Errors, errorEntry{Code: en.Code, Message: en.Message})
+	}
+	writeJSON(w, e.Status, env)
+}
+
+// writeResult answers 200 with a success envelope.
+func writeResult(w http.ResponseWriter, result, resultInfo any) {
+	writeJSON(w, http.StatusOK, envelope{Success: true, Errors: []errorEntry{}, Messages: []errorEntry{},
+		Result: result, ResultInfo: resultInfo})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		body = []byte(`{"success":false,"errors":[{"code":10013,"message":"workers.api.error.unknown"}],"messages":[],"result":null}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// random helpers; the source is seeded by Options.Seed.
+
+func (s *Server) rayID() string {
+	s.rngMu.Lock()
+	v := s.rng.Uint64()
+	s.rngMu.Unlock()
+	return fmt.Sprintf("%016x-EMU", v)
+}
+
+func (s *Server) float() float64 {
+	s.rngMu.Lock()
+	defer s.rngMu.Unlock()
+	return s.rng.Float64()
+}
+
+func (s *Server) intN(n int) int {
+	s.rngMu.Lock()
+	defer s.rngMu.Unlock()
+	return s.rng.IntN(n)
+}
+
+// newUUID returns a random version 4 UUID from the seeded source.
+func (s *Server) newUUID() string {
+	var b [16]byte
+	s.rngMu.Lock()
+	for i := 0; i < 16; i += 8 {
+		v := s.rng.Uint64()
+		for j := range 8 {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	s.rngMu.Unlock()
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// timestamp formats t as the API does: "2025-01-01T00:00:00.000000Z".
+func timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000Z") }
+
+// ceilSeconds rounds d up to whole seconds, at least 1.
+func ceilSeconds(d time.Duration) int {
+	return max(1, int(math.Ceil(d.Seconds())))
+}
+
+// listenURL turns a listener address into a base URL, replacing an
+// unspecified host with the loopback address.
+func listenURL(addr net.Addr, prefix string) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String() + prefix
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + prefix
+}
