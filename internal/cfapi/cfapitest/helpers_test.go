@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"net/http/httptest"
 	"net/textproto"
 	"strings"
 	"sync"
@@ -53,6 +54,8 @@ type api struct {
 	t    *testing.T
 	base string
 	hdr  http.Header
+	// fresh sends each request on a new connection.
+	fresh bool
 }
 
 func newAPI(t *testing.T, opts Options) (*Server, *api) {
@@ -81,7 +84,11 @@ func (a *api) send(method, path string, body []byte, contentType string) (*apiRe
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := http.DefaultClient
+	if a.fresh {
+		client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -279,4 +286,11 @@ func flavours(t *testing.T, f func(t *testing.T, ns string)) {
 		}
 		t.Run(name, func(t *testing.T) { f(t, ns) })
 	}
+}
+
+func newRecorder() *httptest.ResponseRecorder { return httptest.NewRecorder() }
+
+func httpRequest(t *testing.T, method, target string) *http.Request {
+	t.Helper()
+	return httptest.NewRequest(method, target, nil)
 }
