@@ -1,0 +1,334 @@
+package jobs
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/planner"
+)
+
+// SchemaV1 is the only event schema this version understands.
+const SchemaV1 = "bindings.change/v1"
+
+// MaxEventBytes is the largest event body accepted (EVENTS.md: 1 MiB).
+const MaxEventBytes = 1 << 20
+
+// Event ops.
+const (
+	OpReplace = "replace"
+	OpPatch   = "patch"
+)
+
+// NoNamespace is the subject token of an ordinary Worker (no dispatch
+// namespace).
+const NoNamespace = "_"
+
+// Event is a decoded, validated binding-change event (EVENTS.md).
+type Event struct {
+	Schema            string          `json:"schema"`
+	ID                string          `json:"id"`
+	AccountID         string          `json:"account_id"`
+	DispatchNamespace string          `json:"dispatch_namespace,omitempty"`
+	Script            string          `json:"script"`
+	Generation        *uint64         `json:"generation,omitempty"`
+	Op                string          `json:"op"`
+	Bindings          []cfapi.Binding `json:"bindings,omitempty"`
+	Upsert            []cfapi.Binding `json:"upsert,omitempty"`
+	Remove            []string        `json:"remove,omitempty"`
+	Strategy          string          `json:"strategy,omitempty"`
+	OccurredAt        *time.Time      `json:"occurred_at,omitempty"`
+}
+
+// Ref returns the script the event is about.
+func (e *Event) Ref() cfapi.ScriptRef {
+	return cfapi.ScriptRef{AccountID: e.AccountID, Namespace: e.DispatchNamespace, Script: e.Script}
+}
+
+// Key returns the script's key in the KV buckets: account.namespace.script.
+func (e *Event) Key() string { return ScriptKey(e.Ref()) }
+
+// ScriptKey returns the KV key and subject suffix of a script:
+// <account>.<namespace or _>.<script>.
+func ScriptKey(ref cfapi.ScriptRef) string {
+	ns := ref.Namespace
+	if ns == "" {
+		ns = NoNamespace
+	}
+	return ref.AccountID + "." + ns + "." + ref.Script
+}
+
+// ParseScriptKey is the inverse of ScriptKey.
+func ParseScriptKey(key string) (cfapi.ScriptRef, error) {
+	parts := strings.Split(key, ".")
+	if len(parts) != 3 {
+		return cfapi.ScriptRef{}, fmt.Errorf("script key %q: want account.namespace.script", key)
+	}
+	ref := cfapi.ScriptRef{AccountID: parts[0], Namespace: parts[1], Script: parts[2]}
+	if ref.Namespace == NoNamespace {
+		ref.Namespace = ""
+	}
+	if err := ref.Validate(); err != nil {
+		return cfapi.ScriptRef{}, fmt.Errorf("script key %q: %w", key, err)
+	}
+	return ref, nil
+}
+
+// Subject returns the event subject of a script under prefix.
+func Subject(prefix string, ref cfapi.ScriptRef) string { return prefix + "." + ScriptKey(ref) }
+
+// InvalidEventError says why an event cannot be applied. Reason is a short,
+// bounded label (used in metrics and the dead-letter record); Msg names the
+// field. It never contains a secret value.
+type InvalidEventError struct {
+	Reason string
+	Msg    string
+}
+
+func (e *InvalidEventError) Error() string { return e.Reason + ": " + e.Msg }
+
+// Dead-letter reasons for bad input.
+const (
+	ReasonInvalidJSON     = "invalid_json"
+	ReasonTooLarge        = "too_large"
+	ReasonSchema          = "unsupported_schema"
+	ReasonMissingField    = "missing_field"
+	ReasonInvalidField    = "invalid_field"
+	ReasonInvalidBinding  = "invalid_binding"
+	ReasonSubjectMismatch = "subject_mismatch"
+)
+
+func invalid(reason, format string, args ...any) error {
+	return &InvalidEventError{Reason: reason, Msg: fmt.Sprintf(format, args...)}
+}
+
+// DecodeEvent decodes and validates one event body received on subject
+// (which may be empty when not known). Every failure is an
+// *InvalidEventError naming the field.
+func DecodeEvent(data []byte, subject, prefix string, p *planner.Planner) (*Event, error) {
+	if len(data) > MaxEventBytes {
+		return nil, invalid(ReasonTooLarge, "event is %d bytes, over the limit of %d", len(data), MaxEventBytes)
+	}
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil, invalid(ReasonInvalidJSON, "event must be a JSON object")
+	}
+	// Decode the envelope first with raw bindings, so that a bad binding is
+	// reported by position and name rather than as a JSON error.
+	var raw struct {
+		Schema            *string           `json:"schema"`
+		ID                *string           `json:"id"`
+		AccountID         *string           `json:"account_id"`
+		DispatchNamespace *string           `json:"dispatch_namespace"`
+		Script            *string           `json:"script"`
+		Generation        json.RawMessage   `json:"generation"`
+		Op                *string           `json:"op"`
+		Bindings          []json.RawMessage `json:"bindings"`
+		Upsert            []json.RawMessage `json:"upsert"`
+		Remove            []string          `json:"remove"`
+		Strategy          *string           `json:"strategy"`
+		OccurredAt        *string           `json:"occurred_at"`
+	}
+	if err := json.Unmarshal(trimmed, &raw); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return nil, invalid(ReasonInvalidField, "field %q must be %s, got %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+		}
+		return nil, invalid(ReasonInvalidJSON, "%v", err)
+	}
+	req := func(name string, v *string) (string, error) {
+		if v == nil || *v == "" {
+			return "", invalid(ReasonMissingField, "field %q is required", name)
+		}
+		return *v, nil
+	}
+	e := &Event{}
+	var err error
+	if raw.Schema == nil {
+		return nil, invalid(ReasonMissingField, "field \"schema\" is required")
+	}
+	if *raw.Schema != SchemaV1 {
+		return nil, invalid(ReasonSchema, "schema %q is not supported (want %q)", *raw.Schema, SchemaV1)
+	}
+	e.Schema = *raw.Schema
+	if e.ID, err = req("id", raw.ID); err != nil {
+		return nil, err
+	}
+	if len(e.ID) > 256 {
+		return nil, invalid(ReasonInvalidField, "field \"id\" is %d bytes, over the limit of 256", len(e.ID))
+	}
+	if e.AccountID, err = req("account_id", raw.AccountID); err != nil {
+		return nil, err
+	}
+	if e.Script, err = req("script", raw.Script); err != nil {
+		return nil, err
+	}
+	if raw.DispatchNamespace != nil {
+		e.DispatchNamespace = *raw.DispatchNamespace
+	}
+	if err := cfapi.ValidateAccountID(e.AccountID); err != nil {
+		return nil, invalid(ReasonInvalidField, "field \"account_id\": %v", err)
+	}
+	if e.DispatchNamespace != "" {
+		if err := cfapi.ValidateScriptName(e.DispatchNamespace); err != nil {
+			return nil, invalid(ReasonInvalidField, "field \"dispatch_namespace\": %v", err)
+		}
+	}
+	if err := cfapi.ValidateScriptName(e.Script); err != nil {
+		return nil, invalid(ReasonInvalidField, "field \"script\": %v", err)
+	}
+	if len(raw.Generation) > 0 && string(raw.Generation) != "null" {
+		var g uint64
+		if err := json.Unmarshal(raw.Generation, &g); err != nil {
+			return nil, invalid(ReasonInvalidField, "field \"generation\" must be a non-negative integer, got %s", truncateForError(string(raw.Generation)))
+		}
+		e.Generation = &g
+	}
+	if e.Op, err = req("op", raw.Op); err != nil {
+		return nil, err
+	}
+	parseList := func(field string, list []json.RawMessage) ([]cfapi.Binding, error) {
+		out := make([]cfapi.Binding, 0, len(list))
+		for i, r := range list {
+			b, err := cfapi.ParseBinding(r)
+			if err != nil {
+				return nil, invalid(ReasonInvalidBinding, "%s[%d]: %v", field, i, err)
+			}
+			out = append(out, b)
+		}
+		return out, nil
+	}
+	switch e.Op {
+	case OpReplace:
+		if raw.Bindings == nil {
+			return nil, invalid(ReasonMissingField, "field \"bindings\" is required with op \"replace\" (use [] to manage no bindings)")
+		}
+		if raw.Upsert != nil || raw.Remove != nil {
+			return nil, invalid(ReasonInvalidField, "fields \"upsert\" and \"remove\" belong to op \"patch\", not \"replace\"")
+		}
+		if e.Bindings, err = parseList("bindings", raw.Bindings); err != nil {
+			return nil, err
+		}
+	case OpPatch:
+		if raw.Upsert == nil && raw.Remove == nil {
+			return nil, invalid(ReasonMissingField, "op \"patch\" needs \"upsert\" or \"remove\"")
+		}
+		if raw.Bindings != nil {
+			return nil, invalid(ReasonInvalidField, "field \"bindings\" belongs to op \"replace\"; a patch uses \"upsert\"")
+		}
+		if e.Upsert, err = parseList("upsert", raw.Upsert); err != nil {
+			return nil, err
+		}
+		e.Remove = raw.Remove
+	default:
+		return nil, invalid(ReasonInvalidField, "field \"op\" must be \"replace\" or \"patch\", got %q", truncateForError(e.Op))
+	}
+	if raw.Strategy != nil {
+		e.Strategy = *raw.Strategy
+	}
+	strategy, err := planner.ParseStrategy(e.Strategy)
+	if err != nil {
+		return nil, invalid(ReasonInvalidField, "field \"strategy\": %v", err)
+	}
+	if raw.OccurredAt != nil && *raw.OccurredAt != "" {
+		t, err := time.Parse(time.RFC3339Nano, *raw.OccurredAt)
+		if err != nil {
+			return nil, invalid(ReasonInvalidField, "field \"occurred_at\" must be an RFC 3339 time, got %q", truncateForError(*raw.OccurredAt))
+		}
+		e.OccurredAt = &t
+	}
+	// Bindings are validated as the planner validates desired state: each
+	// binding's fields, names, duplicates, a name both upserted and removed.
+	d := planner.Desired{Bindings: e.Bindings, Strategy: strategy}
+	if e.Op == OpPatch {
+		d = planner.Desired{Bindings: e.Upsert, Remove: e.Remove, Strategy: strategy}
+	}
+	if err := p.Validate(d); err != nil {
+		return nil, invalid(ReasonInvalidBinding, "%v", err)
+	}
+	if subject != "" {
+		want := Subject(prefix, e.Ref())
+		if subject != want {
+			return nil, invalid(ReasonSubjectMismatch, "event for %s arrived on subject %q (want %q)", e.Ref(), subject, want)
+		}
+	}
+	return e, nil
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string", "ptr":
+		return "a string"
+	case "slice":
+		return "an array"
+	case "uint64", "int", "float64":
+		return "a number"
+	}
+	return "of another type"
+}
+
+func truncateForError(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// RedactEventJSON returns the event body with every write-only value
+// (secret_text text, secret_key key material) replaced by "<redacted>", for
+// dead letters and logs. It works on any JSON, valid event or not: every
+// object whose "type" is a write-only type is redacted wherever it sits.
+// It returns ok=false when data is not JSON at all; the caller must then
+// not store the body.
+func RedactEventJSON(data []byte) (json.RawMessage, bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, false
+	}
+	if dec.More() {
+		return nil, false
+	}
+	out, err := json.Marshal(redactValue(v))
+	if err != nil {
+		return nil, false
+	}
+	return out, true
+}
+
+func redactValue(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		typ, _ := x["type"].(string)
+		secretFields := cfapi.WriteOnlyFields(typ)
+		if !cfapi.IsKnownType(typ) && strings.Contains(typ, "secret") {
+			// A misspelt or new secret type: assume its value is secret.
+			secretFields = []string{"text", "value", "key_base64", "key_jwk"}
+		}
+		for k, val := range x {
+			redact := false
+			for _, f := range secretFields {
+				if k == f {
+					redact = true
+				}
+			}
+			if redact {
+				x[k] = cfapi.Redacted
+			} else {
+				x[k] = redactValue(val)
+			}
+		}
+		return x
+	case []any:
+		for i := range x {
+			x[i] = redactValue(x[i])
+		}
+		return x
+	}
+	return v
+}

@@ -1,0 +1,210 @@
+package jobs
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/planner"
+)
+
+// Stamp orders operations on one script: by generation, then by event id
+// (the greater id is newer), so ties resolve the same way everywhere.
+type Stamp struct {
+	Gen uint64 `json:"g"`
+	ID  string `json:"id"`
+}
+
+// Compare returns -1, 0 or +1 as s is older than, the same as, or newer
+// than o.
+func (s Stamp) Compare(o Stamp) int {
+	switch {
+	case s.Gen < o.Gen:
+		return -1
+	case s.Gen > o.Gen:
+		return 1
+	}
+	return strings.Compare(s.ID, o.ID)
+}
+
+// Op kinds of a name's newest operation.
+const (
+	NameUpsert = "upsert"
+	NameRemove = "remove" // explicit remove (patch): deleted whoever made it
+)
+
+// NameOp is the newest operation on one binding name.
+type NameOp struct {
+	Stamp   Stamp          `json:"s"`
+	Op      string         `json:"op"`
+	Binding *cfapi.Binding `json:"binding,omitempty"`
+}
+
+// DesiredState is a script's desired state: per binding name, the newest
+// operation by Stamp (last writer wins), and the floor set by the newest
+// replace. A name absent from Names is not desired when Floor is set (a
+// replace covered it) and unmanaged otherwise. Every entry of Names is newer
+// than Floor. Folding the same events in any order, any number of times,
+// gives the same DesiredState.
+type DesiredState struct {
+	Version int                `json:"v"`
+	Ref     cfapi.ScriptRef    `json:"ref"`
+	Floor   *Stamp             `json:"floor,omitempty"`
+	Names   map[string]*NameOp `json:"names"`
+	// Strategy is the strategy of the newest event, by stamp.
+	Strategy      string `json:"strategy,omitempty"`
+	StrategyStamp *Stamp `json:"strategy_stamp,omitempty"`
+	// MaxGen is the highest generation folded; events without a generation
+	// are stamped with it so that they apply in delivery order.
+	MaxGen uint64 `json:"max_gen"`
+}
+
+// NewDesiredState returns the empty desired state of a script.
+func NewDesiredState(ref cfapi.ScriptRef) *DesiredState {
+	return &DesiredState{Version: 1, Ref: ref, Names: map[string]*NameOp{}}
+}
+
+// FoldResult says what folding one event changed.
+type FoldResult struct {
+	Applied   int // operations that changed the desired state
+	Stale     int // operations older than the newest on their name (or the floor)
+	Duplicate int // operations already folded (same event again)
+}
+
+// Changed reports whether the desired state changed.
+func (r FoldResult) Changed() bool { return r.Applied > 0 }
+
+// AllStale reports whether every operation of the event was stale: then the
+// event needs no reconcile.
+func (r FoldResult) AllStale() bool { return r.Stale > 0 && r.Applied == 0 && r.Duplicate == 0 }
+
+// effective returns the stamp a new operation on name must beat: the
+// name's newest operation, or the floor.
+func (d *DesiredState) effective(name string) (Stamp, bool) {
+	if op, ok := d.Names[name]; ok {
+		return op.Stamp, true
+	}
+	if d.Floor != nil {
+		return *d.Floor, true
+	}
+	return Stamp{}, false
+}
+
+// Fold applies one event (EVENTS.md, "Order"). An event with a generation
+// changes a name only where its stamp is newer than the name's newest
+// operation (or the floor); a replace also removes every other name older
+// than it and raises the floor. An event without a generation applies
+// unconditionally, in delivery order.
+func (d *DesiredState) Fold(e *Event) FoldResult {
+	var res FoldResult
+	if d.Names == nil {
+		d.Names = map[string]*NameOp{}
+	}
+	ordered := e.Generation != nil
+	s := Stamp{Gen: d.MaxGen, ID: e.ID}
+	if ordered {
+		s.Gen = *e.Generation
+		d.MaxGen = max(d.MaxGen, s.Gen)
+	}
+	// newer reports whether an operation stamped s beats what currently
+	// holds the name (or the floor): +1 newer, 0 same operation, -1 stale.
+	newer := func(cur Stamp, has bool) int {
+		if !has {
+			return 1
+		}
+		c := s.Compare(cur)
+		if !ordered && c != 0 {
+			return 1
+		}
+		return c
+	}
+	apply := func(name string, op NameOp) {
+		cur, has := d.effective(name)
+		switch newer(cur, has) {
+		case 0:
+			res.Duplicate++
+		case -1:
+			res.Stale++
+		default:
+			op.Stamp = s
+			d.Names[name] = &op
+			res.Applied++
+		}
+	}
+	switch e.Op {
+	case OpPatch:
+		for i := range e.Upsert {
+			b := e.Upsert[i]
+			apply(b.Name(), NameOp{Op: NameUpsert, Binding: &b})
+		}
+		for _, name := range e.Remove {
+			apply(name, NameOp{Op: NameRemove})
+		}
+	case OpReplace:
+		in := make(map[string]bool, len(e.Bindings))
+		for i := range e.Bindings {
+			b := e.Bindings[i]
+			in[b.Name()] = true
+			apply(b.Name(), NameOp{Op: NameUpsert, Binding: &b})
+		}
+		// Every other name is no longer desired where the replace is newer.
+		for name, op := range d.Names {
+			if !in[name] && newer(op.Stamp, true) > 0 {
+				delete(d.Names, name)
+				res.Applied++
+			}
+		}
+		// The floor is one more operation, on every name not in the set.
+		var floor Stamp
+		if d.Floor != nil {
+			floor = *d.Floor
+		}
+		switch c := newer(floor, d.Floor != nil); {
+		case c > 0:
+			if d.Floor == nil || s.Compare(*d.Floor) > 0 {
+				fs := s
+				d.Floor = &fs
+			}
+			res.Applied++
+		case c == 0:
+			res.Duplicate++
+		default:
+			res.Stale++
+		}
+	}
+	if d.StrategyStamp == nil || newer(*d.StrategyStamp, true) > 0 {
+		st := s
+		d.StrategyStamp = &st
+		d.Strategy = e.Strategy
+	}
+	return res
+}
+
+// Desired returns the planner's view of the state: bindings to keep
+// present, names to remove whoever made them, and whether owned bindings
+// that are not desired are removed (a replace was folded).
+func (d *DesiredState) Desired() planner.Desired {
+	out := planner.Desired{Exclusive: d.Floor != nil}
+	names := make([]string, 0, len(d.Names))
+	for n := range d.Names {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		op := d.Names[n]
+		switch op.Op {
+		case NameUpsert:
+			if op.Binding != nil {
+				out.Bindings = append(out.Bindings, *op.Binding)
+			}
+		case NameRemove:
+			out.Remove = append(out.Remove, n)
+		}
+	}
+	st, err := planner.ParseStrategy(d.Strategy)
+	if err != nil {
+		st = planner.StrategyAuto
+	}
+	out.Strategy = st
+	return out
+}
