@@ -1,0 +1,398 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/planner"
+	"github.com/reconciler/reconciler/metrics"
+)
+
+const acct = cfapitest.DefaultAccount
+
+// harness is a real embedded nats-server (random port, temporary store),
+// the API emulator, and runners started on demand.
+type harness struct {
+	t       *testing.T
+	storeDir string
+	srv     *server.Server
+	url     string
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	emu     *cfapitest.Server
+	baseURL string
+	cfg     Config
+	planner *planner.Planner
+	limiter *cfapi.Limiter
+	rec     *recordingTransport
+}
+
+// recordingTransport keeps the body of every request the client sends.
+type recordingTransport struct {
+	mu     sync.Mutex
+	bodies []string
+}
+
+func (rt *recordingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		data, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		r.Body.Close()
+		r.Body = io.NopCloser(bytes.NewReader(data))
+		rt.mu.Lock()
+		rt.bodies = append(rt.bodies, r.Method+" "+r.URL.Path+"\n"+string(data))
+		rt.mu.Unlock()
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// sentBodies returns the bodies sent so far and forgets them.
+func (h *harness) sentBodies() []string {
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	out := h.rec.bodies
+	h.rec.bodies = nil
+	return out
+}
+
+type harnessOpts struct {
+	emu     cfapitest.Options
+	budget  int
+	window  time.Duration
+	cfg     Config
+}
+
+func newHarness(t *testing.T, o harnessOpts) *harness {
+	t.Helper()
+	h := &harness{t: t, storeDir: t.TempDir(), rec: &recordingTransport{}}
+	h.startServer()
+	h.emu, h.baseURL = cfapitest.NewTestServer(t, o.emu)
+	if err := h.emu.CreateNamespace(acct, "customers"); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	h.planner, err = planner.New(planner.Options{FingerprintKey: []byte("test-fingerprint-key")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.budget == 0 {
+		o.budget, o.window = 100000, time.Second
+	}
+	h.limiter, err = cfapi.NewLimiter(o.budget, o.window, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.cfg = o.cfg
+	if h.cfg.AckWait == 0 {
+		h.cfg.AckWait = 5 * time.Second
+	}
+	if h.cfg.NakDelay == 0 {
+		h.cfg.NakDelay = 100 * time.Millisecond
+		h.cfg.MaxNakDelay = time.Second
+	}
+	if h.cfg.Concurrency == 0 {
+		h.cfg.Concurrency = 8
+	}
+	if h.cfg.LeaseTTL == 0 {
+		h.cfg.LeaseTTL = 5 * time.Second
+	}
+	return h
+}
+
+func (h *harness) startServer() {
+	h.t.Helper()
+	listen := "127.0.0.1:-1"
+	if h.url != "" {
+		listen = strings.TrimPrefix(h.url, "nats://")
+	}
+	s, err := StartEmbedded(h.storeDir, listen)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.srv = s
+	h.url = s.ClientURL()
+	h.nc, err = nats.Connect(h.url, nats.MaxReconnects(-1))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.js, err = jetstream.New(h.nc)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() {
+		h.nc.Close()
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+}
+
+// stopServer kills the server without any drain (a crash).
+func (h *harness) stopServer() {
+	h.nc.Close()
+	h.srv.Shutdown()
+	h.srv.WaitForShutdown()
+}
+
+func (h *harness) client(hooks cfapi.Hooks) *cfapi.Client {
+	h.t.Helper()
+	c, err := cfapi.New(cfapi.Config{BaseURL: h.baseURL, Token: "test-token", Limiter: h.limiter, Hooks: hooks,
+		Retry: cfapi.RetryPolicy{MaxAttempts: 4, InitialInterval: 20 * time.Millisecond, MaxInterval: 200 * time.Millisecond, RateLimitPause: 2 * time.Second},
+		HTTPClient: &http.Client{Timeout: 10 * time.Second, Transport: h.rec}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return c
+}
+
+// runner is one running Runner.
+type runner struct {
+	r      *Runner
+	m      *metrics.Metrics
+	reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan error
+	nc     *nats.Conn
+}
+
+// startRunner sets up the streams and runs a Runner on its own connection
+// until stop.
+func (h *harness) startRunner(owner string) *runner {
+	h.t.Helper()
+	nc, err := nats.Connect(h.url, nats.MaxReconnects(-1))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg := h.cfg
+	cfg.Owner = owner
+	res, err := EnsureStreams(ctx, js, cfg.SetupConfig)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	log := zaptest.NewLogger(h.t, zaptest.Level(zap.WarnLevel)).Named(owner)
+	r := NewRunner(cfg, res, h.client(m.APIHooks()), h.planner, m, log)
+	rn := &runner{r: r, m: m, reg: reg, cancel: cancel, done: make(chan error, 1), nc: nc}
+	go func() {
+		drain, cancelDrain := context.WithCancel(context.Background())
+		defer cancelDrain()
+		rn.done <- r.Run(ctx, func() context.Context {
+			time.AfterFunc(10*time.Second, cancelDrain)
+			return drain
+		})
+	}()
+	h.t.Cleanup(func() { rn.stop(h.t) })
+	return rn
+}
+
+func (rn *runner) stop(t *testing.T) {
+	if rn.cancel == nil {
+		return
+	}
+	rn.cancel()
+	rn.cancel = nil
+	select {
+	case <-rn.done:
+	case <-time.After(30 * time.Second):
+		t.Error("runner did not stop within 30s")
+	}
+	rn.nc.Close()
+}
+
+// setup creates the streams without running anything (for publishing
+// before a runner starts).
+func (h *harness) setup() *Resources {
+	h.t.Helper()
+	res, err := EnsureStreams(context.Background(), h.js, h.cfg.SetupConfig)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return res
+}
+
+// publish sends one event with Nats-Msg-Id = its id (or msgID if given).
+func (h *harness) publish(ev map[string]any, msgID ...string) {
+	h.t.Helper()
+	data, err := json.Marshal(ev)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.publishRaw(subjectOf(ev), data, append(msgID, fmt.Sprint(ev["id"]))[0])
+}
+
+func (h *harness) publishRaw(subject string, data []byte, msgID string) {
+	h.t.Helper()
+	m := nats.NewMsg(subject)
+	m.Data = data
+	if msgID != "" {
+		m.Header.Set(jetstream.MsgIDHeader, msgID)
+	}
+	if _, err := h.js.PublishMsg(context.Background(), m); err != nil {
+		h.t.Fatalf("publish %s: %v", subject, err)
+	}
+}
+
+func subjectOf(ev map[string]any) string {
+	ns, _ := ev["dispatch_namespace"].(string)
+	if ns == "" {
+		ns = NoNamespace
+	}
+	return fmt.Sprintf("bindings.%s.%s.%s", ev["account_id"], ns, ev["script"])
+}
+
+// event builds an event map for script in namespace ns.
+func event(id, ns, script string, gen uint64, op string, fields map[string]any) map[string]any {
+	ev := map[string]any{"schema": SchemaV1, "id": id, "account_id": acct, "script": script, "op": op}
+	if ns != "" {
+		ev["dispatch_namespace"] = ns
+	}
+	if gen > 0 {
+		ev["generation"] = gen
+	}
+	for k, v := range fields {
+		ev[k] = v
+	}
+	return ev
+}
+
+func b(raw string) map[string]any {
+	var m map[string]any
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// seedScript creates a script in the emulator with the given bindings.
+func (h *harness) seedScript(ns, name string, bindings ...string) {
+	h.t.Helper()
+	var bs []cfapi.Binding
+	for _, raw := range bindings {
+		bs = append(bs, cfapi.MustParseBinding(raw))
+	}
+	err := h.emu.PutScript(acct, ns, name, cfapitest.Script{
+		MainModule: "index.js",
+		Modules:    []cfapitest.Module{{Name: "index.js", ContentType: "application/javascript+module", Data: []byte("export default { fetch() { return new Response('ok') } }")}},
+		Bindings:   bs,
+		Settings:   map[string]json.RawMessage{"compatibility_date": json.RawMessage(`"2025-01-01"`)},
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// stored returns the emulator's stored bindings of a script by name, as
+// raw JSON strings.
+func (h *harness) stored(ns, script string) map[string]string {
+	bs, ok := h.emu.Bindings(acct, ns, script)
+	if !ok {
+		return nil
+	}
+	out := map[string]string{}
+	for _, b := range bs {
+		out[b.Name()] = canon(string(b.Raw()))
+	}
+	return out
+}
+
+// canon returns a binding's canonical JSON (sorted keys, secrets included),
+// so tests compare values, not key order.
+func canon(raw string) string {
+	return string(cfapi.MustParseBinding(raw).CanonicalJSON())
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func (h *harness) eventually(what string, timeout time.Duration, cond func() (bool, string)) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, last)
+}
+
+// drained reports whether the consumer has nothing pending or unacked.
+func (h *harness) drained() (bool, string) {
+	ci, err := h.js.Consumer(context.Background(), "BINDINGS", "reconciler")
+	if err != nil {
+		return false, err.Error()
+	}
+	info, err := ci.Info(context.Background())
+	if err != nil {
+		return false, err.Error()
+	}
+	return info.NumPending == 0 && info.NumAckPending == 0,
+		fmt.Sprintf("pending=%d ack_pending=%d redelivered=%d", info.NumPending, info.NumAckPending, info.NumRedelivered)
+}
+
+// waitDrained waits until every event is acknowledged or terminated.
+func (h *harness) waitDrained(timeout time.Duration) {
+	h.t.Helper()
+	h.eventually("all events settled", timeout, h.drained)
+}
+
+// deadLetters lists the DLQ.
+func (h *harness) deadLetters() []DLQEntry {
+	h.t.Helper()
+	es, err := ListDeadLetters(context.Background(), h.js, "BINDINGS_DLQ", "", 0)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return es
+}
+
+// counter reads a counter of the runner's registry by name and labels.
+func (rn *runner) counter(name string, labels ...string) float64 {
+	mfs, _ := rn.reg.Gather()
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue metric
+				}
+			}
+			if m.Counter != nil {
+				total += m.Counter.GetValue()
+			}
+		}
+	}
+	return total
+}

@@ -1,0 +1,240 @@
+package jobs
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+)
+
+// TestReplaceAndPatchConverge: replace and patch events over many scripts
+// (dispatch and ordinary) converge exactly, and an unowned binding
+// survives a replace.
+func TestReplaceAndPatchConverge(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	const n = 12
+	type target struct{ ns, script string }
+	var targets []target
+	for i := 0; i < n; i++ {
+		ns := "customers"
+		if i%4 == 3 {
+			ns = "" // ordinary Worker
+		}
+		tg := target{ns, fmt.Sprintf("tenant-%02d", i)}
+		targets = append(targets, tg)
+		h.seedScript(tg.ns, tg.script, `{"type":"d1","name":"THEIR_DB","id":"4e1c28a9-90e4-41da-8b4b-6cf36e5abb29"}`)
+	}
+	h.startRunner("r1")
+	for i, tg := range targets {
+		h.publish(event(fmt.Sprintf("e%d-1", i), tg.ns, tg.script, 1, "replace", map[string]any{"bindings": []any{
+			b(`{"type":"kv_namespace","name":"USER_KV","namespace_id":"0f2ac74b498b48028cb68387c421e279"}`),
+			b(`{"type":"plain_text","name":"PLAN","text":"free"}`),
+			b(`{"type":"r2_bucket","name":"OLD_BUCKET","bucket_name":"old"}`),
+			b(`{"type":"json","name":"CONFIG","json":{"b":1,"a":[1,2]}}`),
+		}}))
+		h.publish(event(fmt.Sprintf("e%d-2", i), tg.ns, tg.script, 2, "patch", map[string]any{
+			"upsert": []any{b(`{"type":"plain_text","name":"PLAN","text":"pro"}`), b(`{"type":"service","name":"AUTH","service":"auth-worker"}`)},
+			"remove": []any{"OLD_BUCKET"},
+		}))
+	}
+	h.waitDrained(30 * time.Second)
+	for _, tg := range targets {
+		got := h.stored(tg.ns, tg.script)
+		want := map[string]string{
+			"THEIR_DB": `{"type":"d1","name":"THEIR_DB","id":"4e1c28a9-90e4-41da-8b4b-6cf36e5abb29"}`,
+			"USER_KV":  `{"type":"kv_namespace","name":"USER_KV","namespace_id":"0f2ac74b498b48028cb68387c421e279"}`,
+			"PLAN":     `{"type":"plain_text","name":"PLAN","text":"pro"}`,
+			"CONFIG":   `{"type":"json","name":"CONFIG","json":{"b":1,"a":[1,2]}}`,
+			"AUTH":     `{"type":"service","name":"AUTH","service":"auth-worker"}`,
+		}
+		if len(got) != len(want) {
+			t.Errorf("%s/%s: bindings %v, want %v", tg.ns, tg.script, keys(got), keys(want))
+		}
+		for name, raw := range want {
+			if got[name] != canon(raw) {
+				t.Errorf("%s/%s %s = %s, want %s", tg.ns, tg.script, name, got[name], raw)
+			}
+		}
+	}
+	if dl := h.deadLetters(); len(dl) != 0 {
+		t.Fatalf("unexpected dead letters: %+v", dl)
+	}
+	// A second replace without USER_KV removes it (owned) but leaves
+	// THEIR_DB (never applied by the reconciler).
+	h.emu.ResetStats()
+	h.publish(event("e0-3", targets[0].ns, targets[0].script, 3, "replace", map[string]any{"bindings": []any{
+		b(`{"type":"plain_text","name":"PLAN","text":"pro"}`)}}))
+	h.waitDrained(20 * time.Second)
+	got := h.stored(targets[0].ns, targets[0].script)
+	if _, ok := got["USER_KV"]; ok {
+		t.Errorf("owned USER_KV survived a replace without it: %v", keys(got))
+	}
+	if _, ok := got["THEIR_DB"]; !ok {
+		t.Errorf("unowned THEIR_DB was removed by a replace: %v", keys(got))
+	}
+	if st := h.emu.Stats(); st.Writes != 1 {
+		t.Errorf("writes = %d, want 1", st.Writes)
+	}
+}
+
+func keys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Test1000EventsFor10Scripts: a backlog of 1,000 events for 10 scripts
+// costs at most 30 reads, and every script ends at its newest value.
+func Test1000EventsFor10Scripts(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.setup()
+	for s := 0; s < 10; s++ {
+		h.seedScript("customers", fmt.Sprintf("tenant-%d", s))
+	}
+	for i := 0; i < 1000; i++ {
+		s := i % 10
+		gen := uint64(i/10 + 1)
+		h.publish(event(fmt.Sprintf("ev-%04d", i), "customers", fmt.Sprintf("tenant-%d", s), gen, "patch", map[string]any{
+			"upsert": []any{b(fmt.Sprintf(`{"type":"plain_text","name":"VERSION","text":"%d"}`, gen))}}))
+	}
+	rn := h.startRunner("r1")
+	h.waitDrained(60 * time.Second)
+	for s := 0; s < 10; s++ {
+		got := h.stored("customers", fmt.Sprintf("tenant-%d", s))
+		if got["VERSION"] != canon(`{"type":"plain_text","name":"VERSION","text":"100"}`) {
+			t.Errorf("tenant-%d VERSION = %s, want text 100", s, got["VERSION"])
+		}
+	}
+	st := h.emu.Stats()
+	t.Logf("1000 events / 10 scripts: reads=%d writes=%d total=%d", st.Reads, st.Writes, st.Total)
+	if st.Reads > 30 {
+		t.Errorf("reads = %d, want ≤ 30", st.Reads)
+	}
+	if got := rn.counter("reconciler_events_total"); got != 1000 {
+		t.Errorf("events settled = %v, want 1000", got)
+	}
+}
+
+// TestSameEventTwiceOneWrite: delivering the same event twice (a publisher
+// retry outside the duplicate window) performs one write.
+func TestSameEventTwiceOneWrite(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.seedScript("customers", "tenant-1")
+	h.startRunner("r1")
+	ev := event("dup-1", "customers", "tenant-1", 7, "patch", map[string]any{
+		"upsert": []any{b(`{"type":"kv_namespace","name":"KV","namespace_id":"abc"}`)}})
+	h.publish(ev, "first-copy")
+	h.waitDrained(20 * time.Second)
+	h.publish(ev, "second-copy")
+	h.waitDrained(20 * time.Second)
+	st := h.emu.Stats()
+	if st.Writes != 1 {
+		t.Fatalf("writes = %d, want 1 (requests %v)", st.Writes, st.Requests)
+	}
+	if st.Reads < 2 {
+		t.Fatalf("reads = %d: the second copy was not reconciled", st.Reads)
+	}
+}
+
+// TestSecretsKeptAndRewritten: a secret is written once, kept across
+// unrelated changes (never re-sent), and rewritten when its value changes.
+func TestSecretsKeptAndRewritten(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.seedScript("customers", "tenant-1")
+	h.startRunner("r1")
+	h.publish(event("s1", "customers", "tenant-1", 1, "replace", map[string]any{"bindings": []any{
+		b(`{"type":"secret_text","name":"API_KEY","text":"v1-secret"}`),
+		b(`{"type":"plain_text","name":"PLAN","text":"free"}`)}}))
+	h.waitDrained(20 * time.Second)
+	if got := h.stored("customers", "tenant-1")["API_KEY"]; !strings.Contains(got, "v1-secret") {
+		t.Fatalf("API_KEY = %s", got)
+	}
+	h.emu.ResetStats()
+	h.sentBodies()
+	h.publish(event("s2", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
+		b(`{"type":"plain_text","name":"PLAN","text":"pro"}`)}}))
+	h.waitDrained(20 * time.Second)
+	got := h.stored("customers", "tenant-1")
+	if !strings.Contains(got["API_KEY"], "v1-secret") || !strings.Contains(got["PLAN"], "pro") {
+		t.Fatalf("after unrelated change: %v", got)
+	}
+	bodies := h.sentBodies()
+	if len(bodies) != 1 {
+		t.Fatalf("sent %d bodies, want 1 (the PATCH)", len(bodies))
+	}
+	if strings.Contains(bodies[0], "v1-secret") || !strings.Contains(bodies[0], `{"type":"secret_text","name":"API_KEY"}`) {
+		t.Fatalf("unchanged secret must be kept by {type,name}, body:\n%s", bodies[0])
+	}
+	if h.emu.Stats().Writes != 1 {
+		t.Fatalf("writes = %d", h.emu.Stats().Writes)
+	}
+	h.publish(event("s3", "customers", "tenant-1", 3, "patch", map[string]any{"upsert": []any{
+		b(`{"type":"secret_text","name":"API_KEY","text":"v2-secret"}`)}}))
+	h.waitDrained(20 * time.Second)
+	if got := h.stored("customers", "tenant-1")["API_KEY"]; !strings.Contains(got, "v2-secret") {
+		t.Fatalf("API_KEY after change = %s", got)
+	}
+}
+
+// TestStaleOperationsSkipped: an older operation on a name is skipped
+// while newer operations on other names in the same event still apply.
+func TestStaleOperationsSkipped(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.seedScript("customers", "tenant-1")
+	rn := h.startRunner("r1")
+	h.publish(event("p5", "customers", "tenant-1", 5, "patch", map[string]any{"upsert": []any{
+		b(`{"type":"plain_text","name":"A","text":"gen5"}`)}}))
+	h.waitDrained(20 * time.Second)
+	h.publish(event("p3", "customers", "tenant-1", 3, "patch", map[string]any{"upsert": []any{
+		b(`{"type":"plain_text","name":"A","text":"gen3"}`), b(`{"type":"plain_text","name":"B","text":"gen3"}`)}}))
+	h.publish(event("p2", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
+		b(`{"type":"plain_text","name":"A","text":"gen2"}`)}}))
+	h.waitDrained(20 * time.Second)
+	got := h.stored("customers", "tenant-1")
+	if !strings.Contains(got["A"], "gen5") || !strings.Contains(got["B"], "gen3") {
+		t.Fatalf("bindings = %v", got)
+	}
+	if n := rn.counter("reconciler_stale_operations_total"); n != 2 {
+		t.Errorf("stale operations = %v, want 2", n)
+	}
+	if n := rn.counter("reconciler_events_total", "outcome", "stale"); n != 1 {
+		t.Errorf("stale events = %v, want 1 (p2)", n)
+	}
+}
+
+// TestRateLimit429PausesEveryoneNoLoss: the emulator's budget is smaller
+// than the client's, so 429s happen; each pauses the shared limiter, and
+// every event still converges with nothing dead-lettered.
+func TestRateLimit429PausesEveryoneNoLoss(t *testing.T) {
+	h := newHarness(t, harnessOpts{emu: cfapitest.Options{RateLimit: 15, RateWindow: time.Second}})
+	for s := 0; s < 8; s++ {
+		h.seedScript("customers", fmt.Sprintf("tenant-%d", s))
+	}
+	rn := h.startRunner("r1")
+	for s := 0; s < 8; s++ {
+		for g := 1; g <= 3; g++ {
+			h.publish(event(fmt.Sprintf("rl-%d-%d", s, g), "customers", fmt.Sprintf("tenant-%d", s), uint64(g), "patch", map[string]any{
+				"upsert": []any{b(fmt.Sprintf(`{"type":"plain_text","name":"G%d","text":"x"}`, g))}}))
+		}
+	}
+	h.waitDrained(90 * time.Second)
+	for s := 0; s < 8; s++ {
+		got := h.stored("customers", fmt.Sprintf("tenant-%d", s))
+		if len(got) != 3 {
+			t.Errorf("tenant-%d: %v", s, keys(got))
+		}
+	}
+	if dl := h.deadLetters(); len(dl) != 0 {
+		t.Fatalf("dead letters: %+v", dl)
+	}
+	throttled := h.emu.Stats().Throttled
+	paused := rn.counter("reconciler_api_rate_limited_total")
+	t.Logf("429s from emulator: %d; pauses of the shared limiter: %v", throttled, paused)
+	if throttled == 0 || paused == 0 {
+		t.Fatalf("the test did not exercise a 429 (throttled %d, paused %v)", throttled, paused)
+	}
+}
