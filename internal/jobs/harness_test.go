@@ -3,9 +3,9 @@ package jobs
 import (
 	"bytes"
 	"context"
-	"io"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -30,18 +30,18 @@ const acct = cfapitest.DefaultAccount
 // harness is a real embedded nats-server (random port, temporary store),
 // the API emulator, and runners started on demand.
 type harness struct {
-	t       *testing.T
+	t        *testing.T
 	storeDir string
-	srv     *server.Server
-	url     string
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	emu     *cfapitest.Server
-	baseURL string
-	cfg     Config
-	planner *planner.Planner
-	limiter *cfapi.Limiter
-	rec     *recordingTransport
+	srv      *server.Server
+	url      string
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	emu      *cfapitest.Server
+	baseURL  string
+	cfg      Config
+	planner  *planner.Planner
+	limiter  *cfapi.Limiter
+	rec      *recordingTransport
 }
 
 // recordingTransport keeps the body of every request the client sends.
@@ -75,10 +75,10 @@ func (h *harness) sentBodies() []string {
 }
 
 type harnessOpts struct {
-	emu     cfapitest.Options
-	budget  int
-	window  time.Duration
-	cfg     Config
+	emu    cfapitest.Options
+	budget int
+	window time.Duration
+	cfg    Config
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -155,7 +155,7 @@ func (h *harness) stopServer() {
 func (h *harness) client(hooks cfapi.Hooks) *cfapi.Client {
 	h.t.Helper()
 	c, err := cfapi.New(cfapi.Config{BaseURL: h.baseURL, Token: "test-token", Limiter: h.limiter, Hooks: hooks,
-		Retry: cfapi.RetryPolicy{MaxAttempts: 4, InitialInterval: 20 * time.Millisecond, MaxInterval: 200 * time.Millisecond, RateLimitPause: 2 * time.Second},
+		Retry:      cfapi.RetryPolicy{MaxAttempts: 4, InitialInterval: 20 * time.Millisecond, MaxInterval: 200 * time.Millisecond, RateLimitPause: 2 * time.Second},
 		HTTPClient: &http.Client{Timeout: 10 * time.Second, Transport: h.rec}})
 	if err != nil {
 		h.t.Fatal(err)
