@@ -84,7 +84,11 @@ func (r *Runner) deadLetter(ctx context.Context, msg message, ev *Event, meta *j
 		rec.BodyBytes = len(body)
 		rec.BodySHA256 = hex.EncodeToString(sum[:])
 	}
-	data, err := json.Marshal(rec)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(rec)
+	data := bytes.TrimRight(buf.Bytes(), "\n")
 	if err == nil {
 		subject := r.cfg.DLQPrefix + "." + dlqSuffix(msg.Subject(), r.cfg.SubjectPrefix)
 		m := nats.NewMsg(subject)

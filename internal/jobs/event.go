@@ -294,11 +294,13 @@ func RedactEventJSON(data []byte) (json.RawMessage, bool) {
 	if dec.More() {
 		return nil, false
 	}
-	out, err := json.Marshal(redactValue(v))
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(redactValue(v)); err != nil {
 		return nil, false
 	}
-	return out, true
+	return bytes.TrimRight(buf.Bytes(), "\n"), true
 }
 
 func redactValue(v any) any {

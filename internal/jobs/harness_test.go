@@ -338,18 +338,30 @@ func (h *harness) eventually(what string, timeout time.Duration, cond func() (bo
 	h.t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, last)
 }
 
-// drained reports whether the consumer has nothing pending or unacked.
+// drained reports whether every event published so far has been
+// delivered and acknowledged or terminated: the consumer's ack floor has
+// reached the stream's last sequence.
 func (h *harness) drained() (bool, string) {
-	ci, err := h.js.Consumer(context.Background(), "BINDINGS", "reconciler")
+	ctx := context.Background()
+	st, err := h.js.Stream(ctx, "BINDINGS")
 	if err != nil {
 		return false, err.Error()
 	}
-	info, err := ci.Info(context.Background())
+	si, err := st.Info(ctx)
 	if err != nil {
 		return false, err.Error()
 	}
-	return info.NumPending == 0 && info.NumAckPending == 0,
-		fmt.Sprintf("pending=%d ack_pending=%d redelivered=%d", info.NumPending, info.NumAckPending, info.NumRedelivered)
+	ci, err := st.Consumer(ctx, "reconciler")
+	if err != nil {
+		return false, err.Error()
+	}
+	info, err := ci.Info(ctx)
+	if err != nil {
+		return false, err.Error()
+	}
+	last := si.State.LastSeq
+	return info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= last,
+		fmt.Sprintf("last=%d ack_floor=%d pending=%d ack_pending=%d redelivered=%d", last, info.AckFloor.Stream, info.NumPending, info.NumAckPending, info.NumRedelivered)
 }
 
 // waitDrained waits until every event is acknowledged or terminated.
