@@ -25,15 +25,25 @@ type Binding struct {
 	// values, normalized (API defaults filled in, values re-encoded as
 	// canonical JSON) and sorted by key.
 	norm []normField
+	// ext is set by ParseBinding (nil for Ref and Inherit): write-only
+	// values and validation results computed once, at parse time.
+	ext *bindingExt
+}
+
+// bindingExt holds what ParseBinding computes besides norm. Valid bindings
+// without write-only values all share plainExt.
+type bindingExt struct {
 	// wo holds the canonical JSON of the write-only members present, in the
 	// order of the type's write-only list (see AppendCanonicalJSON).
 	wo []normField
-	// checked is set by ParseBinding, which validates the binding once in
-	// both modes; uploadErr and readErr hold the results, so Validate on a
-	// parsed binding parses nothing.
-	checked            bool
+	// uploadErr and readErr are the results of validating in each mode, so
+	// Validate on a parsed binding parses nothing.
 	uploadErr, readErr *ValidationError
 }
+
+// plainExt is the bindingExt of every valid binding without write-only
+// values. It is never modified.
+var plainExt = &bindingExt{}
 
 type normField struct {
 	key string
@@ -70,15 +80,20 @@ func ParseBinding(data []byte) (Binding, error) {
 	if err != nil {
 		return Binding{}, fmt.Errorf("binding %q: %w", name, err)
 	}
-	b.wo, err = writeOnlyValues(typ, fields)
+	wo, err := writeOnlyValues(typ, fields)
 	if err != nil {
 		return Binding{}, fmt.Errorf("binding %q: %w", name, err)
 	}
-	b.uploadErr = b.validate(ForUpload, fields)
-	if b.uploadErr != nil {
-		b.readErr = b.validate(ForRead, fields)
+	uploadErr := b.validate(ForUpload, fields)
+	var readErr *ValidationError
+	if uploadErr != nil {
+		readErr = b.validate(ForRead, fields)
 	}
-	b.checked = true
+	if wo == nil && uploadErr == nil {
+		b.ext = plainExt
+	} else {
+		b.ext = &bindingExt{wo: wo, uploadErr: uploadErr, readErr: readErr}
+	}
 	return b, nil
 }
 
@@ -416,10 +431,10 @@ const (
 func (b Binding) Validate(mode ValidateMode) error {
 	var e *ValidationError
 	switch {
-	case b.checked && mode == ForUpload:
-		e = b.uploadErr
-	case b.checked && mode == ForRead:
-		e = b.readErr
+	case b.ext != nil && mode == ForUpload:
+		e = b.ext.uploadErr
+	case b.ext != nil && mode == ForRead:
+		e = b.ext.readErr
 	default:
 		e = b.validate(mode, nil)
 	}

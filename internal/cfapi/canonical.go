@@ -52,7 +52,11 @@ func (b Binding) AppendCanonicalJSON(dst []byte) []byte {
 	dst = append(dst, '}')
 	if IsWriteOnlyType(b.typ) {
 		dst = append(dst, `,"write_only":{`...)
-		for i, f := range b.wo {
+		var wo []normField
+		if b.ext != nil {
+			wo = b.ext.wo
+		}
+		for i, f := range wo {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
@@ -70,8 +74,7 @@ func (b Binding) AppendCanonicalJSON(dst []byte) []byte {
 // copied as is; anything else takes encoding/json's path.
 func appendJSONString(dst []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+		if !plainJSONByte[s[i]] {
 			enc, _ := json.Marshal(s)
 			return append(dst, enc...)
 		}
@@ -80,6 +83,19 @@ func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, s...)
 	return append(dst, '"')
 }
+
+// plainJSONByte marks the bytes that encoding/json copies into a string
+// unchanged: printable ASCII other than '"', '\\', '<', '>' and '&'. It is
+// read-only.
+var plainJSONByte = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = true
+	}
+	for _, c := range `"\<>&` {
+		t[c] = false
+	}
+	return t
+}()
 
 // RefBuilder builds Ref and Inherit bindings whose JSON shares one growing
 // buffer, so that a caller building many of them (a planner keeping most of
