@@ -52,11 +52,8 @@ type Action struct {
 	Sensitive bool            `json:"sensitive,omitempty"`
 	Reason    string          `json:"reason,omitempty"`
 
-	live, desired cfapi.Binding // zero when absent
-	applied       Applied       // record to store, when hasApplied
-	fpOff         int           // offset of the record's fingerprint in the plan's buffer, -1 when set
-	hasApplied    bool
-	rename        bool // desired is an inherit with old_name that is carried out
+	live, desired *cfapi.Binding // nil when absent; they point into the Plan's inputs
+	rename        bool           // desired is an inherit with old_name that is carried out
 }
 
 // changes reports whether the action writes.
@@ -130,8 +127,8 @@ func (r Request) SettingsJSON() []byte {
 // to send are SettingsJSON, or the Bindings themselves.
 func (r Request) MarshalJSON() ([]byte, error) {
 	bs := make([]json.RawMessage, len(r.Bindings))
-	for i, b := range r.Bindings {
-		bs[i] = redact(b)
+	for i := range r.Bindings {
+		bs[i] = redact(&r.Bindings[i])
 	}
 	return json.Marshal(struct {
 		Bindings     []json.RawMessage `json:"bindings"`
@@ -164,6 +161,10 @@ func (r Request) String() string {
 // that needs a script upload, or two live bindings of one name give an
 // error, which is permanent. Plan never panics, and equal inputs give equal
 // plans. See the package documentation for the rules.
+//
+// The plan refers to the bindings of d.Bindings and live (Bindings are
+// immutable, but the slices are the caller's): do not modify those slices
+// while the plan is in use.
 func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan, error) {
 	ds := sortedByName(d.Bindings)
 	rm := sortedNames(d.Remove)
@@ -173,60 +174,56 @@ func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan
 	}
 	requested, _ := ParseStrategy(string(d.Strategy))
 	ls := sortedByName(live)
-	for k, b := range ls {
-		if b.IsZero() {
+	for k := range ls.len() {
+		if b := ls.at(k); b.IsZero() {
 			return nil, &Error{Msg: "a live binding is empty"}
-		}
-		if k > 0 && ls[k-1].Name() == b.Name() {
+		} else if k > 0 && ls.name(k-1) == b.Name() {
 			return nil, &Error{Name: b.Name(), Type: b.Type(), Field: "name", Msg: "two live bindings have this name"}
 		}
 	}
 
 	st := p.getState()
 	defer p.putState(st)
-	pl := &Plan{Actions: make([]Action, 0, len(ds)+len(ls)+len(rm))}
-	fpBuf := make([]byte, 0, FingerprintLen*len(ds))
+	slots := mergeNames(ds, ls, rm)
+	pl := &Plan{Actions: make([]Action, 0, len(slots))}
+	pl.Applied.Bindings = make(map[string]Applied, len(slots))
+	// Fingerprints are written to one buffer, which becomes one string
+	// once all are known; pending holds the records that wait for it.
+	fpBuf := make([]byte, 0, FingerprintLen*min(ds.len(), 16))
+	type pendingRecord struct {
+		name, typ string
+		off       int
+	}
+	pending := make([]pendingRecord, 0, 8)
 	var (
-		nChanges, nApplied int
-		needScript         = -1 // first added or updated binding that only a script upload can write
+		nChanges   int
+		needScript = -1 // first added or updated binding that only a script upload can write
 	)
-	i, j, k := 0, 0, 0
-	for i < len(ds) || j < len(ls) || k < len(rm) {
-		// The next name in the merge of the three sorted lists.
-		var name string
-		have := false
-		if i < len(ds) {
-			name, have = ds[i].Name(), true
-		}
-		if j < len(ls) && (!have || ls[j].Name() < name) {
-			name, have = ls[j].Name(), true
-		}
-		if k < len(rm) && (!have || rm[k] < name) {
-			name = rm[k]
-		}
+	for _, sl := range slots {
 		var db, lb *cfapi.Binding
-		removed := false
-		if i < len(ds) && ds[i].Name() == name {
-			db = ds[i]
-			i++
+		var name string
+		if sl.d >= 0 {
+			db = ds.at(int(sl.d))
+			name = db.Name()
 		}
-		if j < len(ls) && ls[j].Name() == name {
-			lb = ls[j]
-			j++
+		if sl.l >= 0 {
+			lb = ls.at(int(sl.l))
+			name = lb.Name()
 		}
-		if k < len(rm) && rm[k] == name {
-			removed = true
-			k++
+		removed := sl.r >= 0
+		if removed {
+			name = rm[sl.r]
 		}
 		rec, recorded := last.Bindings[name]
 
-		a := Action{Name: name, fpOff: -1}
-		if lb != nil {
-			a.live = *lb
-		}
-		if db != nil {
-			a.desired = *db
-		}
+		// The record to store for name: keep (an existing record), or the
+		// type and the fingerprint at fpOff in fpBuf.
+		var (
+			keepRec bool
+			recType string
+			fpOff   = -1
+		)
+		a := Action{Name: name, live: lb, desired: db}
 		switch {
 		case removed: // Validate guarantees db == nil
 			if lb == nil {
@@ -236,7 +233,7 @@ func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan
 
 		case db != nil && db.Type() == cfapi.TypeInherit:
 			if r := renameTo(renames, name); r != nil {
-				if src := findByName(ls, r.from); src != nil {
+				if src := ls.find(r.from); src != nil {
 					a.Kind, a.Type, a.Reason, a.rename = ActionAdd, src.Type(), "renamed from "+r.from, true
 					if lb != nil {
 						a.Kind = ActionUpdate
@@ -244,7 +241,7 @@ func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan
 							a.OldType = lb.Type()
 						}
 					}
-					a.hasApplied, a.applied.Type, a.fpOff = true, src.Type(), len(fpBuf)
+					recType, fpOff = src.Type(), len(fpBuf)
 					fpBuf = st.appendFP(fpBuf, *src, name)
 					break
 				}
@@ -255,14 +252,15 @@ func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan
 				return nil, inheritError(db, renameTo(renames, name))
 			}
 			a.Kind, a.Type, a.Reason = ActionKeep, lb.Type(), ReasonInherited
-			a.hasApplied, a.applied.Type, a.fpOff = true, lb.Type(), len(fpBuf)
-			fpBuf = st.appendFP(fpBuf, *lb, "")
+			if recorded && rec.Type == lb.Type() {
+				keepRec = true
+			} else {
+				recType, fpOff = lb.Type(), len(fpBuf)
+				fpBuf = st.appendFP(fpBuf, *lb, "")
+			}
 
 		case db != nil:
 			a.Type = db.Type()
-			a.hasApplied, a.applied.Type, a.fpOff = true, db.Type(), len(fpBuf)
-			fpBuf = st.appendFP(fpBuf, *db, "")
-			fp := fpBuf[a.fpOff:]
 			switch {
 			case lb == nil:
 				a.Kind = ActionAdd
@@ -271,13 +269,15 @@ func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan
 				}
 			case lb.Type() != db.Type():
 				a.Kind, a.OldType, a.Reason = ActionUpdate, lb.Type(), ReasonTypeChanged
-			case cfapi.IsWriteOnlyType(db.Type()):
+			case db.WriteOnly():
 				// GET never shows the value: the record's fingerprint
 				// decides.
+				fpOff = len(fpBuf)
+				fpBuf = st.appendFP(fpBuf, *db, "")
 				switch {
 				case !recorded:
 					a.Kind, a.Reason = ActionUpdate, ReasonNotApplied
-				case rec.Type != db.Type() || rec.Fingerprint != string(fp):
+				case rec.Type != db.Type() || rec.Fingerprint != string(fpBuf[fpOff:]):
 					a.Kind, a.Reason = ActionUpdate, ReasonNewSecret
 				default:
 					a.Kind = ActionKeep
@@ -286,6 +286,20 @@ func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan
 				a.Kind = ActionKeep
 			default:
 				a.Kind, a.Reason = ActionUpdate, ReasonValueChanged
+			}
+			switch {
+			case a.Kind == ActionKeep && recorded && rec.Type == a.Type:
+				// Nothing is written: the record of the last write stays
+				// (for a secret it holds this very fingerprint).
+				keepRec = true
+				if fpOff >= 0 {
+					fpBuf, fpOff = fpBuf[:fpOff], -1
+				}
+			case fpOff < 0:
+				recType, fpOff = db.Type(), len(fpBuf)
+				fpBuf = st.appendFP(fpBuf, *db, "")
+			default:
+				recType = db.Type()
 			}
 
 		case lb != nil:
@@ -301,7 +315,7 @@ func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan
 			case owned && d.Exclusive:
 				a.Kind, a.Reason = ActionRemove, ReasonNotDesired
 			case owned:
-				a.Kind, a.hasApplied, a.applied = ActionKeep, true, rec
+				a.Kind, keepRec = ActionKeep, true
 			default:
 				a.Kind, a.Reason = ActionUnowned, ReasonUnowned
 			}
@@ -309,33 +323,27 @@ func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan
 		default:
 			continue
 		}
+		switch {
+		case keepRec:
+			pl.Applied.Bindings[name] = rec
+		case fpOff >= 0:
+			pending = append(pending, pendingRecord{name, recType, fpOff})
+		}
 		a.Sensitive = cfapi.IsWriteOnlyType(a.Type) || cfapi.IsWriteOnlyType(a.OldType) ||
-			a.live.WriteOnly() || a.desired.WriteOnly()
+			(lb != nil && lb.WriteOnly()) || (db != nil && db.WriteOnly())
 		if a.changes() {
 			nChanges++
 		}
-		if a.hasApplied {
-			nApplied++
-		}
 		pl.Actions = append(pl.Actions, a)
-		if needScript < 0 && (a.Kind == ActionAdd || a.Kind == ActionUpdate) && (a.rename || a.desired.InPart()) {
+		if needScript < 0 && (a.Kind == ActionAdd || a.Kind == ActionUpdate) && (a.rename || db.InPart()) {
 			needScript = len(pl.Actions) - 1
 		}
 	}
-
-	// The record to store after the write.
-	fps := string(fpBuf)
-	pl.Applied.Bindings = make(map[string]Applied, nApplied)
-	for x := range pl.Actions {
-		a := &pl.Actions[x]
-		if !a.hasApplied {
-			continue
+	if len(fpBuf) > 0 {
+		fps := string(fpBuf)
+		for _, r := range pending {
+			pl.Applied.Bindings[r.name] = Applied{Type: r.typ, Fingerprint: fps[r.off : r.off+FingerprintLen]}
 		}
-		if a.fpOff >= 0 {
-			a.applied.Fingerprint = fps[a.fpOff : a.fpOff+FingerprintLen]
-			a.fpOff = -1
-		}
-		pl.Applied.Bindings[a.Name] = a.applied
 	}
 
 	if nChanges == 0 {
@@ -363,6 +371,46 @@ func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan
 	}
 	pl.Request, pl.NeedsParts = buildRequest(pl.Strategy, pl.Actions)
 	return pl, nil
+}
+
+// slot is one name of the merge of the sorted desired, live and remove
+// lists: the positions where it occurs, -1 where it does not.
+type slot struct{ d, l, r int32 }
+
+// mergeNames merges the three sorted lists into one slot per distinct name,
+// in name order.
+func mergeNames(ds, ls byName, rm []string) []slot {
+	out := make([]slot, 0, ds.len()+ls.len()+len(rm))
+	i, j, k := 0, 0, 0
+	for i < ds.len() || j < ls.len() || k < len(rm) {
+		// The smallest name at the heads of the lists.
+		var name string
+		have := false
+		if i < ds.len() {
+			name, have = ds.names[i], true
+		}
+		if j < ls.len() && (!have || ls.names[j] < name) {
+			name, have = ls.names[j], true
+		}
+		if k < len(rm) && (!have || rm[k] < name) {
+			name = rm[k]
+		}
+		sl := slot{-1, -1, -1}
+		if i < ds.len() && ds.names[i] == name {
+			sl.d = int32(i)
+			i++
+		}
+		if j < ls.len() && ls.names[j] == name {
+			sl.l = int32(j)
+			j++
+		}
+		if k < len(rm) && rm[k] == name {
+			sl.r = int32(k)
+			k++
+		}
+		out = append(out, sl)
+	}
+	return out
 }
 
 // buildRequest builds the request of a writing plan from its actions, which
@@ -404,21 +452,25 @@ func buildRequest(s Strategy, actions []Action) (Request, []string) {
 		return false
 	}
 
-	refBytes := 0
+	refBytes, n := 0, 0
 	for x := range actions {
-		if a := &actions[x]; a.Kind == ActionKeep || a.Kind == ActionUnowned {
+		switch a := &actions[x]; a.Kind {
+		case ActionKeep, ActionUnowned:
 			refBytes += cfapi.RefSize(a.Type, a.Name)
+			n++
+		case ActionAdd, ActionUpdate:
+			n++
 		}
 	}
 	var rb cfapi.RefBuilder
 	rb.Grow(refBytes)
 	var parts []string
-	req.Bindings = make([]cfapi.Binding, 0, len(actions))
+	req.Bindings = make([]cfapi.Binding, 0, n)
 	for x := range actions {
 		a := &actions[x]
 		switch a.Kind {
 		case ActionAdd, ActionUpdate:
-			req.Bindings = append(req.Bindings, a.desired)
+			req.Bindings = append(req.Bindings, *a.desired)
 			if a.desired.InPart() {
 				if part, ok := a.desired.String("part"); ok {
 					parts = append(parts, part)

@@ -203,7 +203,7 @@ func (p *Planner) Validate(d Desired) error {
 
 // check is Validate on the sorted views that Plan builds anyway. It returns
 // the renames of the desired set.
-func (p *Planner) check(d Desired, ds []*cfapi.Binding, rm []string) ([]rename, error) {
+func (p *Planner) check(d Desired, ds byName, rm []string) ([]rename, error) {
 	if _, err := ParseStrategy(string(d.Strategy)); err != nil {
 		return nil, err
 	}
@@ -240,10 +240,10 @@ func (p *Planner) check(d Desired, ds []*cfapi.Binding, rm []string) ([]rename, 
 			"the desired set is %d bytes of JSON, over the limit of %d (the largest binding is %q, %d bytes)",
 			total, MaxDesiredBytes, largest.Name(), len(largest.Raw()))}
 	}
-	for k := 1; k < len(ds); k++ {
-		if ds[k-1].Name() == ds[k].Name() {
-			first, second := indexPair(d.Bindings, ds[k].Name())
-			return nil, &cfapi.ValidationError{Name: ds[k].Name(), Type: d.Bindings[second].Type(), Index: second,
+	for k := 1; k < ds.len(); k++ {
+		if ds.name(k-1) == ds.name(k) {
+			first, second := indexPair(d.Bindings, ds.name(k))
+			return nil, &cfapi.ValidationError{Name: ds.name(k), Type: d.Bindings[second].Type(), Index: second,
 				Field: "name", Msg: fmt.Sprintf("duplicate name (also binding #%d)", first)}
 		}
 	}
@@ -251,7 +251,7 @@ func (p *Planner) check(d Desired, ds []*cfapi.Binding, rm []string) ([]rename, 
 		if err := cfapi.ValidateName(name); err != nil {
 			return nil, &cfapi.ValidationError{Name: name, Index: -1, Field: "remove", Msg: err.Error()}
 		}
-		if b := findByName(ds, name); b != nil {
+		if b := ds.find(name); b != nil {
 			i, _ := indexPair(d.Bindings, name)
 			return nil, &cfapi.ValidationError{Name: name, Type: b.Type(), Index: i, Field: "name",
 				Msg: "is both upserted and removed"}
@@ -263,7 +263,7 @@ func (p *Planner) check(d Desired, ds []*cfapi.Binding, rm []string) ([]rename, 
 				Msg: fmt.Sprintf(msg, args...)}
 		}
 		switch {
-		case findByName(ds, r.from) != nil:
+		case ds.find(r.from) != nil:
 			return nil, verr("renames %q, which is also desired; a renamed binding cannot stay", r.from)
 		case slices.Contains(rm, r.from):
 			return nil, verr("renames %q, which is also removed", r.from)
@@ -312,13 +312,85 @@ func indexPair(bs []cfapi.Binding, name string) (first, last int) {
 	return first, last
 }
 
-func sortedByName(bs []cfapi.Binding) []*cfapi.Binding {
-	out := make([]*cfapi.Binding, len(bs))
-	for i := range bs {
-		out[i] = &bs[i]
+// byName is a view of bindings sorted by name.
+type byName struct {
+	bs    []cfapi.Binding
+	keys  []uint64 // sorted; the index into bs is keys[x] & mask
+	mask  uint64
+	names []string // names in sorted order
+}
+
+// nameKey returns the first 8 bytes of s as a big-endian number, padded
+// with zero bytes.
+func nameKey(s string) uint64 {
+	if len(s) >= 8 {
+		_ = s[7]
+		return uint64(s[0])<<56 | uint64(s[1])<<48 | uint64(s[2])<<40 | uint64(s[3])<<32 |
+			uint64(s[4])<<24 | uint64(s[5])<<16 | uint64(s[6])<<8 | uint64(s[7])
 	}
-	slices.SortFunc(out, func(a, b *cfapi.Binding) int { return strings.Compare(a.Name(), b.Name()) })
-	return out
+	var k uint64
+	for i := range 8 {
+		k <<= 8
+		if i < len(s) {
+			k |= uint64(s[i])
+		}
+	}
+	return k
+}
+
+// sortedByName returns the bindings sorted by name (bytewise).
+//
+// Up to 256 bindings, each is sorted as one number: the first 7 bytes of
+// its name above its index. Sorting numbers needs no comparison function
+// and moves no pointers, which makes it several times faster than sorting
+// by name; names that agree on their first 7 bytes (zero-padded, so they
+// may still differ in length) are then sorted by name among themselves.
+func sortedByName(bs []cfapi.Binding) byName {
+	n := len(bs)
+	keys := make([]uint64, n)
+	s := byName{bs: bs, keys: keys, mask: 0xff}
+	if n <= 256 {
+		for i := range bs {
+			keys[i] = nameKey(bs[i].Name())&^0xff | uint64(i)
+		}
+		slices.Sort(keys)
+		for lo := 0; lo < n; {
+			hi := lo + 1
+			for hi < n && keys[hi]>>8 == keys[lo]>>8 {
+				hi++
+			}
+			if hi-lo > 1 {
+				slices.SortFunc(keys[lo:hi], func(a, b uint64) int {
+					return strings.Compare(bs[a&0xff].Name(), bs[b&0xff].Name())
+				})
+			}
+			lo = hi
+		}
+	} else {
+		s.mask = ^uint64(0)
+		for i := range keys {
+			keys[i] = uint64(i)
+		}
+		slices.SortFunc(keys, func(a, b uint64) int { return strings.Compare(bs[a].Name(), bs[b].Name()) })
+	}
+	s.names = make([]string, n)
+	for x, k := range keys {
+		s.names[x] = bs[k&s.mask].Name()
+	}
+	return s
+}
+
+func (s byName) len() int                { return len(s.keys) }
+func (s byName) name(x int) string       { return s.names[x] }
+func (s byName) at(x int) *cfapi.Binding { return &s.bs[s.keys[x]&s.mask] }
+
+// find returns the binding named name, or nil.
+func (s byName) find(name string) *cfapi.Binding {
+	x, ok := slices.BinarySearch(s.names, name)
+	if !ok {
+		return nil
+	}
+	return s.at(x)
 }
 
 func sortedNames(names []string) []string {
@@ -328,13 +400,4 @@ func sortedNames(names []string) []string {
 	out := slices.Clone(names)
 	slices.Sort(out)
 	return slices.Compact(out)
-}
-
-// findByName finds a binding in a list sorted by name.
-func findByName(bs []*cfapi.Binding, name string) *cfapi.Binding {
-	i, ok := slices.BinarySearchFunc(bs, name, func(b *cfapi.Binding, n string) int { return strings.Compare(b.Name(), n) })
-	if !ok {
-		return nil
-	}
-	return bs[i]
 }

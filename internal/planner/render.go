@@ -217,10 +217,11 @@ func members(obj []byte) []member {
 
 // redact returns b's JSON object with every write-only member's value
 // replaced by "(sensitive)"; nil for the zero Binding.
-func redact(b cfapi.Binding) json.RawMessage {
-	if b.IsZero() {
+func redact(bp *cfapi.Binding) json.RawMessage {
+	if bp == nil || bp.IsZero() {
 		return nil
 	}
+	b := *bp
 	wo := cfapi.WriteOnlyFields(b.Type())
 	if len(wo) == 0 {
 		return slices.Clone(b.Raw())
@@ -246,7 +247,7 @@ func redact(b cfapi.Binding) json.RawMessage {
 
 // fieldsText renders b's members other than type and name as
 // key=value pairs, write-only values as (sensitive).
-func fieldsText(b cfapi.Binding) string {
+func fieldsText(b *cfapi.Binding) string {
 	wo := cfapi.WriteOnlyFields(b.Type())
 	var sb strings.Builder
 	for _, m := range members(b.Raw()) {
@@ -271,7 +272,7 @@ func fieldsText(b cfapi.Binding) string {
 // the desired binding of one type (never a write-only type):
 // `"1" → "2"` when the binding has that one member, else
 // `key: old → new, …` with (unset) for a missing member.
-func diffText(live, desired cfapi.Binding) string {
+func diffText(live, desired *cfapi.Binding) string {
 	lm := members([]byte(live.NormalizedValue()))
 	dm := members([]byte(desired.NormalizedValue()))
 	var parts []string
