@@ -80,7 +80,7 @@ func cmdEmulator(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	var failRate, throttleRate, resetRate float64
 	var latency time.Duration
 	var seedTenants int
-	var seedNamespace string
+	var seedNamespace, namespaces string
 	f := newFlagSet("emulator", e, stderr)
 	f.str(&addr, "addr", "RECONCILER_EMULATOR_ADDR", "127.0.0.1:8787", "listen address; the API is served under /client/v4")
 	f.str(&rateLimit, "rate-limit", "", "", "enforce a budget like the real API, REQUESTS/DURATION (e.g. 1200/5m); empty = none")
@@ -91,6 +91,7 @@ func cmdEmulator(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	f.DurationVar(&latency, "latency", 0, "latency added to every request")
 	f.integer(&seedTenants, "seed-tenants", "", 0, "create this many tenant scripts in --seed-namespace (and the namespace)")
 	f.str(&seedNamespace, "seed-namespace", "", "customers", "dispatch namespace of seeded tenants")
+	f.str(&namespaces, "namespaces", "", "customers", "dispatch namespaces to create at start in account "+cfapitest.DefaultAccount+", comma-separated")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -111,6 +112,14 @@ func cmdEmulator(ctx context.Context, args []string, stdout, stderr io.Writer, e
 		opts.RateLimit, opts.RateWindow = n, w
 	}
 	emu := cfapitest.New(opts)
+	for _, ns := range strings.Split(namespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns == "" {
+			continue
+		}
+		if err := emu.CreateNamespace(cfapitest.DefaultAccount, ns); err != nil {
+			return usagef("--namespaces: %v", err)
+		}
+	}
 	if seedTenants > 0 {
 		if err := emu.Seed(cfapitest.DefaultAccount, []string{seedNamespace}, seedTenants); err != nil {
 			return usagef("--seed-namespace: %v", err)
