@@ -246,3 +246,26 @@ func TestResyncRepairsDrift(t *testing.T) {
 		return strings.Contains(got, `"right"`), got
 	})
 }
+
+// TestConsumerRecreatedAfterDeletion: when the durable consumer disappears
+// (deleted by an operator, lost in a restart), the runner recreates it and
+// keeps consuming.
+func TestConsumerRecreatedAfterDeletion(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.seedScript("customers", "tenant-1")
+	h.startRunner("r1")
+	h.publish(event("before", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{b(`{"type":"plain_text","name":"A","text":"1"}`)}}))
+	h.waitDrained(20 * time.Second)
+	if err := h.js.DeleteConsumer(context.Background(), "BINDINGS", "reconciler"); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("consumer recreated", 30*time.Second, func() (bool, string) {
+		_, err := h.js.Consumer(context.Background(), "BINDINGS", "reconciler")
+		return err == nil, fmt.Sprint(err)
+	})
+	h.publish(event("after", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{b(`{"type":"plain_text","name":"B","text":"2"}`)}}))
+	h.eventually("event after recreation applied", 30*time.Second, func() (bool, string) {
+		got := h.stored("customers", "tenant-1")
+		return got["B"] != "", fmt.Sprint(keys(got))
+	})
+}

@@ -150,6 +150,7 @@ func (r *Runner) Run(ctx context.Context, drainCtx func() context.Context) error
 	if err != nil {
 		return fmt.Errorf("consuming %s: %w", r.cfg.Consumer, err)
 	}
+	var iterMu sync.Mutex // guards iter, replaced when the consumer is recreated
 	msgs := make(chan jetstream.Msg, r.cfg.FetchBatch)
 	var intakeWG sync.WaitGroup
 	intakeWG.Add(2)
@@ -157,20 +158,44 @@ func (r *Runner) Run(ctx context.Context, drainCtx func() context.Context) error
 		defer intakeWG.Done()
 		defer close(msgs)
 		for {
-			m, err := iter.Next()
-			if err != nil {
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					return
-				}
-				r.log.Warn("pulling events", zap.Error(err))
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(time.Second):
-				}
+			iterMu.Lock()
+			it := iter
+			iterMu.Unlock()
+			m, err := it.Next()
+			if err == nil {
+				msgs <- m
 				continue
 			}
-			msgs <- m
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() != nil {
+				return
+			}
+			r.log.Warn("pulling events", zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+				errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				// The consumer is gone (deleted, or lost in a restart):
+				// recreate it and consume again rather than trusting the
+				// iterator to resume.
+				it.Stop()
+				res, rerr := EnsureStreams(ctx, r.res.JS, r.cfg.SetupConfig)
+				if rerr != nil {
+					r.log.Error("recreating the consumer", zap.Error(rerr))
+					continue
+				}
+				nit, rerr := res.Consumer.Messages(jetstream.PullMaxMessages(r.cfg.FetchBatch))
+				if rerr != nil {
+					r.log.Error("consuming again", zap.Error(rerr))
+					continue
+				}
+				iterMu.Lock()
+				iter = nit
+				iterMu.Unlock()
+				r.log.Info("consumer recreated")
+			}
 		}
 	}()
 	go func() { // fold loop: batches of what has arrived
@@ -223,7 +248,9 @@ func (r *Runner) Run(ctx context.Context, drainCtx func() context.Context) error
 
 	<-ctx.Done()
 	r.log.Info("shutting down: stopping intake")
+	iterMu.Lock()
 	iter.Drain()
+	iterMu.Unlock()
 	intakeWG.Wait()
 	r.queue.ShutDown()
 
