@@ -60,7 +60,11 @@
 // The new record holds every desired name with its type and the
 // fingerprint of its desired value (for an inherit: of the live binding it
 // keeps, under its new name), plus the owned bindings that stay untouched
-// with their old record. Removed and unowned names are not in it.
+// with their old record. A binding that is kept and already recorded with
+// its type keeps its record as it is: nothing was written (for a secret the
+// fingerprint is the same by definition), and only written values cost an
+// HMAC. Removed and unowned names are not in the record; neither are names
+// that are only in the old record.
 //
 // # Invariants
 //
