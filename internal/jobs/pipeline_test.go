@@ -238,3 +238,39 @@ func TestRateLimit429PausesEveryoneNoLoss(t *testing.T) {
 		t.Fatalf("the test did not exercise a 429 (throttled %d, paused %v)", throttled, paused)
 	}
 }
+
+// TestScriptAndVersionStrategies: a change asked to go through a script
+// upload or a new version lands with the script's modules and settings
+// carried over and its secrets kept.
+func TestScriptAndVersionStrategies(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	for _, s := range []string{"via-script", "via-version"} {
+		h.seedScript("customers", s, `{"type":"secret_text","name":"THEIR_SECRET","text":"keep-me"}`, `{"type":"plain_text","name":"THEIRS","text":"x"}`)
+	}
+	h.startRunner("r1")
+	h.publish(event("st-1", "customers", "via-script", 1, "patch", map[string]any{"strategy": "script",
+		"upsert": []any{b(`{"type":"kv_namespace","name":"KV","namespace_id":"k1"}`), b(`{"type":"secret_text","name":"MINE","text":"mine-1"}`)}}))
+	h.publish(event("sv-1", "customers", "via-version", 1, "patch", map[string]any{"strategy": "version",
+		"upsert": []any{b(`{"type":"kv_namespace","name":"KV","namespace_id":"k1"}`)}}))
+	h.waitDrained(20 * time.Second)
+	for _, s := range []string{"via-script", "via-version"} {
+		got := h.stored("customers", s)
+		if !strings.Contains(got["THEIR_SECRET"], "keep-me") || got["THEIRS"] == "" || !strings.Contains(got["KV"], "k1") {
+			t.Errorf("%s: bindings after the write: %v", s, got)
+		}
+		sc, _ := h.emu.Script(acct, "customers", s)
+		if sc.MainModule != "index.js" || len(sc.Modules) != 1 || string(sc.Settings["compatibility_date"]) != `"2025-01-01"` {
+			t.Errorf("%s: modules or settings not carried over: main=%q modules=%d settings=%s", s, sc.MainModule, len(sc.Modules), sc.Settings["compatibility_date"])
+		}
+	}
+	if got := h.stored("customers", "via-script")["MINE"]; !strings.Contains(got, "mine-1") {
+		t.Errorf("secret written by script upload: %s", got)
+	}
+	st := h.emu.Stats()
+	if st.Requests["put_script"][200] != 1 || st.Requests["post_version"][200] != 1 || st.Requests["post_deployment"][200] != 1 {
+		t.Fatalf("requests: %v", st.Requests)
+	}
+	if dl := h.deadLetters(); len(dl) != 0 {
+		t.Fatalf("dead letters: %+v", dl)
+	}
+}
