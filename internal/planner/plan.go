@@ -50,10 +50,10 @@ type Action struct {
 	Before    json.RawMessage `json:"before,omitempty"` // live binding, redacted
 	After     json.RawMessage `json:"after,omitempty"`  // desired binding, redacted
 	Sensitive bool            `json:"sensitive,omitempty"`
+	rename    bool            // desired is an inherit with old_name that is carried out
 	Reason    string          `json:"reason,omitempty"`
 
 	live, desired *cfapi.Binding // nil when absent; they point into the Plan's inputs
-	rename        bool           // desired is an inherit with old_name that is carried out
 }
 
 // changes reports whether the action writes.
@@ -223,10 +223,13 @@ func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan
 			recType string
 			fpOff   = -1
 		)
-		a := Action{Name: name, live: lb, desired: db}
+		// The action is built in place; a name without one is popped.
+		pl.Actions = append(pl.Actions, Action{Name: name, live: lb, desired: db})
+		a := &pl.Actions[len(pl.Actions)-1]
 		switch {
 		case removed: // Validate guarantees db == nil
 			if lb == nil {
+				pl.Actions = pl.Actions[:len(pl.Actions)-1]
 				continue // nothing to remove, nothing to show
 			}
 			a.Kind, a.Type, a.Reason = ActionRemove, lb.Type(), ReasonNamedRemove
@@ -321,6 +324,7 @@ func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan
 			}
 
 		default:
+			pl.Actions = pl.Actions[:len(pl.Actions)-1]
 			continue
 		}
 		switch {
@@ -334,7 +338,6 @@ func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan
 		if a.changes() {
 			nChanges++
 		}
-		pl.Actions = append(pl.Actions, a)
 		if needScript < 0 && (a.Kind == ActionAdd || a.Kind == ActionUpdate) && (a.rename || db.InPart()) {
 			needScript = len(pl.Actions) - 1
 		}
