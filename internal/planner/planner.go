@@ -22,7 +22,8 @@ type Desired struct {
 	// the live binding of this name" (or, with old_name, "rename it").
 	Bindings []cfapi.Binding
 	// Remove names bindings to delete whoever created them (a patch's
-	// "remove").
+	// "remove"). Duplicates are ignored; a name that is not live needs
+	// nothing and gets no action.
 	Remove []string
 	// Exclusive is set when a replace was folded: owned bindings that are
 	// not in Bindings are removed. Bindings someone else created are left
@@ -194,8 +195,9 @@ type rename struct {
 // sizes), names are unique, the whole set is at most MaxDesiredBytes, every
 // name in Remove is a valid binding name and not also upserted, inherit
 // bindings rename at most once and from a name that is neither desired nor
-// removed, and the strategy is known. Errors are *cfapi.ValidationError;
-// they name the binding and the field and never hold a value.
+// removed, and the strategy is known. Errors are *cfapi.ValidationError
+// (or ParseStrategy's error for an unknown strategy); they name the binding
+// and the field and never hold a value.
 func (p *Planner) Validate(d Desired) error {
 	_, err := p.check(d, sortedByName(d.Bindings), sortedNames(d.Remove))
 	return err

@@ -879,3 +879,41 @@ func TestPlanAllocs(t *testing.T) {
 		t.Errorf("Plan allocates %v times per call, budget 50", n)
 	}
 }
+
+// TestSortedByName checks the key-based sort against a plain sort by name,
+// for names that share long prefixes, differ only in length or hold zero
+// bytes, below and above the 256 bindings of the fast path.
+func TestSortedByName(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	parts := []string{"", "A", "B", "BUCKET_", "BUCKET_0", "\x00", "é", "SERVICE_BINDING_", "z"}
+	for _, n := range []int{0, 1, 2, 7, 60, 256, 257, 600} {
+		bs := make([]cfapi.Binding, n)
+		for i := range bs {
+			name := parts[r.IntN(len(parts))] + parts[r.IntN(len(parts))] + fmt.Sprint(r.IntN(50))
+			bs[i] = cfapi.Ref("plain_text", name)
+		}
+		s := sortedByName(bs)
+		var got, want []string
+		for x := range s.len() {
+			got = append(got, s.at(x).Name())
+			if s.name(x) != s.at(x).Name() {
+				t.Fatalf("names and bindings disagree at %d", x)
+			}
+		}
+		for _, b := range bs {
+			want = append(want, b.Name())
+		}
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("n=%d: sorted\n%q\nwant\n%q", n, got, want)
+		}
+		for _, name := range want {
+			if b := s.find(name); b == nil || b.Name() != name {
+				t.Fatalf("find(%q) = %v", name, b)
+			}
+		}
+		if s.find("NOT_THERE") != nil {
+			t.Fatal("find of a missing name")
+		}
+	}
+}
