@@ -77,31 +77,44 @@ func (l *Limiter) Budget() (int, time.Duration) { return l.budget, l.window }
 func (l *Limiter) Burst() int { return l.lim.Burst() }
 
 // Wait blocks until a request may be sent: until any pause is over and the
-// bucket has a token. It returns how long it waited, or the context's error.
+// bucket has a token. A pause that begins while the caller is queued for a
+// token holds it back too (the token is spent and another one taken after
+// the pause). It returns how long it waited, or the context's error.
 func (l *Limiter) Wait(ctx context.Context) (time.Duration, error) {
 	start := time.Now()
+	for {
+		if err := l.waitPause(ctx); err != nil {
+			return time.Since(start), err
+		}
+		if err := l.lim.Wait(ctx); err != nil {
+			return time.Since(start), err
+		}
+		if !time.Now().Before(l.PausedUntil()) {
+			return time.Since(start), nil
+		}
+	}
+}
+
+// waitPause blocks until no pause is in force.
+func (l *Limiter) waitPause(ctx context.Context) error {
 	for {
 		l.mu.Lock()
 		until, resume := l.pausedUntil, l.resume
 		l.mu.Unlock()
 		d := time.Until(until)
 		if d <= 0 {
-			break
+			return nil
 		}
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return time.Since(start), ctx.Err()
+			return ctx.Err()
 		case <-t.C:
 		case <-resume: // pause changed; look again
 			t.Stop()
 		}
 	}
-	if err := l.lim.Wait(ctx); err != nil {
-		return time.Since(start), err
-	}
-	return time.Since(start), nil
 }
 
 // Pause stops every caller of Wait for d (the server's Retry-After). A
