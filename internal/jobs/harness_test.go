@@ -248,7 +248,9 @@ func (h *harness) publishRaw(subject string, data []byte, msgID string) {
 	if msgID != "" {
 		m.Header.Set(jetstream.MsgIDHeader, msgID)
 	}
-	if _, err := h.js.PublishMsg(context.Background(), m); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := h.js.PublishMsg(ctx, m); err != nil {
 		h.t.Fatalf("publish %s: %v", subject, err)
 	}
 }

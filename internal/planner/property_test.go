@@ -219,21 +219,6 @@ func apply(stored []cfapi.Binding, pl *Plan) ([]cfapi.Binding, error) {
 	}
 }
 
-// fieldlessRefAmbiguity reports whether the emulator rejected a settings
-// write because an added binding of a type without members ({type, name},
-// such as ai or browser) looks like a reference to an existing binding.
-func fieldlessRefAmbiguity(pl *Plan, err error) bool {
-	if err == nil || pl.Strategy != StrategySettings {
-		return false
-	}
-	for _, a := range pl.Actions {
-		if (a.Kind == ActionAdd || a.Kind == ActionUpdate) && len(members(a.desired.Raw())) == 2 {
-			return true
-		}
-	}
-	return false
-}
-
 // checkPlan checks the invariants of one plan of sc and returns what it
 // skipped, if anything.
 func checkPlan(t *testing.T, p *Planner, sc scenario) (outcome string) {
@@ -263,9 +248,6 @@ func checkPlan(t *testing.T, p *Planner, sc scenario) (outcome string) {
 	checkNoSecret(t, pl)
 
 	stored, err := apply(sc.stored, pl)
-	if fieldlessRefAmbiguity(pl, err) {
-		return "emulator-ambiguous"
-	}
 	if err != nil {
 		t.Fatalf("the API rejects the request: %v\nplan:\n%s\nrequest: %s\nkeep %v parts %v", err, pl, pl.Request.SettingsJSON(), pl.Request.KeepBindings, pl.NeedsParts)
 	}

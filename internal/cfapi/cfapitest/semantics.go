@@ -149,11 +149,19 @@ func ApplySettingsPatch(current, patch []cfapi.Binding) ([]cfapi.Binding, error)
 		seen[b.Name()] = true
 		if isRef(b) {
 			cur, ok := findBinding(current, b.Name(), b.Type())
-			if !ok {
+			if ok {
+				out = append(out, cur)
+				continue
+			}
+			// No binding to keep: a {type, name} entry is then a new
+			// binding, valid only for types without fields (ai, browser,
+			// version_metadata, ...; unknown types are given the benefit of
+			// the doubt, as the API grows fieldless types often).
+			if b.Type() == cfapi.TypeInherit || b.InPart() || b.Validate(cfapi.ForUpload) != nil {
 				return nil, errorf(http.StatusBadRequest, CodeValidation,
 					"binding '%s' of type %s does not exist and cannot be kept without a value", b.Name(), b.Type())
 			}
-			out = append(out, cur)
+			out = append(out, b)
 			continue
 		}
 		switch {

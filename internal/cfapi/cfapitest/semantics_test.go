@@ -388,3 +388,16 @@ func mustFind(t *testing.T, bs []cfapi.Binding, name string) cfapi.Binding {
 	}
 	return b
 }
+
+// A {type, name} entry for a name that does not exist adds the binding
+// when the type has no fields (ai, browser, ...), and is refused when the
+// type needs a value.
+func TestApplySettingsPatchFieldlessRefAdds(t *testing.T) {
+	got, err := ApplySettingsPatch(nil, []cfapi.Binding{cfapi.Ref("ai", "AI"), cfapi.Ref("version_metadata", "VM")})
+	if err != nil || len(got) != 2 || got[0].Name() != "AI" {
+		t.Fatalf("fieldless refs: %v, %v", got, err)
+	}
+	if _, err := ApplySettingsPatch(nil, []cfapi.Binding{cfapi.Ref("kv_namespace", "KV")}); err == nil {
+		t.Fatal("a kv_namespace without namespace_id and nothing to keep was accepted")
+	}
+}
