@@ -119,7 +119,7 @@ func (r *Runner) reconcileLocked(ctx context.Context, ref cfapi.ScriptRef, key s
 		return Result{}, terminal("invalid_desired_state", err)
 	}
 	if plan.NoOp() {
-		if !sameApplied(rec.Bindings, plan.Applied.Bindings) {
+		if !rec.LastApplied().Equal(plan.Applied) {
 			rec = &AppliedRecord{Version: 1, Bindings: plan.Applied.Bindings, DesiredRevision: desiredRev, Strategy: rec.Strategy, AppliedAt: rec.AppliedAt}
 			if err := st.saveApplied(ctx, key, rec); err != nil {
 				return Result{}, err
@@ -213,16 +213,4 @@ func moduleNames(ms []cfapi.Module) []string {
 		out[i] = m.Name
 	}
 	return out
-}
-
-func sameApplied(a, b map[string]planner.Applied) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
