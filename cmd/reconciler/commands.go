@@ -91,7 +91,7 @@ func cmdEmulator(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	f.DurationVar(&latency, "latency", 0, "latency added to every request")
 	f.integer(&seedTenants, "seed-tenants", "", 0, "create this many tenant scripts in --seed-namespace (and the namespace)")
 	f.str(&seedNamespace, "seed-namespace", "", "customers", "dispatch namespace of seeded tenants")
-	f.str(&namespaces, "namespaces", "", "customers", "dispatch namespaces to create at start in account "+cfapitest.DefaultAccount+", comma-separated")
+	f.str(&namespaces, "namespaces", "", "customers,my-ns", "dispatch namespaces to create at start in account "+cfapitest.DefaultAccount+", comma-separated (my-ns is the namespace of the wrangler captures)")
 	if err := f.parse(args); err != nil {
 		return err
 	}

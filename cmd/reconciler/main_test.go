@@ -107,7 +107,7 @@ func TestEmulatorServesCapturedDispatchUpload(t *testing.T) {
 	stdout := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
-		done <- realMain(ctx, []string{"emulator", "--addr", addr, "--namespaces", "my-ns"}, nil, stdout, io.Discard, envMap(nil))
+		done <- realMain(ctx, []string{"emulator", "--addr", addr}, nil, stdout, io.Discard, envMap(nil))
 	}()
 	defer func() {
 		cancel()
