@@ -331,6 +331,11 @@ func (r *Runner) intake(ctx context.Context, batch []message) {
 		if err != nil {
 			r.log.Error("folding events", zap.String("script", key), zap.Error(err))
 			for _, p := range group {
+				if int(p.meta.NumDelivered) >= r.cfg.MaxDeliver {
+					r.deadLetter(ctx, p.msg, p.event, p.meta, "max_deliveries",
+						fmt.Errorf("could not store the desired state after %d deliveries: %w", p.meta.NumDelivered, err))
+					continue
+				}
 				_ = p.msg.NakWithDelay(r.nakDelay(p.meta.NumDelivered))
 			}
 			continue
