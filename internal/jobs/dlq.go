@@ -55,28 +55,46 @@ func (r *Runner) deadLetter(ctx context.Context, msg message, ev *Event, meta *j
 			meta = &jetstream.MsgMetadata{}
 		}
 	}
-	rec := DeadLetter{
-		Reason:    reason,
-		Error:     cause.Error(),
-		Attempts:  int(meta.NumDelivered),
-		FailedAt:  time.Now().UTC(),
-		Subject:   msg.Subject(),
-		Stream:    meta.Stream,
-		StreamSeq: meta.Sequence.Stream,
-	}
+	rec := newDeadLetter(msg.Data(), msg.Subject(), meta.Stream, meta.Sequence.Stream, meta.NumDelivered, reason, cause)
 	if ev != nil {
 		rec.EventID = ev.ID
 	}
-	body := msg.Data()
+	if _, err := r.publishDeadLetter(ctx, rec, meta.NumDelivered); err != nil {
+		r.log.Error("dead-letter publish failed; the event will be redelivered", zap.String("subject", msg.Subject()), zap.Error(err))
+		_ = msg.NakWithDelay(r.nakDelay(meta.NumDelivered))
+		return
+	}
+	_ = msg.TermWithReason(reason)
+	r.countDeadLetter(rec)
+}
+
+func (r *Runner) countDeadLetter(rec DeadLetter) {
+	r.m.DeadLetters.WithLabelValues(rec.Reason).Inc()
+	r.m.EventsTotal.WithLabelValues(metrics.OutcomeDeadLettered).Inc()
+	r.log.Warn("event dead-lettered", zap.String("event_id", rec.EventID), zap.String("subject", rec.Subject),
+		zap.String("reason", rec.Reason), zap.String("error", rec.Error))
+}
+
+// newDeadLetter builds the record of one event body. The body is kept with
+// its write-only values redacted, or, when it is not JSON (and so could
+// hold a secret that cannot be located), only as its size and digest.
+func newDeadLetter(body []byte, subject, stream string, seq, deliveries uint64, reason string, cause error) DeadLetter {
+	rec := DeadLetter{
+		Reason:    reason,
+		Error:     cause.Error(),
+		Attempts:  int(deliveries),
+		FailedAt:  time.Now().UTC(),
+		Subject:   subject,
+		Stream:    stream,
+		StreamSeq: seq,
+	}
 	if red, ok := RedactEventJSON(body); ok && len(body) <= MaxEventBytes {
 		rec.Event = red
-		if rec.EventID == "" {
-			var probe struct {
-				ID string `json:"id"`
-			}
-			if json.Unmarshal(red, &probe) == nil && len(probe.ID) <= 256 {
-				rec.EventID = probe.ID
-			}
+		var probe struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(red, &probe) == nil && len(probe.ID) <= 256 {
+			rec.EventID = probe.ID
 		}
 	} else {
 		rec.Event = json.RawMessage("null")
@@ -84,33 +102,34 @@ func (r *Runner) deadLetter(ctx context.Context, msg message, ev *Event, meta *j
 		rec.BodyBytes = len(body)
 		rec.BodySHA256 = hex.EncodeToString(sum[:])
 	}
+	return rec
+}
+
+// publishDeadLetter stores rec in the dead-letter stream and waits for the
+// stream's acknowledgement. Its Nats-Msg-Id is derived from the event's
+// stream sequence and delivery count, so that replicas (and retries)
+// recording the same failure store it once; duplicate reports whether the
+// stream had it already.
+func (r *Runner) publishDeadLetter(ctx context.Context, rec DeadLetter, deliveries uint64) (duplicate bool, err error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	err := enc.Encode(rec)
-	data := bytes.TrimRight(buf.Bytes(), "\n")
-	if err == nil {
-		subject := r.cfg.DLQPrefix + "." + dlqSuffix(msg.Subject(), r.cfg.SubjectPrefix)
-		m := nats.NewMsg(subject)
-		m.Data = data
-		m.Header.Set(HeaderDLQReason, reason)
-		m.Header.Set(HeaderOrigStream, meta.Stream)
-		m.Header.Set(HeaderOrigSequence, strconv.FormatUint(meta.Sequence.Stream, 10))
-		m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("dlq:%s:%d:%d", meta.Stream, meta.Sequence.Stream, meta.NumDelivered))
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		_, err = r.res.JS.PublishMsg(pctx, m)
-		cancel()
+	enc.SetEscapeHTML(false) // keep "<redacted>" readable
+	if err := enc.Encode(rec); err != nil {
+		return false, err
 	}
+	m := nats.NewMsg(r.cfg.DLQPrefix + "." + dlqSuffix(rec.Subject, r.cfg.SubjectPrefix))
+	m.Data = bytes.TrimRight(buf.Bytes(), "\n")
+	m.Header.Set(HeaderDLQReason, rec.Reason)
+	m.Header.Set(HeaderOrigStream, rec.Stream)
+	m.Header.Set(HeaderOrigSequence, strconv.FormatUint(rec.StreamSeq, 10))
+	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("dlq:%s:%d:%d", rec.Stream, rec.StreamSeq, deliveries))
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	ack, err := r.res.JS.PublishMsg(pctx, m)
 	if err != nil {
-		r.log.Error("dead-letter publish failed; the event will be redelivered", zap.String("subject", msg.Subject()), zap.Error(err))
-		_ = msg.NakWithDelay(r.nakDelay(meta.NumDelivered))
-		return
+		return false, err
 	}
-	_ = msg.TermWithReason(reason)
-	r.m.DeadLetters.WithLabelValues(reason).Inc()
-	r.m.EventsTotal.WithLabelValues(metrics.OutcomeDeadLettered).Inc()
-	r.log.Warn("event dead-lettered", zap.String("event_id", rec.EventID), zap.String("subject", msg.Subject()),
-		zap.String("reason", reason), zap.String("error", rec.Error))
+	return ack.Duplicate, nil
 }
 
 // dlqSuffix maps an event subject to the dead-letter subject suffix

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 )
 
@@ -268,4 +270,40 @@ func TestConsumerRecreatedAfterDeletion(t *testing.T) {
 		got := h.stored("customers", "tenant-1")
 		return got["B"] != "", fmt.Sprint(keys(got))
 	})
+}
+
+// TestExhaustedDeliveriesAreDeadLettered: an event whose deliveries all
+// timed out (a process that died holding it, twice) is given up by
+// JetStream with only an advisory; the runner turns that into a dead
+// letter, with the secret redacted, so nothing is dropped silently.
+func TestExhaustedDeliveriesAreDeadLettered(t *testing.T) {
+	h := newHarness(t, harnessOpts{cfg: Config{SetupConfig: SetupConfig{MaxDeliver: 2, AckWait: time.Second}}})
+	h.seedScript("customers", "tenant-1")
+	res := h.setup()
+	h.publish(event("doomed", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{
+		b(`{"type":"secret_text","name":"S","text":"never-in-dlq"}`)}}))
+	// Two deliveries that are never acknowledged.
+	for i := 0; i < 2; i++ {
+		batch, err := res.Consumer.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for range batch.Messages() {
+			n++
+		}
+		if n != 1 {
+			t.Fatalf("delivery %d: got %d messages", i+1, n)
+		}
+		time.Sleep(1200 * time.Millisecond) // let AckWait expire
+	}
+	h.startRunner("r1")
+	h.eventually("dead letter for the exhausted event", 20*time.Second, func() (bool, string) {
+		dl := h.deadLetters()
+		return len(dl) == 1, fmt.Sprint(reasons(dl))
+	})
+	rec := h.deadLetters()[0].Record
+	if rec.Reason != "max_deliveries" || rec.EventID != "doomed" || rec.Attempts != 2 || strings.Contains(string(rec.Event), "never-in-dlq") {
+		t.Fatalf("record = %+v (event %s)", rec, rec.Event)
+	}
 }

@@ -146,6 +146,13 @@ func (r *Runner) Run(ctx context.Context, drainCtx func() context.Context) error
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 
+	// Watch for events JetStream gives up on before pulling any.
+	if sub, err := r.watchMaxDeliveries(workCtx); err != nil {
+		r.log.Warn("not watching max-deliveries advisories", zap.Error(err))
+	} else {
+		defer func() { _ = sub.Unsubscribe() }()
+		_ = r.res.JS.Conn().Flush()
+	}
 	iter, err := r.res.Consumer.Messages(jetstream.PullMaxMessages(r.cfg.FetchBatch))
 	if err != nil {
 		return fmt.Errorf("consuming %s: %w", r.cfg.Consumer, err)
