@@ -69,22 +69,10 @@ func IsRetryable(err error) bool {
 	if errors.As(err, &apiErr) {
 		return apiErr.Retryable()
 	}
+	// Every failure of the HTTP transport (reset, EOF, timeout, refused)
+	// is marked when it happens; net.Error covers callers' own errors.
 	var netErr net.Error
-	if errors.As(err, &netErr) {
-		return true
-	}
-	var opErr *net.OpError
-	if errors.As(err, &opErr) {
-		return true
-	}
-	// Connection resets and unexpected EOFs surface as url.Error wrapping
-	// plain errors; the transport never returns a non-network error for a
-	// request that was built correctly.
-	var te interface{ Temporary() bool }
-	if errors.As(err, &te) {
-		return true
-	}
-	return errors.As(err, new(*transportError))
+	return errors.As(err, new(*transportError)) || errors.As(err, &netErr)
 }
 
 // transportError marks an error returned by the HTTP transport (no response).

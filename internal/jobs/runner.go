@@ -494,17 +494,24 @@ func (r *Runner) nakDelay(n uint64) time.Duration {
 	return d - d/5 + time.Duration(rand.Int64N(int64(d/5*2)+1))
 }
 
-// heartbeat keeps held events alive (InProgress) while their script waits
-// for a reconcile, so that AckWait never redelivers them meanwhile.
-func (r *Runner) heartbeat(ctx context.Context) {
-	t := time.NewTicker(max(r.cfg.AckWait/3, 100*time.Millisecond))
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			fn()
 		}
+	}
+}
+
+// heartbeat keeps held events alive (InProgress) while their script waits
+// for a reconcile, so that AckWait never redelivers them meanwhile.
+func (r *Runner) heartbeat(ctx context.Context) {
+	every(ctx, max(r.cfg.AckWait/3, 100*time.Millisecond), func() {
 		r.mu.Lock()
 		var msgs []message
 		for _, st := range r.scripts {
@@ -516,18 +523,11 @@ func (r *Runner) heartbeat(ctx context.Context) {
 		for _, m := range msgs {
 			_ = m.InProgress()
 		}
-	}
+	})
 }
 
 func (r *Runner) gauges(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, time.Second, func() {
 		r.m.QueueDepth.Set(float64(r.queue.Pending()))
 		r.mu.Lock()
 		n := 0
@@ -536,26 +536,19 @@ func (r *Runner) gauges(ctx context.Context) {
 		}
 		r.mu.Unlock()
 		r.m.HeldEvents.Set(float64(n))
-	}
+	})
 }
 
 // resyncLoop queues every script of the desired-state bucket periodically.
 func (r *Runner) resyncLoop(ctx context.Context) {
-	t := time.NewTicker(r.cfg.ResyncInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, r.cfg.ResyncInterval, func() {
 		n, err := r.Resync(ctx)
 		if err != nil {
 			r.log.Warn("resync", zap.Error(err))
-			continue
+			return
 		}
 		r.log.Info("resync queued scripts", zap.Int("scripts", n))
-	}
+	})
 }
 
 // Resync queues a reconcile of every script in the desired-state bucket.
