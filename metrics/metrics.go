@@ -45,10 +45,15 @@ type Metrics struct {
 	ReconcileTotal     *prometheus.CounterVec // result
 	ReconcileDuration  prometheus.Histogram
 	Writes             *prometheus.CounterVec // strategy
-	QueueDepth         prometheus.Gauge
+	QueueDepth         *prometheus.GaugeVec   // lane
 	InflightReconciles prometheus.Gauge
-	HeldEvents         prometheus.Gauge
+	HeldEvents         *prometheus.GaugeVec // lane
 	LastSuccess        prometheus.Gauge
+	ConsumerPending    *prometheus.GaugeVec // lane
+	BackfillPending    prometheus.Gauge
+	BackfillScripts    *prometheus.CounterVec // outcome
+	PanicsRecovered    prometheus.Counter
+	APIAuthFailures    prometheus.Counter
 
 	APIRequests       *prometheus.CounterVec // endpoint, code
 	APIDuration       *prometheus.HistogramVec
@@ -68,7 +73,7 @@ var apiEndpoints = []string{
 var DeadLetterReasons = []string{
 	"invalid_json", "too_large", "unsupported_schema", "missing_field", "invalid_field",
 	"invalid_binding", "subject_mismatch", "not_found", "api_rejected", "invalid_desired_state",
-	"max_deliveries",
+	"max_deliveries", "panic",
 }
 
 // New creates the collectors and registers them on reg.
@@ -94,12 +99,22 @@ func New(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
 		Writes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "reconciler_writes_total", Help: "Successful binding writes, by strategy (settings, script, version)."}, []string{"strategy"}),
-		QueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "reconciler_queue_depth", Help: "Scripts waiting for a reconcile."}),
+		QueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "reconciler_queue_depth", Help: "Scripts waiting for a reconcile, by lane (live, backfill)."}, []string{"lane"}),
 		InflightReconciles: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "reconciler_inflight_reconciles", Help: "Reconciles running now."}),
-		HeldEvents: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "reconciler_held_events", Help: "Events folded and waiting for their script's reconcile before they are acknowledged."}),
+		HeldEvents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "reconciler_held_events", Help: "Events folded and waiting for their script's reconcile before they are acknowledged, by lane."}, []string{"lane"}),
+		ConsumerPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "reconciler_consumer_pending", Help: "Messages not yet delivered by the lane's consumer."}, []string{"lane"}),
+		BackfillPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "reconciler_backfill_pending", Help: "Backfill scripts waiting or in progress."}),
+		BackfillScripts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "reconciler_backfill_scripts_total", Help: "Backfill scripts finished by this process, by outcome."}, []string{"outcome"}),
+		PanicsRecovered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "reconciler_panics_recovered_total", Help: "Panics recovered in a reconcile or a decode."}),
+		APIAuthFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "reconciler_api_auth_failures_total", Help: "Reconciles stopped because the API rejected the credentials."}),
 		LastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "reconciler_last_success_timestamp_seconds", Help: "Unix time of the last successful reconcile."}),
 		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -119,7 +134,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.EventsReceived, m.EventsTotal, m.EventRedeliveries, m.StaleOperations, m.DeadLetters,
 		m.EventLag, m.ReconcileTotal, m.ReconcileDuration, m.Writes, m.QueueDepth, m.InflightReconciles,
-		m.HeldEvents, m.LastSuccess, m.APIRequests, m.APIDuration, m.APIRetries, m.APIRateLimited,
+		m.HeldEvents, m.LastSuccess, m.ConsumerPending, m.BackfillPending, m.BackfillScripts, m.PanicsRecovered, m.APIAuthFailures, m.APIRequests, m.APIDuration, m.APIRetries, m.APIRateLimited,
 		m.BudgetWait, m.BudgetWaitSeconds)
 	for _, o := range []string{OutcomeApplied, OutcomeNoop, OutcomeStale, OutcomeDeadLettered} {
 		m.EventsTotal.WithLabelValues(o).Add(0)
@@ -129,6 +144,14 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	for _, r := range []string{ResultApplied, ResultNoop, ResultTransient, ResultPermanent, ResultLeaseBusy} {
 		m.ReconcileTotal.WithLabelValues(r).Add(0)
+	}
+	for _, l := range []string{"live", "backfill"} {
+		m.QueueDepth.WithLabelValues(l).Set(0)
+		m.HeldEvents.WithLabelValues(l).Set(0)
+		m.ConsumerPending.WithLabelValues(l).Set(0)
+	}
+	for _, o := range []string{"changed", "unchanged", "failed"} {
+		m.BackfillScripts.WithLabelValues(o).Add(0)
 	}
 	for _, s := range []string{"settings", "script", "version"} {
 		m.Writes.WithLabelValues(s).Add(0)

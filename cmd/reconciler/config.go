@@ -15,6 +15,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs"
+	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 )
 
 // usageError is bad usage or configuration: exit code 2, with a message
@@ -32,24 +33,6 @@ func (e *failedError) Error() string { return e.msg }
 
 // env is the process environment, replaceable in tests.
 type env func(string) string
-
-// common holds the flags every subcommand shares (CLI.md).
-type common struct {
-	natsURL        string
-	dataDir        string
-	apiBaseURL     string
-	rateLimit      string
-	concurrency    int
-	metricsAddr    string
-	subjectPrefix  string
-	logFormat      string
-	logLevel       string
-	embeddedListen string
-	maxWrites      int
-
-	budget int
-	window time.Duration
-}
 
 // flagSet builds a FlagSet whose defaults come from the environment, so a
 // flag wins over its variable and the variable over the default.
@@ -138,6 +121,17 @@ func (f *flagSet) parse(args []string) error {
 	return nil
 }
 
+// set reports whether the flag was given on the command line or through
+// its variable.
+func (f *flagSet) set(flagName string) bool {
+	given := false
+	f.Visit(func(fl *flag.Flag) { given = given || fl.Name == flagName })
+	if v, ok := f.envFor[flagName]; ok && f.env(v) != "" {
+		given = true
+	}
+	return given
+}
+
 // name returns "--flag (or VAR)" for error messages.
 func (f *flagSet) name(flagName string) string {
 	if v, ok := f.envFor[flagName]; ok {
@@ -146,55 +140,92 @@ func (f *flagSet) name(flagName string) string {
 	return "--" + flagName
 }
 
-func (c *common) register(f *flagSet) {
-	f.str(&c.natsURL, "nats-url", "NATS_URL", "", "NATS server URL; empty = embedded JetStream server in --data-dir")
-	f.str(&c.dataDir, "data-dir", "RECONCILER_DATA_DIR", "./reconciler-data", "store of the embedded NATS server")
-	f.str(&c.apiBaseURL, "api-base-url", "CLOUDFLARE_API_BASE_URL", cfapi.DefaultBaseURL, "Cloudflare API base URL")
-	f.str(&c.rateLimit, "rate-limit", "RECONCILER_RATE_LIMIT", cfapi.DefaultRateLimitString, "shared API request budget, REQUESTS/DURATION (divide it between replicas)")
-	f.integer(&c.concurrency, "concurrency", "RECONCILER_CONCURRENCY", 16, "scripts reconciled in parallel")
-	f.integer(&c.maxWrites, "max-writes", "RECONCILER_MAX_WRITES", cfapi.DefaultMaxWrites, "API writes in flight at once")
-	f.str(&c.metricsAddr, "metrics-addr", "RECONCILER_METRICS_ADDR", ":9464", "address of /metrics, /healthz and /readyz (empty = off)")
-	f.str(&c.subjectPrefix, "subject-prefix", "RECONCILER_SUBJECT_PREFIX", "bindings", "event subject prefix")
-	f.str(&c.logFormat, "log-format", "RECONCILER_LOG_FORMAT", "json", "log format: json or console")
-	f.str(&c.logLevel, "log-level", "RECONCILER_LOG_LEVEL", "info", "log level: debug, info, warn or error")
-	f.str(&c.embeddedListen, "embedded-listen", "RECONCILER_EMBEDDED_LISTEN", jobs.DefaultEmbeddedListen, "where the embedded NATS server listens (host:port)")
+// natsFlags say where the event pipeline is.
+type natsFlags struct {
+	url            string
+	dataDir        string
+	embeddedListen string
+	subjectPrefix  string
 }
 
-// validate checks the shared flags and derives the budget.
-func (c *common) validate(f *flagSet) error {
-	var err error
-	if c.budget, c.window, err = cfapi.ParseRate(c.rateLimit); err != nil {
-		return usagef("%s: %v", f.name("rate-limit"), err)
+func (n *natsFlags) register(f *flagSet) {
+	f.str(&n.url, "nats-url", "NATS_URL", "", "NATS server URL(s), comma-separated; empty = the embedded JetStream server (in --data-dir for run)")
+	f.str(&n.dataDir, "data-dir", "RECONCILER_DATA_DIR", "./reconciler-data", "store of the embedded NATS server")
+	f.str(&n.embeddedListen, "embedded-listen", "RECONCILER_EMBEDDED_LISTEN", natsembed.DefaultListen, "where the embedded NATS server listens (host:port)")
+	f.str(&n.subjectPrefix, "subject-prefix", "RECONCILER_SUBJECT_PREFIX", "bindings", "event subject prefix")
+}
+
+func (n *natsFlags) validate(f *flagSet) error {
+	if n.subjectPrefix == "" || strings.ContainsAny(n.subjectPrefix, ".*> \t") {
+		return usagef("%s: must be one subject token (no dots, wildcards or spaces), got %q", f.name("subject-prefix"), n.subjectPrefix)
 	}
-	if c.concurrency < 1 || c.concurrency > 1024 {
-		return usagef("%s: must be between 1 and 1024, got %d", f.name("concurrency"), c.concurrency)
-	}
-	if c.maxWrites < 1 || c.maxWrites > 256 {
-		return usagef("%s: must be between 1 and 256, got %d", f.name("max-writes"), c.maxWrites)
-	}
-	if c.logFormat != "json" && c.logFormat != "console" {
-		return usagef("%s: must be json or console, got %q", f.name("log-format"), c.logFormat)
-	}
-	if _, err := zapcore.ParseLevel(c.logLevel); err != nil {
-		return usagef("%s: %v", f.name("log-level"), err)
-	}
-	if c.subjectPrefix == "" || strings.ContainsAny(c.subjectPrefix, ".*> \t") {
-		return usagef("%s: must be one subject token (no dots, wildcards or spaces), got %q", f.name("subject-prefix"), c.subjectPrefix)
-	}
-	if c.natsURL == "" && c.dataDir == "" {
+	if n.url == "" && n.dataDir == "" {
 		return usagef("%s: needed for the embedded NATS server when --nats-url is empty", f.name("data-dir"))
 	}
 	return nil
 }
 
+// names returns the JetStream resource names.
+func (n *natsFlags) names() jobs.Names {
+	return jobs.Names{SubjectPrefix: n.subjectPrefix}.WithDefaults()
+}
+
+// apiFlags say how to reach the Cloudflare API.
+type apiFlags struct {
+	baseURL   string
+	rateLimit string
+	maxWrites int
+
+	budget int
+	window time.Duration
+}
+
+func (a *apiFlags) register(f *flagSet) {
+	f.str(&a.baseURL, "api-base-url", "CLOUDFLARE_API_BASE_URL", cfapi.DefaultBaseURL, "Cloudflare API base URL")
+	f.str(&a.rateLimit, "rate-limit", "RECONCILER_RATE_LIMIT", cfapi.DefaultRateLimitString, "request budget of the API token, REQUESTS/DURATION, shared by every process using the token")
+	f.integer(&a.maxWrites, "max-writes", "RECONCILER_MAX_WRITES", cfapi.DefaultMaxWrites, "API writes in flight at once")
+}
+
+func (a *apiFlags) validate(f *flagSet) error {
+	var err error
+	if a.budget, a.window, err = cfapi.ParseRate(a.rateLimit); err != nil {
+		return usagef("%s: %v", f.name("rate-limit"), err)
+	}
+	if a.maxWrites < 1 || a.maxWrites > 256 {
+		return usagef("%s: must be between 1 and 256, got %d", f.name("max-writes"), a.maxWrites)
+	}
+	return nil
+}
+
+// logFlags shape the log.
+type logFlags struct {
+	format string
+	level  string
+}
+
+func (l *logFlags) register(f *flagSet) {
+	f.str(&l.format, "log-format", "RECONCILER_LOG_FORMAT", "json", "log format: json or console")
+	f.str(&l.level, "log-level", "RECONCILER_LOG_LEVEL", "info", "log level: debug, info, warn or error")
+}
+
+func (l *logFlags) validate(f *flagSet) error {
+	if l.format != "json" && l.format != "console" {
+		return usagef("%s: must be json or console, got %q", f.name("log-format"), l.format)
+	}
+	if _, err := zapcore.ParseLevel(l.level); err != nil {
+		return usagef("%s: %v", f.name("log-level"), err)
+	}
+	return nil
+}
+
 // logger builds the process logger.
-func (c *common) logger(stderr io.Writer) *zap.Logger {
-	level, _ := zapcore.ParseLevel(c.logLevel)
+func (l *logFlags) logger(stderr io.Writer) *zap.Logger {
+	level, _ := zapcore.ParseLevel(l.level)
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.TimeKey = "ts"
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	var enc zapcore.Encoder
-	if c.logFormat == "console" {
+	if l.format == "console" {
 		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
 		enc = zapcore.NewConsoleEncoder(encCfg)
 	} else {
@@ -203,19 +234,31 @@ func (c *common) logger(stderr io.Writer) *zap.Logger {
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(stderr), level))
 }
 
+// validateAll runs the validations in order and returns the first error.
+func validateAll(f *flagSet, vs ...interface{ validate(*flagSet) error }) error {
+	for _, v := range vs {
+		if err := v.validate(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// credentialSet is the API credentials from the environment.
+type credentialSet struct{ token, email, key string }
+
 // credentials reads the API credentials from the environment. A token is
 // required against the real API; an emulator (any other base URL) may run
 // without one.
-func credentials(e env, baseURL string) (token, email, key string, err error) {
-	token = e("CLOUDFLARE_API_TOKEN")
-	email, key = e("CLOUDFLARE_API_EMAIL"), e("CLOUDFLARE_API_KEY")
-	if token == "" && (email != "") != (key != "") {
-		return "", "", "", usagef("CLOUDFLARE_API_EMAIL and CLOUDFLARE_API_KEY must be set together")
+func credentials(e env, baseURL string) (credentialSet, error) {
+	c := credentialSet{token: e("CLOUDFLARE_API_TOKEN"), email: e("CLOUDFLARE_API_EMAIL"), key: e("CLOUDFLARE_API_KEY")}
+	if c.token == "" && (c.email != "") != (c.key != "") {
+		return c, usagef("CLOUDFLARE_API_EMAIL and CLOUDFLARE_API_KEY must be set together")
 	}
-	if token == "" && email == "" && strings.TrimRight(baseURL, "/") == cfapi.DefaultBaseURL {
-		return "", "", "", usagef("CLOUDFLARE_API_TOKEN is not set (or CLOUDFLARE_API_EMAIL with CLOUDFLARE_API_KEY); it is required for %s", cfapi.DefaultBaseURL)
+	if c.token == "" && c.email == "" && strings.TrimRight(baseURL, "/") == cfapi.DefaultBaseURL {
+		return c, usagef("CLOUDFLARE_API_TOKEN is not set (or CLOUDFLARE_API_EMAIL with CLOUDFLARE_API_KEY); it is required for %s", cfapi.DefaultBaseURL)
 	}
-	return token, email, key, nil
+	return c, nil
 }
 
 // osEnv reads the real environment.

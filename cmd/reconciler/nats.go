@@ -7,21 +7,21 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/reconciler/reconciler/internal/jobs"
+	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 )
 
 // natsConn is a connection, and the embedded server when one was started.
 type natsConn struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
-	embedded *server.Server
+	embedded *natsembed.Server
 	url      string
 }
 
@@ -42,29 +42,27 @@ func (c *natsConn) close(log *zap.Logger, timeout time.Duration) {
 	}
 	if c.embedded != nil {
 		c.embedded.Shutdown()
-		c.embedded.WaitForShutdown()
 		if log != nil {
 			log.Info("embedded NATS server stopped")
 		}
 	}
 }
 
-// connectNATS connects to --nats-url. With no URL, startEmbedded starts the
-// embedded server in --data-dir (for run); otherwise it connects to the
-// embedded server of a running `reconciler run` on --embedded-listen.
-func connectNATS(c *common, startEmbedded bool, log *zap.Logger) (*natsConn, error) {
-	out := &natsConn{url: c.natsURL}
+// connectNATS connects to --nats-url. For a process that runs the
+// pipeline (pipeline), no URL means starting the embedded server in
+// --data-dir (the directory is locked for the process's life), and an
+// external server that is not up yet is waited for. For tools, no URL
+// means the embedded server of a running `reconciler run` on
+// --embedded-listen, and an unreachable server is an error at once.
+func connectNATS(n *natsFlags, pipeline bool, log *zap.Logger) (*natsConn, error) {
+	out := &natsConn{url: n.url}
 	if out.url == "" {
-		if startEmbedded {
-			s, err := jobs.StartEmbedded(c.dataDir, c.embeddedListen)
-			if err != nil {
-				return nil, fmt.Errorf("starting the embedded NATS server (--data-dir %s, --embedded-listen %s): %w", c.dataDir, c.embeddedListen, err)
+		if pipeline {
+			if err := out.startEmbedded(n, log); err != nil {
+				return nil, err
 			}
-			out.embedded = s
-			out.url = s.ClientURL()
-			log.Info("embedded NATS server started", zap.String("url", out.url), zap.String("data_dir", c.dataDir))
 		} else {
-			out.url = "nats://" + c.embeddedListen
+			out.url = "nats://" + n.embeddedListen
 		}
 	}
 	opts := []nats.Option{
@@ -82,59 +80,104 @@ func connectNATS(c *common, startEmbedded bool, log *zap.Logger) (*natsConn, err
 			}
 		}),
 	}
-	if !startEmbedded {
-		opts = append(opts, nats.RetryOnFailedConnect(false))
+	if pipeline && n.url != "" {
+		opts = append(opts, nats.RetryOnFailedConnect(true))
 	}
 	nc, err := nats.Connect(out.url, opts...)
 	if err != nil {
 		if out.embedded != nil {
 			out.embedded.Shutdown()
 		}
-		if c.natsURL == "" && !startEmbedded {
+		if n.url == "" && !pipeline {
 			return nil, fmt.Errorf("cannot reach the embedded NATS server at %s (%v): start `reconciler run` first, or pass --nats-url", out.url, err)
 		}
 		return nil, fmt.Errorf("connecting to NATS at %s: %w", redactURL(out.url), err)
 	}
 	out.nc = nc
-	out.js, err = jetstream.New(nc)
-	if err != nil {
+	if out.js, err = jetstream.New(nc); err != nil {
 		out.close(log, time.Second)
 		return nil, err
 	}
 	return out, nil
 }
 
-// redactURL hides credentials in a NATS URL.
-func redactURL(u string) string {
-	pu, err := url.Parse(u)
-	if err != nil || pu.User == nil {
-		return u
+// startEmbedded starts the embedded server in --data-dir.
+func (c *natsConn) startEmbedded(n *natsFlags, log *zap.Logger) error {
+	s, err := natsembed.Start(n.dataDir, n.embeddedListen)
+	if errors.Is(err, natsembed.ErrLocked) {
+		return usagef("--data-dir %s: %v; stop the other `reconciler run`, or give this one another --data-dir", n.dataDir, err)
 	}
-	pu.User = url.User("***")
-	return pu.String()
+	if err != nil {
+		return fmt.Errorf("starting the embedded NATS server (--data-dir %s, --embedded-listen %s): %w", n.dataDir, n.embeddedListen, err)
+	}
+	c.embedded, c.url = s, s.ClientURL()
+	log.Info("embedded NATS server started", zap.String("url", c.url), zap.String("data_dir", n.dataDir))
+	if !natsembed.IsLoopback(n.embeddedListen) {
+		log.Warn("the embedded NATS server listens on a non-loopback address WITHOUT authentication; "+
+			"anyone who reaches it can publish events and read the event stream, which holds secret values for its max age "+
+			"(use --embedded-listen 127.0.0.1:4222, or an external NATS with auth via --nats-url)",
+			zap.String("embedded_listen", n.embeddedListen))
+	}
+	return nil
 }
+
+// redactURL hides credentials in a NATS URL or a comma-separated list of
+// them.
+func redactURL(list string) string {
+	parts := strings.Split(list, ",")
+	for i, u := range parts {
+		u = strings.TrimSpace(u)
+		pu, err := url.Parse(u)
+		switch {
+		case err != nil && strings.Contains(u, "@"):
+			parts[i] = "***@" + u[strings.LastIndex(u, "@")+1:]
+		case err == nil && pu.User != nil:
+			pu.User = url.User("***")
+			parts[i] = pu.String()
+		default:
+			parts[i] = u
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// configBucket holds configuration shared by every replica.
+const configBucket = "reconciler_config"
 
 // fingerprintKey returns the HMAC key of value fingerprints: from
 // RECONCILER_FINGERPRINT_KEY, or else a random key created once in the
 // reconciler_config KV bucket so that every replica and restart shares it.
-func fingerprintKey(ctx context.Context, js jetstream.JetStream, e env, replicas int) ([]byte, error) {
+// Only create (run) makes the bucket or the key; tools read them.
+func fingerprintKey(ctx context.Context, js jetstream.JetStream, e env, replicas int, create bool) ([]byte, error) {
 	if k := e("RECONCILER_FINGERPRINT_KEY"); k != "" {
 		if len(k) < 16 {
 			return nil, usagef("RECONCILER_FINGERPRINT_KEY must be at least 16 characters")
 		}
 		return []byte(k), nil
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: "reconciler_config", Description: "Reconciler configuration shared by replicas.",
-		History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
-	})
+	var kv jetstream.KeyValue
+	var err error
+	if create {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: configBucket, Description: "Reconciler configuration shared by replicas.",
+			History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
+		})
+	} else {
+		kv, err = js.KeyValue(ctx, configBucket)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("bucket reconciler_config: %w", err)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("bucket %s: not set up: start `reconciler run` on this NATS first", configBucket)
+		}
+		return nil, fmt.Errorf("bucket %s: %w", configBucket, err)
 	}
 	if e, err := kv.Get(ctx, "fingerprint_key"); err == nil {
 		return e.Value(), nil
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, err
+	}
+	if !create {
+		return nil, fmt.Errorf("bucket %s has no fingerprint_key: start `reconciler run` on this NATS first", configBucket)
 	}
 	buf := make([]byte, 32)
 	if _, err := rand.Read(buf); err != nil {

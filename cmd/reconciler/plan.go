@@ -8,19 +8,41 @@ import (
 	"io"
 	"time"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/planner"
 )
 
+// planFlags are the flags of `reconciler plan`.
+type planFlags struct {
+	nats   natsFlags
+	api    apiFlags
+	log    logFlags
+	output string
+	stored bool
+}
+
+func (pf *planFlags) register(f *flagSet) {
+	pf.nats.register(f)
+	pf.api.register(f)
+	pf.log.register(f)
+	f.str(&pf.output, "output", "", "text", "output: text (like terraform plan) or json (one JSON object per script)")
+	f.BoolVar(&pf.stored, "stored", false, "start from the desired and last-applied state stored in NATS (--nats-url, or a running `reconciler run`), so ownership and secret fingerprints count; default: a reconciler that has applied nothing")
+}
+
+func (pf *planFlags) validate(f *flagSet) error {
+	if err := validateAll(f, &pf.nats, &pf.api, &pf.log); err != nil {
+		return err
+	}
+	if pf.output != "text" && pf.output != "json" {
+		return usagef("--output: must be text or json, got %q", pf.output)
+	}
+	return nil
+}
+
 func cmdPlan(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, e env) error {
-	var c common
-	var output string
-	var stored bool
+	var pf planFlags
 	f := newFlagSet("plan", e, stderr)
-	c.register(f)
-	f.str(&output, "output", "", "text", "output: text (like terraform plan) or json (one JSON object per script)")
-	f.BoolVar(&stored, "stored", false, "start from the desired and last-applied state stored in NATS (--nats-url, or a running `reconciler run`), so ownership and secret fingerprints count; default: a reconciler that has applied nothing")
+	pf.register(f)
 	f.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: reconciler plan [flags] [FILE|-]\n\nReads events (JSON lines) and live state from the API and prints what would change for each script. It writes nothing.")
 		f.PrintDefaults()
@@ -32,58 +54,81 @@ func cmdPlan(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return err
 	}
-	if err := c.validate(f); err != nil {
+	if err := pf.validate(f); err != nil {
 		return err
 	}
-	if output != "text" && output != "json" {
-		return usagef("--output: must be text or json, got %q", output)
-	}
-	token, email, key, err := credentials(e, c.apiBaseURL)
+	creds, err := credentials(e, pf.api.baseURL)
 	if err != nil {
 		return err
 	}
+	events, err := readEventsFile(name, stdin, pf.nats.subjectPrefix)
+	if err != nil {
+		return err
+	}
+	client, err := newAPIClient(&pf.api, creds, noHooks, time.Minute)
+	if err != nil {
+		return err
+	}
+	base, pl, closeNATS, err := pf.baseState(ctx, e, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeNATS()
+	return printPlans(stdout, pf.output, jobs.PreviewEvents(ctx, client, pl, events, base))
+}
+
+// readEventsFile reads and validates the events of a file or stdin ("-").
+func readEventsFile(name string, stdin io.Reader, prefix string) ([]*jobs.Event, error) {
 	in, err := openInput(name, stdin)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer in.Close()
-	events, err := jobs.ReadEvents(in, c.subjectPrefix, validationPlanner())
+	events, err := jobs.ReadEvents(in, prefix)
 	if err != nil {
-		return usagef("%s: %v", name, err)
+		return nil, usagef("%s: %v", name, err)
 	}
-	limiter, err := cfapi.NewLimiter(c.budget, c.window, c.maxWrites)
-	if err != nil {
-		return usagef("--rate-limit: %v", err)
-	}
-	client, err := cfapi.New(cfapi.Config{BaseURL: c.apiBaseURL, Token: token, Email: email, APIKey: key, Limiter: limiter, UserAgent: "reconciler/" + version})
-	if err != nil {
-		return usagef("%s: %v", f.name("api-base-url"), err)
-	}
-	base := jobs.BaseState(jobs.FreshState)
-	var fpKey []byte
-	if stored {
-		log := c.logger(stderr)
-		conn, err := connectNATS(&c, false, log)
+	return events, nil
+}
+
+// baseState returns the state plans start from and a planner: the stored
+// state and fingerprint key of a running pipeline with --stored (read
+// only), or a fresh state with a throwaway key.
+func (pf *planFlags) baseState(ctx context.Context, e env, stderr io.Writer) (jobs.BaseState, *planner.Planner, func(), error) {
+	fpKey := make([]byte, 32)
+	_, _ = rand.Read(fpKey)
+	base, closeNATS := jobs.BaseState(jobs.FreshState), func() {}
+	if pf.stored {
+		log := pf.log.logger(stderr)
+		conn, err := connectNATS(&pf.nats, false, log)
 		if err != nil {
-			return err
+			return nil, nil, nil, err
 		}
-		defer conn.close(log, 5*time.Second)
-		if base, err = jobs.StoredState(ctx, conn.js, jobs.Names{SubjectPrefix: c.subjectPrefix}); err != nil {
-			return err
+		closeNATS = func() { conn.close(log, 5*time.Second) }
+		if base, err = jobs.StoredState(ctx, conn.js, pf.nats.names()); err == nil {
+			fpKey, err = fingerprintKey(ctx, conn.js, e, 1, false)
 		}
-		if fpKey, err = fingerprintKey(ctx, conn.js, e, 1); err != nil {
-			return err
+		if err != nil {
+			closeNATS()
+			return nil, nil, nil, err
 		}
-	} else {
-		fpKey = make([]byte, 32)
-		_, _ = rand.Read(fpKey)
 	}
 	pl, err := planner.New(planner.Options{FingerprintKey: fpKey})
 	if err != nil {
-		return err
+		closeNATS()
+		return nil, nil, nil, err
 	}
+	return base, pl, closeNATS, nil
+}
+
+// printPlans prints previews as text or JSON lines; it fails (exit 1)
+// when a script could not be planned.
+func printPlans(w io.Writer, output string, previews []jobs.Preview) error {
 	failed := 0
-	for _, pv := range jobs.PreviewEvents(ctx, client, pl, events, base) {
+	for _, pv := range previews {
+		if pv.Err != nil {
+			failed++
+		}
 		if output == "json" {
 			obj := map[string]any{"script": pv.Ref, "events": pv.EventIDs}
 			if pv.Err != nil {
@@ -95,21 +140,18 @@ func cmdPlan(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(stdout, string(line))
-		} else {
-			fmt.Fprintf(stdout, "# %s (events: %d)\n", pv.Ref, len(pv.EventIDs))
-			if pv.Err != nil {
-				fmt.Fprintf(stdout, "error: %v\n\n", pv.Err)
-			} else {
-				if err := pv.Plan.Render(stdout); err != nil {
-					return err
-				}
-				fmt.Fprintln(stdout)
-			}
+			fmt.Fprintln(w, string(line))
+			continue
 		}
+		fmt.Fprintf(w, "# %s (events: %d)\n", pv.Ref, len(pv.EventIDs))
 		if pv.Err != nil {
-			failed++
+			fmt.Fprintf(w, "error: %v\n\n", pv.Err)
+			continue
 		}
+		if err := pv.Plan.Render(w); err != nil {
+			return err
+		}
+		fmt.Fprintln(w)
 	}
 	if failed > 0 {
 		return &failedError{msg: fmt.Sprintf("%d scripts could not be planned", failed)}

@@ -23,40 +23,61 @@ import (
 
 // runFlags are the flags of `reconciler run`.
 type runFlags struct {
-	common
-	replicas        int
+	nats            natsFlags
+	api             apiFlags
+	log             logFlags
+	concurrency     int
+	metricsAddr     string
+	streamReplicas  int
+	oldReplicas     int
 	shutdownTimeout time.Duration
 	resyncInterval  time.Duration
 	ackWait         time.Duration
 	maxDeliver      int
 	coalesceDelay   time.Duration
+	coalesceMaxWait time.Duration
 	consumer        string
 }
 
-func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, e env) error {
-	var rf runFlags
-	f := newFlagSet("run", e, stderr)
-	rf.register(f)
-	f.integer(&rf.replicas, "replicas", "RECONCILER_REPLICAS", 1, "replicas of streams, consumer and buckets (3 on a clustered NATS)")
-	f.duration(&rf.shutdownTimeout, "shutdown-timeout", "RECONCILER_SHUTDOWN_TIMEOUT", 30*time.Second, "how long a graceful shutdown may take")
-	f.duration(&rf.resyncInterval, "resync-interval", "RECONCILER_RESYNC_INTERVAL", 0, "reconcile every known script this often to repair drift (0 = off)")
+// registerPipeline registers the flags of a process that runs the pipeline
+// (run, and backfill when it runs it itself).
+func (rf *runFlags) registerPipeline(f *flagSet) {
+	rf.nats.register(f)
+	rf.api.register(f)
+	rf.log.register(f)
+	f.integer(&rf.concurrency, "concurrency", "RECONCILER_CONCURRENCY", 16, "scripts reconciled in parallel")
+	f.integer(&rf.streamReplicas, "stream-replicas", "RECONCILER_STREAM_REPLICAS", 1, "replicas of every JetStream stream, consumer and bucket (3 on a clustered NATS); not the number of reconciler processes")
+	f.integer(&rf.oldReplicas, "replicas", "RECONCILER_REPLICAS", 0, "deprecated spelling of --stream-replicas")
 	f.duration(&rf.ackWait, "ack-wait", "RECONCILER_ACK_WAIT", 2*time.Minute, "consumer AckWait (above the p99 reconcile time)")
 	f.integer(&rf.maxDeliver, "max-deliver", "RECONCILER_MAX_DELIVER", 8, "deliveries of one event before it is dead-lettered")
-	f.duration(&rf.coalesceDelay, "coalesce-delay", "RECONCILER_COALESCE_DELAY", 100*time.Millisecond, "wait after a script's first event so a burst costs one reconcile")
+	f.duration(&rf.coalesceDelay, "coalesce-delay", "RECONCILER_COALESCE_DELAY", 100*time.Millisecond, "a script is reconciled this long after its last event, so a burst costs one reconcile")
+	f.duration(&rf.coalesceMaxWait, "coalesce-max-wait", "RECONCILER_COALESCE_MAX_WAIT", 5*time.Second, "but no later than this after its first event")
 	f.str(&rf.consumer, "consumer", "RECONCILER_CONSUMER", "reconciler", "durable consumer name (shared by replicas)")
-	if err := f.parse(args); err != nil {
+}
+
+func (rf *runFlags) register(f *flagSet) {
+	rf.registerPipeline(f)
+	f.str(&rf.metricsAddr, "metrics-addr", "RECONCILER_METRICS_ADDR", ":9464", "address of /metrics, /healthz and /readyz (empty = off)")
+	f.duration(&rf.shutdownTimeout, "shutdown-timeout", "RECONCILER_SHUTDOWN_TIMEOUT", 30*time.Second, "how long a graceful shutdown may take")
+	f.duration(&rf.resyncInterval, "resync-interval", "RECONCILER_RESYNC_INTERVAL", 0, "reconcile every known script this often to repair drift (0 = off)")
+}
+
+func (rf *runFlags) validate(f *flagSet) error {
+	if err := validateAll(f, &rf.nats, &rf.api, &rf.log); err != nil {
 		return err
 	}
-	if len(f.pos) > 0 {
-		return usagef("run takes no arguments, got %q", f.pos)
-	}
-	if err := rf.validate(f); err != nil {
-		return err
+	if rf.oldReplicas != 0 {
+		if f.set("stream-replicas") {
+			return usagef("--replicas is the deprecated spelling of --stream-replicas; give only one of them")
+		}
+		rf.streamReplicas = rf.oldReplicas
 	}
 	switch {
-	case rf.replicas < 1 || rf.replicas > 5:
-		return usagef("%s: must be between 1 and 5, got %d", f.name("replicas"), rf.replicas)
-	case rf.shutdownTimeout <= 0:
+	case rf.concurrency < 1 || rf.concurrency > 1024:
+		return usagef("%s: must be between 1 and 1024, got %d", f.name("concurrency"), rf.concurrency)
+	case rf.streamReplicas < 1 || rf.streamReplicas > 5:
+		return usagef("%s: must be between 1 and 5, got %d", f.name("stream-replicas"), rf.streamReplicas)
+	case rf.shutdownTimeout <= 0 && f.Lookup("shutdown-timeout") != nil:
 		return usagef("%s: must be positive", f.name("shutdown-timeout"))
 	case rf.resyncInterval < 0:
 		return usagef("%s: must not be negative", f.name("resync-interval"))
@@ -66,116 +87,175 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 		return usagef("%s: must be at least 1, got %d", f.name("max-deliver"), rf.maxDeliver)
 	case rf.coalesceDelay < 0:
 		return usagef("%s: must not be negative", f.name("coalesce-delay"))
+	case rf.coalesceMaxWait < rf.coalesceDelay:
+		return usagef("%s: must be at least --coalesce-delay", f.name("coalesce-max-wait"))
 	}
-	token, email, key, err := credentials(e, rf.apiBaseURL)
-	if err != nil {
-		return err
-	}
-	log := rf.logger(stderr)
-	defer func() { _ = log.Sync() }()
+	return nil
+}
 
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
-	conn, err := connectNATS(&rf.common, true, log)
-	if err != nil {
-		return err
-	}
-	// The shutdown budget starts when the signal arrives; whatever the
-	// runner leaves of it goes to draining NATS and stopping the server.
-	var shutdownAt atomic.Pointer[time.Time]
-	defer func() {
-		left := 10 * time.Second
-		if at := shutdownAt.Load(); at != nil {
-			left = max(time.Until(at.Add(rf.shutdownTimeout)), 500*time.Millisecond)
-		}
-		conn.close(log, left)
-	}()
-
-	setupCtx, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
-	defer cancelSetup()
+// jobsConfig returns the pipeline's configuration.
+func (rf *runFlags) jobsConfig() jobs.Config {
 	cfg := jobs.Config{
 		SetupConfig: jobs.SetupConfig{
-			Names:      jobs.Names{SubjectPrefix: rf.subjectPrefix, Consumer: rf.consumer},
-			Replicas:   rf.replicas,
+			Names:      jobs.Names{SubjectPrefix: rf.nats.subjectPrefix, Consumer: rf.consumer},
+			Replicas:   rf.streamReplicas,
 			AckWait:    rf.ackWait,
 			MaxDeliver: rf.maxDeliver,
 		},
-		Concurrency:    rf.concurrency,
-		ResyncInterval: rf.resyncInterval,
-		CoalesceDelay:  rf.coalesceDelay,
+		Concurrency:     rf.concurrency,
+		ResyncInterval:  rf.resyncInterval,
+		CoalesceDelay:   rf.coalesceDelay,
+		CoalesceMaxWait: rf.coalesceMaxWait,
+		// The runner gets four fifths of the shutdown budget; the rest is
+		// for draining NATS and stopping the embedded server.
+		ShutdownTimeout: rf.shutdownTimeout * 4 / 5,
+		RecoverOnStart:  true,
 	}
 	if rf.coalesceDelay == 0 {
 		cfg.CoalesceDelay = -1 // explicitly off
 	}
-	res, err := jobs.EnsureStreams(setupCtx, conn.js, cfg.SetupConfig)
-	if err != nil {
-		return fmt.Errorf("setting up JetStream: %w", err)
+	return cfg
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, e env) error {
+	var rf runFlags
+	f := newFlagSet("run", e, stderr)
+	rf.register(f)
+	if err := f.parse(args); err != nil {
+		return err
 	}
-	fpKey, err := fingerprintKey(setupCtx, conn.js, e, rf.replicas)
+	if len(f.pos) > 0 {
+		return usagef("run takes no arguments, got %q", f.pos)
+	}
+	if err := rf.validate(f); err != nil {
+		return err
+	}
+	creds, err := credentials(e, rf.api.baseURL)
 	if err != nil {
 		return err
 	}
-	pl, err := planner.New(planner.Options{FingerprintKey: fpKey})
+	log := rf.log.logger(stderr)
+	defer func() { _ = log.Sync() }()
+	if rf.oldReplicas != 0 {
+		log.Warn("--replicas (RECONCILER_REPLICAS) is deprecated: it is the number of JetStream stream replicas, not of reconciler processes; use --stream-replicas")
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	conn, err := connectNATS(&rf.nats, true, log)
 	if err != nil {
 		return err
 	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.New(reg)
-	limiter, err := cfapi.NewLimiter(rf.budget, rf.window, rf.maxWrites)
+	defer func() { conn.close(log, max(rf.shutdownTimeout/5, 500*time.Millisecond)) }()
+	m, reg := newMetrics()
+	var runner atomic.Pointer[jobs.Runner]
+	msrv, err := serveMetrics(rf.metricsAddr, reg, m, conn, &runner, log)
 	if err != nil {
-		return usagef("%s: %v", f.name("rate-limit"), err)
+		return usagef("%s: %v", f.name("metrics-addr"), err)
 	}
-	client, err := cfapi.New(cfapi.Config{
-		BaseURL: rf.apiBaseURL, Token: token, Email: email, APIKey: key,
-		Limiter: limiter, Hooks: m.APIHooks(), UserAgent: "reconciler/" + version,
-		HTTPClient: &http.Client{Timeout: 2 * time.Minute},
-	})
-	if err != nil {
-		return usagef("%s: %v", f.name("api-base-url"), err)
-	}
+	defer msrv.shutdown()
 
-	var ready atomic.Bool
-	var msrv *metrics.Server
-	if rf.metricsAddr != "" {
-		msrv, err = metrics.Listen(rf.metricsAddr, metrics.Handler(reg, func() error {
-			if !conn.nc.IsConnected() {
-				return errors.New("NATS is not connected")
-			}
-			if !ready.Load() {
-				return errors.New("starting")
-			}
-			return nil
-		}))
-		if err != nil {
-			return usagef("%s: %v", f.name("metrics-addr"), err)
+	p, err := startPipeline(ctx, &rf, conn, creds, m, e, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while setting up
 		}
-		log.Info("metrics listening", zap.String("addr", msrv.Addr()))
+		return err
 	}
-
-	runner := jobs.NewRunner(cfg, res, client, pl, m, log)
+	runner.Store(p)
 	log.Info("reconciler running",
-		zap.String("nats", redactURL(conn.url)), zap.String("api", rf.apiBaseURL),
-		zap.String("rate_limit", rf.rateLimit), zap.Int("concurrency", rf.concurrency),
-		zap.String("subjects", rf.subjectPrefix+".<account>.<namespace>.<script>"), zap.String("version", version))
-	ready.Store(true)
-	drainCtx, cancelDrain := context.WithCancel(context.Background())
-	defer cancelDrain()
-	err = runner.Run(ctx, func() context.Context {
-		now := time.Now()
-		shutdownAt.Store(&now)
-		// Keep a fifth of the budget for draining NATS afterwards.
-		time.AfterFunc(rf.shutdownTimeout*4/5, cancelDrain)
-		return drainCtx
-	})
-	ready.Store(false)
-	if msrv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = msrv.Shutdown(sctx)
-		cancel()
-	}
+		zap.String("nats", redactURL(conn.url)), zap.String("api", rf.api.baseURL),
+		zap.String("rate_limit", rf.api.rateLimit), zap.Int("concurrency", rf.concurrency),
+		zap.String("subjects", rf.nats.subjectPrefix+".<account>.<namespace>.<script>"), zap.String("version", version))
+	err = p.Run(ctx)
+	runner.Store(nil)
 	log.Info("reconciler stopped")
 	return err
 }
+
+// startPipeline sets up JetStream (retrying until it succeeds or ctx
+// ends), the planner and the API client, and returns the runner.
+func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds credentialSet, m *metrics.Metrics, e env, log *zap.Logger) (*jobs.Runner, error) {
+	cfg := rf.jobsConfig()
+	res, err := jobs.EnsureStreams(ctx, conn.js, cfg.SetupConfig, log)
+	if err != nil {
+		return nil, fmt.Errorf("setting up JetStream: %w", err)
+	}
+	fpKey, err := fingerprintKey(ctx, conn.js, e, rf.streamReplicas, true)
+	if err != nil {
+		return nil, err
+	}
+	pl, err := planner.New(planner.Options{FingerprintKey: fpKey})
+	if err != nil {
+		return nil, err
+	}
+	client, err := newAPIClient(&rf.api, creds, m.APIHooks(), 2*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	return jobs.NewRunner(cfg, res, client, pl, m, log), nil
+}
+
+// newAPIClient returns the Cloudflare client with its budget.
+func newAPIClient(a *apiFlags, creds credentialSet, hooks cfapi.Hooks, timeout time.Duration) (*cfapi.Client, error) {
+	limiter, err := cfapi.NewLimiter(a.budget, a.window, a.maxWrites)
+	if err != nil {
+		return nil, usagef("--rate-limit: %v", err)
+	}
+	client, err := cfapi.New(cfapi.Config{
+		BaseURL: a.baseURL, Token: creds.token, Email: creds.email, APIKey: creds.key,
+		Limiter: limiter, Hooks: hooks, UserAgent: "reconciler/" + version,
+		HTTPClient: &http.Client{Timeout: timeout},
+	})
+	if err != nil {
+		return nil, usagef("--api-base-url: %v", err)
+	}
+	return client, nil
+}
+
+// newMetrics returns the collectors on a new registry, with the Go and
+// process collectors.
+func newMetrics() (*metrics.Metrics, *prometheus.Registry) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return metrics.New(reg), reg
+}
+
+// metricsServer is the /metrics, /healthz and /readyz server, or nothing
+// when the address is empty.
+type metricsServer struct{ srv *metrics.Server }
+
+// serveMetrics serves the endpoints. /readyz is ready once the runner
+// exists, NATS is connected and the API accepts the credentials.
+func serveMetrics(addr string, reg *prometheus.Registry, m *metrics.Metrics, conn *natsConn, runner *atomic.Pointer[jobs.Runner], log *zap.Logger) (*metricsServer, error) {
+	if addr == "" {
+		return &metricsServer{}, nil
+	}
+	srv, err := metrics.Listen(addr, metrics.Handler(reg, func() error {
+		if !conn.nc.IsConnected() {
+			return errors.New("NATS is not connected")
+		}
+		r := runner.Load()
+		if r == nil {
+			return errors.New("starting: setting up JetStream")
+		}
+		return r.Ready()
+	}))
+	if err != nil {
+		return nil, err
+	}
+	log.Info("metrics listening", zap.String("addr", srv.Addr()))
+	return &metricsServer{srv: srv}, nil
+}
+
+func (s *metricsServer) shutdown() {
+	if s.srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = s.srv.Shutdown(ctx)
+}
+
+// noHooks is the client hooks of a tool without metrics.
+var noHooks cfapi.Hooks

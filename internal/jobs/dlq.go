@@ -14,9 +14,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap"
-
-	"github.com/reconciler/reconciler/metrics"
 )
 
 // DeadLetter is the record published to the dead-letter stream
@@ -26,7 +23,7 @@ import (
 // could hold a secret that cannot be located.
 type DeadLetter struct {
 	Event      json.RawMessage `json:"event"`
-	Reason     string          `json:"reason"`
+	Reason     Reason          `json:"reason"`
 	Error      string          `json:"error"`
 	Attempts   int             `json:"attempts"`
 	FailedAt   time.Time       `json:"failed_at"`
@@ -45,40 +42,10 @@ const (
 	HeaderOrigSequence = "Reconciler-Orig-Seq"
 )
 
-// deadLetter publishes a record for msg to the dead-letter stream, waits
-// for the stream to store it, and only then terminates msg. If the record
-// cannot be stored, msg is redelivered later instead: nothing is lost.
-func (r *Runner) deadLetter(ctx context.Context, msg message, ev *Event, meta *jetstream.MsgMetadata, reason string, cause error) {
-	if meta == nil {
-		var err error
-		if meta, err = msg.Metadata(); err != nil {
-			meta = &jetstream.MsgMetadata{}
-		}
-	}
-	rec := newDeadLetter(msg.Data(), msg.Subject(), meta.Stream, meta.Sequence.Stream, meta.NumDelivered, reason, cause)
-	if ev != nil {
-		rec.EventID = ev.ID
-	}
-	if _, err := r.publishDeadLetter(ctx, rec, meta.NumDelivered); err != nil {
-		r.log.Error("dead-letter publish failed; the event will be redelivered", zap.String("subject", msg.Subject()), zap.Error(err))
-		_ = msg.NakWithDelay(r.nakDelay(meta.NumDelivered))
-		return
-	}
-	_ = msg.TermWithReason(reason)
-	r.countDeadLetter(rec)
-}
-
-func (r *Runner) countDeadLetter(rec DeadLetter) {
-	r.m.DeadLetters.WithLabelValues(rec.Reason).Inc()
-	r.m.EventsTotal.WithLabelValues(metrics.OutcomeDeadLettered).Inc()
-	r.log.Warn("event dead-lettered", zap.String("event_id", rec.EventID), zap.String("subject", rec.Subject),
-		zap.String("reason", rec.Reason), zap.String("error", rec.Error))
-}
-
 // newDeadLetter builds the record of one event body. The body is kept with
 // its write-only values redacted, or, when it is not JSON (and so could
 // hold a secret that cannot be located), only as its size and digest.
-func newDeadLetter(body []byte, subject, stream string, seq, deliveries uint64, reason string, cause error) DeadLetter {
+func newDeadLetter(body []byte, subject, stream string, seq, deliveries uint64, reason Reason, cause error) DeadLetter {
 	rec := DeadLetter{
 		Reason:    reason,
 		Error:     cause.Error(),
@@ -88,7 +55,7 @@ func newDeadLetter(body []byte, subject, stream string, seq, deliveries uint64, 
 		Stream:    stream,
 		StreamSeq: seq,
 	}
-	if red, ok := RedactEventJSON(body); ok && len(body) <= MaxEventBytes {
+	if red, ok := RedactEventJSON(body); ok && len(body) <= MaxEventBytes && body != nil {
 		rec.Event = red
 		var probe struct {
 			ID string `json:"id"`
@@ -111,15 +78,21 @@ func newDeadLetter(body []byte, subject, stream string, seq, deliveries uint64, 
 // recording the same failure store it once; duplicate reports whether the
 // stream had it already.
 func (r *Runner) publishDeadLetter(ctx context.Context, rec DeadLetter, deliveries uint64) (duplicate bool, err error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false) // keep "<redacted>" readable
-	if err := enc.Encode(rec); err != nil {
+	data, err := encodeState(rec)
+	if err != nil {
 		return false, err
 	}
-	m := nats.NewMsg(r.cfg.DLQPrefix + "." + dlqSuffix(rec.Subject, r.cfg.SubjectPrefix))
-	m.Data = bytes.TrimRight(buf.Bytes(), "\n")
-	m.Header.Set(HeaderDLQReason, rec.Reason)
+	if len(data) > r.maxState {
+		// Too large for one message on this connection: keep the digest
+		// and the stream sequence (replay reads the event from there).
+		rec.shrink()
+		if data, err = encodeState(rec); err != nil {
+			return false, err
+		}
+	}
+	m := nats.NewMsg(r.cfg.DLQPrefix + "." + dlqSuffix(rec.Subject, r.cfg.SubjectPrefix, r.cfg.BackfillPrefix))
+	m.Data = data
+	m.Header.Set(HeaderDLQReason, string(rec.Reason))
 	m.Header.Set(HeaderOrigStream, rec.Stream)
 	m.Header.Set(HeaderOrigSequence, strconv.FormatUint(rec.StreamSeq, 10))
 	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("dlq:%s:%d:%d", rec.Stream, rec.StreamSeq, deliveries))
@@ -132,11 +105,29 @@ func (r *Runner) publishDeadLetter(ctx context.Context, rec DeadLetter, deliveri
 	return ack.Duplicate, nil
 }
 
-// dlqSuffix maps an event subject to the dead-letter subject suffix
-// <account>.<namespace>.<script>; subjects of another shape go under
-// "_invalid".
-func dlqSuffix(subject, prefix string) string {
+// shrink keeps only what identifies the event: its digest, size and
+// stream sequence, and the first KiB of the error.
+func (d *DeadLetter) shrink() {
+	if len(d.Event) > 0 && string(d.Event) != "null" {
+		sum := sha256.Sum256(d.Event)
+		d.BodyBytes = len(d.Event)
+		d.BodySHA256 = hex.EncodeToString(sum[:])
+	}
+	d.Event = json.RawMessage("null")
+	d.Error = truncateUTF8(d.Error, 1024)
+}
+
+// dlqSuffix maps an event subject (<prefix>.<account>.<namespace>.<script>)
+// or a backfill item subject (<backfill prefix>.<run>.<account>.<namespace>.<script>)
+// to the dead-letter subject suffix <account>.<namespace>.<script>;
+// subjects of another shape go under "_invalid".
+func dlqSuffix(subject, prefix, backfillPrefix string) string {
 	rest, ok := strings.CutPrefix(subject, prefix+".")
+	if !ok {
+		if rest, ok = strings.CutPrefix(subject, backfillPrefix+"."); ok {
+			_, rest, ok = strings.Cut(rest, ".")
+		}
+	}
 	if ok && strings.Count(rest, ".") == 2 && !strings.ContainsAny(rest, "*> ") {
 		return rest
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/planner"
@@ -85,33 +86,27 @@ func Subject(prefix string, ref cfapi.ScriptRef) string { return prefix + "." + 
 // bounded label (used in metrics and the dead-letter record); Msg names the
 // field. It never contains a secret value.
 type InvalidEventError struct {
-	Reason string
+	Reason Reason
 	Msg    string
 }
 
-func (e *InvalidEventError) Error() string { return e.Reason + ": " + e.Msg }
+func (e *InvalidEventError) Error() string { return string(e.Reason) + ": " + e.Msg }
 
-// Dead-letter reasons for bad input.
-const (
-	ReasonInvalidJSON     = "invalid_json"
-	ReasonTooLarge        = "too_large"
-	ReasonSchema          = "unsupported_schema"
-	ReasonMissingField    = "missing_field"
-	ReasonInvalidField    = "invalid_field"
-	ReasonInvalidBinding  = "invalid_binding"
-	ReasonSubjectMismatch = "subject_mismatch"
-)
-
-func invalid(reason, format string, args ...any) error {
+func invalid(reason Reason, format string, args ...any) error {
 	return &InvalidEventError{Reason: reason, Msg: fmt.Sprintf(format, args...)}
 }
 
 // DecodeEvent decodes and validates one event body received on subject
 // (which may be empty when not known). Every failure is an
 // *InvalidEventError naming the field.
-func DecodeEvent(data []byte, subject, prefix string, p *planner.Planner) (*Event, error) {
+func DecodeEvent(data []byte, subject, prefix string) (*Event, error) {
 	if len(data) > MaxEventBytes {
 		return nil, invalid(ReasonTooLarge, "event is %d bytes, over the limit of %d", len(data), MaxEventBytes)
+	}
+	if !utf8.Valid(data) {
+		// encoding/json would replace the bad bytes silently, and the raw
+		// binding JSON would carry them to the API.
+		return nil, invalid(ReasonInvalidJSON, "event is not valid UTF-8 (at byte %d)", invalidUTF8At(data))
 	}
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
@@ -247,7 +242,7 @@ func DecodeEvent(data []byte, subject, prefix string, p *planner.Planner) (*Even
 	if e.Op == OpPatch {
 		d = planner.Desired{Bindings: e.Upsert, Remove: e.Remove, Strategy: strategy}
 	}
-	if err := p.Validate(d); err != nil {
+	if err := validator.Validate(d); err != nil {
 		return nil, invalid(ReasonInvalidBinding, "%v", err)
 	}
 	if subject != "" {
@@ -257,6 +252,23 @@ func DecodeEvent(data []byte, subject, prefix string, p *planner.Planner) (*Even
 		}
 	}
 	return e, nil
+}
+
+// validator validates desired state; planner validation does not use the
+// planner's fingerprint key.
+var validator *planner.Planner
+
+// invalidUTF8At returns the offset of the first byte that is not part of
+// valid UTF-8.
+func invalidUTF8At(data []byte) int {
+	for i := 0; i < len(data); {
+		r, n := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return len(data)
 }
 
 func jsonKind(goKind string) string {
@@ -271,11 +283,18 @@ func jsonKind(goKind string) string {
 	return "of another type"
 }
 
-func truncateForError(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
+func truncateForError(s string) string { return truncateUTF8(s, 64) }
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character,
+// marking the cut with "…".
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // RedactEventJSON returns the event body with every write-only value

@@ -27,9 +27,10 @@ func TestBadInputCatalogue(t *testing.T) {
 	}
 	subj := "bindings." + acct + ".customers.tenant-bad"
 	cases := []struct {
-		name, reason string
-		subject      string
-		body         string
+		name    string
+		reason  Reason
+		subject string
+		body    string
 	}{
 		{"invalid JSON", ReasonInvalidJSON, subj, `{"schema": "bindings.change/v1", "id": "x1", ` + `"text":"` + secret + `"`},
 		{"not an object", ReasonInvalidJSON, subj, `["a"]`},
@@ -55,7 +56,7 @@ func TestBadInputCatalogue(t *testing.T) {
 		t.Fatalf("the good event after the bad ones was not applied: %v", got)
 	}
 	dl := h.deadLetters()
-	byReason := map[string][]DeadLetter{}
+	byReason := map[Reason][]DeadLetter{}
 	for _, e := range dl {
 		byReason[e.Record.Reason] = append(byReason[e.Record.Reason], e.Record)
 		raw, _ := json.Marshal(e.Record)
@@ -89,7 +90,7 @@ func TestBadInputCatalogue(t *testing.T) {
 			t.Errorf("invalid JSON record stores the body: %s", r.Event)
 		}
 	}
-	if got := rn.counter("reconciler_dead_letters_total"); int(got) != len(dl) {
+	if got := sumOf(rn.m.DeadLetters, ReasonLabels()...); int(got) != len(dl) {
 		t.Errorf("dead letter metric = %v, want %d", got, len(dl))
 	}
 }
@@ -97,7 +98,7 @@ func TestBadInputCatalogue(t *testing.T) {
 func reasons(dl []DLQEntry) []string {
 	var out []string
 	for _, e := range dl {
-		out = append(out, e.Record.Reason)
+		out = append(out, string(e.Record.Reason))
 	}
 	return out
 }
@@ -220,7 +221,7 @@ func TestTwoRunnersShareWork(t *testing.T) {
 	if st.OverlappingWrites != 0 {
 		t.Fatalf("overlapping writes to one script: %d", st.OverlappingWrites)
 	}
-	w1, w2 := r1.counter("reconciler_reconcile_total"), r2.counter("reconciler_reconcile_total")
+	w1, w2 := sumOf(r1.m.ReconcileTotal, allResults...), sumOf(r2.m.ReconcileTotal, allResults...)
 	t.Logf("reconciles: r1=%v r2=%v; writes=%d reads=%d", w1, w2, st.Writes, st.Reads)
 	if w1 == 0 || w2 == 0 {
 		t.Errorf("one runner did no work (r1=%v r2=%v)", w1, w2)

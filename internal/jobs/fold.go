@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"slices"
 	"strings"
 
@@ -38,6 +39,26 @@ type NameOp struct {
 	Stamp   Stamp          `json:"s"`
 	Op      string         `json:"op"`
 	Binding *cfapi.Binding `json:"binding,omitempty"`
+	// Q is set when a reconcile failed permanently because of this
+	// operation: it is kept (it still orders later operations) but never
+	// applied, and its event is dead-lettered with Q's reason. A newer
+	// operation on the name, or the same event delivered again (a replay
+	// after a fix), replaces it.
+	Q *Quarantine `json:"q,omitempty"`
+}
+
+// sameAs reports whether op asks for the same as o, stamps aside.
+func (o *NameOp) sameAs(op NameOp) bool {
+	if o.Op != op.Op || (o.Binding == nil) != (op.Binding == nil) {
+		return false
+	}
+	return o.Binding == nil || bytes.Equal(o.Binding.CanonicalJSON(), op.Binding.CanonicalJSON())
+}
+
+// Quarantine says why an operation is not applied.
+type Quarantine struct {
+	Reason Reason `json:"reason"`
+	Error  string `json:"error"`
 }
 
 // DesiredState is a script's desired state: per binding name, the newest
@@ -57,7 +78,14 @@ type DesiredState struct {
 	// MaxGen is the highest generation folded; events without a generation
 	// are stamped with it so that they apply in delivery order.
 	MaxGen uint64 `json:"max_gen"`
+	// Recent holds the ids of the last events without a generation that
+	// were folded (at most maxRecent), so that delivering one of them again
+	// is a duplicate rather than a newer operation.
+	Recent []string `json:"recent,omitempty"`
 }
+
+// maxRecent bounds DesiredState.Recent.
+const maxRecent = 32
 
 // NewDesiredState returns the empty desired state of a script.
 func NewDesiredState(ref cfapi.ScriptRef) *DesiredState {
@@ -101,10 +129,24 @@ func (d *DesiredState) Fold(e *Event) FoldResult {
 		d.Names = map[string]*NameOp{}
 	}
 	ordered := e.Generation != nil
+	if !ordered && slices.Contains(d.Recent, e.ID) {
+		// Folded before: its operations are in place, or newer ones
+		// replaced them; either way nothing changes.
+		res.Duplicate = len(e.Upsert) + len(e.Remove) + len(e.Bindings)
+		if e.Op == OpReplace {
+			res.Duplicate++
+		}
+		return res
+	}
 	s := Stamp{Gen: d.MaxGen, ID: e.ID}
 	if ordered {
 		s.Gen = *e.Generation
 		d.MaxGen = max(d.MaxGen, s.Gen)
+	} else {
+		d.Recent = append(d.Recent, e.ID)
+		if len(d.Recent) > maxRecent {
+			d.Recent = slices.Delete(d.Recent, 0, len(d.Recent)-maxRecent)
+		}
 	}
 	// newer reports whether an operation stamped s beats what currently
 	// holds the name (or the floor): +1 newer, 0 same operation, -1 stale.
@@ -120,7 +162,17 @@ func (d *DesiredState) Fold(e *Event) FoldResult {
 	}
 	apply := func(name string, op NameOp) {
 		cur, has := d.effective(name)
-		switch newer(cur, has) {
+		c := newer(cur, has)
+		old := d.Names[name]
+		switch {
+		case c == 0 && old != nil && old.Q != nil:
+			c = 1 // the same event again (a replay): lift the quarantine
+		case c > 0 && !ordered && old != nil && old.Q == nil && old.sameAs(op):
+			// An event without generation asking for what is desired
+			// already (a backfill run again): nothing to change.
+			c = 0
+		}
+		switch c {
 		case 0:
 			res.Duplicate++
 		case -1:
@@ -207,4 +259,104 @@ func (d *DesiredState) Desired() planner.Desired {
 	}
 	out.Strategy = st
 	return out
+}
+
+// Clone returns a deep copy of d that can be folded without changing d.
+func (d *DesiredState) Clone() *DesiredState {
+	c := *d
+	c.Names = make(map[string]*NameOp, len(d.Names))
+	for n, op := range d.Names {
+		cp := *op
+		c.Names[n] = &cp
+	}
+	if d.Floor != nil {
+		f := *d.Floor
+		c.Floor = &f
+	}
+	if d.StrategyStamp != nil {
+		st := *d.StrategyStamp
+		c.StrategyStamp = &st
+	}
+	c.Recent = slices.Clone(d.Recent)
+	return &c
+}
+
+// Quarantine marks every operation of the events in ids as not to be
+// applied, with q. It returns how many operations it marked.
+func (d *DesiredState) Quarantine(ids map[string]bool, q Quarantine) int {
+	n := 0
+	for _, op := range d.Names {
+		if ids[op.Stamp.ID] && op.Q == nil {
+			qq := q
+			op.Q = &qq
+			n++
+		}
+	}
+	return n
+}
+
+// Quarantined returns why event id is not applied: the quarantine of its
+// operations when every operation of the event that is still in d is
+// quarantined, nil otherwise (applied, or replaced by newer operations).
+func (d *DesiredState) Quarantined(id string) *Quarantine {
+	var q *Quarantine
+	for _, op := range d.Names {
+		if op.Stamp.ID != id {
+			continue
+		}
+		if op.Q == nil {
+			return nil
+		}
+		q = op.Q
+	}
+	return q
+}
+
+// Tombstones returns the explicit removes of d by name.
+func (d *DesiredState) Tombstones() map[string]Stamp {
+	var out map[string]Stamp
+	for n, op := range d.Names {
+		if op.Op == NameRemove && op.Q == nil {
+			if out == nil {
+				out = map[string]Stamp{}
+			}
+			out[n] = op.Stamp
+		}
+	}
+	return out
+}
+
+// plannerInput returns what the planner sees of d against the last-applied
+// record: quarantined operations are left out and their names are hidden
+// (neither desired nor owned, so left alone); an explicit remove that a
+// reconcile has already carried out (recorded in rec.Removed with the same
+// stamp) is left out too, so a binding of that name created again later by
+// someone else is not deleted again. It returns the names to hide from the
+// record.
+func (d *DesiredState) plannerInput(rec *AppliedRecord) (planner.Desired, []string) {
+	out := d.Desired()
+	var hidden []string
+	var bindings []cfapi.Binding
+	for _, b := range out.Bindings {
+		if d.Names[b.Name()].Q != nil {
+			hidden = append(hidden, b.Name())
+			continue
+		}
+		bindings = append(bindings, b)
+	}
+	out.Bindings = bindings
+	var remove []string
+	for _, n := range out.Remove {
+		op := d.Names[n]
+		switch done, ok := rec.Removed[n]; {
+		case op.Q != nil:
+			hidden = append(hidden, n)
+		case ok && done == op.Stamp:
+			// carried out already: the name is no longer managed
+		default:
+			remove = append(remove, n)
+		}
+	}
+	out.Remove = remove
+	return out, hidden
 }

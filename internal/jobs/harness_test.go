@@ -12,16 +12,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 	"github.com/reconciler/reconciler/internal/planner"
+	"github.com/reconciler/reconciler/internal/testutil"
 	"github.com/reconciler/reconciler/metrics"
 )
 
@@ -32,7 +34,7 @@ const acct = cfapitest.DefaultAccount
 type harness struct {
 	t        *testing.T
 	storeDir string
-	srv      *server.Server
+	srv      *natsembed.Server
 	url      string
 	nc       *nats.Conn
 	js       jetstream.JetStream
@@ -115,6 +117,9 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if h.cfg.LeaseTTL == 0 {
 		h.cfg.LeaseTTL = 5 * time.Second
 	}
+	if h.cfg.ShutdownTimeout == 0 {
+		h.cfg.ShutdownTimeout = 10 * time.Second
+	}
 	return h
 }
 
@@ -124,7 +129,7 @@ func (h *harness) startServer() {
 	if h.url != "" {
 		listen = strings.TrimPrefix(h.url, "nats://")
 	}
-	s, err := StartEmbedded(h.storeDir, listen)
+	s, err := natsembed.Start(h.storeDir, listen)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -141,7 +146,6 @@ func (h *harness) startServer() {
 	h.t.Cleanup(func() {
 		h.nc.Close()
 		s.Shutdown()
-		s.WaitForShutdown()
 	})
 }
 
@@ -149,7 +153,6 @@ func (h *harness) startServer() {
 func (h *harness) stopServer() {
 	h.nc.Close()
 	h.srv.Shutdown()
-	h.srv.WaitForShutdown()
 }
 
 func (h *harness) client(hooks cfapi.Hooks) *cfapi.Client {
@@ -185,7 +188,7 @@ func (h *harness) startRunner(owner string) *runner {
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := h.cfg
 	cfg.Owner = owner
-	res, err := EnsureStreams(ctx, js, cfg.SetupConfig)
+	res, err := EnsureStreams(ctx, js, cfg.SetupConfig, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -194,14 +197,7 @@ func (h *harness) startRunner(owner string) *runner {
 	log := zaptest.NewLogger(h.t, zaptest.Level(zap.WarnLevel)).Named(owner)
 	r := NewRunner(cfg, res, h.client(m.APIHooks()), h.planner, m, log)
 	rn := &runner{r: r, m: m, reg: reg, cancel: cancel, done: make(chan error, 1), nc: nc}
-	go func() {
-		drain, cancelDrain := context.WithCancel(context.Background())
-		defer cancelDrain()
-		rn.done <- r.Run(ctx, func() context.Context {
-			time.AfterFunc(10*time.Second, cancelDrain)
-			return drain
-		})
-	}()
+	go func() { rn.done <- r.Run(ctx) }()
 	h.t.Cleanup(func() { rn.stop(h.t) })
 	return rn
 }
@@ -224,7 +220,7 @@ func (rn *runner) stop(t *testing.T) {
 // before a runner starts).
 func (h *harness) setup() *Resources {
 	h.t.Helper()
-	res, err := EnsureStreams(context.Background(), h.js, h.cfg.SetupConfig)
+	res, err := EnsureStreams(context.Background(), h.js, h.cfg.SetupConfig, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -324,21 +320,22 @@ func canon(raw string) string {
 	return string(cfapi.MustParseBinding(raw).CanonicalJSON())
 }
 
-// eventually polls cond until it holds or the deadline passes.
+// eventually polls cond until it holds or the deadline passes; the
+// failure shows the state cond last reported.
 func (h *harness) eventually(what string, timeout time.Duration, cond func() (bool, string)) {
 	h.t.Helper()
-	deadline := time.Now().Add(timeout)
 	var last string
-	for time.Now().Before(deadline) {
+	testutil.Eventually(h.t, timeout, func() bool {
 		ok, state := cond()
-		if ok {
-			return
-		}
 		last = state
-		time.Sleep(20 * time.Millisecond)
-	}
-	h.t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, last)
+		return ok
+	}, "%s; last state: %v", what, stringer(func() string { return last }))
 }
+
+// stringer prints what its function returns when formatted.
+type stringer func() string
+
+func (s stringer) String() string { return s() }
 
 // drained reports whether every event published so far has been
 // delivered and acknowledged or terminated: the consumer's ack floor has
@@ -382,31 +379,16 @@ func (h *harness) deadLetters() []DLQEntry {
 	return es
 }
 
-// counter reads a counter of the runner's registry by name and labels.
-func (rn *runner) counter(name string, labels ...string) float64 {
-	mfs, _ := rn.reg.Gather()
+// sumOf adds a counter vector's values over the given label values.
+func sumOf(vec *prometheus.CounterVec, values ...string) float64 {
 	total := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-						found = true
-					}
-				}
-				if !found {
-					continue metric
-				}
-			}
-			if m.Counter != nil {
-				total += m.Counter.GetValue()
-			}
-		}
+	for _, v := range values {
+		total += promtestutil.ToFloat64(vec.WithLabelValues(v))
 	}
 	return total
 }
+
+var (
+	allOutcomes = []string{metrics.OutcomeApplied, metrics.OutcomeNoop, metrics.OutcomeStale, metrics.OutcomeDeadLettered}
+	allResults  = []string{metrics.ResultApplied, metrics.ResultNoop, metrics.ResultTransient, metrics.ResultPermanent, metrics.ResultLeaseBusy}
+)

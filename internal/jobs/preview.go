@@ -64,14 +64,14 @@ func StoredState(ctx context.Context, js jetstream.JetStream, names Names) (Base
 		if err != nil {
 			return nil, nil, err
 		}
-		rec, err := st.loadApplied(ctx, key)
+		rec, _, err := st.loadApplied(ctx, key)
 		return d, rec, err
 	}, nil
 }
 
 // ReadEvents decodes JSON-lines events (blank lines and # comments
 // skipped); an invalid line is an error naming it.
-func ReadEvents(r io.Reader, prefix string, p *planner.Planner) ([]*Event, error) {
+func ReadEvents(r io.Reader, prefix string) ([]*Event, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), MaxEventBytes+64*1024)
 	var out []*Event
@@ -82,7 +82,7 @@ func ReadEvents(r io.Reader, prefix string, p *planner.Planner) ([]*Event, error
 		if len(data) == 0 || data[0] == '#' {
 			continue
 		}
-		ev, err := DecodeEvent(data, "", prefix, p)
+		ev, err := DecodeEvent(data, "", prefix)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", line, err)
 		}

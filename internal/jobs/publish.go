@@ -10,8 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/reconciler/reconciler/internal/planner"
 )
 
 // PublishSummary counts what Publish did.
@@ -27,7 +25,7 @@ type PublishSummary struct {
 // the event id. With validate, a line that is not a valid event is reported
 // and skipped; without it, lines are sent as they are (to exercise the
 // dead-letter path), as long as their subject can be derived.
-func Publish(ctx context.Context, js jetstream.JetStream, prefix string, r io.Reader, validate bool, p *planner.Planner) (PublishSummary, error) {
+func Publish(ctx context.Context, js jetstream.JetStream, prefix string, r io.Reader, validate bool) (PublishSummary, error) {
 	var sum PublishSummary
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), MaxEventBytes+64*1024)
@@ -61,7 +59,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, prefix string, r io.Re
 		body := append([]byte(nil), data...)
 		var subject, id string
 		if validate {
-			ev, err := DecodeEvent(body, "", prefix, p)
+			ev, err := DecodeEvent(body, "", prefix)
 			if err != nil {
 				sum.Invalid++
 				sum.Errors = append(sum.Errors, fmt.Sprintf("line %d: %v", line, err))

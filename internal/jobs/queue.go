@@ -1,97 +1,216 @@
 package jobs
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
 
-// keyQueue is a work queue of script keys with the client-go contract: a
-// key is never handed to two workers at once, adds of a key that is already
-// queued collapse into one, and a key added while it is being processed is
-// queued again once Done is called. AddAfter delays an add (coalescing a
-// burst of events, or backing off after a failure).
-type keyQueue struct {
-	mu         sync.Mutex
-	cond       *sync.Cond
-	queue      []string
-	queued     map[string]bool // in queue, or to be queued when processing ends
-	processing map[string]bool
-	timers     map[string]*time.Timer
-	shutdown   bool
+// lane is the class of work a script is queued for. Live work (events)
+// always comes before backfill work.
+type lane uint8
+
+const (
+	laneLive lane = iota
+	laneBackfill
+	numLanes
+)
+
+func (l lane) String() string {
+	if l == laneBackfill {
+		return "backfill"
+	}
+	return "live"
 }
 
-func newKeyQueue() *keyQueue {
-	q := &keyQueue{queued: map[string]bool{}, processing: map[string]bool{}, timers: map[string]*time.Timer{}}
+// keyQueue is a work queue of script keys with the client-go contract: a
+// key is never handed to two workers at once, adds of a key that is
+// already queued collapse into one, and a key added while it is being
+// processed is queued again once Done is called. On top of it:
+//
+//   - two lanes: Get hands out live keys before backfill keys, and a key
+//     queued for backfill that gets live work moves to the live lane;
+//   - debouncing (Debounce): a key is ready delay after its last add, but
+//     never later than maxWait after its first, and while hold reports a
+//     fold backlog the key waits (up to the same maxWait), so that a storm
+//     of events for one script costs one reconcile;
+//   - delays (AddAfter) for retries and backoff.
+type keyQueue struct {
+	delay, maxWait time.Duration
+	hold           func() bool
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	ready    [numLanes][]string
+	items    map[string]*queueItem
+	shutdown bool
+}
+
+type queueItem struct {
+	lane       lane
+	queued     bool // in a ready list, or to be put back there by Done
+	processing bool
+	timer      *time.Timer
+	due        time.Time // when the timer fires
+	deadline   time.Time // debounce: never later than this (zero: not debouncing)
+}
+
+func newKeyQueue(delay, maxWait time.Duration, hold func() bool) *keyQueue {
+	q := &keyQueue{delay: delay, maxWait: max(maxWait, delay), hold: hold, items: map[string]*queueItem{}}
+	if q.hold == nil {
+		q.hold = func() bool { return false }
+	}
 	q.cond = sync.NewCond(&q.mu)
 	return q
 }
 
-// Add queues key now.
-func (q *keyQueue) Add(key string) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.addLocked(key)
+func (q *keyQueue) item(key string) *queueItem {
+	it, ok := q.items[key]
+	if !ok {
+		it = &queueItem{lane: laneBackfill}
+		q.items[key] = it
+	}
+	return it
 }
 
-func (q *keyQueue) addLocked(key string) {
+// Add queues key now for lane l.
+func (q *keyQueue) Add(key string, l lane) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.addLocked(key, l)
+}
+
+func (q *keyQueue) addLocked(key string, l lane) {
 	if q.shutdown {
 		return
 	}
-	if t, ok := q.timers[key]; ok {
-		t.Stop()
-		delete(q.timers, key)
+	it := q.item(key)
+	if it.timer != nil {
+		it.timer.Stop()
+		it.timer = nil
+		it.deadline = time.Time{}
 	}
-	if q.queued[key] {
+	if it.queued {
+		if l < it.lane && !it.processing {
+			q.ready[it.lane] = slices.DeleteFunc(q.ready[it.lane], func(k string) bool { return k == key })
+			q.ready[l] = append(q.ready[l], key)
+			q.cond.Signal()
+		}
+		it.lane = min(it.lane, l)
 		return
 	}
-	q.queued[key] = true
-	if q.processing[key] {
-		return // queued by Done
+	it.queued = true
+	it.lane = l
+	if it.processing {
+		return // queued again by Done
 	}
-	q.queue = append(q.queue, key)
+	q.ready[l] = append(q.ready[l], key)
 	q.cond.Signal()
 }
 
-// AddAfter queues key after d, unless it is queued sooner. An earlier
-// pending AddAfter is kept (it bounds the delay of the first event of a
-// burst).
-func (q *keyQueue) AddAfter(key string, d time.Duration) {
-	if d <= 0 {
-		q.Add(key)
+// Debounce queues key for lane l once no add came for the queue's delay,
+// at the latest maxWait after the first add (see keyQueue).
+func (q *keyQueue) Debounce(key string, l lane) {
+	if q.delay <= 0 {
+		q.Add(key, l)
 		return
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.shutdown || q.queued[key] {
+	if q.shutdown {
 		return
 	}
-	if _, ok := q.timers[key]; ok {
+	it := q.item(key)
+	if it.queued {
+		if l < it.lane {
+			q.addLocked(key, l)
+		}
 		return
 	}
-	q.timers[key] = time.AfterFunc(d, func() {
-		q.mu.Lock()
-		defer q.mu.Unlock()
-		delete(q.timers, key)
-		q.addLocked(key)
-	})
+	it.lane = min(it.lane, l)
+	now := time.Now()
+	if it.deadline.IsZero() {
+		it.deadline = now.Add(q.maxWait)
+	}
+	q.schedule(key, it, minTime(now.Add(q.delay), it.deadline))
 }
 
-// Get blocks until a key is ready or the queue shuts down.
-func (q *keyQueue) Get() (string, bool) {
+// AddAfter queues key for lane l after d, unless it is queued sooner.
+func (q *keyQueue) AddAfter(key string, l lane, d time.Duration) {
+	if d <= 0 {
+		q.Add(key, l)
+		return
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for len(q.queue) == 0 && !q.shutdown {
+	if q.shutdown {
+		return
+	}
+	it := q.item(key)
+	it.lane = min(it.lane, l)
+	if it.queued {
+		return
+	}
+	due := time.Now().Add(d)
+	if it.timer != nil && it.due.Before(due) {
+		return
+	}
+	q.schedule(key, it, due)
+}
+
+// schedule (re)arms the timer of key to fire at due; q.mu is held.
+func (q *keyQueue) schedule(key string, it *queueItem, due time.Time) {
+	it.due = due
+	if it.timer != nil {
+		it.timer.Reset(time.Until(due))
+		return
+	}
+	it.timer = time.AfterFunc(time.Until(due), func() { q.fire(key) })
+}
+
+func (q *keyQueue) fire(key string) {
+	hold := q.hold()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	it, ok := q.items[key]
+	if !ok || it.timer == nil || q.shutdown {
+		return
+	}
+	now := time.Now()
+	if now.Before(it.due) {
+		return // re-armed meanwhile; the new timer fires later
+	}
+	if hold && !it.deadline.IsZero() && now.Before(it.deadline) {
+		// Events are still being folded: wait for the backlog.
+		q.schedule(key, it, minTime(now.Add(q.delay), it.deadline))
+		return
+	}
+	it.timer = nil
+	q.addLocked(key, it.lane)
+}
+
+// Get blocks until a key is ready or the queue shuts down, and returns it
+// with its lane: live keys first.
+func (q *keyQueue) Get() (string, lane, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.ready[laneLive]) == 0 && len(q.ready[laneBackfill]) == 0 && !q.shutdown {
 		q.cond.Wait()
 	}
 	if q.shutdown {
-		return "", false
+		return "", 0, false
 	}
-	key := q.queue[0]
-	q.queue = q.queue[1:]
-	q.queued[key] = false
-	delete(q.queued, key)
-	q.processing[key] = true
-	return key, true
+	l := laneLive
+	if len(q.ready[laneLive]) == 0 {
+		l = laneBackfill
+	}
+	key := q.ready[l][0]
+	q.ready[l] = q.ready[l][1:]
+	it := q.items[key]
+	it.queued = false
+	it.processing = true
+	it.deadline = time.Time{}
+	return key, l, true
 }
 
 // Done ends the processing of key and queues it again if it was added
@@ -99,25 +218,37 @@ func (q *keyQueue) Get() (string, bool) {
 func (q *keyQueue) Done(key string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	delete(q.processing, key)
-	if q.queued[key] && !q.shutdown {
-		q.queue = append(q.queue, key)
+	it, ok := q.items[key]
+	if !ok {
+		return
+	}
+	it.processing = false
+	switch {
+	case it.queued && !q.shutdown:
+		q.ready[it.lane] = append(q.ready[it.lane], key)
 		q.cond.Signal()
+	case !it.queued && it.timer == nil:
+		delete(q.items, key)
 	}
 }
 
-// Len returns the number of keys ready to be processed.
-func (q *keyQueue) Len() int {
+// Ready returns the number of keys of lane l ready to be processed.
+func (q *keyQueue) Ready(l lane) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.queue)
+	return len(q.ready[l])
 }
 
-// Pending returns the number of keys queued or waiting on a timer.
-func (q *keyQueue) Pending() int {
+// Pending returns the number of keys of each lane queued, waiting on a
+// timer, or being processed.
+func (q *keyQueue) Pending() [numLanes]int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.queued) + len(q.timers)
+	var out [numLanes]int
+	for _, it := range q.items {
+		out[it.lane]++
+	}
+	return out
 }
 
 // ShutDown wakes every Get with ok=false and drops pending adds.
@@ -125,9 +256,18 @@ func (q *keyQueue) ShutDown() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.shutdown = true
-	for k, t := range q.timers {
-		t.Stop()
-		delete(q.timers, k)
+	for _, it := range q.items {
+		if it.timer != nil {
+			it.timer.Stop()
+			it.timer = nil
+		}
 	}
 	q.cond.Broadcast()
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }

@@ -4,147 +4,414 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/planner"
+	"github.com/reconciler/reconciler/metrics"
 )
 
-// TerminalError is a failure that retrying cannot fix: the events behind it
-// are dead-lettered with Reason. Match it with errors.As.
+// TerminalError is a failure that retrying cannot fix: the events behind
+// it are dead-lettered with Reason. Match it with errors.As.
 type TerminalError struct {
-	Reason string
+	Reason Reason
 	Err    error
+	// Quarantined is set when the operations to blame were taken out of
+	// the desired state: the script is reconciled again at once, without
+	// them, and their events are dead-lettered then.
+	Quarantined bool
 }
 
 func (e *TerminalError) Error() string { return e.Err.Error() }
 func (e *TerminalError) Unwrap() error { return e.Err }
 
-func terminal(reason string, err error) error { return &TerminalError{Reason: reason, Err: err} }
+func terminal(reason Reason, err error) *TerminalError {
+	return &TerminalError{Reason: reason, Err: err}
+}
 
-// Result is the outcome of a successful reconcile.
+// Result is the outcome of a reconcile that did not fail (controller-
+// runtime's reconcile.Result is the model).
 type Result struct {
-	Wrote     bool
-	Strategy  planner.Strategy
-	LeaseBusy bool // another replica holds the script; try again shortly
-	Plan      *planner.Plan
+	// RequeueAfter, when positive, says the script was not reconciled
+	// (another replica holds it, or a read was behind) and should be tried
+	// again after it; no event is settled.
+	RequeueAfter time.Duration
+	// Revision is the desired-state revision the reconcile read: held
+	// events folded at or below it are settled.
+	Revision uint64
+	// Wrote reports a write; Strategy is its strategy.
+	Wrote    bool
+	Strategy planner.Strategy
+	Plan     *planner.Plan
+	// State is the desired state read (to tell quarantined events).
+	State *DesiredState
+}
+
+// outcomeFor returns how event h ends after the reconcile res succeeded:
+// dead-lettered when all of its operations are quarantined, applied or
+// no-op otherwise.
+func (res Result) outcomeFor(h *heldEvent) outcome {
+	if res.State != nil && h.id != "" {
+		if q := res.State.Quarantined(h.id); q != nil {
+			return deadLetterOutcome(q.Reason, errors.New(q.Error))
+		}
+	}
+	if res.Wrote {
+		return ackOutcome(outcomeApplied, true)
+	}
+	return ackOutcome(outcomeNoop, false)
+}
+
+// process reconciles one script and settles its held events: the one
+// switch from a reconcile's (Result, error) to what happens to them.
+func (r *Runner) process(ctx context.Context, key string, l lane) {
+	if wait := r.auth.wait(); wait > 0 {
+		r.queue.AddAfter(key, l, wait)
+		return
+	}
+	want, modifiedOn := r.held.snapshot(key)
+	log := r.log.With(zap.String("script", key), zap.Stringer("lane", l))
+	r.m.InflightReconciles.Inc()
+	start := time.Now()
+	res, err := r.reconcileSafely(ctx, key, want, modifiedOn, l, log)
+	r.m.InflightReconciles.Dec()
+	r.m.ReconcileDuration.Observe(time.Since(start).Seconds())
+
+	var term *TerminalError
+	switch {
+	case err == nil && res.RequeueAfter > 0:
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultLeaseBusy).Inc()
+		r.queue.AddAfter(key, l, res.RequeueAfter)
+	case err == nil:
+		result := metrics.ResultNoop
+		if res.Wrote {
+			result = metrics.ResultApplied
+		}
+		r.m.ReconcileTotal.WithLabelValues(result).Inc()
+		r.m.LastSuccess.SetToCurrentTime()
+		r.auth.ok()
+		r.clearFailures(key)
+		hs := r.held.take(key, res.Revision)
+		for _, h := range hs {
+			r.settle(ctx, h, res.outcomeFor(h))
+		}
+		log.Info("reconciled", zap.String("result", result), zap.String("strategy", string(res.Strategy)),
+			zap.Int("events_settled", len(hs)), zap.Duration("took", time.Since(start)))
+	case ctx.Err() != nil:
+		// Shutting down: Run hands the held events back.
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
+	case isAuthFailure(err):
+		// The credentials are rejected: no event is to blame. Stop taking
+		// work (readiness fails), keep the events, try again later.
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
+		r.m.APIAuthFailures.Inc()
+		if r.auth.fail(err) {
+			log.Error("the Cloudflare API rejects the credentials: reconciles are paused, events are kept", zap.Error(err),
+				zap.Duration("retry_in", r.auth.wait()))
+		}
+		r.queue.AddAfter(key, l, r.auth.wait())
+	case errors.As(err, &term) && term.Quarantined:
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultPermanent).Inc()
+		log.Warn("operations quarantined; reconciling the rest", zap.String("reason", string(term.Reason)), zap.Error(err))
+		r.queue.Add(key, l)
+	case errors.As(err, &term):
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultPermanent).Inc()
+		log.Error("reconcile failed permanently", zap.String("reason", string(term.Reason)), zap.Error(err))
+		for _, h := range r.held.take(key, want) {
+			r.settle(ctx, h, deadLetterOutcome(term.Reason, err))
+		}
+	default:
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
+		log.Warn("reconcile failed, will retry", zap.Error(err))
+		hs := r.held.take(key, want)
+		for _, h := range hs {
+			r.settle(ctx, h, retryOutcome(err))
+		}
+		if len(hs) == 0 {
+			// Nothing to redeliver (a resync, a recovery, or events that
+			// another replica holds): retry from the queue with backoff.
+			if n := r.addFailure(key); n <= r.cfg.MaxDeliver {
+				r.queue.AddAfter(key, l, r.cfg.nakDelay(uint64(n)))
+			}
+		}
+	}
+}
+
+// reconcileSafely is reconcile with a panic turned into an error: a bug
+// met by one script's data must not kill the process with every other
+// event held.
+func (r *Runner) reconcileSafely(ctx context.Context, key string, want uint64, modifiedOn string, l lane, log *zap.Logger) (res Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.m.PanicsRecovered.Inc()
+			log.Error("reconcile panicked", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
+			res, err = Result{}, fmt.Errorf("reconcile panicked: %v", p)
+		}
+	}()
+	return r.reconcile(ctx, key, want, modifiedOn, l)
+}
+
+func (r *Runner) addFailure(key string) int {
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	r.failures[key]++
+	return r.failures[key]
+}
+
+func (r *Runner) clearFailures(key string) {
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	delete(r.failures, key)
 }
 
 // classify turns an API error into a terminal error when retrying cannot
-// help; transient errors are returned as they are.
+// help; transient errors and auth failures are returned as they are.
 func classify(err error) error {
-	if err == nil {
-		return nil
-	}
 	var apiErr *cfapi.APIError
-	if errors.As(err, &apiErr) && !apiErr.Retryable() {
-		if apiErr.NotFound() {
-			return terminal("not_found", err)
-		}
-		return terminal("api_rejected", err)
+	if err == nil || !errors.As(err, &apiErr) || apiErr.Retryable() || isAuthFailure(err) {
+		return err
 	}
-	return err
+	if apiErr.NotFound() {
+		return terminal(ReasonNotFound, err)
+	}
+	return terminal(ReasonAPIRejected, err)
 }
 
-// reconcile converges one script: read desired, last-applied and live
-// state, plan, write the difference with the planned strategy, and record
-// what was applied. It holds the script's lease throughout.
-func (r *Runner) reconcile(ctx context.Context, key string) (Result, error) {
+// isAuthFailure reports an API answer that rejects the credentials (HTTP
+// 401/403, codes 10000, 9106, 9109): a fault of the system, not of an
+// event.
+func isAuthFailure(err error) bool {
+	var apiErr *cfapi.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.StatusCode == 401 || apiErr.StatusCode == 403 ||
+		apiErr.CodeIs(cfapi.CodeAuthentication) || apiErr.CodeIs(cfapi.CodeAuthenticationFail) || apiErr.CodeIs(9109)
+}
+
+// errStaleRead is a desired-state read that returned a revision older than
+// a fold this process made (a follower behind its leader).
+var errStaleRead = errors.New("desired state read is behind the folds it must cover")
+
+// reconcile converges one script: it takes the script's lease, reads the
+// desired state (at least revision want), the last-applied record and the
+// live bindings, plans, writes the difference with the planned strategy,
+// and records what was applied. Every write happens while the lease is
+// provably held.
+func (r *Runner) reconcile(ctx context.Context, key string, want uint64, modifiedOn string, l lane) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.ReconcileTimeout)
 	defer cancel()
+	ctx = laneContext(ctx, l)
 	ref, err := ParseScriptKey(key)
 	if err != nil {
-		return Result{}, terminal("invalid_desired_state", err)
+		return Result{}, terminal(ReasonInvalidDesired, err)
 	}
-	st := r.res.stores
-	l, ok, err := st.acquireLease(ctx, key, r.cfg.Owner)
+	ls, ok, err := acquireLease(ctx, r.st.leases, key, r.cfg.Owner, r.cfg.LeaseTTL)
 	if err != nil {
 		return Result{}, err
 	}
 	if !ok {
-		return Result{LeaseBusy: true}, nil
+		return Result{RequeueAfter: 200*time.Millisecond + rand.N(300*time.Millisecond)}, nil
 	}
-	// Keep the lease alive during long budget waits and uploads; if it is
-	// lost, stop before writing.
-	leaseCtx, leaseLost := context.WithCancelCause(ctx)
-	defer leaseLost(nil)
-	stopRenew := make(chan struct{})
-	renewDone := make(chan struct{})
-	go func() {
-		defer close(renewDone)
-		t := time.NewTicker(max(r.cfg.LeaseTTL/3, 50*time.Millisecond))
-		defer t.Stop()
-		for {
-			select {
-			case <-stopRenew:
-				return
-			case <-t.C:
-				if err := st.renewLease(ctx, l, r.cfg.Owner); err != nil {
-					leaseLost(err)
-					return
-				}
-			}
-		}
-	}()
-	defer func() {
-		close(stopRenew)
-		<-renewDone
-		st.releaseLease(context.WithoutCancel(ctx), l)
-	}()
-	return r.reconcileLocked(leaseCtx, ref, key)
-}
-
-func (r *Runner) reconcileLocked(ctx context.Context, ref cfapi.ScriptRef, key string) (Result, error) {
-	st := r.res.stores
-	state, desiredRev, err := st.loadDesired(ctx, key)
-	if errors.Is(err, errNotFound) {
+	defer ls.release()
+	state, rev, err := r.readDesired(ls.Context(), key, want)
+	switch {
+	case errors.Is(err, errStaleRead):
+		return Result{RequeueAfter: 100 * time.Millisecond}, nil
+	case errors.Is(err, errNotFound):
 		return Result{}, nil // nothing desired for this script
-	}
-	if err != nil {
+	case err != nil:
 		return Result{}, err
 	}
-	rec, err := st.loadApplied(ctx, key)
+	return r.converge(ls, ref, key, state, rev, modifiedOn)
+}
+
+// readDesired reads the desired state of key, again a few times while the
+// revision read is below want.
+func (r *Runner) readDesired(ctx context.Context, key string, want uint64) (*DesiredState, uint64, error) {
+	for attempt := 0; ; attempt++ {
+		state, rev, err := r.st.loadDesired(ctx, key)
+		if err != nil || rev >= want {
+			return state, rev, err
+		}
+		if attempt == 3 {
+			return nil, 0, fmt.Errorf("%w: read revision %d, want %d", errStaleRead, rev, want)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-time.After(time.Duration(10<<attempt) * time.Millisecond):
+		}
+	}
+}
+
+// converge plans state against the live bindings and writes the
+// difference, holding lease ls.
+func (r *Runner) converge(ls *lease, ref cfapi.ScriptRef, key string, state *DesiredState, rev uint64, modifiedOn string) (Result, error) {
+	ctx := ls.Context()
+	rec, recRev, err := r.st.loadApplied(ctx, key)
 	if err != nil {
 		return Result{}, err
 	}
 	settings, err := r.api.GetSettings(ctx, ref)
 	if err != nil {
-		return Result{}, classify(err)
+		return Result{}, r.blame(ctx, key, state, nil, classify(err))
 	}
-	desired := state.Desired()
-	plan, err := r.planner.Plan(desired, settings.Bindings, rec.LastApplied())
+	desired, hidden := state.plannerInput(rec)
+	plan, err := r.planner.Plan(desired, settings.Bindings, withoutNames(rec.LastApplied(), hidden))
 	if err != nil {
-		return Result{}, terminal("invalid_desired_state", err)
+		return Result{}, r.blame(ctx, key, state, nil, terminal(ReasonInvalidDesired, err))
 	}
+	next := &AppliedRecord{Version: 1, Bindings: plan.Applied.Bindings, DesiredRevision: rev,
+		Strategy: rec.Strategy, AppliedAt: rec.AppliedAt, Removed: state.Tombstones(), ModifiedOn: rec.ModifiedOn}
+	for _, n := range hidden {
+		if a, ok := rec.Bindings[n]; ok {
+			if next.Bindings == nil {
+				next.Bindings = map[string]planner.Applied{}
+			}
+			next.Bindings[n] = a // left alone: ownership unchanged
+		}
+	}
+	res := Result{Revision: rev, Plan: plan, State: state}
 	if plan.NoOp() {
-		if !rec.LastApplied().Equal(plan.Applied) {
-			rec = &AppliedRecord{Version: 1, Bindings: plan.Applied.Bindings, DesiredRevision: desiredRev, Strategy: rec.Strategy, AppliedAt: rec.AppliedAt}
-			if err := st.saveApplied(ctx, key, rec); err != nil {
+		if modifiedOn != "" {
+			next.ModifiedOn = modifiedOn // read after that listing: converged
+		}
+		if !next.sameAs(rec) {
+			if err := ls.check(); err != nil {
+				return Result{}, err
+			}
+			if err := r.st.saveApplied(ctx, key, next, recRev); err != nil {
 				return Result{}, err
 			}
 		}
-		return Result{Plan: plan}, nil
+		return res, nil
 	}
-	if ctx.Err() != nil {
-		return Result{}, fmt.Errorf("not writing: %w", context.Cause(ctx))
+	if err := ls.check(); err != nil {
+		return Result{}, fmt.Errorf("not writing: %w", err)
 	}
 	if err := r.write(ctx, ref, plan, settings); err != nil {
-		return Result{}, err
+		return Result{}, r.blame(ctx, key, state, plan, err)
 	}
 	r.m.Writes.WithLabelValues(string(plan.Strategy)).Inc()
-	// Record after success only; a crash before this line leaves the event
-	// unacknowledged, and the next reconcile finds nothing left to change.
-	err = st.saveApplied(context.WithoutCancel(ctx), key, &AppliedRecord{
-		Version: 1, Bindings: plan.Applied.Bindings, DesiredRevision: desiredRev,
-		Strategy: string(plan.Strategy), AppliedAt: time.Now().UTC(),
-	})
-	if err != nil {
+	// Record after success only; a crash or a lost lease before this
+	// leaves the events unacknowledged, and the next reconcile finds
+	// nothing left to change.
+	if err := ls.check(); err != nil {
+		return Result{}, fmt.Errorf("written, but not recording: %w", err)
+	}
+	next.Strategy, next.AppliedAt, next.ModifiedOn = string(plan.Strategy), time.Now().UTC(), ""
+	if err := r.st.saveApplied(context.WithoutCancel(ctx), key, next, recRev); err != nil {
 		return Result{}, err
 	}
 	r.log.Debug("plan applied", zap.String("script", key), zap.String("plan", plan.String()))
-	return Result{Wrote: true, Strategy: plan.Strategy, Plan: plan}, nil
+	res.Wrote, res.Strategy = true, plan.Strategy
+	return res, nil
+}
+
+// withoutNames returns last without the given names.
+func withoutNames(last planner.LastApplied, names []string) planner.LastApplied {
+	if len(names) == 0 {
+		return last
+	}
+	out := planner.LastApplied{Bindings: make(map[string]planner.Applied, len(last.Bindings))}
+	for n, a := range last.Bindings {
+		if !slices.Contains(names, n) {
+			out.Bindings[n] = a
+		}
+	}
+	return out
+}
+
+// blame handles a failed reconcile. A terminal failure caused by some of
+// the desired operations quarantines them (see NameOp.Q) so the script
+// keeps converging on everything else: the operations on the bindings the
+// error names, or else every operation the failed write carried. Other
+// errors are returned as they are.
+func (r *Runner) blame(ctx context.Context, key string, state *DesiredState, plan *planner.Plan, err error) error {
+	var term *TerminalError
+	if !errors.As(err, &term) || term.Reason == ReasonNotFound {
+		return err
+	}
+	ids := culprits(state, plan, err)
+	if len(ids) == 0 {
+		return err
+	}
+	q := Quarantine{Reason: term.Reason, Error: truncateUTF8(err.Error(), 1024)}
+	if _, qerr := r.st.updateDesired(context.WithoutCancel(ctx), key, func(s *DesiredState) bool {
+		return s.Quarantine(ids, q) > 0
+	}); qerr != nil {
+		r.log.Warn("quarantining failed operations", zap.String("script", key), zap.Error(qerr))
+		return err
+	}
+	term.Quarantined = true
+	return term
+}
+
+// culprits returns the ids of the events whose operations caused err: the
+// operations on the bindings the error names, or, when it names none of
+// them, every operation the plan writes.
+func culprits(state *DesiredState, plan *planner.Plan, err error) map[string]bool {
+	named := map[string]bool{}
+	var pe *planner.Error
+	var ve *cfapi.ValidationError
+	var ae *cfapi.APIError
+	switch {
+	case errors.As(err, &pe):
+		named[pe.Name] = true
+	case errors.As(err, &ve) && ve.Name != "":
+		named[ve.Name] = true
+	case errors.As(err, &ae):
+		for name := range state.Names {
+			for _, d := range ae.Errors {
+				if mentions(d.Message, name) {
+					named[name] = true
+				}
+			}
+		}
+	}
+	ids := map[string]bool{}
+	for name := range named {
+		if op := state.Names[name]; op != nil && op.Q == nil {
+			ids[op.Stamp.ID] = true
+		}
+	}
+	if len(ids) > 0 || plan == nil {
+		return ids
+	}
+	for _, a := range plan.Actions {
+		if a.Kind == planner.ActionAdd || a.Kind == planner.ActionUpdate || a.Kind == planner.ActionRemove {
+			if op := state.Names[a.Name]; op != nil && op.Q == nil {
+				ids[op.Stamp.ID] = true
+			}
+		}
+	}
+	return ids
+}
+
+// mentions reports whether msg names name as a whole word.
+func mentions(msg, name string) bool {
+	word := func(c byte) bool {
+		return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+	}
+	for i := 0; ; {
+		j := strings.Index(msg[i:], name)
+		if j < 0 {
+			return false
+		}
+		j += i
+		end := j + len(name)
+		if (j == 0 || !word(msg[j-1])) && (end == len(msg) || !word(msg[end])) {
+			return true
+		}
+		i = j + 1
+	}
 }
 
 // write performs the plan's request with its strategy.
@@ -160,7 +427,7 @@ func (r *Runner) write(ctx context.Context, ref cfapi.ScriptRef, plan *planner.P
 		}
 		up, err := uploadFor(plan, settings, content, plan.Strategy == planner.StrategyVersion)
 		if err != nil {
-			return terminal("invalid_desired_state", err)
+			return terminal(ReasonInvalidDesired, err)
 		}
 		if plan.Strategy == planner.StrategyScript {
 			_, err = r.api.UploadScript(ctx, ref, up)
@@ -173,7 +440,7 @@ func (r *Runner) write(ctx context.Context, ref cfapi.ScriptRef, plan *planner.P
 		_, err = r.api.DeployVersion(ctx, ref, v.ID, "reconciler: bindings")
 		return classify(err)
 	}
-	return terminal("invalid_desired_state", fmt.Errorf("plan has unknown strategy %q", plan.Strategy))
+	return terminal(ReasonInvalidDesired, fmt.Errorf("plan has unknown strategy %q", plan.Strategy))
 }
 
 // uploadFor builds a script upload that carries the script's own modules
@@ -213,4 +480,10 @@ func moduleNames(ms []cfapi.Module) []string {
 		out[i] = m.Name
 	}
 	return out
+}
+
+// laneContext marks the API calls of a reconcile with its lane, so that
+// the shared budget serves live work first.
+func laneContext(ctx context.Context, l lane) context.Context {
+	return ctx
 }

@@ -2,10 +2,13 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 )
 
 // Names are the JetStream resources the reconciler uses. The zero value of
@@ -19,6 +22,16 @@ type Names struct {
 	DesiredBucket string // desired state per script (default "reconciler_desired")
 	AppliedBucket string // last-applied state per script (default "reconciler_applied")
 	LeaseBucket   string // per-script write leases (default "reconciler_leases")
+
+	// Backfill lane: work items <BackfillPrefix>.<run>.<account>.<namespace>.<script>
+	// in a work-queue stream with its own consumer, results per script in
+	// a results stream, and runs in a bucket.
+	BackfillPrefix   string // default "bindings_backfill"
+	BackfillStream   string // default "BINDINGS_BACKFILL"
+	BackfillConsumer string // default "reconciler_backfill"
+	ResultsPrefix    string // default "bindings_backfill_results"
+	ResultsStream    string // default "BINDINGS_BACKFILL_RESULTS"
+	RunsBucket       string // default "reconciler_backfill_runs"
 }
 
 // WithDefaults fills the empty names.
@@ -36,6 +49,12 @@ func (n Names) WithDefaults() Names {
 	def(&n.DesiredBucket, "reconciler_desired")
 	def(&n.AppliedBucket, "reconciler_applied")
 	def(&n.LeaseBucket, "reconciler_leases")
+	def(&n.BackfillPrefix, "bindings_backfill")
+	def(&n.BackfillStream, "BINDINGS_BACKFILL")
+	def(&n.BackfillConsumer, "reconciler_backfill")
+	def(&n.ResultsPrefix, "bindings_backfill_results")
+	def(&n.ResultsStream, "BINDINGS_BACKFILL_RESULTS")
+	def(&n.RunsBucket, "reconciler_backfill_runs")
 	return n
 }
 
@@ -48,7 +67,8 @@ type SetupConfig struct {
 	// EventMaxAge is how long events stay in the stream (default 7 days);
 	// dead-letter replay reads the original event from it.
 	EventMaxAge time.Duration
-	// DLQMaxAge is how long dead letters are kept (default 30 days).
+	// DLQMaxAge is how long dead letters are kept (default 30 days), and
+	// backfill results too.
 	DLQMaxAge time.Duration
 	// Duplicates is the stream's de-duplication window for Nats-Msg-Id
 	// (default 2 minutes).
@@ -59,8 +79,13 @@ type SetupConfig struct {
 	// MaxDeliver bounds deliveries of one event (default 8).
 	MaxDeliver int
 	// MaxAckPending bounds events delivered and not yet acknowledged,
-	// including events held for their script's reconcile (default 10000).
+	// including events held for their script's reconcile (default
+	// 100000): it bounds the memory a storm takes, and a storm larger than
+	// it costs more than one reconcile per script.
 	MaxAckPending int
+	// BackfillMaxAckPending bounds backfill work items delivered and not
+	// yet acknowledged across all replicas (default 1000).
+	BackfillMaxAckPending int
 	// LeaseTTL is how long a per-script lease lives without renewal
 	// (default 30s).
 	LeaseTTL time.Duration
@@ -69,106 +94,252 @@ type SetupConfig struct {
 // WithDefaults fills zero fields.
 func (c SetupConfig) WithDefaults() SetupConfig {
 	c.Names = c.Names.WithDefaults()
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
 	if c.Replicas <= 0 {
 		c.Replicas = 1
 	}
-	if c.EventMaxAge <= 0 {
-		c.EventMaxAge = 7 * 24 * time.Hour
-	}
-	if c.DLQMaxAge <= 0 {
-		c.DLQMaxAge = 30 * 24 * time.Hour
-	}
-	if c.Duplicates <= 0 {
-		c.Duplicates = 2 * time.Minute
-	}
-	if c.AckWait <= 0 {
-		c.AckWait = 2 * time.Minute
-	}
+	def(&c.EventMaxAge, 7*24*time.Hour)
+	def(&c.DLQMaxAge, 30*24*time.Hour)
+	def(&c.Duplicates, 2*time.Minute)
+	def(&c.AckWait, 2*time.Minute)
+	def(&c.LeaseTTL, 30*time.Second)
 	if c.MaxDeliver <= 0 {
 		c.MaxDeliver = 8
 	}
 	if c.MaxAckPending <= 0 {
-		c.MaxAckPending = 10000
+		c.MaxAckPending = 100000
 	}
-	if c.LeaseTTL <= 0 {
-		c.LeaseTTL = 30 * time.Second
+	if c.BackfillMaxAckPending <= 0 {
+		c.BackfillMaxAckPending = 1000
 	}
 	return c
 }
 
 // Resources are the JetStream handles the pipeline uses.
 type Resources struct {
-	JS       jetstream.JetStream
-	Stream   jetstream.Stream
-	Consumer jetstream.Consumer
-	DLQ      jetstream.Stream
-	stores   *stores
+	JS               jetstream.JetStream
+	Stream           jetstream.Stream
+	Consumer         jetstream.Consumer
+	DLQ              jetstream.Stream
+	Backfill         jetstream.Stream
+	BackfillConsumer jetstream.Consumer
+	Results          jetstream.Stream
+	Runs             jetstream.KeyValue
+	stores           *stores
+	names            Names
 }
 
-// EnsureStreams creates or updates, idempotently, the event stream, the
-// durable consumer, the KV buckets and the dead-letter stream.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg SetupConfig) (*Resources, error) {
-	cfg = cfg.WithDefaults()
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        cfg.Stream,
+// streamConfigs returns the configuration of every stream, in creation
+// order.
+func (c SetupConfig) streamConfigs() []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{{
+		Name:        c.Stream,
 		Description: "Binding-change events (EVENTS.md), one subject per script.",
-		Subjects:    []string{cfg.SubjectPrefix + ".*.*.*"},
+		Subjects:    []string{c.SubjectPrefix + ".*.*.*"},
 		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      cfg.EventMaxAge,
-		Duplicates:  cfg.Duplicates,
+		MaxAge:      c.EventMaxAge,
+		Duplicates:  c.Duplicates,
 		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
+		Replicas:    c.Replicas,
 		Discard:     jetstream.DiscardOld,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", cfg.Stream, err)
-	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
-		Durable:       cfg.Consumer,
+	}, {
+		Name:        c.DLQStream,
+		Description: "Dead-lettered binding events with their reason.",
+		Subjects:    []string{c.DLQPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      c.DLQMaxAge,
+		Duplicates:  c.Duplicates,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+	}, {
+		Name:        c.BackfillStream,
+		Description: "Backfill work: one item per script and run, removed once the script is reconciled.",
+		Subjects:    []string{c.BackfillPrefix + ".*.*.*.*"},
+		Retention:   jetstream.WorkQueuePolicy,
+		MaxAge:      c.EventMaxAge,
+		Duplicates:  c.Duplicates,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		// One item per script and run: enqueueing it again while it waits
+		// is refused, so a resumed run never queues a script twice.
+		MaxMsgsPerSubject:    1,
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: true,
+	}, {
+		Name:              c.ResultsStream,
+		Description:       "Backfill results: the outcome of each script of each run.",
+		Subjects:          []string{c.ResultsPrefix + ".*.*.*.*"},
+		Retention:         jetstream.LimitsPolicy,
+		MaxAge:            c.DLQMaxAge,
+		MaxMsgsPerSubject: 1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          c.Replicas,
+	}}
+}
+
+// consumerConfigs returns the configuration of the live and backfill
+// consumers.
+func (c SetupConfig) consumerConfigs() (live, backfill jetstream.ConsumerConfig) {
+	live = jetstream.ConsumerConfig{
+		Durable:       c.Consumer,
 		Description:   "Reconciler workers (shared by every replica).",
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxDeliver:    cfg.MaxDeliver,
-		MaxAckPending: cfg.MaxAckPending,
+		AckWait:       c.AckWait,
+		MaxDeliver:    c.MaxDeliver,
+		MaxAckPending: c.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		FilterSubject: cfg.SubjectPrefix + ".>",
-		Replicas:      cfg.Replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("consumer %s: %w", cfg.Consumer, err)
+		FilterSubject: c.SubjectPrefix + ".>",
+		Replicas:      c.Replicas,
 	}
-	dlq, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        cfg.DLQStream,
-		Description: "Dead-lettered binding events with their reason.",
-		Subjects:    []string{cfg.DLQPrefix + ".>"},
-		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      cfg.DLQMaxAge,
-		Duplicates:  cfg.Duplicates,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", cfg.DLQStream, err)
+	backfill = jetstream.ConsumerConfig{
+		Durable:       c.BackfillConsumer,
+		Description:   "Reconciler backfill lane (shared by every replica).",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxDeliver:    c.MaxDeliver,
+		MaxAckPending: c.BackfillMaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		FilterSubject: c.BackfillPrefix + ".>",
+		Replicas:      c.Replicas,
 	}
-	kv := func(bucket, desc string, ttl time.Duration) (jetstream.KeyValue, error) {
-		b, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: bucket, Description: desc, History: 1, TTL: ttl,
-			Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+	return live, backfill
+}
+
+// bucketConfigs returns the configuration of every KV bucket.
+func (c SetupConfig) bucketConfigs() []jetstream.KeyValueConfig {
+	kv := func(bucket, desc string, ttl time.Duration) jetstream.KeyValueConfig {
+		return jetstream.KeyValueConfig{Bucket: bucket, Description: desc, History: 1, TTL: ttl,
+			Storage: jetstream.FileStorage, Replicas: c.Replicas}
+	}
+	return []jetstream.KeyValueConfig{
+		kv(c.DesiredBucket, "Desired bindings per script (folded events).", 0),
+		kv(c.AppliedBucket, "Last-applied binding names and value fingerprints per script.", 0),
+		kv(c.LeaseBucket, "Per-script write leases between replicas.", c.LeaseTTL),
+		kv(c.RunsBucket, "Backfill runs: what each run covers.", 0),
+	}
+}
+
+// EnsureStreams creates or updates, idempotently, every stream, consumer
+// and bucket the pipeline uses. Only `run` (and `backfill` when it runs
+// the pipeline itself) calls it; other tools use Open.
+//
+// It tolerates other processes creating the same resources at the same
+// moment and a cluster still electing leaders: each step is retried with
+// backoff until it succeeds or ctx ends (log, when not nil, hears about
+// every failed attempt). The live consumer keeps the start position it
+// has (a consumer recreated to resume from its ack floor keeps resuming).
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg SetupConfig, log *zap.Logger) (*Resources, error) {
+	cfg = cfg.WithDefaults()
+	res := &Resources{JS: js, names: cfg.Names}
+	retry := func(what string, op func(context.Context) error) error {
+		bo := backoff.WithContext(backoff.NewExponentialBackOff(
+			backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
+			backoff.WithMaxElapsedTime(0)), ctx)
+		return backoff.RetryNotify(func() error {
+			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return op(actx)
+		}, bo, func(err error, d time.Duration) {
+			if log != nil {
+				log.Warn("setting up JetStream, will retry", zap.String("resource", what), zap.Duration("in", d), zap.Error(err))
+			}
+		})
+	}
+	streams := make([]jetstream.Stream, 0, 4)
+	for _, sc := range cfg.streamConfigs() {
+		err := retry("stream "+sc.Name, func(ctx context.Context) error {
+			s, err := js.CreateOrUpdateStream(ctx, sc)
+			if err == nil {
+				streams = append(streams, s)
+			}
+			return err
 		})
 		if err != nil {
-			return nil, fmt.Errorf("bucket %s: %w", bucket, err)
+			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
-		return b, nil
 	}
-	st := &stores{}
-	if st.desired, err = kv(cfg.DesiredBucket, "Desired bindings per script (folded events).", 0); err != nil {
-		return nil, err
+	res.Stream, res.DLQ, res.Backfill, res.Results = streams[0], streams[1], streams[2], streams[3]
+	live, backfill := cfg.consumerConfigs()
+	for _, c := range []struct {
+		stream string
+		cfg    jetstream.ConsumerConfig
+		out    *jetstream.Consumer
+	}{{cfg.Stream, live, &res.Consumer}, {cfg.BackfillStream, backfill, &res.BackfillConsumer}} {
+		err := retry("consumer "+c.cfg.Durable, func(ctx context.Context) error {
+			cc := c.cfg
+			if cur, err := js.Consumer(ctx, c.stream, cc.Durable); err == nil {
+				ci := cur.CachedInfo()
+				cc.DeliverPolicy, cc.OptStartSeq, cc.OptStartTime = ci.Config.DeliverPolicy, ci.Config.OptStartSeq, ci.Config.OptStartTime
+			}
+			cons, err := js.CreateOrUpdateConsumer(ctx, c.stream, cc)
+			if err == nil {
+				*c.out = cons
+			}
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("consumer %s: %w", c.cfg.Durable, err)
+		}
 	}
-	if st.applied, err = kv(cfg.AppliedBucket, "Last-applied binding names and value fingerprints per script.", 0); err != nil {
-		return nil, err
+	buckets := make([]jetstream.KeyValue, 0, 4)
+	for _, bc := range cfg.bucketConfigs() {
+		err := retry("bucket "+bc.Bucket, func(ctx context.Context) error {
+			kv, err := js.CreateOrUpdateKeyValue(ctx, bc)
+			if err == nil {
+				buckets = append(buckets, kv)
+			}
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("bucket %s: %w", bc.Bucket, err)
+		}
 	}
-	if st.leases, err = kv(cfg.LeaseBucket, "Per-script write leases between replicas.", cfg.LeaseTTL); err != nil {
-		return nil, err
+	res.Runs = buckets[3]
+	res.stores = newStores(js, buckets[0], buckets[1], buckets[2], 0)
+	return res, nil
+}
+
+// ErrNotSetUp is returned by Open when a resource is missing.
+var ErrNotSetUp = errors.New("not set up: start `reconciler run` on this NATS first (it creates the streams and buckets), or pass the --nats-url of the running pipeline")
+
+// Open looks the resources up without creating or changing any of them,
+// for tools (publish, plan, dlq, backfill against a running pipeline).
+func Open(ctx context.Context, js jetstream.JetStream, names Names) (*Resources, error) {
+	names = names.WithDefaults()
+	res := &Resources{JS: js, names: names}
+	missing := func(kind, name string, err error) error {
+		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+			errors.Is(err, jetstream.ErrBucketNotFound) {
+			return fmt.Errorf("%s %s: %w", kind, name, ErrNotSetUp)
+		}
+		return fmt.Errorf("%s %s: %w", kind, name, err)
 	}
-	return &Resources{JS: js, Stream: stream, Consumer: cons, DLQ: dlq, stores: st}, nil
+	var err error
+	for _, s := range []struct {
+		name string
+		out  *jetstream.Stream
+	}{{names.Stream, &res.Stream}, {names.DLQStream, &res.DLQ}, {names.BackfillStream, &res.Backfill}, {names.ResultsStream, &res.Results}} {
+		if *s.out, err = js.Stream(ctx, s.name); err != nil {
+			return nil, missing("stream", s.name, err)
+		}
+	}
+	if res.Consumer, err = js.Consumer(ctx, names.Stream, names.Consumer); err != nil {
+		return nil, missing("consumer", names.Consumer, err)
+	}
+	if res.BackfillConsumer, err = js.Consumer(ctx, names.BackfillStream, names.BackfillConsumer); err != nil {
+		return nil, missing("consumer", names.BackfillConsumer, err)
+	}
+	var kvs [4]jetstream.KeyValue
+	for i, b := range []string{names.DesiredBucket, names.AppliedBucket, names.LeaseBucket, names.RunsBucket} {
+		if kvs[i], err = js.KeyValue(ctx, b); err != nil {
+			return nil, missing("bucket", b, err)
+		}
+	}
+	res.Runs = kvs[3]
+	res.stores = newStores(js, kvs[0], kvs[1], kvs[2], 0)
+	return res, nil
 }

@@ -1,12 +1,14 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/reconciler/reconciler/internal/planner"
@@ -14,13 +16,23 @@ import (
 
 // AppliedRecord is what the reconciler last wrote to a script: per binding
 // name its type and a keyed fingerprint of its value (never the value),
-// the desired-state revision the write was planned from, and when.
+// the desired-state revision the write was planned from, the explicit
+// removes it carried out, and when.
 type AppliedRecord struct {
 	Version         int                        `json:"v"`
 	Bindings        map[string]planner.Applied `json:"bindings"`
 	DesiredRevision uint64                     `json:"desired_revision"`
 	Strategy        string                     `json:"strategy,omitempty"`
 	AppliedAt       time.Time                  `json:"applied_at"`
+	// Removed holds the explicit removes (patch "remove") that a reconcile
+	// has carried out, by name with the stamp of the operation: once
+	// carried out, a tombstone only orders operations and never deletes
+	// again.
+	Removed map[string]Stamp `json:"removed,omitempty"`
+	// ModifiedOn is the script's modified_on from a namespace listing
+	// taken before a read that found the script converged; empty when
+	// unknown (a write does not return it).
+	ModifiedOn string `json:"modified_on,omitempty"`
 }
 
 // LastApplied returns the planner's view of the record.
@@ -31,11 +43,35 @@ func (r *AppliedRecord) LastApplied() planner.LastApplied {
 	return planner.LastApplied{Bindings: r.Bindings}
 }
 
+// sameAs reports whether r and o record the same thing (AppliedAt aside).
+func (r *AppliedRecord) sameAs(o *AppliedRecord) bool {
+	if r.DesiredRevision != o.DesiredRevision || r.ModifiedOn != o.ModifiedOn || !r.LastApplied().Equal(o.LastApplied()) ||
+		len(r.Removed) != len(o.Removed) {
+		return false
+	}
+	for n, s := range r.Removed {
+		if o.Removed[n] != s {
+			return false
+		}
+	}
+	return true
+}
+
 // stores wraps the KV buckets that hold the reconciler's state.
 type stores struct {
+	js      jetstream.JetStream
 	desired jetstream.KeyValue
 	applied jetstream.KeyValue
 	leases  jetstream.KeyValue
+	// desiredSubject is the subject prefix of the desired bucket's keys,
+	// for pipelined compare-and-set publishes.
+	desiredSubject string
+	cache          *stateCache
+}
+
+func newStores(js jetstream.JetStream, desired, applied, leases jetstream.KeyValue, cacheSize int) *stores {
+	return &stores{js: js, desired: desired, applied: applied, leases: leases,
+		desiredSubject: "$KV." + desired.Bucket() + ".", cache: newStateCache(cacheSize)}
 }
 
 // maxCASAttempts bounds compare-and-set retries on one key.
@@ -44,57 +80,30 @@ const maxCASAttempts = 64
 // errNotFound is returned by loads of keys that do not exist.
 var errNotFound = errors.New("not found")
 
-// fold folds events into the desired state of key with compare-and-set, so
-// that replicas folding concurrently never lose an operation. It returns
-// the fold result of each event and the revision that holds them.
-func (s *stores) fold(ctx context.Context, key string, events []*Event) ([]FoldResult, uint64, error) {
-	for attempt := 0; attempt < maxCASAttempts; attempt++ {
-		state, rev, err := s.loadDesired(ctx, key)
-		if errors.Is(err, errNotFound) {
-			state, rev, err = NewDesiredState(events[0].Ref()), 0, nil
-		}
-		if err != nil {
-			return nil, 0, err
-		}
-		results := make([]FoldResult, len(events))
-		changed := false
-		for i, e := range events {
-			results[i] = state.Fold(e)
-			changed = changed || results[i].Changed()
-		}
-		if !changed {
-			return results, rev, nil
-		}
-		data, err := json.Marshal(state)
-		if err != nil {
-			return nil, 0, err
-		}
-		var newRev uint64
-		if rev == 0 {
-			newRev, err = s.desired.Create(ctx, key, data)
-		} else {
-			newRev, err = s.desired.Update(ctx, key, data, rev)
-		}
-		if err == nil {
-			return results, newRev, nil
-		}
-		if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
-			continue // another replica folded first: read again
-		}
-		return nil, 0, fmt.Errorf("storing desired state of %s: %w", key, err)
-	}
-	return nil, 0, fmt.Errorf("storing desired state of %s: %d compare-and-set conflicts in a row", key, maxCASAttempts)
-}
-
+// isWrongLastSequence reports a failed compare-and-set: the key changed
+// since it was read.
 func isWrongLastSequence(err error) bool {
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
 		return true
 	}
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == 10164)
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
-// loadDesired reads the desired state of key and its revision.
+// encodeState encodes a stored value without HTML escaping (a binding
+// value's "<" stays one byte, so the stored size is the size checked).
+func encodeState(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+// loadDesired reads the desired state of key and its revision from KV
+// (never from the cache).
 func (s *stores) loadDesired(ctx context.Context, key string) (*DesiredState, uint64, error) {
 	e, err := s.desired.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -103,80 +112,103 @@ func (s *stores) loadDesired(ctx context.Context, key string) (*DesiredState, ui
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading desired state of %s: %w", key, err)
 	}
+	st, err := decodeDesired(key, e.Value())
+	if err != nil {
+		return nil, 0, err
+	}
+	return st, e.Revision(), nil
+}
+
+func decodeDesired(key string, data []byte) (*DesiredState, error) {
 	var st DesiredState
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return nil, 0, fmt.Errorf("desired state of %s is corrupt: %w", key, err)
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("desired state of %s is corrupt: %w", key, err)
 	}
 	if st.Names == nil {
 		st.Names = map[string]*NameOp{}
 	}
-	return &st, e.Revision(), nil
+	return &st, nil
 }
 
-// loadApplied reads the last-applied record of key (an empty record when
-// there is none).
-func (s *stores) loadApplied(ctx context.Context, key string) (*AppliedRecord, error) {
+// updateDesired changes the desired state of key with compare-and-set:
+// edit is applied to the current state (a copy) until the update wins. It
+// returns the new revision (the old one when edit reports no change).
+func (s *stores) updateDesired(ctx context.Context, key string, edit func(*DesiredState) bool) (uint64, error) {
+	for attempt := 0; attempt < maxCASAttempts; attempt++ {
+		st, rev, err := s.loadDesired(ctx, key)
+		if err != nil {
+			return 0, err
+		}
+		if !edit(st) {
+			return rev, nil
+		}
+		data, err := encodeState(st)
+		if err != nil {
+			return 0, err
+		}
+		newRev, err := s.desired.Update(ctx, key, data, rev)
+		if err == nil {
+			s.cache.put(key, st, newRev)
+			return newRev, nil
+		}
+		if !isWrongLastSequence(err) {
+			return 0, fmt.Errorf("storing desired state of %s: %w", key, err)
+		}
+	}
+	return 0, fmt.Errorf("storing desired state of %s: %d compare-and-set conflicts in a row", key, maxCASAttempts)
+}
+
+// loadApplied reads the last-applied record of key (an empty record and
+// revision 0 when there is none).
+func (s *stores) loadApplied(ctx context.Context, key string) (*AppliedRecord, uint64, error) {
 	e, err := s.applied.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return &AppliedRecord{Version: 1, Bindings: map[string]planner.Applied{}}, nil
+		return &AppliedRecord{Version: 1, Bindings: map[string]planner.Applied{}}, 0, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading last-applied state of %s: %w", key, err)
+		return nil, 0, fmt.Errorf("reading last-applied state of %s: %w", key, err)
 	}
 	var r AppliedRecord
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return nil, fmt.Errorf("last-applied state of %s is corrupt: %w", key, err)
+		return nil, 0, fmt.Errorf("last-applied state of %s is corrupt: %w", key, err)
 	}
 	if r.Bindings == nil {
 		r.Bindings = map[string]planner.Applied{}
 	}
-	return &r, nil
+	return &r, e.Revision(), nil
 }
 
-// saveApplied stores the last-applied record of key. Only the holder of the
-// script's lease writes it.
-func (s *stores) saveApplied(ctx context.Context, key string, r *AppliedRecord) error {
-	data, err := json.Marshal(r)
+// errAppliedChanged is a lost compare-and-set on a last-applied record:
+// another replica recorded a write since this reconcile read it.
+var errAppliedChanged = errors.New("the last-applied record changed during the reconcile")
+
+// saveApplied stores the last-applied record of key if it is still at
+// revision rev (0: absent), so that a replica that lost its lease cannot
+// overwrite what the new holder recorded.
+func (s *stores) saveApplied(ctx context.Context, key string, r *AppliedRecord, rev uint64) error {
+	data, err := encodeState(r)
 	if err != nil {
 		return err
 	}
-	if _, err := s.applied.Put(ctx, key, data); err != nil {
+	if rev == 0 {
+		_, err = s.applied.Create(ctx, key, data)
+	} else {
+		_, err = s.applied.Update(ctx, key, data, rev)
+	}
+	if isWrongLastSequence(err) {
+		return fmt.Errorf("storing last-applied state of %s: %w", key, errAppliedChanged)
+	}
+	if err != nil {
 		return fmt.Errorf("storing last-applied state of %s: %w", key, err)
 	}
 	return nil
 }
 
-// lease is a held per-script lease.
-type lease struct {
-	key string
-	rev uint64
-}
-
-// acquireLease takes the per-script lease that keeps two replicas from
-// writing one script at once. It returns ok=false when another owner holds
-// it. Leases expire with the bucket's TTL unless renewed.
-func (s *stores) acquireLease(ctx context.Context, key, owner string) (*lease, bool, error) {
-	rev, err := s.leases.Create(ctx, key, []byte(owner))
-	if err == nil {
-		return &lease{key: key, rev: rev}, true, nil
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
-		return nil, false, nil
-	}
-	return nil, false, fmt.Errorf("acquiring lease on %s: %w", key, err)
-}
-
-// renew extends the lease; it fails when the lease was lost.
-func (s *stores) renewLease(ctx context.Context, l *lease, owner string) error {
-	rev, err := s.leases.Update(ctx, l.key, []byte(owner), l.rev)
-	if err != nil {
-		return fmt.Errorf("renewing lease on %s: %w", l.key, err)
-	}
-	l.rev = rev
-	return nil
-}
-
-// releaseLease gives the lease up (only if still ours).
-func (s *stores) releaseLease(ctx context.Context, l *lease) {
-	_ = s.leases.Delete(ctx, l.key, jetstream.LastRevision(l.rev))
+// publishDesiredAsync starts a compare-and-set of the desired state of key
+// from revision rev (0: the key must not exist) without waiting for the
+// answer, so that the folds of many scripts share one round trip.
+func (s *stores) publishDesiredAsync(key string, data []byte, rev uint64) (jetstream.PubAckFuture, error) {
+	m := nats.NewMsg(s.desiredSubject + key)
+	m.Data = data
+	return s.js.PublishMsgAsync(m, jetstream.WithExpectLastSequencePerSubject(rev))
 }

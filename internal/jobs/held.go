@@ -1,0 +1,195 @@
+package jobs
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// acker settles one delivered JetStream message. It is what the pipeline
+// keeps of a message once its event is folded, so that a held event costs
+// a few dozen bytes rather than its whole body.
+type acker interface {
+	Ack() error
+	NakWithDelay(time.Duration) error
+	InProgress() error
+	TermWithReason(string) error
+}
+
+// replyAcker settles a message by publishing to its reply subject, as
+// jetstream.Msg does, without keeping the message.
+type replyAcker struct {
+	nc    *nats.Conn
+	reply string
+}
+
+func (a replyAcker) Ack() error        { return a.nc.Publish(a.reply, []byte("+ACK")) }
+func (a replyAcker) InProgress() error { return a.nc.Publish(a.reply, []byte("+WPI")) }
+func (a replyAcker) NakWithDelay(d time.Duration) error {
+	return a.nc.Publish(a.reply, []byte(`-NAK {"delay": `+strconv.FormatInt(int64(d), 10)+`}`))
+}
+func (a replyAcker) TermWithReason(reason string) error {
+	return a.nc.Publish(a.reply, []byte("+TERM "+reason))
+}
+
+// compactAcker returns the acker to keep for msg.
+func compactAcker(nc *nats.Conn, msg message) acker {
+	if m, ok := msg.(jetstream.Msg); ok && nc != nil && m.Reply() != "" {
+		return replyAcker{nc: nc, reply: m.Reply()}
+	}
+	return msg
+}
+
+// heldEvent is a folded event waiting for a reconcile of its script.
+type heldEvent struct {
+	ack        acker
+	id         string
+	lane       lane
+	stream     string // the stream it came from, to read it back for a dead letter
+	streamSeq  uint64
+	delivered  uint64
+	foldRev    uint64 // the desired-state revision that holds its fold
+	occurredAt time.Time
+	backfill   *backfillItem // set for work of a backfill run
+	// body and subject are kept only for a message that is settled before
+	// it was folded (bad input); a held event's body is read back from its
+	// stream if it is ever dead-lettered.
+	body    []byte
+	subject string
+}
+
+// scriptState is what the process holds for one script: its folded events
+// waiting for a reconcile, and the listing's modified_on to record once a
+// read finds it converged.
+type scriptState struct {
+	held       []*heldEvent
+	modifiedOn string
+}
+
+// heldTable holds the events of every script between fold and settle.
+type heldTable struct {
+	mu      sync.Mutex
+	scripts map[string]*scriptState
+	count   [numLanes]int
+}
+
+func newHeldTable() *heldTable { return &heldTable{scripts: map[string]*scriptState{}} }
+
+// add holds events of key.
+func (t *heldTable) add(key string, hs ...*heldEvent) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.scripts[key]
+	if st == nil {
+		st = &scriptState{}
+		t.scripts[key] = st
+	}
+	st.held = append(st.held, hs...)
+	for _, h := range hs {
+		t.count[h.lane]++
+	}
+}
+
+// setModifiedOn records the listing's modified_on of key.
+func (t *heldTable) setModifiedOn(key, modifiedOn string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.scripts[key]
+	if st == nil {
+		st = &scriptState{}
+		t.scripts[key] = st
+	}
+	st.modifiedOn = modifiedOn
+}
+
+// snapshot returns the highest fold revision of key's held events and the
+// listing's modified_on: a reconcile must read at least that revision.
+func (t *heldTable) snapshot(key string) (maxRev uint64, modifiedOn string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.scripts[key]
+	if st == nil {
+		return 0, ""
+	}
+	for _, h := range st.held {
+		maxRev = max(maxRev, h.foldRev)
+	}
+	return maxRev, st.modifiedOn
+}
+
+// take removes and returns the held events of key whose fold is at or
+// below rev (all of them when rev is ^0).
+func (t *heldTable) take(key string, rev uint64) []*heldEvent {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.scripts[key]
+	if st == nil {
+		return nil
+	}
+	var done []*heldEvent
+	kept := st.held[:0]
+	for _, h := range st.held {
+		if h.foldRev <= rev {
+			done = append(done, h)
+			t.count[h.lane]--
+		} else {
+			kept = append(kept, h)
+		}
+	}
+	clear(st.held[len(kept):])
+	st.held = kept
+	if len(st.held) == 0 {
+		delete(t.scripts, key)
+	}
+	return done
+}
+
+// has reports whether key holds events.
+func (t *heldTable) has(key string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.scripts[key].heldOrNil()) > 0
+}
+
+func (s *scriptState) heldOrNil() []*heldEvent {
+	if s == nil {
+		return nil
+	}
+	return s.held
+}
+
+// takeAll removes and returns every held event.
+func (t *heldTable) takeAll() []*heldEvent {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []*heldEvent
+	for key, st := range t.scripts {
+		out = append(out, st.held...)
+		delete(t.scripts, key)
+	}
+	t.count = [numLanes]int{}
+	return out
+}
+
+// ackers returns the ackers of every held event (for heartbeats).
+func (t *heldTable) ackers() []acker {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]acker, 0, t.count[laneLive]+t.count[laneBackfill])
+	for _, st := range t.scripts {
+		for _, h := range st.held {
+			out = append(out, h.ack)
+		}
+	}
+	return out
+}
+
+// counts returns the number of held events per lane.
+func (t *heldTable) counts() [numLanes]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.count
+}

@@ -1,0 +1,41 @@
+package jobs
+
+// Reason says why an event was dead-lettered. It is the "reason" of a
+// dead-letter record and the reason label of reconciler_dead_letters_total,
+// so its values are few and fixed: every one is listed in Reasons.
+type Reason string
+
+// Dead-letter reasons.
+const (
+	// Bad input, found when the event is decoded.
+	ReasonInvalidJSON     Reason = "invalid_json"
+	ReasonTooLarge        Reason = "too_large"
+	ReasonSchema          Reason = "unsupported_schema"
+	ReasonMissingField    Reason = "missing_field"
+	ReasonInvalidField    Reason = "invalid_field"
+	ReasonInvalidBinding  Reason = "invalid_binding"
+	ReasonSubjectMismatch Reason = "subject_mismatch"
+	// Failures of a reconcile that retrying cannot fix.
+	ReasonNotFound       Reason = "not_found"
+	ReasonAPIRejected    Reason = "api_rejected"
+	ReasonInvalidDesired Reason = "invalid_desired_state"
+	// Failures that kept coming back until the deliveries ran out.
+	ReasonMaxDeliveries Reason = "max_deliveries"
+	ReasonPanic         Reason = "panic"
+)
+
+// Reasons lists every Reason, for metrics to pre-create their series.
+var Reasons = []Reason{
+	ReasonInvalidJSON, ReasonTooLarge, ReasonSchema, ReasonMissingField, ReasonInvalidField,
+	ReasonInvalidBinding, ReasonSubjectMismatch, ReasonNotFound, ReasonAPIRejected,
+	ReasonInvalidDesired, ReasonMaxDeliveries, ReasonPanic,
+}
+
+// ReasonLabels returns Reasons as strings.
+func ReasonLabels() []string {
+	out := make([]string, len(Reasons))
+	for i, r := range Reasons {
+		out[i] = string(r)
+	}
+	return out
+}
