@@ -159,7 +159,9 @@ func (r *Runner) publishResult(ctx context.Context, h *heldEvent, outcome string
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if _, err := r.res.JS.Publish(pctx, r.cfg.ResultsPrefix+"."+item.run+"."+item.key, data); err != nil {
+	m := nats.NewMsg(r.cfg.ResultsPrefix + "." + item.run + "." + item.key)
+	m.Data = data
+	if _, err := r.pub.PublishMsg(pctx, m); err != nil {
 		return err
 	}
 	r.m.BackfillScripts.WithLabelValues(outcome).Inc()

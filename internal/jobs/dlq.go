@@ -98,7 +98,7 @@ func (r *Runner) publishDeadLetter(ctx context.Context, rec DeadLetter, deliveri
 	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("dlq:%s:%d:%d", rec.Stream, rec.StreamSeq, deliveries))
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	ack, err := r.res.JS.PublishMsg(pctx, m)
+	ack, err := r.pub.PublishMsg(pctx, m)
 	if err != nil {
 		return false, err
 	}

@@ -26,6 +26,12 @@ type API interface {
 	DeployVersion(ctx context.Context, ref cfapi.ScriptRef, versionID, message string) (*cfapi.Deployment, error)
 }
 
+// publisher is what settling needs of JetStream: a publish that waits for
+// the stream's acknowledgement.
+type publisher interface {
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
 // message is what the pipeline needs of a delivered JetStream message.
 type message interface {
 	acker
@@ -62,6 +68,9 @@ type Runner struct {
 	queue *keyQueue
 	held  *heldTable
 	auth  authGate
+	// pub stores dead letters and backfill results (the JetStream
+	// context; a recorder in unit tests).
+	pub publisher
 
 	// backlog is set while the live consumer has events not yet folded,
 	// so that debounced scripts wait for them (see keyQueue).
@@ -82,7 +91,7 @@ func NewRunner(cfg Config, res *Resources, api API, p *planner.Planner, m *metri
 	cfg = cfg.withDefaults()
 	st := *res.stores
 	st.cache = newStateCache(cfg.StateCacheSize)
-	r := &Runner{cfg: cfg, res: res, st: &st, api: api, planner: p, m: m, log: log,
+	r := &Runner{cfg: cfg, res: res, st: &st, api: api, planner: p, m: m, log: log, pub: res.JS,
 		held: newHeldTable(), failures: map[string]int{}, maxState: planner.MaxDesiredBytes * 2}
 	if nc := res.JS.Conn(); nc != nil && nc.MaxPayload() > 0 {
 		r.maxState = int(nc.MaxPayload()) - 4<<10
