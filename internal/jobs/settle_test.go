@@ -104,7 +104,7 @@ func TestSettle(t *testing.T) {
 		{name: "backfill failure records the dead letter and the result", delivered: 1, backfill: true,
 			o: deadLetterOutcome(ReasonNotFound, boom), wantActions: []string{"term:not_found"},
 			wantPublish: []string{"bindings_dlq.", "bindings_backfill_results.run1."},
-			wantEvents: map[string]float64{"dead_lettered": 1}, wantDLQ: ReasonNotFound},
+			wantEvents:  map[string]float64{"dead_lettered": 1}, wantDLQ: ReasonNotFound},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
