@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,7 +37,7 @@ const acct = cfapitest.DefaultAccount
 type harness struct {
 	t        *testing.T
 	storeDir string
-	srv      *natsembed.Server
+	srv      natsServer
 	url      string
 	nc       *nats.Conn
 	js       jetstream.JetStream
@@ -44,6 +47,7 @@ type harness struct {
 	planner  *planner.Planner
 	limiter  *cfapi.Limiter
 	rec      *recordingTransport
+	opts     harnessOpts
 }
 
 // recordingTransport keeps the body of every request the client sends.
@@ -81,11 +85,16 @@ type harnessOpts struct {
 	budget int
 	window time.Duration
 	cfg    Config
+	// wrapAPI, when set, wraps the client every runner uses.
+	wrapAPI func(API) API
+	// natsDefaults starts the server with NATS's default max_payload
+	// (1 MiB), as an external server has, instead of the embedded 8 MiB.
+	natsDefaults bool
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
 	t.Helper()
-	h := &harness{t: t, storeDir: t.TempDir(), rec: &recordingTransport{}}
+	h := &harness{t: t, storeDir: t.TempDir(), rec: &recordingTransport{}, opts: o}
 	h.startServer()
 	h.emu, h.baseURL = cfapitest.NewTestServer(t, o.emu)
 	if err := h.emu.CreateNamespace(acct, "customers"); err != nil {
@@ -129,7 +138,13 @@ func (h *harness) startServer() {
 	if h.url != "" {
 		listen = strings.TrimPrefix(h.url, "nats://")
 	}
-	s, err := natsembed.Start(h.storeDir, listen)
+	var s natsServer
+	var err error
+	if h.opts.natsDefaults {
+		s, err = startPlainServer(h.storeDir, listen)
+	} else {
+		s, err = natsembed.Start(h.storeDir, listen)
+	}
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -147,6 +162,31 @@ func (h *harness) startServer() {
 		h.nc.Close()
 		s.Shutdown()
 	})
+}
+
+// natsServer is a running test server.
+type natsServer interface {
+	ClientURL() string
+	Shutdown()
+}
+
+// plainServer is a nats-server with the NATS defaults (max_payload 1 MiB).
+type plainServer struct{ *server.Server }
+
+func (p plainServer) Shutdown() { p.Server.Shutdown(); p.Server.WaitForShutdown() }
+
+func startPlainServer(dir, listen string) (natsServer, error) {
+	host, port, _ := net.SplitHostPort(listen)
+	p, _ := strconv.Atoi(port)
+	s, err := server.NewServer(&server.Options{Host: host, Port: p, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	if err != nil {
+		return nil, err
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		return nil, fmt.Errorf("server not ready")
+	}
+	return plainServer{s}, nil
 }
 
 // stopServer kills the server without any drain (a crash).
@@ -195,7 +235,11 @@ func (h *harness) startRunner(owner string) *runner {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	log := zaptest.NewLogger(h.t, zaptest.Level(zap.WarnLevel)).Named(owner)
-	r := NewRunner(cfg, res, h.client(m.APIHooks()), h.planner, m, log)
+	var api API = h.client(m.APIHooks())
+	if h.opts.wrapAPI != nil {
+		api = h.opts.wrapAPI(api)
+	}
+	r := NewRunner(cfg, res, api, h.planner, m, log)
 	rn := &runner{r: r, m: m, reg: reg, cancel: cancel, done: make(chan error, 1), nc: nc}
 	go func() { rn.done <- r.Run(ctx) }()
 	h.t.Cleanup(func() { rn.stop(h.t) })

@@ -397,7 +397,10 @@ func checkState(st *DesiredState, limit int) ([]byte, error) {
 			}
 		}
 	}
-	if renames || total > planner.MaxDesiredBytes {
+	if total > planner.MaxDesiredBytes {
+		return nil, fmt.Errorf("%w: its bindings are %d bytes of JSON, over the limit of %d", errStateTooLarge, total, planner.MaxDesiredBytes)
+	}
+	if renames {
 		d := st.Desired()
 		d.Remove = nil // a tombstone never conflicts with an upsert of its own name
 		if err := validator.Validate(d); err != nil {
