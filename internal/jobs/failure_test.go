@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 )
@@ -205,7 +206,6 @@ func TestTwoRunnersShareWork(t *testing.T) {
 				h.publish(event(fmt.Sprintf("two-%d-%d", s, g), "customers", fmt.Sprintf("tenant-%d", s), uint64(g), "patch", map[string]any{
 					"upsert": []any{b(fmt.Sprintf(`{"type":"plain_text","name":"V","text":"%d"}`, g)),
 						b(fmt.Sprintf(`{"type":"plain_text","name":"N%d","text":"x"}`, g))}}))
-				time.Sleep(3 * time.Millisecond)
 			}
 		}(s)
 	}
@@ -252,13 +252,24 @@ func TestResyncRepairsDrift(t *testing.T) {
 
 // TestConsumerRecreatedAfterDeletion: when the durable consumer disappears
 // (deleted by an operator, lost in a restart), the runner recreates it and
-// keeps consuming.
+// keeps consuming, resuming after the last acknowledged event instead of
+// delivering the whole stream again.
 func TestConsumerRecreatedAfterDeletion(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	h.seedScript("customers", "tenant-1")
-	h.startRunner("r1")
-	h.publish(event("before", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{b(`{"type":"plain_text","name":"A","text":"1"}`)}}))
+	const before = 20
+	for i := 0; i < before; i++ {
+		h.seedScript("customers", fmt.Sprintf("tenant-%d", i))
+	}
+	rn := h.startRunner("r1")
+	for i := 0; i < before; i++ {
+		h.publish(event(fmt.Sprintf("before-%d", i), "customers", fmt.Sprintf("tenant-%d", i), 1, "patch",
+			map[string]any{"upsert": []any{b(`{"type":"plain_text","name":"A","text":"1"}`)}}))
+	}
 	h.waitDrained(20 * time.Second)
+	h.eventually("the runner saw the ack floor", 10*time.Second, func() (bool, string) {
+		return rn.r.ackFloor.Load() >= before, fmt.Sprint(rn.r.ackFloor.Load())
+	})
+	received := promtestutil.ToFloat64(rn.m.EventsReceived)
 	if err := h.js.DeleteConsumer(context.Background(), "BINDINGS", "reconciler"); err != nil {
 		t.Fatal(err)
 	}
@@ -271,6 +282,9 @@ func TestConsumerRecreatedAfterDeletion(t *testing.T) {
 		got := h.stored("customers", "tenant-1")
 		return got["B"] != "", fmt.Sprint(keys(got))
 	})
+	if n := promtestutil.ToFloat64(rn.m.EventsReceived) - received; n != 1 {
+		t.Errorf("%v events delivered after the recreation, want 1: the stream was delivered again", n)
+	}
 }
 
 // TestExhaustedDeliveriesAreDeadLettered: an event whose deliveries all
@@ -283,7 +297,8 @@ func TestExhaustedDeliveriesAreDeadLettered(t *testing.T) {
 	res := h.setup()
 	h.publish(event("doomed", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"secret_text","name":"S","text":"never-in-dlq"}`)}}))
-	// Two deliveries that are never acknowledged.
+	// Two deliveries that are never acknowledged: the second fetch waits
+	// for the redelivery after AckWait.
 	for i := 0; i < 2; i++ {
 		batch, err := res.Consumer.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
@@ -296,7 +311,6 @@ func TestExhaustedDeliveriesAreDeadLettered(t *testing.T) {
 		if n != 1 {
 			t.Fatalf("delivery %d: got %d messages", i+1, n)
 		}
-		time.Sleep(1200 * time.Millisecond) // let AckWait expire
 	}
 	h.startRunner("r1")
 	h.eventually("dead letter for the exhausted event", 20*time.Second, func() (bool, string) {

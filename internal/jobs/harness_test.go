@@ -220,7 +220,13 @@ type runner struct {
 // until stop.
 func (h *harness) startRunner(owner string) *runner {
 	h.t.Helper()
-	nc, err := nats.Connect(h.url, nats.MaxReconnects(-1))
+	return h.startRunnerVia(owner, h.url)
+}
+
+// startRunnerVia starts a runner connected to NATS at url (a proxy).
+func (h *harness) startRunnerVia(owner, url string) *runner {
+	h.t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -1,11 +1,13 @@
 package cfapitest
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -310,8 +312,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(rec, http.StatusConflict, CodeConcurrentModify, messageConcurrentEdit)
 			return
 		}
-		if !sleepCtx(r.Context(), faults.WriteLatency) {
-			return
+		if faults.WriteLatency > 0 {
+			// Read the body first, as the real API receives the whole
+			// upload before it works on it: then a client that gives up
+			// (closes the connection) cancels r.Context() during the wait,
+			// and the write is not made.
+			body, err := io.ReadAll(http.MaxBytesReader(rec, r.Body, 256<<20))
+			if err != nil {
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if !sleepCtx(r.Context(), faults.WriteLatency) {
+				return
+			}
 		}
 	}
 	rt.handle(rec, r, p)
