@@ -315,4 +315,3 @@ func (s *Server) listWorkerVersions(w http.ResponseWriter, r *http.Request, p pa
 	}
 	writeResult(w, items, map[string]any{"page": page, "per_page": perPage, "count": len(items), "total_count": len(sc.versions)})
 }
-
