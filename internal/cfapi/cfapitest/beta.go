@@ -150,7 +150,7 @@ func (s *Server) createWorkerVersion(w http.ResponseWriter, r *http.Request, p p
 		if body.Migrations != nil && body.Migrations.NewTag != "" {
 			sc.migrationTag = body.Migrations.NewTag
 		}
-		s.deployOnly(sc, v, withTriggeredBy(nil, "deployment"))
+		s.deployOnly(sc, v, nil)
 	}
 	writeResult(w, betaVersionResult(p, v, false), nil)
 }

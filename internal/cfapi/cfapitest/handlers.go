@@ -133,7 +133,7 @@ func (s *Server) patchSettings(w http.ResponseWriter, r *http.Request, p params)
 	applySettings(sc.settings, settings)
 	vs := maps.Clone(base.Settings)
 	applySettings(vs, versioned(settings))
-	v := s.addVersion(sc, derive(base, bindings, vs, sourceOf(r), "settings"))
+	v := s.addVersion(sc, derive(base, bindings, vs, sourceOf(r), ""))
 	s.deployOnly(sc, v, v.Annotations)
 	writeResult(w, settingsResult(p, sc), nil)
 }
@@ -278,7 +278,7 @@ func (s *Server) postVersion(w http.ResponseWriter, r *http.Request, p params) {
 	settings := versioned(sc.latest().Settings)
 	applySettings(settings, versioned(up.settings))
 	v := s.addVersion(sc, Version{MainModule: up.mainModule, Modules: up.modules, Bindings: bindings,
-		Settings: settings, Annotations: withTriggeredBy(up.annotations, "version_upload"), Source: sourceOf(r)})
+		Settings: settings, Annotations: withTriggeredBy(up.annotations, "upload"), Source: sourceOf(r)})
 	writeResult(w, versionResult(p, sc, v), nil)
 }
 
@@ -321,7 +321,7 @@ func (s *Server) postDeployment(w http.ResponseWriter, r *http.Request, p params
 		}
 	}
 	d := &Deployment{Strategy: req.Strategy, Versions: req.Versions,
-		Annotations: withTriggeredBy(req.Annotations, "deployment"), Source: sourceOf(r)}
+		Annotations: req.Annotations, Source: sourceOf(r)}
 	s.deploy(sc, d)
 	writeResult(w, deploymentResult(d), nil)
 }

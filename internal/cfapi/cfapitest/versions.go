@@ -164,6 +164,6 @@ func (s *Server) Deploy(account, namespace, name string, versions ...DeploymentV
 		}
 	}
 	s.deploy(st, &Deployment{Strategy: "percentage", Versions: slices.Clone(versions),
-		Annotations: withTriggeredBy(nil, "deployment")})
+		})
 	return nil
 }
