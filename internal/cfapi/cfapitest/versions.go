@@ -163,7 +163,6 @@ func (s *Server) Deploy(account, namespace, name string, versions ...DeploymentV
 			return fmt.Errorf("cfapitest: script %s has no version %s", name, dv.VersionID)
 		}
 	}
-	s.deploy(st, &Deployment{Strategy: "percentage", Versions: slices.Clone(versions),
-		})
+	s.deploy(st, &Deployment{Strategy: "percentage", Versions: slices.Clone(versions)})
 	return nil
 }
