@@ -40,56 +40,13 @@ import (
 const (
 	account = "023e105f4ecef8ad9ca31a8372d0c353"
 	token   = "e2e-token"
-	tenant  = "tenant-wrangler"
+	tenant  = "tenant-wrangler" // the name in tenant/wrangler.toml
 	// namespace exists in the emulator from the start (--namespaces).
 	namespace = "customers"
 )
 
-// wranglerTOML is the tenant's project: the bindings the wrangler captures
-// use (vars, KV, R2, D1, a service and a Durable Object with a migration).
-const wranglerTOML = `name = "` + tenant + `"
-main = "src/index.js"
-compatibility_date = "2025-01-01"
-workers_dev = true
-
-[vars]
-GREETING = "hello"
-CONFIG = { debug = true, level = 3 }
-
-[[kv_namespaces]]
-binding = "MY_KV"
-id = "0f2ac74b498b48028cb68387c421e279"
-
-[[r2_buckets]]
-binding = "MY_BUCKET"
-bucket_name = "my-bucket"
-
-[[d1_databases]]
-binding = "MY_DB"
-database_name = "my-db"
-database_id = "4e1c28a9-90e4-41da-8b4b-6cf36e5abb29"
-
-[[services]]
-binding = "AUTH"
-service = "auth-worker"
-
-[[durable_objects.bindings]]
-name = "COUNTER"
-class_name = "Counter"
-
-[[migrations]]
-tag = "v1"
-new_sqlite_classes = ["Counter"]
-`
-
-const indexJS = `export class Counter {
-  constructor(state, env) { this.state = state; }
-  async fetch() { return new Response("counter"); }
-}
-export default { fetch() { return new Response("ok") } }
-`
-
-// wranglerBindings are the bindings every wrangler deploy above creates.
+// wranglerBindings are the bindings of tenant/wrangler.toml: vars, KV, R2,
+// D1, a service and a Durable Object with a migration.
 var wranglerBindings = []string{"GREETING", "CONFIG", "MY_KV", "MY_BUCKET", "MY_DB", "AUTH", "COUNTER"}
 
 func TestWranglerAgainstEmulator(t *testing.T) {
@@ -362,9 +319,17 @@ type wrangler struct {
 }
 
 func newWrangler(t *testing.T, node, js, base string) *wrangler {
+	// The project is tenant/ (the one the README's "Try it with wrangler"
+	// deploys), copied so that wrangler's .wrangler directory stays out of
+	// the repository.
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "wrangler.toml"), wranglerTOML)
-	writeFile(t, filepath.Join(dir, "src", "index.js"), indexJS)
+	for _, f := range []string{"wrangler.toml", filepath.Join("src", "index.js")} {
+		data, err := os.ReadFile(filepath.Join("tenant", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, f), string(data))
+	}
 	home, tmp := t.TempDir(), t.TempDir()
 	// wrangler checks for updates on the npm registry when it prints its
 	// banner; the banner is off, and a fresh cache answers any other check.
