@@ -199,11 +199,11 @@ func TestBetaGetAndListVersions(t *testing.T) {
 		t.Error("a version GET shows a secret's text")
 	}
 	got = betaVersion{}
-	a.get(betaPath("w") + "/versions/" + v.ID).result(t, &got)
+	a.get(betaPath("w")+"/versions/"+v.ID).result(t, &got)
 	if got.Modules != nil {
 		t.Error("modules without include=modules")
 	}
-	a.get(betaPath("w") + "/versions/latest").result(t, &got)
+	a.get(betaPath("w")+"/versions/latest").result(t, &got)
 	if got.ID != v.ID {
 		t.Errorf("latest is %s, want %s", got.ID, v.ID)
 	}

@@ -241,7 +241,7 @@ func TestSplitEditReject(t *testing.T) {
 	// The split's versions keep their own bindings.
 	for id, want := range map[string][]string{v1: {"API_KEY", "GREETING"}, v2: {"GREETING", "USER_KV"}} {
 		var v struct{ Bindings json.RawMessage }
-		a.get("/accounts/" + acct + "/workers/workers/w/versions/" + id).result(t, &v)
+		a.get("/accounts/"+acct+"/workers/workers/w/versions/"+id).result(t, &v)
 		got := bindingsOf(t, v.Bindings)
 		if len(got) != len(want) {
 			t.Errorf("version %s bindings %s, want %v", id, v.Bindings, want)
