@@ -230,3 +230,19 @@ func TestBetaGetAndListVersions(t *testing.T) {
 	}
 	expect(t, a.get(betaPath("w")+"/versions?per_page=101"), http.StatusBadRequest, CodeValidation)
 }
+
+// inherit resolves against the latest version, deployed or not; version_id
+// names another.
+func TestBetaInheritResolvesAgainstTheLatestVersion(t *testing.T) {
+	s, a := newAPI(t, Options{})
+	seedScript(t, s, "", "w", secretAPI)
+	deployed := mustScript(t, s, "", "w").Versions[0].ID
+	expect(t, a.postJSON(betaPath("w")+"/versions", betaBody(json.RawMessage(plainGr))), http.StatusOK, 0)
+	expect(t, a.postJSON(betaPath("w")+"/versions?deploy=true", betaBody(map[string]any{"type": "inherit", "name": "API_KEY"})),
+		http.StatusBadRequest, CodeInvalidInherit)
+	expect(t, a.postJSON(betaPath("w")+"/versions?deploy=true", betaBody(map[string]any{"type": "inherit", "name": "API_KEY", "version_id": deployed})),
+		http.StatusOK, 0)
+	if v, _ := storedByName(t, s, "", "w")["API_KEY"].String("text"); v != "s3cr3t-value" {
+		t.Errorf("inherited secret %q", v)
+	}
+}
