@@ -60,7 +60,8 @@ func TestWranglerAgainstEmulator(t *testing.T) {
 	bin := filepath.Join(tmp, "reconciler")
 	run(t, ctx, exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/reconciler/reconciler/cmd/reconciler"))
 
-	emu := start(t, bin, "emulator", "--addr", "127.0.0.1:"+freePort(t), "--token", token)
+	// Port 0: the emulator prints the address it listens on.
+	emu := start(t, bin, "emulator", "--addr", "127.0.0.1:0", "--token", token)
 	base := emu.waitFor(t, regexp.MustCompile(`serving at (http://\S+)`))
 	t.Logf("emulator at %s", base)
 	api := &apiClient{base: base}
