@@ -75,6 +75,12 @@ const (
 	EPGetScript       = "get_script"
 	EPCreateNamespace = "create_namespace"
 	EPListNamespaces  = "list_namespaces"
+
+	// The beta Workers API and deployments (versions_beta.go).
+	EPCreateWorkerVersion = "create_worker_version"
+	EPGetWorkerVersion    = "get_worker_version"
+	EPListWorkerVersions  = "list_worker_versions"
+	EPListDeployments     = "list_deployments"
 )
 
 // Client calls the Cloudflare Workers API. It is safe for concurrent use.

@@ -20,4 +20,8 @@
 //   - Every non-2xx answer becomes an *APIError (HTTP status, every
 //     Cloudflare code and message, Ray ID, Retry-After, method and path);
 //     callers ask CodeIs, NotFound and Retryable and never parse strings.
+//   - The beta Workers API (CreateWorkerVersion, ?deploy=true for one-write
+//     changes) takes JSON built once per call, so a retry resends the same
+//     bytes; an inherit entry without version_id resolves against the
+//     latest version, deployed or not (pin it with InheritFrom).
 package cfapi

@@ -29,7 +29,43 @@
 //	create_namespace  POST  {a}/workers/dispatch/namespaces
 //	list_namespaces   GET   {a}/workers/dispatch/namespaces
 //	get_namespace     GET   {a}/workers/dispatch/namespaces/{ns}
-//	unknown           anything else
+//
+// What wrangler 4.x calls besides the uploads (wrangler.go), and the beta
+// Workers API (beta.go; W is {a}/workers/workers/{worker}, {worker} a name
+// or id, ordinary Workers only):
+//
+//	get_service            GET    {a}/workers/services/{s}
+//	list_secrets           GET    D/secrets, O/secrets
+//	get_secret             GET    D/secrets/{name}, O/secrets/{name}
+//	put_secret             PUT    D/secrets, O/secrets (JSON {name, text, type})
+//	delete_secret          DELETE D/secrets/{name}, O/secrets/{name}
+//	patch_secrets          PATCH  D/secrets-bulk, O/secrets-bulk (merge patch)
+//	list_deployments       GET    D/deployments, O/deployments
+//	list_versions          GET    D/versions, O/versions (page, per_page, deployable)
+//	get_version            GET    D/versions/{id}, O/versions/{id}
+//	get_script_settings    GET    O/script-settings
+//	patch_script_settings  PATCH  O/script-settings (JSON)
+//	get_subdomain          GET    {a}/workers/subdomain
+//	get_script_subdomain   GET    O/subdomain
+//	post_script_subdomain  POST   O/subdomain
+//	get_r2_bucket          GET    {a}/r2/buckets/{bucket}
+//	get_worker             GET    W
+//	create_worker_version  POST   W/versions[?deploy=true] (JSON, modules in base64)
+//	list_worker_versions   GET    W/versions (page, per_page)
+//	get_worker_version     GET    W/versions/{id}[?include=modules] ({id} may be "latest")
+//	unknown                anything else
+//
+// Sources of the answers' shapes: services, secrets, deployments,
+// versions/{id}, the subdomains, workers/workers/{n}, script-settings, the
+// R2 bucket and the secret writes follow the wrangler 4.164 captures
+// (reference/wrangler-captures: what wrangler sends and reads) and the
+// Cloudflare SDK types they mirror (ScriptVersion, Deployment, subdomain
+// {enabled, previews_enabled}, Bucket, secret {name, type}); the beta
+// Workers API follows the API reference "Create Version"
+// (reference/seeds/api-create-version.txt) and the facts sheet ("Beta JSON
+// API"); codes 10090, 10092, 10007, 10057, 10214 and 10215 are those
+// wrangler checks (its deploy and secret commands) or users report
+// (workers-sdk #10585, #12392).
 //
 // Binding semantics are the exported pure functions ApplySettingsPatch,
 // ApplyUpload and RenderForGet, which the handlers use, so other packages
@@ -62,6 +98,28 @@
 //     body_part and part bindings by part name or filename.
 //   - A version upload requires main_module and changes nothing live until
 //     a deployment (1 or 2 versions, shares summing to 100) includes it.
+//     GET …/deployments lists the ten newest deployments, newest (active)
+//     first; versions keep their own bindings, so the two versions of a
+//     split stay as uploaded.
+//   - A settings PATCH and a secret edit (PUT or DELETE …/secrets, PATCH
+//     …/secrets-bulk) create a new version from the latest version and
+//     deploy it at 100%. When the latest version is not in the current
+//     deployment they are refused with 400 10214 (settings: "Script edit
+//     failed. You attempted to deploy the latest version with modified
+//     settings, but the latest version isn't currently deployed. …", the
+//     text of workers-sdk #12392) or 10215 (secrets). PATCH
+//     …/script-settings changes the non-versioned settings (logpush,
+//     observability, tags, tail_consumers) without a version.
+//   - The beta Workers API creates a version from JSON: modules decoded from
+//     content_base64, main_module among them, bindings resolved as in a
+//     version upload with bindings_inherit=strict (inherit against the
+//     latest version or version_id, old_name renames, an unresolvable
+//     inherit is 400 10057 with one entry per binding), workers/message cut
+//     to 1000 bytes; ?deploy=true deploys it at 100% in the same request.
+//   - GET …/workers/services/{s} of a missing Worker is 404 10090
+//     "workers.api.error.service_not_found" (wrangler reads it as "new").
+//   - Every write moves the script's modified_on (uploads, versions,
+//     deployments, settings, script-settings, secrets, subdomain).
 //   - Not found: 10007 "This Worker does not exist on your account." for
 //     ordinary scripts, 10092 for dispatch scripts (wrangler requires it).
 //   - Rate limit: 429 code 971 "Please wait and consider throttling your
@@ -90,8 +148,38 @@
 //     400 10021 "could not read content for part metadata".
 //   - Concurrent writes to one script (Options.RejectOverlappingWrites):
 //     409 10035 "Multiple attempts to modify a resource at the same time".
-//   - A settings PATCH creates a new version and deploys it at 100%; inherit
-//     entries and new part-type bindings are refused in a PATCH (10021).
+//   - Inherit entries and new part-type bindings are refused in a settings
+//     PATCH (10021).
+//   - A settings PATCH or a secret edit while the latest version shares a
+//     split deployment (Options.SplitEdits) is undocumented. The default,
+//     SplitEditCollapse, is the worst case for a caller: the new version is
+//     built on the latest one and deployed at 100%, so the split is gone.
+//     SplitEditReject answers 10214/10215 as when the latest version is not
+//     deployed. The status of 10214/10215 (400) is a guess too.
+//   - Wrangler's preflights for what the emulator does not model: every R2
+//     bucket exists (GET {a}/r2/buckets/{b} is 200 {name, creation_date,
+//     location "ENAM", storage_class "Standard"}); every account's
+//     workers.dev subdomain is "reconciler-emulator"; a new script is off
+//     the workers.dev subdomain until POST …/subdomain, whose
+//     previews_enabled follows enabled unless given. Routes and custom
+//     domains are not served (wrangler calls them only when configured).
+//   - "source" of versions and deployments and "last_deployed_from" are
+//     "wrangler" for a request whose User-Agent starts with "wrangler",
+//     "api" otherwise (never "dash", which makes wrangler diff the
+//     config). "workers/triggered_by" is "upload" for script and version
+//     uploads and "secret" for secret edits (values wrangler knows), unset
+//     otherwise. author_email is "".
+//   - A secret put over a binding of another type replaces it. A missing
+//     secret (GET or DELETE …/secrets/{name}) is 404 10056; a missing
+//     version 404 10007; PUT …/secrets without "type" means secret_text.
+//     The secrets-bulk answer lists every secret after the patch.
+//   - The beta API: a missing Worker is 404 10007; the versioned settings
+//     (compatibility_date, compatibility_flags, limits, placement,
+//     usage_model) are exactly the body's, absent means unset; workers/tag
+//     over 100 bytes is 400 10021; members it does not model (assets,
+//     containers, exports, ...) are accepted and ignored; the POST answer
+//     has no modules; pages of list_worker_versions default to 20 and of
+//     list_versions to 10.
 //   - A split deployment makes the version with the larger share live (the
 //     first listed on a tie); the emulator has one live state per script.
 //   - The list cursor is in result_info.cursor, "" after the last page; a
@@ -120,7 +208,8 @@
 // write attempts, 429s, injected faults and overlapping writes to one
 // script, and keeps every arrival time for MaxRequestsInWindow. RequestLog
 // lists finished requests. Bindings and Script return the stored state,
-// secrets included, for assertions; Seed creates deterministic tenants.
+// secrets included, for assertions; Seed creates deterministic tenants;
+// AddVersion and Deploy make versions and (split) deployments directly.
 package cfapitest
 
 // DefaultAccount is the account id the wrangler captures use.

@@ -116,9 +116,14 @@ func (s *Server) patchSettings(w http.ResponseWriter, r *http.Request, p params)
 		writeErr(w, err)
 		return
 	}
-	bindings := sc.bindings
+	base, err := s.editBase(sc, CodeSettingsNotDeployed)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	bindings := base.Bindings
 	if hasBindings {
-		nb, err := ApplySettingsPatch(sc.bindings, patch)
+		nb, err := ApplySettingsPatch(base.Bindings, patch)
 		if err != nil {
 			writeErr(w, asError(err))
 			return
@@ -126,9 +131,10 @@ func (s *Server) patchSettings(w http.ResponseWriter, r *http.Request, p params)
 		bindings = nb
 	}
 	applySettings(sc.settings, settings)
-	v := s.addVersion(sc, Version{MainModule: sc.mainModule, BodyPart: sc.bodyPart, Modules: sc.modules,
-		Bindings: bindings, Settings: versioned(sc.settings)})
-	s.deployOnly(sc, v, nil)
+	vs := maps.Clone(base.Settings)
+	applySettings(vs, versioned(settings))
+	v := s.addVersion(sc, derive(base, bindings, vs, sourceOf(r), ""))
+	s.deployOnly(sc, v, v.Annotations)
 	writeResult(w, settingsResult(p, sc), nil)
 }
 
@@ -199,8 +205,9 @@ func (s *Server) putScript(w http.ResponseWriter, r *http.Request, p params) {
 		sc.migrationTag = up.migrationTag
 	}
 	v := s.addVersion(sc, Version{MainModule: up.mainModule, BodyPart: up.bodyPart, Modules: up.modules,
-		Bindings: bindings, Settings: versioned(sc.settings), Annotations: up.annotations})
-	s.deployOnly(sc, v, up.annotations)
+		Bindings: bindings, Settings: versioned(sc.settings), Annotations: withTriggeredBy(up.annotations, "upload"),
+		Source: sourceOf(r)})
+	s.deployOnly(sc, v, v.Annotations)
 	res := scriptResult(p, sc)
 	res["startup_time_ms"] = 1
 	res["deployment_id"] = v.ID
@@ -271,28 +278,8 @@ func (s *Server) postVersion(w http.ResponseWriter, r *http.Request, p params) {
 	settings := versioned(sc.latest().Settings)
 	applySettings(settings, versioned(up.settings))
 	v := s.addVersion(sc, Version{MainModule: up.mainModule, Modules: up.modules, Bindings: bindings,
-		Settings: settings, Annotations: up.annotations})
-	runtime := map[string]any{"compatibility_flags": json.RawMessage(`[]`), "usage_model": json.RawMessage(`"standard"`),
-		"limits": json.RawMessage(`{}`)}
-	for k, val := range v.Settings {
-		runtime[k] = val
-	}
-	now := timestamp(v.CreatedOn)
-	writeResult(w, map[string]any{
-		"id":     v.ID,
-		"number": v.Number,
-		"metadata": map[string]any{
-			"author_email": "", "author_id": "", "created_on": now, "modified_on": now,
-			"source": "api", "has_preview": false,
-		},
-		"annotations": annotationsOrEmpty(v.Annotations),
-		"resources": map[string]any{
-			"bindings":       RenderForGet(p.account, p.script, v.Bindings),
-			"script":         map[string]any{"etag": v.ETag, "handlers": []string{"fetch"}},
-			"script_runtime": runtime,
-		},
-		"startup_time_ms": 1,
-	}, nil)
+		Settings: settings, Annotations: withTriggeredBy(up.annotations, "upload"), Source: sourceOf(r)})
+	writeResult(w, versionResult(p, sc, v), nil)
 }
 
 func annotationsOrEmpty(a json.RawMessage) json.RawMessage {
@@ -333,12 +320,10 @@ func (s *Server) postDeployment(w http.ResponseWriter, r *http.Request, p params
 			return
 		}
 	}
-	d := &Deployment{Strategy: req.Strategy, Versions: req.Versions, Annotations: req.Annotations}
+	d := &Deployment{Strategy: req.Strategy, Versions: req.Versions,
+		Annotations: req.Annotations, Source: sourceOf(r)}
 	s.deploy(sc, d)
-	writeResult(w, map[string]any{
-		"id": d.ID, "source": "api", "strategy": d.Strategy, "author_email": "",
-		"versions": d.Versions, "annotations": annotationsOrEmpty(d.Annotations), "created_on": timestamp(d.CreatedOn),
-	}, nil)
+	writeResult(w, deploymentResult(d), nil)
 }
 
 func checkDeployment(req deploymentRequest) *Error {

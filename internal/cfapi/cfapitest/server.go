@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -53,7 +54,28 @@ type Options struct {
 	// Now is the clock for timestamps and rate-limit windows; nil means
 	// time.Now. Latency is always real time.
 	Now func() time.Time
+
+	// SplitEdits says what a settings PATCH or a secret edit does to a
+	// script whose deployment splits traffic between its latest version
+	// and another one. The zero value collapses the split (see SplitEditMode).
+	SplitEdits SplitEditMode
 }
+
+// SplitEditMode is the emulator's answer to a settings PATCH or a secret
+// edit (PUT/DELETE …/secrets, PATCH …/secrets-bulk) while the script's
+// deployment splits traffic between its latest version and another one.
+// The API documents neither (doc.go, "Guesses"); both are plausible.
+type SplitEditMode int
+
+const (
+	// SplitEditCollapse, the default and the worst case for a caller,
+	// creates the new version from the latest one and deploys it at 100%:
+	// the split is gone.
+	SplitEditCollapse SplitEditMode = iota
+	// SplitEditReject answers as when the latest version is not deployed
+	// at all: 400 with code 10214 (settings) or 10215 (secrets).
+	SplitEditReject
+)
 
 // Faults are random failures and delays. Rates are fractions of requests
 // in [0,1]; a request draws one fault at most.
@@ -140,24 +162,56 @@ const (
 	EndpointListNamespaces  = "list_namespaces"
 	EndpointGetNamespace    = "get_namespace"
 	EndpointUnknown         = "unknown"
+
+	// Routes wrangler calls (wrangler.go).
+	EndpointGetService          = "get_service"
+	EndpointListSecrets         = "list_secrets"
+	EndpointGetSecret           = "get_secret"
+	EndpointPutSecret           = "put_secret"
+	EndpointDeleteSecret        = "delete_secret"
+	EndpointPatchSecrets        = "patch_secrets"
+	EndpointListDeployments     = "list_deployments"
+	EndpointGetVersion          = "get_version"
+	EndpointListVersions        = "list_versions"
+	EndpointGetScriptSettings   = "get_script_settings"
+	EndpointPatchScriptSettings = "patch_script_settings"
+	EndpointGetSubdomain        = "get_subdomain"
+	EndpointGetScriptSubdomain  = "get_script_subdomain"
+	EndpointPostScriptSubdomain = "post_script_subdomain"
+	EndpointGetR2Bucket         = "get_r2_bucket"
+
+	// The beta Workers API (beta.go).
+	EndpointGetWorker           = "get_worker"
+	EndpointCreateWorkerVersion = "create_worker_version"
+	EndpointGetWorkerVersion    = "get_worker_version"
+	EndpointListWorkerVersions  = "list_worker_versions"
 )
 
 // params are the path parameters of a request. namespace is "" for an
-// ordinary (account-level) script.
+// ordinary (account-level) script; id is the last parameter of routes
+// below a script or account (a version id, secret name or bucket name).
 type params struct {
-	account, namespace, script string
+	account, namespace, script, id string
 }
 
 func (p params) key() scriptKey { return scriptKey{p.account, p.namespace, p.script} }
 
 type route struct {
 	method   string
-	segs     []string // "{account}", "{ns}" and "{script}" are parameters
+	segs     []string // "{account}", "{ns}", "{script}" and "{id}" are parameters
 	endpoint string
-	handle   func(http.ResponseWriter, *http.Request, params)
+	handle   handler
 	// scriptWrite marks writes to one script: they are tracked in flight,
 	// delayed by WriteLatency and checked for overlap.
 	scriptWrite bool
+}
+
+// handler answers one routed request.
+type handler = func(http.ResponseWriter, *http.Request, params)
+
+// newRoute builds a route; write marks a write to one script.
+func newRoute(method, path, endpoint string, h handler, write bool) route {
+	return route{method: method, segs: strings.Split(strings.Trim(path, "/"), "/"), endpoint: endpoint, handle: h, scriptWrite: write}
 }
 
 // routeTable is the one list of routes. Paths are relative to the prefix.
@@ -169,10 +223,8 @@ func (s *Server) routeTable() []route {
 		dsc  = ns + "/scripts/{script}"
 		osc  = acct + "/scripts/{script}"
 	)
-	r := func(method, path, endpoint string, h func(http.ResponseWriter, *http.Request, params), write bool) route {
-		return route{method: method, segs: strings.Split(strings.Trim(path, "/"), "/"), endpoint: endpoint, handle: h, scriptWrite: write}
-	}
-	return []route{
+	r := newRoute
+	return slices.Concat([]route{
 		r(http.MethodGet, dsc+"/settings", EndpointGetSettings, s.getSettings, false),
 		r(http.MethodGet, osc+"/settings", EndpointGetSettings, s.getSettings, false),
 		r(http.MethodPatch, dsc+"/settings", EndpointPatchSettings, s.patchSettings, true),
@@ -191,12 +243,14 @@ func (s *Server) routeTable() []route {
 		r(http.MethodGet, ns, EndpointGetNamespace, s.getNamespace, false),
 		r(http.MethodGet, nss, EndpointListNamespaces, s.listNamespaces, false),
 		r(http.MethodPost, nss, EndpointCreateNamespace, s.createNamespace, false),
-	}
+	}, s.wranglerRoutes(), s.betaRoutes())
 }
 
 var writeEndpoints = map[string]bool{
 	EndpointPatchSettings: true, EndpointPutScript: true, EndpointPostVersion: true,
 	EndpointPostDeployment: true, EndpointCreateNamespace: true,
+	EndpointPutSecret: true, EndpointDeleteSecret: true, EndpointPatchSecrets: true,
+	EndpointPatchScriptSettings: true, EndpointPostScriptSubdomain: true, EndpointCreateWorkerVersion: true,
 }
 
 // match finds the route for a request. When the path matches routes of
@@ -242,6 +296,8 @@ func matchSegs(pattern, segs []string) (params, bool) {
 			p.namespace = seg
 		case "{script}":
 			p.script = seg
+		case "{id}":
+			p.id = seg
 		default:
 			if pat != seg {
 				return p, false

@@ -44,6 +44,15 @@ type Script struct {
 	Versions []Version
 	// Deployment is the current deployment.
 	Deployment *Deployment
+	// Deployments lists every deployment, oldest first (the last one is
+	// Deployment).
+	Deployments []Deployment
+	// LastDeployedFrom is "wrangler" when the current deployment came from
+	// a request with a wrangler User-Agent, "api" otherwise.
+	LastDeployedFrom string
+	// Subdomain tells whether the Worker is on the workers.dev subdomain
+	// (POST …/subdomain), and its previews.
+	Subdomain, PreviewsEnabled bool
 }
 
 // Version is one uploaded version of a script.
@@ -61,6 +70,9 @@ type Version struct {
 	// compatibility_flags, limits, placement, usage_model).
 	Settings    map[string]json.RawMessage
 	Annotations json.RawMessage
+	// Source is "wrangler" for a version uploaded with a wrangler
+	// User-Agent, "api" otherwise.
+	Source string
 }
 
 // Deployment routes a script's traffic to one or two versions.
@@ -70,6 +82,8 @@ type Deployment struct {
 	Versions    []DeploymentVersion `json:"versions"`
 	Annotations json.RawMessage     `json:"annotations,omitempty"`
 	CreatedOn   time.Time           `json:"-"`
+	// Source is "wrangler" or "api", as for versions.
+	Source string `json:"-"`
 }
 
 // DeploymentVersion is one version of a deployment and its share of traffic.
@@ -110,6 +124,11 @@ type script struct {
 	migrationTag         string
 	versions             []*Version
 	deployment           *Deployment
+	// deployments is the history, oldest first; deployment is the last.
+	deployments      []*Deployment
+	lastDeployedFrom string
+	// subdomain and previews: POST …/subdomain (off for a new script).
+	subdomain, previews bool
 }
 
 func (sc *script) latest() *Version {
@@ -188,7 +207,11 @@ func (s *Server) addVersion(sc *script, v Version) *Version {
 	v.Number = len(sc.versions) + 1
 	v.CreatedOn = s.now()
 	v.ETag = contentETag(v.ID, v.Modules)
+	if v.Source == "" {
+		v.Source = sourceAPI
+	}
 	sc.versions = append(sc.versions, &v)
+	sc.modified = v.CreatedOn
 	return &v
 }
 
@@ -215,7 +238,12 @@ func (s *Server) deploy(sc *script, d *Deployment) {
 		}
 	}
 	v := sc.version(primary.VersionID)
+	if d.Source == "" {
+		d.Source = sourceAPI
+	}
 	sc.deployment = d
+	sc.deployments = append(sc.deployments, d)
+	sc.lastDeployedFrom = d.Source
 	sc.mainModule, sc.bodyPart = v.MainModule, v.BodyPart
 	sc.modules = v.Modules
 	sc.bindings = v.Bindings
@@ -230,11 +258,18 @@ func (s *Server) deploy(sc *script, d *Deployment) {
 	sc.modified = s.now()
 }
 
-// deployOnly deploys v at 100%. The caller holds s.mu.
+// deployOnly deploys v at 100%, from the same source as v. The caller
+// holds s.mu.
 func (s *Server) deployOnly(sc *script, v *Version, annotations json.RawMessage) {
 	s.deploy(sc, &Deployment{Strategy: "percentage", Versions: []DeploymentVersion{{VersionID: v.ID, Percentage: 100}},
-		Annotations: annotations})
+		Annotations: annotations, Source: v.Source})
 }
+
+// Sources of versions and deployments, from the request's User-Agent.
+const (
+	sourceWrangler = "wrangler"
+	sourceAPI      = "api"
+)
 
 // ensureScript returns the script p names, creating an empty one. The
 // caller holds s.mu and has checked the namespace.
@@ -374,6 +409,12 @@ func (s *Server) Script(account, namespace, name string) (Script, bool) {
 		MainModule: sc.mainModule, BodyPart: sc.bodyPart, Modules: cloneModules(sc.modules),
 		Bindings: slices.Clone(sc.bindings), Settings: maps.Clone(sc.settings),
 		ETag: sc.etag, CreatedOn: sc.created, ModifiedOn: sc.modified, MigrationTag: sc.migrationTag,
+		LastDeployedFrom: sc.lastDeployedFrom, Subdomain: sc.subdomain, PreviewsEnabled: sc.previews,
+	}
+	for _, d := range sc.deployments {
+		cd := *d
+		cd.Versions = slices.Clone(d.Versions)
+		out.Deployments = append(out.Deployments, cd)
 	}
 	for _, v := range sc.versions {
 		cv := *v

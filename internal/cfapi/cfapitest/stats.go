@@ -18,8 +18,9 @@ type Stats struct {
 	// Reads counts requests to read endpoints (get_*, list_*).
 	Reads int
 	// Writes counts attempts at write endpoints (patch_settings,
-	// put_script, post_version, post_deployment, create_namespace),
-	// whatever their answer.
+	// put_script, post_version, post_deployment, create_namespace, the
+	// secret writes, patch_script_settings, post_script_subdomain and
+	// create_worker_version), whatever their answer.
 	Writes int
 	// Throttled counts 429 answers, whether from the rate limit or injected.
 	Throttled int

@@ -1,0 +1,501 @@
+package cfapitest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
+)
+
+// wranglerRoutes are the routes wrangler 4.x calls besides the script
+// uploads (routeTable): the preflights of deploy and versions upload,
+// secrets, deployments, versions, script-level settings and the
+// workers.dev subdomain. doc.go lists the source of each answer's shape.
+func (s *Server) wranglerRoutes() []route {
+	const (
+		acct = "/accounts/{account}"
+		wk   = acct + "/workers"
+		dsc  = wk + "/dispatch/namespaces/{ns}/scripts/{script}"
+		osc  = wk + "/scripts/{script}"
+	)
+	r := newRoute
+	var out []route
+	for _, sc := range []string{osc, dsc} {
+		out = append(out,
+			r(http.MethodGet, sc+"/secrets", EndpointListSecrets, s.listSecrets, false),
+			r(http.MethodPut, sc+"/secrets", EndpointPutSecret, s.putSecret, true),
+			r(http.MethodGet, sc+"/secrets/{id}", EndpointGetSecret, s.getSecret, false),
+			r(http.MethodDelete, sc+"/secrets/{id}", EndpointDeleteSecret, s.deleteSecret, true),
+			r(http.MethodPatch, sc+"/secrets-bulk", EndpointPatchSecrets, s.patchSecrets, true),
+			r(http.MethodGet, sc+"/deployments", EndpointListDeployments, s.listDeployments, false),
+			r(http.MethodGet, sc+"/versions", EndpointListVersions, s.listVersions, false),
+			r(http.MethodGet, sc+"/versions/{id}", EndpointGetVersion, s.getVersion, false),
+		)
+	}
+	return append(out,
+		r(http.MethodGet, wk+"/services/{script}", EndpointGetService, s.getService, false),
+		r(http.MethodGet, osc+"/script-settings", EndpointGetScriptSettings, s.getScriptSettings, false),
+		r(http.MethodPatch, osc+"/script-settings", EndpointPatchScriptSettings, s.patchScriptSettings, true),
+		r(http.MethodGet, wk+"/subdomain", EndpointGetSubdomain, s.getSubdomain, false),
+		r(http.MethodGet, osc+"/subdomain", EndpointGetScriptSubdomain, s.getScriptSubdomain, false),
+		r(http.MethodPost, osc+"/subdomain", EndpointPostScriptSubdomain, s.postScriptSubdomain, true),
+		r(http.MethodGet, acct+"/r2/buckets/{id}", EndpointGetR2Bucket, s.getR2Bucket, false),
+	)
+}
+
+// AccountSubdomain is the workers.dev subdomain of every emulated account.
+const AccountSubdomain = "reconciler-emulator"
+
+// CodeServiceNotFound is the answer of GET …/workers/services/{name} for a
+// Worker that does not exist; wrangler reads it as "new Worker".
+const CodeServiceNotFound = 10090
+
+// CodeBindingNotFound answers a secret that does not exist.
+const CodeBindingNotFound = 10056
+
+// workerTag is the 32-hex-digit id the API gives a Worker ("tag" in
+// services, "id" in the beta Workers API), derived from its key.
+func workerTag(k scriptKey) string {
+	sum := sha256.Sum256([]byte("tag\x00" + k.account + "\x00" + k.namespace + "\x00" + k.name))
+	return hex.EncodeToString(sum[:16])
+}
+
+// getService answers GET …/workers/services/{name}: the Worker with its
+// production environment's script, as wrangler reads migration_tag, tag,
+// tags and last_deployed_from from it. A missing Worker is 404 10090.
+func (s *Server) getService(w http.ResponseWriter, _ *http.Request, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, ok := s.scripts[p.key()]
+	if !ok {
+		writeError(w, http.StatusNotFound, CodeServiceNotFound, "workers.api.error.service_not_found")
+		return
+	}
+	res := scriptResult(p, sc)
+	res["tag"] = workerTag(p.key())
+	res["last_deployed_from"] = sc.lastDeployedFrom
+	res["deployment_id"] = sc.deployment.ID
+	res["entry_point"] = sc.mainModule + sc.bodyPart
+	res["startup_time_ms"] = 1
+	res["pipeline_hash"] = nil
+	writeResult(w, map[string]any{
+		"id": p.script,
+		"default_environment": map[string]any{
+			"environment": "production", "created_on": timestamp(sc.created), "modified_on": timestamp(sc.modified),
+			"script": res,
+		},
+		"created_on":  timestamp(sc.created),
+		"modified_on": timestamp(sc.modified),
+	}, nil)
+}
+
+// secretList renders the live write-only bindings as {name, type}, sorted
+// by name.
+func secretList(bs []cfapi.Binding) []map[string]string {
+	out := []map[string]string{}
+	for _, b := range bs {
+		if b.WriteOnly() {
+			out = append(out, map[string]string{"name": b.Name(), "type": b.Type()})
+		}
+	}
+	slices.SortFunc(out, func(a, b map[string]string) int {
+		if a["name"] < b["name"] {
+			return -1
+		}
+		if a["name"] > b["name"] {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func (s *Server) listSecrets(w http.ResponseWriter, _ *http.Request, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeResult(w, secretList(sc.bindings), nil)
+}
+
+func secretNotFound(name string) *Error {
+	return errorf(http.StatusNotFound, CodeBindingNotFound, "Secret '%s' not found on this Worker.", name)
+}
+
+func (s *Server) getSecret(w http.ResponseWriter, _ *http.Request, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	b, ok := findBinding(sc.bindings, p.id, "")
+	if !ok || !b.WriteOnly() {
+		writeErr(w, secretNotFound(p.id))
+		return
+	}
+	writeResult(w, map[string]string{"name": b.Name(), "type": b.Type()}, nil)
+}
+
+// parseSecret decodes one secret object of PUT …/secrets or secrets-bulk.
+// A missing type means secret_text; name defaults to key (bulk) and must
+// equal it when both are given.
+func parseSecret(raw json.RawMessage, key string) (cfapi.Binding, *Error) {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(raw, &fields) != nil || fields == nil {
+		return cfapi.Binding{}, errorf(http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: a secret must be a JSON object")
+	}
+	if _, ok := fields["type"]; !ok {
+		fields["type"] = jsonString(cfapi.TypeSecretText)
+	}
+	if key != "" {
+		if n, ok := fields["name"]; ok {
+			var name string
+			if json.Unmarshal(n, &name) != nil || name != key {
+				return cfapi.Binding{}, errorf(http.StatusBadRequest, CodeValidation, "secret '%s': name must equal its key", key)
+			}
+		} else {
+			fields["name"] = jsonString(key)
+		}
+	}
+	data, _ := json.Marshal(fields)
+	bs, err := parseBindings([]json.RawMessage{data})
+	if err != nil {
+		return cfapi.Binding{}, err
+	}
+	b := bs[0]
+	if !b.WriteOnly() {
+		return cfapi.Binding{}, errorf(http.StatusBadRequest, CodeValidation,
+			"secret '%s': type must be secret_text or secret_key, got %s", b.Name(), b.Type())
+	}
+	if verr := b.Validate(cfapi.ForUpload); verr != nil {
+		return cfapi.Binding{}, validationError(b, verr)
+	}
+	return b, nil
+}
+
+// editSecrets stores a new version of the latest version with the secrets
+// in set upserted and those in del removed, and deploys it at 100%. The
+// caller holds s.mu.
+func (s *Server) editSecrets(r *http.Request, sc *script, set []cfapi.Binding, del []string) *Error {
+	base, err := s.editBase(sc, CodeSecretNotDeployed)
+	if err != nil {
+		return err
+	}
+	out := make([]cfapi.Binding, 0, len(base.Bindings)+len(set))
+	for _, b := range base.Bindings {
+		if slices.Contains(del, b.Name()) || slices.ContainsFunc(set, func(n cfapi.Binding) bool { return n.Name() == b.Name() }) {
+			continue
+		}
+		out = append(out, b)
+	}
+	out = append(out, set...)
+	v := s.addVersion(sc, derive(base, out, maps.Clone(base.Settings), sourceOf(r), "secret"))
+	s.deployOnly(sc, v, v.Annotations)
+	return nil
+}
+
+// putSecret sets one secret: {"name", "text", "type"}. It creates a new
+// version from the latest one and deploys it (10215 when the latest
+// version is not deployed).
+func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, p params) {
+	var raw json.RawMessage
+	if err := json.NewDecoder(r.Body).Decode(&raw); err != nil {
+		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+		return
+	}
+	b, perr := parseSecret(raw, "")
+	if perr != nil {
+		writeErr(w, perr)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if err := s.editSecrets(r, sc, []cfapi.Binding{b}, nil); err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeResult(w, map[string]string{"name": b.Name(), "type": b.Type()}, nil)
+}
+
+// deleteSecret removes one secret (404 10056 when there is none).
+func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if b, ok := findBinding(sc.bindings, p.id, ""); !ok || !b.WriteOnly() {
+		writeErr(w, secretNotFound(p.id))
+		return
+	}
+	if err := s.editSecrets(r, sc, nil, []string{p.id}); err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeResult(w, nil, nil)
+}
+
+// patchSecrets applies a merge patch {"secrets": {NAME: secret | null}}:
+// an object upserts, null deletes, an omitted name stays. The answer lists
+// the secrets afterwards.
+func (s *Server) patchSecrets(w http.ResponseWriter, r *http.Request, p params) {
+	var body struct {
+		Secrets map[string]json.RawMessage `json:"secrets"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+		return
+	}
+	var set []cfapi.Binding
+	var del []string
+	for _, name := range slices.Sorted(maps.Keys(body.Secrets)) {
+		raw := body.Secrets[name]
+		if string(bytes.TrimSpace(raw)) == "null" {
+			del = append(del, name)
+			continue
+		}
+		b, err := parseSecret(raw, name)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		set = append(set, b)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if err := s.editSecrets(r, sc, set, del); err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeResult(w, secretList(sc.bindings), nil)
+}
+
+// listDeployments answers the ten most recent deployments, newest first
+// (the first is the active one): {"deployments": [...]}.
+func (s *Server) listDeployments(w http.ResponseWriter, _ *http.Request, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	out := []map[string]any{}
+	for i := len(sc.deployments) - 1; i >= 0 && len(out) < 10; i-- {
+		out = append(out, deploymentResult(sc.deployments[i]))
+	}
+	writeResult(w, map[string]any{"deployments": out}, nil)
+}
+
+func versionNotFound(id string) *Error {
+	return errorf(http.StatusNotFound, CodeWorkerNotFound, "Version '%s' does not exist on this Worker.", id)
+}
+
+func (s *Server) getVersion(w http.ResponseWriter, _ *http.Request, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	v := sc.version(p.id)
+	if v == nil {
+		writeErr(w, versionNotFound(p.id))
+		return
+	}
+	writeResult(w, versionResult(p, sc, v), nil)
+}
+
+// pageParams reads page (from 1) and per_page (1..max, default def).
+func pageParams(r *http.Request, def, maxPer int) (page, perPage int, err *Error) {
+	page, perPage = 1, def
+	q := r.URL.Query()
+	if v := q.Get("page"); v != "" {
+		n, e := strconv.Atoi(v)
+		if e != nil || n < 1 {
+			return 0, 0, errorf(http.StatusBadRequest, CodeValidation, "page must be a positive integer")
+		}
+		page = n
+	}
+	if v := q.Get("per_page"); v != "" {
+		n, e := strconv.Atoi(v)
+		if e != nil || n < 1 || n > maxPer {
+			return 0, 0, errorf(http.StatusBadRequest, CodeValidation, "per_page must be an integer between 1 and %d", maxPer)
+		}
+		perPage = n
+	}
+	return page, perPage, nil
+}
+
+// pageOf returns the versions of one page, newest first.
+func pageOf(versions []*Version, page, perPage int) []*Version {
+	newest := slices.Clone(versions)
+	slices.Reverse(newest)
+	start := (page - 1) * perPage
+	if start >= len(newest) {
+		return nil
+	}
+	return newest[start:min(len(newest), start+perPage)]
+}
+
+// listVersions answers {"items": [...]}, newest first, paginated by page
+// and per_page; deployable=true ignores pagination and lists the last 100
+// (the versions a deployment may use).
+func (s *Server) listVersions(w http.ResponseWriter, r *http.Request, p params) {
+	page, perPage, perr := pageParams(r, 10, 100)
+	if perr != nil {
+		writeErr(w, perr)
+		return
+	}
+	if r.URL.Query().Get("deployable") == "true" {
+		page, perPage = 1, 100
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	items := []map[string]any{}
+	for _, v := range pageOf(sc.versions, page, perPage) {
+		items = append(items, versionResult(p, sc, v))
+	}
+	writeResult(w, map[string]any{"items": items}, map[string]any{
+		"page": page, "per_page": perPage, "count": len(items), "total_count": len(sc.versions)})
+}
+
+// scriptSettingsKeys are the script-level (non-versioned) settings.
+var scriptSettingsKeys = []string{"logpush", "observability", "tags", "tail_consumers"}
+
+func scriptSettingsResult(sc *script) map[string]any {
+	res := map[string]any{}
+	for _, k := range scriptSettingsKeys {
+		if v, ok := sc.settings[k]; ok {
+			res[k] = v
+		} else {
+			res[k] = settingsDefaults[k]
+		}
+	}
+	return res
+}
+
+func (s *Server) getScriptSettings(w http.ResponseWriter, _ *http.Request, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeResult(w, scriptSettingsResult(sc), nil)
+}
+
+// patchScriptSettings changes the script-level settings (JSON body; other
+// members are ignored) without creating a version.
+func (s *Server) patchScriptSettings(w http.ResponseWriter, r *http.Request, p params) {
+	var members map[string]json.RawMessage
+	if err := json.NewDecoder(r.Body).Decode(&members); err != nil {
+		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+		return
+	}
+	settings := map[string]json.RawMessage{}
+	for _, k := range scriptSettingsKeys {
+		if v, ok := members[k]; ok {
+			settings[k] = v
+		}
+	}
+	if err := validateSettings(settings); err != nil {
+		writeErr(w, err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	applySettings(sc.settings, settings)
+	sc.modified = s.now()
+	writeResult(w, scriptSettingsResult(sc), nil)
+}
+
+// getSubdomain answers the account's workers.dev subdomain.
+func (s *Server) getSubdomain(w http.ResponseWriter, _ *http.Request, _ params) {
+	writeResult(w, map[string]string{"subdomain": AccountSubdomain}, nil)
+}
+
+func (s *Server) getScriptSubdomain(w http.ResponseWriter, _ *http.Request, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeResult(w, map[string]bool{"enabled": sc.subdomain, "previews_enabled": sc.previews}, nil)
+}
+
+// postScriptSubdomain turns the Worker's workers.dev route on or off:
+// {"enabled": bool, "previews_enabled"?: bool}; previews follow enabled
+// unless given.
+func (s *Server) postScriptSubdomain(w http.ResponseWriter, r *http.Request, p params) {
+	var body struct {
+		Enabled  *bool `json:"enabled"`
+		Previews *bool `json:"previews_enabled"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+		return
+	}
+	if body.Enabled == nil {
+		writeError(w, http.StatusBadRequest, CodeValidation, "enabled is required")
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := s.lookupScript(p)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	sc.subdomain, sc.previews = *body.Enabled, *body.Enabled
+	if body.Previews != nil {
+		sc.previews = *body.Previews
+	}
+	sc.modified = s.now()
+	writeResult(w, map[string]bool{"enabled": sc.subdomain, "previews_enabled": sc.previews}, nil)
+}
+
+// getR2Bucket answers that every bucket exists (the emulator does not model
+// R2), so that wrangler does not try to create the buckets it binds.
+func (s *Server) getR2Bucket(w http.ResponseWriter, _ *http.Request, p params) {
+	writeResult(w, map[string]string{
+		"name": p.id, "creation_date": "2025-01-01T00:00:00.000Z", "location": "ENAM", "storage_class": "Standard",
+	}, nil)
+}
