@@ -31,7 +31,7 @@ Commands:
   plan [FILE|-]       read live state and print what would change for events, writing nothing
   dlq list            list dead letters
   dlq replay          republish dead letters after a fix
-  backfill            bulk reconcile many scripts (not available in this version)
+  backfill            bulk reconcile many scripts through the pipeline, behind live events, resumably
   emulator            serve the Cloudflare API emulator on --addr until stopped
   sandbox             everything in one process (not available in this version)
   version             print version, commit and Go version
@@ -66,8 +66,10 @@ func realMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		err = cmdEmulator(ctx, rest, stdout, stderr, e)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
-	case "backfill", "sandbox":
-		err = usagef("%q is not available in this version of reconciler (planned); use \"publish\" with one replace event per script to reconcile many scripts through the same pipeline", cmd)
+	case "backfill":
+		err = cmdBackfill(ctx, rest, stdin, stdout, stderr, e)
+	case "sandbox":
+		err = usagef("%q is not available in this version of reconciler (planned)", cmd)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usageText)
 	default:

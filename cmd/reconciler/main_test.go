@@ -81,7 +81,11 @@ func TestUsageErrorsNameTheFlag(t *testing.T) {
 		{[]string{"dlq"}, nil, "list or replay"},
 		{[]string{"dlq", "list", "--script", "nodots"}, nil, "--script"},
 		{[]string{"emulator", "--fail-rate", "2"}, nil, "--fail-rate"},
-		{[]string{"backfill"}, nil, "not available"},
+		{[]string{"backfill"}, nil, "--from"},
+		{[]string{"backfill", "--namespace", "customers"}, nil, "--patch"},
+		{[]string{"backfill", "--namespace", "customers", "--patch", "p.json"}, nil, "CLOUDFLARE_ACCOUNT_ID"},
+		{[]string{"backfill", "--from", "x", "--run-id", "a.b"}, nil, "--run-id"},
+		{[]string{"publish", "--concurrency", "4", "x"}, nil, "concurrency"},
 		{[]string{"frobnicate"}, nil, "unknown command"},
 	}
 	for _, c := range cases {

@@ -1,0 +1,617 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs"
+	"github.com/reconciler/reconciler/internal/planner"
+)
+
+// backfillFlags are the flags of `reconciler backfill`.
+type backfillFlags struct {
+	pipe           runFlags // the pipeline's flags, used when it runs in this process
+	from           string
+	namespace      string
+	patchFile      string
+	tags           stringList
+	account        string
+	runID          string
+	output         string
+	dryRun         bool
+	skipUnmodified bool
+	progress       string
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func (bf *backfillFlags) register(f *flagSet) {
+	bf.pipe.registerPipeline(f)
+	f.str(&bf.from, "from", "", "", "events to apply, one per script (JSON lines as in EVENTS.md; - for stdin)")
+	f.str(&bf.namespace, "namespace", "", "", "apply --patch to every script of this dispatch namespace")
+	f.str(&bf.patchFile, "patch", "", "", "with --namespace: a JSON object with \"upsert\" and/or \"remove\", as in a patch event")
+	f.Var(&bf.tags, "tag", "with --namespace: only scripts with this tag (NAME or NAME:yes includes, NAME:no excludes; repeatable)")
+	f.str(&bf.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account of --namespace")
+	f.str(&bf.runID, "run-id", "", "", "name of the run, to resume it (default: derived from the input)")
+	f.str(&bf.output, "output", "", "text", "summary: text or json (the last line of stdout is one JSON object)")
+	f.BoolVar(&bf.dryRun, "dry-run", false, "read live state and print each plan and a summary; write nothing")
+	f.BoolVar(&bf.skipUnmodified, "skip-unmodified", false, "with --namespace: do not read a script whose listed modified_on equals the one recorded when a read last found it converged, and whose desired state is applied (see README)")
+	f.str(&bf.progress, "progress", "", "auto", "progress: auto (a bar on a terminal, log lines otherwise), bar, log or none")
+}
+
+func (bf *backfillFlags) validate(f *flagSet) error {
+	if err := bf.pipe.validate(f); err != nil {
+		return err
+	}
+	switch {
+	case bf.from == "" && bf.namespace == "":
+		return usagef("give --from FILE, or --namespace NS with --patch FILE")
+	case bf.from != "" && (bf.namespace != "" || bf.patchFile != "" || len(bf.tags) > 0):
+		return usagef("--from cannot be combined with --namespace, --patch or --tag")
+	case bf.namespace != "" && bf.patchFile == "":
+		return usagef("--namespace needs --patch FILE (the change to apply to every script)")
+	case bf.namespace != "" && bf.account == "":
+		return usagef("%s: needed with --namespace", f.name("account"))
+	case bf.skipUnmodified && bf.namespace == "":
+		return usagef("--skip-unmodified needs --namespace (it compares the listing's modified_on)")
+	case bf.output != "text" && bf.output != "json":
+		return usagef("--output: must be text or json, got %q", bf.output)
+	}
+	if bf.namespace != "" {
+		if err := cfapi.ValidateScriptName(bf.namespace); err != nil {
+			return usagef("--namespace: %v", err)
+		}
+		if err := cfapi.ValidateAccountID(bf.account); err != nil {
+			return usagef("%s: %v", f.name("account"), err)
+		}
+	}
+	if bf.runID != "" {
+		if err := jobs.ValidateRunID(bf.runID); err != nil {
+			return usagef("--run-id: %v", err)
+		}
+	}
+	switch bf.progress {
+	case "auto", "bar", "log", "none":
+	default:
+		return usagef("--progress: must be auto, bar, log or none, got %q", bf.progress)
+	}
+	return nil
+}
+
+// backfillSource produces the items of a run.
+type backfillSource struct {
+	describe string
+	// each calls fn with every valid item; invalid input is reported to
+	// bad with its position (a line number) and the run goes on.
+	each func(ctx context.Context, fn func(jobs.BackfillItem) error, bad func(where string, err error)) error
+	hash string // of the input, for the default run id
+}
+
+func cmdBackfill(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, e env) error {
+	var bf backfillFlags
+	f := newFlagSet("backfill", e, stderr)
+	bf.register(f)
+	f.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: reconciler backfill (--from FILE | --namespace NS --patch FILE [--tag T]) [flags]\n\nReconciles many scripts through the pipeline, behind live events, resumably, with progress and a summary.")
+		f.PrintDefaults()
+	}
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if len(f.pos) > 0 {
+		return usagef("backfill takes no arguments, got %q (use --from FILE)", f.pos)
+	}
+	if err := bf.validate(f); err != nil {
+		return err
+	}
+	creds, err := credentials(e, bf.pipe.api.baseURL)
+	if err != nil {
+		return err
+	}
+	log := bf.pipe.log.logger(stderr)
+	defer func() { _ = log.Sync() }()
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	client, err := newAPIClient(&bf.pipe.api, creds, noHooks, time.Minute)
+	if err != nil {
+		return err
+	}
+	src, err := bf.source(stdin, client)
+	if err != nil {
+		return err
+	}
+	if bf.runID == "" {
+		bf.runID = "bf-" + src.hash[:12]
+	}
+	if bf.dryRun {
+		return bf.dryRunPlans(ctx, stdout, stderr, src, client, e)
+	}
+	sum, err := bf.execute(ctx, stdout, stderr, src, creds, e, log)
+	if err != nil {
+		return err
+	}
+	return sum.print(stdout, bf.output)
+}
+
+// source builds the run's items from --from or from --namespace/--patch.
+func (bf *backfillFlags) source(stdin io.Reader, client *cfapi.Client) (*backfillSource, error) {
+	if bf.from != "" {
+		in, err := openInput(bf.from, stdin)
+		if err != nil {
+			return nil, err
+		}
+		data, err := io.ReadAll(in)
+		in.Close()
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", bf.from, err)
+		}
+		sum := sha256.Sum256(data)
+		return &backfillSource{describe: "file " + bf.from, hash: hex.EncodeToString(sum[:]),
+			each: func(ctx context.Context, fn func(jobs.BackfillItem) error, bad func(string, error)) error {
+				return eachEventLine(data, bf.pipe.nats.subjectPrefix, fn, bad)
+			}}, nil
+	}
+	patch, err := os.ReadFile(bf.patchFile)
+	if err != nil {
+		return nil, usagef("--patch: %v", err)
+	}
+	var p struct {
+		Upsert []json.RawMessage `json:"upsert"`
+		Remove []string          `json:"remove"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(patch))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return nil, usagef("--patch %s: want a JSON object with \"upsert\" and/or \"remove\": %v", bf.patchFile, err)
+	}
+	if p.Upsert == nil && p.Remove == nil {
+		return nil, usagef("--patch %s: needs \"upsert\" or \"remove\"", bf.patchFile)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", bf.account, bf.namespace, strings.Join(bf.tags, ","))
+	h.Write(patch)
+	hash := hex.EncodeToString(h.Sum(nil))
+	// Check the patch once, as the pipeline will, before any listing.
+	probe := bf.patchEvent(cfapi.ScriptRef{AccountID: bf.account, Namespace: bf.namespace, Script: "probe"}, p.Upsert, p.Remove, "bf-"+hash[:12])
+	if _, err := jobs.DecodeEvent(probe, "", bf.pipe.nats.subjectPrefix); err != nil {
+		return nil, usagef("--patch %s: %v", bf.patchFile, err)
+	}
+	return &backfillSource{describe: fmt.Sprintf("namespace %s/%s tags %v", bf.account, bf.namespace, []string(bf.tags)), hash: hash,
+		each: func(ctx context.Context, fn func(jobs.BackfillItem) error, _ func(string, error)) error {
+			opts := cfapi.ListScriptsOptions{Tags: normalizeTags(bf.tags), Limit: cfapi.MaxListLimit}
+			err := client.EachScript(ctx, bf.account, bf.namespace, opts, func(s cfapi.ScriptInfo) error {
+				ref := cfapi.ScriptRef{AccountID: bf.account, Namespace: bf.namespace, Script: s.ID}
+				return fn(jobs.BackfillItem{Ref: ref, Event: bf.patchEvent(ref, p.Upsert, p.Remove, bf.runID), ModifiedOn: s.ModifiedOn})
+			})
+			return explainListError(err, bf.account, bf.namespace)
+		}}, nil
+}
+
+// patchEvent is the event a namespace run applies to one script: a patch
+// without generation, so it applies as the newest operation when it is
+// folded and never makes later live events stale.
+func (bf *backfillFlags) patchEvent(ref cfapi.ScriptRef, upsert []json.RawMessage, remove []string, id string) []byte {
+	ev := map[string]any{"schema": jobs.SchemaV1, "id": id, "account_id": ref.AccountID,
+		"dispatch_namespace": ref.Namespace, "script": ref.Script, "op": jobs.OpPatch}
+	if upsert != nil {
+		ev["upsert"] = upsert
+	}
+	if remove != nil {
+		ev["remove"] = remove
+	}
+	data, _ := json.Marshal(ev)
+	return data
+}
+
+// normalizeTags turns NAME into NAME:yes.
+func normalizeTags(tags []string) []string {
+	out := make([]string, len(tags))
+	for i, t := range tags {
+		if !strings.Contains(t, ":") {
+			t += ":yes"
+		}
+		out[i] = t
+	}
+	return out
+}
+
+// explainListError turns a failed listing into a message that says what
+// to check; it stops the run before anything is written.
+func explainListError(err error, account, namespace string) error {
+	var apiErr *cfapi.APIError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &apiErr) && apiErr.NotFound():
+		return fmt.Errorf("dispatch namespace %q does not exist in account %s (nothing was written): %w", namespace, account, err)
+	case errors.As(err, &apiErr) && (apiErr.StatusCode == 401 || apiErr.StatusCode == 403):
+		return fmt.Errorf("the API rejected the credentials while listing namespace %q (nothing was written); check CLOUDFLARE_API_TOKEN and its permissions: %w", namespace, err)
+	}
+	return fmt.Errorf("listing namespace %q (nothing was written): %w", namespace, err)
+}
+
+// eachEventLine decodes JSON-lines events, one script each.
+func eachEventLine(data []byte, prefix string, fn func(jobs.BackfillItem) error, bad func(string, error)) error {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), jobs.MaxEventBytes+64*1024)
+	seen := map[string]int{}
+	for line := 1; sc.Scan(); line++ {
+		raw := bytes.TrimSpace(sc.Bytes())
+		if len(raw) == 0 || raw[0] == '#' {
+			continue
+		}
+		where := fmt.Sprintf("line %d", line)
+		ev, err := jobs.DecodeEvent(raw, "", prefix)
+		if err != nil {
+			bad(where, err)
+			continue
+		}
+		if first, dup := seen[ev.Key()]; dup {
+			bad(where, fmt.Errorf("script %s is already in this run (line %d); a run holds one event per script", ev.Ref(), first))
+			continue
+		}
+		seen[ev.Key()] = line
+		if err := fn(jobs.BackfillItem{Ref: ev.Ref(), Event: bytes.Clone(raw)}); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// backfillSummary is the outcome of a run as a whole.
+type backfillSummary struct {
+	Run string `json:"run"`
+	jobs.BackfillTotals
+	Invalid  int              `json:"invalid"`
+	Failures []backfillFailed `json:"failures,omitempty"`
+	Resumed  bool             `json:"resumed"`
+	Seconds  float64          `json:"seconds"`
+}
+
+type backfillFailed struct {
+	Script string `json:"script"`
+	Reason string `json:"reason"`
+	Error  string `json:"error"`
+}
+
+// print writes the summary table, or the JSON line, and returns the
+// run's failure (exit 1) when a script failed.
+func (s *backfillSummary) print(w io.Writer, output string) error {
+	if output == "json" {
+		line, _ := json.Marshal(s)
+		fmt.Fprintln(w, string(line))
+	} else {
+		fmt.Fprintf(w, "backfill run %s%s: %d scripts in %s\n", s.Run, map[bool]string{true: " (resumed)"}[s.Resumed],
+			s.Scripts, time.Duration(s.Seconds*float64(time.Second)).Round(time.Second))
+		fmt.Fprintf(w, "  %-10s %8d\n  %-10s %8d\n  %-10s %8d\n", "changed", s.Changed, "unchanged", s.Unchanged, "failed", s.Failed)
+		for _, f := range s.Failures {
+			fmt.Fprintf(w, "  failed: %s  %s  %s\n", f.Script, f.Reason, f.Error)
+		}
+	}
+	if s.Failed > 0 {
+		return &failedError{msg: fmt.Sprintf("%d of %d scripts failed (see `reconciler dlq list` for the dead letters)", s.Failed, s.Scripts)}
+	}
+	return nil
+}
+
+// execute enqueues the run's items into the pipeline (this process's own
+// when no pipeline is reachable) and follows their results to the end.
+func (bf *backfillFlags) execute(ctx context.Context, stdout, stderr io.Writer, src *backfillSource, creds credentialSet, e env, log *zap.Logger) (*backfillSummary, error) {
+	start := time.Now()
+	conn, stopPipeline, err := bf.pipeline(ctx, creds, e, log)
+	if err != nil {
+		return nil, err
+	}
+	defer stopPipeline()
+	res, err := jobs.Open(ctx, conn.js, bf.pipe.nats.names())
+	if err != nil {
+		return nil, err
+	}
+	b, resumed, err := jobs.OpenBackfill(ctx, res, jobs.BackfillRun{ID: bf.runID, Source: src.describe, SkipUnmodified: bf.skipUnmodified})
+	if err != nil {
+		return nil, err
+	}
+	tr := newTracker(b.Run.ID, stderr, bf.progress, bf.pipe.api.budget, bf.pipe.api.window, log)
+	followCtx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	caughtUp := make(chan struct{})
+	followed := make(chan error, 1)
+	go func() {
+		followed <- b.Follow(followCtx, func() { close(caughtUp) }, func(r jobs.BackfillResult) bool { tr.result(r); return true })
+	}()
+	select {
+	case <-caughtUp:
+	case err := <-followed:
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	total, invalid, err := bf.enqueue(ctx, b, src, tr, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.SetTotal(ctx, total); err != nil {
+		return nil, err
+	}
+	tr.setTotal(total)
+	if err := tr.wait(ctx, total); err != nil {
+		return nil, fmt.Errorf("backfill run %s interrupted (start it again with --run-id %s to resume): %w", b.Run.ID, b.Run.ID, err)
+	}
+	stopFollow()
+	sum := tr.summary()
+	sum.Resumed, sum.Invalid, sum.Seconds = resumed, len(invalid), time.Since(start).Seconds()
+	sum.Scripts += len(invalid)
+	sum.Failed += len(invalid)
+	sum.Failures = append(invalid, sum.Failures...)
+	return sum, nil
+}
+
+// enqueue streams the source's items into the run, skipping scripts that
+// already have a result, and returns the number of valid items and the
+// invalid input.
+func (bf *backfillFlags) enqueue(ctx context.Context, b *jobs.Backfill, src *backfillSource, tr *tracker, log *zap.Logger) (int, []backfillFailed, error) {
+	var batch []jobs.BackfillItem
+	total, queued, already := 0, 0, 0
+	flush := func() error {
+		q, a, err := b.Enqueue(ctx, batch)
+		queued, already = queued+q, already+a
+		batch = batch[:0]
+		return err
+	}
+	var invalid []backfillFailed
+	err := src.each(ctx, func(it jobs.BackfillItem) error {
+		total++
+		tr.setTotal(total)
+		if tr.done(jobs.ScriptKey(it.Ref)) {
+			return nil
+		}
+		batch = append(batch, it)
+		if len(batch) >= 1000 {
+			return flush()
+		}
+		return nil
+	}, func(where string, err error) {
+		invalid = append(invalid, backfillFailed{Script: where, Reason: "invalid_input", Error: err.Error()})
+		log.Warn("invalid backfill input", zap.String("at", where), zap.Error(err))
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	log.Info("backfill enqueued", zap.String("run", b.Run.ID), zap.Int("scripts", total),
+		zap.Int("queued", queued), zap.Int("already_queued", already), zap.Int("already_done", total-queued-already),
+		zap.Int("invalid", len(invalid)))
+	return total, invalid, nil
+}
+
+// pipeline connects to the pipeline that will do the work: --nats-url,
+// or the embedded server of a running `reconciler run`; when neither is
+// there (no --nats-url and nothing on --embedded-listen) it runs the
+// pipeline in this process until the returned stop is called.
+func (bf *backfillFlags) pipeline(ctx context.Context, creds credentialSet, e env, log *zap.Logger) (*natsConn, func(), error) {
+	conn, err := connectNATS(&bf.pipe.nats, false, log)
+	if err == nil {
+		return conn, func() { conn.close(log, 5*time.Second) }, nil
+	}
+	if bf.pipe.nats.url != "" {
+		return nil, nil, err
+	}
+	log.Info("no running reconciler found; running the pipeline in this process", zap.String("data_dir", bf.pipe.nats.dataDir))
+	if conn, err = connectNATS(&bf.pipe.nats, true, log); err != nil {
+		return nil, nil, err
+	}
+	m, _ := newMetrics()
+	runner, err := startPipeline(ctx, &bf.pipe, conn, creds, m, e, log)
+	if err != nil {
+		conn.close(log, time.Second)
+		return nil, nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); _ = runner.Run(runCtx) }()
+	return conn, func() {
+		cancel()
+		<-done
+		conn.close(log, 5*time.Second)
+	}, nil
+}
+
+// dryRunPlans prints the plan of every script and a summary; it writes
+// nothing anywhere.
+func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writer, src *backfillSource, client *cfapi.Client, e env) error {
+	pf := planFlags{nats: bf.pipe.nats, api: bf.pipe.api, log: bf.pipe.log, output: bf.output}
+	log := bf.pipe.log.logger(stderr)
+	if conn, err := connectNATS(&bf.pipe.nats, false, log); err == nil {
+		conn.close(log, time.Second)
+		pf.stored = true // a pipeline is there: plan from its stored state
+	}
+	base, pl, closeNATS, err := pf.baseState(ctx, e, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeNATS()
+	sum := backfillSummary{Run: bf.runID}
+	var events []*jobs.Event
+	err = src.each(ctx, func(it jobs.BackfillItem) error {
+		ev, err := jobs.DecodeEvent(it.Event, "", bf.pipe.nats.subjectPrefix)
+		if err != nil {
+			return err
+		}
+		events = append(events, ev)
+		if len(events) < 100 {
+			return nil
+		}
+		err = bf.printDryRun(ctx, stdout, client, pl, base, events, &sum)
+		events = events[:0]
+		return err
+	}, func(where string, err error) {
+		sum.Scripts++
+		sum.Failed++
+		sum.Invalid++
+		sum.Failures = append(sum.Failures, backfillFailed{Script: where, Reason: "invalid_input", Error: err.Error()})
+	})
+	if err == nil {
+		err = bf.printDryRun(ctx, stdout, client, pl, base, events, &sum)
+	}
+	if err != nil {
+		return err
+	}
+	if bf.output == "text" {
+		fmt.Fprintln(stdout, "dry run: nothing was written")
+	}
+	return sum.print(stdout, bf.output)
+}
+
+func (bf *backfillFlags) printDryRun(ctx context.Context, stdout io.Writer, client *cfapi.Client, pl *planner.Planner, base jobs.BaseState, events []*jobs.Event, sum *backfillSummary) error {
+	previews := jobs.PreviewEvents(ctx, client, pl, events, base)
+	for _, pv := range previews {
+		sum.Scripts++
+		switch {
+		case pv.Err != nil:
+			sum.Failed++
+			sum.Failures = append(sum.Failures, backfillFailed{Script: pv.Ref.String(), Reason: "plan", Error: pv.Err.Error()})
+		case pv.Plan.NoOp():
+			sum.Unchanged++
+		default:
+			sum.Changed++
+		}
+	}
+	if bf.output == "json" {
+		return nil // the summary line only
+	}
+	if err := printPlans(stdout, "text", previews); err != nil {
+		var fe *failedError
+		if !errors.As(err, &fe) {
+			return err
+		}
+	}
+	return nil
+}
+
+// tracker follows a run's results: totals, progress display, completion.
+type tracker struct {
+	run      string
+	mu       sync.Mutex
+	results  map[string]jobs.BackfillResult
+	totals   jobs.BackfillTotals
+	total    int
+	changed  chan struct{}
+	started  time.Time
+	budget   float64 // requests per second
+	progress progressView
+	log      *zap.Logger
+}
+
+func newTracker(run string, stderr io.Writer, mode string, budget int, window time.Duration, log *zap.Logger) *tracker {
+	t := &tracker{run: run, results: map[string]jobs.BackfillResult{}, changed: make(chan struct{}, 1),
+		started: time.Now(), budget: float64(budget) / window.Seconds(), log: log}
+	t.progress = newProgressView(mode, stderr, log)
+	return t
+}
+
+func (t *tracker) result(r jobs.BackfillResult) {
+	t.mu.Lock()
+	prev, had := t.results[r.Script]
+	if had {
+		t.totals.Add(r, &prev)
+	} else {
+		t.totals.Add(r, nil)
+	}
+	t.results[r.Script] = r
+	t.mu.Unlock()
+	t.update()
+	select {
+	case t.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (t *tracker) done(key string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.results[key]
+	return ok
+}
+
+func (t *tracker) setTotal(n int) {
+	t.mu.Lock()
+	t.total = n
+	t.mu.Unlock()
+	t.update()
+}
+
+// update refreshes the progress view.
+func (t *tracker) update() {
+	t.mu.Lock()
+	st := progressState{done: t.totals.Scripts, total: t.total, totals: t.totals, elapsed: time.Since(t.started)}
+	t.mu.Unlock()
+	// ETA from the budget: one read per script, plus a write for the share
+	// of scripts that changed so far.
+	calls := 2.0
+	if st.done > 0 {
+		calls = 1 + float64(st.totals.Changed)/float64(st.done)
+	}
+	if left := st.total - st.done; left > 0 && t.budget > 0 {
+		st.eta = time.Duration(float64(left) * calls / t.budget * float64(time.Second))
+	}
+	t.progress.show(st)
+}
+
+// wait blocks until every one of total scripts has a result.
+func (t *tracker) wait(ctx context.Context, total int) error {
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		t.mu.Lock()
+		n := len(t.results)
+		t.mu.Unlock()
+		if n >= total {
+			t.progress.finish()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			t.progress.finish()
+			return ctx.Err()
+		case <-t.changed:
+		case <-tick.C:
+			t.update()
+		}
+	}
+}
+
+func (t *tracker) summary() *backfillSummary {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := &backfillSummary{Run: t.run, BackfillTotals: t.totals}
+	for _, r := range t.results {
+		if r.Outcome == "failed" {
+			s.Failures = append(s.Failures, backfillFailed{Script: r.Script, Reason: string(r.Reason), Error: r.Error})
+		}
+	}
+	sort.Slice(s.Failures, func(i, j int) bool { return s.Failures[i].Script < s.Failures[j].Script })
+	return s
+}
