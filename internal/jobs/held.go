@@ -174,14 +174,17 @@ func (t *heldTable) takeAll() []*heldEvent {
 	return out
 }
 
-// ackers returns the ackers of every held event (for heartbeats).
-func (t *heldTable) ackers() []acker {
+// ackers returns the ackers of the held events of lane l (for
+// heartbeats).
+func (t *heldTable) ackers(l lane) []acker {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]acker, 0, t.count[laneLive]+t.count[laneBackfill])
+	out := make([]acker, 0, t.count[l])
 	for _, st := range t.scripts {
 		for _, h := range st.held {
-			out = append(out, h.ack)
+			if h.lane == l {
+				out = append(out, h.ack)
+			}
 		}
 	}
 	return out

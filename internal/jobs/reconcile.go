@@ -49,8 +49,10 @@ type Result struct {
 	Wrote    bool
 	Strategy planner.Strategy
 	Plan     *planner.Plan
-	// State is the desired state read (to tell quarantined events).
-	State *DesiredState
+	// State is the desired state read (to tell quarantined events), and
+	// Record the last-applied record after the reconcile.
+	State  *DesiredState
+	Record *AppliedRecord
 }
 
 // outcomeFor returns how event h ends after the reconcile res succeeded:
@@ -62,10 +64,16 @@ func (res Result) outcomeFor(h *heldEvent) outcome {
 			return deadLetterOutcome(q.Reason, errors.New(q.Error))
 		}
 	}
-	if res.Wrote {
-		return ackOutcome(outcomeApplied, true)
+	wrote := res.Wrote
+	if h.lane == laneBackfill && res.Record != nil {
+		// Changed when its own operations were written, by this reconcile
+		// or by an earlier one (before a crash and a resume).
+		wrote = res.Record.wrote(h.id)
 	}
-	return ackOutcome(outcomeNoop, false)
+	if res.Wrote {
+		return ackOutcome(outcomeApplied, wrote)
+	}
+	return ackOutcome(outcomeNoop, wrote)
 }
 
 // process reconciles one script and settles its held events: the one
@@ -269,7 +277,8 @@ func (r *Runner) converge(ls *lease, ref cfapi.ScriptRef, key string, state *Des
 		return Result{}, r.blame(ctx, key, state, nil, terminal(ReasonInvalidDesired, err))
 	}
 	next := &AppliedRecord{Version: 1, Bindings: plan.Applied.Bindings, DesiredRevision: rev,
-		Strategy: rec.Strategy, AppliedAt: rec.AppliedAt, Removed: state.Tombstones(), ModifiedOn: rec.ModifiedOn}
+		Strategy: rec.Strategy, AppliedAt: rec.AppliedAt, Removed: state.Tombstones(), ModifiedOn: rec.ModifiedOn,
+		WrittenBy: writtenBy(rec.WrittenBy, state, nil)}
 	for _, n := range hidden {
 		if a, ok := rec.Bindings[n]; ok {
 			if next.Bindings == nil {
@@ -278,7 +287,7 @@ func (r *Runner) converge(ls *lease, ref cfapi.ScriptRef, key string, state *Des
 			next.Bindings[n] = a // left alone: ownership unchanged
 		}
 	}
-	res := Result{Revision: rev, Plan: plan, State: state}
+	res := Result{Revision: rev, Plan: plan, State: state, Record: next}
 	if plan.NoOp() {
 		if modifiedOn != "" {
 			next.ModifiedOn = modifiedOn // read after that listing: converged
@@ -307,12 +316,41 @@ func (r *Runner) converge(ls *lease, ref cfapi.ScriptRef, key string, state *Des
 		return Result{}, fmt.Errorf("written, but not recording: %w", err)
 	}
 	next.Strategy, next.AppliedAt, next.ModifiedOn = string(plan.Strategy), time.Now().UTC(), ""
+	next.WrittenBy = writtenBy(rec.WrittenBy, state, plan)
 	if err := r.st.saveApplied(context.WithoutCancel(ctx), key, next, recRev); err != nil {
 		return Result{}, err
 	}
 	r.log.Debug("plan applied", zap.String("script", key), zap.String("plan", plan.String()))
 	res.Wrote, res.Strategy = true, plan.Strategy
 	return res, nil
+}
+
+// writtenBy returns the record's WrittenBy after a reconcile of state
+// with plan (nil: nothing written): names the plan changed get the stamp
+// of their operation; the others keep theirs while still desired.
+func writtenBy(old map[string]Stamp, state *DesiredState, plan *planner.Plan) map[string]Stamp {
+	var out map[string]Stamp
+	set := func(n string, s Stamp) {
+		if out == nil {
+			out = map[string]Stamp{}
+		}
+		out[n] = s
+	}
+	for n, s := range old {
+		if op := state.Names[n]; op != nil {
+			set(n, s)
+		}
+	}
+	if plan != nil {
+		for _, a := range plan.Actions {
+			if a.Kind == planner.ActionAdd || a.Kind == planner.ActionUpdate || a.Kind == planner.ActionRemove {
+				if op := state.Names[a.Name]; op != nil {
+					set(a.Name, op.Stamp)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // withoutNames returns last without the given names.

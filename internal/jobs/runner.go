@@ -134,7 +134,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		workers.Add(1)
 		go func() { defer workers.Done(); r.work(workCtx) }()
 	}
-	go every(ctx, max(r.cfg.AckWait/3, 100*time.Millisecond), r.heartbeat)
+	go every(ctx, max(r.cfg.AckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneLive) })
+	go every(ctx, max(r.cfg.BackfillAckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneBackfill) })
 	go every(ctx, time.Second, func() { r.gauges(ctx) })
 	if r.cfg.ResyncInterval > 0 {
 		go every(ctx, r.cfg.ResyncInterval, func() { r.resync(ctx) })
@@ -202,10 +203,11 @@ func every(ctx context.Context, d time.Duration, fn func()) {
 	}
 }
 
-// heartbeat keeps held events alive (InProgress) while their script waits
-// for a reconcile, so that AckWait never redelivers them meanwhile.
-func (r *Runner) heartbeat() {
-	for _, a := range r.held.ackers() {
+// heartbeat keeps the held events of lane l alive (InProgress) while
+// their script waits for a reconcile, so that AckWait never redelivers
+// them meanwhile.
+func (r *Runner) heartbeat(l lane) {
+	for _, a := range r.held.ackers(l) {
 		_ = a.InProgress()
 	}
 }

@@ -86,6 +86,10 @@ type SetupConfig struct {
 	// BackfillMaxAckPending bounds backfill work items delivered and not
 	// yet acknowledged across all replicas (default 1000).
 	BackfillMaxAckPending int
+	// BackfillAckWait is the backfill consumer's AckWait (default 15s).
+	// Few backfill items are held at once, so keeping them alive is cheap,
+	// and the items a crashed process held come back quickly.
+	BackfillAckWait time.Duration
 	// LeaseTTL is how long a per-script lease lives without renewal
 	// (default 30s).
 	LeaseTTL time.Duration
@@ -107,6 +111,7 @@ func (c SetupConfig) WithDefaults() SetupConfig {
 	def(&c.Duplicates, 2*time.Minute)
 	def(&c.AckWait, 2*time.Minute)
 	def(&c.LeaseTTL, 30*time.Second)
+	def(&c.BackfillAckWait, 15*time.Second)
 	if c.MaxDeliver <= 0 {
 		c.MaxDeliver = 8
 	}
@@ -199,7 +204,7 @@ func (c SetupConfig) consumerConfigs() (live, backfill jetstream.ConsumerConfig)
 		Durable:       c.BackfillConsumer,
 		Description:   "Reconciler backfill lane (shared by every replica).",
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       c.AckWait,
+		AckWait:       c.BackfillAckWait,
 		MaxDeliver:    c.MaxDeliver,
 		MaxAckPending: c.BackfillMaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,

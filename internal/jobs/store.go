@@ -33,6 +33,21 @@ type AppliedRecord struct {
 	// taken before a read that found the script converged; empty when
 	// unknown (a write does not return it).
 	ModifiedOn string `json:"modified_on,omitempty"`
+	// WrittenBy holds, per binding name, the stamp of the operation that
+	// the last write changing that name carried out: it tells whether an
+	// event's own operations were written (a backfill result is "changed"
+	// even when the write happened before a crash and a resume).
+	WrittenBy map[string]Stamp `json:"written_by,omitempty"`
+}
+
+// wrote reports whether a write carried out an operation of event id.
+func (r *AppliedRecord) wrote(id string) bool {
+	for _, s := range r.WrittenBy {
+		if s.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // LastApplied returns the planner's view of the record.
@@ -51,6 +66,14 @@ func (r *AppliedRecord) sameAs(o *AppliedRecord) bool {
 	}
 	for n, s := range r.Removed {
 		if o.Removed[n] != s {
+			return false
+		}
+	}
+	if len(r.WrittenBy) != len(o.WrittenBy) {
+		return false
+	}
+	for n, s := range r.WrittenBy {
+		if o.WrittenBy[n] != s {
 			return false
 		}
 	}
