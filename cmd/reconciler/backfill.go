@@ -318,12 +318,17 @@ func (s *backfillSummary) print(w io.Writer, output string) error {
 // execute enqueues the run's items into the pipeline (this process's own
 // when no pipeline is reachable) and follows their results to the end.
 func (bf *backfillFlags) execute(ctx context.Context, stdout, stderr io.Writer, src *backfillSource, creds credentialSet, e env, log *zap.Logger) (*backfillSummary, error) {
-	start := time.Now()
 	conn, stopPipeline, err := bf.pipeline(ctx, creds, e, log)
 	if err != nil {
 		return nil, err
 	}
 	defer stopPipeline()
+	return bf.runOn(ctx, conn, stderr, src, log)
+}
+
+// runOn runs the backfill on the pipeline behind conn.
+func (bf *backfillFlags) runOn(ctx context.Context, conn *natsConn, stderr io.Writer, src *backfillSource, log *zap.Logger) (*backfillSummary, error) {
+	start := time.Now()
 	res, err := jobs.Open(ctx, conn.js, bf.pipe.nats.names())
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -191,5 +192,28 @@ func TestBackfillResumesAfterKill(t *testing.T) {
 	}
 	if w := emu.Stats().Writes; w > n+1 {
 		t.Fatalf("writes = %d for %d scripts: finished scripts were redone", w, n)
+	}
+}
+
+// TestSandbox: the sandbox comes up on free ports when the defaults are
+// taken, runs its demo backfill with live events, prints the summary and
+// exits 0.
+func TestSandbox(t *testing.T) {
+	// Take the emulator's default port so the sandbox must pick another.
+	if ln, err := net.Listen("tcp", "127.0.0.1:8787"); err == nil {
+		defer ln.Close()
+	}
+	env := map[string]string{"RECONCILER_EMBEDDED_LISTEN": freePort(t), "RECONCILER_METRICS_ADDR": freePort(t)}
+	code, out, stderr := call(t, env, "", "sandbox", "--tenants", "30")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, stderr)
+	}
+	for _, want := range []string{"30 scripts", "changed          30", "failed            0", "live events during the backfill: 5", "0 answered 429"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "127.0.0.1:8787/") {
+		t.Errorf("the sandbox used a port that was taken:\n%s", out)
 	}
 }

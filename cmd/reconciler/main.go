@@ -33,7 +33,7 @@ Commands:
   dlq replay          republish dead letters after a fix
   backfill            bulk reconcile many scripts through the pipeline, behind live events, resumably
   emulator            serve the Cloudflare API emulator on --addr until stopped
-  sandbox             everything in one process (not available in this version)
+  sandbox             everything in one process: embedded NATS, emulator with tenants, a demo backfill
   version             print version, commit and Go version
 
 Run "reconciler <command> -h" for the flags of a command. Every flag also reads
@@ -69,7 +69,7 @@ func realMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	case "backfill":
 		err = cmdBackfill(ctx, rest, stdin, stdout, stderr, e)
 	case "sandbox":
-		err = usagef("%q is not available in this version of reconciler (planned)", cmd)
+		err = cmdSandbox(ctx, rest, stdout, stderr, e)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usageText)
 	default:
