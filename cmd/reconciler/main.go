@@ -34,6 +34,7 @@ Commands:
   backfill            bulk reconcile many scripts through the pipeline, behind live events, resumably
   emulator            serve the Cloudflare API emulator on --addr until stopped
   sandbox             everything in one process: embedded NATS, emulator with tenants, a demo backfill
+  bench               the load benchmark (backfills, live latency, storm) against the emulator
   version             print version, commit and Go version
 
 Run "reconciler <command> -h" for the flags of a command. Every flag also reads
@@ -70,6 +71,8 @@ func realMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		err = cmdBackfill(ctx, rest, stdin, stdout, stderr, e)
 	case "sandbox":
 		err = cmdSandbox(ctx, rest, stdout, stderr, e)
+	case "bench":
+		err = cmdBench(ctx, rest, stdout, stderr, e)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usageText)
 	default:

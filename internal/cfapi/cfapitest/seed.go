@@ -15,15 +15,20 @@ import (
 // the reconciler about, and each carries a rotating selection of the
 // common types (KV, R2, D1, queues, services, Durable Objects, JSON and
 // plain vars, AI, analytics, hyperdrive, vectorize, rate limits). Tags
-// "seeded" and "plan-<free|pro|enterprise>" let runs select tenants.
-func (s *Server) SeedVaried(account, ns string, n int) error {
+// "seeded" and "plan-<free|pro|enterprise>" let runs select tenants. Each
+// extra function may add bindings to tenant i.
+func (s *Server) SeedVaried(account, ns string, n int, extra ...func(i int) []cfapi.Binding) error {
 	if ns != "" {
 		if err := s.CreateNamespace(account, ns); err != nil {
 			return err
 		}
 	}
 	for i := 1; i <= n; i++ {
-		if err := s.PutScript(account, ns, TenantName(i), variedTenant(ns, i)); err != nil {
+		sc := variedTenant(ns, i)
+		for _, x := range extra {
+			sc.Bindings = dedupe(append(sc.Bindings, x(i)...))
+		}
+		if err := s.PutScript(account, ns, TenantName(i), sc); err != nil {
 			return err
 		}
 	}
