@@ -13,7 +13,12 @@
 //     namespace "default", empty R2 jurisdiction, server-filled durable
 //     object members), so a diff never flaps.
 //   - Write-only values (secret_text text, secret_key key material) never
-//     appear in errors or logs; Redacted and WithoutWriteOnly strip them.
+//     appear in errors or logs. Redaction is by default: RedactJSON (and
+//     Binding.Redacted, which uses it) hides every value of a binding whose
+//     type is not known to be non-secret, unknown types and case variants
+//     included; it is the one rule for dead letters, plans and logs.
+//   - ParseBinding accepts only valid UTF-8, so the bytes sent are the
+//     bytes that were validated.
 //   - Every request waits on the one shared Limiter first; a 429 pauses the
 //     whole limiter for Retry-After. Multipart bodies are rebuilt for every
 //     attempt. The API token appears only in the Authorization header.

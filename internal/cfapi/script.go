@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
-	"sort"
 	"strings"
 	"unicode/utf8"
 )
@@ -124,75 +123,35 @@ type UploadMetadata struct {
 }
 
 // JSON encodes the metadata in wrangler's member order: main_module (or
-// body_part), bindings, the other members sorted, keep_bindings,
-// annotations.
+// body_part), bindings (each binding's JSON byte for byte), the other
+// members sorted, keep_bindings, annotations.
 func (m UploadMetadata) JSON() ([]byte, error) {
-	var buf bytes.Buffer
-	member := func(k string, v any) error {
-		if buf.Len() > 1 {
-			buf.WriteByte(',')
-		}
-		kj, _ := json.Marshal(k)
-		buf.Write(kj)
-		buf.WriteByte(':')
-		if raw, ok := v.(json.RawMessage); ok {
-			if !json.Valid(raw) {
-				return fmt.Errorf("metadata member %q is not valid JSON", k)
-			}
-			buf.Write(raw)
-			return nil
-		}
-		data, err := json.Marshal(v)
-		if err != nil {
-			return fmt.Errorf("metadata member %q: %w", k, err)
-		}
-		buf.Write(data)
-		return nil
-	}
-	buf.WriteByte('{')
+	w := newObject(nil, true)
 	if m.MainModule != "" {
-		if err := member("main_module", m.MainModule); err != nil {
-			return nil, err
-		}
+		w.str("main_module", m.MainModule)
 	}
 	if m.BodyPart != "" {
-		if err := member("body_part", m.BodyPart); err != nil {
-			return nil, err
-		}
+		w.str("body_part", m.BodyPart)
 	}
-	bs := m.Bindings
-	if bs == nil {
-		bs = Bindings{}
+	if err := w.bindings("bindings", m.Bindings); err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
 	}
-	if err := member("bindings", bs); err != nil {
-		return nil, err
-	}
-	keys := make([]string, 0, len(m.Other))
-	for k := range m.Other {
-		switch k {
-		case "main_module", "body_part", "bindings", "keep_bindings", "annotations":
-			continue
-		}
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if err := member(k, m.Other[k]); err != nil {
-			return nil, err
+	for _, k := range sortedKeys(m.Other, "main_module", "body_part", "bindings", "keep_bindings", "annotations") {
+		if err := w.checkedRaw(k, m.Other[k]); err != nil {
+			return nil, fmt.Errorf("metadata: %w", err)
 		}
 	}
 	if len(m.KeepBindings) > 0 {
-		if err := member("keep_bindings", m.KeepBindings); err != nil {
-			return nil, err
+		if err := w.marshal("keep_bindings", m.KeepBindings); err != nil {
+			return nil, fmt.Errorf("metadata: %w", err)
 		}
 	}
 	if len(m.Annotations) > 0 {
-		if err := member("annotations", m.Annotations); err != nil {
-			return nil, err
+		if err := w.marshal("annotations", m.Annotations); err != nil {
+			return nil, fmt.Errorf("metadata: %w", err)
 		}
 	}
-	buf.WriteByte('}')
-	return buf.Bytes(), nil
+	return w.close(), nil
 }
 
 // ScriptUpload is a script PUT or version POST: metadata plus the module

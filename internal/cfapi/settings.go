@@ -8,7 +8,6 @@ import (
 	"io"
 	"mime/multipart"
 	"net/textproto"
-	"sort"
 )
 
 // Settings is a script's configuration as GET …/settings returns it: the
@@ -95,44 +94,23 @@ type SettingsPatch struct {
 	Other    map[string]json.RawMessage
 }
 
-// JSON returns the settings part's JSON with sorted keys.
+// JSON returns the body of the settings part, as PatchSettings sends it:
+// "bindings" first (each binding's JSON byte for byte; absent when Bindings
+// is nil), then the other members with sorted keys. It holds secret values:
+// send it, never log it.
 func (p SettingsPatch) JSON() ([]byte, error) {
-	keys := make([]string, 0, len(p.Other))
-	for k := range p.Other {
-		if k != "bindings" {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	var buf bytes.Buffer
-	buf.WriteByte('{')
-	first := true
+	w := newObject(nil, true)
 	if p.Bindings != nil {
-		buf.WriteString(`"bindings":[`)
-		for i, b := range p.Bindings {
-			if i > 0 {
-				buf.WriteByte(',')
-			}
-			buf.Write(b.raw)
+		if err := w.bindings("bindings", p.Bindings); err != nil {
+			return nil, fmt.Errorf("settings patch: %w", err)
 		}
-		buf.WriteByte(']')
-		first = false
 	}
-	for _, k := range keys {
-		if !first {
-			buf.WriteByte(',')
+	for _, k := range sortedKeys(p.Other, "bindings") {
+		if err := w.checkedRaw(k, p.Other[k]); err != nil {
+			return nil, fmt.Errorf("settings patch: %w", err)
 		}
-		first = false
-		kj, _ := json.Marshal(k)
-		buf.Write(kj)
-		buf.WriteByte(':')
-		buf.Write(p.Other[k])
 	}
-	buf.WriteByte('}')
-	if !json.Valid(buf.Bytes()) {
-		return nil, fmt.Errorf("settings patch: invalid JSON in other members")
-	}
-	return buf.Bytes(), nil
+	return w.close(), nil
 }
 
 // PatchSettings changes bindings and configuration without uploading code:
