@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"regexp"
 	"strings"
@@ -139,6 +141,9 @@ type call struct {
 	raw func(*http.Response) error
 	// maxBody bounds the response body read (default 32 MiB).
 	maxBody int64
+	// noResult allows a successful answer without a result (doJSON then
+	// leaves its destination as it is).
+	noResult bool
 }
 
 // do runs a call with the shared limiter and bounded retries, and returns
@@ -272,13 +277,69 @@ func jsonBody(v any) func() (io.Reader, string, error) {
 	}
 }
 
+// formPart is one part of a multipart/form-data body.
+type formPart struct {
+	name, filename string // filename "" leaves it out
+	contentType    string // "" leaves the header out
+	data           []byte
+}
+
+// formBody returns a body builder for a multipart/form-data body of parts,
+// in order; the body is rebuilt for every attempt.
+func formBody(parts []formPart) func() (io.Reader, string, error) {
+	return func() (io.Reader, string, error) {
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		for _, p := range parts {
+			h := textproto.MIMEHeader{}
+			cd := `form-data; name="` + escapeQuotes(p.name) + `"`
+			if p.filename != "" {
+				cd += `; filename="` + escapeQuotes(p.filename) + `"`
+			}
+			h.Set("Content-Disposition", cd)
+			if p.contentType != "" {
+				h.Set("Content-Type", p.contentType)
+			}
+			pw, err := mw.CreatePart(h)
+			if err != nil {
+				return nil, "", err
+			}
+			if _, err := pw.Write(p.data); err != nil {
+				return nil, "", err
+			}
+		}
+		if err := mw.Close(); err != nil {
+			return nil, "", err
+		}
+		return &buf, mw.FormDataContentType(), nil
+	}
+}
+
+var quoteEscaper = strings.NewReplacer("\\", "\\\\", `"`, "\\\"")
+
+func escapeQuotes(s string) string { return quoteEscaper.Replace(s) }
+
+// doJSON runs a call with do and decodes the result of its envelope into
+// v, as go-github's Client.Do does. A successful answer without a result
+// is an error unless the call sets noResult.
+func (c *Client) doJSON(ctx context.Context, cl call, v any) error {
+	env, err := c.do(ctx, cl)
+	if err != nil {
+		return err
+	}
+	return env.decodeResult(cl, v)
+}
+
 // decodeResult decodes the envelope's result into v.
-func decodeResult(env *envelope, v any, what string) error {
+func (env *envelope) decodeResult(cl call, v any) error {
 	if len(env.Result) == 0 || string(env.Result) == "null" {
-		return fmt.Errorf("%s: response has no result", what)
+		if cl.noResult {
+			return nil
+		}
+		return fmt.Errorf("cloudflare %s %s: response has no result", cl.method, cl.path)
 	}
 	if err := json.Unmarshal(env.Result, v); err != nil {
-		return fmt.Errorf("%s: decoding result: %w", what, err)
+		return fmt.Errorf("cloudflare %s %s: decoding result: %w", cl.method, cl.path, err)
 	}
 	return nil
 }

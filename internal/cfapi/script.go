@@ -1,7 +1,6 @@
 package cfapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
-	"net/textproto"
 	"net/url"
 	"strings"
 	"unicode/utf8"
@@ -199,49 +197,19 @@ func (u ScriptUpload) multipartBody() (func() (io.Reader, string, error), error)
 	if err != nil {
 		return nil, err
 	}
+	parts := []formPart{{name: "metadata", data: meta}}
 	for _, m := range u.Modules {
 		if m.Name == "" {
 			return nil, fmt.Errorf("script upload: a module has no name")
 		}
+		ct := m.ContentType
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+		parts = append(parts, formPart{name: m.Name, filename: m.Name, contentType: ct, data: m.Data})
 	}
-	return func() (io.Reader, string, error) {
-		var buf bytes.Buffer
-		mw := multipart.NewWriter(&buf)
-		h := textproto.MIMEHeader{}
-		h.Set("Content-Disposition", `form-data; name="metadata"`)
-		pw, err := mw.CreatePart(h)
-		if err != nil {
-			return nil, "", err
-		}
-		if _, err := pw.Write(meta); err != nil {
-			return nil, "", err
-		}
-		for _, m := range u.Modules {
-			h := textproto.MIMEHeader{}
-			h.Set("Content-Disposition", fmt.Sprintf(`form-data; name="%s"; filename="%s"`, escapeQuotes(m.Name), escapeQuotes(m.Name)))
-			ct := m.ContentType
-			if ct == "" {
-				ct = "application/octet-stream"
-			}
-			h.Set("Content-Type", ct)
-			pw, err := mw.CreatePart(h)
-			if err != nil {
-				return nil, "", err
-			}
-			if _, err := pw.Write(m.Data); err != nil {
-				return nil, "", err
-			}
-		}
-		if err := mw.Close(); err != nil {
-			return nil, "", err
-		}
-		return &buf, mw.FormDataContentType(), nil
-	}, nil
+	return formBody(parts), nil
 }
-
-var quoteEscaper = strings.NewReplacer("\\", "\\\\", `"`, "\\\"")
-
-func escapeQuotes(s string) string { return quoteEscaper.Replace(s) }
 
 // UploadResult is the result of a script PUT.
 type UploadResult struct {
@@ -262,13 +230,9 @@ func (c *Client) UploadScript(ctx context.Context, ref ScriptRef, u ScriptUpload
 	if err != nil {
 		return nil, err
 	}
-	env, err := c.do(ctx, call{endpoint: EPPutScript, method: "PUT", path: ref.scriptPath(), write: true,
-		query: url.Values{"bindings_inherit": {"strict"}, "excludeScript": {"true"}}, body: body})
-	if err != nil {
-		return nil, err
-	}
 	var r UploadResult
-	if err := decodeResult(env, &r, "upload of "+ref.String()); err != nil {
+	if err := c.doJSON(ctx, call{endpoint: EPPutScript, method: "PUT", path: ref.scriptPath(), write: true,
+		query: url.Values{"bindings_inherit": {"strict"}, "excludeScript": {"true"}}, body: body}, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -291,13 +255,9 @@ func (c *Client) CreateVersion(ctx context.Context, ref ScriptRef, u ScriptUploa
 	if err != nil {
 		return nil, err
 	}
-	env, err := c.do(ctx, call{endpoint: EPPostVersion, method: "POST", path: ref.scriptPath() + "/versions", write: true,
-		query: url.Values{"bindings_inherit": {"strict"}}, body: body})
-	if err != nil {
-		return nil, err
-	}
 	var v Version
-	if err := decodeResult(env, &v, "version of "+ref.String()); err != nil {
+	if err := c.doJSON(ctx, call{endpoint: EPPostVersion, method: "POST", path: ref.scriptPath() + "/versions", write: true,
+		query: url.Values{"bindings_inherit": {"strict"}}, body: body}, &v); err != nil {
 		return nil, err
 	}
 	if v.ID == "" {
@@ -326,15 +286,10 @@ func (c *Client) DeployVersion(ctx context.Context, ref ScriptRef, versionID, me
 	if message != "" {
 		body["annotations"] = map[string]string{"workers/message": truncateUTF8(message, 100)}
 	}
-	env, err := c.do(ctx, call{endpoint: EPPostDeployment, method: "POST", path: ref.scriptPath() + "/deployments", write: true, body: jsonBody(body)})
-	if err != nil {
-		return nil, err
-	}
 	var d Deployment
-	if len(env.Result) > 0 && string(env.Result) != "null" {
-		if err := decodeResult(env, &d, "deployment of "+ref.String()); err != nil {
-			return nil, err
-		}
+	if err := c.doJSON(ctx, call{endpoint: EPPostDeployment, method: "POST", path: ref.scriptPath() + "/deployments", write: true,
+		body: jsonBody(body), noResult: true}, &d); err != nil {
+		return nil, err
 	}
 	return &d, nil
 }
