@@ -20,9 +20,14 @@
 //   - ParseBinding accepts only valid UTF-8, so the bytes sent are the
 //     bytes that were validated.
 //   - Every request waits on the one shared Limiter first; a 429 pauses the
-//     whole limiter for Retry-After. Multipart bodies are rebuilt for every
-//     attempt. The API token appears only in the Authorization header.
+//     whole limiter for Retry-After. A retry after a 429 or a 503 waits the
+//     server's Retry-After, otherwise the backoff's delay. Multipart bodies
+//     are rebuilt for every attempt. The API token appears only in the
+//     Authorization header.
 //   - Every non-2xx answer becomes an *APIError (HTTP status, every
 //     Cloudflare code and message, Ray ID, Retry-After, method and path);
-//     callers ask CodeIs, NotFound and Retryable and never parse strings.
+//     callers ask CodeIs, NotFound, AuthFailed and Retryable (or errors.Is
+//     with ErrNotFound, ErrRateLimited, ErrAuth) and never parse strings.
+//     A call that gives up returns its last attempt's error, wrapped
+//     together with the context's error when the context ended.
 package cfapi

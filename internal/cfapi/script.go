@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"unicode/utf8"
 )
 
 // Module is one part of a script: an ES module, a source map, a wasm or
@@ -284,7 +283,7 @@ func (c *Client) DeployVersion(ctx context.Context, ref ScriptRef, versionID, me
 		"versions": []dv{{VersionID: versionID, Percentage: 100}},
 	}
 	if message != "" {
-		body["annotations"] = map[string]string{"workers/message": truncateUTF8(message, 100)}
+		body["annotations"] = map[string]string{"workers/message": Truncate(message, 100)}
 	}
 	var d Deployment
 	if err := c.doJSON(ctx, call{endpoint: EPPostDeployment, method: "POST", path: ref.scriptPath() + "/deployments", write: true,
@@ -292,15 +291,4 @@ func (c *Client) DeployVersion(ctx context.Context, ref ScriptRef, versionID, me
 		return nil, err
 	}
 	return &d, nil
-}
-
-// truncateUTF8 cuts s to at most n bytes without splitting a character.
-func truncateUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
