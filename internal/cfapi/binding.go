@@ -255,28 +255,34 @@ func (b Binding) WithoutWriteOnly() Binding {
 	if !ok || len(sp.writeOnly) == 0 {
 		return b
 	}
-	return b.mapFields(func(k string, v json.RawMessage) (json.RawMessage, bool) {
-		if slices.Contains(sp.writeOnly, k) {
-			return nil, false
+	return b.rebuild(func(k string, v json.RawMessage) (json.RawMessage, bool) {
+		return v, !slices.Contains(sp.writeOnly, k)
+	})
+}
+
+// WithName returns b under another name: its JSON with the "name" member
+// set to name and every other member as it is, as the API holds a binding
+// after a rename.
+func (b Binding) WithName(name string) Binding {
+	return b.rebuild(func(k string, v json.RawMessage) (json.RawMessage, bool) {
+		if k == "name" {
+			return appendJSONString(nil, name, true), true
 		}
 		return v, true
 	})
 }
 
-// mapFields rebuilds the object, keeping member order, with f applied to
-// each member other than type and name.
-func (b Binding) mapFields(f func(string, json.RawMessage) (json.RawMessage, bool)) Binding {
+// rebuild returns the binding made of b's members, in order, with f
+// applied to each: f returns the member's new value, or false to drop it.
+// It returns b unchanged when the result is not a binding.
+func (b Binding) rebuild(f func(key string, v json.RawMessage) (json.RawMessage, bool)) Binding {
 	ms, err := ObjectMembers(b.raw)
 	if err != nil {
 		return b
 	}
 	w := newObject(make([]byte, 0, len(b.raw)), true)
 	for _, m := range ms {
-		v, keep := m.Value, true
-		if m.Key != "type" && m.Key != "name" {
-			v, keep = f(m.Key, v)
-		}
-		if keep {
+		if v, keep := f(m.Key, m.Value); keep {
 			w.raw(m.Key, v)
 		}
 	}

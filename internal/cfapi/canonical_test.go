@@ -58,29 +58,6 @@ func TestAppendCanonicalJSONAllocs(t *testing.T) {
 	}
 }
 
-func TestRefBuilder(t *testing.T) {
-	var rb RefBuilder
-	rb.Grow(40)
-	var got []Binding
-	cases := [][2]string{{"kv_namespace", "A"}, {"secret_text", "B"}, {"x<y", "n\"m"}, {"d1", "LONG_NAME_TO_OVERFLOW_THE_FIRST_CHUNK_0123456789"}}
-	for _, c := range cases {
-		got = append(got, rb.Ref(c[0], c[1]))
-	}
-	got = append(got, rb.Inherit("C"))
-	want := []Binding{Ref("kv_namespace", "A"), Ref("secret_text", "B"), Ref("x<y", "n\"m"),
-		Ref("d1", "LONG_NAME_TO_OVERFLOW_THE_FIRST_CHUNK_0123456789"), Inherit("C")}
-	for i := range want {
-		if string(got[i].Raw()) != string(want[i].Raw()) || got[i].Type() != want[i].Type() || got[i].Name() != want[i].Name() {
-			t.Errorf("#%d: got %s, want %s", i, got[i].Raw(), want[i].Raw())
-		}
-	}
-	// Appending to a returned raw slice must not clobber the next binding.
-	_ = append(got[0].Raw(), 'X')
-	if string(got[1].Raw()) != string(want[1].Raw()) {
-		t.Errorf("binding bytes shared: %s", got[1].Raw())
-	}
-}
-
 func TestValidateCachedEqualsUncached(t *testing.T) {
 	inputs := []string{
 		`{"type":"kv_namespace","name":"KV","namespace_id":"x"}`,
