@@ -228,21 +228,11 @@ func newPlanning(p *Planner, d Desired, live []cfapi.Binding, last LastApplied, 
 		renames: renames, last: last.Bindings, applied: make(map[string]Applied, len(slots))}, nil
 }
 
-// liveDuplicateError names the first name in name order that two live
-// bindings share.
+// liveDuplicateError is the error for two live bindings of one name (the
+// first such name in name order).
 func liveDuplicateError(live []cfapi.Binding) error {
-	names := make([]string, len(live))
-	for i, b := range live {
-		names[i] = b.Name()
-	}
-	slices.Sort(names)
-	for k := 1; k < len(names); k++ {
-		if names[k-1] == names[k] {
-			_, last := indexPair(live, names[k])
-			return &Error{Name: names[k], Type: live[last].Type(), Field: "name", Msg: "two live bindings have this name"}
-		}
-	}
-	return nil
+	name, _, last := firstDuplicate(live)
+	return &Error{Name: name, Type: live[last].Type(), Field: "name", Msg: "two live bindings have this name"}
 }
 
 // action plans one name, with one helper per case. ok is false for a name

@@ -111,9 +111,19 @@ func checkBindings(bs []cfapi.Binding) (map[string]int, []rename, error) {
 	return index, renames, nil
 }
 
-// duplicateError names the first duplicate name of bs in name order, so
-// that the error does not depend on the order of the list.
+// duplicateError is the error for desired bindings whose names are not
+// unique. It names the first shared name in name order, so that it does
+// not depend on the order of the list.
 func duplicateError(bs []cfapi.Binding) error {
+	name, first, second := firstDuplicate(bs)
+	return &cfapi.ValidationError{Name: name, Type: bs[second].Type(), Index: second,
+		Field: "name", Msg: fmt.Sprintf("duplicate name (also binding #%d)", first)}
+}
+
+// firstDuplicate returns the first name in name order that two of bs
+// share, and the positions of the first and the last binding of that name.
+// bs must hold such a name (error paths only).
+func firstDuplicate(bs []cfapi.Binding) (name string, first, last int) {
 	names := make([]string, len(bs))
 	for i, b := range bs {
 		names[i] = b.Name()
@@ -121,12 +131,20 @@ func duplicateError(bs []cfapi.Binding) error {
 	slices.Sort(names)
 	for k := 1; k < len(names); k++ {
 		if names[k-1] == names[k] {
-			first, second := indexPair(bs, names[k])
-			return &cfapi.ValidationError{Name: names[k], Type: bs[second].Type(), Index: second,
-				Field: "name", Msg: fmt.Sprintf("duplicate name (also binding #%d)", first)}
+			name = names[k]
+			break
 		}
 	}
-	return nil
+	first, last = -1, -1
+	for i, b := range bs {
+		if b.Name() == name {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	return name, first, last
 }
 
 // checkInherit checks the members of a desired inherit binding that
@@ -147,21 +165,6 @@ func checkInherit(b cfapi.Binding, index int) (rename, error) {
 		return rename{}, verr("old_name", "%v", err)
 	}
 	return rename{to: b.Name(), from: old, index: index}, nil
-}
-
-// indexPair returns the positions of the first and the last binding named
-// name (error paths only).
-func indexPair(bs []cfapi.Binding, name string) (first, last int) {
-	first, last = -1, -1
-	for i, b := range bs {
-		if b.Name() == name {
-			if first < 0 {
-				first = i
-			}
-			last = i
-		}
-	}
-	return first, last
 }
 
 // sortedNames returns names sorted, without duplicates (nil for none).
