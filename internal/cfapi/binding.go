@@ -27,6 +27,9 @@ type Binding struct {
 	// ext is set by ParseBinding (nil for Ref and Inherit): write-only
 	// values and validation results computed once, at parse time.
 	ext *bindingExt
+	// hidden is RedactJSON's verdict on the object (see Sensitive),
+	// computed once, when the binding is built.
+	hidden bool
 }
 
 // bindingExt holds what ParseBinding computes besides norm. Valid bindings
@@ -81,6 +84,11 @@ func ParseBinding(data []byte) (Binding, error) {
 		return Binding{}, fmt.Errorf("binding %q: %w", name, err)
 	}
 	b := Binding{typ: typ, name: name, raw: buf.Bytes()}
+	ms, err := ObjectMembers(b.raw)
+	if err != nil {
+		return Binding{}, fmt.Errorf("binding %q: %w", name, err)
+	}
+	b.hidden = hidesValues(ms)
 	b.norm, err = normalize(typ, fields)
 	if err != nil {
 		return Binding{}, fmt.Errorf("binding %q: %w", name, err)
@@ -147,7 +155,7 @@ func Ref(typ, name string) Binding {
 	w := newObject(make([]byte, 0, len(typ)+len(name)+len(`{"type":"","name":""}`)), true)
 	w.str("type", typ)
 	w.str("name", name)
-	return Binding{typ: typ, name: name, raw: w.close()}
+	return Binding{typ: typ, name: name, raw: w.close(), hidden: secretType(typ)}
 }
 
 // Inherit returns {"type":"inherit","name":name}: on a script upload or a

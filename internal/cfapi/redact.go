@@ -122,12 +122,16 @@ func hidesValues(ms []Member) bool {
 			continue
 		}
 		var typ string
-		if json.Unmarshal(m.Value, &typ) != nil || !IsKnownType(typ) || IsWriteOnlyType(typ) {
+		if json.Unmarshal(m.Value, &typ) != nil || secretType(typ) {
 			return true
 		}
 	}
 	return false
 }
+
+// secretType reports whether a binding of type typ may hold a secret: it
+// is not, exactly, a known type without write-only values.
+func secretType(typ string) bool { return !IsKnownType(typ) || IsWriteOnlyType(typ) }
 
 // keepsValue reports whether a member of a binding whose values are hidden
 // is shown all the same: a type or name that is a string.
@@ -138,25 +142,20 @@ func keepsValue(m Member) bool {
 
 // Sensitive reports whether redaction hides b's values (see RedactJSON):
 // true unless b is of a known type without write-only values. Plans and
-// logs show a sensitive binding's type and name only.
-func (b Binding) Sensitive() bool {
-	ms, err := ObjectMembers(b.raw)
-	return err != nil || hidesValues(ms)
-}
+// logs show a sensitive binding's type and name only. It is computed once,
+// when b is built; the zero Binding is not sensitive.
+func (b Binding) Sensitive() bool { return b.hidden }
 
 // Redacted returns b as RedactJSON shows it: a binding that may hold a
 // secret keeps only its type and name, every other member reads
 // "<redacted>". A binding known to be non-secret is returned as it is.
 func (b Binding) Redacted() Binding {
-	if b.raw == nil {
+	if !b.hidden {
 		return b
 	}
 	out, ok := RedactJSON(b.raw)
 	if !ok {
 		return Ref(b.typ, b.name)
-	}
-	if bytes.Equal(out, b.raw) {
-		return b
 	}
 	nb, err := ParseBinding(out)
 	if err != nil {

@@ -124,3 +124,40 @@ func TestBindingRedactedAndSensitive(t *testing.T) {
 		t.Error("Sensitive of a Ref does not follow its type")
 	}
 }
+
+// TestSensitiveAgreesWithRedactJSON: Sensitive, computed when a binding is
+// built, is RedactJSON's verdict: a binding that is not sensitive comes out
+// of RedactJSON unchanged, and a sensitive one keeps nothing but its type
+// and name.
+func TestSensitiveAgreesWithRedactJSON(t *testing.T) {
+	var bs []Binding
+	for _, raw := range loadCorpus(t) {
+		bs = append(bs, MustParseBinding(string(raw)))
+	}
+	for _, s := range []string{
+		`{"type":"stream","name":"V","x":1}`, `{"type":"plain_text","name":"P","text":"t","TYPE":"plain_text"}`,
+		`{"type":"plain_text","name":"P","text":"t","type":"my_secret"}`, `{"type":"json","name":"J","json":{"type":"secret_text","text":"t"}}`,
+	} {
+		bs = append(bs, MustParseBinding(s))
+	}
+	bs = append(bs, Ref(TypeSecretKey, "K"), Ref("unknown", "U"), Inherit("I"))
+	for _, b := range bs {
+		out, ok := RedactJSON(b.Raw())
+		if !ok {
+			t.Fatalf("RedactJSON(%s) failed", b.Raw())
+		}
+		ms, err := ObjectMembers(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			kept := strings.EqualFold(m.Key, "type") || strings.EqualFold(m.Key, "name") || string(m.Value) == `"`+Redacted+`"`
+			if b.Sensitive() && !kept {
+				t.Errorf("%s is sensitive, but RedactJSON shows %s", b.Raw(), m.Key)
+			}
+		}
+		if !b.Sensitive() && string(out) != string(b.Raw()) {
+			t.Errorf("%s is not sensitive, but RedactJSON changes it to %s", b.Raw(), out)
+		}
+	}
+}

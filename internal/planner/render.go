@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
@@ -191,6 +192,9 @@ func (a *Action) renderLine(buf *bytes.Buffer) {
 func redact(bp *cfapi.Binding) json.RawMessage {
 	if bp == nil || bp.IsZero() {
 		return nil
+	}
+	if !bp.Sensitive() {
+		return slices.Clone(bp.Raw())
 	}
 	out, ok := cfapi.RedactJSONWith(bp.Raw(), Sensitive)
 	if !ok {
