@@ -82,21 +82,24 @@ func redactValue(dst []byte, v json.RawMessage, placeholder string) ([]byte, err
 		if err != nil {
 			return nil, err
 		}
-		if isBinding(ms) && !hidesValues(ms) {
-			return append(dst, v...), nil
-		}
 		w := newObject(dst, false)
-		for _, m := range ms {
-			switch {
-			case !isBinding(ms):
+		switch {
+		case !isBinding(ms): // walk it
+			for _, m := range ms {
 				w.key(m.Key)
 				if w.buf, err = redactValue(w.buf, m.Value, placeholder); err != nil {
 					return nil, err
 				}
-			case keepsValue(m):
-				w.raw(m.Key, m.Value)
-			default:
-				w.str(m.Key, placeholder)
+			}
+		case !hidesValues(ms): // a binding known to be non-secret
+			return append(dst, v...), nil
+		default:
+			for _, m := range ms {
+				if keepsValue(m) {
+					w.raw(m.Key, m.Value)
+				} else {
+					w.str(m.Key, placeholder)
+				}
 			}
 		}
 		return w.close(), nil
