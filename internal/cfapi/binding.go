@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -28,6 +27,9 @@ type Binding struct {
 	// ext is set by ParseBinding (nil for Ref and Inherit): write-only
 	// values and validation results computed once, at parse time.
 	ext *bindingExt
+	// hidden is RedactJSON's verdict on the object (see Sensitive),
+	// computed once, when the binding is built.
+	hidden bool
 }
 
 // bindingExt holds what ParseBinding computes besides norm. Valid bindings
@@ -51,8 +53,11 @@ type normField struct {
 }
 
 // ParseBinding decodes one binding object. It requires a JSON object whose
-// "type" and "name" members are strings; every other member is kept as is.
-// It does not validate the fields of the type (see Validate).
+// "type" and "name" members are strings, and valid UTF-8 throughout (a
+// *ValidationError naming the member otherwise: encoding/json would read
+// bad bytes as U+FFFD while the raw bytes, sent as they are, would not
+// match); every other member is kept as is. It does not validate the fields
+// of the type (see Validate).
 func ParseBinding(data []byte) (Binding, error) {
 	data = bytes.TrimSpace(data)
 	if len(data) == 0 || data[0] != '{' {
@@ -70,12 +75,20 @@ func ParseBinding(data []byte) (Binding, error) {
 	if err != nil {
 		return Binding{}, err
 	}
+	if !utf8.Valid(data) {
+		return Binding{}, invalidUTF8(typ, name, fields)
+	}
 	var buf bytes.Buffer
 	buf.Grow(len(data))
 	if err := json.Compact(&buf, data); err != nil {
 		return Binding{}, fmt.Errorf("binding %q: %w", name, err)
 	}
 	b := Binding{typ: typ, name: name, raw: buf.Bytes()}
+	ms, err := ObjectMembers(b.raw)
+	if err != nil {
+		return Binding{}, fmt.Errorf("binding %q: %w", name, err)
+	}
+	b.hidden = hidesValues(ms)
 	b.norm, err = normalize(typ, fields)
 	if err != nil {
 		return Binding{}, fmt.Errorf("binding %q: %w", name, err)
@@ -139,15 +152,10 @@ func NewBinding(typ, name string, fields map[string]any) (Binding, error) {
 // Ref returns the binding {"type":typ,"name":name} with no value. In a
 // settings PATCH such an entry keeps the binding's current value.
 func Ref(typ, name string) Binding {
-	tj, _ := json.Marshal(typ)
-	nj, _ := json.Marshal(name)
-	raw := make([]byte, 0, len(tj)+len(nj)+18)
-	raw = append(raw, `{"type":`...)
-	raw = append(raw, tj...)
-	raw = append(raw, `,"name":`...)
-	raw = append(raw, nj...)
-	raw = append(raw, '}')
-	return Binding{typ: typ, name: name, raw: raw}
+	w := newObject(make([]byte, 0, len(typ)+len(name)+len(`{"type":"","name":""}`)), true)
+	w.str("type", typ)
+	w.str("name", name)
+	return Binding{typ: typ, name: name, raw: w.close(), hidden: secretType(typ)}
 }
 
 // Inherit returns {"type":"inherit","name":name}: on a script upload or a
@@ -255,70 +263,38 @@ func (b Binding) WithoutWriteOnly() Binding {
 	if !ok || len(sp.writeOnly) == 0 {
 		return b
 	}
-	return b.mapFields(func(k string, v json.RawMessage) (json.RawMessage, bool) {
-		if slices.Contains(sp.writeOnly, k) {
-			return nil, false
+	return b.rebuild(func(k string, v json.RawMessage) (json.RawMessage, bool) {
+		return v, !slices.Contains(sp.writeOnly, k)
+	})
+}
+
+// WithName returns b under another name: its JSON with the "name" member
+// set to name and every other member as it is, as the API holds a binding
+// after a rename.
+func (b Binding) WithName(name string) Binding {
+	return b.rebuild(func(k string, v json.RawMessage) (json.RawMessage, bool) {
+		if k == "name" {
+			return appendJSONString(nil, name, true), true
 		}
 		return v, true
 	})
 }
 
-// Redacted returns b with every write-only value replaced by the string
-// "<redacted>", for logs, plans and dead letters.
-func (b Binding) Redacted() Binding {
-	sp, ok := specs[b.typ]
-	if !ok || len(sp.writeOnly) == 0 {
+// rebuild returns the binding made of b's members, in order, with f
+// applied to each: f returns the member's new value, or false to drop it.
+// It returns b unchanged when the result is not a binding.
+func (b Binding) rebuild(f func(key string, v json.RawMessage) (json.RawMessage, bool)) Binding {
+	ms, err := ObjectMembers(b.raw)
+	if err != nil {
 		return b
 	}
-	return b.mapFields(func(k string, v json.RawMessage) (json.RawMessage, bool) {
-		if slices.Contains(sp.writeOnly, k) {
-			return json.RawMessage(`"<redacted>"`), true
+	w := newObject(make([]byte, 0, len(b.raw)), true)
+	for _, m := range ms {
+		if v, keep := f(m.Key, m.Value); keep {
+			w.raw(m.Key, v)
 		}
-		return v, true
-	})
-}
-
-// Redacted is the placeholder that replaces write-only values.
-const Redacted = "<redacted>"
-
-// mapFields rebuilds the object, keeping member order, with f applied to
-// each member other than type and name.
-func (b Binding) mapFields(f func(string, json.RawMessage) (json.RawMessage, bool)) Binding {
-	dec := json.NewDecoder(bytes.NewReader(b.raw))
-	if _, err := dec.Token(); err != nil { // '{'
-		return b
 	}
-	var out bytes.Buffer
-	out.WriteByte('{')
-	first := true
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return b
-		}
-		key, _ := tok.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return b
-		}
-		if key != "type" && key != "name" {
-			nv, keep := f(key, v)
-			if !keep {
-				continue
-			}
-			v = nv
-		}
-		if !first {
-			out.WriteByte(',')
-		}
-		first = false
-		kj, _ := json.Marshal(key)
-		out.Write(kj)
-		out.WriteByte(':')
-		out.Write(v)
-	}
-	out.WriteByte('}')
-	nb, err := ParseBinding(out.Bytes())
+	nb, err := ParseBinding(w.close())
 	if err != nil {
 		return b
 	}
@@ -345,183 +321,4 @@ func (bs Bindings) Names() []string {
 		out[i] = b.name
 	}
 	return out
-}
-
-// ValidateName checks a binding name: a JavaScript identifier (letters,
-// digits, '_' and '$', not starting with a digit) of at most MaxNameLength
-// bytes, which is what the API documents a name to be ("a JavaScript
-// variable name").
-func ValidateName(name string) error {
-	if name == "" {
-		return errors.New("name is empty")
-	}
-	if len(name) > MaxNameLength {
-		return fmt.Errorf("name is %d bytes, over the limit of %d", len(name), MaxNameLength)
-	}
-	if !utf8.ValidString(name) {
-		return errors.New("name is not valid UTF-8")
-	}
-	for i, r := range name {
-		switch {
-		case r == '_' || r == '$', r >= 'A' && r <= 'Z', r >= 'a' && r <= 'z':
-		case r >= '0' && r <= '9' && i > 0:
-		default:
-			return fmt.Errorf("name %q is not a JavaScript identifier (character %q at byte %d)", name, r, i)
-		}
-	}
-	return nil
-}
-
-// MaxNameLength is the longest binding name accepted.
-const MaxNameLength = 256
-
-// MaxValueBytes is the largest plain_text or secret_text value (5 KiB, the
-// API's limit for environment variables and secrets; code 10054 beyond it).
-const MaxValueBytes = 5 * 1024
-
-// MaxBindingBytes bounds one binding's JSON encoding (json values included).
-const MaxBindingBytes = 256 * 1024
-
-// ValidationError reports a binding that breaks the rules of its type. It
-// names the binding and the field and never includes a write-only value.
-type ValidationError struct {
-	Name  string // binding name ("" when missing)
-	Type  string // binding type
-	Index int    // position in the list being validated, -1 when unknown
-	Field string // offending member ("" for the binding as a whole)
-	Msg   string
-}
-
-func (e *ValidationError) Error() string {
-	var sb strings.Builder
-	sb.WriteString("binding")
-	if e.Index >= 0 {
-		fmt.Fprintf(&sb, " #%d", e.Index)
-	}
-	if e.Name != "" {
-		fmt.Fprintf(&sb, " %q", e.Name)
-	}
-	if e.Type != "" {
-		fmt.Fprintf(&sb, " (%s)", e.Type)
-	}
-	if e.Field != "" {
-		fmt.Fprintf(&sb, ": field %q", e.Field)
-	}
-	sb.WriteString(": ")
-	sb.WriteString(e.Msg)
-	return sb.String()
-}
-
-// ValidateMode selects which rules Validate applies.
-type ValidateMode int
-
-const (
-	// ForUpload applies every rule, including write-only values that an
-	// upload must carry (a secret_text needs its text).
-	ForUpload ValidateMode = iota
-	// ForRead skips the rules for write-only values, which GET omits.
-	ForRead
-)
-
-// Validate checks the binding's name and the members its type requires.
-// Bindings of an unknown type are accepted as long as their name is valid:
-// the API grows new types often, and they are carried through unchanged.
-// A parsed binding is validated once, when it is parsed; Validate then
-// returns a copy of the stored result without parsing anything.
-func (b Binding) Validate(mode ValidateMode) error {
-	var e *ValidationError
-	switch {
-	case b.ext != nil && mode == ForUpload:
-		e = b.ext.uploadErr
-	case b.ext != nil && mode == ForRead:
-		e = b.ext.readErr
-	default:
-		e = b.validate(mode, nil)
-	}
-	if e == nil {
-		return nil
-	}
-	c := *e // callers such as ValidateList set Index on their copy
-	return &c
-}
-
-// validate applies the rules of Validate. fields is the decoded object, or
-// nil to decode it from raw.
-func (b Binding) validate(mode ValidateMode, fields map[string]json.RawMessage) *ValidationError {
-	verr := func(field, format string, args ...any) *ValidationError {
-		return &ValidationError{Name: b.name, Type: b.typ, Index: -1, Field: field, Msg: fmt.Sprintf(format, args...)}
-	}
-	if b.raw == nil {
-		return verr("", "empty binding")
-	}
-	if b.typ == "" {
-		return verr("type", "is empty")
-	}
-	if err := ValidateName(b.name); err != nil {
-		return verr("name", "%v", err)
-	}
-	if len(b.raw) > MaxBindingBytes {
-		return verr("", "encoding is %d bytes, over the limit of %d", len(b.raw), MaxBindingBytes)
-	}
-	sp, ok := specs[b.typ]
-	if !ok {
-		return nil
-	}
-	if fields == nil {
-		if err := json.Unmarshal(b.raw, &fields); err != nil {
-			return verr("", "%v", err)
-		}
-	}
-	for _, f := range sp.fields {
-		v, present := fields[f.key]
-		if !present || string(v) == "null" {
-			if f.required && !(mode == ForRead && slices.Contains(sp.writeOnly, f.key)) {
-				return verr(f.key, "is required for type %s", b.typ)
-			}
-			continue
-		}
-		if err := f.kind.check(v); err != nil {
-			return verr(f.key, "%v", err)
-		}
-		if len(f.enum) > 0 {
-			var s string
-			_ = json.Unmarshal(v, &s)
-			if !slices.Contains(f.enum, s) {
-				return verr(f.key, "must be one of %s", strings.Join(f.enum, ", "))
-			}
-		}
-		if f.maxBytes > 0 {
-			var s string
-			_ = json.Unmarshal(v, &s)
-			if len(s) > f.maxBytes {
-				return verr(f.key, "value is %d bytes, over the limit of %d", len(s), f.maxBytes)
-			}
-		}
-	}
-	if sp.check != nil {
-		if field, msg := sp.check(fields, mode); msg != "" {
-			return verr(field, "%s", msg)
-		}
-	}
-	return nil
-}
-
-// ValidateList validates every binding and checks that names are unique.
-func ValidateList(bs []Binding, mode ValidateMode) error {
-	seen := make(map[string]int, len(bs))
-	for i, b := range bs {
-		if err := b.Validate(mode); err != nil {
-			var ve *ValidationError
-			if errors.As(err, &ve) {
-				ve.Index = i
-			}
-			return err
-		}
-		if j, dup := seen[b.name]; dup {
-			return &ValidationError{Name: b.name, Type: b.typ, Index: i, Field: "name",
-				Msg: fmt.Sprintf("duplicate name (also binding #%d)", j)}
-		}
-		seen[b.name] = i
-	}
-	return nil
 }

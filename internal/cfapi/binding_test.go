@@ -209,3 +209,21 @@ func TestRedactedAndWithoutWriteOnly(t *testing.T) {
 		t.Fatalf("Ref = %s", got)
 	}
 }
+
+func TestWithName(t *testing.T) {
+	b := MustParseBinding(`{"type":"queue","name":"OLD","queue_name":"q","delivery_delay":5}`)
+	got := b.WithName("NEW")
+	if got.Name() != "NEW" || got.Type() != "queue" || string(got.Raw()) != `{"type":"queue","name":"NEW","queue_name":"q","delivery_delay":5}` {
+		t.Fatalf("WithName = %s", got.Raw())
+	}
+	if !got.Matches(MustParseBinding(`{"type":"queue","name":"NEW","queue_name":"q","delivery_delay":5}`)) {
+		t.Error("the renamed binding does not match the same binding under the new name")
+	}
+	want := MustParseBinding(`{"type":"queue","name":"NEW","queue_name":"q","delivery_delay":5}`).CanonicalJSON()
+	if string(got.CanonicalJSON()) != string(want) {
+		t.Errorf("canonical JSON %s, want %s", got.CanonicalJSON(), want)
+	}
+	if b.Name() != "OLD" {
+		t.Error("WithName changed its receiver")
+	}
+}

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"regexp"
 	"strings"
@@ -145,43 +147,46 @@ type call struct {
 	raw func(*http.Response) error
 	// maxBody bounds the response body read (default 32 MiB).
 	maxBody int64
+	// noResult allows a successful answer without a result (doJSON then
+	// leaves its destination as it is).
+	noResult bool
 }
 
 // do runs a call with the shared limiter and bounded retries, and returns
 // the envelope of the successful answer.
+//
+// A transient failure (IsRetryable) is retried after the backoff's delay,
+// or after the server's Retry-After on a 429 or a 503; a 429 also pauses
+// the shared limiter for Retry-After (RetryPolicy.RateLimitPause without
+// one). do gives up, returning the last attempt's error, on a permanent
+// failure, when the policy's attempts or time run out, or when the
+// context's deadline would pass before the next attempt. When the context
+// ends, the error wraps both the context's error and the last attempt's
+// error, so errors.Is finds the one and errors.As an *APIError.
 func (c *Client) do(ctx context.Context, cl call) (*envelope, error) {
 	if cl.maxBody == 0 {
 		cl.maxBody = 32 << 20
 	}
 	bo := c.retry.newBackOff(ctx)
+	var last error // the last attempt's error that is not the context's
 	for attempt := 1; ; attempt++ {
 		env, err := c.attempt(ctx, cl, attempt)
 		if err == nil {
 			return env, nil
 		}
+		if !isContextError(err) {
+			last = err
+		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, contextEnded(ctx, last)
 		}
-		var apiErr *APIError
-		if errors.As(err, &apiErr) && apiErr.RateLimited() {
-			pause := apiErr.RetryAfter
-			if pause <= 0 {
-				pause = c.retry.RateLimitPause
-			}
-			c.limiter.Pause(pause)
-			if c.hooks.RateLimited != nil {
-				c.hooks.RateLimited(cl.endpoint, pause)
-			}
-		}
+		c.pauseOnRateLimit(cl, err)
 		if !IsRetryable(err) {
 			return nil, err
 		}
-		delay := bo.NextBackOff()
-		if delay == backoff.Stop {
-			return nil, fmt.Errorf("giving up after %d attempts: %w", attempt, err)
-		}
-		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < delay {
-			return nil, fmt.Errorf("giving up: context deadline before next attempt: %w", err)
+		delay, giveUp := c.retryDelay(ctx, bo, attempt, err)
+		if giveUp != nil {
+			return nil, giveUp
 		}
 		if c.hooks.Retry != nil {
 			c.hooks.Retry(cl.endpoint, attempt, delay, err)
@@ -190,10 +195,61 @@ func (c *Client) do(ctx context.Context, cl call) (*envelope, error) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, ctx.Err()
+			return nil, contextEnded(ctx, last)
 		case <-t.C:
 		}
 	}
+}
+
+// pauseOnRateLimit pauses the shared limiter when err is a 429: for its
+// Retry-After, or RetryPolicy.RateLimitPause without one.
+func (c *Client) pauseOnRateLimit(cl call, err error) {
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) || !apiErr.RateLimited() {
+		return
+	}
+	pause := apiErr.RetryAfter
+	if pause <= 0 {
+		pause = c.retry.RateLimitPause
+	}
+	c.limiter.Pause(pause)
+	if c.hooks.RateLimited != nil {
+		c.hooks.RateLimited(cl.endpoint, pause)
+	}
+}
+
+// retryDelay returns the wait before the attempt after attempt, which
+// failed with the retryable err: the server's Retry-After on a 429 or a
+// 503, else the backoff's next delay. It returns an error wrapping err when
+// the call must give up instead.
+func (c *Client) retryDelay(ctx context.Context, bo backoff.BackOff, attempt int, err error) (time.Duration, error) {
+	delay := bo.NextBackOff()
+	if delay == backoff.Stop {
+		return 0, fmt.Errorf("giving up after %d attempts: %w", attempt, err)
+	}
+	var apiErr *APIError
+	if errors.As(err, &apiErr) && apiErr.retryAfter() > 0 {
+		delay = apiErr.retryAfter()
+	}
+	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < delay {
+		return 0, fmt.Errorf("giving up: context deadline before next attempt: %w", err)
+	}
+	return delay, nil
+}
+
+// isContextError reports whether err is a context's cancellation or
+// deadline.
+func isContextError(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// contextEnded is do's error when ctx has ended: the context's error,
+// wrapped together with the last attempt's error when there was one.
+func contextEnded(ctx context.Context, last error) error {
+	if last == nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("%w; last attempt: %w", ctx.Err(), last)
 }
 
 func (c *Client) attempt(ctx context.Context, cl call, attempt int) (env *envelope, err error) {
@@ -278,13 +334,69 @@ func jsonBody(v any) func() (io.Reader, string, error) {
 	}
 }
 
+// formPart is one part of a multipart/form-data body.
+type formPart struct {
+	name, filename string // filename "" leaves it out
+	contentType    string // "" leaves the header out
+	data           []byte
+}
+
+// formBody returns a body builder for a multipart/form-data body of parts,
+// in order; the body is rebuilt for every attempt.
+func formBody(parts []formPart) func() (io.Reader, string, error) {
+	return func() (io.Reader, string, error) {
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		for _, p := range parts {
+			h := textproto.MIMEHeader{}
+			cd := `form-data; name="` + escapeQuotes(p.name) + `"`
+			if p.filename != "" {
+				cd += `; filename="` + escapeQuotes(p.filename) + `"`
+			}
+			h.Set("Content-Disposition", cd)
+			if p.contentType != "" {
+				h.Set("Content-Type", p.contentType)
+			}
+			pw, err := mw.CreatePart(h)
+			if err != nil {
+				return nil, "", err
+			}
+			if _, err := pw.Write(p.data); err != nil {
+				return nil, "", err
+			}
+		}
+		if err := mw.Close(); err != nil {
+			return nil, "", err
+		}
+		return &buf, mw.FormDataContentType(), nil
+	}
+}
+
+var quoteEscaper = strings.NewReplacer("\\", "\\\\", `"`, "\\\"")
+
+func escapeQuotes(s string) string { return quoteEscaper.Replace(s) }
+
+// doJSON runs a call with do and decodes the result of its envelope into
+// v, as go-github's Client.Do does. A successful answer without a result
+// is an error unless the call sets noResult.
+func (c *Client) doJSON(ctx context.Context, cl call, v any) error {
+	env, err := c.do(ctx, cl)
+	if err != nil {
+		return err
+	}
+	return env.decodeResult(cl, v)
+}
+
 // decodeResult decodes the envelope's result into v.
-func decodeResult(env *envelope, v any, what string) error {
+func (env *envelope) decodeResult(cl call, v any) error {
 	if len(env.Result) == 0 || string(env.Result) == "null" {
-		return fmt.Errorf("%s: response has no result", what)
+		if cl.noResult {
+			return nil
+		}
+		return fmt.Errorf("cloudflare %s %s: response has no result", cl.method, cl.path)
 	}
 	if err := json.Unmarshal(env.Result, v); err != nil {
-		return fmt.Errorf("%s: decoding result: %w", what, err)
+		return fmt.Errorf("cloudflare %s %s: decoding result: %w", cl.method, cl.path, err)
 	}
 	return nil
 }

@@ -13,13 +13,23 @@
 //     namespace "default", empty R2 jurisdiction, server-filled durable
 //     object members), so a diff never flaps.
 //   - Write-only values (secret_text text, secret_key key material) never
-//     appear in errors or logs; Redacted and WithoutWriteOnly strip them.
+//     appear in errors or logs. Redaction is by default: RedactJSON (and
+//     Binding.Redacted, which uses it) hides every value of a binding whose
+//     type is not known to be non-secret, unknown types and case variants
+//     included; it is the one rule for dead letters, plans and logs.
+//   - ParseBinding accepts only valid UTF-8, so the bytes sent are the
+//     bytes that were validated.
 //   - Every request waits on the one shared Limiter first; a 429 pauses the
-//     whole limiter for Retry-After. Multipart bodies are rebuilt for every
-//     attempt. The API token appears only in the Authorization header.
+//     whole limiter for Retry-After. A retry after a 429 or a 503 waits the
+//     server's Retry-After, otherwise the backoff's delay. Multipart bodies
+//     are rebuilt for every attempt. The API token appears only in the
+//     Authorization header.
 //   - Every non-2xx answer becomes an *APIError (HTTP status, every
 //     Cloudflare code and message, Ray ID, Retry-After, method and path);
-//     callers ask CodeIs, NotFound and Retryable and never parse strings.
+//     callers ask CodeIs, NotFound, AuthFailed and Retryable (or errors.Is
+//     with ErrNotFound, ErrRateLimited, ErrAuth) and never parse strings.
+//     A call that gives up returns its last attempt's error, wrapped
+//     together with the context's error when the context ended.
 //   - The beta Workers API (CreateWorkerVersion, ?deploy=true for one-write
 //     changes) takes JSON built once per call, so a retry resends the same
 //     bytes; an inherit entry without version_id resolves against the

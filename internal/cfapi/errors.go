@@ -24,8 +24,9 @@ const (
 	CodeValidation         = 10021
 	CodeInvalidInherit     = 10057
 	CodeMissingSettings    = 10201
-	CodeAuthentication     = 10000
-	CodeAuthenticationFail = 9106
+	CodeAuthentication     = 10000 // HTTP 403, "Authentication error"
+	CodeAuthenticationFail = 9106  // "Missing X-Auth-Key, X-Auth-Email or Authorization headers"
+	CodeUnauthorized       = 9109  // "Unauthorized to access requested resource", an invalid token
 )
 
 // ErrorDetail is one entry of the envelope's "errors" or "messages".
@@ -100,10 +101,24 @@ func (e *APIError) RateLimited() bool {
 	return e.StatusCode == http.StatusTooManyRequests || e.CodeIs(CodeRateLimited)
 }
 
+// AuthFailed reports an authentication or authorization failure: HTTP 401
+// or 403, or codes 10000, 9106 or 9109. The credentials are wrong, expired
+// or lack a permission, so no request of this client can succeed until
+// someone fixes them: a caller should stop taking work rather than fail
+// every item.
+func (e *APIError) AuthFailed() bool {
+	return e.StatusCode == http.StatusUnauthorized || e.StatusCode == http.StatusForbidden ||
+		e.CodeIs(CodeAuthentication) || e.CodeIs(CodeAuthenticationFail) || e.CodeIs(CodeUnauthorized)
+}
+
 // Retryable reports whether the same request may succeed later: 408, 429,
-// 5xx except 501, and codes 971, 10002, 10013 and 10035. Validation,
+// 5xx except 501, and codes 971, 10002, 10013 and 10035, unless the answer
+// is an authentication failure (see AuthFailed). Validation,
 // authentication and not-found answers are permanent.
 func (e *APIError) Retryable() bool {
+	if e.AuthFailed() {
+		return false
+	}
 	switch {
 	case e.StatusCode == http.StatusRequestTimeout, e.StatusCode == http.StatusTooManyRequests:
 		return true
@@ -118,13 +133,25 @@ func (e *APIError) Retryable() bool {
 	return false
 }
 
-// Is lets errors.Is match ErrNotFound and ErrRateLimited.
+// retryAfter returns the server's Retry-After when it sets the delay of the
+// next attempt: on a 429 (or code 971) and on a 503. Zero otherwise.
+func (e *APIError) retryAfter() time.Duration {
+	if e.RateLimited() || e.StatusCode == http.StatusServiceUnavailable {
+		return e.RetryAfter
+	}
+	return 0
+}
+
+// Is lets errors.Is match ErrNotFound, ErrRateLimited and ErrAuth, on the
+// status and codes (see NotFound, RateLimited and AuthFailed).
 func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrNotFound:
 		return e.NotFound()
 	case ErrRateLimited:
 		return e.RateLimited()
+	case ErrAuth:
+		return e.AuthFailed()
 	}
 	return false
 }
@@ -133,6 +160,7 @@ func (e *APIError) Is(target error) bool {
 var (
 	ErrNotFound    = errors.New("cloudflare: not found")
 	ErrRateLimited = errors.New("cloudflare: rate limited")
+	ErrAuth        = errors.New("cloudflare: authentication failed")
 )
 
 // maxErrorBody bounds how much of a non-JSON error body is kept.
@@ -175,7 +203,7 @@ func checkResponse(resp *http.Response, method, path string, limit int64) (*enve
 	var env envelope
 	if err := json.Unmarshal(body, &env); err != nil || (env.Success == nil && env.Result == nil && env.Errors == nil) {
 		e := apiErr()
-		e.Body = truncate(string(body), maxErrorBody)
+		e.Body = Truncate(string(body), maxErrorBody)
 		if ok {
 			e.Errors = []ErrorDetail{{Message: "response is not a Cloudflare JSON envelope"}}
 		}
@@ -188,13 +216,6 @@ func checkResponse(resp *http.Response, method, path string, limit int64) (*enve
 		return nil, e
 	}
 	return &env, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // ParseRetryAfter reads a Retry-After value: whole or fractional seconds, or

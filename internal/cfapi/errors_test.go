@@ -119,3 +119,34 @@ func TestParseRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+func TestAuthFailed(t *testing.T) {
+	cases := []struct {
+		name string
+		resp *http.Response
+		auth bool
+	}{
+		{"401", resp(401, `{"success":false,"errors":[]}`), true},
+		{"403 code 10000", resp(403, `{"success":false,"errors":[{"code":10000,"message":"Authentication error"}]}`), true},
+		{"200 success false 10000", resp(200, `{"success":false,"errors":[{"code":10000,"message":"Authentication error"}]}`), true},
+		{"400 code 9106", resp(400, `{"success":false,"errors":[{"code":9106,"message":"Missing X-Auth-Key, X-Auth-Email or Authorization headers"}]}`), true},
+		{"400 code 9109", resp(400, `{"success":false,"errors":[{"code":9109,"message":"Unauthorized to access requested resource"}]}`), true},
+		{"503 code 10000", resp(503, `{"success":false,"errors":[{"code":10000,"message":"Authentication error"}]}`), true},
+		{"404", resp(404, `{"success":false,"errors":[{"code":10007,"message":"not found"}]}`), false},
+		{"400 10021", resp(400, `{"success":false,"errors":[{"code":10021,"message":"bad"}]}`), false},
+		{"429", resp(429, `{"success":false,"errors":[{"code":971,"message":"slow"}]}`), false},
+	}
+	for _, c := range cases {
+		_, err := checkResponse(c.resp, "GET", "/p", 1<<20)
+		var ae *APIError
+		if !errors.As(err, &ae) {
+			t.Fatalf("%s: err = %v", c.name, err)
+		}
+		if ae.AuthFailed() != c.auth || errors.Is(err, ErrAuth) != c.auth {
+			t.Errorf("%s: AuthFailed %v, errors.Is(ErrAuth) %v, want %v", c.name, ae.AuthFailed(), errors.Is(err, ErrAuth), c.auth)
+		}
+		if c.auth && (ae.Retryable() || IsRetryable(err)) {
+			t.Errorf("%s: an auth failure is retryable", c.name)
+		}
+	}
+}

@@ -47,12 +47,13 @@ func (c *Client) ListScripts(ctx context.Context, accountID, namespace string, o
 		q.Set("cursor", opts.Cursor)
 	}
 	path := "/accounts/" + url.PathEscape(accountID) + "/workers/dispatch/namespaces/" + url.PathEscape(namespace) + "/scripts"
-	env, err := c.do(ctx, call{endpoint: EPListScripts, method: "GET", path: path, query: q})
+	cl := call{endpoint: EPListScripts, method: "GET", path: path, query: q}
+	env, err := c.do(ctx, cl)
 	if err != nil {
 		return nil, "", err
 	}
 	var page []ScriptInfo
-	if err := decodeResult(env, &page, "scripts of namespace "+namespace); err != nil {
+	if err := env.decodeResult(cl, &page); err != nil {
 		return nil, "", err
 	}
 	var info struct {
@@ -101,12 +102,9 @@ type Namespace struct {
 // CreateDispatchNamespace creates a dispatch namespace.
 func (c *Client) CreateDispatchNamespace(ctx context.Context, accountID, name string) (*Namespace, error) {
 	path := "/accounts/" + url.PathEscape(accountID) + "/workers/dispatch/namespaces"
-	env, err := c.do(ctx, call{endpoint: EPCreateNamespace, method: "POST", path: path, write: true, body: jsonBody(map[string]string{"name": name})})
-	if err != nil {
-		return nil, err
-	}
 	var ns Namespace
-	if err := decodeResult(env, &ns, "namespace "+name); err != nil {
+	if err := c.doJSON(ctx, call{endpoint: EPCreateNamespace, method: "POST", path: path, write: true,
+		body: jsonBody(map[string]string{"name": name})}, &ns); err != nil {
 		return nil, err
 	}
 	return &ns, nil
@@ -115,12 +113,8 @@ func (c *Client) CreateDispatchNamespace(ctx context.Context, accountID, name st
 // ListDispatchNamespaces lists an account's dispatch namespaces.
 func (c *Client) ListDispatchNamespaces(ctx context.Context, accountID string) ([]Namespace, error) {
 	path := "/accounts/" + url.PathEscape(accountID) + "/workers/dispatch/namespaces"
-	env, err := c.do(ctx, call{endpoint: EPListNamespaces, method: "GET", path: path})
-	if err != nil {
-		return nil, err
-	}
 	var out []Namespace
-	if err := decodeResult(env, &out, "namespaces"); err != nil {
+	if err := c.doJSON(ctx, call{endpoint: EPListNamespaces, method: "GET", path: path}, &out); err != nil {
 		return nil, err
 	}
 	return out, nil

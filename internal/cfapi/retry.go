@@ -62,7 +62,7 @@ func (p RetryPolicy) newBackOff(ctx context.Context) backoff.BackOff {
 // a network error, or an *APIError whose Retryable says so. Context
 // cancellation is never retryable.
 func IsRetryable(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if err == nil || isContextError(err) {
 		return false
 	}
 	var apiErr *APIError

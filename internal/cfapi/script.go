@@ -1,7 +1,6 @@
 package cfapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,11 +8,8 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
-	"net/textproto"
 	"net/url"
-	"sort"
 	"strings"
-	"unicode/utf8"
 )
 
 // Module is one part of a script: an ES module, a source map, a wasm or
@@ -124,75 +120,35 @@ type UploadMetadata struct {
 }
 
 // JSON encodes the metadata in wrangler's member order: main_module (or
-// body_part), bindings, the other members sorted, keep_bindings,
-// annotations.
+// body_part), bindings (each binding's JSON byte for byte), the other
+// members sorted, keep_bindings, annotations.
 func (m UploadMetadata) JSON() ([]byte, error) {
-	var buf bytes.Buffer
-	member := func(k string, v any) error {
-		if buf.Len() > 1 {
-			buf.WriteByte(',')
-		}
-		kj, _ := json.Marshal(k)
-		buf.Write(kj)
-		buf.WriteByte(':')
-		if raw, ok := v.(json.RawMessage); ok {
-			if !json.Valid(raw) {
-				return fmt.Errorf("metadata member %q is not valid JSON", k)
-			}
-			buf.Write(raw)
-			return nil
-		}
-		data, err := json.Marshal(v)
-		if err != nil {
-			return fmt.Errorf("metadata member %q: %w", k, err)
-		}
-		buf.Write(data)
-		return nil
-	}
-	buf.WriteByte('{')
+	w := newObject(nil, true)
 	if m.MainModule != "" {
-		if err := member("main_module", m.MainModule); err != nil {
-			return nil, err
-		}
+		w.str("main_module", m.MainModule)
 	}
 	if m.BodyPart != "" {
-		if err := member("body_part", m.BodyPart); err != nil {
-			return nil, err
-		}
+		w.str("body_part", m.BodyPart)
 	}
-	bs := m.Bindings
-	if bs == nil {
-		bs = Bindings{}
+	if err := w.bindings("bindings", m.Bindings); err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
 	}
-	if err := member("bindings", bs); err != nil {
-		return nil, err
-	}
-	keys := make([]string, 0, len(m.Other))
-	for k := range m.Other {
-		switch k {
-		case "main_module", "body_part", "bindings", "keep_bindings", "annotations":
-			continue
-		}
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if err := member(k, m.Other[k]); err != nil {
-			return nil, err
+	for _, k := range sortedKeys(m.Other, "main_module", "body_part", "bindings", "keep_bindings", "annotations") {
+		if err := w.checkedRaw(k, m.Other[k]); err != nil {
+			return nil, fmt.Errorf("metadata: %w", err)
 		}
 	}
 	if len(m.KeepBindings) > 0 {
-		if err := member("keep_bindings", m.KeepBindings); err != nil {
-			return nil, err
+		if err := w.marshal("keep_bindings", m.KeepBindings); err != nil {
+			return nil, fmt.Errorf("metadata: %w", err)
 		}
 	}
 	if len(m.Annotations) > 0 {
-		if err := member("annotations", m.Annotations); err != nil {
-			return nil, err
+		if err := w.marshal("annotations", m.Annotations); err != nil {
+			return nil, fmt.Errorf("metadata: %w", err)
 		}
 	}
-	buf.WriteByte('}')
-	return buf.Bytes(), nil
+	return w.close(), nil
 }
 
 // ScriptUpload is a script PUT or version POST: metadata plus the module
@@ -240,49 +196,19 @@ func (u ScriptUpload) multipartBody() (func() (io.Reader, string, error), error)
 	if err != nil {
 		return nil, err
 	}
+	parts := []formPart{{name: "metadata", data: meta}}
 	for _, m := range u.Modules {
 		if m.Name == "" {
 			return nil, fmt.Errorf("script upload: a module has no name")
 		}
+		ct := m.ContentType
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+		parts = append(parts, formPart{name: m.Name, filename: m.Name, contentType: ct, data: m.Data})
 	}
-	return func() (io.Reader, string, error) {
-		var buf bytes.Buffer
-		mw := multipart.NewWriter(&buf)
-		h := textproto.MIMEHeader{}
-		h.Set("Content-Disposition", `form-data; name="metadata"`)
-		pw, err := mw.CreatePart(h)
-		if err != nil {
-			return nil, "", err
-		}
-		if _, err := pw.Write(meta); err != nil {
-			return nil, "", err
-		}
-		for _, m := range u.Modules {
-			h := textproto.MIMEHeader{}
-			h.Set("Content-Disposition", fmt.Sprintf(`form-data; name="%s"; filename="%s"`, escapeQuotes(m.Name), escapeQuotes(m.Name)))
-			ct := m.ContentType
-			if ct == "" {
-				ct = "application/octet-stream"
-			}
-			h.Set("Content-Type", ct)
-			pw, err := mw.CreatePart(h)
-			if err != nil {
-				return nil, "", err
-			}
-			if _, err := pw.Write(m.Data); err != nil {
-				return nil, "", err
-			}
-		}
-		if err := mw.Close(); err != nil {
-			return nil, "", err
-		}
-		return &buf, mw.FormDataContentType(), nil
-	}, nil
+	return formBody(parts), nil
 }
-
-var quoteEscaper = strings.NewReplacer("\\", "\\\\", `"`, "\\\"")
-
-func escapeQuotes(s string) string { return quoteEscaper.Replace(s) }
 
 // UploadResult is the result of a script PUT.
 type UploadResult struct {
@@ -303,13 +229,9 @@ func (c *Client) UploadScript(ctx context.Context, ref ScriptRef, u ScriptUpload
 	if err != nil {
 		return nil, err
 	}
-	env, err := c.do(ctx, call{endpoint: EPPutScript, method: "PUT", path: ref.scriptPath(), write: true,
-		query: url.Values{"bindings_inherit": {"strict"}, "excludeScript": {"true"}}, body: body})
-	if err != nil {
-		return nil, err
-	}
 	var r UploadResult
-	if err := decodeResult(env, &r, "upload of "+ref.String()); err != nil {
+	if err := c.doJSON(ctx, call{endpoint: EPPutScript, method: "PUT", path: ref.scriptPath(), write: true,
+		query: url.Values{"bindings_inherit": {"strict"}, "excludeScript": {"true"}}, body: body}, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -332,13 +254,9 @@ func (c *Client) CreateVersion(ctx context.Context, ref ScriptRef, u ScriptUploa
 	if err != nil {
 		return nil, err
 	}
-	env, err := c.do(ctx, call{endpoint: EPPostVersion, method: "POST", path: ref.scriptPath() + "/versions", write: true,
-		query: url.Values{"bindings_inherit": {"strict"}}, body: body})
-	if err != nil {
-		return nil, err
-	}
 	var v Version
-	if err := decodeResult(env, &v, "version of "+ref.String()); err != nil {
+	if err := c.doJSON(ctx, call{endpoint: EPPostVersion, method: "POST", path: ref.scriptPath() + "/versions", write: true,
+		query: url.Values{"bindings_inherit": {"strict"}}, body: body}, &v); err != nil {
 		return nil, err
 	}
 	if v.ID == "" {
@@ -365,28 +283,12 @@ func (c *Client) DeployVersion(ctx context.Context, ref ScriptRef, versionID, me
 		"versions": []dv{{VersionID: versionID, Percentage: 100}},
 	}
 	if message != "" {
-		body["annotations"] = map[string]string{"workers/message": truncateUTF8(message, 100)}
-	}
-	env, err := c.do(ctx, call{endpoint: EPPostDeployment, method: "POST", path: ref.scriptPath() + "/deployments", write: true, body: jsonBody(body)})
-	if err != nil {
-		return nil, err
+		body["annotations"] = map[string]string{"workers/message": Truncate(message, 100)}
 	}
 	var d Deployment
-	if len(env.Result) > 0 && string(env.Result) != "null" {
-		if err := decodeResult(env, &d, "deployment of "+ref.String()); err != nil {
-			return nil, err
-		}
+	if err := c.doJSON(ctx, call{endpoint: EPPostDeployment, method: "POST", path: ref.scriptPath() + "/deployments", write: true,
+		body: jsonBody(body), noResult: true}, &d); err != nil {
+		return nil, err
 	}
 	return &d, nil
-}
-
-// truncateUTF8 cuts s to at most n bytes without splitting a character.
-func truncateUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }

@@ -1,14 +1,9 @@
 package cfapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"mime/multipart"
-	"net/textproto"
-	"sort"
 )
 
 // Settings is a script's configuration as GET …/settings returns it: the
@@ -53,12 +48,8 @@ func (s Settings) MarshalJSON() ([]byte, error) {
 // GetSettings reads a script's bindings and configuration
 // (GET …/scripts/{script}/settings, both flavours).
 func (c *Client) GetSettings(ctx context.Context, ref ScriptRef) (*Settings, error) {
-	env, err := c.do(ctx, call{endpoint: EPGetSettings, method: "GET", path: ref.scriptPath() + "/settings"})
-	if err != nil {
-		return nil, err
-	}
 	var s Settings
-	if err := decodeResult(env, &s, "settings of "+ref.String()); err != nil {
+	if err := c.doJSON(ctx, call{endpoint: EPGetSettings, method: "GET", path: ref.scriptPath() + "/settings"}, &s); err != nil {
 		return nil, err
 	}
 	return &s, nil
@@ -75,12 +66,8 @@ func (c *Client) GetBindings(ctx context.Context, ref ScriptRef) (Bindings, erro
 		}
 		return s.Bindings, nil
 	}
-	env, err := c.do(ctx, call{endpoint: EPGetBindings, method: "GET", path: ref.scriptPath() + "/bindings"})
-	if err != nil {
-		return nil, err
-	}
 	var bs Bindings
-	if err := decodeResult(env, &bs, "bindings of "+ref.String()); err != nil {
+	if err := c.doJSON(ctx, call{endpoint: EPGetBindings, method: "GET", path: ref.scriptPath() + "/bindings"}, &bs); err != nil {
 		return nil, err
 	}
 	return bs, nil
@@ -95,44 +82,23 @@ type SettingsPatch struct {
 	Other    map[string]json.RawMessage
 }
 
-// JSON returns the settings part's JSON with sorted keys.
+// JSON returns the body of the settings part, as PatchSettings sends it:
+// "bindings" first (each binding's JSON byte for byte; absent when Bindings
+// is nil), then the other members with sorted keys. It holds secret values:
+// send it, never log it.
 func (p SettingsPatch) JSON() ([]byte, error) {
-	keys := make([]string, 0, len(p.Other))
-	for k := range p.Other {
-		if k != "bindings" {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	var buf bytes.Buffer
-	buf.WriteByte('{')
-	first := true
+	w := newObject(nil, true)
 	if p.Bindings != nil {
-		buf.WriteString(`"bindings":[`)
-		for i, b := range p.Bindings {
-			if i > 0 {
-				buf.WriteByte(',')
-			}
-			buf.Write(b.raw)
+		if err := w.bindings("bindings", p.Bindings); err != nil {
+			return nil, fmt.Errorf("settings patch: %w", err)
 		}
-		buf.WriteByte(']')
-		first = false
 	}
-	for _, k := range keys {
-		if !first {
-			buf.WriteByte(',')
+	for _, k := range sortedKeys(p.Other, "bindings") {
+		if err := w.checkedRaw(k, p.Other[k]); err != nil {
+			return nil, fmt.Errorf("settings patch: %w", err)
 		}
-		first = false
-		kj, _ := json.Marshal(k)
-		buf.Write(kj)
-		buf.WriteByte(':')
-		buf.Write(p.Other[k])
 	}
-	buf.WriteByte('}')
-	if !json.Valid(buf.Bytes()) {
-		return nil, fmt.Errorf("settings patch: invalid JSON in other members")
-	}
-	return buf.Bytes(), nil
+	return w.close(), nil
 }
 
 // PatchSettings changes bindings and configuration without uploading code:
@@ -142,35 +108,12 @@ func (c *Client) PatchSettings(ctx context.Context, ref ScriptRef, p SettingsPat
 	if err != nil {
 		return nil, err
 	}
-	env, err := c.do(ctx, call{
-		endpoint: EPPatchSettings, method: "PATCH", path: ref.scriptPath() + "/settings", write: true,
-		body: func() (io.Reader, string, error) {
-			var buf bytes.Buffer
-			mw := multipart.NewWriter(&buf)
-			h := textproto.MIMEHeader{}
-			h.Set("Content-Disposition", `form-data; name="settings"`)
-			h.Set("Content-Type", "application/json")
-			pw, err := mw.CreatePart(h)
-			if err != nil {
-				return nil, "", err
-			}
-			if _, err := pw.Write(js); err != nil {
-				return nil, "", err
-			}
-			if err := mw.Close(); err != nil {
-				return nil, "", err
-			}
-			return &buf, mw.FormDataContentType(), nil
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
 	var s Settings
-	if len(env.Result) == 0 || string(env.Result) == "null" {
-		return &s, nil
-	}
-	if err := decodeResult(env, &s, "settings of "+ref.String()); err != nil {
+	err = c.doJSON(ctx, call{
+		endpoint: EPPatchSettings, method: "PATCH", path: ref.scriptPath() + "/settings", write: true, noResult: true,
+		body: formBody([]formPart{{name: "settings", contentType: "application/json", data: js}}),
+	}, &s)
+	if err != nil {
 		return nil, err
 	}
 	return &s, nil

@@ -143,7 +143,7 @@ func (v NewWorkerVersion) JSON() ([]byte, error) {
 		a := make(map[string]string, len(v.Annotations))
 		for k, s := range v.Annotations {
 			if k == "workers/message" {
-				s = truncateUTF8(s, 1000)
+				s = Truncate(s, 1000)
 			}
 			a[k] = s
 		}
@@ -220,13 +220,9 @@ func (c *Client) CreateWorkerVersion(ctx context.Context, ref ScriptRef, v NewWo
 	if deploy {
 		q = url.Values{"deploy": {"true"}}
 	}
-	env, err := c.do(ctx, call{endpoint: EPCreateWorkerVersion, method: "POST", path: path + "/versions", query: q,
-		write: true, body: staticJSON(body)})
-	if err != nil {
-		return nil, err
-	}
 	var out WorkerVersion
-	if err := decodeResult(env, &out, "version of "+ref.String()); err != nil {
+	if err := c.doJSON(ctx, call{endpoint: EPCreateWorkerVersion, method: "POST", path: path + "/versions", query: q,
+		write: true, body: staticJSON(body)}, &out); err != nil {
 		return nil, err
 	}
 	if out.ID == "" {
@@ -250,13 +246,9 @@ func (c *Client) GetWorkerVersion(ctx context.Context, ref ScriptRef, versionID 
 	if includeModules {
 		q = url.Values{"include": {"modules"}}
 	}
-	env, err := c.do(ctx, call{endpoint: EPGetWorkerVersion, method: "GET",
-		path: path + "/versions/" + url.PathEscape(versionID), query: q, maxBody: 128 << 20})
-	if err != nil {
-		return nil, err
-	}
 	var out WorkerVersion
-	if err := decodeResult(env, &out, "version of "+ref.String()); err != nil {
+	if err := c.doJSON(ctx, call{endpoint: EPGetWorkerVersion, method: "GET",
+		path: path + "/versions/" + url.PathEscape(versionID), query: q, maxBody: 128 << 20}, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -285,12 +277,13 @@ func (c *Client) ListWorkerVersions(ctx context.Context, ref ScriptRef, page, pe
 	if perPage > 0 {
 		q.Set("per_page", strconv.Itoa(perPage))
 	}
-	env, err := c.do(ctx, call{endpoint: EPListWorkerVersions, method: "GET", path: path + "/versions", query: q})
+	cl := call{endpoint: EPListWorkerVersions, method: "GET", path: path + "/versions", query: q}
+	env, err := c.do(ctx, cl)
 	if err != nil {
 		return nil, PageInfo{}, err
 	}
 	var out []WorkerVersion
-	if err := decodeResult(env, &out, "versions of "+ref.String()); err != nil {
+	if err := env.decodeResult(cl, &out); err != nil {
 		return nil, PageInfo{}, err
 	}
 	var info PageInfo
@@ -329,14 +322,10 @@ func (d ScriptDeployment) Split() bool { return len(d.Versions) > 1 }
 // first: GET …/scripts/{script}/deployments (both flavours). A script in
 // a gradual deployment has an active deployment with two versions.
 func (c *Client) ListDeployments(ctx context.Context, ref ScriptRef) ([]ScriptDeployment, error) {
-	env, err := c.do(ctx, call{endpoint: EPListDeployments, method: "GET", path: ref.scriptPath() + "/deployments"})
-	if err != nil {
-		return nil, err
-	}
 	var res struct {
 		Deployments []ScriptDeployment `json:"deployments"`
 	}
-	if err := decodeResult(env, &res, "deployments of "+ref.String()); err != nil {
+	if err := c.doJSON(ctx, call{endpoint: EPListDeployments, method: "GET", path: ref.scriptPath() + "/deployments"}, &res); err != nil {
 		return nil, err
 	}
 	return res.Deployments, nil
@@ -370,7 +359,7 @@ func (c *Client) CreateDeployment(ctx context.Context, ref ScriptRef, shares []D
 		for _, k := range keys {
 			a[k] = annotations[k]
 			if k == "workers/message" {
-				a[k] = truncateUTF8(annotations[k], 100)
+				a[k] = Truncate(annotations[k], 100)
 			}
 		}
 		body["annotations"] = a
@@ -379,13 +368,9 @@ func (c *Client) CreateDeployment(ctx context.Context, ref ScriptRef, shares []D
 	if err != nil {
 		return nil, err
 	}
-	env, err := c.do(ctx, call{endpoint: EPPostDeployment, method: "POST", path: ref.scriptPath() + "/deployments",
-		write: true, body: staticJSON(data)})
-	if err != nil {
-		return nil, err
-	}
 	var d ScriptDeployment
-	if err := decodeResult(env, &d, "deployment of "+ref.String()); err != nil {
+	if err := c.doJSON(ctx, call{endpoint: EPPostDeployment, method: "POST", path: ref.scriptPath() + "/deployments",
+		write: true, body: staticJSON(data)}, &d); err != nil {
 		return nil, err
 	}
 	return &d, nil

@@ -230,7 +230,7 @@ func TestNewWorkerVersionJSON(t *testing.T) {
 	if err := json.Unmarshal(data, &got); err != nil {
 		t.Fatal(err)
 	}
-	if msg := got.Annotations["workers/message"]; len(msg) > 1000 || !strings.HasPrefix(strings.Repeat("é", 600), msg) {
+	if msg := got.Annotations["workers/message"]; len(msg) > 1000 || !strings.HasPrefix(strings.Repeat("é", 600), strings.TrimSuffix(msg, "...")) {
 		t.Errorf("message of %d bytes", len(msg))
 	}
 	want := []map[string]string{{"type": "inherit", "name": "A"}, {"type": "inherit", "name": "B", "old_name": "OLD", "version_id": "v1"}}

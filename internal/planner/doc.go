@@ -14,7 +14,8 @@
 // and Applied, the last-applied record to store once the write has
 // succeeded. Every error is permanent (the same input fails the same way):
 // a *cfapi.ValidationError for invalid desired state, a *Error for desired
-// state the live state cannot satisfy.
+// state the live state cannot satisfy. Validate(desired) checks desired
+// state alone, as Plan does first; it needs no Planner.
 //
 // # Rules
 //
@@ -72,15 +73,18 @@
 //     desired inherit renames it).
 //   - Applying the request as the API does and planning again, with the
 //     new live state and Plan.Applied as the record, gives a no-op.
-//   - Equal inputs give byte-identical SettingsJSON, Render and MarshalJSON
-//     output, whatever the order of the input lists.
+//   - Equal inputs give byte-identical requests (the settings body that
+//     cfapi.SettingsPatch.JSON makes of Request.Bindings), Render and
+//     MarshalJSON output, whatever the order of the input lists.
 //   - No error, Render, String or MarshalJSON output (of a Plan, an Action
-//     or a Request) holds a write-only value: they read "(sensitive)".
-//     Only Request.SettingsJSON and Request.Bindings hold secrets, for the
-//     write itself.
+//     or a Request) holds a value of a binding that is not known to be
+//     non-secret: cfapi.RedactJSON's rule decides, so write-only types and
+//     unknown types alike read "(sensitive)". Only Request.Bindings holds
+//     secrets, for the write itself.
 //   - Fingerprints are HMAC-SHA256 under the planner's key, truncated to
 //     FingerprintLen hex digits; the record never holds plaintext.
-//   - Plan parses no JSON except to read the old_name of inherit bindings
-//     and the part of part-type bindings it sends; Before/After values are
-//     computed only by Detailed, Render and MarshalJSON.
+//   - Plan parses no JSON except to read the old_name of inherit bindings,
+//     the part of part-type bindings it sends, and a renamed binding under
+//     its new name (for its fingerprint); Before/After values are computed
+//     only by Detailed, Render and MarshalJSON.
 package planner

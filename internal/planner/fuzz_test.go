@@ -113,7 +113,7 @@ func FuzzPlan(f *testing.F) {
 
 		after, err := apply(stored, pl)
 		if err != nil {
-			t.Fatalf("the API rejects the request: %v\nplan:\n%s\nrequest: %s", err, pl, pl.Request.SettingsJSON())
+			t.Fatalf("the API rejects the request: %v\nplan:\n%s\nrequest: %s", err, pl, settingsBody(pl.Request))
 		}
 		again, err := p.Plan(d, cfapitest.RenderForGet(propAccount, propScript, after), pl.Applied)
 		if err != nil {

@@ -57,7 +57,7 @@ type Action struct {
 }
 
 // changes reports whether the action writes.
-func (a *Action) changes() bool {
+func (a Action) changes() bool {
 	return a.Kind == ActionAdd || a.Kind == ActionUpdate || a.Kind == ActionRemove
 }
 
@@ -103,28 +103,11 @@ type Request struct {
 // IsZero reports whether r is the zero Request (a no-op plan's).
 func (r Request) IsZero() bool { return r.Bindings == nil && r.KeepBindings == nil }
 
-// SettingsJSON returns the JSON of the settings PATCH's "settings" part,
-// {"bindings":[...]}, with deterministic bytes. It contains secret values:
-// send it, never log it.
-func (r Request) SettingsJSON() []byte {
-	n := len(`{"bindings":[]}`)
-	for _, b := range r.Bindings {
-		n += len(b.Raw()) + 1
-	}
-	out := make([]byte, 0, n)
-	out = append(out, `{"bindings":[`...)
-	for i, b := range r.Bindings {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, b.Raw()...)
-	}
-	return append(out, "]}"...)
-}
-
-// MarshalJSON returns the request with write-only values replaced by
-// "(sensitive)", so that logging a Request never leaks a secret. The bytes
-// to send are SettingsJSON, or the Bindings themselves.
+// MarshalJSON returns the request redacted as plans are (see
+// cfapi.RedactJSON: every value of a binding not known to be non-secret
+// reads "(sensitive)"), so that logging a Request never leaks a secret. The
+// bytes to send are built from Bindings by cfapi (SettingsPatch.JSON for
+// StrategySettings, UploadMetadata.JSON otherwise).
 func (r Request) MarshalJSON() ([]byte, error) {
 	bs := make([]json.RawMessage, len(r.Bindings))
 	for i := range r.Bindings {
@@ -166,311 +149,294 @@ func (r Request) String() string {
 // immutable, but the slices are the caller's): do not modify those slices
 // while the plan is in use.
 func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan, error) {
-	ds := sortedByName(d.Bindings)
-	rm := sortedNames(d.Remove)
-	renames, err := p.check(d, ds, rm)
+	renames, err := validate(d)
 	if err != nil {
 		return nil, err
 	}
-	requested, _ := ParseStrategy(string(d.Strategy))
-	ls := sortedByName(live)
-	for k := range ls.len() {
-		if b := ls.at(k); b.IsZero() {
-			return nil, &Error{Msg: "a live binding is empty"}
-		} else if k > 0 && ls.name(k-1) == b.Name() {
-			return nil, &Error{Name: b.Name(), Type: b.Type(), Field: "name", Msg: "two live bindings have this name"}
+	s, err := newPlanning(p, d, live, last, renames)
+	if err != nil {
+		return nil, err
+	}
+	pl := &Plan{Actions: make([]Action, 0, len(s.names)), Applied: LastApplied{Bindings: s.applied}}
+	for _, name := range s.names {
+		a, ok, err := s.action(name)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			pl.Actions = append(pl.Actions, a)
 		}
 	}
-
-	st := p.getState()
-	defer p.putState(st)
-	slots := mergeNames(ds, ls, rm)
-	pl := &Plan{Actions: make([]Action, 0, len(slots))}
-	pl.Applied.Bindings = make(map[string]Applied, len(slots))
-	// Fingerprints are written to one buffer, which becomes one string
-	// once all are known; pending holds the records that wait for it.
-	fpBuf := make([]byte, 0, FingerprintLen*min(ds.len(), 16))
-	type pendingRecord struct {
-		name, typ string
-		off       int
-	}
-	pending := make([]pendingRecord, 0, 8)
-	var (
-		nChanges   int
-		needScript = -1 // first added or updated binding that only a script upload can write
-	)
-	for _, sl := range slots {
-		var db, lb *cfapi.Binding
-		var name string
-		if sl.d >= 0 {
-			db = ds.at(int(sl.d))
-			name = db.Name()
-		}
-		if sl.l >= 0 {
-			lb = ls.at(int(sl.l))
-			name = lb.Name()
-		}
-		removed := sl.r >= 0
-		if removed {
-			name = rm[sl.r]
-		}
-		rec, recorded := last.Bindings[name]
-
-		// The record to store for name: keep (an existing record), or the
-		// type and the fingerprint at fpOff in fpBuf.
-		var (
-			keepRec bool
-			recType string
-			fpOff   = -1
-		)
-		// The action is built in place; a name without one is popped.
-		pl.Actions = append(pl.Actions, Action{Name: name, live: lb, desired: db})
-		a := &pl.Actions[len(pl.Actions)-1]
-		switch {
-		case removed: // Validate guarantees db == nil
-			if lb == nil {
-				pl.Actions = pl.Actions[:len(pl.Actions)-1]
-				continue // nothing to remove, nothing to show
-			}
-			a.Kind, a.Type, a.Reason = ActionRemove, lb.Type(), ReasonNamedRemove
-
-		case db != nil && db.Type() == cfapi.TypeInherit:
-			if r := renameTo(renames, name); r != nil {
-				if src := ls.find(r.from); src != nil {
-					a.Kind, a.Type, a.Reason, a.rename = ActionAdd, src.Type(), "renamed from "+r.from, true
-					if lb != nil {
-						a.Kind = ActionUpdate
-						if lb.Type() != src.Type() {
-							a.OldType = lb.Type()
-						}
-					}
-					recType, fpOff = src.Type(), len(fpBuf)
-					fpBuf = st.appendFP(fpBuf, *src, name)
-					break
-				}
-				// The source is gone: the rename has been carried out if
-				// the new name is live.
-			}
-			if lb == nil {
-				return nil, inheritError(db, renameTo(renames, name))
-			}
-			a.Kind, a.Type, a.Reason = ActionKeep, lb.Type(), ReasonInherited
-			if recorded && rec.Type == lb.Type() {
-				keepRec = true
-			} else {
-				recType, fpOff = lb.Type(), len(fpBuf)
-				fpBuf = st.appendFP(fpBuf, *lb, "")
-			}
-
-		case db != nil:
-			a.Type = db.Type()
-			switch {
-			case lb == nil:
-				a.Kind = ActionAdd
-				if recorded {
-					a.Reason = ReasonMissing
-				}
-			case lb.Type() != db.Type():
-				a.Kind, a.OldType, a.Reason = ActionUpdate, lb.Type(), ReasonTypeChanged
-			case db.WriteOnly():
-				// GET never shows the value: the record's fingerprint
-				// decides.
-				fpOff = len(fpBuf)
-				fpBuf = st.appendFP(fpBuf, *db, "")
-				switch {
-				case !recorded:
-					a.Kind, a.Reason = ActionUpdate, ReasonNotApplied
-				case rec.Type != db.Type() || rec.Fingerprint != string(fpBuf[fpOff:]):
-					a.Kind, a.Reason = ActionUpdate, ReasonNewSecret
-				default:
-					a.Kind = ActionKeep
-				}
-			case db.Matches(*lb):
-				a.Kind = ActionKeep
-			default:
-				a.Kind, a.Reason = ActionUpdate, ReasonValueChanged
-			}
-			switch {
-			case a.Kind == ActionKeep && recorded && rec.Type == a.Type:
-				// Nothing is written: the record of the last write stays
-				// (for a secret it holds this very fingerprint).
-				keepRec = true
-				if fpOff >= 0 {
-					fpBuf, fpOff = fpBuf[:fpOff], -1
-				}
-			case fpOff < 0:
-				recType, fpOff = db.Type(), len(fpBuf)
-				fpBuf = st.appendFP(fpBuf, *db, "")
-			default:
-				recType = db.Type()
-			}
-
-		case lb != nil:
-			a.Type = lb.Type()
-			owned := recorded && rec.Type == lb.Type()
-			if r := renameFrom(renames, name); r != nil {
-				// A desired inherit carries this binding over under a new
-				// name: the rename is the explicit instruction to drop it.
-				a.Kind, a.Reason = ActionRemove, "renamed to "+r.to
-				break
-			}
-			switch {
-			case owned && d.Exclusive:
-				a.Kind, a.Reason = ActionRemove, ReasonNotDesired
-			case owned:
-				a.Kind, keepRec = ActionKeep, true
-			default:
-				a.Kind, a.Reason = ActionUnowned, ReasonUnowned
-			}
-
-		default:
-			pl.Actions = pl.Actions[:len(pl.Actions)-1]
-			continue
-		}
-		switch {
-		case keepRec:
-			pl.Applied.Bindings[name] = rec
-		case fpOff >= 0:
-			pending = append(pending, pendingRecord{name, recType, fpOff})
-		}
-		a.Sensitive = cfapi.IsWriteOnlyType(a.Type) || cfapi.IsWriteOnlyType(a.OldType) ||
-			(lb != nil && lb.WriteOnly()) || (db != nil && db.WriteOnly())
-		if a.changes() {
-			nChanges++
-		}
-		if needScript < 0 && (a.Kind == ActionAdd || a.Kind == ActionUpdate) && (a.rename || db.InPart()) {
-			needScript = len(pl.Actions) - 1
-		}
-	}
-	if len(fpBuf) > 0 {
-		fps := string(fpBuf)
-		for _, r := range pending {
-			pl.Applied.Bindings[r.name] = Applied{Type: r.typ, Fingerprint: fps[r.off : r.off+FingerprintLen]}
-		}
-	}
-
-	if nChanges == 0 {
+	if !slices.ContainsFunc(pl.Actions, Action.changes) {
 		return pl, nil
 	}
-	switch requested {
-	case StrategyAuto:
-		pl.Strategy = StrategySettings
-		if needScript >= 0 {
-			pl.Strategy = StrategyScript
-		}
-	case StrategySettings:
-		if needScript >= 0 {
-			a := &pl.Actions[needScript]
-			what := "a binding of type " + a.desired.Type()
-			if a.rename {
-				what = "a rename (inherit with old_name)"
-			}
-			return nil, &Error{Name: a.Name, Type: a.desired.Type(),
-				Msg: what + " cannot be written by a settings PATCH; use strategy script"}
-		}
-		pl.Strategy = StrategySettings
-	default:
-		pl.Strategy = requested
+	requested, _ := ParseStrategy(string(d.Strategy))
+	if pl.Strategy, err = chooseStrategy(requested, pl.Actions); err != nil {
+		return nil, err
 	}
 	pl.Request, pl.NeedsParts = buildRequest(pl.Strategy, pl.Actions)
 	return pl, nil
 }
 
-// slot is one name of the merge of the sorted desired, live and remove
-// lists: the positions where it occurs, -1 where it does not.
-type slot struct{ d, l, r int32 }
+// planning holds the inputs of one Plan call, by name, and the
+// last-applied record it builds.
+type planning struct {
+	p         *Planner
+	exclusive bool
+	slots     map[string]slot
+	names     []string // the keys of slots, sorted
+	renames   []rename
+	last      map[string]Applied
+	applied   map[string]Applied // the record to store after the write
+}
 
-// mergeNames merges the three sorted lists into one slot per distinct name,
-// in name order.
-func mergeNames(ds, ls byName, rm []string) []slot {
-	out := make([]slot, 0, ds.len()+ls.len()+len(rm))
-	i, j, k := 0, 0, 0
-	for i < ds.len() || j < ls.len() || k < len(rm) {
-		// The smallest name at the heads of the lists.
-		var name string
-		have := false
-		if i < ds.len() {
-			name, have = ds.names[i], true
-		}
-		if j < ls.len() && (!have || ls.names[j] < name) {
-			name, have = ls.names[j], true
-		}
-		if k < len(rm) && (!have || rm[k] < name) {
-			name = rm[k]
-		}
-		sl := slot{-1, -1, -1}
-		if i < ds.len() && ds.names[i] == name {
-			sl.d = int32(i)
-			i++
-		}
-		if j < ls.len() && ls.names[j] == name {
-			sl.l = int32(j)
-			j++
-		}
-		if k < len(rm) && rm[k] == name {
-			sl.r = int32(k)
-			k++
-		}
-		out = append(out, sl)
+// slot is what the inputs hold for one name.
+type slot struct {
+	desired, live *cfapi.Binding // nil when absent
+	removed       bool           // named in Desired.Remove
+}
+
+// newPlanning indexes valid desired state and the live bindings by name.
+// An empty live binding, or two live bindings of one name, is an error.
+func newPlanning(p *Planner, d Desired, live []cfapi.Binding, last LastApplied, renames []rename) (*planning, error) {
+	if slices.ContainsFunc(live, cfapi.Binding.IsZero) {
+		return nil, &Error{Msg: "a live binding is empty"}
 	}
-	return out
+	slots := make(map[string]slot, len(d.Bindings)+len(live))
+	for i := range d.Bindings {
+		slots[d.Bindings[i].Name()] = slot{desired: &d.Bindings[i]}
+	}
+	for i := range live {
+		sl := slots[live[i].Name()]
+		if sl.live != nil {
+			return nil, liveDuplicateError(live)
+		}
+		sl.live = &live[i]
+		slots[live[i].Name()] = sl
+	}
+	for _, name := range d.Remove {
+		sl := slots[name]
+		sl.removed = true
+		slots[name] = sl
+	}
+	names := make([]string, 0, len(slots))
+	for name := range slots {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return &planning{p: p, exclusive: d.Exclusive, slots: slots, names: names,
+		renames: renames, last: last.Bindings, applied: make(map[string]Applied, len(slots))}, nil
+}
+
+// liveDuplicateError is the error for two live bindings of one name (the
+// first such name in name order).
+func liveDuplicateError(live []cfapi.Binding) error {
+	name, _, last := firstDuplicate(live)
+	return &Error{Name: name, Type: live[last].Type(), Field: "name", Msg: "two live bindings have this name"}
+}
+
+// action plans one name, with one helper per case. ok is false for a name
+// that gets no action (a removed name that is not live).
+func (s *planning) action(name string) (a Action, ok bool, err error) {
+	sl := s.slots[name]
+	db, lb := sl.desired, sl.live
+	switch {
+	case sl.removed: // validate guarantees db == nil
+		if lb == nil {
+			return Action{}, false, nil // nothing to remove, nothing to show
+		}
+		a = removedAction(lb)
+	case db != nil && db.Type() == cfapi.TypeInherit:
+		if a, err = s.inherited(name, db, lb); err != nil {
+			return Action{}, false, err
+		}
+	case db != nil:
+		a = s.upsert(name, db, lb)
+	default:
+		a = s.liveOnly(name, lb)
+	}
+	a.Name, a.live, a.desired = name, lb, db
+	a.Sensitive = cfapi.IsWriteOnlyType(a.Type) || cfapi.IsWriteOnlyType(a.OldType) ||
+		(lb != nil && lb.WriteOnly()) || (db != nil && db.WriteOnly())
+	return a, true, nil
+}
+
+// removedAction plans a live binding named in Desired.Remove: it goes,
+// whoever created it, and leaves the record.
+func removedAction(lb *cfapi.Binding) Action {
+	return Action{Kind: ActionRemove, Type: lb.Type(), Reason: ReasonNamedRemove}
+}
+
+// inherited plans a desired inherit binding. While the binding it renames
+// (old_name) is live, that binding is written under the new name: added, or
+// updated over what holds the name now. Otherwise the live binding of the
+// name is kept, and there must be one.
+func (s *planning) inherited(name string, db, lb *cfapi.Binding) (Action, error) {
+	r := s.renameTo(name)
+	if r != nil {
+		if src := s.slots[r.from].live; src != nil {
+			a := Action{Kind: ActionAdd, Type: src.Type(), Reason: "renamed from " + r.from, rename: true}
+			if lb != nil {
+				a.Kind = ActionUpdate
+				if lb.Type() != src.Type() {
+					a.OldType = lb.Type()
+				}
+			}
+			s.recordWrite(name, src.WithName(name))
+			return a, nil
+		}
+		// The source is gone: the rename has been carried out if the new
+		// name is live.
+	}
+	if lb == nil {
+		return Action{}, inheritError(db, r)
+	}
+	if s.recordedAs(name, lb.Type()) {
+		s.keepRecord(name)
+	} else {
+		s.recordWrite(name, *lb)
+	}
+	return Action{Kind: ActionKeep, Type: lb.Type(), Reason: ReasonInherited}, nil
+}
+
+// upsert plans a desired binding other than inherit: added when it is not
+// live, updated when the live one has another type or value, else kept. GET
+// never shows a secret's value, so for a secret the record decides: it is
+// kept only when the record holds its type and the fingerprint of the
+// desired value.
+func (s *planning) upsert(name string, db, lb *cfapi.Binding) Action {
+	a := Action{Type: db.Type()}
+	rec, recorded := s.last[name]
+	fp := "" // the desired value's fingerprint, once computed
+	switch {
+	case lb == nil:
+		a.Kind = ActionAdd
+		if recorded {
+			a.Reason = ReasonMissing
+		}
+	case lb.Type() != db.Type():
+		a.Kind, a.OldType, a.Reason = ActionUpdate, lb.Type(), ReasonTypeChanged
+	case db.WriteOnly():
+		fp = s.p.Fingerprint(*db)
+		switch {
+		case !recorded:
+			a.Kind, a.Reason = ActionUpdate, ReasonNotApplied
+		case rec.Type != db.Type() || rec.Fingerprint != fp:
+			a.Kind, a.Reason = ActionUpdate, ReasonNewSecret
+		default:
+			a.Kind = ActionKeep
+		}
+	case db.Matches(*lb):
+		a.Kind = ActionKeep
+	default:
+		a.Kind, a.Reason = ActionUpdate, ReasonValueChanged
+	}
+	switch {
+	case a.Kind == ActionKeep && s.recordedAs(name, a.Type):
+		// Nothing is written: the record of the last write stays (for a
+		// secret it holds this very fingerprint).
+		s.keepRecord(name)
+	case fp != "":
+		s.applied[name] = Applied{Type: db.Type(), Fingerprint: fp}
+	default:
+		s.recordWrite(name, *db)
+	}
+	return a
+}
+
+// liveOnly plans a live binding that is neither desired nor removed: it
+// goes when a desired inherit renames it, or when it is owned and a replace
+// was folded (Exclusive); an owned one is kept with its record; one that
+// someone else created is left alone.
+func (s *planning) liveOnly(name string, lb *cfapi.Binding) Action {
+	a := Action{Type: lb.Type()}
+	owned := s.recordedAs(name, lb.Type())
+	switch r := s.renameFrom(name); {
+	case r != nil:
+		// A desired inherit carries this binding over under a new name:
+		// the rename is the explicit instruction to drop it.
+		a.Kind, a.Reason = ActionRemove, "renamed to "+r.to
+	case owned && s.exclusive:
+		a.Kind, a.Reason = ActionRemove, ReasonNotDesired
+	case owned:
+		a.Kind = ActionKeep
+		s.keepRecord(name)
+	default:
+		a.Kind, a.Reason = ActionUnowned, ReasonUnowned
+	}
+	return a
+}
+
+// recordedAs reports whether the old record lists name with type typ.
+func (s *planning) recordedAs(name, typ string) bool {
+	rec, ok := s.last[name]
+	return ok && rec.Type == typ
+}
+
+// keepRecord carries the old record of name over: nothing is written.
+func (s *planning) keepRecord(name string) { s.applied[name] = s.last[name] }
+
+// recordWrite records, under name, the type and value fingerprint of b, the
+// binding that the write leaves under that name.
+func (s *planning) recordWrite(name string, b cfapi.Binding) {
+	s.applied[name] = Applied{Type: b.Type(), Fingerprint: s.p.Fingerprint(b)}
+}
+
+func (s *planning) renameTo(to string) *rename {
+	i := slices.IndexFunc(s.renames, func(r rename) bool { return r.to == to })
+	if i < 0 {
+		return nil
+	}
+	return &s.renames[i]
+}
+
+func (s *planning) renameFrom(from string) *rename {
+	i := slices.IndexFunc(s.renames, func(r rename) bool { return r.from == from })
+	if i < 0 {
+		return nil
+	}
+	return &s.renames[i]
+}
+
+// chooseStrategy returns the write of a plan that changes something: the
+// requested strategy, or for StrategyAuto StrategyScript when an added or
+// updated binding needs a script upload (a part type or a rename) and
+// StrategySettings otherwise. Requesting StrategySettings for such a change
+// is an error naming the binding.
+func chooseStrategy(requested Strategy, actions []Action) (Strategy, error) {
+	i := slices.IndexFunc(actions, Action.needsScript)
+	switch {
+	case requested == StrategyAuto && i >= 0:
+		return StrategyScript, nil
+	case requested == StrategyAuto:
+		return StrategySettings, nil
+	case requested == StrategySettings && i >= 0:
+		a := actions[i]
+		what := "a binding of type " + a.desired.Type()
+		if a.rename {
+			what = "a rename (inherit with old_name)"
+		}
+		return "", &Error{Name: a.Name, Type: a.desired.Type(),
+			Msg: what + " cannot be written by a settings PATCH; use strategy script"}
+	}
+	return requested, nil
+}
+
+// needsScript reports whether the action writes what only a script upload
+// can: a binding of a part type, or a rename.
+func (a Action) needsScript() bool {
+	return (a.Kind == ActionAdd || a.Kind == ActionUpdate) && (a.rename || a.desired.InPart())
 }
 
 // buildRequest builds the request of a writing plan from its actions, which
-// are sorted by name.
+// are sorted by name, and the parts the upload needs.
 func buildRequest(s Strategy, actions []Action) (Request, []string) {
-	var req Request
-	keep := [2]bool{true, true} // by cfapi.WriteOnlyTypes() order: secret_text, secret_key
-	settings := s == StrategySettings
-	if !settings {
-		for x := range actions {
-			a := &actions[x]
-			gone := ""
-			switch {
-			case a.Kind == ActionRemove:
-				gone = a.Type
-			case a.Kind == ActionUpdate && a.OldType != "":
-				gone = a.OldType
-			}
-			switch gone {
-			case cfapi.TypeSecretText:
-				keep[0] = false
-			case cfapi.TypeSecretKey:
-				keep[1] = false
-			}
-		}
-		for t, typ := range cfapi.WriteOnlyTypes() {
-			if keep[t] {
-				req.KeepBindings = append(req.KeepBindings, typ)
-			}
-		}
+	req := Request{Bindings: make([]cfapi.Binding, 0, len(actions))}
+	if s != StrategySettings {
+		req.KeepBindings = keptWriteOnlyTypes(actions)
 	}
-	kept := func(typ string) bool {
-		switch typ {
-		case cfapi.TypeSecretText:
-			return keep[0]
-		case cfapi.TypeSecretKey:
-			return keep[1]
-		}
-		return false
-	}
-
-	refBytes, n := 0, 0
-	for x := range actions {
-		switch a := &actions[x]; a.Kind {
-		case ActionKeep, ActionUnowned:
-			refBytes += cfapi.RefSize(a.Type, a.Name)
-			n++
-		case ActionAdd, ActionUpdate:
-			n++
-		}
-	}
-	var rb cfapi.RefBuilder
-	rb.Grow(refBytes)
 	var parts []string
-	req.Bindings = make([]cfapi.Binding, 0, n)
-	for x := range actions {
-		a := &actions[x]
+	for _, a := range actions {
 		switch a.Kind {
 		case ActionAdd, ActionUpdate:
 			req.Bindings = append(req.Bindings, *a.desired)
@@ -481,36 +447,32 @@ func buildRequest(s Strategy, actions []Action) (Request, []string) {
 			}
 		case ActionKeep, ActionUnowned:
 			switch {
-			case settings:
-				req.Bindings = append(req.Bindings, rb.Ref(a.Type, a.Name))
-			case !kept(a.Type):
-				req.Bindings = append(req.Bindings, rb.Inherit(a.Name))
+			case s == StrategySettings:
+				req.Bindings = append(req.Bindings, cfapi.Ref(a.Type, a.Name))
+			case !slices.Contains(req.KeepBindings, a.Type):
+				req.Bindings = append(req.Bindings, cfapi.Inherit(a.Name))
 			}
 		}
 	}
-	if len(parts) > 0 {
-		slices.Sort(parts)
-		parts = slices.Compact(parts)
-	}
-	return req, parts
+	slices.Sort(parts)
+	return req, slices.Compact(parts)
 }
 
-func renameTo(renames []rename, to string) *rename {
-	for x := range renames {
-		if renames[x].to == to {
-			return &renames[x]
+// keptWriteOnlyTypes returns the write-only types that a script or version
+// upload carries over with keep_bindings: each of cfapi.WriteOnlyTypes(),
+// unless a binding of that type is removed or changes type (it would
+// otherwise come back).
+func keptWriteOnlyTypes(actions []Action) []string {
+	var out []string
+	for _, typ := range cfapi.WriteOnlyTypes() {
+		gone := slices.ContainsFunc(actions, func(a Action) bool {
+			return (a.Kind == ActionRemove && a.Type == typ) || (a.Kind == ActionUpdate && a.OldType == typ)
+		})
+		if !gone {
+			out = append(out, typ)
 		}
 	}
-	return nil
-}
-
-func renameFrom(renames []rename, from string) *rename {
-	for x := range renames {
-		if renames[x].from == from {
-			return &renames[x]
-		}
-	}
-	return nil
+	return out
 }
 
 // inheritError is the error for a desired inherit binding with nothing live

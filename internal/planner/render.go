@@ -7,7 +7,6 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 )
@@ -160,15 +159,15 @@ func (a *Action) renderLine(buf *bytes.Buffer) {
 		switch {
 		case a.rename:
 			reason()
-		case cfapi.IsWriteOnlyType(a.Type):
-			buf.WriteString(": " + Sensitive)
-			if a.Reason != ReasonTypeChanged {
-				reason()
-			}
-		case a.OldType != "":
+		case a.OldType != "" && !a.desired.Sensitive():
 			if f := fieldsText(a.desired); f != "" {
 				buf.WriteString("  ")
 				buf.WriteString(f)
+			}
+		case a.desired.Sensitive() || a.live.Sensitive():
+			buf.WriteString(": " + Sensitive)
+			if a.Reason != ReasonTypeChanged {
+				reason()
 			}
 		default:
 			buf.WriteString(": ")
@@ -187,82 +186,43 @@ func (a *Action) renderLine(buf *bytes.Buffer) {
 	}
 }
 
-// member is one member of a binding's JSON object.
-type member struct {
-	key string
-	val json.RawMessage
-}
-
-// members decodes a JSON object into its members, in order.
-func members(obj []byte) []member {
-	dec := json.NewDecoder(bytes.NewReader(obj))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil
-	}
-	var out []member
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return out
-		}
-		key, _ := tok.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return out
-		}
-		out = append(out, member{key, v})
-	}
-	return out
-}
-
-// redact returns b's JSON object with every write-only member's value
-// replaced by "(sensitive)"; nil for the zero Binding.
+// redact returns b's JSON object as plans show it: redacted by cfapi's one
+// rule (cfapi.RedactJSON), every value of a binding not known to be
+// non-secret reading "(sensitive)"; nil for the zero Binding.
 func redact(bp *cfapi.Binding) json.RawMessage {
 	if bp == nil || bp.IsZero() {
 		return nil
 	}
-	b := *bp
-	wo := cfapi.WriteOnlyFields(b.Type())
-	if len(wo) == 0 {
-		return slices.Clone(b.Raw())
+	if !bp.Sensitive() {
+		return slices.Clone(bp.Raw())
 	}
-	var out bytes.Buffer
-	out.WriteByte('{')
-	for i, m := range members(b.Raw()) {
-		if i > 0 {
-			out.WriteByte(',')
-		}
-		kj, _ := json.Marshal(m.key)
-		out.Write(kj)
-		out.WriteByte(':')
-		if slices.Contains(wo, m.key) {
-			out.WriteString(`"` + Sensitive + `"`)
-		} else {
-			out.Write(m.val)
-		}
+	out, ok := cfapi.RedactJSONWith(bp.Raw(), Sensitive)
+	if !ok {
+		return nil
 	}
-	out.WriteByte('}')
-	return out.Bytes()
+	return out
 }
 
-// fieldsText renders b's members other than type and name as
-// key=value pairs, write-only values as (sensitive).
+// fieldsText renders b's members other than type and name as key=value
+// pairs; every value of a sensitive binding (cfapi.Binding.Sensitive) reads
+// (sensitive).
 func fieldsText(b *cfapi.Binding) string {
-	wo := cfapi.WriteOnlyFields(b.Type())
+	hidden := b.Sensitive()
+	ms, _ := cfapi.ObjectMembers(b.Raw())
 	var sb strings.Builder
-	for _, m := range members(b.Raw()) {
-		if m.key == "type" || m.key == "name" {
+	for _, m := range ms {
+		if m.Key == "type" || m.Key == "name" {
 			continue
 		}
 		if sb.Len() > 0 {
 			sb.WriteByte(' ')
 		}
-		sb.WriteString(m.key)
+		sb.WriteString(m.Key)
 		sb.WriteByte('=')
-		if slices.Contains(wo, m.key) {
+		if hidden {
 			sb.WriteString(Sensitive)
 		} else {
-			sb.WriteString(shorten(string(m.val)))
+			sb.WriteString(cfapi.Truncate(string(m.Value), maxShownValue))
 		}
 	}
 	return sb.String()
@@ -273,46 +233,34 @@ func fieldsText(b *cfapi.Binding) string {
 // `"1" → "2"` when the binding has that one member, else
 // `key: old → new, …` with (unset) for a missing member.
 func diffText(live, desired *cfapi.Binding) string {
-	lm := members([]byte(live.NormalizedValue()))
-	dm := members([]byte(desired.NormalizedValue()))
+	lm, _ := cfapi.ObjectMembers([]byte(live.NormalizedValue()))
+	dm, _ := cfapi.ObjectMembers([]byte(desired.NormalizedValue()))
 	var parts []string
 	i, j := 0, 0
 	for i < len(lm) || j < len(dm) {
 		var key, old, nw string
 		switch {
-		case j == len(dm) || (i < len(lm) && lm[i].key < dm[j].key):
-			key, old, nw = lm[i].key, string(lm[i].val), "(unset)"
+		case j == len(dm) || (i < len(lm) && lm[i].Key < dm[j].Key):
+			key, old, nw = lm[i].Key, string(lm[i].Value), "(unset)"
 			i++
-		case i == len(lm) || dm[j].key < lm[i].key:
-			key, old, nw = dm[j].key, "(unset)", string(dm[j].val)
+		case i == len(lm) || dm[j].Key < lm[i].Key:
+			key, old, nw = dm[j].Key, "(unset)", string(dm[j].Value)
 			j++
 		default:
-			key, old, nw = lm[i].key, string(lm[i].val), string(dm[j].val)
+			key, old, nw = lm[i].Key, string(lm[i].Value), string(dm[j].Value)
 			i++
 			j++
 			if old == nw {
 				continue
 			}
 		}
-		parts = append(parts, key+": "+shorten(old)+" → "+shorten(nw))
+		parts = append(parts, key+": "+cfapi.Truncate(old, maxShownValue)+" → "+cfapi.Truncate(nw, maxShownValue))
 	}
-	if len(parts) == 1 && len(lm) == 1 && len(dm) == 1 && lm[0].key == dm[0].key {
-		return shorten(string(lm[0].val)) + " → " + shorten(string(dm[0].val))
+	if len(parts) == 1 && len(lm) == 1 && len(dm) == 1 && lm[0].Key == dm[0].Key {
+		return cfapi.Truncate(string(lm[0].Value), maxShownValue) + " → " + cfapi.Truncate(string(dm[0].Value), maxShownValue)
 	}
 	if len(parts) == 0 {
 		return "(no visible difference)"
 	}
 	return strings.Join(parts, ", ")
-}
-
-// shorten cuts a rendered value to maxShownValue bytes on a rune boundary.
-func shorten(s string) string {
-	if len(s) <= maxShownValue {
-		return s
-	}
-	cut := maxShownValue - 3
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
 }

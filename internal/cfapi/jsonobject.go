@@ -1,0 +1,181 @@
+package cfapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+)
+
+// objectWriter appends one JSON object to a byte slice, member by member, in
+// the order the members are written. It is the one place where this package
+// writes JSON whose member order matters (canonical forms, wrangler's
+// metadata order, settings bodies, redacted copies). Keys and string values
+// are encoded as encoding/json encodes them; with escapeHTML unset, '<', '>'
+// and '&' are written as they are. Raw values are copied as they are: the
+// caller vouches that they are valid JSON.
+//
+// Use it as w := newObject(dst, true); w.str(...); ...; dst = w.close().
+// Writing allocates nothing once dst has room, except for strings that need
+// escaping.
+type objectWriter struct {
+	buf        []byte
+	n          int // members written
+	escapeHTML bool
+}
+
+// newObject starts an object at the end of dst.
+func newObject(dst []byte, escapeHTML bool) objectWriter {
+	return objectWriter{buf: append(dst, '{'), escapeHTML: escapeHTML}
+}
+
+// key writes the separator and the key of the next member; the caller
+// appends its value to w.buf.
+func (w *objectWriter) key(k string) {
+	if w.n > 0 {
+		w.buf = append(w.buf, ',')
+	}
+	w.n++
+	w.buf = appendJSONString(w.buf, k, w.escapeHTML)
+	w.buf = append(w.buf, ':')
+}
+
+// raw writes a member whose value is already encoded.
+func (w *objectWriter) raw(k string, v []byte) {
+	w.key(k)
+	w.buf = append(w.buf, v...)
+}
+
+// str writes a member whose value is the string s.
+func (w *objectWriter) str(k, s string) {
+	w.key(k)
+	w.buf = appendJSONString(w.buf, s, w.escapeHTML)
+}
+
+// fields writes a member whose value is the object of the pre-encoded
+// fields fs, in their order.
+func (w *objectWriter) fields(k string, fs []normField) {
+	w.key(k)
+	w.buf = appendFields(w.buf, fs, w.escapeHTML)
+}
+
+// checkedRaw writes a member whose value is already encoded, after checking
+// that it is valid JSON (values from callers, such as settings read back).
+func (w *objectWriter) checkedRaw(k string, v json.RawMessage) error {
+	if !json.Valid(v) {
+		return fmt.Errorf("member %q is not valid JSON", k)
+	}
+	w.raw(k, v)
+	return nil
+}
+
+// bindings writes a member whose value is the array of the bindings' JSON,
+// each copied byte for byte (a nil list is written as []). A zero Binding
+// is an error.
+func (w *objectWriter) bindings(k string, bs Bindings) error {
+	w.key(k)
+	w.buf = append(w.buf, '[')
+	for i, b := range bs {
+		if b.IsZero() {
+			return fmt.Errorf("member %q: binding #%d is the zero Binding", k, i)
+		}
+		if i > 0 {
+			w.buf = append(w.buf, ',')
+		}
+		w.buf = append(w.buf, b.raw...)
+	}
+	w.buf = append(w.buf, ']')
+	return nil
+}
+
+// marshal writes a member whose value is v encoded by encoding/json.
+func (w *objectWriter) marshal(k string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("member %q: %w", k, err)
+	}
+	w.raw(k, data)
+	return nil
+}
+
+// sortedKeys returns the keys of m in byte order, without those in skip.
+func sortedKeys(m map[string]json.RawMessage, skip ...string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if !slices.Contains(skip, k) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// close ends the object and returns the extended buffer.
+func (w *objectWriter) close() []byte { return append(w.buf, '}') }
+
+// appendFields appends the object of the pre-encoded fields fs.
+func appendFields(dst []byte, fs []normField, escapeHTML bool) []byte {
+	w := newObject(dst, escapeHTML)
+	for _, f := range fs {
+		w.key(f.key)
+		w.buf = append(w.buf, f.val...)
+	}
+	return w.close()
+}
+
+// appendJSONString appends s encoded as encoding/json encodes it (with or
+// without HTML escaping). Printable ASCII that needs no escape is copied as
+// is; anything else takes encoding/json's path.
+func appendJSONString(dst []byte, s string, escapeHTML bool) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || (escapeHTML && (c == '<' || c == '>' || c == '&')) {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(escapeHTML)
+			_ = enc.Encode(s) // a string always encodes
+			return append(dst, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+// Member is one member of a JSON object: its key and its raw value.
+type Member struct {
+	Key   string
+	Value json.RawMessage
+}
+
+// ObjectMembers decodes a JSON object into its members, in the order they
+// appear and duplicates included; values are kept as raw JSON. It fails
+// when obj is not one JSON object.
+func ObjectMembers(obj []byte) ([]Member, error) {
+	dec := json.NewDecoder(bytes.NewReader(obj))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, errors.New("not a JSON object")
+	}
+	var out []Member
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		key, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, Member{key, v})
+	}
+	if _, err := dec.Token(); err != nil { // '}'
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the JSON object")
+	}
+	return out, nil
+}

@@ -1,0 +1,168 @@
+package cfapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"unicode/utf8"
+)
+
+// Redacted is the placeholder that RedactJSON and Binding.Redacted put in
+// place of a hidden value.
+const Redacted = "<redacted>"
+
+// RedactJSON returns a copy of the JSON document data in which no value of a
+// binding that may be secret remains. It is the reconciler's one redaction
+// rule, for dead letters, logs and plans, and it works on any JSON document
+// (an event body, valid event or not, a binding, a list):
+//
+//   - Every JSON object with a "type" member (the key matched
+//     case-insensitively) is a binding, wherever it sits: at the top, in
+//     another object, in an array.
+//   - A binding is known to be non-secret when every one of its type members
+//     is a string naming, exactly, a type this package models that has no
+//     write-only values (plain_text, kv_namespace, json, inherit, ...). Such
+//     a binding is copied as it is, nested objects included.
+//   - In every other binding (secret_text, secret_key, "SECRET_TEXT",
+//     "my_secret", any unknown type, a type that is not a string) every
+//     member is replaced by the string "<redacted>", except the type and name
+//     members (keys matched case-insensitively) whose value is a string: a
+//     secret_text keeps only its type and name.
+//   - An object that is not a binding is walked member by member.
+//
+// Member order, duplicate members and number literals are kept; the output
+// is compact, written without HTML escaping, and valid UTF-8 (invalid bytes
+// inside strings become U+FFFD). ok is false, and the result nil, when data
+// is not exactly one JSON value: the caller must then not store or log it.
+func RedactJSON(data []byte) (redacted json.RawMessage, ok bool) {
+	return RedactJSONWith(data, Redacted)
+}
+
+// RedactJSONWith is RedactJSON with another placeholder in place of hidden
+// values (the planner shows "(sensitive)").
+func RedactJSONWith(data []byte, placeholder string) (redacted json.RawMessage, ok bool) {
+	if !json.Valid(data) {
+		return nil, false
+	}
+	out, err := redactValue(nil, bytes.TrimSpace(data), placeholder)
+	if err != nil {
+		return nil, false
+	}
+	var buf bytes.Buffer
+	if json.Compact(&buf, out) != nil {
+		return nil, false
+	}
+	if !utf8.Valid(buf.Bytes()) {
+		return bytes.ToValidUTF8(buf.Bytes(), []byte("\uFFFD")), true
+	}
+	return buf.Bytes(), true
+}
+
+// redactValue appends the redacted copy of the JSON value v to dst.
+func redactValue(dst []byte, v json.RawMessage, placeholder string) ([]byte, error) {
+	switch v[0] {
+	case '[':
+		var elems []json.RawMessage
+		if err := json.Unmarshal(v, &elems); err != nil {
+			return nil, err
+		}
+		dst = append(dst, '[')
+		for i, e := range elems {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			var err error
+			if dst, err = redactValue(dst, e, placeholder); err != nil {
+				return nil, err
+			}
+		}
+		return append(dst, ']'), nil
+	case '{':
+		ms, err := ObjectMembers(v)
+		if err != nil {
+			return nil, err
+		}
+		w := newObject(dst, false)
+		switch {
+		case !isBinding(ms): // walk it
+			for _, m := range ms {
+				w.key(m.Key)
+				if w.buf, err = redactValue(w.buf, m.Value, placeholder); err != nil {
+					return nil, err
+				}
+			}
+		case !hidesValues(ms): // a binding known to be non-secret
+			return append(dst, v...), nil
+		default:
+			for _, m := range ms {
+				if keepsValue(m) {
+					w.raw(m.Key, m.Value)
+				} else {
+					w.str(m.Key, placeholder)
+				}
+			}
+		}
+		return w.close(), nil
+	}
+	return append(dst, v...), nil
+}
+
+// isBinding reports whether an object is a binding: it has a type member.
+func isBinding(ms []Member) bool {
+	for _, m := range ms {
+		if strings.EqualFold(m.Key, "type") {
+			return true
+		}
+	}
+	return false
+}
+
+// hidesValues reports whether a binding's values are hidden: unless every
+// type member is a string naming a known type without write-only values.
+func hidesValues(ms []Member) bool {
+	for _, m := range ms {
+		if !strings.EqualFold(m.Key, "type") {
+			continue
+		}
+		var typ string
+		if json.Unmarshal(m.Value, &typ) != nil || secretType(typ) {
+			return true
+		}
+	}
+	return false
+}
+
+// secretType reports whether a binding of type typ may hold a secret: it
+// is not, exactly, a known type without write-only values.
+func secretType(typ string) bool { return !IsKnownType(typ) || IsWriteOnlyType(typ) }
+
+// keepsValue reports whether a member of a binding whose values are hidden
+// is shown all the same: a type or name that is a string.
+func keepsValue(m Member) bool {
+	return (strings.EqualFold(m.Key, "type") || strings.EqualFold(m.Key, "name")) &&
+		len(m.Value) > 0 && m.Value[0] == '"'
+}
+
+// Sensitive reports whether redaction hides b's values (see RedactJSON):
+// true unless b is of a known type without write-only values. Plans and
+// logs show a sensitive binding's type and name only. It is computed once,
+// when b is built; the zero Binding is not sensitive.
+func (b Binding) Sensitive() bool { return b.hidden }
+
+// Redacted returns b as RedactJSON shows it: a binding that may hold a
+// secret keeps only its type and name, every other member reads
+// "<redacted>". A binding known to be non-secret is returned as it is.
+func (b Binding) Redacted() Binding {
+	if !b.hidden {
+		return b
+	}
+	out, ok := RedactJSON(b.raw)
+	if !ok {
+		return Ref(b.typ, b.name)
+	}
+	nb, err := ParseBinding(out)
+	if err != nil {
+		return Ref(b.typ, b.name)
+	}
+	return nb
+}
