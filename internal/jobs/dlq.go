@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
 )
 
 // DeadLetter is the record published to the dead-letter stream
@@ -55,7 +57,7 @@ func newDeadLetter(body []byte, subject, stream string, seq, deliveries uint64, 
 		Stream:    stream,
 		StreamSeq: seq,
 	}
-	if red, ok := RedactEventJSON(body); ok && len(body) <= MaxEventBytes && body != nil {
+	if red, ok := cfapi.RedactJSON(body); ok && len(body) <= MaxEventBytes && body != nil {
 		rec.Event = red
 		var probe struct {
 			ID string `json:"id"`
@@ -114,7 +116,7 @@ func (d *DeadLetter) shrink() {
 		d.BodySHA256 = hex.EncodeToString(sum[:])
 	}
 	d.Event = json.RawMessage("null")
-	d.Error = truncateUTF8(d.Error, 1024)
+	d.Error = cfapi.Truncate(d.Error, 1024)
 }
 
 // dlqSuffix maps an event subject (<prefix>.<account>.<namespace>.<script>)

@@ -242,7 +242,7 @@ func DecodeEvent(data []byte, subject, prefix string) (*Event, error) {
 	if e.Op == OpPatch {
 		d = planner.Desired{Bindings: e.Upsert, Remove: e.Remove, Strategy: strategy}
 	}
-	if err := validator.Validate(d); err != nil {
+	if err := planner.Validate(d); err != nil {
 		return nil, invalid(ReasonInvalidBinding, "%v", err)
 	}
 	if subject != "" {
@@ -253,10 +253,6 @@ func DecodeEvent(data []byte, subject, prefix string) (*Event, error) {
 	}
 	return e, nil
 }
-
-// validator validates desired state; planner validation does not use the
-// planner's fingerprint key.
-var validator *planner.Planner
 
 // invalidUTF8At returns the offset of the first byte that is not part of
 // valid UTF-8.
@@ -283,73 +279,4 @@ func jsonKind(goKind string) string {
 	return "of another type"
 }
 
-func truncateForError(s string) string { return truncateUTF8(s, 64) }
-
-// truncateUTF8 cuts s to at most n bytes without splitting a character,
-// marking the cut with "…".
-func truncateUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
-}
-
-// RedactEventJSON returns the event body with every write-only value
-// (secret_text text, secret_key key material) replaced by "<redacted>", for
-// dead letters and logs. It works on any JSON, valid event or not: every
-// object whose "type" is a write-only type is redacted wherever it sits.
-// It returns ok=false when data is not JSON at all; the caller must then
-// not store the body.
-func RedactEventJSON(data []byte) (json.RawMessage, bool) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, false
-	}
-	if dec.More() {
-		return nil, false
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(redactValue(v)); err != nil {
-		return nil, false
-	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), true
-}
-
-func redactValue(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		typ, _ := x["type"].(string)
-		secretFields := cfapi.WriteOnlyFields(typ)
-		if !cfapi.IsKnownType(typ) && strings.Contains(typ, "secret") {
-			// A misspelt or new secret type: assume its value is secret.
-			secretFields = []string{"text", "value", "key_base64", "key_jwk"}
-		}
-		for k, val := range x {
-			redact := false
-			for _, f := range secretFields {
-				if k == f {
-					redact = true
-				}
-			}
-			if redact {
-				x[k] = cfapi.Redacted
-			} else {
-				x[k] = redactValue(val)
-			}
-		}
-		return x
-	case []any:
-		for i := range x {
-			x[i] = redactValue(x[i])
-		}
-		return x
-	}
-	return v
-}
+func truncateForError(s string) string { return cfapi.Truncate(s, 64) }

@@ -403,7 +403,7 @@ func checkState(st *DesiredState, limit int) ([]byte, error) {
 	if renames {
 		d := st.Desired()
 		d.Remove = nil // a tombstone never conflicts with an upsert of its own name
-		if err := validator.Validate(d); err != nil {
+		if err := planner.Validate(d); err != nil {
 			return nil, fmt.Errorf("the folded desired state is invalid: %w", err)
 		}
 	}

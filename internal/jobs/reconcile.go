@@ -194,14 +194,7 @@ func classify(err error) error {
 // isAuthFailure reports an API answer that rejects the credentials (HTTP
 // 401/403, codes 10000, 9106, 9109): a fault of the system, not of an
 // event.
-func isAuthFailure(err error) bool {
-	var apiErr *cfapi.APIError
-	if !errors.As(err, &apiErr) {
-		return false
-	}
-	return apiErr.StatusCode == 401 || apiErr.StatusCode == 403 ||
-		apiErr.CodeIs(cfapi.CodeAuthentication) || apiErr.CodeIs(cfapi.CodeAuthenticationFail) || apiErr.CodeIs(9109)
-}
+func isAuthFailure(err error) bool { return errors.Is(err, cfapi.ErrAuth) }
 
 // errStaleRead is a desired-state read that returned a revision older than
 // a fold this process made (a follower behind its leader).
@@ -381,7 +374,7 @@ func (r *Runner) blame(ctx context.Context, key string, state *DesiredState, pla
 	if len(ids) == 0 {
 		return err
 	}
-	q := Quarantine{Reason: term.Reason, Error: truncateUTF8(err.Error(), 1024)}
+	q := Quarantine{Reason: term.Reason, Error: cfapi.Truncate(err.Error(), 1024)}
 	if _, qerr := r.st.updateDesired(context.WithoutCancel(ctx), key, func(s *DesiredState) bool {
 		return s.Quarantine(ids, q) > 0
 	}); qerr != nil {

@@ -89,7 +89,7 @@ func FuzzPlan(f *testing.F) {
 		}
 		live := cfapitest.RenderForGet(propAccount, propScript, stored)
 
-		verr := p.Validate(d)
+		verr := Validate(d)
 		pl, err := p.Plan(d, live, last)
 		if err != nil {
 			var ve *cfapi.ValidationError

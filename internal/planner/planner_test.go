@@ -487,7 +487,7 @@ func TestPlan(t *testing.T) {
 			for n, a := range tt.records {
 				last.Bindings[n] = a
 			}
-			if err := p.Validate(d); err != nil {
+			if err := Validate(d); err != nil {
 				t.Fatalf("Validate: %v", err)
 			}
 			pl, err := p.Plan(d, mbs(tt.live...), last)
@@ -584,7 +584,7 @@ func TestPlanErrors(t *testing.T) {
 	p := testPlanner(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			verr := p.Validate(tt.d)
+			verr := Validate(tt.d)
 			pl, err := p.Plan(tt.d, mbs(tt.live...), LastApplied{})
 			if err == nil {
 				t.Fatalf("Plan succeeded:\n%s", pl)
@@ -960,9 +960,6 @@ func TestValidateNeedsNoPlanner(t *testing.T) {
 	var ve *cfapi.ValidationError
 	if !errors.As(err, &ve) || ve.Field != "name" || ve.Index != 1 {
 		t.Fatalf("Validate = %v, want the duplicate name", err)
-	}
-	if p := testPlanner(t); p.Validate(d).Error() != err.Error() {
-		t.Errorf("the method and the function disagree: %v, %v", p.Validate(d), err)
 	}
 	if err := Validate(Desired{Bindings: mbs(`{"type":"plain_text","name":"A","text":"a"}`)}); err != nil {
 		t.Errorf("valid desired state: %v", err)

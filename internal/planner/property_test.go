@@ -224,7 +224,7 @@ func apply(stored []cfapi.Binding, pl *Plan) ([]cfapi.Binding, error) {
 func checkPlan(t *testing.T, p *Planner, sc scenario) (outcome string) {
 	t.Helper()
 	pl, err := p.Plan(sc.d, sc.live, sc.last)
-	verr := p.Validate(sc.d)
+	verr := Validate(sc.d)
 	if err != nil {
 		var ve *cfapi.ValidationError
 		var pe *Error

@@ -21,11 +21,6 @@ func Validate(d Desired) error {
 	return err
 }
 
-// Validate is the package function Validate; the receiver is unused.
-//
-// Deprecated: use Validate (the package function), which needs no Planner.
-func (p *Planner) Validate(d Desired) error { return Validate(d) }
-
 // rename is a desired inherit binding with an old_name.
 type rename struct {
 	to, from string
