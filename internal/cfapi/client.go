@@ -162,7 +162,7 @@ func (c *Client) do(ctx context.Context, cl call) (*envelope, error) {
 			if pause <= 0 {
 				pause = c.retry.RateLimitPause
 			}
-			c.limiter.Pause(pause)
+			pause = c.limiter.Pause(pause) // capped at the window
 			if c.hooks.RateLimited != nil {
 				c.hooks.RateLimited(cl.endpoint, pause)
 			}
