@@ -100,8 +100,8 @@ func TestRateLimitSlidingWindow(t *testing.T) {
 	if got := r.Header.Get("Ratelimit-Policy"); got != `"default";q=3;w=10` {
 		t.Errorf("Ratelimit-Policy = %q", got)
 	}
-	step(9500*time.Millisecond, http.StatusOK, "") // t = 9.5
-	r = step(0, http.StatusOK, "")                 // t = 9.5, the third
+	step(9500*time.Millisecond, http.StatusOK, "")                    // t = 9.5
+	r = step(0, http.StatusOK, "")                                    // t = 9.5, the third
 	if got := r.Header.Get("Ratelimit"); got != `"default";r=0;t=1` { // t=0 leaves in 0.5 s
 		t.Errorf("Ratelimit = %q", got)
 	}
