@@ -67,12 +67,9 @@ type Source struct {
 	cfg Config
 	log *zap.Logger
 
-	burst    int
-	interval int64 // GCRA emission interval T, ns
-	tau      int64 // GCRA burst tolerance (b−1)·T, ns
-	handout  int64 // a token is handed out at most this long after its time, ns
-	horizon  int64
-	skew     int64
+	g       gcra
+	handout int64 // a token is handed out at most this long after its time, ns
+	skew    int64
 
 	take chan struct{} // one Take at a time
 
@@ -94,25 +91,15 @@ type Source struct {
 }
 
 func newSource(kv jetstream.KeyValue, cfg Config) *Source {
-	b := cfapi.BurstFor(cfg.Budget)
-	margin := cfg.MaxClockSkew + cfg.MaxLateness
-	span := int64(cfg.Window + margin)
-	// Rounded up: never faster than the budget (see the package doc for
-	// why B − b + 1).
-	n := int64(cfg.Budget - b + 1)
-	interval := (span + n - 1) / n
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Source{
 		kv: kv, key: KeyFor(cfg.Credential), cfg: cfg,
-		log:      cfg.Logger.With(zap.String("bucket", cfg.Bucket), zap.String("key", KeyFor(cfg.Credential))),
-		burst:    b,
-		interval: interval,
-		tau:      int64(b-1) * interval,
-		handout:  int64(cfg.MaxLateness / 2),
-		horizon:  int64(cfg.Horizon),
-		skew:     int64(cfg.MaxClockSkew),
-		take:     make(chan struct{}, 1),
-		ctx:      ctx, cancel: cancel,
+		log:     cfg.Logger.With(zap.String("bucket", cfg.Bucket), zap.String("key", KeyFor(cfg.Credential))),
+		g:       newGCRA(cfg.Budget, cfg.Window, cfg.MaxClockSkew+cfg.MaxLateness, cfg.Horizon),
+		handout: int64(cfg.MaxLateness / 2),
+		skew:    int64(cfg.MaxClockSkew),
+		take:    make(chan struct{}, 1),
+		ctx:     ctx, cancel: cancel,
 		changed: make(chan struct{}),
 	}
 	s.wg.Add(1)
@@ -127,11 +114,11 @@ func (s *Source) Key() string { return s.key }
 func (s *Source) Budget() (int, time.Duration) { return s.cfg.Budget, s.cfg.Window }
 
 // Burst returns how many requests may pass back to back.
-func (s *Source) Burst() int { return s.burst }
+func (s *Source) Burst() int { return s.g.burst }
 
 // Rate returns the long-run rate in requests per second that the budget,
 // burst and margins leave: (Budget − Burst) / (Window + margins).
-func (s *Source) Rate() float64 { return float64(time.Second) / float64(s.interval) }
+func (s *Source) Rate() float64 { return float64(time.Second) / float64(s.g.interval) }
 
 // Stats returns a snapshot of the counters.
 func (s *Source) Stats() Stats {
@@ -170,9 +157,7 @@ func (s *Source) Available() float64 {
 		}
 	}
 	if s.rev != 0 {
-		// Cells that conform now back to back: k with TAT + (k−1)·T − τ ≤ now.
-		k := (now-s.cur.TAT+s.tau)/s.interval + 1
-		n += int(min(max(k, 0), int64(s.burst)))
+		n += s.g.conforming(s.cur.TAT, now)
 	}
 	return float64(n)
 }
@@ -294,10 +279,10 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 		s.mu.Lock()
 		lead := min(s.casEWMA, s.handout/2)
 		s.mu.Unlock()
-		cells, tat := s.plan(cur.TAT, now+lead, demand)
+		cells, tat := s.g.plan(cur.TAT, now+lead, demand)
 		next := cur
 		next.TAT = tat
-		next.Budget, next.Window, next.Interval = s.cfg.Budget, int64(s.cfg.Window), s.interval
+		next.Budget, next.Window, next.Interval = s.cfg.Budget, int64(s.cfg.Window), s.g.interval
 		data, err := json.Marshal(next)
 		if err != nil {
 			return err
@@ -343,26 +328,6 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 	return fmt.Errorf("reserving from the rate budget: %d conflicting writes in a row", maxConflicts)
 }
 
-// plan returns the cells (Unix ns) of up to demand tokens (at least one,
-// all within Horizon of the first) and the TAT after them. This is GCRA:
-// a cell may go at max(now, TAT − τ), and each moves TAT to max(TAT, c)+T.
-func (s *Source) plan(tat, now int64, demand int) (cells []int64, newTAT int64) {
-	demand = min(max(demand, 1), 4*s.burst+64)
-	var first int64
-	for len(cells) < demand {
-		c := max(now, tat-s.tau)
-		if len(cells) > 0 && c > first+s.horizon {
-			break
-		}
-		if len(cells) == 0 {
-			first = c
-		}
-		cells = append(cells, c)
-		tat = max(tat, c) + s.interval
-	}
-	return cells, tat
-}
-
 // load reads the key into the cache, creating it when it does not exist.
 func (s *Source) load(ctx context.Context) error {
 	opCtx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
@@ -370,11 +335,11 @@ func (s *Source) load(ctx context.Context) error {
 	e, err := s.kv.Get(opCtx, s.key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		// A fresh budget starts with a full burst, as one process would.
-		data, _ := json.Marshal(state{Budget: s.cfg.Budget, Window: int64(s.cfg.Window), Interval: s.interval})
+		data, _ := json.Marshal(state{Budget: s.cfg.Budget, Window: int64(s.cfg.Window), Interval: s.g.interval})
 		rev, cerr := s.kv.Create(opCtx, s.key, data)
 		if cerr == nil {
 			s.mu.Lock()
-			s.setLocked(state{Budget: s.cfg.Budget, Window: int64(s.cfg.Window), Interval: s.interval}, rev)
+			s.setLocked(state{Budget: s.cfg.Budget, Window: int64(s.cfg.Window), Interval: s.g.interval}, rev)
 			s.mu.Unlock()
 			return nil
 		}
@@ -559,7 +524,7 @@ func (s *Source) watch() {
 // checkSettings warns once when the key was last written by a process with
 // other settings: the guarantee assumes one budget per token.
 func (s *Source) checkSettings(cur state) {
-	if cur.Interval == 0 || (cur.Budget == s.cfg.Budget && cur.Window == int64(s.cfg.Window) && cur.Interval == s.interval) {
+	if cur.Interval == 0 || (cur.Budget == s.cfg.Budget && cur.Window == int64(s.cfg.Window) && cur.Interval == s.g.interval) {
 		return
 	}
 	s.mu.Lock()
