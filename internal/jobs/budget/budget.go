@@ -33,11 +33,12 @@ type Config struct {
 	Budget int
 	Window time.Duration
 	// MaxClockSkew is how far the clocks of two processes sharing the
-	// budget may differ (default min(1s, Window/100)).
+	// budget may differ (default min(1s, Window/200)).
 	MaxClockSkew time.Duration
-	// MaxLateness is how long after its scheduled time a request may reach
-	// the API: half of it for handing the token out, half for the way to
-	// the API (default min(1s, Window/100)).
+	// MaxLateness bounds the spread of the delay from a token's scheduled
+	// time to its request's arrival at the API: half of it for handing the
+	// token out (later ones are thrown away), half for the variation of
+	// the trip to the API (default min(1s, Window/50)).
 	MaxLateness time.Duration
 	// Horizon bounds how far ahead of its first token one reservation
 	// reaches (default 50ms): more tokens per write at high rates, fewer
@@ -76,10 +77,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("budget: Config.OpTimeout must not be negative, got %s", c.OpTimeout)
 	}
 	if c.MaxClockSkew == 0 {
-		c.MaxClockSkew = min(time.Second, c.Window/100)
+		c.MaxClockSkew = min(time.Second, c.Window/200)
 	}
 	if c.MaxLateness == 0 {
-		c.MaxLateness = min(time.Second, c.Window/100)
+		c.MaxLateness = min(time.Second, c.Window/50)
 	}
 	if c.Horizon == 0 {
 		c.Horizon = 50 * time.Millisecond

@@ -440,3 +440,76 @@ func TestOpenNeedsTheBucket(t *testing.T) {
 		t.Errorf("Take after Close: %v", err)
 	}
 }
+
+// costFigures is what sharing the budget cost over a run.
+type costFigures struct {
+	f            figures
+	st           budget.Stats
+	perToken     time.Duration // compare-and-set time per token handed out
+	casPerToken  float64
+	conflictRate float64 // conflicts per reservation
+	meanCAS      time.Duration
+}
+
+// runShared runs procs processes on one token with the given budget per
+// second until the emulator has seen requests, and returns the figures.
+func runShared(tb testing.TB, perSecond, procs, requests int) costFigures {
+	natsURL := startNATS(tb)
+	ensureBucket(tb, natsURL)
+	srv, base := startAPI(tb, token, perSecond, time.Second)
+	var ps []*proc
+	for i := range procs {
+		ps = append(ps, newProc(tb, fmt.Sprintf("p%d", i), natsURL, base, token,
+			budget.Config{Budget: perSecond, Window: time.Second, OpTimeout: 300 * time.Millisecond}))
+	}
+	if b, ok := tb.(*testing.B); ok {
+		b.ResetTimer()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		p.hammer(ctx, &wg, goroutines)
+	}
+	testutil.Eventually(tb, time.Duration(requests/perSecond+30)*time.Second, func() bool { return srv.Stats().Total >= requests },
+		"the emulator did not see %d requests", requests)
+	cancel()
+	wg.Wait()
+	c := costFigures{f: measure(tb, srv, time.Second, time.Time{}), st: sumStats(ps...)}
+	if c.st.Granted > 0 {
+		c.perToken = c.st.CASTime / time.Duration(c.st.Granted)
+		c.casPerToken = float64(c.st.Reservations+c.st.Conflicts) / float64(c.st.Granted)
+	}
+	if c.st.Reservations > 0 {
+		c.conflictRate = float64(c.st.Conflicts) / float64(c.st.Reservations)
+		c.meanCAS = c.st.CASTime / time.Duration(c.st.Reservations+c.st.Conflicts)
+	}
+	return c
+}
+
+// TestCostAt200PerSecond: three processes at the benchmark's budget of 200
+// requests per second stay within it; the log gives what the coordination
+// costs per token.
+func TestCostAt200PerSecond(t *testing.T) {
+	c := runShared(t, 200, 3, 3*200)
+	t.Logf("3 processes at 200/s: %d requests, %.1f/s, busiest second %d, %d × 429", c.f.requests, c.f.perSecond, c.f.peak, c.f.throttled)
+	t.Logf("cost: %d reservations for %d tokens (%.2f writes per token), %d conflicts (%.1f%% of reservations), "+
+		"mean compare-and-set %s, %s of compare-and-set per token, %d expired, latest hand-out %s",
+		c.st.Reservations, c.st.Granted, c.casPerToken, c.st.Conflicts, 100*c.conflictRate, c.meanCAS.Round(time.Microsecond),
+		c.perToken.Round(time.Microsecond), c.st.Expired, c.st.MaxLate.Round(time.Microsecond))
+	if c.f.throttled != 0 || c.f.peak > 200 {
+		t.Errorf("busiest second %d (budget 200), %d × 429", c.f.peak, c.f.throttled)
+	}
+}
+
+// BenchmarkSharedBudget200 measures the cost per token of three processes
+// sharing a budget of 200 requests per second (one op = one request).
+func BenchmarkSharedBudget200(b *testing.B) {
+	c := runShared(b, 200, 3, max(b.N, 200))
+	b.ReportMetric(float64(c.perToken.Nanoseconds()), "cas-ns/token")
+	b.ReportMetric(c.casPerToken, "writes/token")
+	b.ReportMetric(c.conflictRate, "conflicts/reservation")
+	b.ReportMetric(float64(c.meanCAS.Nanoseconds()), "ns/cas")
+	b.ReportMetric(c.f.perSecond, "req/s")
+	b.ReportMetric(float64(c.f.throttled), "429s")
+}

@@ -26,24 +26,28 @@
 //
 // Why no window exceeds the budget. Number the cells in the order their
 // compare-and-set succeeded. The revision check makes the writes a single
-// sequence, so for cells i < j, TAT only grew between them by at least
-// (j−i)·T, and c_j ≥ TAT_(j−1) − τ ≥ c_i + (j−i−b+1)·T. Hence any n cells
-// whose times lie within an interval of length D satisfy n ≤ b + D/T. T is
-// (W + M)/(B − b), rounded up, so any interval of length W + M holds at
-// most B cell times. The margin M = MaxClockSkew + MaxLateness absorbs the
-// gap between a cell's time and the moment its request reaches the API:
+// sequence, so for cells i < j, TAT grew between them by at least (j−i)·T,
+// and c_j ≥ TAT_(j−1) − τ ≥ c_i + (j−i−b+1)·T. If the cells within a
+// half-open interval of length D run from index i to j, then
+// (j−i−b+1)·T ≤ c_j − c_i < D, so there are fewer than D/T + b of them.
+// T is (W + M)/(B − b + 1), rounded up, so any interval of length W + M
+// holds at most B cell times. The margin M = MaxClockSkew + MaxLateness
+// absorbs the gap between a cell's time and the moment its request reaches
+// the API; only the spread of that gap matters, not a constant delay:
 //
 //   - A cell's time is in the clock of the process that reserved it; the
 //     process sends it when its own clock reaches that time. Clocks that
 //     differ by at most MaxClockSkew stretch an interval by at most that.
 //   - A process hands a cell to a caller no later than MaxLateness/2 after
-//     its time, or throws it away; the other half covers the variation of
-//     the time from handing it out to its arrival at the API.
+//     its time, or throws it away (Stats.Expired); the other half covers
+//     the variation of the trip from handing it out to the API.
 //
-// So an interval of length W at the API holds requests whose cells lie in
-// an interval of length at most W + M: at most B. The defaults are
-// min(1s, W/100) each, which costs 0.7% of the real budget (1100/5m) and 2%
-// of a 1 s test window; raise MaxClockSkew where clocks are not kept by NTP.
+// So the requests that reach the API within any interval of length W had
+// their cells within an interval of length at most W + M: at most B. The
+// defaults, min(1s, W/200) of skew and min(1s, W/50) of lateness, cost 0.7%
+// of the real budget (1100/5m) and 2.5% of a 1 s test window; raise
+// MaxClockSkew where clocks are not kept by NTP. TestGCRANeverExceedsBudget
+// simulates the worst of these assumptions.
 //
 // The bound counts cells, so everything that may happen to a process only
 // ever leaves cells unused:
@@ -58,17 +62,18 @@
 //   - Losing NATS: a request is sent only with a cell whose reservation was
 //     confirmed by the server. Without NATS no reservation succeeds, so the
 //     process sends only the cells it already holds (at most one block, each
-//     within MaxLateness/2 of its time) and then waits; it never falls back
-//     to a local budget. A write whose answer was lost may still have been
+//     within MaxLateness/2 of its time) and then waits, retrying; it never
+//     falls back to a local budget. A write whose answer was lost (or that
+//     the client buffered and sent after reconnecting) may still have been
 //     applied: its cells are then reserved and never used.
 //   - Pause: a 429 pauses the process at once and writes paused_until into
 //     the key; every process watches the key, drops the cells it holds and
 //     waits until paused_until + MaxClockSkew. Cells are reserved only when
 //     no pause is in force.
 //
-// Assumptions. Clocks of the processes differ by at most MaxClockSkew; a
-// request reaches the API within MaxLateness/2 of being handed out, give or
-// take; every process sharing a token runs with the same budget (a process
+// Assumptions. Clocks of the processes differ by at most MaxClockSkew (a
+// clock that steps is skew too); the trip from hand-out to the API varies
+// by at most MaxLateness/2; every process sharing a token runs with the same budget (a process
 // with a larger one takes cells faster; each warns when the key was last
 // written with other settings); the KV bucket is durable (file storage,
 // Replicas for a cluster): if the key is lost, the next process starts with
