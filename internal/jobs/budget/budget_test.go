@@ -513,3 +513,43 @@ func BenchmarkSharedBudget200(b *testing.B) {
 	b.ReportMetric(c.f.perSecond, "req/s")
 	b.ReportMetric(float64(c.f.throttled), "429s")
 }
+
+// TestForeignPauseIsCapped: a pause written into the key by a process with
+// a clock an hour ahead (or an absurd Retry-After) holds the others back
+// for at most a window.
+func TestForeignPauseIsCapped(t *testing.T) {
+	natsURL := startNATS(t)
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	cfg := budget.Config{Credential: token, Budget: testBudget, Window: testWindow}
+	src, err := budget.Ensure(context.Background(), js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	kv, err := js.KeyValue(context.Background(), budget.DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	pause := fmt.Sprintf(`{"tat":0,"paused_until":%d,"budget":%d,"window_ns":%d}`, before.Add(time.Hour).UnixNano(), testBudget, testWindow)
+	if _, err := kv.Put(context.Background(), src.Key(), []byte(pause)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return !src.PausedUntil().IsZero() }, "the pause never arrived")
+	if until := src.PausedUntil(); until.After(time.Now().Add(testWindow + testWindow/100)) {
+		t.Fatalf("paused until %s, more than a window from now", until.Format(time.StampMilli))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := src.Take(ctx, 1); err != nil {
+		t.Fatalf("Take after the capped pause: %v", err)
+	}
+	if !time.Now().After(src.PausedUntil()) {
+		t.Error("a token was handed out during the pause")
+	}
+}

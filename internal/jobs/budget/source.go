@@ -86,6 +86,8 @@ type Source struct {
 	closed      bool
 	failing     bool // NATS operations are failing (logged once)
 	warnedCfg   bool
+	warnedClock bool
+	seenPause   int64 // the last paused_until of the key put in force here
 	casEWMA     int64 // moving average of the compare-and-set round trip, ns
 	stats       Stats
 }
@@ -269,11 +271,11 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 			continue
 		}
 		now := time.Now().UnixNano()
-		if cur.PausedUntil != 0 && now < cur.PausedUntil+s.skew {
-			s.notePause(cur.PausedUntil + s.skew)
+		if until := s.sharedPauseEnd(cur, now); until != 0 {
+			s.notePause(until)
 			return nil
 		}
-		s.checkSettings(cur)
+		s.checkSettings(cur, now)
 		// Plan from when the write is expected to be confirmed, so that
 		// the first tokens are not already late when it is.
 		s.mu.Lock()
@@ -509,8 +511,8 @@ func (s *Source) watch() {
 			s.mu.Lock()
 			s.setLocked(st, e.Revision())
 			s.mu.Unlock()
-			if st.PausedUntil != 0 && time.Now().UnixNano() < st.PausedUntil+s.skew {
-				if s.notePause(st.PausedUntil + s.skew) {
+			if until := s.sharedPauseEnd(st, time.Now().UnixNano()); until != 0 {
+				if s.notePause(until) {
 					s.mu.Lock()
 					s.stats.PausesSeen++
 					s.mu.Unlock()
@@ -521,9 +523,41 @@ func (s *Source) watch() {
 	}
 }
 
+// sharedPauseEnd returns when the pause recorded in st ends for this
+// process, or 0 when it is over or was put in force already: extended by
+// MaxClockSkew, since it was set on another clock, and never more than a
+// window and the skew from when this process first saw it, so that a
+// clock far ahead cannot stop every process for long.
+func (s *Source) sharedPauseEnd(st state, now int64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st.PausedUntil == 0 || st.PausedUntil == s.seenPause {
+		return 0
+	}
+	until := min(st.PausedUntil+s.skew, now+int64(s.cfg.Window)+s.skew)
+	if now >= until {
+		return 0
+	}
+	s.seenPause = st.PausedUntil
+	return until
+}
+
 // checkSettings warns once when the key was last written by a process with
-// other settings: the guarantee assumes one budget per token.
-func (s *Source) checkSettings(cur state) {
+// other settings (the guarantee assumes one budget per token), and once
+// when the state is further ahead of this clock than reservations can
+// explain (a clock far ahead: everyone waits for it, which is safe but
+// slow).
+func (s *Source) checkSettings(cur state, now int64) {
+	if ahead := cur.TAT - now; ahead > int64(s.cfg.Window) {
+		s.mu.Lock()
+		warned := s.warnedClock
+		s.warnedClock = true
+		s.mu.Unlock()
+		if !warned {
+			s.log.Warn("the shared rate budget is scheduled far ahead of this clock; a process sharing the token has a clock that is ahead (tokens wait until then)",
+				zap.Duration("ahead", time.Duration(ahead)))
+		}
+	}
 	if cur.Interval == 0 || (cur.Budget == s.cfg.Budget && cur.Window == int64(s.cfg.Window) && cur.Interval == s.g.interval) {
 		return
 	}
