@@ -14,8 +14,14 @@
 //     object members), so a diff never flaps.
 //   - Write-only values (secret_text text, secret_key key material) never
 //     appear in errors or logs; Redacted and WithoutWriteOnly strip them.
-//   - Every request waits on the one shared Limiter first; a 429 pauses the
-//     whole limiter for Retry-After. Multipart bodies are rebuilt for every
+//   - Every request waits on the one shared Limiter first. The Limiter is a
+//     local gate in front of a TokenSource: TokenBucket for one process, or
+//     a source shared by every process that uses the token
+//     (internal/jobs/budget). No interval of the window's length sees more
+//     than the budget. A waiting live request gets the next token before
+//     any waiting backfill request (WithPriority). A 429 pauses the whole
+//     limiter for Retry-After, capped at the window, and the source passes
+//     the pause on to every process. Multipart bodies are rebuilt for every
 //     attempt. The API token appears only in the Authorization header.
 //   - Every non-2xx answer becomes an *APIError (HTTP status, every
 //     Cloudflare code and message, Ray ID, Retry-After, method and path);
