@@ -49,7 +49,8 @@ func waitRequests(t *testing.T, total func() int, n int) {
 // TestProcessesShareOneBudget: two and three processes, each configured
 // with the full budget of 100 requests per second, hammer one token for
 // five windows: the API never answers 429, no window holds more than the
-// budget, and together they use it (95–97% measured on an idle machine).
+// budget, and together they use it (91–97/s measured on a 2-core machine
+// at load 5–9; the budget leaves 96.6/s after the burst and margins).
 func TestProcessesShareOneBudget(t *testing.T) {
 	for _, n := range []int{2, 3} {
 		t.Run(fmt.Sprintf("%d processes", n), func(t *testing.T) {
@@ -92,8 +93,8 @@ func TestProcessesShareOneBudget(t *testing.T) {
 			// (Expired), so the measured rate depends on the machine's
 			// load: the log reports it. The check is coarse: a budget
 			// divided among the processes would give 50/s or 33/s.
-			if f.perSecond < 0.9*testBudget {
-				t.Errorf("combined rate %.1f/s, more than 10%% under the budget of %d/s", f.perSecond, testBudget)
+			if f.perSecond < 0.85*testBudget {
+				t.Errorf("combined rate %.1f/s, more than 15%% under the budget of %d/s", f.perSecond, testBudget)
 			}
 		})
 	}
@@ -295,7 +296,7 @@ func TestTwoTokensTwoBudgets(t *testing.T) {
 		if c.f.throttled != 0 || c.f.peak > testBudget {
 			t.Errorf("token %s: busiest window %d, %d × 429", c.name, c.f.peak, c.f.throttled)
 		}
-		if c.f.perSecond < 0.9*testBudget {
+		if c.f.perSecond < 0.85*testBudget {
 			t.Errorf("token %s got %.1f/s of its own %d/s: the tokens share a budget", c.name, c.f.perSecond, testBudget)
 		}
 	}
