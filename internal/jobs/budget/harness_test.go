@@ -168,8 +168,14 @@ type figures struct {
 }
 
 // measure waits until the emulator has answered every request and returns
-// its figures; the rate is taken over arrivals from `from` on (zero: all).
-func measure(t testing.TB, srv *cfapitest.Server, window time.Duration, from time.Time) figures {
+// its figures; the rate is taken over all arrivals.
+func measure(t testing.TB, srv *cfapitest.Server, window time.Duration) figures {
+	return measureBetween(t, srv, window, time.Time{}, time.Time{})
+}
+
+// measureBetween is measure with the rate taken over arrivals in
+// [from, to) (zero times: unbounded).
+func measureBetween(t testing.TB, srv *cfapitest.Server, window time.Duration, from, to time.Time) figures {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for srv.Stats().Total != len(srv.RequestLog()) {
@@ -182,7 +188,7 @@ func measure(t testing.TB, srv *cfapitest.Server, window time.Duration, from tim
 	f := figures{requests: st.Total, peak: st.MaxRequestsInWindow(window), rateLimited: st.RateLimited, throttled: st.Throttled}
 	var arr []time.Time
 	for _, a := range st.Arrivals() {
-		if !a.Before(from) {
+		if !a.Before(from) && (to.IsZero() || a.Before(to)) {
 			arr = append(arr, a)
 		}
 	}

@@ -93,10 +93,12 @@ type Source struct {
 }
 
 func newSource(kv jetstream.KeyValue, cfg Config) *Source {
+	key := KeyFor(cfg.Credential)
+	cfg.Credential = "" // only the hash is kept
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Source{
-		kv: kv, key: KeyFor(cfg.Credential), cfg: cfg,
-		log:     cfg.Logger.With(zap.String("bucket", cfg.Bucket), zap.String("key", KeyFor(cfg.Credential))),
+		kv: kv, key: key, cfg: cfg,
+		log:     cfg.Logger.With(zap.String("bucket", cfg.Bucket), zap.String("key", key)),
 		g:       newGCRA(cfg.Budget, cfg.Window, cfg.MaxClockSkew+cfg.MaxLateness, cfg.Horizon),
 		handout: int64(cfg.MaxLateness / 2),
 		skew:    int64(cfg.MaxClockSkew),
@@ -119,7 +121,7 @@ func (s *Source) Budget() (int, time.Duration) { return s.cfg.Budget, s.cfg.Wind
 func (s *Source) Burst() int { return s.g.burst }
 
 // Rate returns the long-run rate in requests per second that the budget,
-// burst and margins leave: (Budget − Burst) / (Window + margins).
+// burst and margins leave: (Budget − Burst + 1) / (Window + margins).
 func (s *Source) Rate() float64 { return float64(time.Second) / float64(s.g.interval) }
 
 // Stats returns a snapshot of the counters.
