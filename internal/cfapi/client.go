@@ -212,7 +212,7 @@ func (c *Client) pauseOnRateLimit(cl call, err error) {
 	if pause <= 0 {
 		pause = c.retry.RateLimitPause
 	}
-	c.limiter.Pause(pause)
+	pause = c.limiter.Pause(pause) // capped at the window
 	if c.hooks.RateLimited != nil {
 		c.hooks.RateLimited(cl.endpoint, pause)
 	}

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/reconciler/reconciler/internal/testutil"
 )
 
 // fakeTransport answers requests from a script of responses and records
@@ -191,48 +193,68 @@ func TestNoRetryAfterContextEnds(t *testing.T) {
 }
 
 // TestRateLimitPausesWholeLimiter: a 429 with Retry-After pauses every
-// caller, not only the one that got it: no request reaches the server
-// while the pause is in force.
+// caller, not only the one that got it: callers that queue for a token
+// while the pause is in force send nothing until it ends.
 func TestRateLimitPausesWholeLimiter(t *testing.T) {
 	var first atomic.Bool
 	ft := &fakeTransport{}
 	ft.answers = []func(*http.Request) (*http.Response, error){func(r *http.Request) (*http.Response, error) {
 		if first.CompareAndSwap(false, true) {
-			return resp(429, `{"success":false,"errors":[{"code":971,"message":"Please wait and consider throttling your request speed"}]}`, "Retry-After", "1"), nil
+			return resp(429, `{"success":false,"errors":[{"code":971,"message":"Please wait and consider throttling your request speed"}]}`, "Retry-After", "2"), nil
 		}
 		return resp(200, okSettings), nil
 	}}
-	cl := newFakeClient(t, ft, RetryPolicy{MaxAttempts: 3})
+	// A window long enough that the 2 s Retry-After is not capped.
+	lim, err := NewLimiter(1000, 10*time.Second, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := New(Config{BaseURL: "http://cf.test/client/v4", Token: secretToken, HTTPClient: &http.Client{Transport: ft}, Limiter: lim,
+		Retry: RetryPolicy{MaxAttempts: 3, InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var paused atomic.Int32
 	cl.hooks.RateLimited = func(_ string, d time.Duration) {
-		if d != time.Second {
-			t.Errorf("pause = %s, want 1s from Retry-After", d)
+		if d != 2*time.Second {
+			t.Errorf("pause = %s, want 2s from Retry-After", d)
 		}
 		paused.Add(1)
 	}
-	if _, err := cl.GetSettings(context.Background(), testRef); err != nil {
-		t.Fatal(err)
-	}
-	until := cl.Limiter().PausedUntil()
-	if paused.Load() != 1 || until.IsZero() {
-		t.Fatalf("limiter not paused (hook calls %d)", paused.Load())
-	}
-	// Other goroutines that started during the pause were held back too.
+	const others = 8
 	var wg sync.WaitGroup
-	for i := 0; i < 8; i++ {
+	call := func() {
+		defer wg.Done()
+		if _, err := cl.GetSettings(context.Background(), testRef); err != nil {
+			t.Error(err)
+		}
+	}
+	// The first call gets the 429 and retries after the pause.
+	wg.Add(1)
+	go call()
+	testutil.Eventually(t, 10*time.Second, lim.Paused, "the 429 never paused the limiter")
+	until := lim.PausedUntil()
+	// Start the others while the pause is in force: they queue for a token.
+	for range others {
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := cl.GetSettings(context.Background(), testRef); err != nil {
-				t.Error(err)
-			}
-		}()
+		go call()
+	}
+	// (With a broken pause they are not held back: their requests reach
+	// the server at once, and the check below reports them.)
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return lim.Waiting(PriorityLive) >= others || ft.count() > 1 || !lim.Paused()
+	}, "the callers neither queued nor sent")
+	if ft.count() == 1 && !time.Now().Before(until) {
+		t.Fatalf("the callers queued only after the pause ended (%s); the machine is too slow for this test", until.Format(time.StampMicro))
 	}
 	wg.Wait()
+	if paused.Load() != 1 {
+		t.Fatalf("hook calls %d, want 1", paused.Load())
+	}
 	ft.mu.Lock()
 	defer ft.mu.Unlock()
-	if len(ft.times) != 10 {
-		t.Fatalf("requests = %d, want 10", len(ft.times))
+	if len(ft.times) != others+2 {
+		t.Fatalf("requests = %d, want %d", len(ft.times), others+2)
 	}
 	for i, at := range ft.times[1:] {
 		if at.Before(until) {
@@ -253,7 +275,7 @@ func TestLimiterParseAndBurst(t *testing.T) {
 	}
 	l, _ := NewLimiter(1100, 5*time.Minute, 0)
 	// Burst plus a full window of refill must stay within the budget.
-	perWindow := float64(l.lim.Limit()) * (5 * time.Minute).Seconds()
+	perWindow := l.src.(*TokenBucket).Rate() * (5 * time.Minute).Seconds()
 	if float64(l.Burst())+perWindow > 1100 {
 		t.Fatalf("burst %d + refill %.1f exceeds the budget", l.Burst(), perWindow)
 	}

@@ -19,8 +19,14 @@
 //     included; it is the one rule for dead letters, plans and logs.
 //   - ParseBinding accepts only valid UTF-8, so the bytes sent are the
 //     bytes that were validated.
-//   - Every request waits on the one shared Limiter first; a 429 pauses the
-//     whole limiter for Retry-After. A retry after a 429 or a 503 waits the
+//   - Every request waits on the one shared Limiter first. The Limiter is a
+//     local gate in front of a TokenSource: TokenBucket for one process, or
+//     a source shared by every process that uses the token
+//     (internal/jobs/budget). No interval of the window's length sees more
+//     than the budget. A waiting live request gets the next token before
+//     any waiting backfill request (WithPriority). A 429 pauses the whole
+//     limiter for Retry-After, capped at the window, and the source passes
+//     the pause on to every process. A retry after a 429 or a 503 waits the
 //     server's Retry-After, otherwise the backoff's delay. Multipart bodies
 //     are rebuilt for every attempt. The API token appears only in the
 //     Authorization header.

@@ -123,9 +123,15 @@
 //   - Not found: 10007 "This Worker does not exist on your account." for
 //     ordinary scripts, 10092 for dispatch scripts (wrangler requires it).
 //   - Rate limit: 429 code 971 "Please wait and consider throttling your
-//     request speed" with Retry-After in whole seconds (rounded up) once the
-//     budget of a fixed window is spent, until the window ends; Ratelimit and
-//     Ratelimit-Policy headers on every answer while a limit is set.
+//     request speed" with Retry-After in whole seconds (rounded up); Ratelimit
+//     and Ratelimit-Policy headers on every answer while a limit is set. Two
+//     modes: fixed windows (Options.RateLimit/RateWindow, SetRateLimit),
+//     where requests beyond the budget are refused until the window ends;
+//     and, like the real API, a strict sliding window (Options.RateSliding,
+//     SetSlidingRateLimit): a request that would make more than RateLimit
+//     accepted requests within any RateWindow blocks the token for RateBlock
+//     (default RateWindow; five minutes on the real API), and every request
+//     is refused until the block ends. Refused requests do not count.
 //   - Unknown routes: 7000 "No route for that URI". Binding limits: 10052
 //     (no name), 10054 (value over 5 KiB), 10027 (script over
 //     MaxScriptSize), at most 8 tags. Unknown binding types are stored and
@@ -205,8 +211,9 @@
 // # Observability
 //
 // Stats counts requests by endpoint and status (0 = no answer), reads,
-// write attempts, 429s, injected faults and overlapping writes to one
-// script, and keeps every arrival time for MaxRequestsInWindow. RequestLog
+// write attempts, 429s (all of them, and those of the rate limit with the
+// blocks it started), injected faults and overlapping writes to one script,
+// and keeps every arrival time for MaxRequestsInWindow. RequestLog
 // lists finished requests. Bindings and Script return the stored state,
 // secrets included, for assertions; Seed creates deterministic tenants;
 // AddVersion and Deploy make versions and (split) deployments directly.

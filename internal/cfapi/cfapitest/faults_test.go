@@ -51,7 +51,7 @@ func TestRateLimitFixedWindow(t *testing.T) {
 	expect(t, a.get(path), http.StatusOK, 0)
 
 	st := s.Stats()
-	if st.Throttled != 2 || st.Requests[EndpointGetSettings][http.StatusTooManyRequests] != 1 ||
+	if st.Throttled != 2 || st.RateLimited != 2 || st.RateBlocks != 0 || st.Requests[EndpointGetSettings][http.StatusTooManyRequests] != 1 ||
 		st.Requests[EndpointPatchSettings][http.StatusTooManyRequests] != 1 {
 		t.Errorf("stats %+v", st)
 	}
@@ -67,6 +67,85 @@ func TestRateLimitFixedWindow(t *testing.T) {
 	for range 5 {
 		expect(t, a.get(path), http.StatusOK, 0)
 	}
+}
+
+// TestRateLimitSlidingWindow: in sliding mode no interval of the window's
+// length holds more than the limit of accepted requests, and the request
+// that would exceed it blocks the token for the block period: every
+// request, of any endpoint, is then refused with Retry-After.
+func TestRateLimitSlidingWindow(t *testing.T) {
+	clock := newFakeClock()
+	s, a := newAPI(t, Options{RateLimit: 3, RateWindow: 10 * time.Second, RateSliding: true, RateBlock: 4 * time.Second, Now: clock.Now})
+	seedScript(t, s, "", "w", plainGr)
+	path := scriptPath("", "w") + "/settings"
+	body, ct := settingsPatch(t, map[string]any{"logpush": true})
+	step := func(advance time.Duration, wantStatus int, wantRetryAfter string) *apiResponse {
+		t.Helper()
+		clock.Advance(advance)
+		r := a.get(path)
+		if wantStatus == http.StatusOK {
+			expect(t, r, http.StatusOK, 0)
+		} else {
+			expect(t, r, http.StatusTooManyRequests, CodeRateLimited)
+		}
+		if got := r.Header.Get("Retry-After"); got != wantRetryAfter {
+			t.Errorf("Retry-After = %q, want %q", got, wantRetryAfter)
+		}
+		return r
+	}
+	r := step(0, http.StatusOK, "")
+	if got := r.Header.Get("Ratelimit"); got != `"default";r=2;t=10` {
+		t.Errorf("Ratelimit = %q", got)
+	}
+	if got := r.Header.Get("Ratelimit-Policy"); got != `"default";q=3;w=10` {
+		t.Errorf("Ratelimit-Policy = %q", got)
+	}
+	step(9500*time.Millisecond, http.StatusOK, "")                    // t = 9.5
+	r = step(0, http.StatusOK, "")                                    // t = 9.5, the third
+	if got := r.Header.Get("Ratelimit"); got != `"default";r=0;t=1` { // t=0 leaves in 0.5 s
+		t.Errorf("Ratelimit = %q", got)
+	}
+	// A fixed window would start afresh at t = 10; the sliding one still
+	// holds the two requests of t = 9.5 and admits one more.
+	step(700*time.Millisecond, http.StatusOK, "") // t = 10.2: (0.2, 10.2] held 2
+	// The fourth within (0.3, 10.3] blocks the token for 4 s.
+	step(100*time.Millisecond, http.StatusTooManyRequests, "4")
+	clock.Advance(3 * time.Second) // t = 13.3: blocked, writes too
+	expect(t, a.do(http.MethodPatch, path, body, ct), http.StatusTooManyRequests, CodeRateLimited)
+	step(900*time.Millisecond, http.StatusTooManyRequests, "1") // t = 14.2, 0.1 s left
+	// t = 14.3: the block is over and (4.3, 14.3] holds the three of
+	// t = 9.5 and 10.2 ... which is the limit, so this one blocks again.
+	step(100*time.Millisecond, http.StatusTooManyRequests, "4")
+	clock.Advance(10 * time.Second) // t = 24.3: everything has left
+	for range 3 {
+		step(0, http.StatusOK, "")
+	}
+	st := s.Stats()
+	if st.RateLimited != 4 || st.RateBlocks != 2 || st.Throttled != 4 {
+		t.Errorf("RateLimited %d, RateBlocks %d, Throttled %d; want 4, 2, 4", st.RateLimited, st.RateBlocks, st.Throttled)
+	}
+	// The accepted requests never exceed 3 in any 10 s: the accepted ones
+	// are at 0, 9.5, 9.5, 10.2, 24.3 ×3.
+	var accepted []time.Time
+	for _, req := range s.RequestLog() {
+		if req.Status == http.StatusOK {
+			accepted = append(accepted, req.Time)
+		}
+	}
+	if got := (Stats{arrivals: accepted}).MaxRequestsInWindow(10 * time.Second); got != 3 {
+		t.Errorf("accepted requests in the busiest 10 s: %d, want 3", got)
+	}
+	// Injected 429s count as Throttled, not RateLimited.
+	s.SetRateLimit(0, 0)
+	s.FailNext(1, http.StatusTooManyRequests, CodeRateLimited, time.Second)
+	expect(t, a.get(path), http.StatusTooManyRequests, CodeRateLimited)
+	if st := s.Stats(); st.Throttled != 5 || st.RateLimited != 4 {
+		t.Errorf("after an injected 429: Throttled %d, RateLimited %d; want 5, 4", st.Throttled, st.RateLimited)
+	}
+	// SetSlidingRateLimit turns it on again with a fresh history.
+	s.SetSlidingRateLimit(1, time.Minute, 0)
+	step(0, http.StatusOK, "")
+	step(0, http.StatusTooManyRequests, "60") // block defaults to the window
 }
 
 func TestRateLimitRealClock(t *testing.T) {

@@ -32,9 +32,18 @@ type Options struct {
 	Email, Key string
 
 	// RateLimit is the number of requests allowed per RateWindow, counted in
-	// fixed windows; 0 turns the limit off.
+	// fixed windows unless RateSliding is set; 0 turns the limit off.
 	RateLimit  int
 	RateWindow time.Duration
+	// RateSliding counts RateLimit over a strict sliding window instead, as
+	// the real API does: a request that would make more than RateLimit
+	// accepted requests within any RateWindow blocks the token for
+	// RateBlock, and every request until the block ends is answered 429
+	// code 971 with Retry-After. Refused requests do not count.
+	RateSliding bool
+	// RateBlock is how long a sliding-window block lasts; 0 means
+	// RateWindow.
+	RateBlock time.Duration
 
 	// Faults are injected at random (see Faults); SetFaults changes them.
 	Faults Faults
@@ -138,7 +147,11 @@ func New(opts Options) *Server {
 	if s.maxScript <= 0 {
 		s.maxScript = 64 << 20
 	}
-	s.limit.set(opts.RateLimit, opts.RateWindow)
+	if opts.RateSliding {
+		s.limit.setSliding(opts.RateLimit, opts.RateWindow, opts.RateBlock)
+	} else {
+		s.limit.set(opts.RateLimit, opts.RateWindow)
+	}
 	s.stats.init()
 	s.routes = s.routeTable()
 	return s

@@ -24,6 +24,11 @@ type Stats struct {
 	Writes int
 	// Throttled counts 429 answers, whether from the rate limit or injected.
 	Throttled int
+	// RateLimited counts 429 answers of the rate limit itself (not
+	// injected ones), and RateBlocks the times a sliding-window limit was
+	// exceeded and blocked the token.
+	RateLimited int
+	RateBlocks  int
 	// Injected counts requests failed by FailNext or the random faults.
 	Injected int
 	// OverlappingWrites counts script writes that started while another
@@ -121,6 +126,15 @@ func (r *statsRecorder) end(req Request) {
 		r.log = slices.Delete(r.log, 0, maxLog/2)
 	}
 	r.log = append(r.log, req)
+}
+
+func (r *statsRecorder) rateLimited(blocked bool) {
+	r.mu.Lock()
+	r.st.RateLimited++
+	if blocked {
+		r.st.RateBlocks++
+	}
+	r.mu.Unlock()
 }
 
 func (r *statsRecorder) injected() {

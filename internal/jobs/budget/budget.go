@@ -1,0 +1,143 @@
+package budget
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
+)
+
+// DefaultBucket is the KV bucket that holds the budgets.
+const DefaultBucket = "reconciler_budget"
+
+// Config configures a Source.
+type Config struct {
+	// Bucket is the KV bucket (default DefaultBucket).
+	Bucket string
+	// Replicas of the bucket when Ensure creates it (default 1; 3 on a
+	// clustered NATS).
+	Replicas int
+	// Credential identifies the API token whose budget this is: the token
+	// itself, or for key authentication the email and key joined by a NUL.
+	// Only a hash of it is kept (KeyFor).
+	Credential string
+	// Budget and Window are the token's budget: at most Budget requests in
+	// any interval of length Window, from every process together.
+	Budget int
+	Window time.Duration
+	// MaxClockSkew is how far the clocks of two processes sharing the
+	// budget may differ (default min(1s, Window/200)).
+	MaxClockSkew time.Duration
+	// MaxLateness bounds the spread of the delay from a token's scheduled
+	// time to its request's arrival at the API: half of it for handing the
+	// token out (later ones are thrown away), half for the variation of
+	// the trip to the API (default min(1s, Window/50)).
+	MaxLateness time.Duration
+	// Horizon bounds how far ahead of its first token one reservation
+	// reaches (default 50ms): more tokens per write at high rates, fewer
+	// tokens lost when a process dies.
+	Horizon time.Duration
+	// OpTimeout bounds each NATS operation (default 2s).
+	OpTimeout time.Duration
+	// Logger receives warnings (NATS unreachable, foreign settings); nil
+	// means none.
+	Logger *zap.Logger
+}
+
+// withDefaults validates c and fills in the defaults. Errors name the
+// field.
+func (c Config) withDefaults() (Config, error) {
+	if c.Bucket == "" {
+		c.Bucket = DefaultBucket
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	switch {
+	case c.Credential == "":
+		return c, errors.New("budget: Config.Credential is empty (the API token whose budget is shared)")
+	case c.Budget < 2:
+		return c, fmt.Errorf("budget: Config.Budget must be at least 2 requests, got %d", c.Budget)
+	case c.Window <= 0:
+		return c, fmt.Errorf("budget: Config.Window must be positive, got %s", c.Window)
+	case c.MaxClockSkew < 0:
+		return c, fmt.Errorf("budget: Config.MaxClockSkew must not be negative, got %s", c.MaxClockSkew)
+	case c.MaxLateness < 0:
+		return c, fmt.Errorf("budget: Config.MaxLateness must not be negative, got %s", c.MaxLateness)
+	case c.Horizon < 0:
+		return c, fmt.Errorf("budget: Config.Horizon must not be negative, got %s", c.Horizon)
+	case c.OpTimeout < 0:
+		return c, fmt.Errorf("budget: Config.OpTimeout must not be negative, got %s", c.OpTimeout)
+	}
+	if c.MaxClockSkew == 0 {
+		c.MaxClockSkew = min(time.Second, c.Window/200)
+	}
+	if c.MaxLateness == 0 {
+		c.MaxLateness = min(time.Second, c.Window/50)
+	}
+	if c.Horizon == 0 {
+		c.Horizon = 50 * time.Millisecond
+	}
+	if c.OpTimeout == 0 {
+		c.OpTimeout = 2 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Budget <= cfapi.BurstFor(c.Budget) {
+		return c, fmt.Errorf("budget: Config.Budget %d leaves nothing beyond the burst", c.Budget)
+	}
+	return c, nil
+}
+
+// KeyFor returns the KV key of a credential's budget: "token_" and 32 hex
+// digits of a SHA-256 of it. The credential cannot be recovered from it.
+func KeyFor(credential string) string {
+	sum := sha256.Sum256([]byte("reconciler rate budget\x00" + credential))
+	return "token_" + hex.EncodeToString(sum[:16])
+}
+
+// Ensure creates the bucket if needed (or updates its settings) and
+// returns the Source of cfg's credential. `run` uses it.
+func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (*Source, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      cfg.Bucket,
+		Description: "Shared API rate budget per token (GCRA state, keyed by a hash of the token).",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rate budget bucket %s: %w", cfg.Bucket, err)
+	}
+	return newSource(kv, cfg), nil
+}
+
+// Open returns the Source of cfg's credential in an existing bucket; it
+// creates and changes nothing (cfg.Replicas is unused). When the bucket is
+// missing the error names it and matches jetstream.ErrBucketNotFound.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Source, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("rate budget bucket %s does not exist (`reconciler run` creates it): %w", cfg.Bucket, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rate budget bucket %s: %w", cfg.Bucket, err)
+	}
+	return newSource(kv, cfg), nil
+}
