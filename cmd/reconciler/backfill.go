@@ -133,7 +133,20 @@ func cmdBackfill(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	defer func() { _ = log.Sync() }()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	client, err := newAPIClient(&bf.pipe.api, creds, noHooks, time.Minute)
+	if bf.dryRun {
+		return bf.dryRunPlans(ctx, stdout, stderr, stdin, creds, e, log)
+	}
+	conn, stopPipeline, err := bf.pipeline(ctx, creds, e, log)
+	if err != nil {
+		return err
+	}
+	defer stopPipeline()
+	lim, closeLim, err := newLimiter(ctx, &bf.pipe.api, creds, conn.js, budgetShared, 1, log)
+	if err != nil {
+		return err
+	}
+	defer closeLim()
+	client, err := newAPIClient(&bf.pipe.api, creds, lim, noHooks, time.Minute)
 	if err != nil {
 		return err
 	}
@@ -144,10 +157,7 @@ func cmdBackfill(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if bf.runID == "" {
 		bf.runID = "bf-" + src.hash[:12]
 	}
-	if bf.dryRun {
-		return bf.dryRunPlans(ctx, stdout, stderr, src, client, e)
-	}
-	sum, err := bf.execute(ctx, stdout, stderr, src, creds, e, log)
+	sum, err := bf.runOn(ctx, conn, stderr, src, log)
 	if err != nil {
 		return err
 	}
@@ -315,17 +325,6 @@ func (s *backfillSummary) print(w io.Writer, output string) error {
 	return nil
 }
 
-// execute enqueues the run's items into the pipeline (this process's own
-// when no pipeline is reachable) and follows their results to the end.
-func (bf *backfillFlags) execute(ctx context.Context, stdout, stderr io.Writer, src *backfillSource, creds credentialSet, e env, log *zap.Logger) (*backfillSummary, error) {
-	conn, stopPipeline, err := bf.pipeline(ctx, creds, e, log)
-	if err != nil {
-		return nil, err
-	}
-	defer stopPipeline()
-	return bf.runOn(ctx, conn, stderr, src, log)
-}
-
 // runOn runs the backfill on the pipeline behind conn.
 func (bf *backfillFlags) runOn(ctx context.Context, conn *natsConn, stderr io.Writer, src *backfillSource, log *zap.Logger) (*backfillSummary, error) {
 	start := time.Now()
@@ -445,19 +444,26 @@ func (bf *backfillFlags) pipeline(ctx context.Context, creds credentialSet, e en
 }
 
 // dryRunPlans prints the plan of every script and a summary; it writes
-// nothing anywhere.
-func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writer, src *backfillSource, client *cfapi.Client, e env) error {
-	pf := planFlags{nats: bf.pipe.nats, api: bf.pipe.api, log: bf.pipe.log, output: bf.output}
-	log := bf.pipe.log.logger(stderr)
-	if conn, err := connectNATS(&bf.pipe.nats, false, log); err == nil {
-		conn.close(log, time.Second)
-		pf.stored = true // a pipeline is there: plan from its stored state
-	}
-	base, pl, closeNATS, err := pf.baseState(ctx, e, stderr)
+// nothing anywhere. It plans from the stored state of a reachable
+// pipeline, or as a reconciler that has applied nothing.
+func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writer, stdin io.Reader, creds credentialSet, e env, log *zap.Logger) error {
+	client, conn, closeClient, err := toolClient(ctx, &bf.pipe.nats, &bf.pipe.api, creds, log)
 	if err != nil {
 		return err
 	}
-	defer closeNATS()
+	defer closeClient()
+	src, err := bf.source(stdin, client)
+	if err != nil {
+		return err
+	}
+	if bf.runID == "" {
+		bf.runID = "bf-" + src.hash[:12]
+	}
+	pf := planFlags{nats: bf.pipe.nats, stored: conn != nil}
+	base, pl, err := pf.baseState(ctx, conn, e)
+	if err != nil {
+		return err
+	}
 	sum := backfillSummary{Run: bf.runID}
 	var events []*jobs.Event
 	err = src.each(ctx, func(it jobs.BackfillItem) error {

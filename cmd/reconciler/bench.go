@@ -291,8 +291,8 @@ func (b *bench) backfill(ctx context.Context, ns string, n, budget, live int, bi
 	if err := b.emu.SeedVaried(cfapitest.DefaultAccount, ns, n, already); err != nil {
 		return nil, err
 	}
-	b.emu.SetRateLimit(budget, time.Second)
-	if err := b.startChild(budget - 2); err != nil {
+	b.emu.SetSlidingRateLimit(budget, time.Second, time.Second)
+	if err := b.startChild(budget); err != nil {
 		return nil, err
 	}
 	b.emu.ResetStats()
@@ -304,10 +304,13 @@ func (b *bench) backfill(ctx context.Context, ns string, n, budget, live int, bi
 		output: "text", progress: "log"}
 	bf.pipe.nats = natsFlags{url: b.natsURL, subjectPrefix: "bindings"}
 	bf.pipe.api = apiFlags{baseURL: b.apiURL, maxWrites: 16, budget: budget, window: time.Second}
-	// The listing has a small budget of its own beside the reconciler's
-	// (2 requests per second: a page lists 1,000 scripts).
-	listAPI := apiFlags{baseURL: b.apiURL, maxWrites: 1, budget: 2, window: time.Second}
-	client, err := newAPIClient(&listAPI, credentialSet{token: "bench"}, noHooks, time.Minute)
+	// The listing draws from the budget the reconciler uses (same token).
+	lim, closeLim, err := newLimiter(ctx, &bf.pipe.api, credentialSet{token: "bench"}, b.js, budgetShared, 1, b.log)
+	if err != nil {
+		return nil, err
+	}
+	defer closeLim()
+	client, err := newAPIClient(&bf.pipe.api, credentialSet{token: "bench"}, lim, noHooks, time.Minute)
 	if err != nil {
 		return nil, err
 	}
@@ -424,7 +427,7 @@ func (b *bench) stormScenario(ctx context.Context, events, scripts int) ([]bench
 	if err := b.emu.SeedVaried(cfapitest.DefaultAccount, "storm", scripts); err != nil {
 		return nil, err
 	}
-	b.emu.SetRateLimit(0, 0)
+	b.emu.SetSlidingRateLimit(0, 0, 0)
 	if err := b.startChild(0); err != nil {
 		return nil, err
 	}
@@ -451,11 +454,14 @@ func (b *bench) stormScenario(ctx context.Context, events, scripts int) ([]bench
 	si, _ := stream.Info(ctx)
 	first := si.State.LastSeq + 1
 	start := time.Now()
-	for _, k := range idx {
+	for i, k := range idx {
 		m := nats.NewMsg(subjects[k])
 		m.Data = bodies[k]
 		if _, err := b.js.PublishMsgAsync(m); err != nil {
 			return nil, err
+		}
+		if i%4000 == 3999 {
+			<-b.js.PublishAsyncComplete()
 		}
 	}
 	select {

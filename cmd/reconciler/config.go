@@ -247,6 +247,19 @@ func validateAll(f *flagSet, vs ...interface{ validate(*flagSet) error }) error 
 // credentialSet is the API credentials from the environment.
 type credentialSet struct{ token, email, key string }
 
+// budgetKey identifies the budget these credentials draw from: the token,
+// or the legacy key pair; without credentials (an emulator without auth),
+// the API base URL. The shared budget keeps only a hash of it.
+func (c credentialSet) budgetKey(baseURL string) string {
+	switch {
+	case c.token != "":
+		return c.token
+	case c.email != "":
+		return c.email + "\x00" + c.key
+	}
+	return "base-url:" + baseURL
+}
+
 // credentials reads the API credentials from the environment. A token is
 // required against the real API; an emulator (any other base URL) may run
 // without one.

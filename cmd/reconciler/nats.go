@@ -23,10 +23,18 @@ type natsConn struct {
 	js       jetstream.JetStream
 	embedded *natsembed.Server
 	url      string
+	closers  []func()
 }
+
+// onClose runs fn when the connection closes, before it drains.
+func (c *natsConn) onClose(fn func()) { c.closers = append(c.closers, fn) }
 
 // close drains the connection, then stops the embedded server last.
 func (c *natsConn) close(log *zap.Logger, timeout time.Duration) {
+	for _, fn := range c.closers {
+		fn()
+	}
+	c.closers = nil
 	if c.nc != nil {
 		done := make(chan struct{})
 		c.nc.SetClosedHandler(func(*nats.Conn) { close(done) })

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/planner"
@@ -65,15 +64,16 @@ func cmdPlan(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return err
 	}
-	client, err := newAPIClient(&pf.api, creds, noHooks, time.Minute)
+	log := pf.log.logger(stderr)
+	client, conn, closeClient, err := toolClient(ctx, &pf.nats, &pf.api, creds, log)
 	if err != nil {
 		return err
 	}
-	base, pl, closeNATS, err := pf.baseState(ctx, e, stderr)
+	defer closeClient()
+	base, pl, err := pf.baseState(ctx, conn, e)
 	if err != nil {
 		return err
 	}
-	defer closeNATS()
 	return printPlans(stdout, pf.output, jobs.PreviewEvents(ctx, client, pl, events, base))
 }
 
@@ -91,34 +91,30 @@ func readEventsFile(name string, stdin io.Reader, prefix string) ([]*jobs.Event,
 	return events, nil
 }
 
-// baseState returns the state plans start from and a planner: the stored
-// state and fingerprint key of a running pipeline with --stored (read
-// only), or a fresh state with a throwaway key.
-func (pf *planFlags) baseState(ctx context.Context, e env, stderr io.Writer) (jobs.BaseState, *planner.Planner, func(), error) {
+// baseState returns the state plans start from and a planner: with
+// --stored, the stored state and fingerprint key of the pipeline behind
+// conn (read only); otherwise a fresh state with a throwaway key.
+func (pf *planFlags) baseState(ctx context.Context, conn *natsConn, e env) (jobs.BaseState, *planner.Planner, error) {
 	fpKey := make([]byte, 32)
 	_, _ = rand.Read(fpKey)
-	base, closeNATS := jobs.BaseState(jobs.FreshState), func() {}
+	base := jobs.BaseState(jobs.FreshState)
 	if pf.stored {
-		log := pf.log.logger(stderr)
-		conn, err := connectNATS(&pf.nats, false, log)
-		if err != nil {
-			return nil, nil, nil, err
+		if conn == nil {
+			return nil, nil, fmt.Errorf("--stored: no running reconciler reachable at %s: pass --nats-url, or start `reconciler run`", pf.nats.embeddedListen)
 		}
-		closeNATS = func() { conn.close(log, 5*time.Second) }
+		var err error
 		if base, err = jobs.StoredState(ctx, conn.js, pf.nats.names()); err == nil {
 			fpKey, err = fingerprintKey(ctx, conn.js, e, 1, false)
 		}
 		if err != nil {
-			closeNATS()
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 	}
 	pl, err := planner.New(planner.Options{FingerprintKey: fpKey})
 	if err != nil {
-		closeNATS()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	return base, pl, closeNATS, nil
+	return base, pl, nil
 }
 
 // printPlans prints previews as text or JSON lines; it fails (exit 1)

@@ -11,12 +11,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs"
+	"github.com/reconciler/reconciler/internal/jobs/budget"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -189,28 +191,116 @@ func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds cred
 	if err != nil {
 		return nil, err
 	}
-	client, err := newAPIClient(&rf.api, creds, m.APIHooks(), 2*time.Minute)
+	lim, closeBudget, err := newLimiter(ctx, &rf.api, creds, conn.js, budgetEnsure, rf.streamReplicas, log)
+	if err != nil {
+		return nil, err
+	}
+	conn.onClose(closeBudget)
+	client, err := newAPIClient(&rf.api, creds, lim, m.APIHooks(), 2*time.Minute)
 	if err != nil {
 		return nil, err
 	}
 	return jobs.NewRunner(cfg, res, client, pl, m, log), nil
 }
 
-// newAPIClient returns the Cloudflare client with its budget.
-func newAPIClient(a *apiFlags, creds credentialSet, hooks cfapi.Hooks, timeout time.Duration) (*cfapi.Client, error) {
-	limiter, err := cfapi.NewLimiter(a.budget, a.window, a.maxWrites)
-	if err != nil {
-		return nil, usagef("--rate-limit: %v", err)
-	}
+// newAPIClient returns the Cloudflare client over limiter.
+func newAPIClient(a *apiFlags, creds credentialSet, lim *cfapi.Limiter, hooks cfapi.Hooks, timeout time.Duration) (*cfapi.Client, error) {
 	client, err := cfapi.New(cfapi.Config{
 		BaseURL: a.baseURL, Token: creds.token, Email: creds.email, APIKey: creds.key,
-		Limiter: limiter, Hooks: hooks, UserAgent: "reconciler/" + version,
+		Limiter: lim, Hooks: hooks, UserAgent: "reconciler/" + version,
 		HTTPClient: &http.Client{Timeout: timeout},
 	})
 	if err != nil {
 		return nil, usagef("--api-base-url: %v", err)
 	}
 	return client, nil
+}
+
+// budgetMode says how a process takes its share of the token's budget.
+type budgetMode int
+
+const (
+	budgetLocal  budgetMode = iota // this process alone (no NATS)
+	budgetShared                   // the shared budget, which run set up
+	budgetEnsure                   // the shared budget, set up if missing (run)
+)
+
+// newLimiter returns the limiter of a process: the budget of the API token
+// shared through NATS by every process that uses it (the --rate-limit is
+// the token's whole budget, whatever the number of processes), or with
+// budgetLocal (no NATS reachable) a budget of this process alone. The
+// returned close releases the shared source.
+func newLimiter(ctx context.Context, a *apiFlags, creds credentialSet, js jetstream.JetStream, mode budgetMode, replicas int, log *zap.Logger) (*cfapi.Limiter, func(), error) {
+	hooks := cfapi.WithLimiterHooks(cfapi.LimiterHooks{PauseCapped: func(requested, applied time.Duration) {
+		log.Warn("the API asked for an absurd Retry-After; pausing for the budget's window instead",
+			zap.Duration("retry_after", requested), zap.Duration("pause", applied))
+	}})
+	if mode == budgetLocal {
+		lim, err := cfapi.NewLimiter(a.budget, a.window, a.maxWrites, hooks)
+		if err != nil {
+			return nil, nil, usagef("--rate-limit: %v", err)
+		}
+		return lim, func() {}, nil
+	}
+	cfg := budget.Config{Credential: creds.budgetKey(a.baseURL), Budget: a.budget, Window: a.window, Replicas: replicas, Logger: log}
+	var src *budget.Source
+	var err error
+	if mode == budgetEnsure {
+		src, err = budget.Ensure(ctx, js, cfg)
+	} else {
+		src, err = budget.Open(ctx, js, cfg)
+	}
+	if err != nil {
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, nil, fmt.Errorf("shared budget: %w: start `reconciler run` on this NATS first", err)
+		}
+		return nil, nil, fmt.Errorf("shared budget: %w", err)
+	}
+	lim, err := cfapi.NewSharedLimiter(src, a.maxWrites, hooks)
+	if err != nil {
+		src.Close()
+		return nil, nil, err
+	}
+	return lim, func() { src.Close() }, nil
+}
+
+// toolClient returns the API client of a tool (plan, backfill): on the
+// shared budget when a pipeline is reachable (--nats-url, or a running
+// `reconciler run`), whose connection it returns too; else on a budget of
+// this process alone. close releases both.
+func toolClient(ctx context.Context, n *natsFlags, a *apiFlags, creds credentialSet, log *zap.Logger) (*cfapi.Client, *natsConn, func(), error) {
+	conn, err := connectNATS(n, false, log)
+	if err != nil && n.url != "" {
+		return nil, nil, nil, err
+	}
+	mode := budgetShared
+	if err != nil {
+		conn, mode = nil, budgetLocal
+		log.Info("no running reconciler reachable: this process uses the API budget alone", zap.String("rate_limit", a.rateLimit))
+	}
+	var js jetstream.JetStream
+	if conn != nil {
+		js = conn.js
+	}
+	lim, closeLim, err := newLimiter(ctx, a, creds, js, mode, 1, log)
+	if err != nil {
+		if conn != nil {
+			conn.close(log, time.Second)
+		}
+		return nil, nil, nil, err
+	}
+	closeAll := func() {
+		closeLim()
+		if conn != nil {
+			conn.close(log, 5*time.Second)
+		}
+	}
+	client, err := newAPIClient(a, creds, lim, noHooks, time.Minute)
+	if err != nil {
+		closeAll()
+		return nil, nil, nil, err
+	}
+	return client, conn, closeAll, nil
 }
 
 // newMetrics returns the collectors on a new registry, with the Go and

@@ -133,7 +133,8 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 	}
 	sb.dataDir = sf.pipe.nats.dataDir
 	// The emulator enforces the same budget, as the real API would.
-	sb.emu = cfapitest.New(cfapitest.Options{RateLimit: sf.pipe.api.budget, RateWindow: sf.pipe.api.window})
+	sb.emu = cfapitest.New(cfapitest.Options{RateLimit: sf.pipe.api.budget, RateWindow: sf.pipe.api.window,
+		RateSliding: true, RateBlock: sf.pipe.api.window})
 	if err := sb.emu.SeedVaried(cfapitest.DefaultAccount, "customers", sf.tenants); err != nil {
 		return nil, err
 	}
@@ -169,7 +170,13 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 	runDone := make(chan struct{})
 	go func() { defer close(runDone); _ = sb.runner.Run(runCtx) }()
 	sb.stopRun = func() { stopRun(); <-runDone }
-	if sb.client, err = newAPIClient(&sf.pipe.api, creds, noHooks, time.Minute); err != nil {
+	lim, closeLim, err := newLimiter(ctx, &sf.pipe.api, creds, sb.conn.js, budgetShared, 1, log)
+	if err != nil {
+		sb.close(log)
+		return nil, err
+	}
+	sb.conn.onClose(closeLim)
+	if sb.client, err = newAPIClient(&sf.pipe.api, creds, lim, noHooks, time.Minute); err != nil {
 		sb.close(log)
 		return nil, err
 	}

@@ -514,7 +514,10 @@ func moduleNames(ms []cfapi.Module) []string {
 }
 
 // laneContext marks the API calls of a reconcile with its lane, so that
-// the shared budget serves live work first.
+// the budget serves live work first.
 func laneContext(ctx context.Context, l lane) context.Context {
-	return ctx
+	if l == laneBackfill {
+		return cfapi.WithPriority(ctx, cfapi.PriorityBackfill)
+	}
+	return cfapi.WithPriority(ctx, cfapi.PriorityLive)
 }
