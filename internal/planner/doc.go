@@ -54,9 +54,12 @@
 // bindings are sent in full (secrets with their text). With settings, every
 // other binding that stays is sent as {type, name}, which keeps its current
 // value; a live binding's JSON is never sent back. With script or version,
-// it is sent as {"type":"inherit","name":…}, except secrets carried over by
-// KeepBindings: secret_text and secret_key, each listed unless a binding of
-// that type is removed or changes type (it would otherwise come back).
+// it is sent as {"type":"inherit","name":…}. A script upload carries
+// secrets over by KeepBindings instead: secret_text and secret_key, each
+// listed unless a binding of that type is removed or changes type (it
+// would otherwise come back). A version inherits secrets by name too and
+// has no KeepBindings, so every binding it keeps can be pinned to one
+// version. Plan.As rebuilds the request for another strategy.
 //
 // The new record holds every desired name with its type and the
 // fingerprint of its desired value (for an inherit: of the live binding it

@@ -90,13 +90,15 @@ type Request struct {
 	// updated bindings are complete (secrets with their text). With
 	// StrategySettings every other binding that stays is {type, name},
 	// which keeps its value; with StrategyScript and StrategyVersion it is
-	// {"type":"inherit","name":…}, except write-only bindings that
-	// KeepBindings carries over.
+	// {"type":"inherit","name":…}, except (StrategyScript only) write-only
+	// bindings that KeepBindings carries over. StrategyVersion inherits
+	// every binding that stays by name, secrets included, so that the
+	// caller can pin each entry to one version (cfapi.InheritFrom).
 	Bindings []cfapi.Binding
-	// KeepBindings lists, for StrategyScript and StrategyVersion, the
-	// binding types to keep from the previous version (the metadata's
-	// keep_bindings): secret_text and secret_key, each unless a binding of
-	// that type is removed or changes type.
+	// KeepBindings lists, for StrategyScript, the binding types to keep
+	// from the previous version (the metadata's keep_bindings): secret_text
+	// and secret_key, each unless a binding of that type is removed or
+	// changes type. It is empty for StrategyVersion.
 	KeepBindings []string
 }
 
@@ -428,11 +430,38 @@ func (a Action) needsScript() bool {
 	return (a.Kind == ActionAdd || a.Kind == ActionUpdate) && (a.rename || a.desired.InPart())
 }
 
+// As returns the plan written with strategy s instead of its own: the same
+// actions and record, with the request rebuilt for s. It fails when s is
+// StrategySettings and the change needs a script upload (a part type or a
+// rename), or when s is not a writing strategy. A no-op plan is returned
+// as it is.
+func (p *Plan) As(s Strategy) (*Plan, error) {
+	if p.NoOp() || s == p.Strategy {
+		return p, nil
+	}
+	switch s {
+	case StrategySettings:
+		for x := range p.Actions {
+			a := &p.Actions[x]
+			if (a.Kind == ActionAdd || a.Kind == ActionUpdate) && (a.rename || a.desired.InPart()) {
+				return nil, &Error{Name: a.Name, Type: a.desired.Type(), Msg: "cannot be written by a settings PATCH"}
+			}
+		}
+	case StrategyScript, StrategyVersion:
+	default:
+		return nil, fmt.Errorf("planner: cannot write a plan with strategy %q", s.name())
+	}
+	out := *p
+	out.Strategy = s
+	out.Request, out.NeedsParts = buildRequest(s, p.Actions)
+	return &out, nil
+}
+
 // buildRequest builds the request of a writing plan from its actions, which
 // are sorted by name, and the parts the upload needs.
 func buildRequest(s Strategy, actions []Action) (Request, []string) {
 	req := Request{Bindings: make([]cfapi.Binding, 0, len(actions))}
-	if s != StrategySettings {
+	if s == StrategyScript {
 		req.KeepBindings = keptWriteOnlyTypes(actions)
 	}
 	var parts []string
@@ -458,8 +487,9 @@ func buildRequest(s Strategy, actions []Action) (Request, []string) {
 	return req, slices.Compact(parts)
 }
 
-// keptWriteOnlyTypes returns the write-only types that a script or version
-// upload carries over with keep_bindings: each of cfapi.WriteOnlyTypes(),
+// keptWriteOnlyTypes returns the write-only types that a script upload
+// carries over with keep_bindings (a version inherits each binding by
+// name instead): each of cfapi.WriteOnlyTypes(),
 // unless a binding of that type is removed or changes type (it would
 // otherwise come back).
 func keptWriteOnlyTypes(actions []Action) []string {

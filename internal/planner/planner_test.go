@@ -393,7 +393,7 @@ func TestPlan(t *testing.T) {
 			applied: []string{"API_KEY", "KV", "VERSION"},
 		},
 		{
-			name:      "requested version with a removed secret inherits the other secrets by name",
+			name:      "requested version inherits every secret that stays by name, without keep_bindings",
 			desired:   []string{secretText("KEEP_ME", "v1")},
 			exclusive: true,
 			strategy:  StrategyVersion,
@@ -404,8 +404,7 @@ func TestPlan(t *testing.T) {
 				{Kind: ActionUnowned, Name: "SIGNING", Type: "secret_key", Sensitive: true, Reason: ReasonUnowned},
 				{Kind: ActionUnowned, Name: "THEIRS", Type: "secret_text", Sensitive: true, Reason: ReasonUnowned}},
 			strat:   StrategyVersion,
-			req:     []string{`{"type":"inherit","name":"KEEP_ME"}`, `{"type":"inherit","name":"THEIRS"}`},
-			keep:    []string{"secret_key"},
+			req:     []string{`{"type":"inherit","name":"KEEP_ME"}`, `{"type":"inherit","name":"SIGNING"}`, `{"type":"inherit","name":"THEIRS"}`},
 			applied: []string{"KEEP_ME"},
 		},
 		{
@@ -723,6 +722,49 @@ func TestSettingsBody(t *testing.T) {
 	want := `{"bindings":[{"type":"json","name":"J","json":{"b":1,"a":2}},{"type":"secret_text","name":"S","text":"s3cr3t-v"}]}`
 	if got := settingsBody(pl.Request); got != want {
 		t.Errorf("settings body\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestPlanAs: a plan rewritten for another strategy keeps its actions and
+// record and rebuilds its request; a settings PATCH cannot carry a rename.
+func TestPlanAs(t *testing.T) {
+	p := testPlanner(t)
+	live := mbs(`{"type":"plain_text","name":"A","text":"a"}`, liveSecret("S"), `{"type":"kv_namespace","name":"OLD","namespace_id":"x"}`)
+	pl, err := p.Plan(Desired{Bindings: mbs(`{"type":"plain_text","name":"A","text":"b"}`)}, live, LastApplied{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl.Strategy != StrategySettings {
+		t.Fatalf("strategy %s, want settings", pl.Strategy)
+	}
+	v, err := pl.As(StrategyVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(pl.Actions, v.Actions, ignoreUnexported); diff != "" || v.Strategy != StrategyVersion || !v.Applied.Equal(pl.Applied) {
+		t.Fatalf("As changed the plan beyond its request: strategy %s, actions (-settings +version):\n%s", v.Strategy, diff)
+	}
+	var got []string
+	for _, b := range v.Request.Bindings {
+		got = append(got, string(b.Raw()))
+	}
+	want := []string{`{"type":"plain_text","name":"A","text":"b"}`, `{"type":"inherit","name":"OLD"}`, `{"type":"inherit","name":"S"}`}
+	if diff := cmp.Diff(want, got); diff != "" || len(v.Request.KeepBindings) != 0 {
+		t.Errorf("version request (-want +got):\n%s\nkeep_bindings %v", diff, v.Request.KeepBindings)
+	}
+	if pl.Request.Bindings[2].Type() != "secret_text" {
+		t.Errorf("As changed the original request: %s", pl.Request)
+	}
+
+	rename, err := p.Plan(Desired{Bindings: mbs(`{"type":"inherit","name":"NEW","old_name":"OLD"}`), Strategy: StrategyVersion}, live, LastApplied{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rename.As(StrategySettings); err == nil {
+		t.Error("a rename rewritten as a settings PATCH: no error")
+	}
+	if _, err := rename.As(StrategyNone); err == nil {
+		t.Error("As(none): no error")
 	}
 }
 
