@@ -32,6 +32,18 @@ const (
 	ResultTransient = "transient_error"
 	ResultPermanent = "permanent_error"
 	ResultLeaseBusy = "lease_busy"
+	// ResultHeld: the script was not written on purpose (see
+	// ScriptsHeld); its events stay held until it can be.
+	ResultHeld = "held"
+)
+
+// Reasons for holding a script (the reason label of
+// reconciler_scripts_held_total).
+const (
+	// HoldGradualDeployment: the script's traffic is split between two
+	// versions (a gradual deployment in progress), and any write would
+	// deploy one new version to 100%.
+	HoldGradualDeployment = "gradual_deployment"
 )
 
 // Metrics is the set of reconciler collectors.
@@ -54,6 +66,7 @@ type Metrics struct {
 	BackfillScripts    *prometheus.CounterVec // outcome
 	PanicsRecovered    prometheus.Counter
 	APIAuthFailures    prometheus.Counter
+	ScriptsHeld        *prometheus.CounterVec // reason
 
 	APIRequests       *prometheus.CounterVec // endpoint, code
 	APIDuration       *prometheus.HistogramVec
@@ -67,6 +80,7 @@ var apiEndpoints = []string{
 	cfapi.EPGetSettings, cfapi.EPGetBindings, cfapi.EPPatchSettings, cfapi.EPGetContent,
 	cfapi.EPPutScript, cfapi.EPPostVersion, cfapi.EPPostDeployment, cfapi.EPListScripts,
 	cfapi.EPGetScript, cfapi.EPCreateNamespace, cfapi.EPListNamespaces,
+	cfapi.EPListDeployments, cfapi.EPGetWorkerVersion, cfapi.EPCreateWorkerVersion,
 }
 
 // DeadLetterReasons are the reason label values known in advance.
@@ -115,6 +129,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "reconciler_panics_recovered_total", Help: "Panics recovered in a reconcile or a decode."}),
 		APIAuthFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "reconciler_api_auth_failures_total", Help: "Reconciles stopped because the API rejected the credentials."}),
+		ScriptsHeld: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "reconciler_scripts_held_total", Help: "Reconciles that held a script instead of writing it, by reason (gradual_deployment: its traffic is split between two versions); its events stay unacknowledged and it is checked again later."}, []string{"reason"}),
 		LastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "reconciler_last_success_timestamp_seconds", Help: "Unix time of the last successful reconcile."}),
 		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -134,7 +150,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.EventsReceived, m.EventsTotal, m.EventRedeliveries, m.StaleOperations, m.DeadLetters,
 		m.EventLag, m.ReconcileTotal, m.ReconcileDuration, m.Writes, m.QueueDepth, m.InflightReconciles,
-		m.HeldEvents, m.LastSuccess, m.ConsumerPending, m.BackfillPending, m.BackfillScripts, m.PanicsRecovered, m.APIAuthFailures, m.APIRequests, m.APIDuration, m.APIRetries, m.APIRateLimited,
+		m.HeldEvents, m.LastSuccess, m.ConsumerPending, m.BackfillPending, m.BackfillScripts, m.PanicsRecovered, m.APIAuthFailures, m.ScriptsHeld, m.APIRequests, m.APIDuration, m.APIRetries, m.APIRateLimited,
 		m.BudgetWait, m.BudgetWaitSeconds)
 	for _, o := range []string{OutcomeApplied, OutcomeNoop, OutcomeStale, OutcomeDeadLettered} {
 		m.EventsTotal.WithLabelValues(o).Add(0)
@@ -142,9 +158,10 @@ func New(reg prometheus.Registerer) *Metrics {
 	for _, r := range DeadLetterReasons {
 		m.DeadLetters.WithLabelValues(r).Add(0)
 	}
-	for _, r := range []string{ResultApplied, ResultNoop, ResultTransient, ResultPermanent, ResultLeaseBusy} {
+	for _, r := range []string{ResultApplied, ResultNoop, ResultTransient, ResultPermanent, ResultLeaseBusy, ResultHeld} {
 		m.ReconcileTotal.WithLabelValues(r).Add(0)
 	}
+	m.ScriptsHeld.WithLabelValues(HoldGradualDeployment).Add(0)
 	for _, l := range []string{"live", "backfill"} {
 		m.QueueDepth.WithLabelValues(l).Set(0)
 		m.HeldEvents.WithLabelValues(l).Set(0)

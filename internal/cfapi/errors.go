@@ -29,6 +29,13 @@ const (
 	CodeUnauthorized       = 9109  // "Unauthorized to access requested resource", an invalid token
 )
 
+// Codes of edits that build on the latest version while it is not the
+// deployed one (workers-sdk #12392; wrangler's VERSION_*_NOT_DEPLOYED).
+const (
+	CodeSettingsNotDeployed = 10214 // a settings PATCH
+	CodeSecretNotDeployed   = 10215 // a secret edit
+)
+
 // ErrorDetail is one entry of the envelope's "errors" or "messages".
 type ErrorDetail struct {
 	Code             int    `json:"code"`

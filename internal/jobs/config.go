@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/reconciler/reconciler/internal/planner"
 )
 
 // Config configures a Runner.
@@ -50,6 +52,18 @@ type Config struct {
 	// desired state is newer than its last-applied record, without waiting
 	// for the redelivery of the events a crashed process held.
 	RecoverOnStart bool
+	// DefaultStrategy is how a change is written when its event asks for
+	// "auto" or names no strategy: StrategyAuto or "" for the built-in
+	// rule, or settings, script or version (docs-versions.md).
+	DefaultStrategy planner.Strategy
+	// SplitCheckDispatch also reads the deployments of a dispatch
+	// namespace script before a settings or script write (one more read
+	// per change), so a gradual deployment of a tenant Worker is held too.
+	// Ordinary Workers are always checked (version.go).
+	SplitCheckDispatch bool
+	// HoldRetry is how often a held script (a gradual deployment in
+	// progress) is checked again (default 2 minutes).
+	HoldRetry time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -77,6 +91,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxNakDelay, 2*time.Minute)
 	def(&c.ShutdownTimeout, 30*time.Second)
 	def(&c.AuthPause, 30*time.Second)
+	def(&c.HoldRetry, 2*time.Minute)
 	if c.Owner == "" {
 		c.Owner = fmt.Sprintf("replica-%08x", rand.Uint32())
 	}

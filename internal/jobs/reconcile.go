@@ -53,6 +53,10 @@ type Result struct {
 	// Record the last-applied record after the reconcile.
 	State  *DesiredState
 	Record *AppliedRecord
+	// Held, with RequeueAfter, says the script was not written on purpose
+	// and why (a metrics.Hold* reason, see version.go): its events stay
+	// held, neither acknowledged nor dead-lettered.
+	Held string
 }
 
 // outcomeFor returns how event h ends after the reconcile res succeeded:
@@ -94,7 +98,12 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 	var term *TerminalError
 	switch {
 	case err == nil && res.RequeueAfter > 0:
-		r.m.ReconcileTotal.WithLabelValues(metrics.ResultLeaseBusy).Inc()
+		result := metrics.ResultLeaseBusy
+		if res.Held != "" {
+			result = metrics.ResultHeld
+			r.m.ScriptsHeld.WithLabelValues(res.Held).Inc()
+		}
+		r.m.ReconcileTotal.WithLabelValues(result).Inc()
 		r.queue.AddAfter(key, l, res.RequeueAfter)
 	case err == nil:
 		result := metrics.ResultNoop
@@ -260,12 +269,13 @@ func (r *Runner) converge(ls *lease, ref cfapi.ScriptRef, key string, state *Des
 	if err != nil {
 		return Result{}, err
 	}
-	settings, err := r.api.GetSettings(ctx, ref)
+	desired, hidden := state.plannerInput(rec)
+	desired.Strategy = r.cfg.strategyFor(desired.Strategy)
+	lv, err := r.readLive(ctx, ref, desired.Strategy)
 	if err != nil {
 		return Result{}, r.blame(ctx, key, state, nil, classify(err))
 	}
-	desired, hidden := state.plannerInput(rec)
-	plan, err := r.planner.Plan(desired, settings.Bindings, withoutNames(rec.LastApplied(), hidden))
+	plan, err := r.planner.Plan(desired, lv.bindings(), withoutNames(rec.LastApplied(), hidden))
 	if err != nil {
 		return Result{}, r.blame(ctx, key, state, nil, terminal(ReasonInvalidDesired, err))
 	}
@@ -298,23 +308,28 @@ func (r *Runner) converge(ls *lease, ref cfapi.ScriptRef, key string, state *Des
 	if err := ls.check(); err != nil {
 		return Result{}, fmt.Errorf("not writing: %w", err)
 	}
-	if err := r.write(ctx, ref, plan, settings); err != nil {
+	used, err := r.write(ctx, ref, plan, lv, writeAnnotations(state, plan))
+	var hold *holdError
+	if errors.As(err, &hold) {
+		return r.hold(key, res, hold), nil
+	}
+	if err != nil {
 		return Result{}, r.blame(ctx, key, state, plan, err)
 	}
-	r.m.Writes.WithLabelValues(string(plan.Strategy)).Inc()
+	r.m.Writes.WithLabelValues(string(used)).Inc()
 	// Record after success only; a crash or a lost lease before this
 	// leaves the events unacknowledged, and the next reconcile finds
 	// nothing left to change.
 	if err := ls.check(); err != nil {
 		return Result{}, fmt.Errorf("written, but not recording: %w", err)
 	}
-	next.Strategy, next.AppliedAt, next.ModifiedOn = string(plan.Strategy), time.Now().UTC(), ""
+	next.Strategy, next.AppliedAt, next.ModifiedOn = string(used), time.Now().UTC(), ""
 	next.WrittenBy = writtenBy(rec.WrittenBy, state, plan)
 	if err := r.st.saveApplied(context.WithoutCancel(ctx), key, next, recRev); err != nil {
 		return Result{}, err
 	}
 	r.log.Debug("plan applied", zap.String("script", key), zap.String("plan", plan.String()))
-	res.Wrote, res.Strategy = true, plan.Strategy
+	res.Wrote, res.Strategy = true, used
 	return res, nil
 }
 
@@ -445,33 +460,38 @@ func mentions(msg, name string) bool {
 	}
 }
 
-// write performs the plan's request with its strategy.
-func (r *Runner) write(ctx context.Context, ref cfapi.ScriptRef, plan *planner.Plan, settings *cfapi.Settings) error {
+// write performs the plan's request with its strategy and returns the
+// strategy it used. A write that could collapse a gradual deployment is
+// held instead (a *holdError, see version.go); a settings PATCH refused
+// because the latest version is not deployed becomes a version.
+func (r *Runner) write(ctx context.Context, ref cfapi.ScriptRef, plan *planner.Plan, lv *liveState, ann map[string]string) (planner.Strategy, error) {
+	if r.splitMatters(ref) {
+		if err := r.guardSplit(ctx, ref, lv); err != nil {
+			return "", err
+		}
+	}
 	switch plan.Strategy {
 	case planner.StrategySettings:
 		_, err := r.api.PatchSettings(ctx, ref, cfapi.SettingsPatch{Bindings: plan.Request.Bindings})
-		return classify(err)
-	case planner.StrategyScript, planner.StrategyVersion:
+		if isNotDeployed(err) {
+			return r.versionInstead(ctx, ref, plan, lv, ann, err)
+		}
+		return plan.Strategy, classify(err)
+	case planner.StrategyScript:
 		content, err := r.api.GetScriptContent(ctx, ref)
 		if err != nil {
-			return classify(err)
+			return "", classify(err)
 		}
-		up, err := uploadFor(plan, settings, content, plan.Strategy == planner.StrategyVersion)
+		up, err := uploadFor(plan, lv.settings, content, false)
 		if err != nil {
-			return terminal(ReasonInvalidDesired, err)
+			return "", terminal(ReasonInvalidDesired, err)
 		}
-		if plan.Strategy == planner.StrategyScript {
-			_, err = r.api.UploadScript(ctx, ref, up)
-			return classify(err)
-		}
-		v, err := r.api.CreateVersion(ctx, ref, up)
-		if err != nil {
-			return classify(err)
-		}
-		_, err = r.api.DeployVersion(ctx, ref, v.ID, "reconciler: bindings")
-		return classify(err)
+		_, err = r.api.UploadScript(ctx, ref, up)
+		return plan.Strategy, classify(err)
+	case planner.StrategyVersion:
+		return plan.Strategy, r.writeVersion(ctx, ref, plan, lv, ann)
 	}
-	return terminal(ReasonInvalidDesired, fmt.Errorf("plan has unknown strategy %q", plan.Strategy))
+	return "", terminal(ReasonInvalidDesired, fmt.Errorf("plan has unknown strategy %q", plan.Strategy))
 }
 
 // uploadFor builds a script upload that carries the script's own modules

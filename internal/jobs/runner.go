@@ -24,6 +24,10 @@ type API interface {
 	UploadScript(ctx context.Context, ref cfapi.ScriptRef, u cfapi.ScriptUpload) (*cfapi.UploadResult, error)
 	CreateVersion(ctx context.Context, ref cfapi.ScriptRef, u cfapi.ScriptUpload) (*cfapi.Version, error)
 	DeployVersion(ctx context.Context, ref cfapi.ScriptRef, versionID, message string) (*cfapi.Deployment, error)
+	// The beta Workers API and the deployments (version.go).
+	ListDeployments(ctx context.Context, ref cfapi.ScriptRef) ([]cfapi.ScriptDeployment, error)
+	GetWorkerVersion(ctx context.Context, ref cfapi.ScriptRef, versionID string, includeModules bool) (*cfapi.WorkerVersion, error)
+	CreateWorkerVersion(ctx context.Context, ref cfapi.ScriptRef, v cfapi.NewWorkerVersion, deploy bool) (*cfapi.WorkerVersion, error)
 }
 
 // publisher is what settling needs of JetStream: a publish that waits for
