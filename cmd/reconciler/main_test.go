@@ -68,6 +68,8 @@ func TestUsageErrorsNameTheFlag(t *testing.T) {
 		{[]string{"run", "--rate-limit", "fast"}, nil, "--rate-limit"},
 		{[]string{"run"}, map[string]string{"RECONCILER_RATE_LIMIT": "1/5m"}, "RECONCILER_RATE_LIMIT"},
 		{[]string{"run", "--concurrency", "0"}, nil, "--concurrency"},
+		{[]string{"run", "--default-strategy", "fast"}, nil, "--default-strategy"},
+		{[]string{"run"}, map[string]string{"RECONCILER_DEFAULT_STRATEGY": "patch"}, "RECONCILER_DEFAULT_STRATEGY"},
 		{[]string{"run"}, map[string]string{"RECONCILER_CONCURRENCY": "many"}, "RECONCILER_CONCURRENCY"},
 		{[]string{"run", "--log-format", "xml"}, nil, "--log-format"},
 		{[]string{"run", "--subject-prefix", "a.b"}, nil, "--subject-prefix"},

@@ -39,6 +39,7 @@ type runFlags struct {
 	coalesceDelay   time.Duration
 	coalesceMaxWait time.Duration
 	consumer        string
+	defaultStrategy string
 }
 
 // registerPipeline registers the flags of a process that runs the pipeline
@@ -55,6 +56,7 @@ func (rf *runFlags) registerPipeline(f *flagSet) {
 	f.duration(&rf.coalesceDelay, "coalesce-delay", "RECONCILER_COALESCE_DELAY", 100*time.Millisecond, "a script is reconciled this long after its last event, so a burst costs one reconcile")
 	f.duration(&rf.coalesceMaxWait, "coalesce-max-wait", "RECONCILER_COALESCE_MAX_WAIT", 5*time.Second, "but no later than this after its first event")
 	f.str(&rf.consumer, "consumer", "RECONCILER_CONSUMER", "reconciler", "durable consumer name (shared by replicas)")
+	f.str(&rf.defaultStrategy, "default-strategy", "RECONCILER_DEFAULT_STRATEGY", "auto", "how a change is written when its event asks for auto or names no strategy: auto, settings, script or version")
 }
 
 func (rf *runFlags) register(f *flagSet) {
@@ -92,6 +94,9 @@ func (rf *runFlags) validate(f *flagSet) error {
 	case rf.coalesceMaxWait < rf.coalesceDelay:
 		return usagef("%s: must be at least --coalesce-delay", f.name("coalesce-max-wait"))
 	}
+	if _, err := planner.ParseStrategy(rf.defaultStrategy); err != nil {
+		return usagef("%s: %v", f.name("default-strategy"), err)
+	}
 	return nil
 }
 
@@ -112,6 +117,7 @@ func (rf *runFlags) jobsConfig() jobs.Config {
 		// for draining NATS and stopping the embedded server.
 		ShutdownTimeout: rf.shutdownTimeout * 4 / 5,
 		RecoverOnStart:  true,
+		DefaultStrategy: planner.Strategy(rf.defaultStrategy),
 	}
 	if rf.coalesceDelay == 0 {
 		cfg.CoalesceDelay = -1 // explicitly off
