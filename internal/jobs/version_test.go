@@ -364,49 +364,66 @@ func TestGradualDeploymentHeld(t *testing.T) {
 // a deploy, the settings PATCH is refused (10214, not retryable). The
 // change is then written as a version built on the deployed version: its
 // code and bindings plus the change, deployed at 100%, while the
-// undeployed version stays as it is. Nothing is dead-lettered.
+// undeployed version stays as it is. Nothing is dead-lettered. An
+// ordinary Worker gets one beta request; a dispatch script the multipart
+// version and a deployment.
 func TestSettingsRefusedWhileLatestUndeployed(t *testing.T) {
-	h := newHarness(t, harnessOpts{})
-	h.seedScript("", "undeployed", secretKeep, plainTheir)
-	deployedCode := h.script("", "undeployed").Modules[0].Data
-	staged, err := h.emu.AddVersion(acct, "", "undeployed", cfapitest.Script{
-		MainModule: "index.js",
-		Modules:    []cfapitest.Module{{Name: "index.js", ContentType: "application/javascript+module", Data: []byte("export default { fetch() { return new Response('staged') } }")}},
-		Bindings:   []cfapi.Binding{cfapi.MustParseBinding(`{"type":"plain_text","name":"STAGED_ONLY","text":"s"}`)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.emu.ResetStats()
-	rn := h.startRunner("r1")
-	h.publish(event("ud-1", "", "undeployed", 1, "patch", map[string]any{
-		"upsert": []any{b(`{"type":"kv_namespace","name":"KV","namespace_id":"k1"}`)}}))
-	h.waitDrained(20 * time.Second)
-	st := h.emu.Stats()
-	t.Logf("settings PATCH refused (10214), written as a version: reads=%d writes=%d %v", st.Reads, st.Writes, st.Requests)
-	if st.Requests["patch_settings"][400] != 1 || st.Requests["create_worker_version"][200] != 1 || st.Writes != 2 {
-		t.Fatalf("requests %v", st.Requests)
-	}
-	if dl := h.deadLetters(); len(dl) != 0 {
-		t.Fatalf("dead letters: %+v", dl)
-	}
-	sc := h.script("", "undeployed")
-	want := map[string]string{"THEIR_SECRET": canon(secretKeep), "THEIRS": canon(plainTheir),
-		"KV": canon(`{"type":"kv_namespace","name":"KV","namespace_id":"k1"}`)}
-	if diff := cmp.Diff(want, h.stored("", "undeployed")); diff != "" {
-		t.Errorf("bindings (-want +got):\n%s", diff)
-	}
-	if !bytes.Equal(sc.Modules[0].Data, deployedCode) {
-		t.Errorf("code %q, want the deployed version's", sc.Modules[0].Data)
-	}
-	if d := sc.Deployment.Versions; len(d) != 1 || d[0].VersionID == staged || d[0].Percentage != 100 {
-		t.Errorf("deployment %+v", d)
-	}
-	if n := promtestutil.ToFloat64(rn.m.Writes.WithLabelValues("version")); n != 1 {
-		t.Errorf("version writes = %v, want 1", n)
-	}
-	if n := promtestutil.ToFloat64(rn.m.EventsTotal.WithLabelValues(metrics.OutcomeApplied)); n != 1 {
-		t.Errorf("applied events = %v, want 1", n)
+	for _, tc := range []struct {
+		ns     string
+		writes map[string]int // endpoint → 200 answers
+	}{
+		{"", map[string]int{"create_worker_version": 1}},
+		{"customers", map[string]int{"post_version": 1, "post_deployment": 1}},
+	} {
+		t.Run("namespace="+tc.ns, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{})
+			h.seedScript(tc.ns, "undeployed", secretKeep, plainTheir)
+			deployedCode := h.script(tc.ns, "undeployed").Modules[0].Data
+			staged, err := h.emu.AddVersion(acct, tc.ns, "undeployed", cfapitest.Script{
+				MainModule: "index.js",
+				Modules:    []cfapitest.Module{{Name: "index.js", ContentType: "application/javascript+module", Data: []byte("export default { fetch() { return new Response('staged') } }")}},
+				Bindings:   []cfapi.Binding{cfapi.MustParseBinding(`{"type":"plain_text","name":"STAGED_ONLY","text":"s"}`)},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.emu.ResetStats()
+			rn := h.startRunner("r1")
+			h.publish(event("ud-1", tc.ns, "undeployed", 1, "patch", map[string]any{
+				"upsert": []any{b(`{"type":"kv_namespace","name":"KV","namespace_id":"k1"}`)}}))
+			h.waitDrained(20 * time.Second)
+			st := h.emu.Stats()
+			t.Logf("settings PATCH refused (10214), written as a version: reads=%d writes=%d %v", st.Reads, st.Writes, st.Requests)
+			if st.Requests["patch_settings"][400] != 1 || st.Writes != 1+len(tc.writes) {
+				t.Fatalf("requests %v", st.Requests)
+			}
+			for ep, n := range tc.writes {
+				if st.Requests[ep][200] != n {
+					t.Errorf("%s: %v, want %d answered 200", ep, st.Requests[ep], n)
+				}
+			}
+			if dl := h.deadLetters(); len(dl) != 0 {
+				t.Fatalf("dead letters: %+v", dl)
+			}
+			sc := h.script(tc.ns, "undeployed")
+			want := map[string]string{"THEIR_SECRET": canon(secretKeep), "THEIRS": canon(plainTheir),
+				"KV": canon(`{"type":"kv_namespace","name":"KV","namespace_id":"k1"}`)}
+			if diff := cmp.Diff(want, h.stored(tc.ns, "undeployed")); diff != "" {
+				t.Errorf("bindings (-want +got):\n%s", diff)
+			}
+			if !bytes.Equal(sc.Modules[0].Data, deployedCode) {
+				t.Errorf("code %q, want the deployed version's", sc.Modules[0].Data)
+			}
+			if d := sc.Deployment.Versions; len(d) != 1 || d[0].VersionID == staged || d[0].Percentage != 100 {
+				t.Errorf("deployment %+v", d)
+			}
+			if n := promtestutil.ToFloat64(rn.m.Writes.WithLabelValues("version")); n != 1 {
+				t.Errorf("version writes = %v, want 1", n)
+			}
+			if n := promtestutil.ToFloat64(rn.m.EventsTotal.WithLabelValues(metrics.OutcomeApplied)); n != 1 {
+				t.Errorf("applied events = %v, want 1", n)
+			}
+		})
 	}
 }
 
