@@ -64,7 +64,7 @@ reconciler_events_total{outcome="stale"} 0
 		for _, metric := range mf.GetMetric() {
 			for _, lp := range metric.GetLabel() {
 				switch lp.GetName() {
-				case "outcome", "reason", "result", "strategy", "endpoint", "code":
+				case "outcome", "reason", "result", "strategy", "endpoint", "code", "lane":
 				default:
 					t.Errorf("%s has unexpected label %s", mf.GetName(), lp.GetName())
 				}
