@@ -428,9 +428,13 @@ func (b *bench) stormScenario(ctx context.Context, events, scripts int) ([]bench
 		return nil, err
 	}
 	b.emu.SetSlidingRateLimit(0, 0, 0)
+	// Publish the storm with no reconciler running (after one has set the
+	// streams up), so that folding is measured from a backlog, apart from
+	// the publisher's CPU.
 	if err := b.startChild(0); err != nil {
 		return nil, err
 	}
+	b.stopChild()
 	b.emu.ResetStats()
 	per := events / scripts
 	var bodies [][]byte
@@ -471,6 +475,10 @@ func (b *bench) stormScenario(ctx context.Context, events, scripts int) ([]bench
 	}
 	published := time.Since(start)
 	last := first + uint64(len(bodies)) - 1
+	if err := b.startChild(0); err != nil {
+		return nil, err
+	}
+	start = time.Now()
 	cons, err := b.js.Consumer(ctx, "BINDINGS", "reconciler")
 	if err != nil {
 		return nil, err
@@ -501,7 +509,7 @@ func (b *bench) stormScenario(ctx context.Context, events, scripts int) ([]bench
 	rate := float64(len(bodies)) / folded.Seconds()
 	return []benchRow{
 		row("4", fmt.Sprintf("storm %d events / %d scripts: published in", len(bodies), scripts), published.Round(time.Millisecond).String(), "", true),
-		row("4", "events delivered and folded per second", fmt.Sprintf("%.0f", rate), "≥ 50000", rate >= 50000),
+		row("4", "events folded per second (from a backlog, external NATS)", fmt.Sprintf("%.0f", rate), "≥ 50000", rate >= 50000),
 		row("4", "events settled (acknowledged) per second", fmt.Sprintf("%.0f", float64(len(bodies))/settled.Seconds()), "", true),
 		row("4", "API reads ÷ scripts", fmt.Sprintf("%.3f", float64(reads)/float64(scripts)), "≤ 1.2", float64(reads)/float64(scripts) <= 1.2),
 		row("4", "API writes ÷ scripts", fmt.Sprintf("%.3f", float64(st.Writes)/float64(scripts)), "≤ 1.2", float64(st.Writes)/float64(scripts) <= 1.2),

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 
@@ -409,26 +408,30 @@ type ScriptRef struct {
 	Script    string `json:"script"`
 }
 
-var (
-	accountIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
-	// Script and namespace names: what the API accepts for Worker names
-	// and what fits in one NATS subject token.
-	scriptNameRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`)
-)
-
 // ValidateAccountID checks a Cloudflare account id: 32 lowercase hex digits.
 func ValidateAccountID(id string) error {
-	if !accountIDRe.MatchString(id) {
-		return fmt.Errorf("account id %q must be 32 lowercase hex characters", id)
+	ok := len(id) == 32
+	for i := 0; ok && i < len(id); i++ {
+		c := id[i]
+		ok = c >= '0' && c <= '9' || c >= 'a' && c <= 'f'
+	}
+	if !ok {
+		return fmt.Errorf("account id %q must be 32 lowercase hex characters", Truncate(id, 64))
 	}
 	return nil
 }
 
 // ValidateScriptName checks a script or dispatch namespace name: 1 to 255
-// letters, digits, '-' and '_'.
+// letters, digits, '-' and '_' (what the API accepts for Worker names and
+// what fits in one NATS subject token).
 func ValidateScriptName(name string) error {
-	if !scriptNameRe.MatchString(name) {
-		return fmt.Errorf("name %q must be 1-255 letters, digits, '-' or '_'", name)
+	ok := len(name) >= 1 && len(name) <= 255
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_'
+	}
+	if !ok {
+		return fmt.Errorf("name %q must be 1-255 letters, digits, '-' or '_'", Truncate(name, 64))
 	}
 	return nil
 }

@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
+	"strings"
 )
 
 // objectWriter appends one JSON object to a byte slice, member by member, in
@@ -154,28 +154,77 @@ type Member struct {
 // appear and duplicates included; values are kept as raw JSON. It fails
 // when obj is not one JSON object.
 func ObjectMembers(obj []byte) ([]Member, error) {
-	dec := json.NewDecoder(bytes.NewReader(obj))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil, errors.New("not a JSON object")
+	obj = bytes.TrimSpace(obj)
+	if len(obj) == 0 || obj[0] != '{' || !json.Valid(obj) {
+		return nil, errors.New("not a JSON object (or data after it)")
 	}
+	// obj is one valid JSON object: split it without a decoder.
 	var out []Member
-	for dec.More() {
-		tok, err := dec.Token()
+	for i := skipSpace(obj, 1); obj[i] != '}'; {
+		end := stringEnd(obj, i)
+		key, err := unquoteKey(obj[i:end])
 		if err != nil {
 			return nil, err
 		}
-		key, _ := tok.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, err
+		i = skipSpace(obj, skipSpace(obj, end)+1) // past ':'
+		vend := valueEnd(obj, i)
+		out = append(out, Member{key, json.RawMessage(obj[i:vend])})
+		if i = skipSpace(obj, vend); obj[i] == ',' {
+			i = skipSpace(obj, i+1)
 		}
-		out = append(out, Member{key, v})
-	}
-	if _, err := dec.Token(); err != nil { // '}'
-		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("data after the JSON object")
 	}
 	return out, nil
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index after the JSON string that starts at b[i].
+func stringEnd(b []byte, i int) int {
+	for i++; b[i] != '"'; i++ {
+		if b[i] == '\\' {
+			i++
+		}
+	}
+	return i + 1
+}
+
+// valueEnd returns the index after the JSON value that starts at b[i].
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for ; ; i++ {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+	}
+	for i < len(b) && !strings.ContainsRune(",}] \t\n\r", rune(b[i])) {
+		i++
+	}
+	return i
+}
+
+// unquoteKey decodes a JSON string (a member's key).
+func unquoteKey(q []byte) (string, error) {
+	if bytes.IndexByte(q, '\\') < 0 {
+		return string(q[1 : len(q)-1]), nil
+	}
+	var s string
+	err := json.Unmarshal(q, &s)
+	return s, err
 }

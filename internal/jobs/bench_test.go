@@ -10,8 +10,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 
+	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
+	"github.com/reconciler/reconciler/internal/planner"
+	"github.com/reconciler/reconciler/metrics"
 )
 
 // benchEvents returns n encoded patch events over scripts scripts.
@@ -96,4 +101,73 @@ func BenchmarkFold(b *testing.B) {
 		folded += len(batch)
 	}
 	b.ReportMetric(float64(folded)/time.Since(start).Seconds(), "events/s")
+}
+
+// nopAPI answers every read with an empty script and accepts every write.
+type nopAPI struct{ API }
+
+func (nopAPI) GetSettings(context.Context, cfapi.ScriptRef) (*cfapi.Settings, error) {
+	return &cfapi.Settings{}, nil
+}
+
+func (nopAPI) PatchSettings(context.Context, cfapi.ScriptRef, cfapi.SettingsPatch) (*cfapi.Settings, error) {
+	return &cfapi.Settings{}, nil
+}
+
+// BenchmarkFoldStage measures the whole intake of `run` with its embedded
+// server: 100,000 events over 1,000 scripts already in the stream are
+// pulled, decoded and folded by a Runner (reconciles wait for the fold
+// backlog). It reports events folded per second; run it with
+// -benchtime 1x.
+func BenchmarkFoldStage(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		s, err := natsembed.Start(b.TempDir(), "127.0.0.1:-1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		nc, _ := nats.Connect(s.ClientURL())
+		js, _ := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
+		ctx, cancel := context.WithCancel(context.Background())
+		cfg := Config{Concurrency: 16, CoalesceMaxWait: time.Minute}
+		res, err := EnsureStreams(ctx, js, cfg.SetupConfig, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		const n = 100000
+		for k, data := range benchEvents(n, 1000) {
+			var ev struct{ Script string }
+			_ = json.Unmarshal(data, &ev)
+			m := nats.NewMsg("bindings." + acct + ".customers." + ev.Script)
+			m.Data = data
+			if _, err := js.PublishMsgAsync(m); err != nil {
+				b.Fatal(err)
+			}
+			if k%4000 == 3999 {
+				<-js.PublishAsyncComplete()
+			}
+		}
+		<-js.PublishAsyncComplete()
+		p, _ := planner.New(planner.Options{FingerprintKey: []byte("bench")})
+		m := metrics.New(prometheus.NewRegistry())
+		r := NewRunner(cfg, res, nopAPI{}, p, m, zap.NewNop())
+		b.StartTimer()
+		start := time.Now()
+		done := make(chan struct{})
+		go func() { _ = r.Run(ctx); close(done) }()
+		for {
+			held := r.held.counts()[laneLive]
+			settled := int(sumOf(m.EventsTotal, allOutcomes...))
+			if held+settled >= n {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		b.ReportMetric(n/time.Since(start).Seconds(), "events/s")
+		b.StopTimer()
+		cancel()
+		<-done
+		nc.Close()
+		s.Shutdown()
+	}
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -14,30 +16,54 @@ import (
 	"github.com/reconciler/reconciler/internal/planner"
 )
 
+// Folding in large batches is what makes a storm cheap: the events of
+// one script in a batch cost one compare-and-set. A batch takes what pull
+// has delivered within foldWindow of its first message, up to
+// maxFoldBatch messages; a quiet system folds each event at once.
+const (
+	foldWindow   = 20 * time.Millisecond
+	maxFoldBatch = 8192
+)
+
 // fold is the live lane's fold stage: it takes what pull has delivered in
-// batches (everything waiting, up to FetchBatch) and folds each batch.
-// Folding needs no API call, so it never waits on reconciles. When ctx
-// ends it hands back what it has not folded; a batch it started is
-// finished with workCtx.
+// batches and folds each batch. Folding needs no API call, so it never
+// waits on reconciles. When ctx ends it hands back what it has not
+// folded; a batch it started is finished with workCtx.
 func (r *Runner) fold(ctx, workCtx context.Context, in <-chan jetstream.Msg) {
-	batch := make([]message, 0, r.cfg.FetchBatch)
+	batch := make([]message, 0, maxFoldBatch)
+	timer := time.NewTimer(foldWindow)
+	defer timer.Stop()
 	for m := range in {
 		batch = append(batch[:0], m)
-	drain:
-		for len(batch) < r.cfg.FetchBatch {
+		timer.Reset(foldWindow)
+	gather:
+		for len(batch) < maxFoldBatch {
 			select {
 			case m2, ok := <-in:
 				if !ok {
-					break drain
+					break gather
 				}
 				batch = append(batch, m2)
 			default:
-				break drain
+				// Nothing waiting: fold now unless more is on its way
+				// (a backlog), then wait for it within the window.
+				if !r.backlog.Load() {
+					break gather
+				}
+				select {
+				case m2, ok := <-in:
+					if !ok {
+						break gather
+					}
+					batch = append(batch, m2)
+				case <-timer.C:
+					break gather
+				}
 			}
 		}
 		if ctx.Err() != nil {
 			for _, m := range batch {
-				_ = m.NakWithDelay(0)
+				_ = m.NakWithDelay(time.Second)
 			}
 			continue
 		}
@@ -58,11 +84,17 @@ type received struct {
 // whose fold may need applying (stale and already-applied events are
 // acknowledged at once).
 func (r *Runner) foldBatch(ctx context.Context, batch []message, l lane) {
+	decoded := r.decodeAll(ctx, batch, l)
+	if l == laneLive {
+		// The last message says whether more are waiting to be folded.
+		if meta, err := batch[len(batch)-1].Metadata(); err == nil {
+			r.backlog.Store(meta.NumPending > 0)
+		}
+	}
 	groups := map[string][]received{}
 	var order []string
-	for _, m := range batch {
-		rc, ok := r.decode(ctx, m, l)
-		if !ok {
+	for _, rc := range decoded {
+		if rc.event == nil {
 			continue
 		}
 		key := rc.event.Key()
@@ -88,6 +120,28 @@ func (r *Runner) foldBatch(ctx context.Context, batch []message, l lane) {
 	}
 }
 
+// decodeAll decodes a batch, on every core when it is large (decoding is
+// most of the fold stage's CPU), and returns the received messages in
+// batch order; bad input is settled and has no event.
+func (r *Runner) decodeAll(ctx context.Context, batch []message, l lane) []received {
+	out := make([]received, len(batch))
+	workers := min(runtime.GOMAXPROCS(0), len(batch)/64+1)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(batch); i += workers {
+				if rc, ok := r.decode(ctx, batch[i], l); ok {
+					out[i] = rc
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
 // decode reads one message's metadata and event. Bad input is
 // dead-lettered here and ok is false.
 func (r *Runner) decode(ctx context.Context, m message, l lane) (rc received, ok bool) {
@@ -100,11 +154,6 @@ func (r *Runner) decode(ctx context.Context, m message, l lane) (rc received, ok
 	}
 	if meta.NumDelivered > 1 {
 		r.m.EventRedeliveries.Inc()
-	}
-	if meta.NumPending > 0 && l == laneLive {
-		r.backlog.Store(true)
-	} else if l == laneLive {
-		r.backlog.Store(false)
 	}
 	rc = received{msg: m, meta: meta}
 	defer func() {

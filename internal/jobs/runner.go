@@ -126,7 +126,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	msgs := make(chan jetstream.Msg, r.cfg.FetchBatch)
+	msgs := make(chan jetstream.Msg, maxFoldBatch)
 	var intake sync.WaitGroup
 	intake.Add(3)
 	go func() { defer intake.Done(); r.pull(ctx, iter, msgs) }()

@@ -197,8 +197,10 @@ func (c SetupConfig) consumerConfigs() (live, backfill jetstream.ConsumerConfig)
 		MaxDeliver:    c.MaxDeliver,
 		MaxAckPending: c.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		FilterSubject: c.SubjectPrefix + ".>",
-		Replicas:      c.Replicas,
+		// No filter: the stream holds only event subjects, and an
+		// unfiltered consumer reads the stream without matching every
+		// message's subject (several times faster under a storm).
+		Replicas: c.Replicas,
 	}
 	backfill = jetstream.ConsumerConfig{
 		Durable:       c.BackfillConsumer,
