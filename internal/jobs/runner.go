@@ -528,14 +528,14 @@ func (r *Runner) heartbeat(ctx context.Context) {
 
 func (r *Runner) gauges(ctx context.Context) {
 	every(ctx, time.Second, func() {
-		r.m.QueueDepth.Set(float64(r.queue.Pending()))
+		r.m.QueueDepth.WithLabelValues(metrics.LaneLive).Set(float64(r.queue.Pending()))
 		r.mu.Lock()
 		n := 0
 		for _, st := range r.scripts {
 			n += len(st.held)
 		}
 		r.mu.Unlock()
-		r.m.HeldEvents.Set(float64(n))
+		r.m.HeldEvents.WithLabelValues(metrics.LaneLive).Set(float64(n))
 	})
 }
 
