@@ -215,3 +215,38 @@ func TestHandlerEndpoints(t *testing.T) {
 		t.Fatalf("metrics = %d", code)
 	}
 }
+
+// TestReadyMirrorsReadyz: with Metrics.Handler, reconciler_ready follows
+// what /readyz answers, in a scrape of /metrics too.
+func TestReadyMirrorsReadyz(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg)
+	var ready error = errors.New("NATS is not connected")
+	srv := httptest.NewServer(m.Handler(reg, func() error { return ready }))
+	defer srv.Close()
+	scrape := func() string {
+		resp, err := http.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if body := scrape(); !strings.Contains(body, "\nreconciler_ready 0\n") {
+		t.Fatalf("not ready, but the scrape says:\n%s", body)
+	}
+	ready = nil
+	if body := scrape(); !strings.Contains(body, "\nreconciler_ready 1\n") {
+		t.Fatalf("ready, but the scrape says:\n%s", body)
+	}
+	ready = errors.New("shutting down")
+	resp, err := http.Get(srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || testutil.ToFloat64(m.Ready) != 0 {
+		t.Fatalf("/readyz = %d, reconciler_ready = %v; want 503 and 0", resp.StatusCode, testutil.ToFloat64(m.Ready))
+	}
+}
