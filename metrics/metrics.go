@@ -4,11 +4,18 @@
 // Every collector is registered on the Registerer passed to New, never on
 // the global registry. Names start with reconciler_, counters end in
 // _total, durations are histograms in _seconds, and labels are bounded:
-// never a script name, account or event id. Known label values are
-// pre-created so that series exist from the start.
+// never a script name, account, run or event id. Every known label value
+// is pre-created by New, so every series exists in a scrape from the start
+// and dashboards and alerts see zeros instead of gaps.
+//
+// The dashboard (deploy/grafana) and the alert rules (deploy/prometheus)
+// use these names; a test there fails when one of them is missing from a
+// running reconciler's scrape, so rename nothing without changing them.
 package metrics
 
 import (
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -46,61 +53,143 @@ const (
 	HoldGradualDeployment = "gradual_deployment"
 )
 
-// Metrics is the set of reconciler collectors.
-type Metrics struct {
-	EventsReceived     prometheus.Counter
-	EventsTotal        *prometheus.CounterVec // outcome
-	EventRedeliveries  prometheus.Counter
-	StaleOperations    prometheus.Counter
-	DeadLetters        *prometheus.CounterVec // reason
-	EventLag           prometheus.Histogram
-	ReconcileTotal     *prometheus.CounterVec // result
-	ReconcileDuration  prometheus.Histogram
-	Writes             *prometheus.CounterVec // strategy
-	QueueDepth         *prometheus.GaugeVec   // lane
-	InflightReconciles prometheus.Gauge
-	HeldEvents         *prometheus.GaugeVec // lane
-	LastSuccess        prometheus.Gauge
-	ConsumerPending    *prometheus.GaugeVec // lane
-	BackfillPending    prometheus.Gauge
-	BackfillScripts    *prometheus.CounterVec // outcome
-	PanicsRecovered    prometheus.Counter
-	APIAuthFailures    prometheus.Counter
-	ScriptsHeld        *prometheus.CounterVec // reason
+// Lanes of work: live events and backfills are queued and consumed apart.
+const (
+	LaneLive     = "live"
+	LaneBackfill = "backfill"
+)
 
-	APIRequests       *prometheus.CounterVec // endpoint, code
-	APIDuration       *prometheus.HistogramVec
-	APIRetries        *prometheus.CounterVec // endpoint
-	APIRateLimited    prometheus.Counter
-	BudgetWait        prometheus.Histogram
-	BudgetWaitSeconds prometheus.Counter
+// Outcomes of one backfilled script.
+const (
+	BackfillChanged   = "changed"
+	BackfillUnchanged = "unchanged"
+	BackfillFailed    = "failed"
+)
+
+// Write strategies (ARCHITECTURE.md "Reading and writing").
+const (
+	StrategySettings = "settings"
+	StrategyScript   = "script"
+	StrategyVersion  = "version"
+)
+
+// Lanes are the lane label values.
+var Lanes = []string{LaneLive, LaneBackfill}
+
+// Metrics is the set of reconciler collectors. Fields are set once by New
+// and safe for concurrent use.
+type Metrics struct {
+	// EventsReceived counts event deliveries, redeliveries included.
+	EventsReceived prometheus.Counter
+	// EventsTotal counts settled events by outcome (Outcome*).
+	EventsTotal *prometheus.CounterVec
+	// EventRedeliveries counts deliveries of events delivered before.
+	EventRedeliveries prometheus.Counter
+	// StaleOperations counts binding operations older than what was folded.
+	StaleOperations prometheus.Counter
+	// DeadLetters counts dead letters by reason (the reasons New is given:
+	// jobs.Reasons).
+	DeadLetters *prometheus.CounterVec
+	// EventLag observes occurred_at → acknowledgement, in seconds.
+	EventLag prometheus.Histogram
+	// ReconcileTotal counts script reconciles by result (Result*).
+	ReconcileTotal *prometheus.CounterVec
+	// ReconcileDuration observes one script reconcile, in seconds.
+	ReconcileDuration prometheus.Histogram
+	// Writes counts successful binding writes by strategy (Strategy*).
+	Writes *prometheus.CounterVec
+	// QueueDepth is the number of scripts waiting for a reconcile, by lane
+	// (Lanes).
+	QueueDepth *prometheus.GaugeVec
+	// InflightReconciles is the number of reconciles running now.
+	InflightReconciles prometheus.Gauge
+	// HeldEvents is the number of folded events waiting for their script's
+	// reconcile before they are acknowledged, by lane (Lanes).
+	HeldEvents *prometheus.GaugeVec
+	// LastSuccess is the Unix time of the last successful reconcile.
+	LastSuccess prometheus.Gauge
+	// PanicsRecovered counts panics recovered in workers (each one is a bug).
+	PanicsRecovered prometheus.Counter
+	// ScriptsHeld counts reconciles that held a script on purpose instead
+	// of writing it, by reason (Hold*).
+	ScriptsHeld *prometheus.CounterVec
+
+	// ConsumerPending is the number of messages a durable consumer has not
+	// delivered yet (ConsumerInfo.NumPending), by lane (Lanes).
+	ConsumerPending *prometheus.GaugeVec
+	// NATSConnected is 1 while the NATS connection is up, else 0.
+	NATSConnected prometheus.Gauge
+	// Ready is 1 while /readyz answers 200, else 0.
+	Ready prometheus.Gauge
+
+	// BackfillScripts counts backfill scripts this process finished, by
+	// outcome (Backfill*).
+	BackfillScripts *prometheus.CounterVec
+	// BackfillPending is the number of backfill scripts waiting, read from
+	// the backfill consumer.
+	BackfillPending prometheus.Gauge
+	// BackfillRunsActive is the number of backfill runs not yet finished.
+	BackfillRunsActive prometheus.Gauge
+
+	// APIRequests counts Cloudflare API attempts by endpoint and HTTP
+	// status ("error" when no response arrived).
+	APIRequests *prometheus.CounterVec
+	// APIDuration observes API attempt latency by endpoint, in seconds.
+	APIDuration *prometheus.HistogramVec
+	// APIRetries counts API retries by endpoint.
+	APIRetries *prometheus.CounterVec
+	// APIRateLimited counts 429 answers; each pauses the shared budget.
+	APIRateLimited prometheus.Counter
+	// APIAuthFailures counts 401 and 403 answers.
+	APIAuthFailures prometheus.Counter
+	// BudgetWait observes the time an attempt waited for the budget.
+	BudgetWait prometheus.Histogram
+	// BudgetRequests is the requests the budget allows per window.
+	BudgetRequests prometheus.Gauge
+	// BudgetWindow is the budget's window, in seconds.
+	BudgetWindow prometheus.Gauge
+	// BudgetTokens is the requests that could be sent at once now, sampled.
+	BudgetTokens prometheus.Gauge
+	// BudgetPaused is 1 while a 429 pause of the budget is in force.
+	BudgetPaused prometheus.Gauge
+
+	// BuildInfo has one series, set to 1, whose labels are the version,
+	// commit and Go version of the binary (SetBuildInfo).
+	BuildInfo *prometheus.GaugeVec
 }
 
+// apiEndpoints are the endpoint label values known in advance.
 var apiEndpoints = []string{
 	cfapi.EPGetSettings, cfapi.EPGetBindings, cfapi.EPPatchSettings, cfapi.EPGetContent,
 	cfapi.EPPutScript, cfapi.EPPostVersion, cfapi.EPPostDeployment, cfapi.EPListScripts,
 	cfapi.EPGetScript, cfapi.EPCreateNamespace, cfapi.EPListNamespaces,
-	cfapi.EPListDeployments, cfapi.EPGetWorkerVersion, cfapi.EPCreateWorkerVersion,
+	cfapi.EPListDeployments, cfapi.EPGetWorkerVersion, cfapi.EPCreateWorkerVersion, cfapi.EPListWorkerVersions,
 }
 
-// DeadLetterReasons are the reason label values known in advance.
-var DeadLetterReasons = []string{
-	"invalid_json", "too_large", "unsupported_schema", "missing_field", "invalid_field",
-	"invalid_binding", "subject_mismatch", "not_found", "api_rejected", "invalid_desired_state",
-	"max_deliveries", "panic",
-}
-
-// New creates the collectors and registers them on reg.
-func New(reg prometheus.Registerer) *Metrics {
+// New creates the collectors, registers them on reg and pre-creates every
+// known label value; deadLetterReasons are the reason label values of
+// reconciler_dead_letters_total (the pipeline's typed list, jobs.Reasons,
+// so that it is kept in one place). The build info starts as what the Go
+// toolchain stamped into the binary; SetBuildInfo replaces it.
+func New(reg prometheus.Registerer, deadLetterReasons ...string) *Metrics {
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	}
+	perLane := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"lane"})
+	}
 	m := &Metrics{
-		EventsReceived: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "reconciler_events_received_total", Help: "Event deliveries received from JetStream, redeliveries included."}),
+		EventsReceived: counter("reconciler_events_received_total",
+			"Event deliveries received from JetStream, redeliveries included."),
 		EventsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "reconciler_events_total", Help: "Events acknowledged or terminated, by outcome (applied, noop, stale, dead_lettered)."}, []string{"outcome"}),
-		EventRedeliveries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "reconciler_event_redeliveries_total", Help: "Deliveries of events that had been delivered before."}),
-		StaleOperations: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "reconciler_stale_operations_total", Help: "Binding operations skipped because a newer operation (by generation) was already folded."}),
+		EventRedeliveries: counter("reconciler_event_redeliveries_total",
+			"Deliveries of events that had been delivered before."),
+		StaleOperations: counter("reconciler_stale_operations_total",
+			"Binding operations skipped because a newer operation (by generation) was already folded."),
 		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "reconciler_dead_letters_total", Help: "Events written to the dead-letter stream, by reason."}, []string{"reason"}),
 		EventLag: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -113,26 +202,30 @@ func New(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
 		Writes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "reconciler_writes_total", Help: "Successful binding writes, by strategy (settings, script, version)."}, []string{"strategy"}),
-		QueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "reconciler_queue_depth", Help: "Scripts waiting for a reconcile, by lane (live, backfill)."}, []string{"lane"}),
-		InflightReconciles: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "reconciler_inflight_reconciles", Help: "Reconciles running now."}),
-		HeldEvents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "reconciler_held_events", Help: "Events folded and waiting for their script's reconcile before they are acknowledged, by lane."}, []string{"lane"}),
-		ConsumerPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "reconciler_consumer_pending", Help: "Messages not yet delivered by the lane's consumer."}, []string{"lane"}),
-		BackfillPending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "reconciler_backfill_pending", Help: "Backfill scripts waiting or in progress."}),
-		BackfillScripts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "reconciler_backfill_scripts_total", Help: "Backfill scripts finished by this process, by outcome."}, []string{"outcome"}),
-		PanicsRecovered: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "reconciler_panics_recovered_total", Help: "Panics recovered in a reconcile or a decode."}),
-		APIAuthFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "reconciler_api_auth_failures_total", Help: "Reconciles stopped because the API rejected the credentials."}),
+		QueueDepth: perLane("reconciler_queue_depth",
+			"Scripts waiting for a reconcile, by lane (live, backfill)."),
+		InflightReconciles: gauge("reconciler_inflight_reconciles",
+			"Reconciles running now."),
+		HeldEvents: perLane("reconciler_held_events",
+			"Events folded and waiting for their script's reconcile before they are acknowledged, by lane (live, backfill)."),
+		LastSuccess: gauge("reconciler_last_success_timestamp_seconds",
+			"Unix time of the last successful reconcile (0 before the first)."),
+		PanicsRecovered: counter("reconciler_panics_recovered_total",
+			"Panics recovered in the pipeline; each one is a bug to report."),
 		ScriptsHeld: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "reconciler_scripts_held_total", Help: "Reconciles that held a script instead of writing it, by reason (gradual_deployment: its traffic is split between two versions); its events stay unacknowledged and it is checked again later."}, []string{"reason"}),
-		LastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "reconciler_last_success_timestamp_seconds", Help: "Unix time of the last successful reconcile."}),
+			Name: "reconciler_scripts_held_total", Help: "Reconciles that held a script on purpose instead of writing it, by reason (gradual_deployment: its traffic is split between two versions)."}, []string{"reason"}),
+		ConsumerPending: perLane("reconciler_consumer_pending",
+			"Messages the lane's durable consumer has not delivered yet, from the consumer info."),
+		NATSConnected: gauge("reconciler_nats_connected",
+			"1 while the connection to NATS is up, else 0."),
+		Ready: gauge("reconciler_ready",
+			"1 while the process is ready (/readyz answers 200), else 0."),
+		BackfillScripts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "reconciler_backfill_scripts_total", Help: "Backfill scripts finished by this process, by outcome (changed, unchanged, failed)."}, []string{"outcome"}),
+		BackfillPending: gauge("reconciler_backfill_pending",
+			"Backfill scripts waiting to be reconciled, from the backfill consumer."),
+		BackfillRunsActive: gauge("reconciler_backfill_runs_active",
+			"Backfill runs started and not yet finished."),
 		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "reconciler_api_requests_total", Help: "Cloudflare API attempts, by endpoint and HTTP status (\"error\" when no response)."}, []string{"endpoint", "code"}),
 		APIDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -140,43 +233,92 @@ func New(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 13)}, []string{"endpoint"}),
 		APIRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "reconciler_api_retries_total", Help: "Cloudflare API retries after a transient failure, by endpoint."}, []string{"endpoint"}),
-		APIRateLimited: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "reconciler_api_rate_limited_total", Help: "429 answers from the Cloudflare API; each pauses the shared budget. The goal is zero."}),
+		APIRateLimited: counter("reconciler_api_rate_limited_total",
+			"429 answers from the Cloudflare API; each pauses the shared budget. The goal is zero."),
+		APIAuthFailures: counter("reconciler_api_auth_failures_total",
+			"401 and 403 answers from the Cloudflare API: a wrong, expired or underprivileged token."),
 		BudgetWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "reconciler_rate_budget_wait_seconds", Help: "Time an API attempt waited for the shared request budget.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}),
-		BudgetWaitSeconds: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "reconciler_rate_budget_wait_seconds_total", Help: "Total time spent waiting for the shared request budget."}),
+		BudgetRequests: gauge("reconciler_rate_budget_requests",
+			"Requests the API token's budget allows per window, shared by every replica."),
+		BudgetWindow: gauge("reconciler_rate_budget_window_seconds",
+			"Length of the request budget's window."),
+		BudgetTokens: gauge("reconciler_rate_budget_tokens_available",
+			"Requests that could be sent at once now without waiting for the budget (sampled)."),
+		BudgetPaused: gauge("reconciler_rate_budget_paused",
+			"1 while a 429 pause of the whole budget is in force, else 0."),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "reconciler_build_info", Help: "Always 1; the labels say which build is running."}, []string{"version", "commit", "go_version"}),
 	}
 	reg.MustRegister(m.EventsReceived, m.EventsTotal, m.EventRedeliveries, m.StaleOperations, m.DeadLetters,
 		m.EventLag, m.ReconcileTotal, m.ReconcileDuration, m.Writes, m.QueueDepth, m.InflightReconciles,
-		m.HeldEvents, m.LastSuccess, m.ConsumerPending, m.BackfillPending, m.BackfillScripts, m.PanicsRecovered, m.APIAuthFailures, m.ScriptsHeld, m.APIRequests, m.APIDuration, m.APIRetries, m.APIRateLimited,
-		m.BudgetWait, m.BudgetWaitSeconds)
+		m.HeldEvents, m.LastSuccess, m.PanicsRecovered, m.ScriptsHeld, m.ConsumerPending, m.NATSConnected, m.Ready,
+		m.BackfillScripts, m.BackfillPending, m.BackfillRunsActive,
+		m.APIRequests, m.APIDuration, m.APIRetries, m.APIRateLimited, m.APIAuthFailures,
+		m.BudgetWait, m.BudgetRequests, m.BudgetWindow, m.BudgetTokens, m.BudgetPaused, m.BuildInfo)
 	for _, o := range []string{OutcomeApplied, OutcomeNoop, OutcomeStale, OutcomeDeadLettered} {
 		m.EventsTotal.WithLabelValues(o).Add(0)
 	}
-	for _, r := range DeadLetterReasons {
+	for _, r := range deadLetterReasons {
 		m.DeadLetters.WithLabelValues(r).Add(0)
 	}
 	for _, r := range []string{ResultApplied, ResultNoop, ResultTransient, ResultPermanent, ResultLeaseBusy, ResultHeld} {
 		m.ReconcileTotal.WithLabelValues(r).Add(0)
 	}
+	for _, s := range []string{StrategySettings, StrategyScript, StrategyVersion} {
+		m.Writes.WithLabelValues(s).Add(0)
+	}
 	m.ScriptsHeld.WithLabelValues(HoldGradualDeployment).Add(0)
-	for _, l := range []string{"live", "backfill"} {
+	for _, l := range Lanes {
 		m.QueueDepth.WithLabelValues(l).Set(0)
 		m.HeldEvents.WithLabelValues(l).Set(0)
 		m.ConsumerPending.WithLabelValues(l).Set(0)
 	}
-	for _, o := range []string{"changed", "unchanged", "failed"} {
+	for _, o := range []string{BackfillChanged, BackfillUnchanged, BackfillFailed} {
 		m.BackfillScripts.WithLabelValues(o).Add(0)
 	}
-	for _, s := range []string{"settings", "script", "version"} {
-		m.Writes.WithLabelValues(s).Add(0)
-	}
 	for _, ep := range apiEndpoints {
+		// The "200" series starts at zero so that the first request of
+		// each endpoint shows in rate() instead of being its first sample.
+		m.APIRequests.WithLabelValues(ep, "200").Add(0)
+		m.APIDuration.WithLabelValues(ep)
 		m.APIRetries.WithLabelValues(ep).Add(0)
 	}
+	m.SetBuildInfo("", "")
 	return m
+}
+
+// SetBuildInfo sets reconciler_build_info to one series labelled with
+// version, commit and the Go version of the running binary. An empty
+// version or commit is taken from what the Go toolchain stamped into the
+// binary ("dev" and "unknown" when it stamped nothing).
+func (m *Metrics) SetBuildInfo(version, commit string) {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" && commit == "" {
+				commit = s.Value
+			}
+		}
+		if v := info.Main.Version; version == "" && v != "" && v != "(devel)" {
+			version = v
+		}
+	}
+	if version == "" {
+		version = "dev"
+	}
+	if commit == "" {
+		commit = "unknown"
+	}
+	m.BuildInfo.Reset()
+	m.BuildInfo.WithLabelValues(version, commit, runtime.Version()).Set(1)
+}
+
+// SetRateBudget publishes the request budget: requests allowed per window
+// for the whole API token (every replica shares it).
+func (m *Metrics) SetRateBudget(requests int, window time.Duration) {
+	m.BudgetRequests.Set(float64(requests))
+	m.BudgetWindow.Set(window.Seconds())
 }
 
 // APIHooks returns cfapi hooks that feed the API metrics.
@@ -189,6 +331,9 @@ func (m *Metrics) APIHooks() cfapi.Hooks {
 			}
 			m.APIRequests.WithLabelValues(ri.Endpoint, code).Inc()
 			m.APIDuration.WithLabelValues(ri.Endpoint).Observe(ri.Duration.Seconds())
+			if ri.Status == 401 || ri.Status == 403 {
+				m.APIAuthFailures.Inc()
+			}
 		},
 		Retry: func(endpoint string, _ int, _ time.Duration, _ error) {
 			m.APIRetries.WithLabelValues(endpoint).Inc()
@@ -196,7 +341,6 @@ func (m *Metrics) APIHooks() cfapi.Hooks {
 		RateLimited: func(string, time.Duration) { m.APIRateLimited.Inc() },
 		BudgetWait: func(_ string, d time.Duration) {
 			m.BudgetWait.Observe(d.Seconds())
-			m.BudgetWaitSeconds.Add(d.Seconds())
 		},
 	}
 }

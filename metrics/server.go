@@ -31,6 +31,31 @@ func Handler(g prometheus.Gatherer, ready func() error) http.Handler {
 	return mux
 }
 
+// Handler is the package Handler with reconciler_ready kept equal to what
+// /readyz answers: every scrape of /metrics, and every /readyz request,
+// asks ready and sets the gauge to 1 (nil) or 0 (an error).
+func (m *Metrics) Handler(g prometheus.Gatherer, ready func() error) http.Handler {
+	check := func() error {
+		var err error
+		if ready != nil {
+			err = ready()
+		}
+		if err != nil {
+			m.Ready.Set(0)
+		} else {
+			m.Ready.Set(1)
+		}
+		return err
+	}
+	inner := Handler(g, check)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			_ = check()
+		}
+		inner.ServeHTTP(w, r)
+	})
+}
+
 // Server serves a handler on addr until Shutdown.
 type Server struct {
 	srv *http.Server

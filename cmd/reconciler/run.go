@@ -314,7 +314,7 @@ func toolClient(ctx context.Context, n *natsFlags, a *apiFlags, creds credential
 func newMetrics() (*metrics.Metrics, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return metrics.New(reg), reg
+	return metrics.New(reg, jobs.ReasonLabels()...), reg
 }
 
 // metricsServer is the /metrics, /healthz and /readyz server, or nothing

@@ -149,7 +149,7 @@ func BenchmarkFoldStage(b *testing.B) {
 		}
 		<-js.PublishAsyncComplete()
 		p, _ := planner.New(planner.Options{FingerprintKey: []byte("bench")})
-		m := metrics.New(prometheus.NewRegistry())
+		m := metrics.New(prometheus.NewRegistry(), ReasonLabels()...)
 		r := NewRunner(cfg, res, nopAPI{}, p, m, zap.NewNop())
 		b.StartTimer()
 		start := time.Now()

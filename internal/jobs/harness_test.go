@@ -239,7 +239,7 @@ func (h *harness) startRunnerVia(owner, url string) *runner {
 		h.t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	m := metrics.New(reg)
+	m := metrics.New(reg, ReasonLabels()...)
 	log := zaptest.NewLogger(h.t, zaptest.Level(zap.WarnLevel)).Named(owner)
 	var api API = h.client(m.APIHooks())
 	if h.opts.wrapAPI != nil {

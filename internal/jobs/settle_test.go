@@ -60,7 +60,7 @@ func (p *fakePublisher) PublishMsg(_ context.Context, m *nats.Msg, _ ...jetstrea
 // unitRunner is a Runner with no NATS and no API, for the outcome switch.
 func unitRunner(t *testing.T, pub publisher) *Runner {
 	cfg := Config{SetupConfig: SetupConfig{MaxDeliver: 3}, NakDelay: 10 * time.Millisecond}.withDefaults()
-	return &Runner{cfg: cfg, m: metrics.New(prometheus.NewRegistry()), log: zap.NewNop(), pub: pub,
+	return &Runner{cfg: cfg, m: metrics.New(prometheus.NewRegistry(), ReasonLabels()...), log: zap.NewNop(), pub: pub,
 		held: newHeldTable(), failures: map[string]int{}, maxState: 1 << 20}
 }
 
