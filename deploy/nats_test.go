@@ -15,19 +15,18 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"sigs.k8s.io/yaml"
 
-	"github.com/reconciler/reconciler/internal/jobs"
+	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 )
 
 var update = flag.Bool("update", false, "rewrite deploy/nats/cli from the resources `reconciler run` creates (the NACK files are written by hand)")
 
 // definitionReplicas is the replica count of every definition: they are
 // for a clustered NATS of three servers, like the Deployment's
-// RECONCILER_REPLICAS. The test creates them with one replica on its
+// RECONCILER_STREAM_REPLICAS. The test creates them with one replica on its
 // single server.
 const definitionReplicas = 3
 
@@ -114,16 +113,13 @@ func compareKeys[V any](t *testing.T, src, what string, want, got map[string]V) 
 }
 
 // startNATS starts an empty embedded JetStream server and connects to it.
-func startNATS(t *testing.T) (*server.Server, jetstream.JetStream) {
+func startNATS(t *testing.T) (*natsembed.Server, jetstream.JetStream) {
 	t.Helper()
-	srv, err := jobs.StartEmbedded(t.TempDir(), "127.0.0.1:-1")
+	srv, err := natsembed.Start(t.TempDir(), "127.0.0.1:-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
+	t.Cleanup(srv.Shutdown)
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
 		t.Fatal(err)
@@ -306,7 +302,11 @@ type nackStream struct {
 	DuplicateWindow string   `json:"duplicateWindow,omitempty"`
 	Storage         string   `json:"storage,omitempty"`
 	Discard         string   `json:"discard,omitempty"`
-	Replicas        int      `json:"replicas,omitempty"`
+	// NACK's per-subject limits: at most maxMsgsPerSubject messages per
+	// subject, and with discardPerSubject a new one is refused.
+	MaxMsgsPerSubject int  `json:"maxMsgsPerSubject,omitempty"`
+	DiscardPerSubject bool `json:"discardPerSubject,omitempty"`
+	Replicas          int  `json:"replicas,omitempty"`
 	nackConnection
 }
 
@@ -373,7 +373,8 @@ func applyNACKDefinitions(ctx context.Context, t *testing.T, js jetstream.JetStr
 				t.Fatalf("%s: spec: %v", f, err)
 			}
 			checkReplicas(t, f, s.Replicas)
-			cfg := jetstream.StreamConfig{Name: s.Name, Description: s.Description, Subjects: s.Subjects, Replicas: 1}
+			cfg := jetstream.StreamConfig{Name: s.Name, Description: s.Description, Subjects: s.Subjects, Replicas: 1,
+				MaxMsgsPerSubject: int64(s.MaxMsgsPerSubject), DiscardNewPerSubject: s.DiscardPerSubject}
 			fail(enumJSON("retention", s.Retention, &cfg.Retention))
 			fail(enumJSON("storage", s.Storage, &cfg.Storage))
 			fail(enumJSON("discard", s.Discard, &cfg.Discard))

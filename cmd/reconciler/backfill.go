@@ -363,6 +363,9 @@ func (bf *backfillFlags) runOn(ctx context.Context, conn *natsConn, stderr io.Wr
 		return nil, fmt.Errorf("backfill run %s interrupted (start it again with --run-id %s to resume): %w", b.Run.ID, b.Run.ID, err)
 	}
 	stopFollow()
+	if err := b.Finish(ctx); err != nil {
+		log.Warn("recording the end of the run", zap.Error(err))
+	}
 	sum := tr.summary()
 	sum.Resumed, sum.Invalid, sum.Seconds = resumed, len(invalid), time.Since(start).Seconds()
 	sum.Scripts += len(invalid)
@@ -428,7 +431,7 @@ func (bf *backfillFlags) pipeline(ctx context.Context, creds credentialSet, e en
 		return nil, nil, err
 	}
 	m, _ := newMetrics()
-	runner, err := startPipeline(ctx, &bf.pipe, conn, creds, m, e, log)
+	runner, _, err := startPipeline(ctx, &bf.pipe, conn, creds, m, e, log)
 	if err != nil {
 		conn.close(log, time.Second)
 		return nil, nil, err

@@ -96,6 +96,13 @@ func exitCode(err error, stderr io.Writer) int {
 }
 
 func versionString() string {
+	return fmt.Sprintf("reconciler %s (commit %s, %s %s/%s)", version, buildCommit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// buildCommit returns the commit the binary was built from: the -ldflags
+// value, else what the Go toolchain stamped ("-dirty" when modified), else
+// "unknown".
+func buildCommit() string {
 	c, modified := commit, false
 	if info, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range info.Settings {
@@ -114,7 +121,7 @@ func versionString() string {
 	} else if modified {
 		c += "-dirty"
 	}
-	return fmt.Sprintf("reconciler %s (commit %s, %s %s/%s)", version, c, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return c
 }
 
 // oneArg returns the single positional argument, or "-" when optional and

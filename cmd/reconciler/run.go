@@ -156,6 +156,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 	}
 	defer func() { conn.close(log, max(rf.shutdownTimeout/5, 500*time.Millisecond)) }()
 	m, reg := newMetrics()
+	m.SetRateBudget(rf.api.budget, rf.api.window)
 	var runner atomic.Pointer[jobs.Runner]
 	msrv, err := serveMetrics(rf.metricsAddr, reg, m, conn, &runner, log)
 	if err != nil {
@@ -163,7 +164,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 	}
 	defer msrv.shutdown()
 
-	p, err := startPipeline(ctx, &rf, conn, creds, m, e, log)
+	p, lim, err := startPipeline(ctx, &rf, conn, creds, m, e, log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while setting up
@@ -171,6 +172,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 		return err
 	}
 	runner.Store(p)
+	go sampleGauges(ctx, m, conn, lim)
 	log.Info("reconciler running",
 		zap.String("nats", redactURL(conn.url)), zap.String("api", rf.api.baseURL),
 		zap.String("rate_limit", rf.api.rateLimit), zap.Int("concurrency", rf.concurrency),
@@ -183,30 +185,54 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 
 // startPipeline sets up JetStream (retrying until it succeeds or ctx
 // ends), the planner and the API client, and returns the runner.
-func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds credentialSet, m *metrics.Metrics, e env, log *zap.Logger) (*jobs.Runner, error) {
+func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds credentialSet, m *metrics.Metrics, e env, log *zap.Logger) (*jobs.Runner, *cfapi.Limiter, error) {
 	cfg := rf.jobsConfig()
 	res, err := jobs.EnsureStreams(ctx, conn.js, cfg.SetupConfig, log)
 	if err != nil {
-		return nil, fmt.Errorf("setting up JetStream: %w", err)
+		return nil, nil, fmt.Errorf("setting up JetStream: %w", err)
 	}
 	fpKey, err := fingerprintKey(ctx, conn.js, e, rf.streamReplicas, true)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pl, err := planner.New(planner.Options{FingerprintKey: fpKey})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	lim, closeBudget, err := newLimiter(ctx, &rf.api, creds, conn.js, budgetEnsure, rf.streamReplicas, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	conn.onClose(closeBudget)
 	client, err := newAPIClient(&rf.api, creds, lim, m.APIHooks(), 2*time.Minute)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return jobs.NewRunner(cfg, res, client, pl, m, log), nil
+	return jobs.NewRunner(cfg, res, client, pl, m, log), lim, nil
+}
+
+// sampleGauges keeps the gauges that describe the process's connections
+// and budget current, every second until ctx ends.
+func sampleGauges(ctx context.Context, m *metrics.Metrics, conn *natsConn, lim *cfapi.Limiter) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		connected, paused := 0.0, 0.0
+		if conn.nc.IsConnected() {
+			connected = 1
+		}
+		if lim.Paused() {
+			paused = 1
+		}
+		m.NATSConnected.Set(connected)
+		m.BudgetPaused.Set(paused)
+		m.BudgetTokens.Set(lim.Available())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // newAPIClient returns the Cloudflare client over limiter.
@@ -314,7 +340,9 @@ func toolClient(ctx context.Context, n *natsFlags, a *apiFlags, creds credential
 func newMetrics() (*metrics.Metrics, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return metrics.New(reg, jobs.ReasonLabels()...), reg
+	m := metrics.New(reg, jobs.ReasonLabels()...)
+	m.SetBuildInfo(version, buildCommit())
+	return m, reg
 }
 
 // metricsServer is the /metrics, /healthz and /readyz server, or nothing
@@ -327,7 +355,7 @@ func serveMetrics(addr string, reg *prometheus.Registry, m *metrics.Metrics, con
 	if addr == "" {
 		return &metricsServer{}, nil
 	}
-	srv, err := metrics.Listen(addr, metrics.Handler(reg, func() error {
+	srv, err := metrics.Listen(addr, m.Handler(reg, func() error {
 		if !conn.nc.IsConnected() {
 			return errors.New("NATS is not connected")
 		}

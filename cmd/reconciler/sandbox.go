@@ -161,7 +161,7 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 		return nil, usagef("--metrics-addr: %v", err)
 	}
 	creds := credentialSet{token: "sandbox"}
-	if sb.runner, err = startPipeline(ctx, &sf.pipe, sb.conn, creds, m, envMapSandbox, log); err != nil {
+	if sb.runner, _, err = startPipeline(ctx, &sf.pipe, sb.conn, creds, m, envMapSandbox, log); err != nil {
 		sb.close(log)
 		return nil, err
 	}

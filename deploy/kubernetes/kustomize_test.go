@@ -262,8 +262,8 @@ func checkWorkload(t *testing.T, b built, knownEnv map[string]bool) {
 		t.Errorf("RECONCILER_METRICS_ADDR %q, want :%d (the probes' port)", addr, port.ContainerPort)
 	}
 	// The NATS definitions in deploy/nats are for 3 replicas.
-	if r := cm.Data["RECONCILER_REPLICAS"]; r != "3" {
-		t.Errorf("RECONCILER_REPLICAS %q, want 3 like deploy/nats", r)
+	if r := cm.Data["RECONCILER_STREAM_REPLICAS"]; r != "3" {
+		t.Errorf("RECONCILER_STREAM_REPLICAS %q, want 3 like deploy/nats", r)
 	}
 	if s := cm.Data["RECONCILER_SHUTDOWN_TIMEOUT"]; s != "" {
 		d, err := time.ParseDuration(s)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Creates the reconciler's JetStream streams, KV buckets (streams KV_*) and
 # durable consumer with the NATS CLI, from the definitions in cli/. They
-# match what `reconciler run --replicas 3` creates with the default
+# match what `reconciler run --stream-replicas 3` creates with the default
 # --subject-prefix, --consumer, --ack-wait and --max-deliver (a test checks
 # it), so `run` finds them and changes nothing.
 #

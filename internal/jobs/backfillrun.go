@@ -23,6 +23,8 @@ type BackfillRun struct {
 	SkipUnmodified bool      `json:"skip_unmodified,omitempty"`
 	CreatedAt      time.Time `json:"created_at"`
 	UpdatedAt      time.Time `json:"updated_at"`
+	// FinishedAt is set when every script of the run has a result.
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
 }
 
 // BackfillItem is one script of a run: its event (EVENTS.md JSON) and,
@@ -77,6 +79,43 @@ func (b *Backfill) SetTotal(ctx context.Context, total int) error {
 	data, _ := json.Marshal(b.Run)
 	_, err := b.res.Runs.Put(ctx, b.Run.ID, data)
 	return err
+}
+
+// Finish records that every script of the run has a result.
+func (b *Backfill) Finish(ctx context.Context) error {
+	now := time.Now().UTC()
+	b.Run.FinishedAt, b.Run.UpdatedAt = &now, now
+	data, _ := json.Marshal(b.Run)
+	_, err := b.res.Runs.Put(ctx, b.Run.ID, data)
+	return err
+}
+
+// ActiveRuns counts the runs that are not finished and still have work
+// items waiting in the backfill stream.
+func ActiveRuns(ctx context.Context, res *Resources) (int, error) {
+	lister, err := res.Runs.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	n := 0
+	for id := range lister.Keys() {
+		e, err := res.Runs.Get(ctx, id)
+		if err != nil {
+			continue
+		}
+		var run BackfillRun
+		if json.Unmarshal(e.Value(), &run) != nil || run.FinishedAt != nil {
+			continue
+		}
+		info, err := res.Backfill.Info(ctx, jetstream.WithSubjectFilter(res.names.BackfillPrefix+"."+id+".>"))
+		if err == nil && info.State.Msgs > 0 {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // Enqueue publishes items as work of the run, pipelined. An item whose

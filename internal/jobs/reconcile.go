@@ -127,7 +127,6 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 		// The credentials are rejected: no event is to blame. Stop taking
 		// work (readiness fails), keep the events, try again later.
 		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
-		r.m.APIAuthFailures.Inc()
 		if r.auth.fail(err) {
 			log.Error("the Cloudflare API rejects the credentials: reconciles are paused, events are kept", zap.Error(err),
 				zap.Duration("retry_in", r.auth.wait()))

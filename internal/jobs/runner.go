@@ -141,6 +141,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	go every(ctx, max(r.cfg.AckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneLive) })
 	go every(ctx, max(r.cfg.BackfillAckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneBackfill) })
 	go every(ctx, time.Second, func() { r.gauges(ctx) })
+	go every(ctx, 15*time.Second, func() {
+		if n, err := ActiveRuns(ctx, r.res); err == nil {
+			r.m.BackfillRunsActive.Set(float64(n))
+		}
+	})
 	if r.cfg.ResyncInterval > 0 {
 		go every(ctx, r.cfg.ResyncInterval, func() { r.resync(ctx) })
 	}

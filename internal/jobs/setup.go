@@ -210,7 +210,6 @@ func (c SetupConfig) consumerConfigs() (live, backfill jetstream.ConsumerConfig)
 		MaxDeliver:    c.MaxDeliver,
 		MaxAckPending: c.BackfillMaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		FilterSubject: c.BackfillPrefix + ".>",
 		Replicas:      c.Replicas,
 	}
 	return live, backfill
