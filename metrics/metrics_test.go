@@ -41,12 +41,16 @@ func TestMetricsLintAndPrecreatedSeries(t *testing.T) {
 # HELP reconciler_api_requests_total Cloudflare API attempts, by endpoint and HTTP status ("error" when no response).
 # TYPE reconciler_api_requests_total counter
 reconciler_api_requests_total{code="200",endpoint="create_namespace"} 0
+reconciler_api_requests_total{code="200",endpoint="create_worker_version"} 0
 reconciler_api_requests_total{code="200",endpoint="get_bindings"} 0
 reconciler_api_requests_total{code="200",endpoint="get_content"} 0
 reconciler_api_requests_total{code="200",endpoint="get_script"} 0
 reconciler_api_requests_total{code="200",endpoint="get_settings"} 1
+reconciler_api_requests_total{code="200",endpoint="get_worker_version"} 0
+reconciler_api_requests_total{code="200",endpoint="list_deployments"} 0
 reconciler_api_requests_total{code="200",endpoint="list_namespaces"} 0
 reconciler_api_requests_total{code="200",endpoint="list_scripts"} 0
+reconciler_api_requests_total{code="200",endpoint="list_worker_versions"} 0
 reconciler_api_requests_total{code="200",endpoint="patch_settings"} 0
 reconciler_api_requests_total{code="200",endpoint="post_deployment"} 0
 reconciler_api_requests_total{code="200",endpoint="post_version"} 0
@@ -131,7 +135,7 @@ func TestEverySeriesExistsFromTheStart(t *testing.T) {
 			seen[mf.GetName()] = append(seen[mf.GetName()], strings.Join(pairs, ","))
 		}
 	}
-	if got, want := len(seen), 31; got != want {
+	if got, want := len(seen), 32; got != want {
 		t.Errorf("%d families in a fresh scrape, want %d (a collector without series, or one added without updating this test)", got, want)
 	}
 	want := map[string][]string{
