@@ -63,9 +63,19 @@ func ParseBinding(data []byte) (Binding, error) {
 	if len(data) == 0 || data[0] != '{' {
 		return Binding{}, errors.New("binding must be a JSON object")
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(data, &fields); err != nil {
+	// One validity pass, then the members are split without a decoder
+	// (a reconcile parses every desired and live binding).
+	ms, err := ObjectMembers(data)
+	if err != nil {
+		var probe map[string]json.RawMessage
+		if uerr := json.Unmarshal(data, &probe); uerr != nil {
+			return Binding{}, fmt.Errorf("binding: %w", uerr)
+		}
 		return Binding{}, fmt.Errorf("binding: %w", err)
+	}
+	fields := make(map[string]json.RawMessage, len(ms))
+	for _, m := range ms {
+		fields[m.Key] = m.Value // a repeated key: the last wins, as in encoding/json
 	}
 	typ, err := stringMember(fields, "type")
 	if err != nil {
@@ -78,16 +88,21 @@ func ParseBinding(data []byte) (Binding, error) {
 	if !utf8.Valid(data) {
 		return Binding{}, invalidUTF8(typ, name, fields)
 	}
-	var buf bytes.Buffer
-	buf.Grow(len(data))
-	if err := json.Compact(&buf, data); err != nil {
-		return Binding{}, fmt.Errorf("binding %q: %w", name, err)
+	raw := data
+	if bytes.ContainsAny(data, " \t\n\r") {
+		var buf bytes.Buffer
+		buf.Grow(len(data))
+		if err := json.Compact(&buf, data); err != nil {
+			return Binding{}, fmt.Errorf("binding %q: %w", name, err)
+		}
+		raw = buf.Bytes()
+		if ms, err = ObjectMembers(raw); err != nil {
+			return Binding{}, fmt.Errorf("binding %q: %w", name, err)
+		}
+	} else {
+		raw = bytes.Clone(data) // the caller's buffer may be reused
 	}
-	b := Binding{typ: typ, name: name, raw: buf.Bytes()}
-	ms, err := ObjectMembers(b.raw)
-	if err != nil {
-		return Binding{}, fmt.Errorf("binding %q: %w", name, err)
-	}
+	b := Binding{typ: typ, name: name, raw: raw}
 	b.hidden = hidesValues(ms)
 	b.norm, err = normalize(typ, fields)
 	if err != nil {
@@ -115,11 +130,22 @@ func stringMember(fields map[string]json.RawMessage, key string) (string, error)
 	if !ok {
 		return "", fmt.Errorf("binding: missing %q", key)
 	}
+	if s, ok := plainString(v); ok {
+		return s, nil
+	}
 	var s string
 	if err := json.Unmarshal(v, &s); err != nil {
 		return "", fmt.Errorf("binding: %q must be a string", key)
 	}
 	return s, nil
+}
+
+// plainString returns the value of a JSON string without escapes.
+func plainString(v json.RawMessage) (string, bool) {
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' || bytes.IndexByte(v, '\\') >= 0 {
+		return "", false
+	}
+	return string(v[1 : len(v)-1]), true
 }
 
 // MustParseBinding is ParseBinding for literals in tests and examples; it

@@ -96,43 +96,40 @@ const (
 )
 
 func (k kind) check(v json.RawMessage) error {
+	// v is a valid JSON value (its binding was validated whole), so its
+	// first byte tells its kind.
 	if k == kindAny {
 		return nil
 	}
-	var x any
-	if err := json.Unmarshal(v, &x); err != nil {
-		return err
+	if len(v) == 0 {
+		return errors.New("must not be empty")
 	}
+	c := v[0]
 	switch k {
 	case kindString:
-		if _, ok := x.(string); !ok {
+		if c != '"' {
 			return errors.New("must be a string")
 		}
 	case kindObject:
-		if _, ok := x.(map[string]any); !ok {
+		if c != '{' {
 			return errors.New("must be an object")
 		}
 	case kindArray:
-		if _, ok := x.([]any); !ok {
+		if c != '[' {
 			return errors.New("must be an array")
 		}
 	case kindNumber:
-		if _, ok := x.(float64); !ok {
+		if c != '-' && (c < '0' || c > '9') {
 			return errors.New("must be a number")
 		}
 	case kindBool:
-		if _, ok := x.(bool); !ok {
+		if c != 't' && c != 'f' {
 			return errors.New("must be a boolean")
 		}
 	case kindStringArray:
-		arr, ok := x.([]any)
-		if !ok {
+		var arr []string
+		if c != '[' || json.Unmarshal(v, &arr) != nil {
 			return errors.New("must be an array of strings")
-		}
-		for _, e := range arr {
-			if _, ok := e.(string); !ok {
-				return errors.New("must be an array of strings")
-			}
 		}
 	}
 	return nil

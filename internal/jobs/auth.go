@@ -67,6 +67,14 @@ func (a *authGate) ok() {
 	a.failing, a.probing = nil, false
 }
 
+// inconclusive records a reconcile that ended without telling whether the
+// credentials work (lease busy, a transient error): another probe may go.
+func (a *authGate) inconclusive() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.probing = false
+}
+
 // err returns why reconciles are paused, or nil.
 func (a *authGate) err() error {
 	a.mu.Lock()

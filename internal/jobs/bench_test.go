@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,5 +170,62 @@ func BenchmarkFoldStage(b *testing.B) {
 		<-done
 		nc.Close()
 		s.Shutdown()
+	}
+}
+
+// BenchmarkReconcileCPU measures the CPU of one reconcile without its
+// network round trips: decoding the stored desired state and last-applied
+// record and the API's settings answer, planning, building the new record
+// and the PATCH body, and encoding the record. The script has ten bindings
+// (a secret among them) and one changes.
+func BenchmarkReconcileCPU(b *testing.B) {
+	ref := cfapi.ScriptRef{AccountID: acct, Namespace: "customers", Script: "tenant-0001"}
+	st := NewDesiredState(ref)
+	var live []string
+	for i := 0; i < 9; i++ {
+		bnd := fmt.Sprintf(`{"type":"kv_namespace","name":"KV%d","namespace_id":"%032d"}`, i, i)
+		st.Fold(&Event{ID: fmt.Sprintf("e%d", i), Generation: u64(uint64(i + 1)), Op: OpPatch, Upsert: []cfapi.Binding{cfapi.MustParseBinding(bnd)}})
+		live = append(live, bnd)
+	}
+	st.Fold(&Event{ID: "s", Generation: u64(20), Op: OpPatch, Upsert: []cfapi.Binding{cfapi.MustParseBinding(`{"type":"secret_text","name":"TOKEN","text":"s3cr3t"}`)}})
+	live = append(live, `{"type":"secret_text","name":"TOKEN"}`, `{"type":"plain_text","name":"THEIRS","text":"x"}`)
+	p, _ := planner.New(planner.Options{FingerprintKey: []byte("bench-key")})
+	first, err := p.Plan(st.Desired(), nil, planner.LastApplied{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec := &AppliedRecord{Version: 1, Bindings: first.Applied.Bindings, DesiredRevision: 7}
+	st.Fold(&Event{ID: "new", Generation: u64(30), Op: OpPatch, Upsert: []cfapi.Binding{kvBinding("KV0", "changed")}})
+	stored, _ := encodeState(st)
+	recData, _ := encodeState(rec)
+	settingsJSON := []byte(`{"bindings":[` + strings.Join(live, ",") + `],"compatibility_date":"2025-01-01","usage_model":"standard","tags":["a"]}`)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		state, err := decodeDesired("k", stored)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var r AppliedRecord
+		if err := json.Unmarshal(recData, &r); err != nil {
+			b.Fatal(err)
+		}
+		var settings cfapi.Settings
+		if err := json.Unmarshal(settingsJSON, &settings); err != nil {
+			b.Fatal(err)
+		}
+		desired, hidden := state.plannerInput(&r)
+		plan, err := p.Plan(desired, settings.Bindings, withoutNames(r.LastApplied(), hidden))
+		if err != nil || plan.NoOp() {
+			b.Fatalf("plan: %v (no-op %v)", err, plan.NoOp())
+		}
+		next := &AppliedRecord{Version: 1, Bindings: plan.Applied.Bindings, DesiredRevision: 8,
+			Removed: state.Tombstones(), WrittenBy: writtenBy(r.WrittenBy, state, plan)}
+		if _, err := (cfapi.SettingsPatch{Bindings: plan.Request.Bindings}).JSON(); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := encodeState(next); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

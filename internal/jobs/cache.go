@@ -32,6 +32,9 @@ func newStateCache(max int) *stateCache {
 // get returns the cached state of key (not to be modified) and its
 // revision.
 func (c *stateCache) get(key string) (*DesiredState, uint64, bool) {
+	if c == nil {
+		return nil, 0, false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.items[key]
@@ -45,7 +48,7 @@ func (c *stateCache) get(key string) (*DesiredState, uint64, bool) {
 
 // put records state at rev for key, unless a newer revision is cached.
 func (c *stateCache) put(key string, state *DesiredState, rev uint64) {
-	if c.max <= 0 {
+	if c == nil || c.max <= 0 {
 		return
 	}
 	c.mu.Lock()
@@ -68,6 +71,9 @@ func (c *stateCache) put(key string, state *DesiredState, rev uint64) {
 
 // drop forgets key (its cached revision turned out to be old).
 func (c *stateCache) drop(key string) {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[key]; ok {

@@ -105,19 +105,23 @@ func (t *heldTable) setModifiedOn(key, modifiedOn string) {
 	st.modifiedOn = modifiedOn
 }
 
-// snapshot returns the highest fold revision of key's held events and the
-// listing's modified_on: a reconcile must read at least that revision.
-func (t *heldTable) snapshot(key string) (maxRev uint64, modifiedOn string) {
+// snapshot returns what a reconcile of key starts from: the highest fold
+// revision of its held events (the reconcile must read at least that
+// revision), the listing's modified_on, and the id of the newest held
+// event (for its log lines).
+func (t *heldTable) snapshot(key string) (maxRev uint64, modifiedOn, eventID string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.scripts[key]
 	if st == nil {
-		return 0, ""
+		return 0, "", ""
 	}
 	for _, h := range st.held {
-		maxRev = max(maxRev, h.foldRev)
+		if h.foldRev >= maxRev {
+			maxRev, eventID = h.foldRev, h.id
+		}
 	}
-	return maxRev, st.modifiedOn
+	return maxRev, st.modifiedOn, eventID
 }
 
 // take removes and returns the held events of key whose fold is at or

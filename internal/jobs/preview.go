@@ -54,6 +54,9 @@ func StoredState(ctx context.Context, js jetstream.JetStream, names Names) (Base
 	st := &stores{desired: desired, applied: applied}
 	return func(ctx context.Context, key string) (*DesiredState, *AppliedRecord, error) {
 		d, _, err := st.loadDesired(ctx, key)
+		if d != nil {
+			d = d.Clone() // the preview folds events into it
+		}
 		if errors.Is(err, errNotFound) {
 			ref, perr := ParseScriptKey(key)
 			if perr != nil {

@@ -87,14 +87,18 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 		r.queue.AddAfter(key, l, wait)
 		return
 	}
-	want, modifiedOn := r.held.snapshot(key)
-	log := r.log.With(zap.String("script", key), zap.Stringer("lane", l))
+	want, modifiedOn, eventID := r.held.snapshot(key)
+	log := r.scriptLogger(key, eventID, l)
+	ctx = withLogger(ctx, log)
 	r.m.InflightReconciles.Inc()
 	start := time.Now()
 	res, err := r.reconcileSafely(ctx, key, want, modifiedOn, l, log)
 	r.m.InflightReconciles.Dec()
 	r.m.ReconcileDuration.Observe(time.Since(start).Seconds())
 
+	if err != nil && !isAuthFailure(err) || err == nil && res.RequeueAfter > 0 {
+		r.auth.inconclusive()
+	}
 	var term *TerminalError
 	switch {
 	case err == nil && res.RequeueAfter > 0:
@@ -118,8 +122,14 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 		for _, h := range hs {
 			r.settle(ctx, h, res.outcomeFor(h))
 		}
-		log.Info("reconciled", zap.String("result", result), zap.String("strategy", string(res.Strategy)),
-			zap.Int("events_settled", len(hs)), zap.Duration("took", time.Since(start)))
+		level := zap.DebugLevel // a no-op is routine; a write is news
+		if res.Wrote {
+			level = zap.InfoLevel
+		}
+		if ce := log.Check(level, "reconciled"); ce != nil {
+			ce.Write(zap.String("result", result), zap.String("strategy", string(res.Strategy)),
+				zap.Int("events_settled", len(hs)), zap.Duration("took", time.Since(start)))
+		}
 	case ctx.Err() != nil:
 		// Shutting down: Run hands the held events back.
 		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
@@ -157,6 +167,34 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 			}
 		}
 	}
+}
+
+// scriptLogger returns the child logger of one reconcile: the script's
+// account, namespace and name, its lane, and the newest held event.
+func (r *Runner) scriptLogger(key, eventID string, l lane) *zap.Logger {
+	fields := []zap.Field{zap.String("script_key", key), zap.Stringer("lane", l)}
+	if ref, err := ParseScriptKey(key); err == nil {
+		fields = append(fields, zap.String("account", ref.AccountID), zap.String("namespace", ref.Namespace), zap.String("script", ref.Script))
+	}
+	if eventID != "" {
+		fields = append(fields, zap.String("event_id", eventID))
+	}
+	return r.log.With(fields...)
+}
+
+type loggerKey struct{}
+
+// withLogger carries a reconcile's logger in its context.
+func withLogger(ctx context.Context, log *zap.Logger) context.Context {
+	return context.WithValue(ctx, loggerKey{}, log)
+}
+
+// loggerFrom returns the logger carried by ctx, or def.
+func loggerFrom(ctx context.Context, def *zap.Logger) *zap.Logger {
+	if l, ok := ctx.Value(loggerKey{}).(*zap.Logger); ok {
+		return l
+	}
+	return def
 }
 
 // reconcileSafely is reconcile with a panic turned into an error: a bug
@@ -327,7 +365,9 @@ func (r *Runner) converge(ls *lease, ref cfapi.ScriptRef, key string, state *Des
 	if err := r.st.saveApplied(context.WithoutCancel(ctx), key, next, recRev); err != nil {
 		return Result{}, err
 	}
-	r.log.Debug("plan applied", zap.String("script", key), zap.String("plan", plan.String()))
+	if ce := loggerFrom(ctx, r.log).Check(zap.DebugLevel, "plan applied"); ce != nil {
+		ce.Write(zap.Stringer("plan", plan))
+	}
 	res.Wrote, res.Strategy = true, used
 	return res, nil
 }
@@ -392,7 +432,7 @@ func (r *Runner) blame(ctx context.Context, key string, state *DesiredState, pla
 	if _, qerr := r.st.updateDesired(context.WithoutCancel(ctx), key, func(s *DesiredState) bool {
 		return s.Quarantine(ids, q) > 0
 	}); qerr != nil {
-		r.log.Warn("quarantining failed operations", zap.String("script", key), zap.Error(qerr))
+		loggerFrom(ctx, r.log).Warn("quarantining failed operations", zap.Error(qerr))
 		return err
 	}
 	term.Quarantined = true

@@ -125,8 +125,10 @@ func encodeState(v any) ([]byte, error) {
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
 
-// loadDesired reads the desired state of key and its revision from KV
-// (never from the cache).
+// loadDesired reads the desired state of key and its revision from KV.
+// The value is decoded only when the cache does not hold that very
+// revision (the fold that wrote it usually does): the returned state must
+// not be modified.
 func (s *stores) loadDesired(ctx context.Context, key string) (*DesiredState, uint64, error) {
 	e, err := s.desired.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -135,10 +137,14 @@ func (s *stores) loadDesired(ctx context.Context, key string) (*DesiredState, ui
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading desired state of %s: %w", key, err)
 	}
+	if st, rev, ok := s.cache.get(key); ok && rev == e.Revision() {
+		return st, rev, nil
+	}
 	st, err := decodeDesired(key, e.Value())
 	if err != nil {
 		return nil, 0, err
 	}
+	s.cache.put(key, st, e.Revision())
 	return st, e.Revision(), nil
 }
 
@@ -158,10 +164,11 @@ func decodeDesired(key string, data []byte) (*DesiredState, error) {
 // returns the new revision (the old one when edit reports no change).
 func (s *stores) updateDesired(ctx context.Context, key string, edit func(*DesiredState) bool) (uint64, error) {
 	for attempt := 0; attempt < maxCASAttempts; attempt++ {
-		st, rev, err := s.loadDesired(ctx, key)
+		cur, rev, err := s.loadDesired(ctx, key)
 		if err != nil {
 			return 0, err
 		}
+		st := cur.Clone()
 		if !edit(st) {
 			return rev, nil
 		}

@@ -182,7 +182,7 @@ func (r *Runner) versionInstead(ctx context.Context, ref cfapi.ScriptRef, plan *
 	if err != nil {
 		return "", terminal(ReasonInvalidDesired, err)
 	}
-	r.log.Info("settings PATCH refused because the latest version is not deployed; writing a version built on the deployed one",
+	loggerFrom(ctx, r.log).Info("settings PATCH refused because the latest version is not deployed; writing a version built on the deployed one",
 		zap.String("script", ref.String()), zap.Error(cause))
 	fresh := &liveState{settings: lv.settings}
 	if err := r.guardSplit(ctx, ref, fresh); err != nil {
