@@ -1,8 +1,10 @@
 package cfapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 )
 
@@ -16,19 +18,49 @@ type Settings struct {
 
 // UnmarshalJSON splits the bindings from the other members.
 func (s *Settings) UnmarshalJSON(data []byte) error {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(data, &m); err != nil {
+	ms, err := ObjectMembers(data)
+	if err != nil {
+		var m map[string]json.RawMessage
+		if uerr := json.Unmarshal(data, &m); uerr != nil {
+			return uerr // encoding/json's precise message
+		}
 		return err
+	}
+	m := make(map[string]json.RawMessage, len(ms))
+	for _, mb := range ms {
+		m[mb.Key] = bytes.Clone(mb.Value)
 	}
 	s.Bindings = nil
 	if raw, ok := m["bindings"]; ok && string(raw) != "null" {
-		if err := json.Unmarshal(raw, &s.Bindings); err != nil {
+		if s.Bindings, err = parseBindingArray(raw); err != nil {
 			return fmt.Errorf("bindings: %w", err)
 		}
 	}
 	delete(m, "bindings")
 	s.Other = m
 	return nil
+}
+
+// parseBindingArray parses a valid JSON array of bindings, one
+// ParseBinding per element, without a reflective decode.
+func parseBindingArray(raw json.RawMessage) (Bindings, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '[' {
+		return nil, errors.New("must be an array")
+	}
+	out := Bindings{}
+	for i := skipSpace(raw, 1); raw[i] != ']'; {
+		end := valueEnd(raw, i)
+		b, err := ParseBinding(raw[i:end])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+		if i = skipSpace(raw, end); raw[i] == ',' {
+			i = skipSpace(raw, i+1)
+		}
+	}
+	return out, nil
 }
 
 // MarshalJSON writes the bindings and the other members with sorted keys.
