@@ -83,6 +83,9 @@ type Metrics struct {
 	EventsReceived prometheus.Counter
 	// EventsTotal counts settled events by outcome (Outcome*).
 	EventsTotal *prometheus.CounterVec
+	// EventsFolded counts events folded into their script's desired state
+	// (or found stale or already applied there).
+	EventsFolded prometheus.Counter
 	// EventRedeliveries counts deliveries of events delivered before.
 	EventRedeliveries prometheus.Counter
 	// StaleOperations counts binding operations older than what was folded.
@@ -170,7 +173,9 @@ var apiEndpoints = []string{
 // known label value; deadLetterReasons are the reason label values of
 // reconciler_dead_letters_total (the pipeline's typed list, jobs.Reasons,
 // so that it is kept in one place). The build info starts as what the Go
-// toolchain stamped into the binary; SetBuildInfo replaces it.
+// toolchain stamped into the binary; SetBuildInfo replaces it. (It is
+// long because it is one table of every collector with its help text,
+// read top to bottom; splitting it would scatter the table.)
 func New(reg prometheus.Registerer, deadLetterReasons ...string) *Metrics {
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
@@ -186,6 +191,8 @@ func New(reg prometheus.Registerer, deadLetterReasons ...string) *Metrics {
 			"Event deliveries received from JetStream, redeliveries included."),
 		EventsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "reconciler_events_total", Help: "Events acknowledged or terminated, by outcome (applied, noop, stale, dead_lettered)."}, []string{"outcome"}),
+		EventsFolded: counter("reconciler_events_folded_total",
+			"Events folded into their script's desired state, stale and already-applied ones included."),
 		EventRedeliveries: counter("reconciler_event_redeliveries_total",
 			"Deliveries of events that had been delivered before."),
 		StaleOperations: counter("reconciler_stale_operations_total",
@@ -251,7 +258,7 @@ func New(reg prometheus.Registerer, deadLetterReasons ...string) *Metrics {
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "reconciler_build_info", Help: "Always 1; the labels say which build is running."}, []string{"version", "commit", "go_version"}),
 	}
-	reg.MustRegister(m.EventsReceived, m.EventsTotal, m.EventRedeliveries, m.StaleOperations, m.DeadLetters,
+	reg.MustRegister(m.EventsReceived, m.EventsFolded, m.EventsTotal, m.EventRedeliveries, m.StaleOperations, m.DeadLetters,
 		m.EventLag, m.ReconcileTotal, m.ReconcileDuration, m.Writes, m.QueueDepth, m.InflightReconciles,
 		m.HeldEvents, m.LastSuccess, m.PanicsRecovered, m.ScriptsHeld, m.ConsumerPending, m.NATSConnected, m.Ready,
 		m.BackfillScripts, m.BackfillPending, m.BackfillRunsActive,

@@ -115,7 +115,6 @@ type sandbox struct {
 	stopEmu  context.CancelFunc
 	emuDone  chan struct{}
 	client   *cfapi.Client
-	applied  atomic.Int64
 	dataDir  string
 	budget   string
 	metricsU string

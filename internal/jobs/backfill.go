@@ -12,8 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
-
-	"github.com/reconciler/reconciler/internal/cfapi"
 )
 
 // Backfill work is a second lane beside live events (ARCHITECTURE.md,
@@ -273,9 +271,4 @@ func watchRevisions(ctx context.Context, kv jetstream.KeyValue, metaOnly bool, v
 			}
 		}
 	}
-}
-
-// resultSubject returns the results subject of a script of a run.
-func resultSubject(prefix, run string, ref cfapi.ScriptRef) string {
-	return prefix + "." + run + "." + ScriptKey(ref)
 }

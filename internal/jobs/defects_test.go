@@ -186,8 +186,8 @@ func TestPanicInReconcileIsRecovered(t *testing.T) {
 	h := newHarness(t, harnessOpts{wrapAPI: func(api API) API {
 		return apiFunc{API: api, getSettings: func(ctx context.Context, ref cfapi.ScriptRef) (*cfapi.Settings, error) {
 			if ref.Script == "tenant-panic" && panicked.CompareAndSwap(false, true) {
-				var m map[string]int
-				m["boom"]++ // a nil map write: a real runtime panic
+				var bs []cfapi.Binding
+				_ = bs[len(ref.Script)] // an index out of range: a real runtime panic
 			}
 			return api.GetSettings(ctx, ref)
 		}}

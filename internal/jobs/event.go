@@ -100,6 +100,59 @@ func invalid(reason Reason, format string, args ...any) error {
 // (which may be empty when not known). Every failure is an
 // *InvalidEventError naming the field.
 func DecodeEvent(data []byte, subject, prefix string) (*Event, error) {
+	raw, err := decodeEnvelope(data)
+	if err != nil {
+		return nil, err
+	}
+	e := &Event{}
+	if err := raw.identity(e); err != nil {
+		return nil, err
+	}
+	if err := raw.operations(e); err != nil {
+		return nil, err
+	}
+	strategy, err := raw.options(e)
+	if err != nil {
+		return nil, err
+	}
+	// Bindings are validated as the planner validates desired state: each
+	// binding's fields, names, duplicates, a name both upserted and removed.
+	d := planner.Desired{Bindings: e.Bindings, Strategy: strategy}
+	if e.Op == OpPatch {
+		d = planner.Desired{Bindings: e.Upsert, Remove: e.Remove, Strategy: strategy}
+	}
+	if err := planner.Validate(d); err != nil {
+		return nil, invalid(ReasonInvalidBinding, "%v", err)
+	}
+	if subject != "" {
+		if want := Subject(prefix, e.Ref()); subject != want {
+			return nil, invalid(ReasonSubjectMismatch, "event for %s arrived on subject %q (want %q)", e.Ref(), subject, want)
+		}
+	}
+	return e, nil
+}
+
+// rawEvent is an event's envelope with its bindings still raw, so that a
+// bad binding is reported by position and name rather than as a JSON
+// error.
+type rawEvent struct {
+	Schema            *string           `json:"schema"`
+	ID                *string           `json:"id"`
+	AccountID         *string           `json:"account_id"`
+	DispatchNamespace *string           `json:"dispatch_namespace"`
+	Script            *string           `json:"script"`
+	Generation        json.RawMessage   `json:"generation"`
+	Op                *string           `json:"op"`
+	Bindings          []json.RawMessage `json:"bindings"`
+	Upsert            []json.RawMessage `json:"upsert"`
+	Remove            []string          `json:"remove"`
+	Strategy          *string           `json:"strategy"`
+	OccurredAt        *string           `json:"occurred_at"`
+}
+
+// decodeEnvelope checks the size and encoding of a body and decodes its
+// envelope.
+func decodeEnvelope(data []byte) (*rawEvent, error) {
 	if len(data) > MaxEventBytes {
 		return nil, invalid(ReasonTooLarge, "event is %d bytes, over the limit of %d", len(data), MaxEventBytes)
 	}
@@ -112,22 +165,7 @@ func DecodeEvent(data []byte, subject, prefix string) (*Event, error) {
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return nil, invalid(ReasonInvalidJSON, "event must be a JSON object")
 	}
-	// Decode the envelope first with raw bindings, so that a bad binding is
-	// reported by position and name rather than as a JSON error.
-	var raw struct {
-		Schema            *string           `json:"schema"`
-		ID                *string           `json:"id"`
-		AccountID         *string           `json:"account_id"`
-		DispatchNamespace *string           `json:"dispatch_namespace"`
-		Script            *string           `json:"script"`
-		Generation        json.RawMessage   `json:"generation"`
-		Op                *string           `json:"op"`
-		Bindings          []json.RawMessage `json:"bindings"`
-		Upsert            []json.RawMessage `json:"upsert"`
-		Remove            []string          `json:"remove"`
-		Strategy          *string           `json:"strategy"`
-		OccurredAt        *string           `json:"occurred_at"`
-	}
+	var raw rawEvent
 	if err := json.Unmarshal(trimmed, &raw); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
@@ -135,123 +173,123 @@ func DecodeEvent(data []byte, subject, prefix string) (*Event, error) {
 		}
 		return nil, invalid(ReasonInvalidJSON, "%v", err)
 	}
-	req := func(name string, v *string) (string, error) {
-		if v == nil || *v == "" {
-			return "", invalid(ReasonMissingField, "field %q is required", name)
-		}
-		return *v, nil
+	return &raw, nil
+}
+
+// required returns a required string member.
+func required(name string, v *string) (string, error) {
+	if v == nil || *v == "" {
+		return "", invalid(ReasonMissingField, "field %q is required", name)
 	}
-	e := &Event{}
+	return *v, nil
+}
+
+// identity checks and copies the schema, id and script of the event.
+func (raw *rawEvent) identity(e *Event) error {
 	var err error
 	if raw.Schema == nil {
-		return nil, invalid(ReasonMissingField, "field \"schema\" is required")
+		return invalid(ReasonMissingField, "field \"schema\" is required")
 	}
 	if *raw.Schema != SchemaV1 {
-		return nil, invalid(ReasonSchema, "schema %q is not supported (want %q)", *raw.Schema, SchemaV1)
+		return invalid(ReasonSchema, "schema %q is not supported (want %q)", *raw.Schema, SchemaV1)
 	}
 	e.Schema = *raw.Schema
-	if e.ID, err = req("id", raw.ID); err != nil {
-		return nil, err
+	if e.ID, err = required("id", raw.ID); err != nil {
+		return err
 	}
 	if len(e.ID) > 256 {
-		return nil, invalid(ReasonInvalidField, "field \"id\" is %d bytes, over the limit of 256", len(e.ID))
+		return invalid(ReasonInvalidField, "field \"id\" is %d bytes, over the limit of 256", len(e.ID))
 	}
-	if e.AccountID, err = req("account_id", raw.AccountID); err != nil {
-		return nil, err
+	if e.AccountID, err = required("account_id", raw.AccountID); err != nil {
+		return err
 	}
-	if e.Script, err = req("script", raw.Script); err != nil {
-		return nil, err
+	if e.Script, err = required("script", raw.Script); err != nil {
+		return err
 	}
 	if raw.DispatchNamespace != nil {
 		e.DispatchNamespace = *raw.DispatchNamespace
 	}
 	if err := cfapi.ValidateAccountID(e.AccountID); err != nil {
-		return nil, invalid(ReasonInvalidField, "field \"account_id\": %v", err)
+		return invalid(ReasonInvalidField, "field \"account_id\": %v", err)
 	}
 	if e.DispatchNamespace != "" {
 		if err := cfapi.ValidateScriptName(e.DispatchNamespace); err != nil {
-			return nil, invalid(ReasonInvalidField, "field \"dispatch_namespace\": %v", err)
+			return invalid(ReasonInvalidField, "field \"dispatch_namespace\": %v", err)
 		}
 	}
 	if err := cfapi.ValidateScriptName(e.Script); err != nil {
-		return nil, invalid(ReasonInvalidField, "field \"script\": %v", err)
+		return invalid(ReasonInvalidField, "field \"script\": %v", err)
 	}
 	if len(raw.Generation) > 0 && string(raw.Generation) != "null" {
 		var g uint64
 		if err := json.Unmarshal(raw.Generation, &g); err != nil {
-			return nil, invalid(ReasonInvalidField, "field \"generation\" must be a non-negative integer, got %s", truncateForError(string(raw.Generation)))
+			return invalid(ReasonInvalidField, "field \"generation\" must be a non-negative integer, got %s", truncateForError(string(raw.Generation)))
 		}
 		e.Generation = &g
 	}
-	if e.Op, err = req("op", raw.Op); err != nil {
-		return nil, err
-	}
-	parseList := func(field string, list []json.RawMessage) ([]cfapi.Binding, error) {
-		out := make([]cfapi.Binding, 0, len(list))
-		for i, r := range list {
-			b, err := cfapi.ParseBinding(r)
-			if err != nil {
-				return nil, invalid(ReasonInvalidBinding, "%s[%d]: %v", field, i, err)
-			}
-			out = append(out, b)
-		}
-		return out, nil
+	return nil
+}
+
+// operations checks and parses the op and its bindings.
+func (raw *rawEvent) operations(e *Event) error {
+	var err error
+	if e.Op, err = required("op", raw.Op); err != nil {
+		return err
 	}
 	switch e.Op {
 	case OpReplace:
 		if raw.Bindings == nil {
-			return nil, invalid(ReasonMissingField, "field \"bindings\" is required with op \"replace\" (use [] to manage no bindings)")
+			return invalid(ReasonMissingField, "field \"bindings\" is required with op \"replace\" (use [] to manage no bindings)")
 		}
 		if raw.Upsert != nil || raw.Remove != nil {
-			return nil, invalid(ReasonInvalidField, "fields \"upsert\" and \"remove\" belong to op \"patch\", not \"replace\"")
+			return invalid(ReasonInvalidField, "fields \"upsert\" and \"remove\" belong to op \"patch\", not \"replace\"")
 		}
-		if e.Bindings, err = parseList("bindings", raw.Bindings); err != nil {
-			return nil, err
-		}
+		e.Bindings, err = parseBindingList("bindings", raw.Bindings)
 	case OpPatch:
 		if raw.Upsert == nil && raw.Remove == nil {
-			return nil, invalid(ReasonMissingField, "op \"patch\" needs \"upsert\" or \"remove\"")
+			return invalid(ReasonMissingField, "op \"patch\" needs \"upsert\" or \"remove\"")
 		}
 		if raw.Bindings != nil {
-			return nil, invalid(ReasonInvalidField, "field \"bindings\" belongs to op \"replace\"; a patch uses \"upsert\"")
+			return invalid(ReasonInvalidField, "field \"bindings\" belongs to op \"replace\"; a patch uses \"upsert\"")
 		}
-		if e.Upsert, err = parseList("upsert", raw.Upsert); err != nil {
-			return nil, err
-		}
+		e.Upsert, err = parseBindingList("upsert", raw.Upsert)
 		e.Remove = raw.Remove
 	default:
-		return nil, invalid(ReasonInvalidField, "field \"op\" must be \"replace\" or \"patch\", got %q", truncateForError(e.Op))
+		return invalid(ReasonInvalidField, "field \"op\" must be \"replace\" or \"patch\", got %q", truncateForError(e.Op))
 	}
+	return err
+}
+
+// parseBindingList parses the bindings of a list field.
+func parseBindingList(field string, list []json.RawMessage) ([]cfapi.Binding, error) {
+	out := make([]cfapi.Binding, 0, len(list))
+	for i, r := range list {
+		b, err := cfapi.ParseBinding(r)
+		if err != nil {
+			return nil, invalid(ReasonInvalidBinding, "%s[%d]: %v", field, i, err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// options checks and copies the strategy and occurred_at.
+func (raw *rawEvent) options(e *Event) (planner.Strategy, error) {
 	if raw.Strategy != nil {
 		e.Strategy = *raw.Strategy
 	}
 	strategy, err := planner.ParseStrategy(e.Strategy)
 	if err != nil {
-		return nil, invalid(ReasonInvalidField, "field \"strategy\": %v", err)
+		return "", invalid(ReasonInvalidField, "field \"strategy\": %v", err)
 	}
 	if raw.OccurredAt != nil && *raw.OccurredAt != "" {
 		t, err := time.Parse(time.RFC3339Nano, *raw.OccurredAt)
 		if err != nil {
-			return nil, invalid(ReasonInvalidField, "field \"occurred_at\" must be an RFC 3339 time, got %q", truncateForError(*raw.OccurredAt))
+			return "", invalid(ReasonInvalidField, "field \"occurred_at\" must be an RFC 3339 time, got %q", truncateForError(*raw.OccurredAt))
 		}
 		e.OccurredAt = &t
 	}
-	// Bindings are validated as the planner validates desired state: each
-	// binding's fields, names, duplicates, a name both upserted and removed.
-	d := planner.Desired{Bindings: e.Bindings, Strategy: strategy}
-	if e.Op == OpPatch {
-		d = planner.Desired{Bindings: e.Upsert, Remove: e.Remove, Strategy: strategy}
-	}
-	if err := planner.Validate(d); err != nil {
-		return nil, invalid(ReasonInvalidBinding, "%v", err)
-	}
-	if subject != "" {
-		want := Subject(prefix, e.Ref())
-		if subject != want {
-			return nil, invalid(ReasonSubjectMismatch, "event for %s arrived on subject %q (want %q)", e.Ref(), subject, want)
-		}
-	}
-	return e, nil
+	return strategy, nil
 }
 
 // invalidUTF8At returns the offset of the first byte that is not part of

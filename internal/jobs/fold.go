@@ -124,112 +124,129 @@ func (d *DesiredState) effective(name string) (Stamp, bool) {
 // than it and raises the floor. An event without a generation applies
 // unconditionally, in delivery order.
 func (d *DesiredState) Fold(e *Event) FoldResult {
-	var res FoldResult
 	if d.Names == nil {
 		d.Names = map[string]*NameOp{}
 	}
-	ordered := e.Generation != nil
-	if !ordered && slices.Contains(d.Recent, e.ID) {
+	f := folding{d: d, ordered: e.Generation != nil}
+	if !f.ordered && slices.Contains(d.Recent, e.ID) {
 		// Folded before: its operations are in place, or newer ones
 		// replaced them; either way nothing changes.
-		res.Duplicate = len(e.Upsert) + len(e.Remove) + len(e.Bindings)
+		f.res.Duplicate = len(e.Upsert) + len(e.Remove) + len(e.Bindings)
 		if e.Op == OpReplace {
-			res.Duplicate++
+			f.res.Duplicate++
 		}
-		return res
+		return f.res
 	}
-	s := Stamp{Gen: d.MaxGen, ID: e.ID}
-	if ordered {
-		s.Gen = *e.Generation
-		d.MaxGen = max(d.MaxGen, s.Gen)
+	f.s = Stamp{Gen: d.MaxGen, ID: e.ID}
+	if f.ordered {
+		f.s.Gen = *e.Generation
+		d.MaxGen = max(d.MaxGen, f.s.Gen)
 	} else {
 		d.Recent = append(d.Recent, e.ID)
 		if len(d.Recent) > maxRecent {
 			d.Recent = slices.Delete(d.Recent, 0, len(d.Recent)-maxRecent)
 		}
 	}
-	// newer reports whether an operation stamped s beats what currently
-	// holds the name (or the floor): +1 newer, 0 same operation, -1 stale.
-	newer := func(cur Stamp, has bool) int {
-		if !has {
-			return 1
-		}
-		c := s.Compare(cur)
-		if !ordered && c != 0 {
-			return 1
-		}
-		return c
-	}
-	apply := func(name string, op NameOp) {
-		cur, has := d.effective(name)
-		c := newer(cur, has)
-		old := d.Names[name]
-		switch {
-		case c == 0 && old != nil && old.Q != nil:
-			c = 1 // the same event again (a replay): lift the quarantine
-		case c > 0 && !ordered && old != nil && old.Q == nil && old.sameAs(op):
-			// An event without generation asking for what is desired
-			// already (a backfill run again): nothing to change.
-			c = 0
-		}
-		switch c {
-		case 0:
-			res.Duplicate++
-		case -1:
-			res.Stale++
-		default:
-			op.Stamp = s
-			d.Names[name] = &op
-			res.Applied++
-		}
-	}
 	switch e.Op {
 	case OpPatch:
 		for i := range e.Upsert {
 			b := e.Upsert[i]
-			apply(b.Name(), NameOp{Op: NameUpsert, Binding: &b})
+			f.apply(b.Name(), NameOp{Op: NameUpsert, Binding: &b})
 		}
 		for _, name := range e.Remove {
-			apply(name, NameOp{Op: NameRemove})
+			f.apply(name, NameOp{Op: NameRemove})
 		}
 	case OpReplace:
-		in := make(map[string]bool, len(e.Bindings))
-		for i := range e.Bindings {
-			b := e.Bindings[i]
-			in[b.Name()] = true
-			apply(b.Name(), NameOp{Op: NameUpsert, Binding: &b})
-		}
-		// Every other name is no longer desired where the replace is newer.
-		for name, op := range d.Names {
-			if !in[name] && newer(op.Stamp, true) > 0 {
-				delete(d.Names, name)
-				res.Applied++
-			}
-		}
-		// The floor is one more operation, on every name not in the set.
-		var floor Stamp
-		if d.Floor != nil {
-			floor = *d.Floor
-		}
-		switch c := newer(floor, d.Floor != nil); {
-		case c > 0:
-			if d.Floor == nil || s.Compare(*d.Floor) > 0 {
-				fs := s
-				d.Floor = &fs
-			}
-			res.Applied++
-		case c == 0:
-			res.Duplicate++
-		default:
-			res.Stale++
-		}
+		f.replace(e.Bindings)
 	}
-	if d.StrategyStamp == nil || newer(*d.StrategyStamp, true) > 0 {
-		st := s
+	if d.StrategyStamp == nil || f.newer(*d.StrategyStamp, true) > 0 {
+		st := f.s
 		d.StrategyStamp = &st
 		d.Strategy = e.Strategy
 	}
-	return res
+	return f.res
+}
+
+// folding is the fold of one event with stamp s.
+type folding struct {
+	d       *DesiredState
+	s       Stamp
+	ordered bool // the event has a generation
+	res     FoldResult
+}
+
+// newer reports whether an operation stamped f.s beats what currently
+// holds a name (or the floor): +1 newer, 0 the same operation, -1 stale.
+// An event without generation beats everything but itself.
+func (f *folding) newer(cur Stamp, has bool) int {
+	if !has {
+		return 1
+	}
+	c := f.s.Compare(cur)
+	if !f.ordered && c != 0 {
+		return 1
+	}
+	return c
+}
+
+// apply makes op the operation on name if it is newer.
+func (f *folding) apply(name string, op NameOp) {
+	cur, has := f.d.effective(name)
+	c := f.newer(cur, has)
+	old := f.d.Names[name]
+	switch {
+	case c == 0 && old != nil && old.Q != nil:
+		c = 1 // the same event again (a replay): lift the quarantine
+	case c > 0 && !f.ordered && old != nil && old.Q == nil && old.sameAs(op):
+		// An event without generation asking for what is desired already
+		// (a backfill run again): nothing to change.
+		c = 0
+	}
+	switch c {
+	case 0:
+		f.res.Duplicate++
+	case -1:
+		f.res.Stale++
+	default:
+		op.Stamp = f.s
+		f.d.Names[name] = &op
+		f.res.Applied++
+	}
+}
+
+// replace applies a replace: its bindings are upserted, every other name
+// is no longer desired where the replace is newer, and the floor rises.
+func (f *folding) replace(bindings []cfapi.Binding) {
+	d := f.d
+	in := make(map[string]bool, len(bindings))
+	for i := range bindings {
+		b := bindings[i]
+		in[b.Name()] = true
+		f.apply(b.Name(), NameOp{Op: NameUpsert, Binding: &b})
+	}
+	for name, op := range d.Names {
+		if !in[name] && f.newer(op.Stamp, true) > 0 {
+			delete(d.Names, name)
+			f.res.Applied++
+		}
+	}
+	// The floor is one more operation, on every name not in the set.
+	var floor Stamp
+	if d.Floor != nil {
+		floor = *d.Floor
+	}
+	switch c := f.newer(floor, d.Floor != nil); {
+	case c > 0:
+		if d.Floor == nil || f.s.Compare(*d.Floor) > 0 {
+			fs := f.s
+			d.Floor = &fs
+		}
+		f.res.Applied++
+	case c == 0:
+		f.res.Duplicate++
+	default:
+		f.res.Stale++
+	}
 }
 
 // Desired returns the planner's view of the state: bindings to keep

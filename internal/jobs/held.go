@@ -151,20 +151,6 @@ func (t *heldTable) take(key string, rev uint64) []*heldEvent {
 	return done
 }
 
-// has reports whether key holds events.
-func (t *heldTable) has(key string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.scripts[key].heldOrNil()) > 0
-}
-
-func (s *scriptState) heldOrNil() []*heldEvent {
-	if s == nil {
-		return nil
-	}
-	return s.held
-}
-
 // takeAll removes and returns every held event.
 func (t *heldTable) takeAll() []*heldEvent {
 	t.mu.Lock()

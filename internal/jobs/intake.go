@@ -207,6 +207,7 @@ func (r *Runner) holdFolded(ctx context.Context, job *foldJob, group []received,
 		}
 		return
 	}
+	r.m.EventsFolded.Add(float64(len(group)))
 	var applied *AppliedRecord // read once, for duplicates only
 	var hold []*heldEvent
 	for i, rc := range group {

@@ -81,7 +81,9 @@ func (res Result) outcomeFor(h *heldEvent) outcome {
 }
 
 // process reconciles one script and settles its held events: the one
-// switch from a reconcile's (Result, error) to what happens to them.
+// switch from a reconcile's (Result, error) to what happens to them. (It
+// is kept whole, a little over the usual length, so that every outcome
+// reads in one place.)
 func (r *Runner) process(ctx context.Context, key string, l lane) {
 	if wait := r.auth.wait(); wait > 0 {
 		r.queue.AddAfter(key, l, wait)

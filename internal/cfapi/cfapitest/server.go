@@ -486,7 +486,7 @@ func writeError(w http.ResponseWriter, status, code int, msg string) {
 func writeErr(w http.ResponseWriter, e *Error) {
 	env := envelope{Errors: []errorEntry{}, Messages: []errorEntry{}}
 	for _, en := range e.entries() {
-		env.Errors = append(env.Errors, errorEntry{Code: en.Code, Message: en.Message})
+		env.Errors = append(env.Errors, errorEntry(en))
 	}
 	writeJSON(w, e.Status, env)
 }

@@ -90,6 +90,8 @@ type uploadMetadata struct {
 // part "metadata" (any content type, with or without a filename) and module
 // parts, matched to main_module, body_part and part bindings by part name
 // or filename.
+// (parseUpload follows the multipart form part by part as the API does;
+// its length is the list of parts it recognizes.)
 func (s *Server) parseUpload(r *http.Request) (*upload, *Error) {
 	parts, perr := readForm(r, "metadata", s.maxScript)
 	if perr != nil {
