@@ -215,7 +215,9 @@ func (r *Runner) Resync(ctx context.Context) (int, error) {
 func (r *Runner) recoverOnStart(ctx context.Context) {
 	desired, err := watchRevisions(ctx, r.st.desired, true, nil)
 	if err != nil {
-		r.log.Warn("recovery scan of the desired state", zap.Error(err))
+		if ctx.Err() == nil {
+			r.log.Warn("recovery scan of the desired state", zap.Error(err))
+		}
 		return
 	}
 	applied, err := watchRevisions(ctx, r.st.applied, false, func(v []byte) uint64 {
@@ -226,7 +228,9 @@ func (r *Runner) recoverOnStart(ctx context.Context) {
 		return rec.Rev
 	})
 	if err != nil {
-		r.log.Warn("recovery scan of the last-applied state", zap.Error(err))
+		if ctx.Err() == nil {
+			r.log.Warn("recovery scan of the last-applied state", zap.Error(err))
+		}
 		return
 	}
 	n := 0
