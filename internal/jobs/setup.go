@@ -80,7 +80,8 @@ type SetupConfig struct {
 	MaxDeliver int
 	// MaxAckPending bounds events delivered and not yet acknowledged,
 	// including events held for their script's reconcile (default
-	// 100000): it bounds the memory a storm takes, and a storm larger than
+	// 250000, a few hundred bytes each): it bounds the memory a storm takes,
+	// and a storm larger than
 	// it costs more than one reconcile per script.
 	MaxAckPending int
 	// BackfillMaxAckPending bounds backfill work items delivered and not
@@ -116,7 +117,7 @@ func (c SetupConfig) WithDefaults() SetupConfig {
 		c.MaxDeliver = 8
 	}
 	if c.MaxAckPending <= 0 {
-		c.MaxAckPending = 100000
+		c.MaxAckPending = 250000
 	}
 	if c.BackfillMaxAckPending <= 0 {
 		c.BackfillMaxAckPending = 1000
