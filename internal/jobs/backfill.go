@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
 )
 
 // Backfill work is a second lane beside live events (ARCHITECTURE.md,
@@ -187,24 +189,97 @@ func (r *Runner) resync(ctx context.Context) {
 	r.log.Info("resync queued scripts", zap.Int("scripts", n))
 }
 
-// Resync queues a reconcile of every script in the desired-state bucket
-// and returns how many.
+// ScriptLister is what a resync needs to list a dispatch namespace's
+// scripts with their modified_on (cfapi.Client has it).
+type ScriptLister interface {
+	EachScript(ctx context.Context, accountID, namespace string, opts cfapi.ListScriptsOptions, fn func(cfapi.ScriptInfo) error) error
+}
+
+// Resync queues a reconcile, on the backfill lane, of every script in the
+// desired-state bucket that may have drifted, and returns how many. When
+// the API client can list dispatch namespaces, a script whose listed
+// modified_on equals the one its last-applied record holds (recorded when
+// a read found it converged) and whose desired state is applied is not
+// queued: drift repair costs the list pages plus a read of each script
+// that changed. Scripts of ordinary Workers, and every script when the
+// listing fails, are queued.
 func (r *Runner) Resync(ctx context.Context) (int, error) {
-	lister, err := r.st.desired.ListKeys(ctx)
+	desired, err := watchRevisions(ctx, r.st.desired, true, nil)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return 0, nil
-		}
 		return 0, err
 	}
+	recorded := map[string]appliedMark{}
+	if _, ok := r.api.(ScriptLister); ok {
+		if recorded, err = appliedMarks(ctx, r.st.applied); err != nil {
+			return 0, err
+		}
+	}
+	byNamespace := map[[2]string][]string{}
+	for key := range desired {
+		ref, err := ParseScriptKey(key)
+		if err != nil {
+			continue
+		}
+		byNamespace[[2]string{ref.AccountID, ref.Namespace}] = append(byNamespace[[2]string{ref.AccountID, ref.Namespace}], key)
+	}
 	n := 0
-	for key := range lister.Keys() {
-		if _, err := ParseScriptKey(key); err == nil {
+	for ns, keys := range byNamespace {
+		listed := r.listModified(ctx, ns[0], ns[1])
+		for _, key := range keys {
+			mark, hasMark := recorded[key]
+			modified, isListed := listed[key]
+			if isListed && hasMark && mark.modifiedOn == modified && mark.desiredRev >= desired[key] {
+				continue // untouched since a read found it converged
+			}
+			if isListed {
+				r.held.setModifiedOn(key, modified)
+			}
 			r.queue.Add(key, laneBackfill)
 			n++
 		}
 	}
 	return n, nil
+}
+
+// listModified lists a dispatch namespace's scripts: key → modified_on
+// (empty for ordinary Workers, or when listing is not possible).
+func (r *Runner) listModified(ctx context.Context, account, namespace string) map[string]string {
+	lister, ok := r.api.(ScriptLister)
+	if !ok || namespace == "" {
+		return nil
+	}
+	out := map[string]string{}
+	err := lister.EachScript(laneContext(ctx, laneBackfill), account, namespace, cfapi.ListScriptsOptions{Limit: cfapi.MaxListLimit},
+		func(s cfapi.ScriptInfo) error {
+			out[ScriptKey(cfapi.ScriptRef{AccountID: account, Namespace: namespace, Script: s.ID})] = s.ModifiedOn
+			return nil
+		})
+	if err != nil {
+		r.log.Warn("resync: listing a namespace; its scripts are all read", zap.String("namespace", namespace), zap.Error(err))
+		return nil
+	}
+	return out
+}
+
+// appliedMark is what a resync needs of a last-applied record.
+type appliedMark struct {
+	modifiedOn string
+	desiredRev uint64
+}
+
+// appliedMarks reads every last-applied record's listing mark.
+func appliedMarks(ctx context.Context, kv jetstream.KeyValue) (map[string]appliedMark, error) {
+	out := map[string]appliedMark{}
+	_, err := watchRevisions(ctx, kv, false, func(key string, v []byte) uint64 {
+		var rec struct {
+			Rev        uint64 `json:"desired_revision"`
+			ModifiedOn string `json:"modified_on"`
+		}
+		_ = json.Unmarshal(v, &rec)
+		out[key] = appliedMark{modifiedOn: rec.ModifiedOn, desiredRev: rec.Rev}
+		return rec.Rev
+	})
+	return out, err
 }
 
 // recoverOnStart reconciles every script whose desired state is newer
@@ -220,7 +295,7 @@ func (r *Runner) recoverOnStart(ctx context.Context) {
 		}
 		return
 	}
-	applied, err := watchRevisions(ctx, r.st.applied, false, func(v []byte) uint64 {
+	applied, err := watchRevisions(ctx, r.st.applied, false, func(_ string, v []byte) uint64 {
 		var rec struct {
 			Rev uint64 `json:"desired_revision"`
 		}
@@ -249,7 +324,7 @@ func (r *Runner) recoverOnStart(ctx context.Context) {
 
 // watchRevisions reads every key of kv once: its revision, or with
 // value, what value returns of it.
-func watchRevisions(ctx context.Context, kv jetstream.KeyValue, metaOnly bool, value func([]byte) uint64) (map[string]uint64, error) {
+func watchRevisions(ctx context.Context, kv jetstream.KeyValue, metaOnly bool, value func(key string, v []byte) uint64) (map[string]uint64, error) {
 	opts := []jetstream.WatchOpt{jetstream.IgnoreDeletes()}
 	if metaOnly {
 		opts = append(opts, jetstream.MetaOnly())
@@ -269,7 +344,7 @@ func watchRevisions(ctx context.Context, kv jetstream.KeyValue, metaOnly bool, v
 				return out, nil // initial values done
 			}
 			if value != nil {
-				out[e.Key()] = value(e.Value())
+				out[e.Key()] = value(e.Key(), e.Value())
 			} else {
 				out[e.Key()] = e.Revision()
 			}

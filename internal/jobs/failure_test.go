@@ -322,3 +322,46 @@ func TestExhaustedDeliveriesAreDeadLettered(t *testing.T) {
 		t.Fatalf("record = %+v (event %s)", rec, rec.Event)
 	}
 }
+
+// TestResyncReadsOnlyModifiedScripts (issue 9): with the namespace listing,
+// a resync reads only the scripts whose modified_on moved since a read
+// found them converged; the first resync records it, the second costs the
+// list page alone, and a script edited by hand is read and repaired.
+func TestResyncReadsOnlyModifiedScripts(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	const n = 5
+	for i := 0; i < n; i++ {
+		h.seedScript("customers", fmt.Sprintf("tenant-%d", i))
+	}
+	rn := h.startRunner("r1")
+	for i := 0; i < n; i++ {
+		h.publish(event(fmt.Sprintf("rs-%d", i), "customers", fmt.Sprintf("tenant-%d", i), 1, "replace", map[string]any{"bindings": []any{
+			b(`{"type":"kv_namespace","name":"KV","namespace_id":"right"}`)}}))
+	}
+	h.waitDrained(20 * time.Second)
+	gets := func() int {
+		total := 0
+		for _, c := range h.emu.Stats().Requests["get_settings"] {
+			total += c
+		}
+		return total
+	}
+	resync := func(want int) {
+		t.Helper()
+		before := gets()
+		if _, err := rn.r.Resync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		h.eventually("resync reads done", 20*time.Second, func() (bool, string) {
+			return gets()-before == want && rn.r.queue.Pending()[laneBackfill] == 0, fmt.Sprint(gets() - before)
+		})
+	}
+	resync(n) // no listing recorded yet: every script is read once
+	resync(0) // untouched since: the list page alone
+	h.seedScript("customers", "tenant-3", `{"type":"kv_namespace","name":"KV","namespace_id":"wrong"}`)
+	resync(1)
+	h.eventually("drift repaired", 20*time.Second, func() (bool, string) {
+		got := h.stored("customers", "tenant-3")["KV"]
+		return strings.Contains(got, `"right"`), got
+	})
+}
