@@ -38,23 +38,24 @@ func (s *Server) lookupWorker(p *params) (*script, *Error) {
 	return nil, notFound(*p)
 }
 
+// withWorker is withScript for the {worker} of a beta path: p.script is
+// the Worker's name when f runs.
+func (s *Server) withWorker(w http.ResponseWriter, p *params, f func(sc *script)) {
+	s.withLookup(w, func() (*script, *Error) { return s.lookupWorker(p) }, f)
+}
+
 // getWorker answers the beta Worker object; wrangler requires its
 // "subdomain" member.
 func (s *Server) getWorker(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupWorker(&p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	res := scriptSettingsResult(sc)
-	res["id"] = workerTag(p.key())
-	res["name"] = p.script
-	res["created_on"] = timestamp(sc.created)
-	res["updated_on"] = timestamp(sc.modified)
-	res["subdomain"] = map[string]bool{"enabled": sc.subdomain, "previews_enabled": sc.previews}
-	writeResult(w, res, nil)
+	s.withWorker(w, &p, func(sc *script) {
+		res := scriptSettingsResult(sc)
+		res["id"] = workerTag(p.key())
+		res["name"] = p.script
+		res["created_on"] = timestamp(sc.created)
+		res["updated_on"] = timestamp(sc.modified)
+		res["subdomain"] = subdomainResult(sc)
+		writeResult(w, res, nil)
+	})
 }
 
 // betaVersionBody is the JSON body of a beta version. Members the emulator
@@ -103,7 +104,7 @@ func (s *Server) createWorkerVersion(w http.ResponseWriter, r *http.Request, p p
 	var body betaVersionBody
 	var members map[string]json.RawMessage
 	if json.Unmarshal(raw, &body) != nil || json.Unmarshal(raw, &members) != nil {
-		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+		writeErr(w, invalidJSON())
 		return
 	}
 	modules, names, merr := s.decodeModules(body)
@@ -132,27 +133,22 @@ func (s *Server) createWorkerVersion(w http.ResponseWriter, r *http.Request, p p
 		return
 	}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, lerr := s.lookupWorker(&p)
-	if lerr != nil {
-		writeErr(w, lerr)
-		return
-	}
-	bindings, berr := applyUpload(sc.inheritSource, explicit, nil, true, names)
-	if berr != nil {
-		writeErr(w, asError(berr))
-		return
-	}
-	v := s.addVersion(sc, Version{MainModule: body.MainModule, Modules: modules, Bindings: bindings,
-		Settings: settings, Annotations: annotations, Source: sourceOf(r)})
-	if deploy {
-		if body.Migrations != nil && body.Migrations.NewTag != "" {
-			sc.migrationTag = body.Migrations.NewTag
+	s.withWorker(w, &p, func(sc *script) {
+		bindings, err := applyUpload(sc.inheritSource, explicit, nil, true, names)
+		if err != nil {
+			writeErr(w, asError(err))
+			return
 		}
-		s.deployOnly(sc, v, nil)
-	}
-	writeResult(w, betaVersionResult(p, v, false), nil)
+		v := s.addVersion(sc, Version{MainModule: body.MainModule, Modules: modules, Bindings: bindings,
+			Settings: settings, Annotations: annotations, Source: sourceOf(r)})
+		if deploy {
+			if body.Migrations != nil && body.Migrations.NewTag != "" {
+				sc.migrationTag = body.Migrations.NewTag
+			}
+			s.deployOnly(sc, v, nil)
+		}
+		writeResult(w, betaVersionResult(p, v, false), nil)
+	})
 }
 
 // readBody reads a request body of at most limit bytes (10027 beyond).
@@ -276,22 +272,17 @@ func (s *Server) getWorkerVersion(w http.ResponseWriter, r *http.Request, p para
 		writeError(w, http.StatusBadRequest, CodeValidation, "include must be modules")
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupWorker(&p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	v := sc.latest()
-	if p.id != "latest" {
-		v = sc.version(p.id)
-	}
-	if v == nil {
-		writeErr(w, versionNotFound(p.id))
-		return
-	}
-	writeResult(w, betaVersionResult(p, v, include == "modules"), nil)
+	s.withWorker(w, &p, func(sc *script) {
+		v := sc.latest()
+		if p.id != "latest" {
+			v = sc.version(p.id)
+		}
+		if v == nil {
+			writeErr(w, versionNotFound(p.id))
+			return
+		}
+		writeResult(w, betaVersionResult(p, v, include == "modules"), nil)
+	})
 }
 
 // listWorkerVersions lists versions newest first, paginated by page and
@@ -302,16 +293,11 @@ func (s *Server) listWorkerVersions(w http.ResponseWriter, r *http.Request, p pa
 		writeErr(w, perr)
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupWorker(&p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	items := []map[string]any{}
-	for _, v := range pageOf(sc.versions, page, perPage) {
-		items = append(items, betaVersionResult(p, v, false))
-	}
-	writeResult(w, items, map[string]any{"page": page, "per_page": perPage, "count": len(items), "total_count": len(sc.versions)})
+	s.withWorker(w, &p, func(sc *script) {
+		items := []map[string]any{}
+		for _, v := range pageOf(sc.versions, page, perPage) {
+			items = append(items, betaVersionResult(p, v, false))
+		}
+		writeResult(w, items, map[string]any{"page": page, "per_page": perPage, "count": len(items), "total_count": len(sc.versions)})
+	})
 }

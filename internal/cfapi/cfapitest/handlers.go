@@ -43,45 +43,37 @@ func settingsResult(p params, sc *script) map[string]any {
 }
 
 func (s *Server) getSettings(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, settingsResult(p, sc), nil)
+	s.withScript(w, p, func(sc *script) { writeResult(w, settingsResult(p, sc), nil) })
 }
 
 func (s *Server) getBindings(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, RenderForGet(p.account, p.script, sc.bindings), nil)
+	s.withScript(w, p, func(sc *script) { writeResult(w, RenderForGet(p.account, p.script, sc.bindings), nil) })
 }
 
-// patchSettings applies a multipart settings PATCH: the "settings" part's
-// bindings (if present) through ApplySettingsPatch and its other members
-// over the stored ones. The result is a new version deployed at 100%.
-func (s *Server) patchSettings(w http.ResponseWriter, r *http.Request, p params) {
-	parts, perr := readForm(r, "settings", s.maxScript)
-	if perr != nil {
-		writeErr(w, perr)
-		return
+// settingsEdit is a parsed settings PATCH: the settings members it sets
+// and, when its "bindings" member is present and not null, the new
+// binding set.
+type settingsEdit struct {
+	settings    map[string]json.RawMessage
+	bindings    []cfapi.Binding
+	hasBindings bool
+}
+
+// parseSettingsPatch reads the "settings" part of a multipart settings
+// PATCH.
+func (s *Server) parseSettingsPatch(r *http.Request) (settingsEdit, *Error) {
+	var sp settingsEdit
+	parts, err := readForm(r, "settings", s.maxScript)
+	if err != nil {
+		return sp, err
 	}
 	i := slices.IndexFunc(parts, func(fp formPart) bool { return fp.name == "settings" })
 	if i < 0 {
-		writeError(w, http.StatusBadRequest, CodeMissingSettings, "Missing settings part in multipart upload")
-		return
+		return sp, errorf(http.StatusBadRequest, CodeMissingSettings, "Missing settings part in multipart upload")
 	}
 	var members map[string]json.RawMessage
 	if json.Unmarshal(parts[i].data, &members) != nil {
-		writeError(w, http.StatusBadRequest, CodeValidation, "could not read content for part settings")
-		return
+		return sp, errorf(http.StatusBadRequest, CodeValidation, "could not read content for part settings")
 	}
 	settings := map[string]json.RawMessage{}
 	for _, k := range settingsKeys {
@@ -90,71 +82,69 @@ func (s *Server) patchSettings(w http.ResponseWriter, r *http.Request, p params)
 		}
 	}
 	if err := validateSettings(settings); err != nil {
-		writeErr(w, err)
+		return sp, err
+	}
+	sp.settings = settings
+	rawBindings, hasBindings := members["bindings"]
+	if sp.hasBindings = hasBindings && string(bytes.TrimSpace(rawBindings)) != "null"; !sp.hasBindings {
+		return sp, nil
+	}
+	var raws []json.RawMessage
+	if json.Unmarshal(rawBindings, &raws) != nil {
+		return sp, errorf(http.StatusBadRequest, CodeValidation, "invalid setting bindings: must be an array")
+	}
+	sp.bindings, err = parseBindings(raws)
+	return sp, err
+}
+
+// patchSettings applies a multipart settings PATCH: the "settings" part's
+// bindings (if present) through ApplySettingsPatch and its other members
+// over the stored ones. The result is a new version deployed at 100%.
+func (s *Server) patchSettings(w http.ResponseWriter, r *http.Request, p params) {
+	sp, perr := s.parseSettingsPatch(r)
+	if perr != nil {
+		writeErr(w, perr)
 		return
 	}
-	var patch []cfapi.Binding
-	rawBindings, hasBindings := members["bindings"]
-	hasBindings = hasBindings && string(bytes.TrimSpace(rawBindings)) != "null"
-	if hasBindings {
-		var raws []json.RawMessage
-		if json.Unmarshal(rawBindings, &raws) != nil {
-			writeError(w, http.StatusBadRequest, CodeValidation, "invalid setting bindings: must be an array")
-			return
-		}
-		var err *Error
-		if patch, err = parseBindings(raws); err != nil {
+	s.withScript(w, p, func(sc *script) {
+		base, err := s.editBase(sc, CodeSettingsNotDeployed)
+		if err != nil {
 			writeErr(w, err)
 			return
 		}
-	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	base, err := s.editBase(sc, CodeSettingsNotDeployed)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	bindings := base.Bindings
-	if hasBindings {
-		nb, err := ApplySettingsPatch(base.Bindings, patch)
-		if err != nil {
-			writeErr(w, asError(err))
-			return
+		bindings := base.Bindings
+		if sp.hasBindings {
+			nb, err := ApplySettingsPatch(base.Bindings, sp.bindings)
+			if err != nil {
+				writeErr(w, asError(err))
+				return
+			}
+			bindings = nb
 		}
-		bindings = nb
-	}
-	applySettings(sc.settings, settings)
-	vs := maps.Clone(base.Settings)
-	applySettings(vs, versioned(settings))
-	v := s.addVersion(sc, derive(base, bindings, vs, sourceOf(r), ""))
-	s.deployOnly(sc, v, v.Annotations)
-	writeResult(w, settingsResult(p, sc), nil)
+		applySettings(sc.settings, sp.settings)
+		vs := maps.Clone(base.Settings)
+		applySettings(vs, versioned(sp.settings))
+		v := s.addVersion(sc, derive(base, bindings, vs, sourceOf(r), ""))
+		s.deployOnly(sc, v, v.Annotations)
+		writeResult(w, settingsResult(p, sc), nil)
+	})
 }
 
 // getContent answers the script's modules as multipart/form-data, the main
 // module first, with the cf-entrypoint header naming it.
 func (s *Server) getContent(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		s.mu.Unlock()
-		writeErr(w, err)
-		return
-	}
-	entry := sc.mainModule
-	if entry == "" {
-		entry = sc.bodyPart
-	}
-	modules := sc.modules // immutable once stored
-	s.mu.Unlock()
+	s.withScript(w, p, func(sc *script) {
+		entry := sc.mainModule
+		if entry == "" {
+			entry = sc.bodyPart
+		}
+		writeModules(w, entry, sc.modules)
+	})
+}
 
+// writeModules answers modules as multipart/form-data with the
+// cf-entrypoint header set to entry.
+func writeModules(w http.ResponseWriter, entry string, modules []Module) {
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
 	for _, m := range modules {
@@ -263,23 +253,18 @@ func (s *Server) postVersion(w http.ResponseWriter, r *http.Request, p params) {
 	}
 	strict := r.URL.Query().Get("bindings_inherit") == "strict"
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	bindings, berr := applyUpload(sc.inheritSource, up.bindings, up.keepBindings, strict, up.partNames)
-	if berr != nil {
-		writeErr(w, asError(berr))
-		return
-	}
-	settings := versioned(sc.latest().Settings)
-	applySettings(settings, versioned(up.settings))
-	v := s.addVersion(sc, Version{MainModule: up.mainModule, Modules: up.modules, Bindings: bindings,
-		Settings: settings, Annotations: withTriggeredBy(up.annotations, "upload"), Source: sourceOf(r)})
-	writeResult(w, versionResult(p, sc, v), nil)
+	s.withScript(w, p, func(sc *script) {
+		bindings, err := applyUpload(sc.inheritSource, up.bindings, up.keepBindings, strict, up.partNames)
+		if err != nil {
+			writeErr(w, asError(err))
+			return
+		}
+		settings := versioned(sc.latest().Settings)
+		applySettings(settings, versioned(up.settings))
+		v := s.addVersion(sc, Version{MainModule: up.mainModule, Modules: up.modules, Bindings: bindings,
+			Settings: settings, Annotations: withTriggeredBy(up.annotations, "upload"), Source: sourceOf(r)})
+		writeResult(w, versionResult(p, sc, v), nil)
+	})
 }
 
 func annotationsOrEmpty(a json.RawMessage) json.RawMessage {
@@ -299,31 +284,25 @@ type deploymentRequest struct {
 // state becomes that of the version with the larger share.
 func (s *Server) postDeployment(w http.ResponseWriter, r *http.Request, p params) {
 	var req deploymentRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+	if !readJSON(w, r, &req) {
 		return
 	}
 	if err := checkDeployment(req); err != nil {
 		writeErr(w, err)
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	for _, dv := range req.Versions {
-		if sc.version(dv.VersionID) == nil {
-			writeError(w, http.StatusBadRequest, CodeValidation, "version '"+dv.VersionID+"' does not exist on this Worker")
-			return
+	s.withScript(w, p, func(sc *script) {
+		for _, dv := range req.Versions {
+			if sc.version(dv.VersionID) == nil {
+				writeError(w, http.StatusBadRequest, CodeValidation, "version '"+dv.VersionID+"' does not exist on this Worker")
+				return
+			}
 		}
-	}
-	d := &Deployment{Strategy: req.Strategy, Versions: req.Versions,
-		Annotations: req.Annotations, Source: sourceOf(r)}
-	s.deploy(sc, d)
-	writeResult(w, deploymentResult(d), nil)
+		d := &Deployment{Strategy: req.Strategy, Versions: req.Versions,
+			Annotations: req.Annotations, Source: sourceOf(r)}
+		s.deploy(sc, d)
+		writeResult(w, deploymentResult(d), nil)
+	})
 }
 
 func checkDeployment(req deploymentRequest) *Error {
@@ -448,19 +427,14 @@ func matchTags(tags, include, exclude []string) bool {
 
 // getScript answers the details of a dispatch namespace script.
 func (s *Server) getScript(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, map[string]any{
-		"created_on":         timestamp(sc.created),
-		"modified_on":        timestamp(sc.modified),
-		"dispatch_namespace": p.namespace,
-		"script":             scriptResult(p, sc),
-	}, nil)
+	s.withScript(w, p, func(sc *script) {
+		writeResult(w, map[string]any{
+			"created_on":         timestamp(sc.created),
+			"modified_on":        timestamp(sc.modified),
+			"dispatch_namespace": p.namespace,
+			"script":             scriptResult(p, sc),
+		}, nil)
+	})
 }
 
 // namespaceResult renders a dispatch namespace. The caller holds s.mu.
@@ -483,8 +457,7 @@ func (s *Server) createNamespace(w http.ResponseWriter, r *http.Request, p param
 	var req struct {
 		Name string `json:"name"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+	if !readJSON(w, r, &req) {
 		return
 	}
 	if !validNamespaceName(req.Name) {

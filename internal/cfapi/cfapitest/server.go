@@ -491,6 +491,21 @@ func writeErr(w http.ResponseWriter, e *Error) {
 	writeJSON(w, e.Status, env)
 }
 
+// invalidJSON is the answer to a request body that is not valid JSON.
+func invalidJSON() *Error {
+	return errorf(http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+}
+
+// readJSON decodes the request body into v, or answers invalidJSON and
+// reports false.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		writeErr(w, invalidJSON())
+		return false
+	}
+	return true
+}
+
 // writeResult answers 200 with a success envelope.
 func writeResult(w http.ResponseWriter, result, resultInfo any) {
 	writeJSON(w, http.StatusOK, envelope{Success: true, Errors: []errorEntry{}, Messages: []errorEntry{},

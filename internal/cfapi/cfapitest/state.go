@@ -200,6 +200,25 @@ func (s *Server) lookupScript(p params) (*script, *Error) {
 	return sc, nil
 }
 
+// withScript runs f with s.mu held and the script p names, or answers the
+// lookup's error (missing namespace or script) without running f.
+func (s *Server) withScript(w http.ResponseWriter, p params, f func(sc *script)) {
+	s.withLookup(w, func() (*script, *Error) { return s.lookupScript(p) }, f)
+}
+
+// withLookup runs f with s.mu held and the script lookup finds, or answers
+// lookup's error.
+func (s *Server) withLookup(w http.ResponseWriter, lookup func() (*script, *Error), f func(sc *script)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := lookup()
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	f(sc)
+}
+
 // addVersion stores v as the script's next version and returns it. The
 // caller holds s.mu.
 func (s *Server) addVersion(sc *script, v Version) *Version {

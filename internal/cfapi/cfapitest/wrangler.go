@@ -95,13 +95,18 @@ func (s *Server) getService(w http.ResponseWriter, _ *http.Request, p params) {
 	}, nil)
 }
 
-// secretList renders the live write-only bindings as {name, type}, sorted
-// by name.
+// secretResult renders a secret as {name, type}.
+func secretResult(b cfapi.Binding) map[string]string {
+	return map[string]string{"name": b.Name(), "type": b.Type()}
+}
+
+// secretList renders the live write-only bindings as secretResult does,
+// sorted by name.
 func secretList(bs []cfapi.Binding) []map[string]string {
 	out := []map[string]string{}
 	for _, b := range bs {
 		if b.WriteOnly() {
-			out = append(out, map[string]string{"name": b.Name(), "type": b.Type()})
+			out = append(out, secretResult(b))
 		}
 	}
 	slices.SortFunc(out, func(a, b map[string]string) int {
@@ -117,14 +122,7 @@ func secretList(bs []cfapi.Binding) []map[string]string {
 }
 
 func (s *Server) listSecrets(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, secretList(sc.bindings), nil)
+	s.withScript(w, p, func(sc *script) { writeResult(w, secretList(sc.bindings), nil) })
 }
 
 func secretNotFound(name string) *Error {
@@ -132,19 +130,14 @@ func secretNotFound(name string) *Error {
 }
 
 func (s *Server) getSecret(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	b, ok := findBinding(sc.bindings, p.id, "")
-	if !ok || !b.WriteOnly() {
-		writeErr(w, secretNotFound(p.id))
-		return
-	}
-	writeResult(w, map[string]string{"name": b.Name(), "type": b.Type()}, nil)
+	s.withScript(w, p, func(sc *script) {
+		b, ok := findBinding(sc.bindings, p.id, "")
+		if !ok || !b.WriteOnly() {
+			writeErr(w, secretNotFound(p.id))
+			return
+		}
+		writeResult(w, secretResult(b), nil)
+	})
 }
 
 // parseSecret decodes one secret object of PUT …/secrets or secrets-bulk.
@@ -210,8 +203,7 @@ func (s *Server) editSecrets(r *http.Request, sc *script, set []cfapi.Binding, d
 // version is not deployed).
 func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, p params) {
 	var raw json.RawMessage
-	if err := json.NewDecoder(r.Body).Decode(&raw); err != nil {
-		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+	if !readJSON(w, r, &raw) {
 		return
 	}
 	b, perr := parseSecret(raw, "")
@@ -219,38 +211,28 @@ func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, p params) {
 		writeErr(w, perr)
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	if err := s.editSecrets(r, sc, []cfapi.Binding{b}, nil); err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, map[string]string{"name": b.Name(), "type": b.Type()}, nil)
+	s.withScript(w, p, func(sc *script) {
+		if err := s.editSecrets(r, sc, []cfapi.Binding{b}, nil); err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeResult(w, secretResult(b), nil)
+	})
 }
 
 // deleteSecret removes one secret (404 10056 when there is none).
 func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	if b, ok := findBinding(sc.bindings, p.id, ""); !ok || !b.WriteOnly() {
-		writeErr(w, secretNotFound(p.id))
-		return
-	}
-	if err := s.editSecrets(r, sc, nil, []string{p.id}); err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, nil, nil)
+	s.withScript(w, p, func(sc *script) {
+		if b, ok := findBinding(sc.bindings, p.id, ""); !ok || !b.WriteOnly() {
+			writeErr(w, secretNotFound(p.id))
+			return
+		}
+		if err := s.editSecrets(r, sc, nil, []string{p.id}); err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeResult(w, nil, nil)
+	})
 }
 
 // patchSecrets applies a merge patch {"secrets": {NAME: secret | null}}:
@@ -260,8 +242,7 @@ func (s *Server) patchSecrets(w http.ResponseWriter, r *http.Request, p params) 
 	var body struct {
 		Secrets map[string]json.RawMessage `json:"secrets"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+	if !readJSON(w, r, &body) {
 		return
 	}
 	var set []cfapi.Binding
@@ -279,35 +260,25 @@ func (s *Server) patchSecrets(w http.ResponseWriter, r *http.Request, p params) 
 		}
 		set = append(set, b)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	if err := s.editSecrets(r, sc, set, del); err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, secretList(sc.bindings), nil)
+	s.withScript(w, p, func(sc *script) {
+		if err := s.editSecrets(r, sc, set, del); err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeResult(w, secretList(sc.bindings), nil)
+	})
 }
 
 // listDeployments answers the ten most recent deployments, newest first
 // (the first is the active one): {"deployments": [...]}.
 func (s *Server) listDeployments(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	out := []map[string]any{}
-	for i := len(sc.deployments) - 1; i >= 0 && len(out) < 10; i-- {
-		out = append(out, deploymentResult(sc.deployments[i]))
-	}
-	writeResult(w, map[string]any{"deployments": out}, nil)
+	s.withScript(w, p, func(sc *script) {
+		out := []map[string]any{}
+		for i := len(sc.deployments) - 1; i >= 0 && len(out) < 10; i-- {
+			out = append(out, deploymentResult(sc.deployments[i]))
+		}
+		writeResult(w, map[string]any{"deployments": out}, nil)
+	})
 }
 
 func versionNotFound(id string) *Error {
@@ -315,19 +286,14 @@ func versionNotFound(id string) *Error {
 }
 
 func (s *Server) getVersion(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	v := sc.version(p.id)
-	if v == nil {
-		writeErr(w, versionNotFound(p.id))
-		return
-	}
-	writeResult(w, versionResult(p, sc, v), nil)
+	s.withScript(w, p, func(sc *script) {
+		v := sc.version(p.id)
+		if v == nil {
+			writeErr(w, versionNotFound(p.id))
+			return
+		}
+		writeResult(w, versionResult(p, sc, v), nil)
+	})
 }
 
 // pageParams reads page (from 1) and per_page (1..max, default def).
@@ -374,19 +340,14 @@ func (s *Server) listVersions(w http.ResponseWriter, r *http.Request, p params) 
 	if r.URL.Query().Get("deployable") == "true" {
 		page, perPage = 1, 100
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	items := []map[string]any{}
-	for _, v := range pageOf(sc.versions, page, perPage) {
-		items = append(items, versionResult(p, sc, v))
-	}
-	writeResult(w, map[string]any{"items": items}, map[string]any{
-		"page": page, "per_page": perPage, "count": len(items), "total_count": len(sc.versions)})
+	s.withScript(w, p, func(sc *script) {
+		items := []map[string]any{}
+		for _, v := range pageOf(sc.versions, page, perPage) {
+			items = append(items, versionResult(p, sc, v))
+		}
+		writeResult(w, map[string]any{"items": items}, map[string]any{
+			"page": page, "per_page": perPage, "count": len(items), "total_count": len(sc.versions)})
+	})
 }
 
 // scriptSettingsKeys are the script-level (non-versioned) settings.
@@ -405,22 +366,14 @@ func scriptSettingsResult(sc *script) map[string]any {
 }
 
 func (s *Server) getScriptSettings(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, scriptSettingsResult(sc), nil)
+	s.withScript(w, p, func(sc *script) { writeResult(w, scriptSettingsResult(sc), nil) })
 }
 
 // patchScriptSettings changes the script-level settings (JSON body; other
 // members are ignored) without creating a version.
 func (s *Server) patchScriptSettings(w http.ResponseWriter, r *http.Request, p params) {
 	var members map[string]json.RawMessage
-	if err := json.NewDecoder(r.Body).Decode(&members); err != nil {
-		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+	if !readJSON(w, r, &members) {
 		return
 	}
 	settings := map[string]json.RawMessage{}
@@ -433,16 +386,11 @@ func (s *Server) patchScriptSettings(w http.ResponseWriter, r *http.Request, p p
 		writeErr(w, err)
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	applySettings(sc.settings, settings)
-	sc.modified = s.now()
-	writeResult(w, scriptSettingsResult(sc), nil)
+	s.withScript(w, p, func(sc *script) {
+		applySettings(sc.settings, settings)
+		sc.modified = s.now()
+		writeResult(w, scriptSettingsResult(sc), nil)
+	})
 }
 
 // getSubdomain answers the account's workers.dev subdomain.
@@ -451,14 +399,13 @@ func (s *Server) getSubdomain(w http.ResponseWriter, _ *http.Request, _ params) 
 }
 
 func (s *Server) getScriptSubdomain(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, map[string]bool{"enabled": sc.subdomain, "previews_enabled": sc.previews}, nil)
+	s.withScript(w, p, func(sc *script) { writeResult(w, subdomainResult(sc), nil) })
+}
+
+// subdomainResult renders whether a Worker is on workers.dev, and its
+// previews.
+func subdomainResult(sc *script) map[string]bool {
+	return map[string]bool{"enabled": sc.subdomain, "previews_enabled": sc.previews}
 }
 
 // postScriptSubdomain turns the Worker's workers.dev route on or off:
@@ -469,27 +416,21 @@ func (s *Server) postScriptSubdomain(w http.ResponseWriter, r *http.Request, p p
 		Enabled  *bool `json:"enabled"`
 		Previews *bool `json:"previews_enabled"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+	if !readJSON(w, r, &body) {
 		return
 	}
 	if body.Enabled == nil {
 		writeError(w, http.StatusBadRequest, CodeValidation, "enabled is required")
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	sc.subdomain, sc.previews = *body.Enabled, *body.Enabled
-	if body.Previews != nil {
-		sc.previews = *body.Previews
-	}
-	sc.modified = s.now()
-	writeResult(w, map[string]bool{"enabled": sc.subdomain, "previews_enabled": sc.previews}, nil)
+	s.withScript(w, p, func(sc *script) {
+		sc.subdomain, sc.previews = *body.Enabled, *body.Enabled
+		if body.Previews != nil {
+			sc.previews = *body.Previews
+		}
+		sc.modified = s.now()
+		writeResult(w, subdomainResult(sc), nil)
+	})
 }
 
 // getR2Bucket answers that every bucket exists (the emulator does not model
