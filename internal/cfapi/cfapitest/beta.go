@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -112,16 +113,13 @@ func (s *Server) createWorkerVersion(w http.ResponseWriter, r *http.Request, p p
 		writeErr(w, merr)
 		return
 	}
-	settings := map[string]json.RawMessage{}
-	for _, k := range versionedKeys {
-		if v, ok := members[k]; ok && string(bytes.TrimSpace(v)) != "null" {
-			settings[k] = v
-		}
-	}
-	if err := validateSettings(settings); err != nil {
-		writeErr(w, err)
+	settings, serr := settingsIn(members, versionedKeys)
+	if serr != nil {
+		writeErr(w, serr)
 		return
 	}
+	// A null member is not set: the version has exactly the members given.
+	maps.DeleteFunc(settings, func(_ string, v json.RawMessage) bool { return isNull(v) })
 	annotations, aerr := betaAnnotations(body.Annotations)
 	if aerr != nil {
 		writeErr(w, aerr)
@@ -294,10 +292,7 @@ func (s *Server) listWorkerVersions(w http.ResponseWriter, r *http.Request, p pa
 		return
 	}
 	s.withWorker(w, &p, func(sc *script) {
-		items := []map[string]any{}
-		for _, v := range pageOf(sc.versions, page, perPage) {
-			items = append(items, betaVersionResult(p, v, false))
-		}
-		writeResult(w, items, map[string]any{"page": page, "per_page": perPage, "count": len(items), "total_count": len(sc.versions)})
+		items, info := versionPage(sc.versions, page, perPage, func(v *Version) map[string]any { return betaVersionResult(p, v, false) })
+		writeResult(w, items, info)
 	})
 }

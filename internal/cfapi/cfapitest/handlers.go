@@ -31,15 +31,31 @@ var settingsDefaults = map[string]json.RawMessage{
 // settingsResult renders a script's settings as GET returns them. The
 // caller holds s.mu.
 func settingsResult(p params, sc *script) map[string]any {
-	res := map[string]any{"bindings": RenderForGet(p.account, p.script, sc.bindings)}
-	for _, k := range settingsKeys {
-		if v, ok := sc.settings[k]; ok {
+	res := settingsWithDefaults(sc, settingsKeys)
+	res["bindings"] = RenderForGet(p.account, p.script, sc.bindings)
+	return res
+}
+
+// settingsWithDefaults renders the members keys of sc's settings, the
+// defaults (settingsDefaults) for those not set. The caller holds s.mu.
+func settingsWithDefaults(sc *script, keys []string) map[string]any {
+	res := map[string]any{}
+	for _, k := range keys {
+		if v, ok := sc.setting(k); ok {
 			res[k] = v
-		} else if d, ok := settingsDefaults[k]; ok {
-			res[k] = d
 		}
 	}
 	return res
+}
+
+// setting returns the member k of the script's settings or, when it is
+// not set, its default; ok is false when there is neither.
+func (sc *script) setting(k string) (v json.RawMessage, ok bool) {
+	if v, ok := sc.settings[k]; ok {
+		return v, true
+	}
+	v, ok = settingsDefaults[k]
+	return v, ok
 }
 
 func (s *Server) getSettings(w http.ResponseWriter, _ *http.Request, p params) {
@@ -75,18 +91,11 @@ func (s *Server) parseSettingsPatch(r *http.Request) (settingsEdit, *Error) {
 	if json.Unmarshal(parts[i].data, &members) != nil {
 		return sp, errorf(http.StatusBadRequest, CodeValidation, "could not read content for part settings")
 	}
-	settings := map[string]json.RawMessage{}
-	for _, k := range settingsKeys {
-		if v, ok := members[k]; ok {
-			settings[k] = v
-		}
-	}
-	if err := validateSettings(settings); err != nil {
+	if sp.settings, err = settingsIn(members, settingsKeys); err != nil {
 		return sp, err
 	}
-	sp.settings = settings
 	rawBindings, hasBindings := members["bindings"]
-	if sp.hasBindings = hasBindings && string(bytes.TrimSpace(rawBindings)) != "null"; !sp.hasBindings {
+	if sp.hasBindings = hasBindings && !isNull(rawBindings); !sp.hasBindings {
 		return sp, nil
 	}
 	var raws []json.RawMessage
@@ -210,10 +219,7 @@ func (s *Server) putScript(w http.ResponseWriter, r *http.Request, p params) {
 // caller holds s.mu.
 func scriptResult(p params, sc *script) map[string]any {
 	setting := func(k string) json.RawMessage {
-		if v, ok := sc.settings[k]; ok {
-			return v
-		}
-		if v, ok := settingsDefaults[k]; ok {
+		if v, ok := sc.setting(k); ok {
 			return v
 		}
 		return json.RawMessage(`null`)
@@ -268,7 +274,7 @@ func (s *Server) postVersion(w http.ResponseWriter, r *http.Request, p params) {
 }
 
 func annotationsOrEmpty(a json.RawMessage) json.RawMessage {
-	if len(bytes.TrimSpace(a)) == 0 || string(bytes.TrimSpace(a)) == "null" {
+	if len(bytes.TrimSpace(a)) == 0 || isNull(a) {
 		return json.RawMessage(`{}`)
 	}
 	return a

@@ -305,10 +305,16 @@ func (s *Server) ensureScript(p params) *script {
 	return sc
 }
 
+// versioned returns the versioned members of settings.
 func versioned(settings map[string]json.RawMessage) map[string]json.RawMessage {
+	return pick(settings, versionedKeys)
+}
+
+// pick returns the members of m with the given keys, those present.
+func pick(m map[string]json.RawMessage, keys []string) map[string]json.RawMessage {
 	out := map[string]json.RawMessage{}
-	for _, k := range versionedKeys {
-		if v, ok := settings[k]; ok {
+	for _, k := range keys {
+		if v, ok := m[k]; ok {
 			out[k] = v
 		}
 	}

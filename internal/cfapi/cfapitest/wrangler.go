@@ -1,7 +1,6 @@
 package cfapitest
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -249,7 +248,7 @@ func (s *Server) patchSecrets(w http.ResponseWriter, r *http.Request, p params) 
 	var del []string
 	for _, name := range slices.Sorted(maps.Keys(body.Secrets)) {
 		raw := body.Secrets[name]
-		if string(bytes.TrimSpace(raw)) == "null" {
+		if isNull(raw) {
 			del = append(del, name)
 			continue
 		}
@@ -317,15 +316,16 @@ func pageParams(r *http.Request, def, maxPer int) (page, perPage int, err *Error
 	return page, perPage, nil
 }
 
-// pageOf returns the versions of one page, newest first.
-func pageOf(versions []*Version, page, perPage int) []*Version {
+// versionPage renders the versions of one page, newest first, and the
+// result_info that describes the page.
+func versionPage(versions []*Version, page, perPage int, render func(*Version) map[string]any) (items []map[string]any, info map[string]any) {
 	newest := slices.Clone(versions)
 	slices.Reverse(newest)
-	start := (page - 1) * perPage
-	if start >= len(newest) {
-		return nil
+	items = []map[string]any{}
+	for i := (page - 1) * perPage; i < len(newest) && len(items) < perPage; i++ {
+		items = append(items, render(newest[i]))
 	}
-	return newest[start:min(len(newest), start+perPage)]
+	return items, map[string]any{"page": page, "per_page": perPage, "count": len(items), "total_count": len(versions)}
 }
 
 // listVersions answers {"items": [...]}, newest first, paginated by page
@@ -341,28 +341,18 @@ func (s *Server) listVersions(w http.ResponseWriter, r *http.Request, p params) 
 		page, perPage = 1, 100
 	}
 	s.withScript(w, p, func(sc *script) {
-		items := []map[string]any{}
-		for _, v := range pageOf(sc.versions, page, perPage) {
-			items = append(items, versionResult(p, sc, v))
-		}
-		writeResult(w, map[string]any{"items": items}, map[string]any{
-			"page": page, "per_page": perPage, "count": len(items), "total_count": len(sc.versions)})
+		items, info := versionPage(sc.versions, page, perPage, func(v *Version) map[string]any { return versionResult(p, sc, v) })
+		writeResult(w, map[string]any{"items": items}, info)
 	})
 }
 
 // scriptSettingsKeys are the script-level (non-versioned) settings.
 var scriptSettingsKeys = []string{"logpush", "observability", "tags", "tail_consumers"}
 
+// scriptSettingsResult renders the script-level settings, defaults
+// included. The caller holds s.mu.
 func scriptSettingsResult(sc *script) map[string]any {
-	res := map[string]any{}
-	for _, k := range scriptSettingsKeys {
-		if v, ok := sc.settings[k]; ok {
-			res[k] = v
-		} else {
-			res[k] = settingsDefaults[k]
-		}
-	}
-	return res
+	return settingsWithDefaults(sc, scriptSettingsKeys)
 }
 
 func (s *Server) getScriptSettings(w http.ResponseWriter, _ *http.Request, p params) {
@@ -376,13 +366,8 @@ func (s *Server) patchScriptSettings(w http.ResponseWriter, r *http.Request, p p
 	if !readJSON(w, r, &members) {
 		return
 	}
-	settings := map[string]json.RawMessage{}
-	for _, k := range scriptSettingsKeys {
-		if v, ok := members[k]; ok {
-			settings[k] = v
-		}
-	}
-	if err := validateSettings(settings); err != nil {
+	settings, err := settingsIn(members, scriptSettingsKeys)
+	if err != nil {
 		writeErr(w, err)
 		return
 	}
