@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
 )
 
 // betaRoutes serve the beta Workers API (/workers/workers/{worker}) for
@@ -88,65 +90,80 @@ const (
 // 10057 (one entry per binding); the versioned settings are exactly those
 // of the body. ?deploy=true deploys the version at 100% in the same call.
 func (s *Server) createWorkerVersion(w http.ResponseWriter, r *http.Request, p params) {
-	deploy := false
-	if v := r.URL.Query().Get("deploy"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, CodeValidation, "deploy must be true or false")
-			return
-		}
-		deploy = b
-	}
-	raw, err := readBody(r, s.maxScript*2)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	var body betaVersionBody
-	var members map[string]json.RawMessage
-	if json.Unmarshal(raw, &body) != nil || json.Unmarshal(raw, &members) != nil {
-		writeErr(w, invalidJSON())
-		return
-	}
-	modules, names, merr := s.decodeModules(body)
-	if merr != nil {
-		writeErr(w, merr)
-		return
-	}
-	settings, serr := settingsIn(members, versionedKeys)
-	if serr != nil {
-		writeErr(w, serr)
-		return
-	}
-	// A null member is not set: the version has exactly the members given.
-	maps.DeleteFunc(settings, func(_ string, v json.RawMessage) bool { return isNull(v) })
-	annotations, aerr := betaAnnotations(body.Annotations)
-	if aerr != nil {
-		writeErr(w, aerr)
-		return
-	}
-	explicit, perr := parseBindings(body.Bindings)
+	up, perr := s.parseBetaVersion(r)
 	if perr != nil {
 		writeErr(w, perr)
 		return
 	}
-
 	s.withWorker(w, &p, func(sc *script) {
-		bindings, err := applyUpload(sc.inheritSource, explicit, nil, true, names)
+		bindings, err := applyUpload(sc.inheritSource, up.bindings, nil, true, up.names)
 		if err != nil {
 			writeErr(w, asError(err))
 			return
 		}
-		v := s.addVersion(sc, Version{MainModule: body.MainModule, Modules: modules, Bindings: bindings,
-			Settings: settings, Annotations: annotations, Source: sourceOf(r)})
-		if deploy {
-			if body.Migrations != nil && body.Migrations.NewTag != "" {
-				sc.migrationTag = body.Migrations.NewTag
+		v := s.addVersion(sc, Version{MainModule: up.mainModule, Modules: up.modules, Bindings: bindings,
+			Settings: up.settings, Annotations: up.annotations, Source: sourceOf(r)})
+		if up.deploy {
+			if up.migrationTag != "" {
+				sc.migrationTag = up.migrationTag
 			}
 			s.deployOnly(sc, v, nil)
 		}
 		writeResult(w, betaVersionResult(p, v, false), nil)
 	})
+}
+
+// betaUpload is a parsed beta version request.
+type betaUpload struct {
+	deploy       bool // ?deploy=true
+	mainModule   string
+	modules      []Module // the main module first
+	names        []string // of the modules
+	settings     map[string]json.RawMessage
+	annotations  json.RawMessage
+	bindings     []cfapi.Binding
+	migrationTag string
+}
+
+// parseBetaVersion reads and checks the query and JSON body of a beta
+// version request.
+func (s *Server) parseBetaVersion(r *http.Request) (*betaUpload, *Error) {
+	up := &betaUpload{}
+	if v := r.URL.Query().Get("deploy"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, errorf(http.StatusBadRequest, CodeValidation, "deploy must be true or false")
+		}
+		up.deploy = b
+	}
+	raw, err := readBody(r, s.maxScript*2)
+	if err != nil {
+		return nil, err
+	}
+	var body betaVersionBody
+	var members map[string]json.RawMessage
+	if json.Unmarshal(raw, &body) != nil || json.Unmarshal(raw, &members) != nil {
+		return nil, invalidJSON()
+	}
+	up.mainModule = body.MainModule
+	if body.Migrations != nil {
+		up.migrationTag = body.Migrations.NewTag
+	}
+	if up.modules, up.names, err = s.decodeModules(body); err != nil {
+		return nil, err
+	}
+	if up.settings, err = settingsIn(members, versionedKeys); err != nil {
+		return nil, err
+	}
+	// A null member is not set: the version has exactly the members given.
+	maps.DeleteFunc(up.settings, func(_ string, v json.RawMessage) bool { return isNull(v) })
+	if up.annotations, err = betaAnnotations(body.Annotations); err != nil {
+		return nil, err
+	}
+	if up.bindings, err = parseBindings(body.Bindings); err != nil {
+		return nil, err
+	}
+	return up, nil
 }
 
 // readBody reads a request body of at most limit bytes (10027 beyond).
