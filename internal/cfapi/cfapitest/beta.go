@@ -16,13 +16,13 @@ import (
 // ordinary Workers: the Worker, and its versions as JSON (modules in
 // base64), which a single POST can create and deploy (?deploy=true).
 func (s *Server) betaRoutes() []route {
-	const wk = "/accounts/{account}/workers/workers/{script}"
+	const wk = pathWorkers + "/workers/{script}"
 	r := newRoute
 	return []route{
-		r(http.MethodGet, wk, EndpointGetWorker, s.getWorker, false),
-		r(http.MethodPost, wk+"/versions", EndpointCreateWorkerVersion, s.createWorkerVersion, true),
-		r(http.MethodGet, wk+"/versions", EndpointListWorkerVersions, s.listWorkerVersions, false),
-		r(http.MethodGet, wk+"/versions/{id}", EndpointGetWorkerVersion, s.getWorkerVersion, false),
+		r(http.MethodGet, wk, EndpointGetWorker, s.getWorker, reads),
+		r(http.MethodPost, wk+"/versions", EndpointCreateWorkerVersion, s.createWorkerVersion, writesScript),
+		r(http.MethodGet, wk+"/versions", EndpointListWorkerVersions, s.listWorkerVersions, reads),
+		r(http.MethodGet, wk+"/versions/{id}", EndpointGetWorkerVersion, s.getWorkerVersion, reads),
 	}
 }
 

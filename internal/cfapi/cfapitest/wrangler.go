@@ -17,34 +17,28 @@ import (
 // secrets, deployments, versions, script-level settings and the
 // workers.dev subdomain. doc.go lists the source of each answer's shape.
 func (s *Server) wranglerRoutes() []route {
-	const (
-		acct = "/accounts/{account}"
-		wk   = acct + "/workers"
-		dsc  = wk + "/dispatch/namespaces/{ns}/scripts/{script}"
-		osc  = wk + "/scripts/{script}"
-	)
 	r := newRoute
 	var out []route
-	for _, sc := range []string{osc, dsc} {
+	for _, sc := range scriptPaths {
 		out = append(out,
-			r(http.MethodGet, sc+"/secrets", EndpointListSecrets, s.listSecrets, false),
-			r(http.MethodPut, sc+"/secrets", EndpointPutSecret, s.putSecret, true),
-			r(http.MethodGet, sc+"/secrets/{id}", EndpointGetSecret, s.getSecret, false),
-			r(http.MethodDelete, sc+"/secrets/{id}", EndpointDeleteSecret, s.deleteSecret, true),
-			r(http.MethodPatch, sc+"/secrets-bulk", EndpointPatchSecrets, s.patchSecrets, true),
-			r(http.MethodGet, sc+"/deployments", EndpointListDeployments, s.listDeployments, false),
-			r(http.MethodGet, sc+"/versions", EndpointListVersions, s.listVersions, false),
-			r(http.MethodGet, sc+"/versions/{id}", EndpointGetVersion, s.getVersion, false),
+			r(http.MethodGet, sc+"/secrets", EndpointListSecrets, s.listSecrets, reads),
+			r(http.MethodPut, sc+"/secrets", EndpointPutSecret, s.putSecret, writesScript),
+			r(http.MethodGet, sc+"/secrets/{id}", EndpointGetSecret, s.getSecret, reads),
+			r(http.MethodDelete, sc+"/secrets/{id}", EndpointDeleteSecret, s.deleteSecret, writesScript),
+			r(http.MethodPatch, sc+"/secrets-bulk", EndpointPatchSecrets, s.patchSecrets, writesScript),
+			r(http.MethodGet, sc+"/deployments", EndpointListDeployments, s.listDeployments, reads),
+			r(http.MethodGet, sc+"/versions", EndpointListVersions, s.listVersions, reads),
+			r(http.MethodGet, sc+"/versions/{id}", EndpointGetVersion, s.getVersion, reads),
 		)
 	}
 	return append(out,
-		r(http.MethodGet, wk+"/services/{script}", EndpointGetService, s.getService, false),
-		r(http.MethodGet, osc+"/script-settings", EndpointGetScriptSettings, s.getScriptSettings, false),
-		r(http.MethodPatch, osc+"/script-settings", EndpointPatchScriptSettings, s.patchScriptSettings, true),
-		r(http.MethodGet, wk+"/subdomain", EndpointGetSubdomain, s.getSubdomain, false),
-		r(http.MethodGet, osc+"/subdomain", EndpointGetScriptSubdomain, s.getScriptSubdomain, false),
-		r(http.MethodPost, osc+"/subdomain", EndpointPostScriptSubdomain, s.postScriptSubdomain, true),
-		r(http.MethodGet, acct+"/r2/buckets/{id}", EndpointGetR2Bucket, s.getR2Bucket, false),
+		r(http.MethodGet, pathWorkers+"/services/{script}", EndpointGetService, s.getService, reads),
+		r(http.MethodGet, pathScript+"/script-settings", EndpointGetScriptSettings, s.getScriptSettings, reads),
+		r(http.MethodPatch, pathScript+"/script-settings", EndpointPatchScriptSettings, s.patchScriptSettings, writesScript),
+		r(http.MethodGet, pathWorkers+"/subdomain", EndpointGetSubdomain, s.getSubdomain, reads),
+		r(http.MethodGet, pathScript+"/subdomain", EndpointGetScriptSubdomain, s.getScriptSubdomain, reads),
+		r(http.MethodPost, pathScript+"/subdomain", EndpointPostScriptSubdomain, s.postScriptSubdomain, writesScript),
+		r(http.MethodGet, pathAccount+"/r2/buckets/{id}", EndpointGetR2Bucket, s.getR2Bucket, reads),
 	)
 }
 
