@@ -184,8 +184,6 @@ func (s *Server) putScript(w http.ResponseWriter, r *http.Request, p params) {
 		writeErr(w, err)
 		return
 	}
-	strict := r.URL.Query().Get("bindings_inherit") == "strict"
-
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.checkNamespace(p); err != nil {
@@ -193,7 +191,7 @@ func (s *Server) putScript(w http.ResponseWriter, r *http.Request, p params) {
 		return
 	}
 	prev := s.scripts[p.key()] // nil for a new script
-	bindings, berr := applyUpload(prev.inheritSource, up.bindings, up.keepBindings, strict, up.partNames)
+	bindings, berr := applyUpload(prev.inheritSource, up.bindings, up.keepBindings, up.strict, up.partNames)
 	if berr != nil {
 		writeErr(w, asError(berr))
 		return
@@ -257,10 +255,8 @@ func (s *Server) postVersion(w http.ResponseWriter, r *http.Request, p params) {
 		writeError(w, http.StatusBadRequest, CodeValidation, "main_module is required for a version upload")
 		return
 	}
-	strict := r.URL.Query().Get("bindings_inherit") == "strict"
-
 	s.withScript(w, p, func(sc *script) {
-		bindings, err := applyUpload(sc.inheritSource, up.bindings, up.keepBindings, strict, up.partNames)
+		bindings, err := applyUpload(sc.inheritSource, up.bindings, up.keepBindings, up.strict, up.partNames)
 		if err != nil {
 			writeErr(w, asError(err))
 			return

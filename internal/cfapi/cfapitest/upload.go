@@ -64,6 +64,9 @@ type upload struct {
 	bodyPart     string // as named by body_part
 	bindings     []cfapi.Binding
 	keepBindings []string
+	// strict is ?bindings_inherit=strict: an unresolvable inherit is an
+	// error rather than dropped.
+	strict       bool
 	annotations  json.RawMessage
 	migrationTag string
 	// settings holds the settings members present in the metadata.
@@ -113,7 +116,7 @@ func (s *Server) parseUpload(r *http.Request) (*upload, *Error) {
 	var members map[string]json.RawMessage
 	_ = json.Unmarshal(metaPart.data, &members)
 	up := &upload{mainModule: meta.MainModule, bodyPart: meta.BodyPart, keepBindings: meta.KeepBindings,
-		annotations: meta.Annotations}
+		strict: r.URL.Query().Get("bindings_inherit") == "strict", annotations: meta.Annotations}
 	if meta.Migrations != nil {
 		up.migrationTag = meta.Migrations.NewTag
 	}
