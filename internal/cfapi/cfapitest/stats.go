@@ -95,7 +95,7 @@ func (r *statsRecorder) begin(t time.Time, rt *route) {
 	defer r.mu.Unlock()
 	r.st.Total++
 	switch {
-	case rt == nil:
+	case rt == nil: // no route: neither a read nor a write
 	case rt.access == reads:
 		r.st.Reads++
 	default:
