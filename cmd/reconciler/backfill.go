@@ -112,15 +112,12 @@ func cmdBackfill(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	var bf backfillFlags
 	f := newFlagSet("backfill", e, stderr)
 	bf.register(f)
-	f.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: reconciler backfill (--from FILE | --namespace NS --patch FILE [--tag T]) [flags]\n\nReconciles many scripts through the pipeline, behind live events, resumably, with progress and a summary.")
-		f.PrintDefaults()
-	}
+	f.usage("Usage: reconciler backfill (--from FILE | --namespace NS --patch FILE [--tag T]) [flags]\n\nReconciles many scripts through the pipeline, behind live events, resumably, with progress and a summary.")
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	if len(f.pos) > 0 {
-		return usagef("backfill takes no arguments, got %q (use --from FILE)", f.pos)
+	if err := f.noArgs("use --from FILE"); err != nil {
+		return err
 	}
 	if err := bf.validate(f); err != nil {
 		return err

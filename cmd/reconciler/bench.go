@@ -57,10 +57,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer, e en
 	f.IntVar(&bf.stormOver, "storm-scripts", 1000, "scenario 4: scripts the storm is spread over")
 	f.StringVar(&bf.only, "only", "", "run only these scenarios, comma-separated (1,2,4; 3 and 5 come with 1)")
 	bf.log.register(f)
-	f.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: reconciler bench [flags]\n\nThe load benchmark: a NATS server and the API emulator in this process, `reconciler run` as a child process, and the scenarios of the backfill issue; prints a table.")
-		f.PrintDefaults()
-	}
+	f.usage("Usage: reconciler bench [flags]\n\nThe load benchmark: a NATS server and the API emulator in this process, `reconciler run` as a child process, and the scenarios of the backfill issue; prints a table.")
 	if err := f.parse(args); err != nil {
 		return err
 	}

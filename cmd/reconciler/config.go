@@ -51,46 +51,57 @@ func newFlagSet(name string, e env, out io.Writer) *flagSet {
 }
 
 func (f *flagSet) str(p *string, name, envVar, def, usage string) {
-	if envVar != "" {
-		if v := f.env(envVar); v != "" {
-			def = v
-		}
-		usage += " (env " + envVar + ")"
-		f.envFor[name] = envVar
-	}
+	def, usage = envDefault(f, name, envVar, def, usage, func(v string) (string, error) { return v, nil }, "")
 	f.StringVar(p, name, def, usage)
 }
 
 func (f *flagSet) integer(p *int, name, envVar string, def int, usage string) {
-	if envVar != "" {
-		if v := f.env(envVar); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				f.errs = append(f.errs, usagef("%s=%q: want an integer", envVar, v))
-			} else {
-				def = n
-			}
-		}
-		usage += " (env " + envVar + ")"
-		f.envFor[name] = envVar
-	}
+	def, usage = envDefault(f, name, envVar, def, usage, strconv.Atoi, "an integer")
 	f.IntVar(p, name, def, usage)
 }
 
 func (f *flagSet) duration(p *time.Duration, name, envVar string, def time.Duration, usage string) {
-	if envVar != "" {
-		if v := f.env(envVar); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				f.errs = append(f.errs, usagef("%s=%q: want a duration such as 30s or 5m", envVar, v))
-			} else {
-				def = d
-			}
-		}
-		usage += " (env " + envVar + ")"
-		f.envFor[name] = envVar
-	}
+	def, usage = envDefault(f, name, envVar, def, usage, time.ParseDuration, "a duration such as 30s or 5m")
 	f.DurationVar(p, name, def, usage)
+}
+
+// envDefault returns the default and usage of flag name when envVar ("" =
+// none) may set it: the variable's value read by parse, or def when it is
+// unset; a value parse refuses is kept for f.parse to report (wanting
+// want) and def stays.
+func envDefault[T any](f *flagSet, name, envVar string, def T, usage string, parse func(string) (T, error), want string) (T, string) {
+	if envVar == "" {
+		return def, usage
+	}
+	f.envFor[name] = envVar
+	if v := f.env(envVar); v != "" {
+		if x, err := parse(v); err != nil {
+			f.errs = append(f.errs, usagef("%s=%q: want %s", envVar, v, want))
+		} else {
+			def = x
+		}
+	}
+	return def, usage + " (env " + envVar + ")"
+}
+
+// usage makes -h print text, then the flags.
+func (f *flagSet) usage(text string) {
+	f.Usage = func() {
+		fmt.Fprintln(f.Output(), text)
+		f.PrintDefaults()
+	}
+}
+
+// noArgs refuses the positional arguments of a command that takes none;
+// hint ("" = none) says what to give instead.
+func (f *flagSet) noArgs(hint string) error {
+	if len(f.pos) == 0 {
+		return nil
+	}
+	if hint != "" {
+		return usagef("%s takes no arguments, got %q (%s)", f.Name(), f.pos, hint)
+	}
+	return usagef("%s takes no arguments, got %q", f.Name(), f.pos)
 }
 
 // parse parses args, allowing flags after positional arguments

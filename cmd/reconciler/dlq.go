@@ -42,8 +42,8 @@ func (df *dlqFlags) register(f *flagSet) {
 }
 
 func (df *dlqFlags) validate(f *flagSet) error {
-	if len(f.pos) > 0 {
-		return usagef("dlq %s takes no arguments, got %q", df.sub, f.pos)
+	if err := f.noArgs(""); err != nil {
+		return err
 	}
 	if err := validateAll(f, &df.nats, &df.log); err != nil {
 		return err

@@ -42,10 +42,7 @@ func cmdPlan(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	var pf planFlags
 	f := newFlagSet("plan", e, stderr)
 	pf.register(f)
-	f.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: reconciler plan [flags] [FILE|-]\n\nReads events (JSON lines) and live state from the API and prints what would change for each script. It writes nothing.")
-		f.PrintDefaults()
-	}
+	f.usage("Usage: reconciler plan [flags] [FILE|-]\n\nReads events (JSON lines) and live state from the API and prints what would change for each script. It writes nothing.")
 	if err := f.parse(args); err != nil {
 		return err
 	}

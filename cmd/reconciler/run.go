@@ -132,8 +132,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	if len(f.pos) > 0 {
-		return usagef("run takes no arguments, got %q", f.pos)
+	if err := f.noArgs(""); err != nil {
+		return err
 	}
 	if err := rf.validate(f); err != nil {
 		return err

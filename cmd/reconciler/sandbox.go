@@ -43,15 +43,12 @@ func cmdSandbox(ctx context.Context, args []string, stdout, stderr io.Writer, e 
 	var sf sandboxFlags
 	f := newFlagSet("sandbox", sandboxEnv(e), stderr)
 	sf.register(f)
-	f.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: reconciler sandbox [--tenants N] [--keep] [flags]\n\nEverything in one process, no account and no NATS install: embedded NATS, the API emulator with seeded tenants, the reconciler, a demo backfill with live events, and a summary.")
-		f.PrintDefaults()
-	}
+	f.usage("Usage: reconciler sandbox [--tenants N] [--keep] [flags]\n\nEverything in one process, no account and no NATS install: embedded NATS, the API emulator with seeded tenants, the reconciler, a demo backfill with live events, and a summary.")
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	if len(f.pos) > 0 {
-		return usagef("sandbox takes no arguments, got %q", f.pos)
+	if err := f.noArgs(""); err != nil {
+		return err
 	}
 	if err := sf.pipe.validate(f); err != nil {
 		return err

@@ -4,22 +4,25 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
 )
 
 // betaRoutes serve the beta Workers API (/workers/workers/{worker}) for
 // ordinary Workers: the Worker, and its versions as JSON (modules in
 // base64), which a single POST can create and deploy (?deploy=true).
 func (s *Server) betaRoutes() []route {
-	const wk = "/accounts/{account}/workers/workers/{script}"
+	const wk = pathWorkers + "/workers/{script}"
 	r := newRoute
 	return []route{
-		r(http.MethodGet, wk, EndpointGetWorker, s.getWorker, false),
-		r(http.MethodPost, wk+"/versions", EndpointCreateWorkerVersion, s.createWorkerVersion, true),
-		r(http.MethodGet, wk+"/versions", EndpointListWorkerVersions, s.listWorkerVersions, false),
-		r(http.MethodGet, wk+"/versions/{id}", EndpointGetWorkerVersion, s.getWorkerVersion, false),
+		r(http.MethodGet, wk, EndpointGetWorker, s.getWorker, reads),
+		r(http.MethodPost, wk+"/versions", EndpointCreateWorkerVersion, s.createWorkerVersion, writesScript),
+		r(http.MethodGet, wk+"/versions", EndpointListWorkerVersions, s.listWorkerVersions, reads),
+		r(http.MethodGet, wk+"/versions/{id}", EndpointGetWorkerVersion, s.getWorkerVersion, reads),
 	}
 }
 
@@ -38,23 +41,24 @@ func (s *Server) lookupWorker(p *params) (*script, *Error) {
 	return nil, notFound(*p)
 }
 
+// withWorker is withScript for the {worker} of a beta path: p.script is
+// the Worker's name when f runs.
+func (s *Server) withWorker(w http.ResponseWriter, p *params, f func(sc *script)) {
+	s.withLookup(w, func() (*script, *Error) { return s.lookupWorker(p) }, f)
+}
+
 // getWorker answers the beta Worker object; wrangler requires its
 // "subdomain" member.
 func (s *Server) getWorker(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupWorker(&p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	res := scriptSettingsResult(sc)
-	res["id"] = workerTag(p.key())
-	res["name"] = p.script
-	res["created_on"] = timestamp(sc.created)
-	res["updated_on"] = timestamp(sc.modified)
-	res["subdomain"] = map[string]bool{"enabled": sc.subdomain, "previews_enabled": sc.previews}
-	writeResult(w, res, nil)
+	s.withWorker(w, &p, func(sc *script) {
+		res := scriptSettingsResult(sc)
+		res["id"] = workerTag(p.key())
+		res["name"] = p.script
+		res["created_on"] = timestamp(sc.created)
+		res["updated_on"] = timestamp(sc.modified)
+		res["subdomain"] = subdomainResult(sc)
+		writeResult(w, res, nil)
+	})
 }
 
 // betaVersionBody is the JSON body of a beta version. Members the emulator
@@ -86,73 +90,80 @@ const (
 // 10057 (one entry per binding); the versioned settings are exactly those
 // of the body. ?deploy=true deploys the version at 100% in the same call.
 func (s *Server) createWorkerVersion(w http.ResponseWriter, r *http.Request, p params) {
-	deploy := false
-	if v := r.URL.Query().Get("deploy"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, CodeValidation, "deploy must be true or false")
-			return
-		}
-		deploy = b
-	}
-	raw, err := readBody(r, s.maxScript*2)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	var body betaVersionBody
-	var members map[string]json.RawMessage
-	if json.Unmarshal(raw, &body) != nil || json.Unmarshal(raw, &members) != nil {
-		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
-		return
-	}
-	modules, names, merr := s.decodeModules(body)
-	if merr != nil {
-		writeErr(w, merr)
-		return
-	}
-	settings := map[string]json.RawMessage{}
-	for _, k := range versionedKeys {
-		if v, ok := members[k]; ok && string(bytes.TrimSpace(v)) != "null" {
-			settings[k] = v
-		}
-	}
-	if err := validateSettings(settings); err != nil {
-		writeErr(w, err)
-		return
-	}
-	annotations, aerr := betaAnnotations(body.Annotations)
-	if aerr != nil {
-		writeErr(w, aerr)
-		return
-	}
-	explicit, perr := parseBindings(body.Bindings)
+	up, perr := s.parseBetaVersion(r)
 	if perr != nil {
 		writeErr(w, perr)
 		return
 	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, lerr := s.lookupWorker(&p)
-	if lerr != nil {
-		writeErr(w, lerr)
-		return
-	}
-	bindings, berr := applyUpload(sc.inheritSource, explicit, nil, true, names)
-	if berr != nil {
-		writeErr(w, asError(berr))
-		return
-	}
-	v := s.addVersion(sc, Version{MainModule: body.MainModule, Modules: modules, Bindings: bindings,
-		Settings: settings, Annotations: annotations, Source: sourceOf(r)})
-	if deploy {
-		if body.Migrations != nil && body.Migrations.NewTag != "" {
-			sc.migrationTag = body.Migrations.NewTag
+	s.withWorker(w, &p, func(sc *script) {
+		bindings, err := applyUpload(sc.inheritSource, up.bindings, nil, true, up.names)
+		if err != nil {
+			writeErr(w, asError(err))
+			return
 		}
-		s.deployOnly(sc, v, nil)
+		v := s.addVersion(sc, Version{MainModule: up.mainModule, Modules: up.modules, Bindings: bindings,
+			Settings: up.settings, Annotations: up.annotations, Source: sourceOf(r)})
+		if up.deploy {
+			if up.migrationTag != "" {
+				sc.migrationTag = up.migrationTag
+			}
+			s.deployOnly(sc, v, nil)
+		}
+		writeResult(w, betaVersionResult(p, v, false), nil)
+	})
+}
+
+// betaUpload is a parsed beta version request.
+type betaUpload struct {
+	deploy       bool // ?deploy=true
+	mainModule   string
+	modules      []Module // the main module first
+	names        []string // of the modules
+	settings     map[string]json.RawMessage
+	annotations  json.RawMessage
+	bindings     []cfapi.Binding
+	migrationTag string
+}
+
+// parseBetaVersion reads and checks the query and JSON body of a beta
+// version request.
+func (s *Server) parseBetaVersion(r *http.Request) (*betaUpload, *Error) {
+	up := &betaUpload{}
+	if v := r.URL.Query().Get("deploy"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, errorf(http.StatusBadRequest, CodeValidation, "deploy must be true or false")
+		}
+		up.deploy = b
 	}
-	writeResult(w, betaVersionResult(p, v, false), nil)
+	raw, err := readBody(r, s.maxScript*2)
+	if err != nil {
+		return nil, err
+	}
+	var body betaVersionBody
+	var members map[string]json.RawMessage
+	if json.Unmarshal(raw, &body) != nil || json.Unmarshal(raw, &members) != nil {
+		return nil, invalidJSON()
+	}
+	up.mainModule = body.MainModule
+	if body.Migrations != nil {
+		up.migrationTag = body.Migrations.NewTag
+	}
+	if up.modules, up.names, err = s.decodeModules(body); err != nil {
+		return nil, err
+	}
+	if up.settings, err = settingsIn(members, versionedKeys); err != nil {
+		return nil, err
+	}
+	// A null member is not set: the version has exactly the members given.
+	maps.DeleteFunc(up.settings, func(_ string, v json.RawMessage) bool { return isNull(v) })
+	if up.annotations, err = betaAnnotations(body.Annotations); err != nil {
+		return nil, err
+	}
+	if up.bindings, err = parseBindings(body.Bindings); err != nil {
+		return nil, err
+	}
+	return up, nil
 }
 
 // readBody reads a request body of at most limit bytes (10027 beyond).
@@ -276,22 +287,17 @@ func (s *Server) getWorkerVersion(w http.ResponseWriter, r *http.Request, p para
 		writeError(w, http.StatusBadRequest, CodeValidation, "include must be modules")
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupWorker(&p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	v := sc.latest()
-	if p.id != "latest" {
-		v = sc.version(p.id)
-	}
-	if v == nil {
-		writeErr(w, versionNotFound(p.id))
-		return
-	}
-	writeResult(w, betaVersionResult(p, v, include == "modules"), nil)
+	s.withWorker(w, &p, func(sc *script) {
+		v := sc.latest()
+		if p.id != "latest" {
+			v = sc.version(p.id)
+		}
+		if v == nil {
+			writeErr(w, versionNotFound(p.id))
+			return
+		}
+		writeResult(w, betaVersionResult(p, v, include == "modules"), nil)
+	})
 }
 
 // listWorkerVersions lists versions newest first, paginated by page and
@@ -302,16 +308,8 @@ func (s *Server) listWorkerVersions(w http.ResponseWriter, r *http.Request, p pa
 		writeErr(w, perr)
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupWorker(&p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	items := []map[string]any{}
-	for _, v := range pageOf(sc.versions, page, perPage) {
-		items = append(items, betaVersionResult(p, v, false))
-	}
-	writeResult(w, items, map[string]any{"page": page, "per_page": perPage, "count": len(items), "total_count": len(sc.versions)})
+	s.withWorker(w, &p, func(sc *script) {
+		items, info := versionPage(sc.versions, page, perPage, func(v *Version) map[string]any { return betaVersionResult(p, v, false) })
+		writeResult(w, items, info)
+	})
 }

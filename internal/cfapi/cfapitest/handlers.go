@@ -31,130 +31,129 @@ var settingsDefaults = map[string]json.RawMessage{
 // settingsResult renders a script's settings as GET returns them. The
 // caller holds s.mu.
 func settingsResult(p params, sc *script) map[string]any {
-	res := map[string]any{"bindings": RenderForGet(p.account, p.script, sc.bindings)}
-	for _, k := range settingsKeys {
-		if v, ok := sc.settings[k]; ok {
+	res := settingsWithDefaults(sc, settingsKeys)
+	res["bindings"] = RenderForGet(p.account, p.script, sc.bindings)
+	return res
+}
+
+// settingsWithDefaults renders the members keys of sc's settings, the
+// defaults (settingsDefaults) for those not set. The caller holds s.mu.
+func settingsWithDefaults(sc *script, keys []string) map[string]any {
+	res := map[string]any{}
+	for _, k := range keys {
+		if v, ok := sc.setting(k); ok {
 			res[k] = v
-		} else if d, ok := settingsDefaults[k]; ok {
-			res[k] = d
 		}
 	}
 	return res
 }
 
-func (s *Server) getSettings(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
+// setting returns the member k of the script's settings or, when it is
+// not set, its default; ok is false when there is neither.
+func (sc *script) setting(k string) (v json.RawMessage, ok bool) {
+	if v, ok := sc.settings[k]; ok {
+		return v, true
 	}
-	writeResult(w, settingsResult(p, sc), nil)
+	v, ok = settingsDefaults[k]
+	return v, ok
+}
+
+func (s *Server) getSettings(w http.ResponseWriter, _ *http.Request, p params) {
+	s.withScript(w, p, func(sc *script) { writeResult(w, settingsResult(p, sc), nil) })
 }
 
 func (s *Server) getBindings(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
+	s.withScript(w, p, func(sc *script) { writeResult(w, RenderForGet(p.account, p.script, sc.bindings), nil) })
+}
+
+// settingsEdit is a parsed settings PATCH: the settings members it sets
+// and, when its "bindings" member is present and not null, the new
+// binding set.
+type settingsEdit struct {
+	settings    map[string]json.RawMessage
+	bindings    []cfapi.Binding
+	hasBindings bool
+}
+
+// parseSettingsPatch reads the "settings" part of a multipart settings
+// PATCH.
+func (s *Server) parseSettingsPatch(r *http.Request) (settingsEdit, *Error) {
+	var sp settingsEdit
+	parts, err := readForm(r, "settings", s.maxScript)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return sp, err
 	}
-	writeResult(w, RenderForGet(p.account, p.script, sc.bindings), nil)
+	i := slices.IndexFunc(parts, func(fp formPart) bool { return fp.name == "settings" })
+	if i < 0 {
+		return sp, errorf(http.StatusBadRequest, CodeMissingSettings, "Missing settings part in multipart upload")
+	}
+	var members map[string]json.RawMessage
+	if json.Unmarshal(parts[i].data, &members) != nil {
+		return sp, errorf(http.StatusBadRequest, CodeValidation, "could not read content for part settings")
+	}
+	if sp.settings, err = settingsIn(members, settingsKeys); err != nil {
+		return sp, err
+	}
+	rawBindings, hasBindings := members["bindings"]
+	if sp.hasBindings = hasBindings && !isNull(rawBindings); !sp.hasBindings {
+		return sp, nil
+	}
+	var raws []json.RawMessage
+	if json.Unmarshal(rawBindings, &raws) != nil {
+		return sp, errorf(http.StatusBadRequest, CodeValidation, "invalid setting bindings: must be an array")
+	}
+	sp.bindings, err = parseBindings(raws)
+	return sp, err
 }
 
 // patchSettings applies a multipart settings PATCH: the "settings" part's
 // bindings (if present) through ApplySettingsPatch and its other members
 // over the stored ones. The result is a new version deployed at 100%.
 func (s *Server) patchSettings(w http.ResponseWriter, r *http.Request, p params) {
-	parts, perr := readForm(r, "settings", s.maxScript)
+	sp, perr := s.parseSettingsPatch(r)
 	if perr != nil {
 		writeErr(w, perr)
 		return
 	}
-	i := slices.IndexFunc(parts, func(fp formPart) bool { return fp.name == "settings" })
-	if i < 0 {
-		writeError(w, http.StatusBadRequest, CodeMissingSettings, "Missing settings part in multipart upload")
-		return
-	}
-	var members map[string]json.RawMessage
-	if json.Unmarshal(parts[i].data, &members) != nil {
-		writeError(w, http.StatusBadRequest, CodeValidation, "could not read content for part settings")
-		return
-	}
-	settings := map[string]json.RawMessage{}
-	for _, k := range settingsKeys {
-		if v, ok := members[k]; ok {
-			settings[k] = v
-		}
-	}
-	if err := validateSettings(settings); err != nil {
-		writeErr(w, err)
-		return
-	}
-	var patch []cfapi.Binding
-	rawBindings, hasBindings := members["bindings"]
-	hasBindings = hasBindings && string(bytes.TrimSpace(rawBindings)) != "null"
-	if hasBindings {
-		var raws []json.RawMessage
-		if json.Unmarshal(rawBindings, &raws) != nil {
-			writeError(w, http.StatusBadRequest, CodeValidation, "invalid setting bindings: must be an array")
-			return
-		}
-		var err *Error
-		if patch, err = parseBindings(raws); err != nil {
+	s.withScript(w, p, func(sc *script) {
+		base, err := s.editBase(sc, CodeSettingsNotDeployed)
+		if err != nil {
 			writeErr(w, err)
 			return
 		}
-	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	base, err := s.editBase(sc, CodeSettingsNotDeployed)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	bindings := base.Bindings
-	if hasBindings {
-		nb, err := ApplySettingsPatch(base.Bindings, patch)
-		if err != nil {
-			writeErr(w, asError(err))
-			return
+		bindings := base.Bindings
+		if sp.hasBindings {
+			nb, err := ApplySettingsPatch(base.Bindings, sp.bindings)
+			if err != nil {
+				writeErr(w, asError(err))
+				return
+			}
+			bindings = nb
 		}
-		bindings = nb
-	}
-	applySettings(sc.settings, settings)
-	vs := maps.Clone(base.Settings)
-	applySettings(vs, versioned(settings))
-	v := s.addVersion(sc, derive(base, bindings, vs, sourceOf(r), ""))
-	s.deployOnly(sc, v, v.Annotations)
-	writeResult(w, settingsResult(p, sc), nil)
+		applySettings(sc.settings, sp.settings)
+		vs := maps.Clone(base.Settings)
+		applySettings(vs, versioned(sp.settings))
+		v := s.addVersion(sc, derive(base, bindings, vs, sourceOf(r), ""))
+		s.deployOnly(sc, v, v.Annotations)
+		writeResult(w, settingsResult(p, sc), nil)
+	})
 }
 
 // getContent answers the script's modules as multipart/form-data, the main
 // module first, with the cf-entrypoint header naming it.
 func (s *Server) getContent(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		s.mu.Unlock()
-		writeErr(w, err)
-		return
-	}
-	entry := sc.mainModule
-	if entry == "" {
-		entry = sc.bodyPart
-	}
-	modules := sc.modules // immutable once stored
-	s.mu.Unlock()
+	s.withScript(w, p, func(sc *script) {
+		entry := sc.mainModule
+		if entry == "" {
+			entry = sc.bodyPart
+		}
+		writeModules(w, entry, sc.modules)
+	})
+}
 
+// writeModules answers modules as multipart/form-data with the
+// cf-entrypoint header set to entry.
+func writeModules(w http.ResponseWriter, entry string, modules []Module) {
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
 	for _, m := range modules {
@@ -185,8 +184,6 @@ func (s *Server) putScript(w http.ResponseWriter, r *http.Request, p params) {
 		writeErr(w, err)
 		return
 	}
-	strict := r.URL.Query().Get("bindings_inherit") == "strict"
-
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.checkNamespace(p); err != nil {
@@ -194,7 +191,7 @@ func (s *Server) putScript(w http.ResponseWriter, r *http.Request, p params) {
 		return
 	}
 	prev := s.scripts[p.key()] // nil for a new script
-	bindings, berr := applyUpload(prev.inheritSource, up.bindings, up.keepBindings, strict, up.partNames)
+	bindings, berr := applyUpload(prev.inheritSource, up.bindings, up.keepBindings, up.strict, up.partNames)
 	if berr != nil {
 		writeErr(w, asError(berr))
 		return
@@ -220,10 +217,7 @@ func (s *Server) putScript(w http.ResponseWriter, r *http.Request, p params) {
 // caller holds s.mu.
 func scriptResult(p params, sc *script) map[string]any {
 	setting := func(k string) json.RawMessage {
-		if v, ok := sc.settings[k]; ok {
-			return v
-		}
-		if v, ok := settingsDefaults[k]; ok {
+		if v, ok := sc.setting(k); ok {
 			return v
 		}
 		return json.RawMessage(`null`)
@@ -261,29 +255,22 @@ func (s *Server) postVersion(w http.ResponseWriter, r *http.Request, p params) {
 		writeError(w, http.StatusBadRequest, CodeValidation, "main_module is required for a version upload")
 		return
 	}
-	strict := r.URL.Query().Get("bindings_inherit") == "strict"
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	bindings, berr := applyUpload(sc.inheritSource, up.bindings, up.keepBindings, strict, up.partNames)
-	if berr != nil {
-		writeErr(w, asError(berr))
-		return
-	}
-	settings := versioned(sc.latest().Settings)
-	applySettings(settings, versioned(up.settings))
-	v := s.addVersion(sc, Version{MainModule: up.mainModule, Modules: up.modules, Bindings: bindings,
-		Settings: settings, Annotations: withTriggeredBy(up.annotations, "upload"), Source: sourceOf(r)})
-	writeResult(w, versionResult(p, sc, v), nil)
+	s.withScript(w, p, func(sc *script) {
+		bindings, err := applyUpload(sc.inheritSource, up.bindings, up.keepBindings, up.strict, up.partNames)
+		if err != nil {
+			writeErr(w, asError(err))
+			return
+		}
+		settings := versioned(sc.latest().Settings)
+		applySettings(settings, versioned(up.settings))
+		v := s.addVersion(sc, Version{MainModule: up.mainModule, Modules: up.modules, Bindings: bindings,
+			Settings: settings, Annotations: withTriggeredBy(up.annotations, "upload"), Source: sourceOf(r)})
+		writeResult(w, versionResult(p, sc, v), nil)
+	})
 }
 
 func annotationsOrEmpty(a json.RawMessage) json.RawMessage {
-	if len(bytes.TrimSpace(a)) == 0 || string(bytes.TrimSpace(a)) == "null" {
+	if len(bytes.TrimSpace(a)) == 0 || isNull(a) {
 		return json.RawMessage(`{}`)
 	}
 	return a
@@ -299,31 +286,25 @@ type deploymentRequest struct {
 // state becomes that of the version with the larger share.
 func (s *Server) postDeployment(w http.ResponseWriter, r *http.Request, p params) {
 	var req deploymentRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+	if !readJSON(w, r, &req) {
 		return
 	}
 	if err := checkDeployment(req); err != nil {
 		writeErr(w, err)
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	for _, dv := range req.Versions {
-		if sc.version(dv.VersionID) == nil {
-			writeError(w, http.StatusBadRequest, CodeValidation, "version '"+dv.VersionID+"' does not exist on this Worker")
-			return
+	s.withScript(w, p, func(sc *script) {
+		for _, dv := range req.Versions {
+			if sc.version(dv.VersionID) == nil {
+				writeError(w, http.StatusBadRequest, CodeValidation, "version '"+dv.VersionID+"' does not exist on this Worker")
+				return
+			}
 		}
-	}
-	d := &Deployment{Strategy: req.Strategy, Versions: req.Versions,
-		Annotations: req.Annotations, Source: sourceOf(r)}
-	s.deploy(sc, d)
-	writeResult(w, deploymentResult(d), nil)
+		d := &Deployment{Strategy: req.Strategy, Versions: req.Versions,
+			Annotations: req.Annotations, Source: sourceOf(r)}
+		s.deploy(sc, d)
+		writeResult(w, deploymentResult(d), nil)
+	})
 }
 
 func checkDeployment(req deploymentRequest) *Error {
@@ -448,19 +429,14 @@ func matchTags(tags, include, exclude []string) bool {
 
 // getScript answers the details of a dispatch namespace script.
 func (s *Server) getScript(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, map[string]any{
-		"created_on":         timestamp(sc.created),
-		"modified_on":        timestamp(sc.modified),
-		"dispatch_namespace": p.namespace,
-		"script":             scriptResult(p, sc),
-	}, nil)
+	s.withScript(w, p, func(sc *script) {
+		writeResult(w, map[string]any{
+			"created_on":         timestamp(sc.created),
+			"modified_on":        timestamp(sc.modified),
+			"dispatch_namespace": p.namespace,
+			"script":             scriptResult(p, sc),
+		}, nil)
+	})
 }
 
 // namespaceResult renders a dispatch namespace. The caller holds s.mu.
@@ -483,8 +459,7 @@ func (s *Server) createNamespace(w http.ResponseWriter, r *http.Request, p param
 	var req struct {
 		Name string `json:"name"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+	if !readJSON(w, r, &req) {
 		return
 	}
 	if !validNamespaceName(req.Name) {

@@ -214,56 +214,68 @@ type route struct {
 	segs     []string // "{account}", "{ns}", "{script}" and "{id}" are parameters
 	endpoint string
 	handle   handler
-	// scriptWrite marks writes to one script: they are tracked in flight,
-	// delayed by WriteLatency and checked for overlap.
-	scriptWrite bool
+	access   access
 }
 
 // handler answers one routed request.
 type handler = func(http.ResponseWriter, *http.Request, params)
 
-// newRoute builds a route; write marks a write to one script.
-func newRoute(method, path, endpoint string, h handler, write bool) route {
-	return route{method: method, segs: strings.Split(strings.Trim(path, "/"), "/"), endpoint: endpoint, handle: h, scriptWrite: write}
+// access tells what a route does, for Stats and the write checks.
+type access int
+
+const (
+	// reads change nothing.
+	reads access = iota
+	// writes change the account (a new dispatch namespace).
+	writes
+	// writesScript changes one script: such writes are tracked in flight,
+	// delayed by WriteLatency and checked for overlap.
+	writesScript
+)
+
+// newRoute builds a route.
+func newRoute(method, path, endpoint string, h handler, a access) route {
+	return route{method: method, segs: strings.Split(strings.Trim(path, "/"), "/"), endpoint: endpoint, handle: h, access: a}
 }
 
-// routeTable is the one list of routes. Paths are relative to the prefix.
+// Route paths, relative to the prefix.
+const (
+	pathAccount        = "/accounts/{account}"
+	pathWorkers        = pathAccount + "/workers"
+	pathNamespaces     = pathWorkers + "/dispatch/namespaces"
+	pathNamespace      = pathNamespaces + "/{ns}"
+	pathDispatchScript = pathNamespace + "/scripts/{script}"
+	pathScript         = pathWorkers + "/scripts/{script}"
+)
+
+// scriptPaths are the paths of a script of either kind: in a dispatch
+// namespace and an ordinary one.
+var scriptPaths = []string{pathDispatchScript, pathScript}
+
+// routeTable is the one list of routes. When a path serves several
+// methods, their order here is the order of the Allow header.
 func (s *Server) routeTable() []route {
-	const (
-		acct = "/accounts/{account}/workers"
-		nss  = acct + "/dispatch/namespaces"
-		ns   = nss + "/{ns}"
-		dsc  = ns + "/scripts/{script}"
-		osc  = acct + "/scripts/{script}"
-	)
 	r := newRoute
-	return slices.Concat([]route{
-		r(http.MethodGet, dsc+"/settings", EndpointGetSettings, s.getSettings, false),
-		r(http.MethodGet, osc+"/settings", EndpointGetSettings, s.getSettings, false),
-		r(http.MethodPatch, dsc+"/settings", EndpointPatchSettings, s.patchSettings, true),
-		r(http.MethodPatch, osc+"/settings", EndpointPatchSettings, s.patchSettings, true),
-		r(http.MethodGet, dsc+"/bindings", EndpointGetBindings, s.getBindings, false),
-		r(http.MethodGet, dsc+"/content", EndpointGetContent, s.getContent, false),
-		r(http.MethodGet, osc+"/content/v2", EndpointGetContent, s.getContent, false),
-		r(http.MethodPut, dsc, EndpointPutScript, s.putScript, true),
-		r(http.MethodPut, osc, EndpointPutScript, s.putScript, true),
-		r(http.MethodGet, dsc, EndpointGetScript, s.getScript, false),
-		r(http.MethodPost, dsc+"/versions", EndpointPostVersion, s.postVersion, true),
-		r(http.MethodPost, osc+"/versions", EndpointPostVersion, s.postVersion, true),
-		r(http.MethodPost, dsc+"/deployments", EndpointPostDeployment, s.postDeployment, true),
-		r(http.MethodPost, osc+"/deployments", EndpointPostDeployment, s.postDeployment, true),
-		r(http.MethodGet, ns+"/scripts", EndpointListScripts, s.listScripts, false),
-		r(http.MethodGet, ns, EndpointGetNamespace, s.getNamespace, false),
-		r(http.MethodGet, nss, EndpointListNamespaces, s.listNamespaces, false),
-		r(http.MethodPost, nss, EndpointCreateNamespace, s.createNamespace, false),
+	var out []route
+	for _, sc := range scriptPaths {
+		out = append(out,
+			r(http.MethodGet, sc+"/settings", EndpointGetSettings, s.getSettings, reads),
+			r(http.MethodPatch, sc+"/settings", EndpointPatchSettings, s.patchSettings, writesScript),
+			r(http.MethodPut, sc, EndpointPutScript, s.putScript, writesScript),
+			r(http.MethodPost, sc+"/versions", EndpointPostVersion, s.postVersion, writesScript),
+			r(http.MethodPost, sc+"/deployments", EndpointPostDeployment, s.postDeployment, writesScript),
+		)
+	}
+	return slices.Concat(out, []route{
+		r(http.MethodGet, pathDispatchScript+"/bindings", EndpointGetBindings, s.getBindings, reads),
+		r(http.MethodGet, pathDispatchScript+"/content", EndpointGetContent, s.getContent, reads),
+		r(http.MethodGet, pathScript+"/content/v2", EndpointGetContent, s.getContent, reads),
+		r(http.MethodGet, pathDispatchScript, EndpointGetScript, s.getScript, reads),
+		r(http.MethodGet, pathNamespace+"/scripts", EndpointListScripts, s.listScripts, reads),
+		r(http.MethodGet, pathNamespace, EndpointGetNamespace, s.getNamespace, reads),
+		r(http.MethodGet, pathNamespaces, EndpointListNamespaces, s.listNamespaces, reads),
+		r(http.MethodPost, pathNamespaces, EndpointCreateNamespace, s.createNamespace, writes),
 	}, s.wranglerRoutes(), s.betaRoutes())
-}
-
-var writeEndpoints = map[string]bool{
-	EndpointPatchSettings: true, EndpointPutScript: true, EndpointPostVersion: true,
-	EndpointPostDeployment: true, EndpointCreateNamespace: true,
-	EndpointPutSecret: true, EndpointDeleteSecret: true, EndpointPatchSecrets: true,
-	EndpointPatchScriptSettings: true, EndpointPostScriptSubdomain: true, EndpointCreateWorkerVersion: true,
 }
 
 // match finds the route for a request. When the path matches routes of
@@ -336,7 +348,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := &recorder{ResponseWriter: w}
 	rec.Header().Set("cf-ray", s.rayID())
-	s.stats.begin(arrival, endpoint)
+	s.stats.begin(arrival, rt)
 	defer func() {
 		s.stats.end(Request{
 			Time: arrival, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Endpoint: endpoint,
@@ -374,7 +386,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			More:    []ErrorEntry{{Code: CodeNoRoute, Message: "No route for that URI"}}})
 		return
 	}
-	if rt.scriptWrite {
+	if rt.access == writesScript {
 		overlap := s.stats.beginWrite(p.key())
 		defer s.stats.endWrite(p.key())
 		if overlap && s.opts.RejectOverlappingWrites {
@@ -489,6 +501,21 @@ func writeErr(w http.ResponseWriter, e *Error) {
 		env.Errors = append(env.Errors, errorEntry(en))
 	}
 	writeJSON(w, e.Status, env)
+}
+
+// invalidJSON is the answer to a request body that is not valid JSON.
+func invalidJSON() *Error {
+	return errorf(http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+}
+
+// readJSON decodes the request body into v, or answers invalidJSON and
+// reports false.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		writeErr(w, invalidJSON())
+		return false
+	}
+	return true
 }
 
 // writeResult answers 200 with a success envelope.

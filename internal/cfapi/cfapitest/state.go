@@ -200,6 +200,25 @@ func (s *Server) lookupScript(p params) (*script, *Error) {
 	return sc, nil
 }
 
+// withScript runs f with s.mu held and the script p names, or answers the
+// lookup's error (missing namespace or script) without running f.
+func (s *Server) withScript(w http.ResponseWriter, p params, f func(sc *script)) {
+	s.withLookup(w, func() (*script, *Error) { return s.lookupScript(p) }, f)
+}
+
+// withLookup runs f with s.mu held and the script lookup finds, or answers
+// lookup's error.
+func (s *Server) withLookup(w http.ResponseWriter, lookup func() (*script, *Error), f func(sc *script)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, err := lookup()
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	f(sc)
+}
+
 // addVersion stores v as the script's next version and returns it. The
 // caller holds s.mu.
 func (s *Server) addVersion(sc *script, v Version) *Version {
@@ -286,10 +305,16 @@ func (s *Server) ensureScript(p params) *script {
 	return sc
 }
 
+// versioned returns the versioned members of settings.
 func versioned(settings map[string]json.RawMessage) map[string]json.RawMessage {
+	return pick(settings, versionedKeys)
+}
+
+// pick returns the members of m with the given keys, those present.
+func pick(m map[string]json.RawMessage, keys []string) map[string]json.RawMessage {
 	out := map[string]json.RawMessage{}
-	for _, k := range versionedKeys {
-		if v, ok := settings[k]; ok {
+	for _, k := range keys {
+		if v, ok := m[k]; ok {
 			out[k] = v
 		}
 	}

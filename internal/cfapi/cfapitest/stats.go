@@ -89,15 +89,17 @@ func (r *statsRecorder) init() {
 	}
 }
 
-func (r *statsRecorder) begin(t time.Time, endpoint string) {
+// begin counts a request arriving at t for rt (nil: no route).
+func (r *statsRecorder) begin(t time.Time, rt *route) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.st.Total++
 	switch {
-	case writeEndpoints[endpoint]:
-		r.st.Writes++
-	case endpoint != EndpointUnknown:
+	case rt == nil: // no route: neither a read nor a write
+	case rt.access == reads:
 		r.st.Reads++
+	default:
+		r.st.Writes++
 	}
 	if len(r.st.arrivals) >= maxLog {
 		r.st.arrivals = slices.Delete(r.st.arrivals, 0, maxLog/2)

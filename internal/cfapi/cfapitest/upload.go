@@ -64,6 +64,9 @@ type upload struct {
 	bodyPart     string // as named by body_part
 	bindings     []cfapi.Binding
 	keepBindings []string
+	// strict is ?bindings_inherit=strict: an unresolvable inherit is an
+	// error rather than dropped.
+	strict       bool
 	annotations  json.RawMessage
 	migrationTag string
 	// settings holds the settings members present in the metadata.
@@ -113,19 +116,14 @@ func (s *Server) parseUpload(r *http.Request) (*upload, *Error) {
 	var members map[string]json.RawMessage
 	_ = json.Unmarshal(metaPart.data, &members)
 	up := &upload{mainModule: meta.MainModule, bodyPart: meta.BodyPart, keepBindings: meta.KeepBindings,
-		annotations: meta.Annotations, settings: map[string]json.RawMessage{}}
+		strict: r.URL.Query().Get("bindings_inherit") == "strict", annotations: meta.Annotations}
 	if meta.Migrations != nil {
 		up.migrationTag = meta.Migrations.NewTag
 	}
-	for _, k := range settingsKeys {
-		if v, ok := members[k]; ok {
-			up.settings[k] = v
-		}
-	}
-	if err := validateSettings(up.settings); err != nil {
+	var err *Error
+	if up.settings, err = settingsIn(members, settingsKeys); err != nil {
 		return nil, err
 	}
-	var err *Error
 	if up.bindings, err = parseBindings(meta.Bindings); err != nil {
 		return nil, err
 	}
@@ -196,13 +194,23 @@ func parseBindings(raws []json.RawMessage) ([]cfapi.Binding, *Error) {
 	return out, nil
 }
 
+// settingsIn returns the members of a request body that are settings of
+// the given keys, validated.
+func settingsIn(members map[string]json.RawMessage, keys []string) (map[string]json.RawMessage, *Error) {
+	settings := pick(members, keys)
+	if err := validateSettings(settings); err != nil {
+		return nil, err
+	}
+	return settings, nil
+}
+
 // validateSettings checks the settings members the emulator interprets.
 func validateSettings(m map[string]json.RawMessage) *Error {
 	bad := func(key, want string) *Error {
 		return errorf(http.StatusBadRequest, CodeValidation, "invalid setting %s: must be %s", key, want)
 	}
 	for k, v := range m {
-		if string(bytes.TrimSpace(v)) == "null" {
+		if isNull(v) {
 			continue
 		}
 		switch k {
@@ -242,10 +250,13 @@ func validateSettings(m map[string]json.RawMessage) *Error {
 // maxTags is the API's limit of tags per script.
 const maxTags = 8
 
+// isNull reports whether raw is the JSON null.
+func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
+
 // applySettings stores the members of m: null removes a member.
 func applySettings(dst, m map[string]json.RawMessage) {
 	for k, v := range m {
-		if string(bytes.TrimSpace(v)) == "null" {
+		if isNull(v) {
 			delete(dst, k)
 		} else {
 			dst[k] = v

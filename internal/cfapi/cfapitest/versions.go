@@ -70,7 +70,7 @@ func sourceOf(r *http.Request) string {
 // set to by unless a sets it; by "" leaves a as it is.
 func withTriggeredBy(a json.RawMessage, by string) json.RawMessage {
 	m := map[string]json.RawMessage{}
-	if t := bytes.TrimSpace(a); len(t) > 0 && string(t) != "null" {
+	if t := bytes.TrimSpace(a); len(t) > 0 && !isNull(t) {
 		if json.Unmarshal(t, &m) != nil {
 			return a
 		}

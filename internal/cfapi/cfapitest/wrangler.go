@@ -1,7 +1,6 @@
 package cfapitest
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -18,34 +17,28 @@ import (
 // secrets, deployments, versions, script-level settings and the
 // workers.dev subdomain. doc.go lists the source of each answer's shape.
 func (s *Server) wranglerRoutes() []route {
-	const (
-		acct = "/accounts/{account}"
-		wk   = acct + "/workers"
-		dsc  = wk + "/dispatch/namespaces/{ns}/scripts/{script}"
-		osc  = wk + "/scripts/{script}"
-	)
 	r := newRoute
 	var out []route
-	for _, sc := range []string{osc, dsc} {
+	for _, sc := range scriptPaths {
 		out = append(out,
-			r(http.MethodGet, sc+"/secrets", EndpointListSecrets, s.listSecrets, false),
-			r(http.MethodPut, sc+"/secrets", EndpointPutSecret, s.putSecret, true),
-			r(http.MethodGet, sc+"/secrets/{id}", EndpointGetSecret, s.getSecret, false),
-			r(http.MethodDelete, sc+"/secrets/{id}", EndpointDeleteSecret, s.deleteSecret, true),
-			r(http.MethodPatch, sc+"/secrets-bulk", EndpointPatchSecrets, s.patchSecrets, true),
-			r(http.MethodGet, sc+"/deployments", EndpointListDeployments, s.listDeployments, false),
-			r(http.MethodGet, sc+"/versions", EndpointListVersions, s.listVersions, false),
-			r(http.MethodGet, sc+"/versions/{id}", EndpointGetVersion, s.getVersion, false),
+			r(http.MethodGet, sc+"/secrets", EndpointListSecrets, s.listSecrets, reads),
+			r(http.MethodPut, sc+"/secrets", EndpointPutSecret, s.putSecret, writesScript),
+			r(http.MethodGet, sc+"/secrets/{id}", EndpointGetSecret, s.getSecret, reads),
+			r(http.MethodDelete, sc+"/secrets/{id}", EndpointDeleteSecret, s.deleteSecret, writesScript),
+			r(http.MethodPatch, sc+"/secrets-bulk", EndpointPatchSecrets, s.patchSecrets, writesScript),
+			r(http.MethodGet, sc+"/deployments", EndpointListDeployments, s.listDeployments, reads),
+			r(http.MethodGet, sc+"/versions", EndpointListVersions, s.listVersions, reads),
+			r(http.MethodGet, sc+"/versions/{id}", EndpointGetVersion, s.getVersion, reads),
 		)
 	}
 	return append(out,
-		r(http.MethodGet, wk+"/services/{script}", EndpointGetService, s.getService, false),
-		r(http.MethodGet, osc+"/script-settings", EndpointGetScriptSettings, s.getScriptSettings, false),
-		r(http.MethodPatch, osc+"/script-settings", EndpointPatchScriptSettings, s.patchScriptSettings, true),
-		r(http.MethodGet, wk+"/subdomain", EndpointGetSubdomain, s.getSubdomain, false),
-		r(http.MethodGet, osc+"/subdomain", EndpointGetScriptSubdomain, s.getScriptSubdomain, false),
-		r(http.MethodPost, osc+"/subdomain", EndpointPostScriptSubdomain, s.postScriptSubdomain, true),
-		r(http.MethodGet, acct+"/r2/buckets/{id}", EndpointGetR2Bucket, s.getR2Bucket, false),
+		r(http.MethodGet, pathWorkers+"/services/{script}", EndpointGetService, s.getService, reads),
+		r(http.MethodGet, pathScript+"/script-settings", EndpointGetScriptSettings, s.getScriptSettings, reads),
+		r(http.MethodPatch, pathScript+"/script-settings", EndpointPatchScriptSettings, s.patchScriptSettings, writesScript),
+		r(http.MethodGet, pathWorkers+"/subdomain", EndpointGetSubdomain, s.getSubdomain, reads),
+		r(http.MethodGet, pathScript+"/subdomain", EndpointGetScriptSubdomain, s.getScriptSubdomain, reads),
+		r(http.MethodPost, pathScript+"/subdomain", EndpointPostScriptSubdomain, s.postScriptSubdomain, writesScript),
+		r(http.MethodGet, pathAccount+"/r2/buckets/{id}", EndpointGetR2Bucket, s.getR2Bucket, reads),
 	)
 }
 
@@ -95,13 +88,18 @@ func (s *Server) getService(w http.ResponseWriter, _ *http.Request, p params) {
 	}, nil)
 }
 
-// secretList renders the live write-only bindings as {name, type}, sorted
-// by name.
+// secretResult renders a secret as {name, type}.
+func secretResult(b cfapi.Binding) map[string]string {
+	return map[string]string{"name": b.Name(), "type": b.Type()}
+}
+
+// secretList renders the live write-only bindings as secretResult does,
+// sorted by name.
 func secretList(bs []cfapi.Binding) []map[string]string {
 	out := []map[string]string{}
 	for _, b := range bs {
 		if b.WriteOnly() {
-			out = append(out, map[string]string{"name": b.Name(), "type": b.Type()})
+			out = append(out, secretResult(b))
 		}
 	}
 	slices.SortFunc(out, func(a, b map[string]string) int {
@@ -117,14 +115,7 @@ func secretList(bs []cfapi.Binding) []map[string]string {
 }
 
 func (s *Server) listSecrets(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, secretList(sc.bindings), nil)
+	s.withScript(w, p, func(sc *script) { writeResult(w, secretList(sc.bindings), nil) })
 }
 
 func secretNotFound(name string) *Error {
@@ -132,19 +123,14 @@ func secretNotFound(name string) *Error {
 }
 
 func (s *Server) getSecret(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	b, ok := findBinding(sc.bindings, p.id, "")
-	if !ok || !b.WriteOnly() {
-		writeErr(w, secretNotFound(p.id))
-		return
-	}
-	writeResult(w, map[string]string{"name": b.Name(), "type": b.Type()}, nil)
+	s.withScript(w, p, func(sc *script) {
+		b, ok := findBinding(sc.bindings, p.id, "")
+		if !ok || !b.WriteOnly() {
+			writeErr(w, secretNotFound(p.id))
+			return
+		}
+		writeResult(w, secretResult(b), nil)
+	})
 }
 
 // parseSecret decodes one secret object of PUT …/secrets or secrets-bulk.
@@ -210,8 +196,7 @@ func (s *Server) editSecrets(r *http.Request, sc *script, set []cfapi.Binding, d
 // version is not deployed).
 func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, p params) {
 	var raw json.RawMessage
-	if err := json.NewDecoder(r.Body).Decode(&raw); err != nil {
-		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+	if !readJSON(w, r, &raw) {
 		return
 	}
 	b, perr := parseSecret(raw, "")
@@ -219,38 +204,28 @@ func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, p params) {
 		writeErr(w, perr)
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	if err := s.editSecrets(r, sc, []cfapi.Binding{b}, nil); err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, map[string]string{"name": b.Name(), "type": b.Type()}, nil)
+	s.withScript(w, p, func(sc *script) {
+		if err := s.editSecrets(r, sc, []cfapi.Binding{b}, nil); err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeResult(w, secretResult(b), nil)
+	})
 }
 
 // deleteSecret removes one secret (404 10056 when there is none).
 func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	if b, ok := findBinding(sc.bindings, p.id, ""); !ok || !b.WriteOnly() {
-		writeErr(w, secretNotFound(p.id))
-		return
-	}
-	if err := s.editSecrets(r, sc, nil, []string{p.id}); err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, nil, nil)
+	s.withScript(w, p, func(sc *script) {
+		if b, ok := findBinding(sc.bindings, p.id, ""); !ok || !b.WriteOnly() {
+			writeErr(w, secretNotFound(p.id))
+			return
+		}
+		if err := s.editSecrets(r, sc, nil, []string{p.id}); err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeResult(w, nil, nil)
+	})
 }
 
 // patchSecrets applies a merge patch {"secrets": {NAME: secret | null}}:
@@ -260,15 +235,14 @@ func (s *Server) patchSecrets(w http.ResponseWriter, r *http.Request, p params) 
 	var body struct {
 		Secrets map[string]json.RawMessage `json:"secrets"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+	if !readJSON(w, r, &body) {
 		return
 	}
 	var set []cfapi.Binding
 	var del []string
 	for _, name := range slices.Sorted(maps.Keys(body.Secrets)) {
 		raw := body.Secrets[name]
-		if string(bytes.TrimSpace(raw)) == "null" {
+		if isNull(raw) {
 			del = append(del, name)
 			continue
 		}
@@ -279,35 +253,25 @@ func (s *Server) patchSecrets(w http.ResponseWriter, r *http.Request, p params) 
 		}
 		set = append(set, b)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	if err := s.editSecrets(r, sc, set, del); err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, secretList(sc.bindings), nil)
+	s.withScript(w, p, func(sc *script) {
+		if err := s.editSecrets(r, sc, set, del); err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeResult(w, secretList(sc.bindings), nil)
+	})
 }
 
 // listDeployments answers the ten most recent deployments, newest first
 // (the first is the active one): {"deployments": [...]}.
 func (s *Server) listDeployments(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	out := []map[string]any{}
-	for i := len(sc.deployments) - 1; i >= 0 && len(out) < 10; i-- {
-		out = append(out, deploymentResult(sc.deployments[i]))
-	}
-	writeResult(w, map[string]any{"deployments": out}, nil)
+	s.withScript(w, p, func(sc *script) {
+		out := []map[string]any{}
+		for i := len(sc.deployments) - 1; i >= 0 && len(out) < 10; i-- {
+			out = append(out, deploymentResult(sc.deployments[i]))
+		}
+		writeResult(w, map[string]any{"deployments": out}, nil)
+	})
 }
 
 func versionNotFound(id string) *Error {
@@ -315,19 +279,14 @@ func versionNotFound(id string) *Error {
 }
 
 func (s *Server) getVersion(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	v := sc.version(p.id)
-	if v == nil {
-		writeErr(w, versionNotFound(p.id))
-		return
-	}
-	writeResult(w, versionResult(p, sc, v), nil)
+	s.withScript(w, p, func(sc *script) {
+		v := sc.version(p.id)
+		if v == nil {
+			writeErr(w, versionNotFound(p.id))
+			return
+		}
+		writeResult(w, versionResult(p, sc, v), nil)
+	})
 }
 
 // pageParams reads page (from 1) and per_page (1..max, default def).
@@ -351,15 +310,16 @@ func pageParams(r *http.Request, def, maxPer int) (page, perPage int, err *Error
 	return page, perPage, nil
 }
 
-// pageOf returns the versions of one page, newest first.
-func pageOf(versions []*Version, page, perPage int) []*Version {
+// versionPage renders the versions of one page, newest first, and the
+// result_info that describes the page.
+func versionPage(versions []*Version, page, perPage int, render func(*Version) map[string]any) (items []map[string]any, info map[string]any) {
 	newest := slices.Clone(versions)
 	slices.Reverse(newest)
-	start := (page - 1) * perPage
-	if start >= len(newest) {
-		return nil
+	items = []map[string]any{}
+	for i := (page - 1) * perPage; i < len(newest) && len(items) < perPage; i++ {
+		items = append(items, render(newest[i]))
 	}
-	return newest[start:min(len(newest), start+perPage)]
+	return items, map[string]any{"page": page, "per_page": perPage, "count": len(items), "total_count": len(versions)}
 }
 
 // listVersions answers {"items": [...]}, newest first, paginated by page
@@ -374,75 +334,42 @@ func (s *Server) listVersions(w http.ResponseWriter, r *http.Request, p params) 
 	if r.URL.Query().Get("deployable") == "true" {
 		page, perPage = 1, 100
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	items := []map[string]any{}
-	for _, v := range pageOf(sc.versions, page, perPage) {
-		items = append(items, versionResult(p, sc, v))
-	}
-	writeResult(w, map[string]any{"items": items}, map[string]any{
-		"page": page, "per_page": perPage, "count": len(items), "total_count": len(sc.versions)})
+	s.withScript(w, p, func(sc *script) {
+		items, info := versionPage(sc.versions, page, perPage, func(v *Version) map[string]any { return versionResult(p, sc, v) })
+		writeResult(w, map[string]any{"items": items}, info)
+	})
 }
 
 // scriptSettingsKeys are the script-level (non-versioned) settings.
 var scriptSettingsKeys = []string{"logpush", "observability", "tags", "tail_consumers"}
 
+// scriptSettingsResult renders the script-level settings, defaults
+// included. The caller holds s.mu.
 func scriptSettingsResult(sc *script) map[string]any {
-	res := map[string]any{}
-	for _, k := range scriptSettingsKeys {
-		if v, ok := sc.settings[k]; ok {
-			res[k] = v
-		} else {
-			res[k] = settingsDefaults[k]
-		}
-	}
-	return res
+	return settingsWithDefaults(sc, scriptSettingsKeys)
 }
 
 func (s *Server) getScriptSettings(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, scriptSettingsResult(sc), nil)
+	s.withScript(w, p, func(sc *script) { writeResult(w, scriptSettingsResult(sc), nil) })
 }
 
 // patchScriptSettings changes the script-level settings (JSON body; other
 // members are ignored) without creating a version.
 func (s *Server) patchScriptSettings(w http.ResponseWriter, r *http.Request, p params) {
 	var members map[string]json.RawMessage
-	if err := json.NewDecoder(r.Body).Decode(&members); err != nil {
-		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+	if !readJSON(w, r, &members) {
 		return
 	}
-	settings := map[string]json.RawMessage{}
-	for _, k := range scriptSettingsKeys {
-		if v, ok := members[k]; ok {
-			settings[k] = v
-		}
-	}
-	if err := validateSettings(settings); err != nil {
-		writeErr(w, err)
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
+	settings, err := settingsIn(members, scriptSettingsKeys)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	applySettings(sc.settings, settings)
-	sc.modified = s.now()
-	writeResult(w, scriptSettingsResult(sc), nil)
+	s.withScript(w, p, func(sc *script) {
+		applySettings(sc.settings, settings)
+		sc.modified = s.now()
+		writeResult(w, scriptSettingsResult(sc), nil)
+	})
 }
 
 // getSubdomain answers the account's workers.dev subdomain.
@@ -451,14 +378,13 @@ func (s *Server) getSubdomain(w http.ResponseWriter, _ *http.Request, _ params) 
 }
 
 func (s *Server) getScriptSubdomain(w http.ResponseWriter, _ *http.Request, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	writeResult(w, map[string]bool{"enabled": sc.subdomain, "previews_enabled": sc.previews}, nil)
+	s.withScript(w, p, func(sc *script) { writeResult(w, subdomainResult(sc), nil) })
+}
+
+// subdomainResult renders whether a Worker is on workers.dev, and its
+// previews.
+func subdomainResult(sc *script) map[string]bool {
+	return map[string]bool{"enabled": sc.subdomain, "previews_enabled": sc.previews}
 }
 
 // postScriptSubdomain turns the Worker's workers.dev route on or off:
@@ -469,27 +395,21 @@ func (s *Server) postScriptSubdomain(w http.ResponseWriter, r *http.Request, p p
 		Enabled  *bool `json:"enabled"`
 		Previews *bool `json:"previews_enabled"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-		writeError(w, http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: invalid JSON")
+	if !readJSON(w, r, &body) {
 		return
 	}
 	if body.Enabled == nil {
 		writeError(w, http.StatusBadRequest, CodeValidation, "enabled is required")
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, err := s.lookupScript(p)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	sc.subdomain, sc.previews = *body.Enabled, *body.Enabled
-	if body.Previews != nil {
-		sc.previews = *body.Previews
-	}
-	sc.modified = s.now()
-	writeResult(w, map[string]bool{"enabled": sc.subdomain, "previews_enabled": sc.previews}, nil)
+	s.withScript(w, p, func(sc *script) {
+		sc.subdomain, sc.previews = *body.Enabled, *body.Enabled
+		if body.Previews != nil {
+			sc.previews = *body.Previews
+		}
+		sc.modified = s.now()
+		writeResult(w, subdomainResult(sc), nil)
+	})
 }
 
 // getR2Bucket answers that every bucket exists (the emulator does not model
