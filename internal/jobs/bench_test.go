@@ -220,7 +220,7 @@ func BenchmarkReconcileCPU(b *testing.B) {
 			b.Fatalf("plan: %v (no-op %v)", err, plan.NoOp())
 		}
 		next := &AppliedRecord{Version: 1, Bindings: plan.Applied.Bindings, DesiredRevision: 8,
-			Removed: state.Tombstones(), WrittenBy: writtenBy(r.WrittenBy, state, plan)}
+			Removed: state.Tombstones(), WrittenBy: writtenBy(&r, state, plan)}
 		if _, err := (cfapi.SettingsPatch{Bindings: plan.Request.Bindings}).JSON(); err != nil {
 			b.Fatal(err)
 		}

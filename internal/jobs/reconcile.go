@@ -320,7 +320,7 @@ func (r *Runner) converge(ls *lease, ref cfapi.ScriptRef, key string, state *Des
 	}
 	next := &AppliedRecord{Version: 1, Bindings: plan.Applied.Bindings, DesiredRevision: rev,
 		Strategy: rec.Strategy, AppliedAt: rec.AppliedAt, Removed: state.Tombstones(), ModifiedOn: rec.ModifiedOn,
-		WrittenBy: writtenBy(rec.WrittenBy, state, nil)}
+		WrittenBy: writtenBy(rec, state, nil)}
 	for _, n := range hidden {
 		if a, ok := rec.Bindings[n]; ok {
 			if next.Bindings == nil {
@@ -338,7 +338,7 @@ func (r *Runner) converge(ls *lease, ref cfapi.ScriptRef, key string, state *Des
 			if err := ls.check(); err != nil {
 				return Result{}, err
 			}
-			if err := r.st.saveApplied(ctx, key, next, recRev); err != nil {
+			if _, err := r.st.saveApplied(ctx, key, next, recRev); err != nil {
 				return Result{}, err
 			}
 		}
@@ -346,6 +346,11 @@ func (r *Runner) converge(ls *lease, ref cfapi.ScriptRef, key string, state *Des
 	}
 	if err := ls.check(); err != nil {
 		return Result{}, fmt.Errorf("not writing: %w", err)
+	}
+	// Say what the write carries out before making it, so that a crash
+	// between the write and its record still counts it (WrittenBy).
+	if recRev, err = r.markPending(ctx, key, rec, recRev, state, plan); err != nil {
+		return Result{}, err
 	}
 	used, err := r.write(ctx, ref, plan, lv, writeAnnotations(state, plan))
 	var hold *holdError
@@ -363,8 +368,8 @@ func (r *Runner) converge(ls *lease, ref cfapi.ScriptRef, key string, state *Des
 		return Result{}, fmt.Errorf("written, but not recording: %w", err)
 	}
 	next.Strategy, next.AppliedAt, next.ModifiedOn = string(used), time.Now().UTC(), ""
-	next.WrittenBy = writtenBy(rec.WrittenBy, state, plan)
-	if err := r.st.saveApplied(context.WithoutCancel(ctx), key, next, recRev); err != nil {
+	next.WrittenBy = writtenBy(rec, state, plan)
+	if _, err := r.st.saveApplied(context.WithoutCancel(ctx), key, next, recRev); err != nil {
 		return Result{}, err
 	}
 	if ce := loggerFrom(ctx, r.log).Check(zap.DebugLevel, "plan applied"); ce != nil {
@@ -376,8 +381,10 @@ func (r *Runner) converge(ls *lease, ref cfapi.ScriptRef, key string, state *Des
 
 // writtenBy returns the record's WrittenBy after a reconcile of state
 // with plan (nil: nothing written): names the plan changed get the stamp
-// of their operation; the others keep theirs while still desired.
-func writtenBy(old map[string]Stamp, state *DesiredState, plan *planner.Plan) map[string]Stamp {
+// of their operation; the others keep theirs while still desired; and
+// operations an earlier write was carrying out (rec.Pending) that are
+// live now, unchanged by this plan, landed: they count too.
+func writtenBy(rec *AppliedRecord, state *DesiredState, plan *planner.Plan) map[string]Stamp {
 	var out map[string]Stamp
 	set := func(n string, s Stamp) {
 		if out == nil {
@@ -385,21 +392,52 @@ func writtenBy(old map[string]Stamp, state *DesiredState, plan *planner.Plan) ma
 		}
 		out[n] = s
 	}
-	for n, s := range old {
+	for n, s := range rec.WrittenBy {
 		if op := state.Names[n]; op != nil {
 			set(n, s)
 		}
 	}
-	if plan != nil {
-		for _, a := range plan.Actions {
-			if a.Kind == planner.ActionAdd || a.Kind == planner.ActionUpdate || a.Kind == planner.ActionRemove {
-				if op := state.Names[a.Name]; op != nil {
-					set(a.Name, op.Stamp)
-				}
+	changed := changedNames(state, plan)
+	for n, s := range rec.Pending {
+		if op := state.Names[n]; op != nil && op.Stamp == s {
+			if _, again := changed[n]; !again {
+				set(n, s)
+			}
+		}
+	}
+	for n, s := range changed {
+		set(n, s)
+	}
+	return out
+}
+
+// changedNames returns the desired names plan writes, with the stamps of
+// their operations.
+func changedNames(state *DesiredState, plan *planner.Plan) map[string]Stamp {
+	if plan == nil {
+		return nil
+	}
+	out := map[string]Stamp{}
+	for _, a := range plan.Actions {
+		if a.Kind == planner.ActionAdd || a.Kind == planner.ActionUpdate || a.Kind == planner.ActionRemove {
+			if op := state.Names[a.Name]; op != nil {
+				out[a.Name] = op.Stamp
 			}
 		}
 	}
 	return out
+}
+
+// markPending records in the last-applied record, before a write, the
+// operations the write carries out, and returns the record's revision.
+func (r *Runner) markPending(ctx context.Context, key string, rec *AppliedRecord, recRev uint64, state *DesiredState, plan *planner.Plan) (uint64, error) {
+	pending := changedNames(state, plan)
+	if len(pending) == 0 {
+		return recRev, nil
+	}
+	marked := *rec
+	marked.Pending = pending
+	return r.st.saveApplied(ctx, key, &marked, recRev)
 }
 
 // withoutNames returns last without the given names.

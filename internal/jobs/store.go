@@ -38,6 +38,10 @@ type AppliedRecord struct {
 	// event's own operations were written (a backfill result is "changed"
 	// even when the write happened before a crash and a resume).
 	WrittenBy map[string]Stamp `json:"written_by,omitempty"`
+	// Pending holds, while a write is under way, the operations it carries
+	// out by name: a reconcile that finds them live after a crash knows
+	// that write landed (and counts them in WrittenBy).
+	Pending map[string]Stamp `json:"pending,omitempty"`
 }
 
 // wrote reports whether a write carried out an operation of event id.
@@ -69,7 +73,7 @@ func (r *AppliedRecord) sameAs(o *AppliedRecord) bool {
 			return false
 		}
 	}
-	if len(r.WrittenBy) != len(o.WrittenBy) {
+	if len(r.WrittenBy) != len(o.WrittenBy) || len(r.Pending) != len(o.Pending) {
 		return false
 	}
 	for n, s := range r.WrittenBy {
@@ -214,24 +218,25 @@ var errAppliedChanged = errors.New("the last-applied record changed during the r
 
 // saveApplied stores the last-applied record of key if it is still at
 // revision rev (0: absent), so that a replica that lost its lease cannot
-// overwrite what the new holder recorded.
-func (s *stores) saveApplied(ctx context.Context, key string, r *AppliedRecord, rev uint64) error {
+// overwrite what the new holder recorded. It returns the new revision.
+func (s *stores) saveApplied(ctx context.Context, key string, r *AppliedRecord, rev uint64) (uint64, error) {
 	data, err := encodeState(r)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	var newRev uint64
 	if rev == 0 {
-		_, err = s.applied.Create(ctx, key, data)
+		newRev, err = s.applied.Create(ctx, key, data)
 	} else {
-		_, err = s.applied.Update(ctx, key, data, rev)
+		newRev, err = s.applied.Update(ctx, key, data, rev)
 	}
 	if isWrongLastSequence(err) {
-		return fmt.Errorf("storing last-applied state of %s: %w", key, errAppliedChanged)
+		return 0, fmt.Errorf("storing last-applied state of %s: %w", key, errAppliedChanged)
 	}
 	if err != nil {
-		return fmt.Errorf("storing last-applied state of %s: %w", key, err)
+		return 0, fmt.Errorf("storing last-applied state of %s: %w", key, err)
 	}
-	return nil
+	return newRev, nil
 }
 
 // publishDesiredAsync starts a compare-and-set of the desired state of key
