@@ -2,7 +2,7 @@ package jobs
 
 import (
 	"encoding/json"
-	"fmt"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -141,7 +141,7 @@ func TestBadInputCatalogueDecodes(t *testing.T) {
 				t.Fatalf("accepted, want %s", c.Reason)
 			case c.Reason != "":
 				var ie *InvalidEventError
-				if !errAs(err, &ie) || string(ie.Reason) != c.Reason {
+				if !errors.As(err, &ie) || string(ie.Reason) != c.Reason {
 					t.Fatalf("error %v, want reason %s", err, c.Reason)
 				}
 				if strings.Contains(err.Error(), badinput.Secret) {
@@ -156,13 +156,3 @@ func TestBadInputCatalogueDecodes(t *testing.T) {
 		})
 	}
 }
-
-func errAs(err error, target **InvalidEventError) bool {
-	e, ok := err.(*InvalidEventError)
-	if ok {
-		*target = e
-	}
-	return ok
-}
-
-var _ = fmt.Sprint
