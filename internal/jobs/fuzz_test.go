@@ -53,6 +53,12 @@ func FuzzDecodeEvent(f *testing.F) {
 		if !utf8.Valid(body) {
 			t.Fatal("accepted a body that is not valid UTF-8")
 		}
+		if ev.Op == OpPatch && len(ev.Upsert)+len(ev.Remove) == 0 {
+			// "upsert": [] alone is a valid patch that changes nothing;
+			// Event's encoding omits the empty lists, so it does not
+			// round-trip. Nothing encodes an Event to decode it again.
+			return
+		}
 		enc, err := json.Marshal(ev)
 		if err != nil {
 			t.Fatalf("encoding an accepted event: %v", err)
