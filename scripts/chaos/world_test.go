@@ -71,7 +71,7 @@ func TestMain(m *testing.M) {
 	fmt.Fprintf(os.Stderr, "chaos: binaries in %s, seed %d (CHAOS_SEED=%d repeats the random choices)\n", dir, seed, seed)
 	code := m.Run()
 	printTable(os.Stdout)
-	if code == 0 {
+	if code == 0 && os.Getenv("CHAOS_KEEP") == "" {
 		_ = os.RemoveAll(dir)
 	} else {
 		fmt.Fprintf(os.Stderr, "chaos: logs kept in %s\n", dir)
@@ -300,9 +300,13 @@ func (w *world) startReconciler(extra ...string) *proc {
 		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
 		"CLOUDFLARE_API_BASE_URL=" + w.apiURL, "CLOUDFLARE_API_TOKEN=" + token,
 	}
+	logLevel := os.Getenv("CHAOS_LOG_LEVEL")
+	if logLevel == "" {
+		logLevel = "info"
+	}
 	args := append([]string{"run", "--nats-url", w.natsURL, "--metrics-addr", w.metricsAddr,
 		"--rate-limit", fmt.Sprintf("%d/1s", w.rate), "--ack-wait", w.ackWait.String(),
-		"--log-format", "json", "--log-level", "info", "--shutdown-timeout", "10s"}, extra...)
+		"--log-format", "json", "--log-level", logLevel, "--shutdown-timeout", "10s"}, extra...)
 	w.rec = startProc(w.t, "reconciler", logPath, env, bins.reconciler, args...)
 	testutil.Eventually(w.t, 60*time.Second, func() bool {
 		if !w.rec.running() {
