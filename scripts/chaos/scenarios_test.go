@@ -176,6 +176,8 @@ func commonFigures(t *testing.T, w *world, scen string, wl *workload) {
 	figure(scen, "429s from the API's own rate limit (budget exceeded)", st.RateLimited, "0", st.RateLimited == 0)
 	leaks := w.logsContain(chaosSecretPrefix, seedSecretPrefix, token)
 	figure(scen, "reconciler log lines holding a secret or the token", leaks, "0", leaks == 0)
+	rss := w.peakRSS()
+	figure(scen, "peak RSS of `reconciler run` (largest of its processes)", fmt.Sprintf("%.0f MiB", float64(rss)/(1<<20)), "≤ 150 MiB", rss <= 150<<20)
 	for _, e := range dl {
 		t.Errorf("%s: unexpected dead letter: %s %s: %s", scen, e.Record.Subject, e.Record.Reason, e.Record.Error)
 	}

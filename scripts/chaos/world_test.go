@@ -153,6 +153,9 @@ type proc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	log  string
+	// peakRSS is the process's peak resident set (VmHWM), read just
+	// before it was signalled.
+	peakRSS int64
 }
 
 func startProc(t *testing.T, name, logPath string, env []string, bin string, args ...string) *proc {
@@ -187,6 +190,7 @@ func (p *proc) signal(sig syscall.Signal) {
 	if !p.running() {
 		return
 	}
+	p.peakRSS = max(p.peakRSS, vmHWM(p.cmd.Process.Pid))
 	_ = p.cmd.Process.Signal(sig)
 	select {
 	case <-p.done:
@@ -194,6 +198,22 @@ func (p *proc) signal(sig syscall.Signal) {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
+}
+
+// vmHWM returns the peak resident set size of process pid in bytes (0
+// when unknown).
+func vmHWM(pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 func freeAddr(t *testing.T) string {
@@ -228,6 +248,7 @@ type world struct {
 	ackWait     time.Duration
 	metricsAddr string
 	rec         *proc
+	recProcs    []*proc
 	recRuns     int
 	recLogs     []string
 }
@@ -308,6 +329,7 @@ func (w *world) startReconciler(extra ...string) *proc {
 		"--rate-limit", fmt.Sprintf("%d/1s", w.rate), "--ack-wait", w.ackWait.String(),
 		"--log-format", "json", "--log-level", logLevel, "--shutdown-timeout", "10s"}, extra...)
 	w.rec = startProc(w.t, "reconciler", logPath, env, bins.reconciler, args...)
+	w.recProcs = append(w.recProcs, w.rec)
 	testutil.Eventually(w.t, 60*time.Second, func() bool {
 		if !w.rec.running() {
 			w.t.Fatalf("reconciler run exited at start; log %s:\n%s", logPath, tail(logPath, 20))
@@ -649,4 +671,17 @@ func (w *world) writes() (done, attempts int) {
 		}
 	}
 	return done, attempts
+}
+
+// peakRSS returns the largest peak resident set of the world's reconciler
+// processes (the running one is read now).
+func (w *world) peakRSS() int64 {
+	var peak int64
+	for _, p := range w.recProcs {
+		if p.running() {
+			p.peakRSS = max(p.peakRSS, vmHWM(p.cmd.Process.Pid))
+		}
+		peak = max(peak, p.peakRSS)
+	}
+	return peak
 }
