@@ -206,6 +206,10 @@ func stopGracefully(t *testing.T, w *world, scen string) {
 	}
 }
 
+// maxWrites is `reconciler run`'s default --max-writes: API writes in
+// flight at once.
+const maxWrites = 4
+
 // TestCrash is scenario 1: scripts reconciled while `reconciler run` is
 // killed with SIGKILL at random moments and restarted at once.
 func TestCrash(t *testing.T) {
@@ -268,12 +272,28 @@ func TestCrash(t *testing.T) {
 	stopTrace()
 	settle := w.waitSettled(4*w.ackWait + 2*time.Minute)
 	done, attempts := w.writes()
+	twice := map[string][]string{}
+	for _, r := range w.emu.RequestLog() {
+		if r.Method != http.MethodGet && r.Status >= 200 && r.Status < 300 {
+			twice[r.Script] = append(twice[r.Script], r.Time.Format("15:04:05.000"))
+		}
+	}
+	for s, at := range twice {
+		if len(at) > 1 {
+			t.Logf("%s written %d times, at %v", s, len(at), at)
+		}
+	}
+	for k, at := range killedAt {
+		t.Logf("kill %d at %s, restarted process ready at %s", k+1, at.Format("15:04:05.000"), restartedAt[k].Format("15:04:05.000"))
+	}
 
 	figure(scen, "scripts / events published (duplicates)", fmt.Sprintf("%d / %d (%d)", n, len(wl.events)+len(wl.dups), len(wl.dups)), "", true)
 	figure(scen, "SIGKILLs (of which while writes were still due)", fmt.Sprintf("%d (%d)", kills, midWork), "≥ 5 (≥ 5)", kills >= 5 && midWork >= 5)
 	figure(scen, "writes carried out / necessary (scripts that had to change)", fmt.Sprintf("%d / %d", done, wl.necessary), "", true)
-	figure(scen, "extra writes (writes in flight at the kills)", fmt.Sprintf("%d (%d)", done-wl.necessary, inFlight),
-		fmt.Sprintf("≤ %d", kills), done-wl.necessary <= kills)
+	extra := done - wl.necessary
+	figure(scen, "extra writes (writes in flight at the kills)", fmt.Sprintf("%d (%d)", extra, inFlight),
+		fmt.Sprintf("≤ %d", kills), extra <= kills)
+	figure(scen, fmt.Sprintf("  (bound: ≤ --max-writes (%d) per kill, secrets written but not yet recorded)", maxWrites), "", fmt.Sprintf("≤ %d", kills*maxWrites), extra <= kills*maxWrites)
 	figure(scen, "write attempts not carried out (cut by a kill)", attempts-done, "", true)
 	after := convergedAt.Sub(lastRestart)
 	figure(scen, "converged after the last restart (all work left included)", after.Round(100*time.Millisecond), "", true)
@@ -283,8 +303,15 @@ func TestCrash(t *testing.T) {
 	figure(scen, fmt.Sprintf("then settled (events of killed processes, AckWait %s)", w.ackWait), settle.Round(100*time.Millisecond), "", true)
 	commonFigures(t, w, scen, wl)
 	stopGracefully(t, w, scen)
-	if done-wl.necessary > kills {
-		t.Errorf("%d writes for %d necessary: more than one extra write per kill (%d kills, %d writes in flight at them)", done, wl.necessary, kills, inFlight)
+	// A write the API carried out just before a kill, whose last-applied
+	// record the killed process had no time to save, is made again when it
+	// holds a secret (the API never shows a secret's value, so nothing else
+	// can tell it is live): at most --max-writes per kill.
+	if extra > kills*maxWrites {
+		t.Errorf("%d writes for %d necessary: more than %d extra writes per kill (%d kills)", done, wl.necessary, maxWrites, kills)
+	}
+	if extra > kills {
+		t.Logf("%d extra writes for %d kills: several writes were carried out just before one kill", extra, kills)
 	}
 	if midWork < 5 {
 		t.Errorf("only %d kills happened while writes were still due", midWork)
@@ -342,14 +369,14 @@ func TestNATSRestart(t *testing.T) {
 	}
 	w.startNATS()
 	upAt := time.Now()
+	testutil.Eventually(t, 2*time.Minute, w.ready, "reconciler ready again after NATS is back")
+	readyAfter := time.Since(upAt)
 	if err := <-pubDone; err != nil {
 		t.Fatal(err)
 	}
 	if err := w.publish(later); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 2*time.Minute, w.ready, "reconciler ready again after NATS is back")
-	readyAfter := time.Since(upAt)
 	convergedAt := wl.waitConverged(t, w, 5*time.Minute)
 	settle := w.waitSettled(4*w.ackWait + 2*time.Minute)
 	done, _ := w.writes()
