@@ -20,9 +20,13 @@
 //  4. Bad input: the catalogue of package badinput against a NATS with the
 //     default 1 MiB max_payload.
 //
-// Knobs (environment): CHAOS_SCRIPTS (2000), CHAOS_KILLS (5), CHAOS_SEED
-// (random), CHAOS_ACK_WAIT (30s), CHAOS_NATS_DOWN (5s), CHAOS_FAULT_SCRIPTS
-// (600), CHAOS_ONLY (e.g. "crash,faults"). Without the chaos build tag the
+// Knobs (environment): CHAOS_SCRIPTS (2000, scenario 1), CHAOS_KILLS (5),
+// CHAOS_NATS_SCRIPTS (600), CHAOS_NATS_DOWN (5s), CHAOS_FAULT_SCRIPTS
+// (600), CHAOS_ACK_WAIT (30s, --ack-wait of `reconciler run`), CHAOS_SEED
+// (random; printed), CHAOS_ONLY (e.g. "crash,faults"), CHAOS_KEEP (keep the
+// processes' logs, also kept when a scenario fails), CHAOS_LOG_LEVEL (of
+// `reconciler run`), CHAOS_TRACE (log the reconciler's figures four times
+// a second during scenario 1). Without the chaos build tag the
 // package holds no tests; the fast parts of the suite (the bad-input
 // catalogue, goleak, the fuzz seeds) run in the ordinary `go test ./...`.
 // docs-guarantees.md maps each guarantee to the test that proves it.
