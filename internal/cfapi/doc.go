@@ -16,7 +16,9 @@
 //     appear in errors or logs. Redaction is by default: RedactJSON (and
 //     Binding.Redacted, which uses it) hides every value of a binding whose
 //     type is not known to be non-secret, unknown types and case variants
-//     included; it is the one rule for dead letters, plans and logs.
+//     included, and treats every element of an event's bindings or upsert
+//     list as a binding even without a type; it is the one rule for dead
+//     letters, plans and logs.
 //   - ParseBinding accepts only valid UTF-8, so the bytes sent are the
 //     bytes that were validated.
 //   - Every request waits on the one shared Limiter first. The Limiter is a

@@ -28,7 +28,12 @@ const Redacted = "<redacted>"
 //     member is replaced by the string "<redacted>", except the type and name
 //     members (keys matched case-insensitively) whose value is a string: a
 //     secret_text keeps only its type and name.
-//   - An object that is not a binding is walked member by member.
+//   - An object that is not a binding is walked member by member, except
+//     that the value of a member named "bindings" or "upsert" (keys matched
+//     case-insensitively, as encoding/json matches them) is an event's list
+//     of bindings: every element of it is a binding whatever it looks like,
+//     so an element without a type member (or that is not an object) is
+//     hidden too, and a value that is not an array is replaced whole.
 //
 // Member order, duplicate members and number literals are kept; the output
 // is compact, written without HTML escaping, and valid UTF-8 (invalid bytes
@@ -87,7 +92,11 @@ func redactValue(dst []byte, v json.RawMessage, placeholder string) ([]byte, err
 		case !isBinding(ms): // walk it
 			for _, m := range ms {
 				w.key(m.Key)
-				if w.buf, err = redactValue(w.buf, m.Value, placeholder); err != nil {
+				redact := redactValue
+				if holdsBindings(m.Key) {
+					redact = redactBindingList
+				}
+				if w.buf, err = redact(w.buf, m.Value, placeholder); err != nil {
 					return nil, err
 				}
 			}
@@ -105,6 +114,60 @@ func redactValue(dst []byte, v json.RawMessage, placeholder string) ([]byte, err
 		return w.close(), nil
 	}
 	return append(dst, v...), nil
+}
+
+// holdsBindings reports whether an object member with key k holds an
+// event's list of bindings.
+func holdsBindings(k string) bool {
+	return strings.EqualFold(k, "bindings") || strings.EqualFold(k, "upsert")
+}
+
+// redactBindingList appends the redacted copy of v, the value of a member
+// that holds bindings: each element of an array is redacted as a binding
+// even when it has no type member (it keeps only a string name) or is not
+// an object; null stays; any other value is hidden whole.
+func redactBindingList(dst []byte, v json.RawMessage, placeholder string) ([]byte, error) {
+	switch v[0] {
+	case 'n':
+		return append(dst, v...), nil
+	case '[':
+	default:
+		return appendJSONString(dst, placeholder, false), nil
+	}
+	var elems []json.RawMessage
+	if err := json.Unmarshal(v, &elems); err != nil {
+		return nil, err
+	}
+	dst = append(dst, '[')
+	for i, e := range elems {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		if e[0] != '{' {
+			dst = appendJSONString(dst, placeholder, false)
+			continue
+		}
+		ms, err := ObjectMembers(e)
+		if err != nil {
+			return nil, err
+		}
+		if isBinding(ms) {
+			if dst, err = redactValue(dst, e, placeholder); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		w := newObject(dst, false)
+		for _, m := range ms {
+			if keepsValue(m) {
+				w.raw(m.Key, m.Value)
+			} else {
+				w.str(m.Key, placeholder)
+			}
+		}
+		dst = w.close()
+	}
+	return append(dst, ']'), nil
 }
 
 // isBinding reports whether an object is a binding: it has a type member.

@@ -92,7 +92,10 @@ type SetupConfig struct {
 	// and the items a crashed process held come back quickly.
 	BackfillAckWait time.Duration
 	// LeaseTTL is how long a per-script lease lives without renewal
-	// (default 30s).
+	// (default 10s). It is also how long the scripts a killed process was
+	// writing wait before a restarted process (a new owner) can take them
+	// over, so it bounds recovery after a crash; it is renewed every third
+	// of it.
 	LeaseTTL time.Duration
 }
 
@@ -111,7 +114,7 @@ func (c SetupConfig) WithDefaults() SetupConfig {
 	def(&c.DLQMaxAge, 30*24*time.Hour)
 	def(&c.Duplicates, 2*time.Minute)
 	def(&c.AckWait, 2*time.Minute)
-	def(&c.LeaseTTL, 30*time.Second)
+	def(&c.LeaseTTL, 10*time.Second)
 	def(&c.BackfillAckWait, 15*time.Second)
 	if c.MaxDeliver <= 0 {
 		c.MaxDeliver = 8

@@ -1,0 +1,158 @@
+package jobs
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/scripts/chaos/badinput"
+)
+
+// Bindings every catalogue script starts with: a secret and a binding
+// nobody told the reconciler about. Neither may be lost.
+const (
+	seededSecret  = `{"type":"secret_text","name":"API_TOKEN","text":"seeded-secret-value"}`
+	seededTheirs  = `{"type":"plain_text","name":"THEIRS","text":"made by hand"}`
+	catalogueWait = 60 * time.Second
+)
+
+// TestBadInputFullCatalogue runs the chaos suite's catalogue of malformed
+// and borderline events (scripts/chaos/badinput) through one runner on an
+// embedded server: every bad event is dead-lettered with the reason the
+// README lists and an error naming the field, every valid one is applied,
+// no dead letter holds a secret, nothing of a rejected event is written,
+// the seeded secrets and unowned bindings survive, and a good event
+// published after all of them still applies.
+func TestBadInputFullCatalogue(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	cases := badinput.Cases(acct)
+	if len(cases) < 25 {
+		t.Fatalf("catalogue has %d cases, want at least 25", len(cases))
+	}
+	if err := h.emu.CreateNamespace(acct, badinput.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		h.seedScript(c.Namespace, c.Script, seededSecret, seededTheirs)
+	}
+	h.seedScript(badinput.Namespace, "after-bad-input", seededSecret, seededTheirs)
+	rn := h.startRunner("r1")
+	for _, c := range cases {
+		h.publishRaw(c.Subject, c.Body, c.MsgID)
+	}
+	goodSubject, goodBody := badinput.Good(acct, "after-bad-input", "good-after-catalogue")
+	h.publishRaw(goodSubject, goodBody, "good-after-catalogue")
+	h.waitDrained(catalogueWait)
+
+	if got := h.stored(badinput.Namespace, "after-bad-input"); got["AFTER_BAD_INPUT"] == "" {
+		t.Errorf("the good event published after the catalogue was not applied: %v", keys(got))
+	}
+	bySubject := map[string][]DeadLetter{}
+	for _, e := range h.deadLetters() {
+		bySubject[e.Record.Subject] = append(bySubject[e.Record.Subject], e.Record)
+		raw, _ := json.Marshal(e.Record)
+		if strings.Contains(string(raw), badinput.Secret) || strings.Contains(string(raw), "seeded-secret-value") {
+			t.Errorf("dead letter of %s holds a secret: %s", e.Record.Subject, cfapi.Truncate(string(raw), 600))
+		}
+	}
+	written := map[string]bool{}
+	for _, r := range h.emu.RequestLog() {
+		if r.Method != "GET" {
+			written[r.Script] = true
+		}
+	}
+	deadLettered, accepted := 0, 0
+	for _, c := range cases {
+		recs := bySubject[c.Subject]
+		switch {
+		case c.Reason != "":
+			deadLettered++
+			if len(recs) != 1 {
+				t.Errorf("%s: %d dead letters on %s, want 1", c.Name, len(recs), c.Subject)
+				continue
+			}
+			r := recs[0]
+			if string(r.Reason) != c.Reason {
+				t.Errorf("%s: reason %q, want %q (error: %s)", c.Name, r.Reason, c.Reason, r.Error)
+			}
+			for _, m := range c.ErrorMentions {
+				if !strings.Contains(r.Error, m) {
+					t.Errorf("%s: error %q does not name %q", c.Name, r.Error, m)
+				}
+			}
+			if r.Attempts != 1 || r.FailedAt.IsZero() || r.StreamSeq == 0 {
+				t.Errorf("%s: incomplete record: attempts=%d failed_at=%v stream_seq=%d", c.Name, r.Attempts, r.FailedAt, r.StreamSeq)
+			}
+			if written[c.Script] {
+				t.Errorf("%s: the rejected event's script was written", c.Name)
+			}
+		case c.Accepted:
+			accepted++
+			if len(recs) != 0 {
+				t.Errorf("%s: a valid event was dead-lettered: %s: %s", c.Name, recs[0].Reason, recs[0].Error)
+				continue
+			}
+			live := map[string]json.RawMessage{}
+			bs, _ := h.emu.Bindings(acct, c.Namespace, c.Script)
+			for _, b := range bs {
+				live[b.Name()] = b.Raw()
+			}
+			if err := c.Check(live); err != nil {
+				t.Errorf("%s: %v", c.Name, err)
+			}
+		}
+		got := h.stored(c.Namespace, c.Script)
+		if got["API_TOKEN"] != canon(seededSecret) || got["THEIRS"] != canon(seededTheirs) {
+			t.Errorf("%s: a seeded secret or unowned binding was lost or changed: API_TOKEN=%t THEIRS=%t",
+				c.Name, got["API_TOKEN"] != "", got["THEIRS"] != "")
+		}
+	}
+	if n := len(h.deadLetters()); n != deadLettered {
+		t.Errorf("dead letters = %d, want %d (one per bad event)", n, deadLettered)
+	}
+	if n := promtestutil.ToFloat64(rn.m.PanicsRecovered); n != 0 {
+		t.Errorf("panics recovered = %v", n)
+	}
+	select {
+	case err := <-rn.done:
+		t.Fatalf("the runner stopped: %v", err)
+	default:
+	}
+	t.Logf("catalogue: %d cases, %d dead-lettered with their reason, %d accepted; %d API writes",
+		len(cases), deadLettered, accepted, h.emu.Stats().Writes)
+}
+
+// TestBadInputCatalogueDecodes checks the catalogue against DecodeEvent
+// alone (no server): the fast version of the test above, which names the
+// case that breaks.
+func TestBadInputCatalogueDecodes(t *testing.T) {
+	for _, c := range badinput.Cases(acct) {
+		t.Run(c.Name, func(t *testing.T) {
+			_, err := DecodeEvent(c.Body, c.Subject, "bindings")
+			switch {
+			case c.Accepted && err != nil:
+				t.Fatalf("valid event rejected: %v", err)
+			case c.Reason != "" && err == nil:
+				t.Fatalf("accepted, want %s", c.Reason)
+			case c.Reason != "":
+				var ie *InvalidEventError
+				if !errors.As(err, &ie) || string(ie.Reason) != c.Reason {
+					t.Fatalf("error %v, want reason %s", err, c.Reason)
+				}
+				if strings.Contains(err.Error(), badinput.Secret) {
+					t.Fatalf("error shows the secret: %v", err)
+				}
+				rec := newDeadLetter(c.Body, c.Subject, "BINDINGS", 1, 1, ie.Reason, err)
+				raw, _ := json.Marshal(rec)
+				if strings.Contains(string(raw), badinput.Secret) {
+					t.Fatalf("dead letter holds the secret: %s", cfapi.Truncate(string(raw), 400))
+				}
+			}
+		})
+	}
+}
