@@ -133,7 +133,9 @@ func printDeadLetters(w io.Writer, output string, entries []jobs.DLQEntry) error
 			en.Seq, en.Record.FailedAt.Format(time.RFC3339), en.Record.Reason, orDash(en.Record.EventID),
 			en.Record.Subject, en.Record.Attempts, en.Record.Error)
 	}
-	fmt.Fprintf(w, "%d dead letters\n", len(entries))
+	if output != "json" { // JSON lines stay JSON lines
+		fmt.Fprintf(w, "%d dead letters\n", len(entries))
+	}
 	return nil
 }
 

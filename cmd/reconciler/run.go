@@ -38,6 +38,7 @@ type runFlags struct {
 	maxDeliver      int
 	coalesceDelay   time.Duration
 	coalesceMaxWait time.Duration
+	leaseTTL        time.Duration
 	consumer        string
 	defaultStrategy string
 }
@@ -55,6 +56,7 @@ func (rf *runFlags) registerPipeline(f *flagSet) {
 	f.integer(&rf.maxDeliver, "max-deliver", "RECONCILER_MAX_DELIVER", 8, "deliveries of one event before it is dead-lettered")
 	f.duration(&rf.coalesceDelay, "coalesce-delay", "RECONCILER_COALESCE_DELAY", 100*time.Millisecond, "a script is reconciled this long after its last event, so a burst costs one reconcile")
 	f.duration(&rf.coalesceMaxWait, "coalesce-max-wait", "RECONCILER_COALESCE_MAX_WAIT", 5*time.Second, "but no later than this after its first event")
+	f.duration(&rf.leaseTTL, "lease-ttl", "RECONCILER_LEASE_TTL", 10*time.Second, "how long a script's write lease outlives its holder's last renewal (longer rides out NATS hiccups; shorter frees a crashed replica's scripts sooner)")
 	f.str(&rf.consumer, "consumer", "RECONCILER_CONSUMER", "reconciler", "durable consumer name (shared by replicas)")
 	f.str(&rf.defaultStrategy, "default-strategy", "RECONCILER_DEFAULT_STRATEGY", "auto", "how a change is written when its event asks for auto or names no strategy: auto, settings, script or version")
 }
@@ -91,6 +93,8 @@ func (rf *runFlags) validate(f *flagSet) error {
 		return usagef("%s: must be at least 1, got %d", f.name("max-deliver"), rf.maxDeliver)
 	case rf.coalesceDelay < 0:
 		return usagef("%s: must not be negative", f.name("coalesce-delay"))
+	case rf.leaseTTL < time.Second:
+		return usagef("%s: must be at least 1s, got %s", f.name("lease-ttl"), rf.leaseTTL)
 	case rf.coalesceMaxWait < rf.coalesceDelay:
 		return usagef("%s: must be at least --coalesce-delay", f.name("coalesce-max-wait"))
 	}
@@ -108,6 +112,7 @@ func (rf *runFlags) jobsConfig() jobs.Config {
 			Replicas:   rf.streamReplicas,
 			AckWait:    rf.ackWait,
 			MaxDeliver: rf.maxDeliver,
+			LeaseTTL:   rf.leaseTTL,
 		},
 		Concurrency:     rf.concurrency,
 		ResyncInterval:  rf.resyncInterval,
