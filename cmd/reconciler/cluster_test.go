@@ -38,14 +38,14 @@ type clusterProc struct {
 // startClusterProc starts `reconciler run` (this test binary, re-executed
 // as the real program) with env and returns at once, without waiting for
 // it to be up.
-func startClusterProc(t *testing.T, name string, env map[string]string) *clusterProc {
+func startClusterProc(t *testing.T, name string, env map[string]string, args ...string) *clusterProc {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &clusterProc{name: name, log: &syncBuffer{}, metrics: freePort(t), exited: make(chan struct{})}
-	p.cmd = exec.Command(exe, "run", "--log-format", "console", "--metrics-addr", p.metrics)
+	p.cmd = exec.Command(exe, append([]string{"run", "--log-format", "console", "--metrics-addr", p.metrics}, args...)...)
 	p.cmd.Env = append(os.Environ(), "RECONCILER_TEST_MAIN=1")
 	for k, v := range env {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)
@@ -176,8 +176,6 @@ func TestClusterTwoProcessesSurviveLeaderLoss(t *testing.T) {
 	env := map[string]string{
 		"CLOUDFLARE_API_BASE_URL":     base,
 		"CLOUDFLARE_API_TOKEN":        "cluster-test-token",
-		"NATS_URL":                    cl.URLs(),
-		"RECONCILER_STREAM_REPLICAS":  "3",
 		"RECONCILER_RATE_LIMIT":       fmt.Sprintf("%d/%s", budget, window),
 		"RECONCILER_SHUTDOWN_TIMEOUT": "10s",
 		// A redelivery after a lost acknowledgement (the node that carried
@@ -190,7 +188,8 @@ func TestClusterTwoProcessesSurviveLeaderLoss(t *testing.T) {
 	start := time.Now()
 	cl.StartNode(n1)
 	cl.StartNode(n2)
-	procs := []*clusterProc{startClusterProc(t, "run-a", env), startClusterProc(t, "run-b", env)}
+	args := []string{"--nats-url", cl.URLs(), "--stream-replicas", "3"}
+	procs := []*clusterProc{startClusterProc(t, "run-a", env, args...), startClusterProc(t, "run-b", env, args...)}
 	testutil.Eventually(t, 60*time.Second, func() bool {
 		for _, p := range procs {
 			p.alive(t)
@@ -371,8 +370,8 @@ func TestClusterTwoProcessesSurviveLeaderLoss(t *testing.T) {
 	var settled [2]float64
 	for i, p := range procs {
 		settled[i] = p.counter(t, "reconciler_events_total")
-		t.Logf("%s: events settled %v (applied %v, noop %v, stale %v), reconciles %v, API requests %v",
-			p.name, settled[i], p.counter(t, "reconciler_events_total", `outcome="applied"`),
+		t.Logf("%s: NATS disconnections %d; events settled %v (applied %v, noop %v, stale %v), reconciles %v, API requests %v",
+			p.name, strings.Count(p.log.String(), "NATS disconnected"), settled[i], p.counter(t, "reconciler_events_total", `outcome="applied"`),
 			p.counter(t, "reconciler_events_total", `outcome="noop"`), p.counter(t, "reconciler_events_total", `outcome="stale"`),
 			p.counter(t, "reconciler_reconcile_total"), p.counter(t, "reconciler_api_requests_total"))
 	}
