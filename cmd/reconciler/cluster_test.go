@@ -59,6 +59,13 @@ func startClusterProc(t *testing.T, name string, env map[string]string, args ...
 		select {
 		case <-p.exited:
 		default:
+			if t.Failed() && os.Getenv("CLUSTER_TEST_STACKS") != "" {
+				_ = p.cmd.Process.Signal(syscall.SIGQUIT) // the Go runtime prints every goroutine
+				select {
+				case <-p.exited:
+				case <-time.After(10 * time.Second):
+				}
+			}
 			_ = p.cmd.Process.Kill()
 			<-p.exited
 		}
@@ -337,12 +344,24 @@ func TestClusterTwoProcessesSurviveLeaderLoss(t *testing.T) {
 	cl.StartNode(leader)
 	restarted := time.Now()
 
+	diagnose := func() string {
+		var b strings.Builder
+		_, state := clusterDrained(ctx, js)
+		fmt.Fprintf(&b, "converged %d/%d; consumer %s", converged(), scripts, state)
+		for _, p := range procs {
+			fmt.Fprintf(&b, "; %s: received %v, held %v, queued %v, consumer pending %v, reconciles %v (lease busy or held %v)",
+				p.name, p.counter(t, "reconciler_events_received_total"), p.counter(t, "reconciler_held_events"),
+				p.counter(t, "reconciler_queue_depth"), p.counter(t, "reconciler_consumer_pending", `lane="live"`),
+				p.counter(t, "reconciler_reconcile_total"), p.counter(t, "reconciler_reconcile_total", `result="lease_busy"`))
+		}
+		return b.String()
+	}
 	testutil.Eventually(t, 120*time.Second, func() bool {
 		for _, p := range procs {
 			p.alive(t)
 		}
 		return converged() == scripts
-	}, "every script converges (%d/%d)", converged(), scripts)
+	}, "every script converges: %s", stringerFunc(diagnose))
 	t.Logf("all %d scripts converged %s after publishing (%s after the restart of %s)",
 		scripts, time.Since(published).Round(time.Millisecond), time.Since(restarted).Round(time.Millisecond), leader.Name)
 

@@ -389,3 +389,70 @@ func TestEnsureStreamsConcurrentlyOnCluster(t *testing.T) {
 		}
 	}
 }
+
+// lostAckJS is a JetStream whose asynchronous publishes are never
+// acknowledged: the stream's leader dies with the write in flight, after
+// it stored it (written) or before (not written), while the process stays
+// connected to another node.
+type lostAckJS struct {
+	jetstream.JetStream
+	written bool
+	seq     uint64 // the sequence of the last write stored
+}
+
+type lostFuture struct{ msg *nats.Msg }
+
+func (f lostFuture) Ok() <-chan *jetstream.PubAck { return nil }
+func (f lostFuture) Err() <-chan error            { return nil }
+func (f lostFuture) Msg() *nats.Msg               { return f.msg }
+
+func (js *lostAckJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	if js.written {
+		ack, err := js.JetStream.PublishMsg(context.Background(), m, opts...)
+		if err != nil {
+			return nil, err
+		}
+		js.seq = ack.Sequence
+	}
+	return lostFuture{msg: m}, nil
+}
+
+// TestLostFoldAckDoesNotStallIntake: a fold whose pipelined write is
+// never acknowledged does not block intake for ever: after a while it is
+// folded again from a fresh read, and the event is held with the
+// revision that holds its fold, whether the lost write was stored or not.
+func TestLostFoldAckDoesNotStallIntake(t *testing.T) {
+	for _, written := range []bool{false, true} {
+		t.Run(fmt.Sprintf("written=%v", written), func(t *testing.T) {
+			f := newFreshReads(t)
+			lost := &lostAckJS{JetStream: f.r.st.js, written: written}
+			f.r.st.js = lost
+			f.r.st.asyncAckWait = 100 * time.Millisecond
+			done := make(chan struct{})
+			var key string
+			var rev uint64
+			go func() {
+				defer close(done)
+				key, rev = f.fold("lost-1", "l1", 1, "kept")
+			}()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the fold waits for ever for an acknowledgement that was lost")
+			}
+			e := f.entry(key)
+			if e.Revision() != rev {
+				t.Fatalf("fold revision %d, stored revision %d", rev, e.Revision())
+			}
+			st, err := decodeDesired(key, e.Value())
+			if err != nil || st.Names["LAG"] == nil || st.Names["LAG"].Stamp.ID != "l1" {
+				t.Fatalf("stored desired state lacks the fold: %+v %v", st, err)
+			}
+			if written && rev != lost.seq {
+				// The write was stored: folding again must find it, not
+				// write again.
+				t.Fatalf("the lost write (revision %d) was repeated (revision %d)", lost.seq, rev)
+			}
+		})
+	}
+}

@@ -90,11 +90,14 @@ type stores struct {
 	// for pipelined compare-and-set publishes.
 	desiredSubject string
 	cache          *stateCache
+	// asyncAckWait bounds the wait for the acknowledgement of a pipelined
+	// compare-and-set (see foldAll).
+	asyncAckWait time.Duration
 }
 
 func newStores(js jetstream.JetStream, desired, applied, leases jetstream.KeyValue, cacheSize int) *stores {
 	return &stores{js: js, desired: desired, applied: applied, leases: leases,
-		desiredSubject: "$KV." + desired.Bucket() + ".", cache: newStateCache(cacheSize)}
+		desiredSubject: "$KV." + desired.Bucket() + ".", cache: newStateCache(cacheSize), asyncAckWait: 10 * time.Second}
 }
 
 // maxCASAttempts bounds compare-and-set retries on one key.
