@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -256,9 +257,11 @@ func TestClusterTwoProcessesSurviveLeaderLoss(t *testing.T) {
 		}
 	}
 
-	// Events: two generations per script now, and a third for every
-	// sixth script while the leader is down; the last is what must end up
-	// applied.
+	// Events: the first generation for every script at once; the second
+	// trickles in (about 50/s) while the run goes on, and across the stop
+	// of the leader; a third for every sixth script while the leader is
+	// down. The highest generation is what must end up applied, whatever
+	// the order of arrival.
 	eventMsg := func(i, gen int) *nats.Msg {
 		ev := fmt.Sprintf(`{"schema":"bindings.change/v1","id":"c-%d-%d","account_id":"%s","dispatch_namespace":"customers","script":"%s","generation":%d,"op":"patch","upsert":[{"type":"plain_text","name":"CLUSTER","text":"gen-%d"}]}`,
 			i, gen, acct, cfapitest.TenantName(i), gen, gen)
@@ -273,12 +276,25 @@ func TestClusterTwoProcessesSurviveLeaderLoss(t *testing.T) {
 		}
 		return 2
 	}
-	published := time.Now()
-	for gen := 1; gen <= 2; gen++ {
-		for i := 1; i <= scripts; i++ {
-			if _, err := js.PublishMsgAsync(eventMsg(i, gen)); err != nil {
-				t.Fatal(err)
+	// publish publishes m until the stream acknowledges it (a publish may
+	// fail while the cluster moves its leaders; the platform retries it
+	// with the same Nats-Msg-Id), waiting for next between attempts.
+	publish := func(m *nats.Msg, next <-chan time.Time) error {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err := js.PublishMsg(pctx, m)
+			cancel()
+			if err == nil || time.Now().After(deadline) {
+				return err
 			}
+			<-next
+		}
+	}
+	published := time.Now()
+	for i := 1; i <= scripts; i++ {
+		if _, err := js.PublishMsgAsync(eventMsg(i, 1)); err != nil {
+			t.Fatal(err)
 		}
 	}
 	select {
@@ -286,7 +302,21 @@ func TestClusterTwoProcessesSurviveLeaderLoss(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("publishing did not complete")
 	}
-	t.Logf("published %d events in %s", 2*scripts, time.Since(published).Round(time.Millisecond))
+	var trickled atomic.Int64
+	trickleDone := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for i := 1; i <= scripts; i++ {
+			<-tick.C
+			if err := publish(eventMsg(i, 2), tick.C); err != nil {
+				trickleDone <- fmt.Errorf("event c-%d-2: %w", i, err)
+				return
+			}
+			trickled.Add(1)
+		}
+		trickleDone <- nil
+	}()
 
 	converged := func() int {
 		n := 0
@@ -308,30 +338,26 @@ func TestClusterTwoProcessesSurviveLeaderLoss(t *testing.T) {
 		leader, err = cl.StreamLeader(ctx, js, "BINDINGS")
 		return err == nil
 	}, "BINDINGS has a leader")
-	writesAtStop, convergedAtStop := emu.Stats().Writes, converged()
+	writesAtStop, convergedAtStop, trickledAtStop := emu.Stats().Writes, converged(), trickled.Load()
 	cl.Stop(leader)
 	stopped := time.Now()
-	t.Logf("stopped %s, the BINDINGS leader, %s after publishing: %d writes, %d/%d scripts converged",
-		leader.Name, stopped.Sub(published).Round(time.Millisecond), writesAtStop, convergedAtStop, scripts)
+	t.Logf("stopped %s, the BINDINGS leader, %s after the first publish: %d writes, %d/%d scripts converged, %d/%d second-generation events published",
+		leader.Name, stopped.Sub(published).Round(time.Millisecond), writesAtStop, convergedAtStop, scripts, trickledAtStop, scripts)
 	var newLeader *natscluster.Node
 	testutil.Eventually(t, 60*time.Second, func() bool {
 		newLeader, err = cl.StreamLeader(ctx, js, "BINDINGS")
 		return err == nil && newLeader != leader
 	}, "BINDINGS elects a new leader")
 	t.Logf("%s leads BINDINGS %s after the stop", newLeader.Name, time.Since(stopped).Round(time.Millisecond))
-	// Events go on arriving (a publish may fail while the cluster moves
-	// its leaders; the platform retries it, with the same Nats-Msg-Id).
 	late := 0
+	retry := time.NewTicker(50 * time.Millisecond)
+	defer retry.Stop()
 	for i := 6; i <= scripts; i += 6 {
-		testutil.Eventually(t, 30*time.Second, func() bool {
-			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			defer cancel()
-			_, err := js.PublishMsg(pctx, eventMsg(i, 3))
-			return err == nil
-		}, "publish event %d with %s down", i, leader.Name)
+		if err := publish(eventMsg(i, 3), retry.C); err != nil {
+			t.Fatalf("publish event c-%d-3 with %s down: %v", i, leader.Name, err)
+		}
 		late++
 	}
-	t.Logf("published %d more events with %s down", late, leader.Name)
 	// Work goes on with two nodes (unless it was nearly done).
 	target := min(writesAtStop+scripts/10, scripts)
 	testutil.Eventually(t, 90*time.Second, func() bool {
@@ -340,9 +366,18 @@ func TestClusterTwoProcessesSurviveLeaderLoss(t *testing.T) {
 		}
 		return emu.Stats().Writes >= target
 	}, "writes go on while %s is down (%d at the stop)", leader.Name, writesAtStop)
-	t.Logf("%d writes while %s was down (%s)", emu.Stats().Writes-writesAtStop, leader.Name, time.Since(stopped).Round(time.Millisecond))
+	t.Logf("with %s down for %s: %d writes, %d third-generation and %d second-generation events published",
+		leader.Name, time.Since(stopped).Round(time.Millisecond), emu.Stats().Writes-writesAtStop, late, trickled.Load()-trickledAtStop)
 	cl.StartNode(leader)
 	restarted := time.Now()
+	select {
+	case err := <-trickleDone:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(120 * time.Second):
+		t.Fatal("the second generation was not published")
+	}
 
 	diagnose := func() string {
 		var b strings.Builder
@@ -362,7 +397,7 @@ func TestClusterTwoProcessesSurviveLeaderLoss(t *testing.T) {
 		}
 		return converged() == scripts
 	}, "every script converges: %s", stringerFunc(diagnose))
-	t.Logf("all %d scripts converged %s after publishing (%s after the restart of %s)",
+	t.Logf("all %d scripts converged %s after the first publish (%s after the restart of %s)",
 		scripts, time.Since(published).Round(time.Millisecond), time.Since(restarted).Round(time.Millisecond), leader.Name)
 
 	// Nothing lost: every event is settled, none dead-lettered.

@@ -18,7 +18,9 @@ import (
 )
 
 // jsConfigs returns the configuration of every stream (KV buckets
-// included) and consumer on js, by name, as JSON.
+// included) and durable consumer on js, by name, as JSON. Ephemeral
+// consumers (the watchers of a process, e.g. on the shared budget) come
+// and go with the processes and configure nothing.
 func jsConfigs(t *testing.T, js jetstream.JetStream) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -34,6 +36,9 @@ func jsConfigs(t *testing.T, js jetstream.JetStream) map[string]string {
 		}
 		cons := s.ListConsumers(ctx)
 		for ci := range cons.Info() {
+			if ci.Config.Durable == "" {
+				continue
+			}
 			data, _ := json.Marshal(ci.Config)
 			out["consumer "+si.Config.Name+"/"+ci.Name] = string(data)
 		}

@@ -456,3 +456,38 @@ func TestLostFoldAckDoesNotStallIntake(t *testing.T) {
 		})
 	}
 }
+
+// silentKV is a bucket whose reads are never answered (the replica that
+// took the request died): Get waits until its context ends.
+type silentKV struct{ jetstream.KeyValue }
+
+func (silentKV) Get(ctx context.Context, _ string) (jetstream.KeyValueEntry, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestLostKVAnswerFailsTheReconcile: a desired-state read whose answer
+// never comes fails after the KV request timeout instead of holding the
+// script for the reconcile's whole timeout; its event is handed back for
+// redelivery, not acknowledged.
+func TestLostKVAnswerFailsTheReconcile(t *testing.T) {
+	f := newFreshReads(t)
+	f.h.seedScript("customers", "silent-1", `{"type":"plain_text","name":"TENANT","text":"silent-1"}`)
+	key, rev := f.fold("silent-1", "s1", 1, "x")
+	a := f.hold(key, "s1", rev)
+	f.r.st.desired = silentKV{f.r.st.desired}
+	f.r.st.opTimeout = 200 * time.Millisecond
+	done := make(chan struct{})
+	go func() { defer close(done); f.process(key) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the reconcile waits for an answer that never comes")
+	}
+	if got := actions(a); !slices.Equal(got, []string{"nak"}) {
+		t.Fatalf("event after a lost read: %v, want [nak]", got)
+	}
+	if w := f.h.emu.Stats().Writes; w != 0 {
+		t.Fatalf("%d writes without a desired state", w)
+	}
+}

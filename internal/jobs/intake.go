@@ -339,11 +339,13 @@ func (s *stores) foldSync(ctx context.Context, j *foldJob, limit int) error {
 		}
 		var rev uint64
 		var err error
+		octx, cancel := s.opContext(ctx)
 		if j.baseRev == 0 {
-			rev, err = s.desired.Create(ctx, j.key, j.data)
+			rev, err = s.desired.Create(octx, j.key, j.data)
 		} else {
-			rev, err = s.desired.Update(ctx, j.key, j.data, j.baseRev)
+			rev, err = s.desired.Update(octx, j.key, j.data, j.baseRev)
 		}
+		cancel()
 		if err == nil {
 			j.rev = rev
 			s.cache.put(j.key, j.state, rev)
