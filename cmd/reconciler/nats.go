@@ -102,7 +102,10 @@ func connectNATS(n *natsFlags, pipeline bool, log *zap.Logger) (*natsConn, error
 		return nil, fmt.Errorf("connecting to NATS at %s: %w", redactURL(out.url), err)
 	}
 	out.nc = nc
-	if out.js, err = jetstream.New(nc); err != nil {
+	// An asynchronous publish whose acknowledgement is lost (the stream's
+	// leader died with it in flight) fails after a while instead of
+	// waiting for ever.
+	if out.js, err = jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second)); err != nil {
 		out.close(log, time.Second)
 		return nil, err
 	}

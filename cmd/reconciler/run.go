@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -196,7 +197,19 @@ func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds cred
 	if err != nil {
 		return nil, nil, fmt.Errorf("setting up JetStream: %w", err)
 	}
-	fpKey, err := fingerprintKey(ctx, conn.js, e, rf.streamReplicas, true)
+	// The config and budget buckets are set up like the others: retried,
+	// so that a cluster still electing leaders or another process creating
+	// them at the same moment never stops this one.
+	var fpKey []byte
+	err = jobs.RetrySetup(ctx, log, "bucket "+configBucket, func(ctx context.Context) error {
+		var err error
+		fpKey, err = fingerprintKey(ctx, conn.js, e, rf.streamReplicas, true)
+		var usage *usageError
+		if errors.As(err, &usage) {
+			return backoff.Permanent(err)
+		}
+		return err
+	})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -283,7 +296,10 @@ func newLimiter(ctx context.Context, a *apiFlags, creds credentialSet, js jetstr
 	var src *budget.Source
 	var err error
 	if mode == budgetEnsure {
-		src, err = budget.Ensure(ctx, js, cfg)
+		err = jobs.RetrySetup(ctx, log, "bucket "+budget.DefaultBucket, func(ctx context.Context) error {
+			src, err = budget.Ensure(ctx, js, cfg)
+			return err
+		})
 	} else {
 		src, err = budget.Open(ctx, js, cfg)
 	}

@@ -146,6 +146,9 @@ type DLQEntry struct {
 // matches filter (empty: all), oldest first, at most limit (0: all).
 func ListDeadLetters(ctx context.Context, js jetstream.JetStream, dlqStream, filter string, limit int) ([]DLQEntry, error) {
 	s, err := js.Stream(ctx, dlqStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("dead-letter stream %s: %w", dlqStream, ErrNotSetUp)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dead-letter stream %s: %w", dlqStream, err)
 	}

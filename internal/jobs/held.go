@@ -151,6 +151,14 @@ func (t *heldTable) take(key string, rev uint64) []*heldEvent {
 	return done
 }
 
+// has reports whether key holds events.
+func (t *heldTable) has(key string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.scripts[key]
+	return st != nil && len(st.held) > 0
+}
+
 // takeAll removes and returns every held event.
 func (t *heldTable) takeAll() []*heldEvent {
 	t.mu.Lock()

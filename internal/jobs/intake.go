@@ -284,6 +284,13 @@ type foldJob struct {
 // states come from the cache or are read concurrently, the writes are
 // pipelined (one round trip for the whole batch), and a job whose write
 // lost a race with another replica is folded again from a fresh read.
+//
+// The acknowledgement of a pipelined write can be lost: the stream's
+// leader dies with the write in flight while this process stays connected
+// to another node, and a JetStream context without a publish-async
+// timeout then never completes the future. A job still waiting after
+// asyncAckWait is folded again from a fresh read too, which sees its
+// write if it was applied (folding is idempotent).
 func (s *stores) foldAll(ctx context.Context, jobs []*foldJob, limit int) {
 	var misses []*foldJob
 	for _, j := range jobs {
@@ -307,6 +314,8 @@ func (s *stores) foldAll(ctx context.Context, jobs []*foldJob, limit int) {
 			j.future = nil
 		}
 	}
+	ackCtx, cancel := context.WithTimeout(ctx, s.asyncAckWait)
+	defer cancel()
 	for _, j := range jobs {
 		if j.future == nil {
 			if j.err != nil && !errors.Is(j.err, errNotFound) {
@@ -323,8 +332,21 @@ func (s *stores) foldAll(ctx context.Context, jobs []*foldJob, limit int) {
 			// fold again from what is stored.
 			s.cache.drop(j.key)
 			j.err = s.foldSync(ctx, j, limit)
-		case <-ctx.Done():
-			j.err = ctx.Err()
+		case <-ackCtx.Done():
+			if ctx.Err() != nil {
+				j.err = ctx.Err()
+				continue
+			}
+			select {
+			case ack := <-j.future.Ok():
+				j.rev = ack.Sequence
+				s.cache.put(j.key, j.state, j.rev)
+				continue
+			default:
+			}
+			// No acknowledgement: fold again from what is stored.
+			s.cache.drop(j.key)
+			j.err = s.foldSync(ctx, j, limit)
 		}
 	}
 }
@@ -367,11 +389,13 @@ func (s *stores) foldSync(ctx context.Context, j *foldJob, limit int) error {
 		}
 		var rev uint64
 		var err error
+		octx, cancel := s.opContext(ctx)
 		if j.baseRev == 0 {
-			rev, err = s.desired.Create(ctx, j.key, j.data)
+			rev, err = s.desired.Create(octx, j.key, j.data)
 		} else {
-			rev, err = s.desired.Update(ctx, j.key, j.data, j.baseRev)
+			rev, err = s.desired.Update(octx, j.key, j.data, j.baseRev)
 		}
+		cancel()
 		if err == nil {
 			j.rev = rev
 			s.cache.put(j.key, j.state, rev)

@@ -282,11 +282,15 @@ func (r *Runner) reconcile(ctx context.Context, key string, want uint64, modifie
 }
 
 // readDesired reads the desired state of key, again a few times while the
-// revision read is below want.
+// revision read is below want. With want > 0 a missing key is a read
+// behind too (a follower that has not seen the script's first fold; the
+// reconciler never deletes a desired state), not "nothing desired": that
+// would leave the held events unsettled with nothing to reconcile them.
 func (r *Runner) readDesired(ctx context.Context, key string, want uint64) (*DesiredState, uint64, error) {
 	for attempt := 0; ; attempt++ {
 		state, rev, err := r.st.loadDesired(ctx, key)
-		if err != nil || rev >= want {
+		notYet := errors.Is(err, errNotFound) && want > 0
+		if !notYet && (err != nil || rev >= want) {
 			return state, rev, err
 		}
 		if attempt == 3 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -238,26 +239,16 @@ func (c SetupConfig) bucketConfigs() []jetstream.KeyValueConfig {
 // the pipeline itself) calls it; other tools use Open.
 //
 // It tolerates other processes creating the same resources at the same
-// moment and a cluster still electing leaders: each step is retried with
-// backoff until it succeeds or ctx ends (log, when not nil, hears about
-// every failed attempt). The live consumer keeps the start position it
-// has (a consumer recreated to resume from its ack floor keeps resuming).
+// moment and a cluster still electing leaders: each step is retried (see
+// RetrySetup) until it succeeds or ctx ends (log, when not nil, hears
+// about every failed attempt). The live consumer keeps the start position
+// it has (a consumer recreated to resume from its ack floor keeps
+// resuming).
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg SetupConfig, log *zap.Logger) (*Resources, error) {
 	cfg = cfg.WithDefaults()
 	res := &Resources{JS: js, names: cfg.Names}
 	retry := func(what string, op func(context.Context) error) error {
-		bo := backoff.WithContext(backoff.NewExponentialBackOff(
-			backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
-			backoff.WithMaxElapsedTime(0)), ctx)
-		return backoff.RetryNotify(func() error {
-			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			return op(actx)
-		}, bo, func(err error, d time.Duration) {
-			if log != nil {
-				log.Warn("setting up JetStream, will retry", zap.String("resource", what), zap.Duration("in", d), zap.Error(err))
-			}
-		})
+		return RetrySetup(ctx, log, what, op)
 	}
 	streams := make([]jetstream.Stream, 0, 4)
 	for _, sc := range cfg.streamConfigs() {
@@ -311,6 +302,41 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg SetupConfig,
 	res.Runs = buckets[3]
 	res.stores = newStores(js, buckets[0], buckets[1], buckets[2], 0)
 	return res, nil
+}
+
+// RetrySetup runs op, a step of setting up a JetStream resource, until it
+// succeeds, returns an error wrapped by backoff.Permanent, or ctx ends,
+// with exponential backoff (200ms growing to 5s) between attempts; log,
+// when not nil, hears about every failed attempt.
+//
+// Each attempt has a timeout that starts at 2s and doubles, up to 10s,
+// every time an attempt runs out of it. A clustered NATS may never answer
+// a request that creates a stream, a consumer or a bucket that another
+// client creates at the same moment (two `run` processes started
+// together: both requests time out and the resource exists, see
+// nats-io/nats.go#949); the next attempt finds it at once, so a short
+// first timeout keeps such a collision cheap, and the longer later ones
+// let a slow cluster answer. The timeout is jittered (up to half again),
+// so that two processes that collided go on out of step and do not
+// collide again on the next resource.
+func RetrySetup(ctx context.Context, log *zap.Logger, what string, op func(context.Context) error) error {
+	bo := backoff.WithContext(backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(5*time.Second),
+		backoff.WithMaxElapsedTime(0)), ctx)
+	timeout := 2 * time.Second
+	return backoff.RetryNotify(func() error {
+		actx, cancel := context.WithTimeout(ctx, timeout+rand.N(timeout/2))
+		defer cancel()
+		err := op(actx)
+		if err != nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
+			timeout = min(2*timeout, 10*time.Second)
+		}
+		return err
+	}, bo, func(err error, d time.Duration) {
+		if log != nil {
+			log.Warn("setting up JetStream, will retry", zap.String("resource", what), zap.Duration("in", d), zap.Error(err))
+		}
+	})
 }
 
 // ErrNotSetUp is returned by Open when a resource is missing.

@@ -94,11 +94,33 @@ type stores struct {
 	// for pipelined compare-and-set publishes.
 	desiredSubject string
 	cache          *stateCache
+	// asyncAckWait bounds the wait for the acknowledgement of a pipelined
+	// compare-and-set (see foldAll), and opTimeout one KV request (see
+	// kvOpTimeout).
+	asyncAckWait time.Duration
+	opTimeout    time.Duration
 }
 
 func newStores(js jetstream.JetStream, desired, applied, leases jetstream.KeyValue, cacheSize int) *stores {
 	return &stores{js: js, desired: desired, applied: applied, leases: leases,
-		desiredSubject: "$KV." + desired.Bucket() + ".", cache: newStateCache(cacheSize)}
+		desiredSubject: "$KV." + desired.Bucket() + ".", cache: newStateCache(cacheSize), asyncAckWait: 10 * time.Second, opTimeout: kvOpTimeout}
+}
+
+// kvOpTimeout bounds one request to a KV bucket. On a clustered NATS the
+// answer to a request can be lost (the replica or leader that took it
+// died); the request would then wait as long as its context, up to a whole
+// reconcile's timeout. After kvOpTimeout it fails instead, and the fold or
+// reconcile is retried (a write whose answer was lost may have been
+// applied; folds and last-applied records are written with compare-and-set
+// from what is read, so the retry finds it).
+const kvOpTimeout = 10 * time.Second
+
+// opContext returns the context of one KV request.
+func (s *stores) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.opTimeout <= 0 {
+		return context.WithTimeout(ctx, kvOpTimeout)
+	}
+	return context.WithTimeout(ctx, s.opTimeout)
 }
 
 // maxCASAttempts bounds compare-and-set retries on one key.
@@ -134,7 +156,9 @@ func encodeState(v any) ([]byte, error) {
 // revision (the fold that wrote it usually does): the returned state must
 // not be modified.
 func (s *stores) loadDesired(ctx context.Context, key string) (*DesiredState, uint64, error) {
-	e, err := s.desired.Get(ctx, key)
+	octx, cancel := s.opContext(ctx)
+	defer cancel()
+	e, err := s.desired.Get(octx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, errNotFound
 	}
@@ -180,7 +204,9 @@ func (s *stores) updateDesired(ctx context.Context, key string, edit func(*Desir
 		if err != nil {
 			return 0, err
 		}
-		newRev, err := s.desired.Update(ctx, key, data, rev)
+		octx, cancel := s.opContext(ctx)
+		newRev, err := s.desired.Update(octx, key, data, rev)
+		cancel()
 		if err == nil {
 			s.cache.put(key, st, newRev)
 			return newRev, nil
@@ -195,7 +221,9 @@ func (s *stores) updateDesired(ctx context.Context, key string, edit func(*Desir
 // loadApplied reads the last-applied record of key (an empty record and
 // revision 0 when there is none).
 func (s *stores) loadApplied(ctx context.Context, key string) (*AppliedRecord, uint64, error) {
-	e, err := s.applied.Get(ctx, key)
+	octx, cancel := s.opContext(ctx)
+	defer cancel()
+	e, err := s.applied.Get(octx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return &AppliedRecord{Version: 1, Bindings: map[string]planner.Applied{}}, 0, nil
 	}
@@ -224,11 +252,13 @@ func (s *stores) saveApplied(ctx context.Context, key string, r *AppliedRecord, 
 	if err != nil {
 		return 0, err
 	}
+	octx, cancel := s.opContext(ctx)
+	defer cancel()
 	var newRev uint64
 	if rev == 0 {
-		newRev, err = s.applied.Create(ctx, key, data)
+		newRev, err = s.applied.Create(octx, key, data)
 	} else {
-		newRev, err = s.applied.Update(ctx, key, data, rev)
+		newRev, err = s.applied.Update(octx, key, data, rev)
 	}
 	if isWrongLastSequence(err) {
 		return 0, fmt.Errorf("storing last-applied state of %s: %w", key, errAppliedChanged)
