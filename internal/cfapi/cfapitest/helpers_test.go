@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/testutil"
 )
 
 const acct = DefaultAccount
@@ -247,16 +248,10 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// eventually polls cond until it holds or the deadline passes.
+// eventually polls cond until it holds (testutil.Eventually).
 func eventually(t *testing.T, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, timeout, cond, "condition")
 }
 
 // seedScript stores a script with the given bindings.
