@@ -130,6 +130,12 @@ func TestPrometheusScrapesARun(t *testing.T) {
 	waitQuery(t, prom, `sum(reconciler_reconcile_total{job="reconciler",result="applied"})`, tenants)
 	waitQuery(t, prom, `sum(reconciler_events_total{job="reconciler",outcome="applied"})`, tenants)
 	waitQuery(t, prom, `sum(reconciler_api_requests_total{job="reconciler",endpoint="patch_settings",code="200"})`, float64(writes))
+	// The gauges the alerts rest on are wired: ready, connected, the
+	// budget and the build.
+	waitQuery(t, prom, `max(reconciler_ready{job="reconciler"})`, 1)
+	waitQuery(t, prom, `max(reconciler_nats_connected{job="reconciler"})`, 1)
+	waitQuery(t, prom, `count(reconciler_rate_budget_requests{job="reconciler"} > 0)`, 1)
+	waitQuery(t, prom, `count(reconciler_build_info{job="reconciler",go_version=~"go.+"})`, 1)
 
 	// The dashboard's own panel shows the writes.
 	_, panels := loadDashboard(t)
