@@ -71,7 +71,16 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer, e en
 	}
 	defer b.close()
 	run := func(n string) bool { return bf.only == "" || slices.Contains(strings.Split(bf.only, ","), n) }
+	// The storm runs first, on a fresh NATS and emulator, so that the
+	// 110,000 tenants of the backfills do not weigh on its measure.
 	var rows []benchRow
+	if run("4") {
+		r, err := b.stormScenario(ctx, bf.storm, bf.stormOver)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, r...)
+	}
 	if run("1") || run("3") || run("5") {
 		r, err := b.backfill(ctx, "customers", bf.scripts, bf.budget, bf.window, bf.live, false)
 		if err != nil {
@@ -81,13 +90,6 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer, e en
 	}
 	if run("2") {
 		r, err := b.backfill(ctx, "big", bf.bigScripts, bf.bigBudget, bf.window, 0, true)
-		if err != nil {
-			return err
-		}
-		rows = append(rows, r...)
-	}
-	if run("4") {
-		r, err := b.stormScenario(ctx, bf.storm, bf.stormOver)
 		if err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os/signal"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -150,6 +151,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 	}
 	log := rf.log.logger(stderr)
 	defer func() { _ = log.Sync() }()
+	softMemoryLimit(e, log)
 	if rf.oldReplicas != 0 {
 		log.Warn("--replicas (RECONCILER_REPLICAS) is deprecated: it is the number of JetStream stream replicas, not of reconciler processes; use --stream-replicas")
 	}
@@ -187,6 +189,22 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 	runner.Store(nil)
 	log.Info("reconciler stopped")
 	return err
+}
+
+// defaultMemoryLimit is the Go heap's soft limit when GOMEMLIMIT is not
+// set: the garbage collector works harder near it instead of letting the
+// heap grow to twice what is live, so that a storm's held events (bounded
+// by MaxAckPending) keep the process within its container's memory.
+const defaultMemoryLimit = 128 << 20
+
+// softMemoryLimit applies defaultMemoryLimit unless GOMEMLIMIT (which the
+// Go runtime reads itself) is set.
+func softMemoryLimit(e env, log *zap.Logger) {
+	if e("GOMEMLIMIT") != "" {
+		return
+	}
+	debug.SetMemoryLimit(defaultMemoryLimit)
+	log.Debug("soft memory limit", zap.Int64("bytes", defaultMemoryLimit))
 }
 
 // startPipeline sets up JetStream (retrying until it succeeds or ctx
