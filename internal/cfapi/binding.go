@@ -140,9 +140,10 @@ func stringMember(fields map[string]json.RawMessage, key string) (string, error)
 	return s, nil
 }
 
-// plainString returns the value of a JSON string without escapes.
+// plainString returns the value of a JSON string without escapes that is
+// valid UTF-8 (anything else is left to encoding/json).
 func plainString(v json.RawMessage) (string, bool) {
-	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' || bytes.IndexByte(v, '\\') >= 0 {
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' || bytes.IndexByte(v, '\\') >= 0 || !utf8.Valid(v) {
 		return "", false
 	}
 	return string(v[1 : len(v)-1]), true

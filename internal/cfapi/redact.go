@@ -187,8 +187,8 @@ func hidesValues(ms []Member) bool {
 		if !strings.EqualFold(m.Key, "type") {
 			continue
 		}
-		var typ string
-		if json.Unmarshal(m.Value, &typ) != nil || secretType(typ) {
+		typ, ok := plainString(m.Value)
+		if !ok && json.Unmarshal(m.Value, &typ) != nil || secretType(typ) {
 			return true
 		}
 	}
