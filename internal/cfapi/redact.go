@@ -67,48 +67,26 @@ func RedactJSONWith(data []byte, placeholder string) (redacted json.RawMessage, 
 func redactValue(dst []byte, v json.RawMessage, placeholder string) ([]byte, error) {
 	switch v[0] {
 	case '[':
-		var elems []json.RawMessage
-		if err := json.Unmarshal(v, &elems); err != nil {
-			return nil, err
-		}
-		dst = append(dst, '[')
-		for i, e := range elems {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			var err error
-			if dst, err = redactValue(dst, e, placeholder); err != nil {
-				return nil, err
-			}
-		}
-		return append(dst, ']'), nil
+		return appendArray(dst, v, func(dst []byte, e json.RawMessage) ([]byte, error) {
+			return redactValue(dst, e, placeholder)
+		})
 	case '{':
 		ms, err := ObjectMembers(v)
 		if err != nil {
 			return nil, err
 		}
-		w := newObject(dst, false)
-		switch {
-		case !isBinding(ms): // walk it
-			for _, m := range ms {
-				w.key(m.Key)
-				redact := redactValue
-				if holdsBindings(m.Key) {
-					redact = redactBindingList
-				}
-				if w.buf, err = redact(w.buf, m.Value, placeholder); err != nil {
-					return nil, err
-				}
+		if isBinding(ms) {
+			return appendBinding(dst, v, ms, placeholder), nil
+		}
+		w := newObject(dst, false) // walk it
+		for _, m := range ms {
+			w.key(m.Key)
+			redact := redactValue
+			if holdsBindings(m.Key) {
+				redact = redactBindingList
 			}
-		case !hidesValues(ms): // a binding known to be non-secret
-			return append(dst, v...), nil
-		default:
-			for _, m := range ms {
-				if keepsValue(m) {
-					w.raw(m.Key, m.Value)
-				} else {
-					w.str(m.Key, placeholder)
-				}
+			if w.buf, err = redact(w.buf, m.Value, placeholder); err != nil {
+				return nil, err
 			}
 		}
 		return w.close(), nil
@@ -134,6 +112,39 @@ func redactBindingList(dst []byte, v json.RawMessage, placeholder string) ([]byt
 	default:
 		return appendJSONString(dst, placeholder, false), nil
 	}
+	return appendArray(dst, v, func(dst []byte, e json.RawMessage) ([]byte, error) {
+		if e[0] != '{' {
+			return appendJSONString(dst, placeholder, false), nil
+		}
+		ms, err := ObjectMembers(e)
+		if err != nil {
+			return nil, err
+		}
+		return appendBinding(dst, e, ms, placeholder), nil
+	})
+}
+
+// appendBinding appends the redacted copy of the binding v (its members
+// ms): whole when its type is known to hold no secret, otherwise with
+// every value but the kept ones (keepsValue) replaced by placeholder.
+func appendBinding(dst []byte, v json.RawMessage, ms []Member, placeholder string) []byte {
+	if isBinding(ms) && !hidesValues(ms) {
+		return append(dst, v...)
+	}
+	w := newObject(dst, false)
+	for _, m := range ms {
+		if keepsValue(m) {
+			w.raw(m.Key, m.Value)
+		} else {
+			w.str(m.Key, placeholder)
+		}
+	}
+	return w.close()
+}
+
+// appendArray appends the JSON array v to dst with each element written
+// by elem.
+func appendArray(dst []byte, v json.RawMessage, elem func([]byte, json.RawMessage) ([]byte, error)) ([]byte, error) {
 	var elems []json.RawMessage
 	if err := json.Unmarshal(v, &elems); err != nil {
 		return nil, err
@@ -143,29 +154,10 @@ func redactBindingList(dst []byte, v json.RawMessage, placeholder string) ([]byt
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		if e[0] != '{' {
-			dst = appendJSONString(dst, placeholder, false)
-			continue
-		}
-		ms, err := ObjectMembers(e)
-		if err != nil {
+		var err error
+		if dst, err = elem(dst, e); err != nil {
 			return nil, err
 		}
-		if isBinding(ms) {
-			if dst, err = redactValue(dst, e, placeholder); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		w := newObject(dst, false)
-		for _, m := range ms {
-			if keepsValue(m) {
-				w.raw(m.Key, m.Value)
-			} else {
-				w.str(m.Key, placeholder)
-			}
-		}
-		dst = w.close()
 	}
 	return append(dst, ']'), nil
 }

@@ -68,11 +68,6 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	c.SetupConfig = c.SetupConfig.WithDefaults()
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 16
 	}
@@ -85,13 +80,13 @@ func (c Config) withDefaults() Config {
 	case c.CoalesceDelay == 0:
 		c.CoalesceDelay = 100 * time.Millisecond
 	}
-	def(&c.CoalesceMaxWait, 5*time.Second)
-	def(&c.ReconcileTimeout, 10*time.Minute)
-	def(&c.NakDelay, 2*time.Second)
-	def(&c.MaxNakDelay, 2*time.Minute)
-	def(&c.ShutdownTimeout, 30*time.Second)
-	def(&c.AuthPause, 30*time.Second)
-	def(&c.HoldRetry, 2*time.Minute)
+	defaultDuration(&c.CoalesceMaxWait, 5*time.Second)
+	defaultDuration(&c.ReconcileTimeout, 10*time.Minute)
+	defaultDuration(&c.NakDelay, 2*time.Second)
+	defaultDuration(&c.MaxNakDelay, 2*time.Minute)
+	defaultDuration(&c.ShutdownTimeout, 30*time.Second)
+	defaultDuration(&c.AuthPause, 30*time.Second)
+	defaultDuration(&c.HoldRetry, 2*time.Minute)
 	if c.Owner == "" {
 		c.Owner = fmt.Sprintf("replica-%08x", rand.Uint32())
 	}

@@ -78,15 +78,21 @@ type heldTable struct {
 
 func newHeldTable() *heldTable { return &heldTable{scripts: map[string]*scriptState{}} }
 
-// add holds events of key.
-func (t *heldTable) add(key string, hs ...*heldEvent) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+// stateLocked returns key's state, creating it; t.mu is held.
+func (t *heldTable) stateLocked(key string) *scriptState {
 	st := t.scripts[key]
 	if st == nil {
 		st = &scriptState{}
 		t.scripts[key] = st
 	}
+	return st
+}
+
+// add holds events of key.
+func (t *heldTable) add(key string, hs ...*heldEvent) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.stateLocked(key)
 	st.held = append(st.held, hs...)
 	for _, h := range hs {
 		t.count[h.lane]++
@@ -97,11 +103,7 @@ func (t *heldTable) add(key string, hs ...*heldEvent) {
 func (t *heldTable) setModifiedOn(key, modifiedOn string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := t.scripts[key]
-	if st == nil {
-		st = &scriptState{}
-		t.scripts[key] = st
-	}
+	st := t.stateLocked(key)
 	st.modifiedOn = modifiedOn
 }
 

@@ -100,23 +100,25 @@ type SetupConfig struct {
 	LeaseTTL time.Duration
 }
 
+// defaultDuration sets *d to v unless *d is positive.
+func defaultDuration(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
 // WithDefaults fills zero fields.
 func (c SetupConfig) WithDefaults() SetupConfig {
 	c.Names = c.Names.WithDefaults()
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
 	if c.Replicas <= 0 {
 		c.Replicas = 1
 	}
-	def(&c.EventMaxAge, 7*24*time.Hour)
-	def(&c.DLQMaxAge, 30*24*time.Hour)
-	def(&c.Duplicates, 2*time.Minute)
-	def(&c.AckWait, 2*time.Minute)
-	def(&c.LeaseTTL, 10*time.Second)
-	def(&c.BackfillAckWait, 15*time.Second)
+	defaultDuration(&c.EventMaxAge, 7*24*time.Hour)
+	defaultDuration(&c.DLQMaxAge, 30*24*time.Hour)
+	defaultDuration(&c.Duplicates, 2*time.Minute)
+	defaultDuration(&c.AckWait, 2*time.Minute)
+	defaultDuration(&c.LeaseTTL, 10*time.Second)
+	defaultDuration(&c.BackfillAckWait, 15*time.Second)
 	if c.MaxDeliver <= 0 {
 		c.MaxDeliver = 8
 	}

@@ -77,6 +77,9 @@ type Source struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	warnCfg   sync.Once // a different budget on the same token (logged once)
+	warnClock sync.Once // a clock far behind the shared state (logged once)
+
 	mu          sync.Mutex
 	cur         state
 	rev         uint64 // revision of cur; 0 when unknown
@@ -84,9 +87,7 @@ type Source struct {
 	pausedUntil int64         // pause in force here, Unix ns
 	changed     chan struct{} // closed and replaced when the pause changes
 	closed      bool
-	failing     bool // NATS operations are failing (logged once)
-	warnedCfg   bool
-	warnedClock bool
+	failing     bool  // NATS operations are failing (logged once)
 	seenPause   int64 // the last paused_until of the key put in force here
 	casEWMA     int64 // moving average of the compare-and-set round trip, ns
 	stats       Stats
@@ -551,27 +552,19 @@ func (s *Source) sharedPauseEnd(st state, now int64) int64 {
 // slow).
 func (s *Source) checkSettings(cur state, now int64) {
 	if ahead := cur.TAT - now; ahead > int64(s.cfg.Window) {
-		s.mu.Lock()
-		warned := s.warnedClock
-		s.warnedClock = true
-		s.mu.Unlock()
-		if !warned {
+		s.warnClock.Do(func() {
 			s.log.Warn("the shared rate budget is scheduled far ahead of this clock; a process sharing the token has a clock that is ahead (tokens wait until then)",
 				zap.Duration("ahead", time.Duration(ahead)))
-		}
+		})
 	}
 	if cur.Interval == 0 || (cur.Budget == s.cfg.Budget && cur.Window == int64(s.cfg.Window) && cur.Interval == s.g.interval) {
 		return
 	}
-	s.mu.Lock()
-	warned := s.warnedCfg
-	s.warnedCfg = true
-	s.mu.Unlock()
-	if !warned {
+	s.warnCfg.Do(func() {
 		s.log.Warn("another process shares this API token with a different rate budget; run every process with the same --rate-limit",
 			zap.Int("budget", s.cfg.Budget), zap.Duration("window", s.cfg.Window),
 			zap.Int("other_budget", cur.Budget), zap.Duration("other_window", time.Duration(cur.Window)))
-	}
+	})
 }
 
 // failed logs the first failure after a success.
