@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -83,47 +82,17 @@ func tool(t *testing.T, name string) string {
 	return p
 }
 
-// freeAddr returns a loopback address with a port that was free a moment
-// ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// syncBuffer collects a child process's output; safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // process is a child process that the test stops with SIGTERM at cleanup.
 type process struct {
 	cmd *exec.Cmd
-	out *syncBuffer
+	out *testutil.SyncBuffer
 }
 
 // start runs a command whose output is kept for failure messages, and
 // stops it (SIGTERM, then SIGKILL after 10s) when the test ends.
 func start(t *testing.T, env []string, name string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(name, args...), out: &syncBuffer{}}
+	p := &process{cmd: exec.Command(name, args...), out: &testutil.SyncBuffer{}}
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -182,7 +151,7 @@ type running struct {
 func runReconciler(t *testing.T, apiBase, natsURL string) *running {
 	t.Helper()
 	exe := reconcilerBinary(t)
-	r := &running{metricsAddr: freeAddr(t), natsListen: freeAddr(t)}
+	r := &running{metricsAddr: testutil.FreeAddr(t), natsListen: testutil.FreeAddr(t)}
 	r.env = reconcilerEnv(
 		"CLOUDFLARE_API_BASE_URL="+apiBase,
 		"NATS_URL="+natsURL,
@@ -295,7 +264,7 @@ func startPrometheus(t *testing.T, target string) *promServer {
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &promServer{addr: freeAddr(t)}
+	p := &promServer{addr: testutil.FreeAddr(t)}
 	p.process = start(t, os.Environ(), bin,
 		"--config.file="+filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),

@@ -25,7 +25,7 @@ func backfillEnv(t *testing.T, base string) map[string]string {
 		"CLOUDFLARE_API_BASE_URL":    base,
 		"CLOUDFLARE_ACCOUNT_ID":      acct,
 		"RECONCILER_DATA_DIR":        t.TempDir(),
-		"RECONCILER_EMBEDDED_LISTEN": freePort(t),
+		"RECONCILER_EMBEDDED_LISTEN": testutil.FreeAddr(t),
 		"RECONCILER_RATE_LIMIT":      "2000/1s",
 		"RECONCILER_LOG_LEVEL":       "warn",
 	}
@@ -184,7 +184,7 @@ func TestBackfillResumesAfterKill(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	var outBuf, errBuf syncBuffer
+	var outBuf, errBuf testutil.SyncBuffer
 	code := realMain(ctx, args, strings.NewReader(""), &outBuf, &errBuf, envMap(env))
 	s := lastJSON(t, outBuf.String())
 	if code != 0 || !s.Resumed || s.Scripts != n || s.Changed != n || s.Failed != 0 {
@@ -203,7 +203,7 @@ func TestSandbox(t *testing.T) {
 	if ln, err := net.Listen("tcp", "127.0.0.1:8787"); err == nil {
 		defer ln.Close()
 	}
-	env := map[string]string{"RECONCILER_EMBEDDED_LISTEN": freePort(t), "RECONCILER_METRICS_ADDR": freePort(t)}
+	env := map[string]string{"RECONCILER_EMBEDDED_LISTEN": testutil.FreeAddr(t), "RECONCILER_METRICS_ADDR": testutil.FreeAddr(t)}
 	code, out, stderr := call(t, env, "", "sandbox", "--tenants", "30")
 	if code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, out, stderr)

@@ -30,7 +30,7 @@ import (
 type clusterProc struct {
 	name    string
 	cmd     *exec.Cmd
-	log     *syncBuffer
+	log     *testutil.SyncBuffer
 	metrics string // host:port of /metrics and /readyz
 	exited  chan struct{}
 	err     error // set when exited is closed
@@ -45,7 +45,7 @@ func startClusterProc(t *testing.T, name string, env map[string]string, args ...
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &clusterProc{name: name, log: &syncBuffer{}, metrics: freePort(t), exited: make(chan struct{})}
+	p := &clusterProc{name: name, log: &testutil.SyncBuffer{}, metrics: testutil.FreeAddr(t), exited: make(chan struct{})}
 	p.cmd = exec.Command(exe, append([]string{"run", "--log-format", "console", "--metrics-addr", p.metrics}, args...)...)
 	p.cmd.Env = append(os.Environ(), "RECONCILER_TEST_MAIN=1")
 	for k, v := range env {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
+	"github.com/reconciler/reconciler/internal/testutil"
 )
 
 // TestSecondRunOnOneDataDirExits2 (issue 8, defect 1): a second `run` on
@@ -21,7 +22,7 @@ func TestSecondRunOnOneDataDirExits2(t *testing.T) {
 		"CLOUDFLARE_API_BASE_URL":    base,
 		"CLOUDFLARE_API_TOKEN":       "t",
 		"RECONCILER_DATA_DIR":        dataDir,
-		"RECONCILER_EMBEDDED_LISTEN": freePort(t),
+		"RECONCILER_EMBEDDED_LISTEN": testutil.FreeAddr(t),
 		"RECONCILER_METRICS_ADDR":    "",
 	}
 	first := startRun(t, env)
@@ -29,7 +30,7 @@ func TestSecondRunOnOneDataDirExits2(t *testing.T) {
 	for k, v := range env {
 		second[k] = v
 	}
-	second["RECONCILER_EMBEDDED_LISTEN"] = freePort(t)
+	second["RECONCILER_EMBEDDED_LISTEN"] = testutil.FreeAddr(t)
 	code, _, stderr := call(t, second, "", "run")
 	if code != 2 || !strings.Contains(stderr, "--data-dir") || !strings.Contains(stderr, "in use") {
 		t.Fatalf("second run: exit %d, stderr %q", code, stderr)

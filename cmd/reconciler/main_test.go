@@ -6,14 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/testutil"
 )
 
 // TestMain lets a test run the real binary: the test executable re-runs
@@ -46,17 +45,6 @@ func call(t *testing.T, e map[string]string, stdin string, args ...string) (int,
 	var out, errOut bytes.Buffer
 	code := realMain(context.Background(), args, strings.NewReader(stdin), &out, &errOut, envMap(e))
 	return code, out.String(), errOut.String()
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 func TestUsageErrorsNameTheFlag(t *testing.T) {
@@ -108,9 +96,9 @@ func TestUsageErrorsNameTheFlag(t *testing.T) {
 // a PUT of a captured wrangler upload followed by GET settings shows its
 // bindings without secret text.
 func TestEmulatorServesCapturedDispatchUpload(t *testing.T) {
-	addr := freePort(t)
+	addr := testutil.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	stdout := &syncBuffer{}
+	stdout := &testutil.SyncBuffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- realMain(ctx, []string{"emulator", "--addr", addr}, nil, stdout, io.Discard, envMap(nil))
@@ -239,7 +227,7 @@ func TestRunPublishAndGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	dataDir := t.TempDir()
-	listen := freePort(t)
+	listen := testutil.FreeAddr(t)
 	env := map[string]string{
 		"CLOUDFLARE_API_BASE_URL":     base,
 		"RECONCILER_DATA_DIR":         dataDir,
@@ -340,7 +328,7 @@ func TestRunPublishAndGracefulShutdown(t *testing.T) {
 
 type runProc struct {
 	cmd *exec.Cmd
-	log *syncBuffer
+	log *testutil.SyncBuffer
 }
 
 // startRun starts `reconciler run` as a child process and waits until it
@@ -356,7 +344,7 @@ func startRun(t *testing.T, env map[string]string) *runProc {
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	log := &syncBuffer{}
+	log := &testutil.SyncBuffer{}
 	cmd.Stdout = log
 	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
@@ -376,22 +364,4 @@ func startRun(t *testing.T, env map[string]string) *runProc {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return &runProc{cmd: cmd, log: log}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

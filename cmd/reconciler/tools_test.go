@@ -119,7 +119,7 @@ func TestToolsLeaveAnR3SetupAlone(t *testing.T) {
 
 	// `run` sets everything up; stop it so that only the tools act after.
 	ctx, cancel := context.WithCancel(context.Background())
-	log := &syncBuffer{}
+	log := &testutil.SyncBuffer{}
 	done := make(chan int, 1)
 	go func() { done <- realMain(ctx, []string{"run"}, strings.NewReader(""), log, log, envMap(env)) }()
 	testutil.Eventually(t, 90*time.Second, func() bool { return strings.Contains(log.String(), "reconciler running") }, "run sets up: %s", stringerFunc(log.String))

@@ -40,11 +40,7 @@ func TestCrashWithDefaultLeaseTTL(t *testing.T) {
 		return h.emu.InFlightWrites() == scripts, fmt.Sprint(h.emu.InFlightWrites())
 	})
 	// The server dies first: no lease is released, no record saved.
-	h.stopServer()
-	rn.nc.Close()
-	rn.cancel()
-	<-rn.done
-	rn.cancel = nil
+	h.crash(rn)
 	for s := 0; s < scripts; s++ {
 		if h.stored("customers", fmt.Sprintf("tenant-%d", s))["V"] != "" {
 			t.Fatal("a write of the killed process was carried out")

@@ -305,11 +305,7 @@ func TestRecoveryAfterCrashBeforeAckWait(t *testing.T) {
 		st := h.emu.Stats()
 		return st.Writes >= 2, fmt.Sprint(st.Writes)
 	})
-	h.stopServer()
-	rn.nc.Close()
-	rn.cancel()
-	<-rn.done
-	rn.cancel = nil
+	h.crash(rn)
 	before := h.emu.Stats().Writes
 	if before >= scripts {
 		t.Fatal("every script was written before the crash")

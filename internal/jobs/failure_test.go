@@ -156,13 +156,7 @@ func TestCrashAndRestart(t *testing.T) {
 		st := h.emu.Stats()
 		return st.Writes >= 2, fmt.Sprint(st.Writes)
 	})
-	// The server dies first, so no ack, nak or KV write of the dying
-	// runner gets through: what is in flight is simply lost.
-	h.stopServer()
-	rn.nc.Close()
-	rn.cancel()
-	<-rn.done
-	rn.cancel = nil
+	h.crash(rn)
 	writesBefore := h.emu.Stats().Writes
 	t.Logf("writes before the crash: %d of %d scripts", writesBefore, scripts)
 	if writesBefore >= scripts {

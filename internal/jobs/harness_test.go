@@ -195,6 +195,17 @@ func (h *harness) stopServer() {
 	h.srv.Shutdown()
 }
 
+// crash kills the server first, so no ack, nak or KV write of the dying
+// runner gets through, then stops the runner: what it had in flight is
+// simply lost, as in a crash of both.
+func (h *harness) crash(rn *runner) {
+	h.stopServer()
+	rn.nc.Close()
+	rn.cancel()
+	<-rn.done
+	rn.cancel = nil
+}
+
 func (h *harness) client(hooks cfapi.Hooks) *cfapi.Client {
 	h.t.Helper()
 	c, err := cfapi.New(cfapi.Config{BaseURL: h.baseURL, Token: "test-token", Limiter: h.limiter, Hooks: hooks,

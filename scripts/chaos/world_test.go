@@ -216,16 +216,6 @@ func vmHWM(pid int) int64 {
 	return 0
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // --- The world -------------------------------------------------------------
 
 // world is one scenario's setup: a nats-server process on its own store,
@@ -260,9 +250,9 @@ func newWorld(t *testing.T, name string, rate int) *world {
 	if err := os.MkdirAll(filepath.Join(w.dir, "store"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	w.natsAddr = freeAddr(t)
+	w.natsAddr = testutil.FreeAddr(t)
 	w.natsURL = "nats://" + w.natsAddr
-	w.metricsAddr = freeAddr(t)
+	w.metricsAddr = testutil.FreeAddr(t)
 	w.startNATS()
 	var err error
 	w.nc, err = nats.Connect(w.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))

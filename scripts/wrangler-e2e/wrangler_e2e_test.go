@@ -21,7 +21,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -143,7 +142,7 @@ func TestWranglerAgainstEmulator(t *testing.T) {
 	requireBindings(t, ctx, cf, ordinary, append(wranglerBindings, "API_KEY", "BULK_A")...)
 
 	// The reconciler adds a binding to each tenant wrangler deployed.
-	natsAddr := "127.0.0.1:" + freePort(t)
+	natsAddr := testutil.FreeAddr(t)
 	dataDir := filepath.Join(tmp, "nats")
 	start(t, bin, "run", "--data-dir", dataDir, "--embedded-listen", natsAddr, "--metrics-addr", "",
 		"--api-base-url", base, "--log-format", "console")
@@ -230,18 +229,6 @@ func writeFile(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
 }
 
 func run(t *testing.T, ctx context.Context, cmd *exec.Cmd) string {

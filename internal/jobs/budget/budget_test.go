@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/reconciler/reconciler/internal/jobs/budget"
@@ -304,12 +303,7 @@ func TestTwoTokensTwoBudgets(t *testing.T) {
 		}
 	}
 
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := connectJS(t, natsURL)
 	kv, err := js.KeyValue(context.Background(), budget.DefaultBucket)
 	if err != nil {
 		t.Fatal(err)
@@ -397,14 +391,9 @@ func TestLostNATSStopsSending(t *testing.T) {
 // bucket; bad settings are refused naming the field.
 func TestOpenNeedsTheBucket(t *testing.T) {
 	natsURL := startNATS(t)
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := connectJS(t, natsURL)
 	cfg := budget.Config{Credential: token, Budget: 100, Window: time.Second, Bucket: "budget_x"}
-	_, err = budget.Open(context.Background(), js, cfg)
+	_, err := budget.Open(context.Background(), js, cfg)
 	if !errors.Is(err, jetstream.ErrBucketNotFound) || !strings.Contains(err.Error(), "budget_x") {
 		t.Fatalf("Open without the bucket: %v", err)
 	}
@@ -528,12 +517,7 @@ func BenchmarkSharedBudget200(b *testing.B) {
 // for at most a window.
 func TestForeignPauseIsCapped(t *testing.T) {
 	natsURL := startNATS(t)
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := connectJS(t, natsURL)
 	cfg := budget.Config{Credential: token, Budget: testBudget, Window: testWindow}
 	src, err := budget.Ensure(context.Background(), js, cfg)
 	if err != nil {

@@ -59,19 +59,25 @@ func startAPI(t testing.TB, token string, budget int, window time.Duration) (*cf
 	return srv, base
 }
 
-// ensureBucket creates the budget bucket as `run` would.
-func ensureBucket(t testing.TB, natsURL string) {
+// connectJS connects to NATS at natsURL for the rest of the test.
+func connectJS(t testing.TB, natsURL string) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := budget.Ensure(context.Background(), js, budget.Config{Credential: "setup", Budget: 10, Window: time.Second})
+	return js
+}
+
+// ensureBucket creates the budget bucket as `run` would.
+func ensureBucket(t testing.TB, natsURL string) {
+	t.Helper()
+	src, err := budget.Ensure(context.Background(), connectJS(t, natsURL), budget.Config{Credential: "setup", Budget: 10, Window: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
