@@ -16,6 +16,8 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/testutil/natscluster"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -79,6 +81,7 @@ func (a *hookedAPI) GetSettings(ctx context.Context, ref cfapi.ScriptRef) (*cfap
 // lag.
 type freshReads struct {
 	h   *harness
+	res *state.Resources
 	r   *Runner
 	kv  *laggingKV
 	api *hookedAPI
@@ -90,9 +93,10 @@ func newFreshReads(t *testing.T) *freshReads {
 	f := &freshReads{h: h, api: &hookedAPI{API: h.client(cfapi.Hooks{}), beforeRead: func() {}}}
 	cfg := h.cfg
 	cfg.Owner = "fresh-reads"
+	f.kv = &laggingKV{KeyValue: res.Desired}
+	res.Desired = f.kv
+	f.res = res
 	f.r = NewRunner(cfg, res, f.api, h.planner, metrics.New(prometheus.NewRegistry()), zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-	f.kv = &laggingKV{KeyValue: f.r.st.desired}
-	f.r.st.desired = f.kv
 	t.Cleanup(f.r.queue.ShutDown)
 	return f
 }
@@ -102,18 +106,18 @@ func newFreshReads(t *testing.T) *freshReads {
 func (f *freshReads) fold(script, id string, gen uint64, value string) (key string, rev uint64) {
 	t := f.h.t
 	t.Helper()
-	ev := event(id, "customers", script, gen, "patch", map[string]any{"upsert": []any{b(fmt.Sprintf(`{"type":"plain_text","name":"LAG","text":%q}`, value))}})
+	ev := newEvent(id, "customers", script, gen, "patch", map[string]any{"upsert": []any{b(fmt.Sprintf(`{"type":"plain_text","name":"LAG","text":%q}`, value))}})
 	data, _ := json.Marshal(ev)
-	e, err := DecodeEvent(data, subjectOf(ev), "bindings")
+	e, err := event.DecodeEvent(data, subjectOf(ev), "bindings")
 	if err != nil {
 		t.Fatal(err)
 	}
-	job := &foldJob{key: e.Key(), events: []*Event{e}}
-	f.r.st.foldAll(context.Background(), []*foldJob{job}, f.r.maxState)
-	if job.err != nil || job.rev == 0 {
-		t.Fatalf("fold %s: rev %d, %v", id, job.rev, job.err)
+	job := &state.ScriptBatch{Key: e.Key(), Events: []*event.Event{e}}
+	f.r.st.Commit(context.Background(), []*state.ScriptBatch{job}, f.r.maxState)
+	if job.Err != nil || job.Rev == 0 {
+		t.Fatalf("fold %s: rev %d, %v", id, job.Rev, job.Err)
 	}
-	return job.key, job.rev
+	return job.Key, job.Rev
 }
 
 // hold holds an event of key folded at rev, as intake does.
@@ -212,7 +216,7 @@ func TestStaleDesiredReadNeverAcks(t *testing.T) {
 	f.kv.lag(2, old)
 	f.process(key)
 	if n := f.kv.reads(); n != 3 {
-		t.Errorf("%d desired-state reads, want 2 stale and 1 fresh", n)
+		t.Errorf("%d desired-ds reads, want 2 stale and 1 fresh", n)
 	}
 	if v := f.lagValue("lag-1"); v != "two" {
 		t.Fatalf("LAG = %q, want the newest fold's \"two\"", v)
@@ -240,7 +244,7 @@ func TestDesiredNotYetVisibleIsRetried(t *testing.T) {
 	f.kv.lag(1000, nil)
 	f.process(key)
 	if got := actions(a); len(got) != 0 {
-		t.Fatalf("settled with the desired state not found: %v", got)
+		t.Fatalf("settled with the desired ds not found: %v", got)
 	}
 	if n := f.kv.reads(); n < 2 {
 		t.Errorf("the read was not retried: %d reads", n)
@@ -349,7 +353,7 @@ func TestEnsureStreamsConcurrentlyOnCluster(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = EnsureStreams(ctx, js, SetupConfig{Replicas: 3}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(fmt.Sprint("p", i)))
+			_, errs[i] = state.EnsureStreams(ctx, js, state.SetupConfig{Replicas: 3}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(fmt.Sprint("p", i)))
 		}()
 	}
 	wg.Wait()
@@ -425,9 +429,8 @@ func TestLostFoldAckDoesNotStallIntake(t *testing.T) {
 	for _, written := range []bool{false, true} {
 		t.Run(fmt.Sprintf("written=%v", written), func(t *testing.T) {
 			f := newFreshReads(t)
-			lost := &lostAckJS{JetStream: f.r.st.js, written: written}
-			f.r.st.js = lost
-			f.r.st.asyncAckWait = 100 * time.Millisecond
+			lost := &lostAckJS{JetStream: f.res.JS, written: written}
+			f.r.st = state.NewStore(lost, f.res.Desired, f.res.Applied, f.res.Leases, state.StoreOptions{AsyncAckWait: 100 * time.Millisecond})
 			done := make(chan struct{})
 			var key string
 			var rev uint64
@@ -444,7 +447,7 @@ func TestLostFoldAckDoesNotStallIntake(t *testing.T) {
 			if e.Revision() != rev {
 				t.Fatalf("fold revision %d, stored revision %d", rev, e.Revision())
 			}
-			st, err := decodeDesired(key, e.Value())
+			st, err := state.DecodeDesired(key, e.Value())
 			if err != nil || st.Names["LAG"] == nil || st.Names["LAG"].Stamp.ID != "l1" {
 				t.Fatalf("stored desired state lacks the fold: %+v %v", st, err)
 			}
@@ -475,8 +478,7 @@ func TestLostKVAnswerFailsTheReconcile(t *testing.T) {
 	f.h.seedScript("customers", "silent-1", `{"type":"plain_text","name":"TENANT","text":"silent-1"}`)
 	key, rev := f.fold("silent-1", "s1", 1, "x")
 	a := f.hold(key, "s1", rev)
-	f.r.st.desired = silentKV{f.r.st.desired}
-	f.r.st.opTimeout = 200 * time.Millisecond
+	f.r.st = state.NewStore(f.res.JS, silentKV{f.kv}, f.res.Applied, f.res.Leases, state.StoreOptions{OpTimeout: 200 * time.Millisecond})
 	done := make(chan struct{})
 	go func() { defer close(done); f.process(key) }()
 	select {

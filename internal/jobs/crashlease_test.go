@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 )
 
 // TestCrashWithDefaultLeaseTTL (chaos suite, scenario 1): a process killed
@@ -19,11 +20,11 @@ import (
 // leases the dead process held converge well before the old 30s (their
 // events are acknowledged when AckWait redelivers them; not waited for).
 func TestCrashWithDefaultLeaseTTL(t *testing.T) {
-	def := SetupConfig{}.WithDefaults()
+	def := state.SetupConfig{}.WithDefaults()
 	h := newHarness(t, harnessOpts{
 		// Writes hang until the dying process gives up on them.
 		emu: cfapitest.Options{Faults: cfapitest.Faults{WriteLatency: time.Minute}},
-		cfg: Config{SetupConfig: SetupConfig{AckWait: 60 * time.Second, LeaseTTL: def.LeaseTTL},
+		cfg: Config{SetupConfig: state.SetupConfig{AckWait: 60 * time.Second, LeaseTTL: def.LeaseTTL},
 			Concurrency: 4, RecoverOnStart: true, CoalesceDelay: time.Millisecond, ShutdownTimeout: 500 * time.Millisecond},
 	})
 	const scripts = 4
@@ -32,7 +33,7 @@ func TestCrashWithDefaultLeaseTTL(t *testing.T) {
 	}
 	h.setup()
 	for s := 0; s < scripts; s++ {
-		h.publish(event(fmt.Sprintf("lease-%d", s), "customers", fmt.Sprintf("tenant-%d", s), 1, "patch", map[string]any{
+		h.publish(newEvent(fmt.Sprintf("lease-%d", s), "customers", fmt.Sprintf("tenant-%d", s), 1, "patch", map[string]any{
 			"upsert": []any{b(`{"type":"plain_text","name":"V","text":"1"}`)}}))
 	}
 	rn := h.startRunner("killed")

@@ -12,6 +12,8 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 )
 
 // apiFunc wraps an API and replaces some of its calls.
@@ -53,9 +55,9 @@ func TestBadPatchDoesNotBlockTheScript(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.seedScript("customers", "tenant-1")
 	h.setup()
-	h.publish(event("bad", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("bad", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"inherit","name":"MISSING_BINDING"}`)}}))
-	h.publish(event("good", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("good", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"plain_text","name":"GOOD","text":"yes"}`)}}))
 	h.startRunner("r1")
 	h.waitDrained(30 * time.Second)
@@ -63,11 +65,11 @@ func TestBadPatchDoesNotBlockTheScript(t *testing.T) {
 		t.Fatalf("the good patch was not applied: %v", keys(got))
 	}
 	dl := h.deadLetters()
-	if len(dl) != 1 || dl[0].Record.EventID != "bad" || dl[0].Record.Reason != ReasonInvalidDesired {
+	if len(dl) != 1 || dl[0].Record.EventID != "bad" || dl[0].Record.Reason != event.ReasonInvalidDesired {
 		t.Fatalf("dead letters = %+v", dl)
 	}
 	// A later unrelated event applies, and still never writes the bad one.
-	h.publish(event("later", "customers", "tenant-1", 3, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("later", "customers", "tenant-1", 3, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"plain_text","name":"LATER","text":"yes"}`)}}))
 	h.waitDrained(30 * time.Second)
 	if got := h.stored("customers", "tenant-1"); got["LATER"] == "" {
@@ -96,9 +98,9 @@ func TestAPIRejectionBlamesTheNamedBinding(t *testing.T) {
 	}})
 	h.seedScript("customers", "tenant-1")
 	h.setup()
-	h.publish(event("rejected", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("rejected", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"d1","name":"DB","id":"00000000-0000-0000-0000-000000000000"}`)}}))
-	h.publish(event("fine", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("fine", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"plain_text","name":"FINE","text":"ok"}`)}}))
 	h.startRunner("r1")
 	h.waitDrained(30 * time.Second)
@@ -107,7 +109,7 @@ func TestAPIRejectionBlamesTheNamedBinding(t *testing.T) {
 		t.Fatalf("stored = %v, want FINE and no DB", keys(got))
 	}
 	dl := h.deadLetters()
-	if len(dl) != 1 || dl[0].Record.EventID != "rejected" || dl[0].Record.Reason != ReasonAPIRejected ||
+	if len(dl) != 1 || dl[0].Record.EventID != "rejected" || dl[0].Record.Reason != event.ReasonAPIRejected ||
 		!strings.Contains(dl[0].Record.Error, "10021") {
 		t.Fatalf("dead letters = %+v", dl)
 	}
@@ -120,14 +122,14 @@ func TestRemoveNeverDeletesWhatItDoesNotOwn(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.seedScript("customers", "tenant-1", `{"type":"plain_text","name":"X","text":"theirs"}`)
 	h.startRunner("r1")
-	h.publish(event("rm", "customers", "tenant-1", 1, "patch", map[string]any{"remove": []any{"X"}}))
+	h.publish(newEvent("rm", "customers", "tenant-1", 1, "patch", map[string]any{"remove": []any{"X"}}))
 	h.waitDrained(20 * time.Second)
 	if got := h.stored("customers", "tenant-1"); got["X"] != "" {
 		t.Fatalf("X was not removed: %v", keys(got))
 	}
 	// Someone creates X again by hand.
 	h.seedScript("customers", "tenant-1", `{"type":"plain_text","name":"X","text":"made again"}`)
-	h.publish(event("unrelated", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("unrelated", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"plain_text","name":"Y","text":"y"}`)}}))
 	h.waitDrained(20 * time.Second)
 	got := h.stored("customers", "tenant-1")
@@ -147,7 +149,7 @@ func TestAuthFailurePausesWithoutDeadLetters(t *testing.T) {
 	h.emu.FailNext(6, 403, cfapi.CodeAuthentication, 0)
 	rn := h.startRunner("r1")
 	for i := 0; i < 3; i++ {
-		h.publish(event(fmt.Sprintf("auth-%d", i), "customers", fmt.Sprintf("tenant-%d", i), 1, "patch", map[string]any{
+		h.publish(newEvent(fmt.Sprintf("auth-%d", i), "customers", fmt.Sprintf("tenant-%d", i), 1, "patch", map[string]any{
 			"upsert": []any{b(`{"type":"plain_text","name":"A","text":"1"}`)}}))
 	}
 	var sawNotReady atomic.Bool
@@ -196,7 +198,7 @@ func TestPanicInReconcileIsRecovered(t *testing.T) {
 	h.seedScript("customers", "tenant-ok")
 	rn := h.startRunner("r1")
 	for _, s := range []string{"tenant-panic", "tenant-ok"} {
-		h.publish(event("p-"+s, "customers", s, 1, "patch", map[string]any{"upsert": []any{b(`{"type":"plain_text","name":"A","text":"1"}`)}}))
+		h.publish(newEvent("p-"+s, "customers", s, 1, "patch", map[string]any{"upsert": []any{b(`{"type":"plain_text","name":"A","text":"1"}`)}}))
 	}
 	h.waitDrained(30 * time.Second)
 	for _, s := range []string{"tenant-panic", "tenant-ok"} {
@@ -222,7 +224,7 @@ func TestInvalidUTF8IsRejected(t *testing.T) {
 	h.publishRaw("bindings."+acct+".customers.tenant-1", []byte(body), "utf")
 	h.waitDrained(20 * time.Second)
 	dl := h.deadLetters()
-	if len(dl) != 1 || dl[0].Record.Reason != ReasonInvalidJSON || !strings.Contains(dl[0].Record.Error, "UTF-8") {
+	if len(dl) != 1 || dl[0].Record.Reason != event.ReasonInvalidJSON || !strings.Contains(dl[0].Record.Error, "UTF-8") {
 		t.Fatalf("dead letters = %+v", dl)
 	}
 	if h.emu.Stats().Writes != 0 {
@@ -244,12 +246,12 @@ func TestOneMiBServer(t *testing.T) {
 		for i := 0; i < 130; i++ {
 			ups = append(ups, map[string]any{"type": "plain_text", "name": fmt.Sprintf("%s%03d", prefix, i), "text": strings.Repeat("v", 4000)})
 		}
-		return event(id, "customers", "tenant-1", gen, "patch", map[string]any{"upsert": ups})
+		return newEvent(id, "customers", "tenant-1", gen, "patch", map[string]any{"upsert": ups})
 	}
 	h.publish(patch("first", 1, "A"))
 	h.publish(patch("second", 2, "B"))
 	// An invalid event of almost 1 MiB: its dead letter does not fit.
-	huge := event("huge", "customers", "tenant-1", 3, "patch", map[string]any{"upsert": []any{
+	huge := newEvent("huge", "customers", "tenant-1", 3, "patch", map[string]any{"upsert": []any{
 		map[string]any{"type": "plain_text", "name": "HUGE", "text": strings.Repeat("h", 1045000)}}})
 	h.publish(huge)
 	h.startRunner("r1")
@@ -258,15 +260,15 @@ func TestOneMiBServer(t *testing.T) {
 	if got["A000"] == "" || got["B000"] != "" || got["HUGE"] != "" {
 		t.Fatalf("stored: A000=%t B000=%t HUGE=%t", got["A000"] != "", got["B000"] != "", got["HUGE"] != "")
 	}
-	byID := map[string]DeadLetter{}
+	byID := map[string]state.DeadLetter{}
 	for _, e := range h.deadLetters() {
 		byID[e.Record.EventID] = e.Record
 	}
-	if r, ok := byID["second"]; !ok || r.Reason != ReasonTooLarge {
+	if r, ok := byID["second"]; !ok || r.Reason != event.ReasonTooLarge {
 		t.Errorf("second: reason %q, error %q", r.Reason, r.Error)
 	}
 	r, ok := byID["huge"]
-	if !ok || r.Reason != ReasonInvalidBinding || string(r.Event) != "null" || r.BodySHA256 == "" || r.StreamSeq == 0 {
+	if !ok || r.Reason != event.ReasonInvalidBinding || string(r.Event) != "null" || r.BodySHA256 == "" || r.StreamSeq == 0 {
 		t.Errorf("huge: reason=%s event=%.40s sha=%q seq=%d", r.Reason, r.Event, r.BodySHA256, r.StreamSeq)
 	}
 	if len(byID) != 2 {
@@ -289,7 +291,7 @@ func keysOf[V any](m map[string]V) []string {
 func TestRecoveryAfterCrashBeforeAckWait(t *testing.T) {
 	h := newHarness(t, harnessOpts{
 		emu: cfapitest.Options{Faults: cfapitest.Faults{WriteLatency: 150 * time.Millisecond}},
-		cfg: Config{SetupConfig: SetupConfig{AckWait: 60 * time.Second}, Concurrency: 2, RecoverOnStart: true},
+		cfg: Config{SetupConfig: state.SetupConfig{AckWait: 60 * time.Second}, Concurrency: 2, RecoverOnStart: true},
 	})
 	const scripts = 10
 	for s := 0; s < scripts; s++ {
@@ -297,7 +299,7 @@ func TestRecoveryAfterCrashBeforeAckWait(t *testing.T) {
 	}
 	h.setup()
 	for s := 0; s < scripts; s++ {
-		h.publish(event(fmt.Sprintf("rec-%d", s), "customers", fmt.Sprintf("tenant-%d", s), 1, "patch", map[string]any{
+		h.publish(newEvent(fmt.Sprintf("rec-%d", s), "customers", fmt.Sprintf("tenant-%d", s), 1, "patch", map[string]any{
 			"upsert": []any{b(`{"type":"plain_text","name":"V","text":"1"}`)}}))
 	}
 	rn := h.startRunner("before-crash")

@@ -10,10 +10,10 @@
 //  1. Runner.pull takes it from the live consumer (pull.go) and hands it to
 //     Runner.fold (intake.go), which gathers a batch (everything waiting,
 //     up to 20 ms of a backlog).
-//  2. Runner.foldBatch decodes it (DecodeEvent, event.go; bad input is
+//  2. Runner.foldBatch decodes it (event.DecodeEvent, event.go; bad input is
 //     dead-lettered here by settle) and groups it with the batch's other
-//     events for its script; stores.foldAll folds them into the script's
-//     DesiredState (DesiredState.Fold, fold.go) and writes it with one
+//     events for its script; stores.Commit folds them into the script's
+//     event.DesiredState (event.DesiredState.Fold, fold.go) and writes it with one
 //     compare-and-set (store.go).
 //  3. Runner.holdFolded holds the event (heldTable, held.go) with the
 //     revision that contains its fold, or acknowledges it at once when it

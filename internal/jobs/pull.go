@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/reconciler/reconciler/internal/jobs/event"
 	"go.uber.org/zap"
 )
 
@@ -59,7 +60,7 @@ func (r *Runner) pull(ctx context.Context, iter jetstream.MessagesContext, out c
 // last ack floor seen (or from the start of the stream when none was
 // seen), and consumes from it.
 func (r *Runner) recreateConsumer(ctx context.Context) (jetstream.MessagesContext, error) {
-	live, _ := r.cfg.consumerConfigs()
+	live, _ := r.cfg.ConsumerConfigs()
 	if floor := r.ackFloor.Load(); floor > 0 {
 		if _, err := r.res.JS.Consumer(ctx, r.cfg.Stream, live.Durable); errors.Is(err, jetstream.ErrConsumerNotFound) {
 			live.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
@@ -129,7 +130,7 @@ func (r *Runner) onMaxDeliveries(ctx context.Context, data []byte) {
 	if adv.Stream == r.cfg.BackfillStream {
 		h.lane = laneBackfill
 	}
-	r.settle(ctx, h, deadLetterOutcome(ReasonMaxDeliveries,
+	r.settle(ctx, h, deadLetterOutcome(event.ReasonMaxDeliveries,
 		fmt.Errorf("JetStream stopped redelivering after %d deliveries that were never acknowledged (ack timeouts)", adv.Deliveries)))
 }
 

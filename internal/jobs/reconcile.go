@@ -13,14 +13,16 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/metrics"
 )
 
 // TerminalError is a failure that retrying cannot fix: the events behind
-// it are dead-lettered with Reason. Match it with errors.As.
+// it are dead-lettered with event.Reason. Match it with errors.As.
 type TerminalError struct {
-	Reason Reason
+	Reason event.Reason
 	Err    error
 	// Quarantined is set when the operations to blame were taken out of
 	// the desired state: the script is reconciled again at once, without
@@ -31,7 +33,7 @@ type TerminalError struct {
 func (e *TerminalError) Error() string { return e.Err.Error() }
 func (e *TerminalError) Unwrap() error { return e.Err }
 
-func terminal(reason Reason, err error) *TerminalError {
+func terminal(reason event.Reason, err error) *TerminalError {
 	return &TerminalError{Reason: reason, Err: err}
 }
 
@@ -51,8 +53,8 @@ type Result struct {
 	Plan     *planner.Plan
 	// State is the desired state read (to tell quarantined events), and
 	// Record the last-applied record after the reconcile.
-	State  *DesiredState
-	Record *AppliedRecord
+	State  *event.DesiredState
+	Record *state.AppliedRecord
 	// Held, with RequeueAfter, says the script was not written on purpose
 	// and why (a metrics.Hold* reason, see version.go): its events stay
 	// held, neither acknowledged nor dead-lettered.
@@ -72,7 +74,7 @@ func (res Result) outcomeFor(h *heldEvent) outcome {
 	if h.lane == laneBackfill && res.Record != nil {
 		// Changed when its own operations were written, by this reconcile
 		// or by an earlier one (before a crash and a resume).
-		wrote = res.Record.wrote(h.id)
+		wrote = res.Record.Wrote(h.id)
 	}
 	if res.Wrote {
 		return ackOutcome(outcomeApplied, wrote)
@@ -175,7 +177,7 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 // account, namespace and name, its lane, and the newest held event.
 func (r *Runner) scriptLogger(key, eventID string, l lane) *zap.Logger {
 	fields := []zap.Field{zap.String("script_key", key), zap.Stringer("lane", l)}
-	if ref, err := ParseScriptKey(key); err == nil {
+	if ref, err := event.ParseScriptKey(key); err == nil {
 		fields = append(fields, zap.String("account", ref.AccountID), zap.String("namespace", ref.Namespace), zap.String("script", ref.Script))
 	}
 	if eventID != "" {
@@ -234,9 +236,9 @@ func classify(err error) error {
 		return err
 	}
 	if apiErr.NotFound() {
-		return terminal(ReasonNotFound, err)
+		return terminal(event.ReasonNotFound, err)
 	}
-	return terminal(ReasonAPIRejected, err)
+	return terminal(event.ReasonAPIRejected, err)
 }
 
 // isAuthFailure reports an API answer that rejects the credentials (HTTP
@@ -257,28 +259,28 @@ func (r *Runner) reconcile(ctx context.Context, key string, want uint64, modifie
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.ReconcileTimeout)
 	defer cancel()
 	ctx = laneContext(ctx, l)
-	ref, err := ParseScriptKey(key)
+	ref, err := event.ParseScriptKey(key)
 	if err != nil {
-		return Result{}, terminal(ReasonInvalidDesired, err)
+		return Result{}, terminal(event.ReasonInvalidDesired, err)
 	}
-	ls, ok, err := acquireLease(ctx, r.st.leases, key, r.cfg.Owner, r.cfg.LeaseTTL)
+	ls, ok, err := state.AcquireLease(ctx, r.st.Leases(), key, r.cfg.Owner, r.cfg.LeaseTTL)
 	if err != nil {
 		return Result{}, err
 	}
 	if !ok {
 		return Result{RequeueAfter: 200*time.Millisecond + rand.N(300*time.Millisecond)}, nil
 	}
-	defer ls.release()
-	state, rev, err := r.readDesired(ls.Context(), key, want)
+	defer ls.Release()
+	ds, rev, err := r.readDesired(ls.Context(), key, want)
 	switch {
 	case errors.Is(err, errStaleRead):
 		return Result{RequeueAfter: 100 * time.Millisecond}, nil
-	case errors.Is(err, errNotFound):
+	case errors.Is(err, state.ErrNotFound):
 		return Result{}, nil // nothing desired for this script
 	case err != nil:
 		return Result{}, err
 	}
-	return r.converge(ls, ref, key, state, rev, modifiedOn)
+	return r.converge(ls, ref, key, ds, rev, modifiedOn)
 }
 
 // readDesired reads the desired state of key, again a few times while the
@@ -286,12 +288,12 @@ func (r *Runner) reconcile(ctx context.Context, key string, want uint64, modifie
 // behind too (a follower that has not seen the script's first fold; the
 // reconciler never deletes a desired state), not "nothing desired": that
 // would leave the held events unsettled with nothing to reconcile them.
-func (r *Runner) readDesired(ctx context.Context, key string, want uint64) (*DesiredState, uint64, error) {
+func (r *Runner) readDesired(ctx context.Context, key string, want uint64) (*event.DesiredState, uint64, error) {
 	for attempt := 0; ; attempt++ {
-		state, rev, err := r.st.loadDesired(ctx, key)
-		notYet := errors.Is(err, errNotFound) && want > 0
+		ds, rev, err := r.st.LoadDesired(ctx, key)
+		notYet := errors.Is(err, state.ErrNotFound) && want > 0
 		if !notYet && (err != nil || rev >= want) {
-			return state, rev, err
+			return ds, rev, err
 		}
 		if attempt == 3 {
 			return nil, 0, fmt.Errorf("%w: read revision %d, want %d", errStaleRead, rev, want)
@@ -306,25 +308,25 @@ func (r *Runner) readDesired(ctx context.Context, key string, want uint64) (*Des
 
 // converge plans state against the live bindings and writes the
 // difference, holding lease ls.
-func (r *Runner) converge(ls *lease, ref cfapi.ScriptRef, key string, state *DesiredState, rev uint64, modifiedOn string) (Result, error) {
+func (r *Runner) converge(ls *state.Lease, ref cfapi.ScriptRef, key string, ds *event.DesiredState, rev uint64, modifiedOn string) (Result, error) {
 	ctx := ls.Context()
-	rec, recRev, err := r.st.loadApplied(ctx, key)
+	rec, recRev, err := r.st.LoadApplied(ctx, key)
 	if err != nil {
 		return Result{}, err
 	}
-	desired, hidden := state.plannerInput(rec)
+	desired, hidden := ds.PlannerInput(rec.Removed)
 	desired.Strategy = r.cfg.strategyFor(desired.Strategy)
 	lv, err := r.readLive(ctx, ref, desired.Strategy)
 	if err != nil {
-		return Result{}, r.blame(ctx, key, state, nil, classify(err))
+		return Result{}, r.blame(ctx, key, ds, nil, classify(err))
 	}
 	plan, err := r.planner.Plan(desired, lv.bindings(), withoutNames(rec.LastApplied(), hidden))
 	if err != nil {
-		return Result{}, r.blame(ctx, key, state, nil, terminal(ReasonInvalidDesired, err))
+		return Result{}, r.blame(ctx, key, ds, nil, terminal(event.ReasonInvalidDesired, err))
 	}
-	next := &AppliedRecord{Version: 1, Bindings: plan.Applied.Bindings, DesiredRevision: rev,
-		Strategy: rec.Strategy, AppliedAt: rec.AppliedAt, Removed: state.Tombstones(), ModifiedOn: rec.ModifiedOn,
-		WrittenBy: writtenBy(rec, state, nil)}
+	next := &state.AppliedRecord{Version: 1, Bindings: plan.Applied.Bindings, DesiredRevision: rev,
+		Strategy: rec.Strategy, AppliedAt: rec.AppliedAt, Removed: ds.Tombstones(), ModifiedOn: rec.ModifiedOn,
+		WrittenBy: writtenBy(rec, ds, nil)}
 	for _, n := range hidden {
 		if a, ok := rec.Bindings[n]; ok {
 			if next.Bindings == nil {
@@ -333,47 +335,47 @@ func (r *Runner) converge(ls *lease, ref cfapi.ScriptRef, key string, state *Des
 			next.Bindings[n] = a // left alone: ownership unchanged
 		}
 	}
-	res := Result{Revision: rev, Plan: plan, State: state, Record: next}
+	res := Result{Revision: rev, Plan: plan, State: ds, Record: next}
 	if plan.NoOp() {
 		if modifiedOn != "" {
 			next.ModifiedOn = modifiedOn // read after that listing: converged
 		}
-		if !next.sameAs(rec) {
-			if err := ls.check(); err != nil {
+		if !next.SameAs(rec) {
+			if err := ls.Check(); err != nil {
 				return Result{}, err
 			}
-			if _, err := r.st.saveApplied(ctx, key, next, recRev); err != nil {
+			if _, err := r.st.SaveApplied(ctx, key, next, recRev); err != nil {
 				return Result{}, err
 			}
 		}
 		return res, nil
 	}
-	if err := ls.check(); err != nil {
+	if err := ls.Check(); err != nil {
 		return Result{}, fmt.Errorf("not writing: %w", err)
 	}
 	// Say what the write carries out before making it, so that a crash
 	// between the write and its record still counts it (WrittenBy).
-	if recRev, err = r.markPending(ctx, key, rec, recRev, state, plan); err != nil {
+	if recRev, err = r.markPending(ctx, key, rec, recRev, ds, plan); err != nil {
 		return Result{}, err
 	}
-	used, err := r.write(ctx, ref, plan, lv, writeAnnotations(state, plan))
+	used, err := r.write(ctx, ref, plan, lv, writeAnnotations(ds, plan))
 	var hold *holdError
 	if errors.As(err, &hold) {
 		return r.hold(key, res, hold), nil
 	}
 	if err != nil {
-		return Result{}, r.blame(ctx, key, state, plan, err)
+		return Result{}, r.blame(ctx, key, ds, plan, err)
 	}
 	r.m.Writes.WithLabelValues(string(used)).Inc()
 	// Record after success only; a crash or a lost lease before this
 	// leaves the events unacknowledged, and the next reconcile finds
 	// nothing left to change.
-	if err := ls.check(); err != nil {
+	if err := ls.Check(); err != nil {
 		return Result{}, fmt.Errorf("written, but not recording: %w", err)
 	}
 	next.Strategy, next.AppliedAt, next.ModifiedOn = string(used), time.Now().UTC(), ""
-	next.WrittenBy = writtenBy(rec, state, plan)
-	if _, err := r.st.saveApplied(context.WithoutCancel(ctx), key, next, recRev); err != nil {
+	next.WrittenBy = writtenBy(rec, ds, plan)
+	if _, err := r.st.SaveApplied(context.WithoutCancel(ctx), key, next, recRev); err != nil {
 		return Result{}, err
 	}
 	if ce := loggerFrom(ctx, r.log).Check(zap.DebugLevel, "plan applied"); ce != nil {
@@ -388,22 +390,22 @@ func (r *Runner) converge(ls *lease, ref cfapi.ScriptRef, key string, state *Des
 // of their operation; the others keep theirs while still desired; and
 // operations an earlier write was carrying out (rec.Pending) that are
 // live now, unchanged by this plan, landed: they count too.
-func writtenBy(rec *AppliedRecord, state *DesiredState, plan *planner.Plan) map[string]Stamp {
-	var out map[string]Stamp
-	set := func(n string, s Stamp) {
+func writtenBy(rec *state.AppliedRecord, ds *event.DesiredState, plan *planner.Plan) map[string]event.Stamp {
+	var out map[string]event.Stamp
+	set := func(n string, s event.Stamp) {
 		if out == nil {
-			out = map[string]Stamp{}
+			out = map[string]event.Stamp{}
 		}
 		out[n] = s
 	}
 	for n, s := range rec.WrittenBy {
-		if op := state.Names[n]; op != nil {
+		if op := ds.Names[n]; op != nil {
 			set(n, s)
 		}
 	}
-	changed := changedNames(state, plan)
+	changed := changedNames(ds, plan)
 	for n, s := range rec.Pending {
-		if op := state.Names[n]; op != nil && op.Stamp == s {
+		if op := ds.Names[n]; op != nil && op.Stamp == s {
 			if _, again := changed[n]; !again {
 				set(n, s)
 			}
@@ -417,14 +419,14 @@ func writtenBy(rec *AppliedRecord, state *DesiredState, plan *planner.Plan) map[
 
 // changedNames returns the desired names plan writes, with the stamps of
 // their operations.
-func changedNames(state *DesiredState, plan *planner.Plan) map[string]Stamp {
+func changedNames(ds *event.DesiredState, plan *planner.Plan) map[string]event.Stamp {
 	if plan == nil {
 		return nil
 	}
-	out := map[string]Stamp{}
+	out := map[string]event.Stamp{}
 	for _, a := range plan.Actions {
 		if a.Kind == planner.ActionAdd || a.Kind == planner.ActionUpdate || a.Kind == planner.ActionRemove {
-			if op := state.Names[a.Name]; op != nil {
+			if op := ds.Names[a.Name]; op != nil {
 				out[a.Name] = op.Stamp
 			}
 		}
@@ -434,14 +436,14 @@ func changedNames(state *DesiredState, plan *planner.Plan) map[string]Stamp {
 
 // markPending records in the last-applied record, before a write, the
 // operations the write carries out, and returns the record's revision.
-func (r *Runner) markPending(ctx context.Context, key string, rec *AppliedRecord, recRev uint64, state *DesiredState, plan *planner.Plan) (uint64, error) {
-	pending := changedNames(state, plan)
+func (r *Runner) markPending(ctx context.Context, key string, rec *state.AppliedRecord, recRev uint64, ds *event.DesiredState, plan *planner.Plan) (uint64, error) {
+	pending := changedNames(ds, plan)
 	if len(pending) == 0 {
 		return recRev, nil
 	}
 	marked := *rec
 	marked.Pending = pending
-	return r.st.saveApplied(ctx, key, &marked, recRev)
+	return r.st.SaveApplied(ctx, key, &marked, recRev)
 }
 
 // withoutNames returns last without the given names.
@@ -459,21 +461,21 @@ func withoutNames(last planner.LastApplied, names []string) planner.LastApplied 
 }
 
 // blame handles a failed reconcile. A terminal failure caused by some of
-// the desired operations quarantines them (see NameOp.Q) so the script
+// the desired operations quarantines them (see event.NameOp.Q) so the script
 // keeps converging on everything else: the operations on the bindings the
 // error names, or else every operation the failed write carried. Other
 // errors are returned as they are.
-func (r *Runner) blame(ctx context.Context, key string, state *DesiredState, plan *planner.Plan, err error) error {
+func (r *Runner) blame(ctx context.Context, key string, ds *event.DesiredState, plan *planner.Plan, err error) error {
 	var term *TerminalError
-	if !errors.As(err, &term) || term.Reason == ReasonNotFound {
+	if !errors.As(err, &term) || term.Reason == event.ReasonNotFound {
 		return err
 	}
-	ids := culprits(state, plan, err)
+	ids := culprits(ds, plan, err)
 	if len(ids) == 0 {
 		return err
 	}
-	q := Quarantine{Reason: term.Reason, Error: cfapi.Truncate(err.Error(), 1024)}
-	if _, qerr := r.st.updateDesired(context.WithoutCancel(ctx), key, func(s *DesiredState) bool {
+	q := event.Quarantine{Reason: term.Reason, Error: cfapi.Truncate(err.Error(), 1024)}
+	if _, qerr := r.st.UpdateDesired(context.WithoutCancel(ctx), key, func(s *event.DesiredState) bool {
 		return s.Quarantine(ids, q) > 0
 	}); qerr != nil {
 		loggerFrom(ctx, r.log).Warn("quarantining failed operations", zap.Error(qerr))
@@ -486,7 +488,7 @@ func (r *Runner) blame(ctx context.Context, key string, state *DesiredState, pla
 // culprits returns the ids of the events whose operations caused err: the
 // operations on the bindings the error names, or, when it names none of
 // them, every operation the plan writes.
-func culprits(state *DesiredState, plan *planner.Plan, err error) map[string]bool {
+func culprits(ds *event.DesiredState, plan *planner.Plan, err error) map[string]bool {
 	named := map[string]bool{}
 	var pe *planner.Error
 	var ve *cfapi.ValidationError
@@ -497,7 +499,7 @@ func culprits(state *DesiredState, plan *planner.Plan, err error) map[string]boo
 	case errors.As(err, &ve) && ve.Name != "":
 		named[ve.Name] = true
 	case errors.As(err, &ae):
-		for name := range state.Names {
+		for name := range ds.Names {
 			for _, d := range ae.Errors {
 				if mentions(d.Message, name) {
 					named[name] = true
@@ -507,7 +509,7 @@ func culprits(state *DesiredState, plan *planner.Plan, err error) map[string]boo
 	}
 	ids := map[string]bool{}
 	for name := range named {
-		if op := state.Names[name]; op != nil && op.Q == nil {
+		if op := ds.Names[name]; op != nil && op.Q == nil {
 			ids[op.Stamp.ID] = true
 		}
 	}
@@ -516,7 +518,7 @@ func culprits(state *DesiredState, plan *planner.Plan, err error) map[string]boo
 	}
 	for _, a := range plan.Actions {
 		if a.Kind == planner.ActionAdd || a.Kind == planner.ActionUpdate || a.Kind == planner.ActionRemove {
-			if op := state.Names[a.Name]; op != nil && op.Q == nil {
+			if op := ds.Names[a.Name]; op != nil && op.Q == nil {
 				ids[op.Stamp.ID] = true
 			}
 		}
@@ -567,14 +569,14 @@ func (r *Runner) write(ctx context.Context, ref cfapi.ScriptRef, plan *planner.P
 		}
 		up, err := uploadFor(plan, lv.settings, content, false)
 		if err != nil {
-			return "", terminal(ReasonInvalidDesired, err)
+			return "", terminal(event.ReasonInvalidDesired, err)
 		}
 		_, err = r.api.UploadScript(ctx, ref, up)
 		return plan.Strategy, classify(err)
 	case planner.StrategyVersion:
 		return plan.Strategy, r.writeVersion(ctx, ref, plan, lv, ann)
 	}
-	return "", terminal(ReasonInvalidDesired, fmt.Errorf("plan has unknown strategy %q", plan.Strategy))
+	return "", terminal(event.ReasonInvalidDesired, fmt.Errorf("plan has unknown strategy %q", plan.Strategy))
 }
 
 // uploadFor builds a script upload that carries the script's own modules

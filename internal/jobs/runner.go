@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -62,8 +63,8 @@ type message interface {
 //	           ShutdownTimeout, and hands every unsettled event back.
 type Runner struct {
 	cfg     Config
-	res     *Resources
-	st      *stores
+	res     *state.Resources
+	st      *state.Store
 	api     API
 	planner *planner.Planner
 	m       *metrics.Metrics
@@ -90,12 +91,10 @@ type Runner struct {
 	failures map[string]int // consecutive failed reconciles of scripts without held events
 }
 
-// NewRunner returns a runner over resources set up by EnsureStreams.
-func NewRunner(cfg Config, res *Resources, api API, p *planner.Planner, m *metrics.Metrics, log *zap.Logger) *Runner {
+// NewRunner returns a runner over resources set up by state.EnsureStreams.
+func NewRunner(cfg Config, res *state.Resources, api API, p *planner.Planner, m *metrics.Metrics, log *zap.Logger) *Runner {
 	cfg = cfg.withDefaults()
-	st := *res.stores
-	st.cache = newStateCache(cfg.StateCacheSize)
-	r := &Runner{cfg: cfg, res: res, st: &st, api: api, planner: p, m: m, log: log, pub: res.JS,
+	r := &Runner{cfg: cfg, res: res, st: res.NewStore(state.StoreOptions{CacheSize: cfg.StateCacheSize}), api: api, planner: p, m: m, log: log, pub: res.JS,
 		held: newHeldTable(), failures: map[string]int{}, maxState: planner.MaxDesiredBytes * 2}
 	if nc := res.JS.Conn(); nc != nil && nc.MaxPayload() > 0 {
 		r.maxState = int(nc.MaxPayload()) - 4<<10
@@ -142,7 +141,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	go every(ctx, max(r.cfg.BackfillAckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneBackfill) })
 	go every(ctx, time.Second, func() { r.gauges(ctx) })
 	go every(ctx, 15*time.Second, func() {
-		if n, err := ActiveRuns(ctx, r.res); err == nil {
+		if n, err := state.ActiveRuns(ctx, r.res); err == nil {
 			r.m.BackfillRunsActive.Set(float64(n))
 		}
 	})

@@ -8,6 +8,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/metrics"
 )
 
@@ -28,7 +30,7 @@ const (
 	outRelease
 )
 
-// Event outcomes of acknowledged events (the outcome label of
+// event.Event outcomes of acknowledged events (the outcome label of
 // reconciler_events_total).
 const (
 	outcomeApplied = metrics.OutcomeApplied
@@ -39,17 +41,17 @@ const (
 // outcome is what happens to one event.
 type outcome struct {
 	kind   outcomeKind
-	label  string // outAck: applied, noop or stale
-	wrote  bool   // outAck: its script was changed (a backfill result)
-	reason Reason // outDeadLetter
-	err    error  // outRetry, outDeadLetter
+	label  string       // outAck: applied, noop or stale
+	wrote  bool         // outAck: its script was changed (a backfill result)
+	reason event.Reason // outDeadLetter
+	err    error        // outRetry, outDeadLetter
 }
 
 func ackOutcome(label string, wrote bool) outcome {
 	return outcome{kind: outAck, label: label, wrote: wrote}
 }
 func retryOutcome(err error) outcome { return outcome{kind: outRetry, err: err} }
-func deadLetterOutcome(reason Reason, err error) outcome {
+func deadLetterOutcome(reason event.Reason, err error) outcome {
 	return outcome{kind: outDeadLetter, reason: reason, err: err}
 }
 
@@ -61,9 +63,9 @@ func (r *Runner) settle(ctx context.Context, h *heldEvent, o outcome) {
 	switch o.kind {
 	case outAck:
 		if h.lane == laneBackfill {
-			res := resultUnchanged
+			res := state.ResultUnchanged
 			if o.wrote {
-				res = resultChanged
+				res = state.ResultChanged
 			}
 			if err := r.publishResult(ctx, h, res, "", ""); err != nil {
 				r.log.Warn("recording a backfill result failed; the item will be redelivered", zap.Error(err))
@@ -78,7 +80,7 @@ func (r *Runner) settle(ctx context.Context, h *heldEvent, o outcome) {
 		}
 	case outRetry:
 		if int(h.delivered) >= r.cfg.MaxDeliver {
-			r.settle(ctx, h, deadLetterOutcome(ReasonMaxDeliveries,
+			r.settle(ctx, h, deadLetterOutcome(event.ReasonMaxDeliveries,
 				fmt.Errorf("still failing after %d deliveries: %w", h.delivered, o.err)))
 			return
 		}
@@ -95,7 +97,7 @@ func (r *Runner) settle(ctx context.Context, h *heldEvent, o outcome) {
 			if h.backfill == nil {
 				h.backfill = r.backfillItemOf(rec.Subject)
 			}
-			if err := r.publishResult(ctx, h, resultFailed, o.reason, rec.Error); err != nil {
+			if err := r.publishResult(ctx, h, state.ResultFailed, o.reason, rec.Error); err != nil {
 				r.log.Warn("recording a failed backfill result", zap.Error(err))
 			}
 		}
@@ -113,7 +115,7 @@ func (r *Runner) settle(ctx context.Context, h *heldEvent, o outcome) {
 
 // deadLetterRecord builds the record of h: from the body it came with, or
 // read back from its stream by sequence.
-func (r *Runner) deadLetterRecord(ctx context.Context, h *heldEvent, reason Reason, cause error) DeadLetter {
+func (r *Runner) deadLetterRecord(ctx context.Context, h *heldEvent, reason event.Reason, cause error) state.DeadLetter {
 	body, subject := h.body, h.subject
 	if body == nil && h.streamSeq > 0 {
 		if raw, err := r.streamOf(h).GetMsg(ctx, h.streamSeq); err == nil {
@@ -122,7 +124,7 @@ func (r *Runner) deadLetterRecord(ctx context.Context, h *heldEvent, reason Reas
 			r.log.Warn("reading a dead-lettered event back from its stream", zap.Uint64("stream_seq", h.streamSeq), zap.Error(err))
 		}
 	}
-	rec := newDeadLetter(body, subject, h.stream, h.streamSeq, h.delivered, reason, cause)
+	rec := state.NewDeadLetter(body, subject, h.stream, h.streamSeq, h.delivered, reason, cause)
 	if rec.EventID == "" {
 		rec.EventID = h.id
 	}

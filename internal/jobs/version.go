@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -180,7 +181,7 @@ func (r *Runner) versionInstead(ctx context.Context, ref cfapi.ScriptRef, plan *
 	ann map[string]string, cause error) (planner.Strategy, error) {
 	vp, err := plan.As(planner.StrategyVersion)
 	if err != nil {
-		return "", terminal(ReasonInvalidDesired, err)
+		return "", terminal(event.ReasonInvalidDesired, err)
 	}
 	loggerFrom(ctx, r.log).Info("settings PATCH refused because the latest version is not deployed; writing a version built on the deployed one",
 		zap.String("script", ref.String()), zap.Error(cause))
@@ -214,7 +215,7 @@ func (r *Runner) writeVersion(ctx context.Context, ref cfapi.ScriptRef, plan *pl
 		}
 		up, err := uploadFor(plan, lv.settings, content, true)
 		if err != nil {
-			return terminal(ReasonInvalidDesired, err)
+			return terminal(event.ReasonInvalidDesired, err)
 		}
 		up.Metadata.Bindings, up.Metadata.Annotations = bindings, ann
 		v, err := r.api.CreateVersion(ctx, ref, up)
@@ -262,7 +263,7 @@ func versionOn(base *cfapi.WorkerVersion, plan *planner.Plan, bindings []cfapi.B
 	}
 	for _, p := range plan.NeedsParts {
 		if !slices.Contains(names, p) {
-			return cfapi.NewWorkerVersion{}, terminal(ReasonInvalidDesired,
+			return cfapi.NewWorkerVersion{}, terminal(event.ReasonInvalidDesired,
 				fmt.Errorf("binding part %q is not a module of the deployed version %s (modules: %v)", p, base.ID, names))
 		}
 	}
@@ -314,7 +315,7 @@ const (
 // operations the write carries out, newest first ("reconciler event
 // <id>", "reconciler events <id> <id> +3"), each at most 100 bytes.
 // Binding names and event ids are not secret; values never appear.
-func writeAnnotations(state *DesiredState, plan *planner.Plan) map[string]string {
+func writeAnnotations(ds *event.DesiredState, plan *planner.Plan) map[string]string {
 	var changes []string
 	for _, a := range plan.Actions {
 		switch a.Kind {
@@ -328,27 +329,27 @@ func writeAnnotations(state *DesiredState, plan *planner.Plan) map[string]string
 	}
 	return map[string]string{
 		annotationMessage:     clip("reconciler: bindings "+strings.Join(changes, " "), maxAnnotation),
-		annotationTriggeredBy: triggeredBy(eventIDs(state, plan), maxAnnotation),
+		annotationTriggeredBy: triggeredBy(eventIDs(ds, plan), maxAnnotation),
 	}
 }
 
 // eventIDs returns the ids of the events whose operations plan carries
 // out, newest first: the newest operation on each changed name, or the
 // replace that set the floor for a name no longer desired.
-func eventIDs(state *DesiredState, plan *planner.Plan) []string {
-	var stamps []Stamp
+func eventIDs(ds *event.DesiredState, plan *planner.Plan) []string {
+	var stamps []event.Stamp
 	for _, a := range plan.Actions {
 		if a.Kind != planner.ActionAdd && a.Kind != planner.ActionUpdate && a.Kind != planner.ActionRemove {
 			continue
 		}
-		switch op := state.Names[a.Name]; {
+		switch op := ds.Names[a.Name]; {
 		case op != nil && op.Q == nil:
 			stamps = append(stamps, op.Stamp)
-		case op == nil && state.Floor != nil:
-			stamps = append(stamps, *state.Floor)
+		case op == nil && ds.Floor != nil:
+			stamps = append(stamps, *ds.Floor)
 		}
 	}
-	slices.SortFunc(stamps, func(a, b Stamp) int { return b.Compare(a) })
+	slices.SortFunc(stamps, func(a, b event.Stamp) int { return b.Compare(a) })
 	stamps = slices.Compact(stamps)
 	ids := make([]string, 0, len(stamps))
 	for _, s := range stamps {

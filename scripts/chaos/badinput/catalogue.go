@@ -22,7 +22,7 @@ const Namespace = "customers"
 // secret might be put by mistake; it must never appear in a dead letter.
 const Secret = "sk_live_CHAOS_DO_NOT_LEAK_4f1d"
 
-// Dead-letter reasons (jobs.Reason values, README "Dead-letter record").
+// Dead-letter reasons (event.Reason values, README "Dead-letter record").
 const (
 	InvalidJSON     = "invalid_json"
 	TooLarge        = "too_large"

@@ -1,4 +1,4 @@
-package jobs
+package tools
 
 import (
 	"bufio"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/reconciler/reconciler/internal/jobs/event"
 )
 
 // PublishSummary counts what Publish did.
@@ -28,7 +29,7 @@ type PublishSummary struct {
 func Publish(ctx context.Context, js jetstream.JetStream, prefix string, r io.Reader, validate bool) (PublishSummary, error) {
 	var sum PublishSummary
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), MaxEventBytes+64*1024)
+	sc.Buffer(make([]byte, 64*1024), event.MaxEventBytes+64*1024)
 	const window = 256
 	var futures []pubFuture
 	flush := func() error {
@@ -59,13 +60,13 @@ func Publish(ctx context.Context, js jetstream.JetStream, prefix string, r io.Re
 		body := append([]byte(nil), data...)
 		var subject, id string
 		if validate {
-			ev, err := DecodeEvent(body, "", prefix)
+			ev, err := event.DecodeEvent(body, "", prefix)
 			if err != nil {
 				sum.Invalid++
 				sum.Errors = append(sum.Errors, fmt.Sprintf("line %d: %v", line, err))
 				continue
 			}
-			subject, id = Subject(prefix, ev.Ref()), ev.ID
+			subject, id = event.Subject(prefix, ev.Ref()), ev.ID
 		} else {
 			var probe struct {
 				ID        string `json:"id"`
@@ -80,7 +81,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, prefix string, r io.Re
 			}
 			ns := probe.Namespace
 			if ns == "" {
-				ns = NoNamespace
+				ns = event.NoNamespace
 			}
 			subject, id = prefix+"."+probe.AccountID+"."+ns+"."+probe.Script, probe.ID
 		}
