@@ -64,12 +64,12 @@ func (r *Runner) pullBackfill(ctx, workCtx context.Context) {
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(d):
+		case <-r.clock.After(d):
 			return true
 		}
 	}
 	for ctx.Err() == nil {
-		room := r.cfg.BackfillInflight - r.held.counts()[laneBackfill]
+		room := r.cfg.BackfillInflight - r.waiting.counts()[laneBackfill]
 		if room <= 0 || r.queue.Ready(laneLive) > 0 || r.auth.wait() > 0 {
 			if !idle(20 * time.Millisecond) {
 				return
@@ -100,7 +100,7 @@ func (r *Runner) pullBackfill(ctx, workCtx context.Context) {
 }
 
 // publishResult records the result of backfill item h.
-func (r *Runner) publishResult(ctx context.Context, h *heldEvent, outcome string, reason event.Reason, msg string) error {
+func (r *Runner) publishResult(ctx context.Context, h *waitingEvent, outcome string, reason event.Reason, msg string) error {
 	item := h.backfill
 	if item == nil {
 		return nil
@@ -185,7 +185,7 @@ func (r *Runner) Resync(ctx context.Context) (int, error) {
 				continue // untouched since a read found it converged
 			}
 			if isListed {
-				r.held.setModifiedOn(key, modified)
+				r.waiting.setModifiedOn(key, modified)
 			}
 			r.queue.Add(key, laneBackfill)
 			n++

@@ -158,7 +158,7 @@ func BenchmarkFoldStage(b *testing.B) {
 		done := make(chan struct{})
 		go func() { _ = r.Run(ctx); close(done) }()
 		for {
-			held := r.held.counts()[laneLive]
+			held := r.waiting.counts()[laneLive]
 			settled := int(sumOf(m.EventsTotal, allOutcomes...))
 			if held+settled >= n {
 				break

@@ -123,7 +123,7 @@ func (f *freshReads) fold(script, id string, gen uint64, value string) (key stri
 // hold holds an event of key folded at rev, as intake does.
 func (f *freshReads) hold(key, id string, rev uint64) *fakeAcker {
 	a := &fakeAcker{}
-	f.r.held.add(key, &heldEvent{ack: a, id: id, lane: laneLive, foldRev: rev, delivered: 1})
+	f.r.waiting.add(key, &waitingEvent{ack: a, id: id, lane: laneLive, foldRev: rev, delivered: 1})
 	return a
 }
 
@@ -204,7 +204,7 @@ func TestStaleDesiredReadNeverAcks(t *testing.T) {
 	if w := f.h.emu.Stats().Writes; w != 0 {
 		t.Fatalf("%d writes planned from a stale desired state", w)
 	}
-	if !f.r.held.has(key) {
+	if !isWaiting(f.r.waiting, key) {
 		t.Fatal("the events are no longer held")
 	}
 	if !f.requeued(key) {
@@ -226,7 +226,7 @@ func TestStaleDesiredReadNeverAcks(t *testing.T) {
 			t.Fatalf("after a fresh read: %v, want [ack]", got)
 		}
 	}
-	if f.r.held.has(key) {
+	if isWaiting(f.r.waiting, key) {
 		t.Fatal("events still held after they were applied")
 	}
 }
@@ -288,7 +288,7 @@ func TestEventFoldedDuringReconcileStaysHeld(t *testing.T) {
 	if got := actions(a2); len(got) != 0 {
 		t.Fatalf("event folded after the read was settled: %v", got)
 	}
-	if !f.r.held.has(key) {
+	if !isWaiting(f.r.waiting, key) {
 		t.Fatal("the later event is not held")
 	}
 	if !f.requeued(key) {
@@ -306,11 +306,11 @@ func TestEventFoldedDuringReconcileStaysHeld(t *testing.T) {
 // TestHeldTableTakesOnlyWhatWasRead: take settles the events folded at or
 // below the revision read, and keeps the others with their revision.
 func TestHeldTableTakesOnlyWhatWasRead(t *testing.T) {
-	ht := newHeldTable()
+	ht := newWaitTable()
 	for _, rev := range []uint64{5, 9, 7} {
-		ht.add("k", &heldEvent{id: fmt.Sprint(rev), foldRev: rev, lane: laneLive})
+		ht.add("k", &waitingEvent{id: fmt.Sprint(rev), foldRev: rev, lane: laneLive})
 	}
-	if want, _, _ := ht.snapshot("k"); want != 9 {
+	if want, _ := ht.snapshot("k"); want != 9 {
 		t.Fatalf("snapshot = %d, want 9 (the newest fold)", want)
 	}
 	var got []string
@@ -320,8 +320,8 @@ func TestHeldTableTakesOnlyWhatWasRead(t *testing.T) {
 	if !slices.Equal(got, []string{"5", "7"}) {
 		t.Fatalf("take(7) = %v, want [5 7]", got)
 	}
-	if want, _, _ := ht.snapshot("k"); want != 9 || !ht.has("k") || ht.counts()[laneLive] != 1 {
-		t.Fatalf("after take(7): snapshot %d, held %v, count %d", want, ht.has("k"), ht.counts()[laneLive])
+	if want, _ := ht.snapshot("k"); want != 9 || !isWaiting(ht, "k") || ht.counts()[laneLive] != 1 {
+		t.Fatalf("after take(7): snapshot %d, held %v, count %d", want, isWaiting(ht, "k"), ht.counts()[laneLive])
 	}
 	if hs := ht.take("k", 8); len(hs) != 0 {
 		t.Fatalf("take(8) settled %d events folded at 9", len(hs))

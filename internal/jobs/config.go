@@ -7,6 +7,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/planner"
+	"k8s.io/utils/clock"
 )
 
 // Config configures a Runner.
@@ -65,6 +66,9 @@ type Config struct {
 	// HoldRetry is how often a held script (a gradual deployment in
 	// progress) is checked again (default 2 minutes).
 	HoldRetry time.Duration
+	// Clock is the time source of the queue and the Runner's timers
+	// (default: the real clock; tests step a fake one).
+	Clock clock.WithTickerAndDelayedExecution
 }
 
 func (c Config) withDefaults() Config {
@@ -93,6 +97,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StateCacheSize == 0 {
 		c.StateCacheSize = 10000
+	}
+	if c.Clock == nil {
+		c.Clock = clock.RealClock{}
 	}
 	if c.BackfillInflight <= 0 {
 		c.BackfillInflight = c.Concurrency

@@ -15,7 +15,7 @@
 //     events for its script; stores.Commit folds them into the script's
 //     event.DesiredState (event.DesiredState.Fold, fold.go) and writes it with one
 //     compare-and-set (store.go).
-//  3. Runner.holdFolded holds the event (heldTable, held.go) with the
+//  3. Runner.waitFolded holds the event (waitTable, held.go) with the
 //     revision that contains its fold, or acknowledges it at once when it
 //     is stale or already applied; it debounces the script in the keyQueue
 //     (queue.go).

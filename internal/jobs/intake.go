@@ -30,7 +30,7 @@ const (
 // folded; a batch it started is finished with workCtx.
 func (r *Runner) fold(ctx, workCtx context.Context, in <-chan jetstream.Msg) {
 	batch := make([]message, 0, maxFoldBatch)
-	timer := time.NewTimer(foldWindow)
+	timer := r.clock.NewTimer(foldWindow)
 	defer timer.Stop()
 	for m := range in {
 		batch = append(batch[:0], m)
@@ -55,7 +55,7 @@ func (r *Runner) fold(ctx, workCtx context.Context, in <-chan jetstream.Msg) {
 						break gather
 					}
 					batch = append(batch, m2)
-				case <-timer.C:
+				case <-timer.C():
 					break gather
 				}
 			}
@@ -115,7 +115,7 @@ func (r *Runner) foldBatch(ctx context.Context, batch []message, l lane) {
 	}
 	r.st.Commit(ctx, jobs, r.maxState)
 	for _, job := range jobs {
-		r.holdFolded(ctx, job, groups[job.Key], l)
+		r.waitFolded(ctx, job, groups[job.Key], l)
 	}
 }
 
@@ -181,8 +181,8 @@ func (r *Runner) decode(ctx context.Context, m message, l lane) (rc received, ok
 }
 
 // newHeld returns the held form of a received message.
-func (r *Runner) newHeld(rc received, l lane, foldRev uint64) *heldEvent {
-	h := &heldEvent{ack: compactAcker(r.conn(), rc.msg), lane: l, foldRev: foldRev, backfill: rc.item}
+func (r *Runner) newHeld(rc received, l lane, foldRev uint64) *waitingEvent {
+	h := &waitingEvent{ack: compactAcker(r.conn(), rc.msg), lane: l, foldRev: foldRev, backfill: rc.item}
 	if rc.meta != nil {
 		h.stream, h.streamSeq, h.delivered = rc.meta.Stream, rc.meta.Sequence.Stream, rc.meta.NumDelivered
 	}
@@ -197,8 +197,8 @@ func (r *Runner) newHeld(rc received, l lane, foldRev uint64) *heldEvent {
 	return h
 }
 
-// holdFolded settles or holds the events of one folded script.
-func (r *Runner) holdFolded(ctx context.Context, job *state.ScriptBatch, group []received, l lane) {
+// waitFolded settles or holds the events of one folded script.
+func (r *Runner) waitFolded(ctx context.Context, job *state.ScriptBatch, group []received, l lane) {
 	if job.Err != nil {
 		r.log.Error("folding events", zap.String("script", job.Key), zap.Error(job.Err))
 		for _, rc := range group {
@@ -208,7 +208,7 @@ func (r *Runner) holdFolded(ctx context.Context, job *state.ScriptBatch, group [
 	}
 	r.m.EventsFolded.Add(float64(len(group)))
 	var applied *state.AppliedRecord // read once, for duplicates only
-	var hold []*heldEvent
+	var hold []*waitingEvent
 	for i, rc := range group {
 		res := job.Results[i]
 		if res.Stale > 0 {
@@ -250,12 +250,12 @@ func (r *Runner) holdFolded(ctx context.Context, job *state.ScriptBatch, group [
 	if len(hold) == 0 {
 		return
 	}
-	r.held.add(job.Key, hold...)
+	r.waiting.add(job.Key, hold...)
 	if l == laneLive {
 		r.queue.Debounce(job.Key, laneLive)
 	} else {
 		if m := hold[0].backfill.modifiedOn; m != "" {
-			r.held.setModifiedOn(job.Key, m)
+			r.waiting.setModifiedOn(job.Key, m)
 		}
 		r.queue.Add(job.Key, laneBackfill)
 	}

@@ -39,7 +39,7 @@ func (r *Runner) pull(ctx context.Context, iter jetstream.MessagesContext, out c
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Second):
+		case <-r.clock.After(time.Second):
 		}
 		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
 			errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -71,7 +71,7 @@ func (r *Runner) recreateConsumer(ctx context.Context) (jetstream.MessagesContex
 	if err != nil {
 		return nil, err
 	}
-	r.res.Consumer = cons
+	r.consumer.Store(&cons)
 	it, err := r.consume(cons)
 	if err != nil {
 		return nil, err
@@ -126,7 +126,7 @@ func (r *Runner) onMaxDeliveries(ctx context.Context, data []byte) {
 		r.log.Warn("unreadable max-deliveries advisory", zap.Error(err))
 		return
 	}
-	h := &heldEvent{ack: noAck{}, stream: adv.Stream, streamSeq: adv.StreamSeq, delivered: adv.Deliveries}
+	h := &waitingEvent{ack: noAck{}, stream: adv.Stream, streamSeq: adv.StreamSeq, delivered: adv.Deliveries}
 	if adv.Stream == r.cfg.BackfillStream {
 		h.lane = laneBackfill
 	}

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/utils/clock"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/event"
@@ -40,9 +40,8 @@ func terminal(reason event.Reason, err error) *TerminalError {
 // Result is the outcome of a reconcile that did not fail (controller-
 // runtime's reconcile.Result is the model).
 type Result struct {
-	// RequeueAfter, when positive, says the script was not reconciled
-	// (another replica holds it, or a read was behind) and should be tried
-	// again after it; no event is settled.
+	// RequeueAfter, with Requeue, says when the script is to be tried
+	// again (another replica holds it, a read was behind, or it is held).
 	RequeueAfter time.Duration
 	// Revision is the desired-state revision the reconcile read: held
 	// events folded at or below it are settled.
@@ -50,7 +49,6 @@ type Result struct {
 	// Wrote reports a write; Strategy is its strategy.
 	Wrote    bool
 	Strategy planner.Strategy
-	Plan     *planner.Plan
 	// State is the desired state read (to tell quarantined events), and
 	// Record the last-applied record after the reconcile.
 	State  *event.DesiredState
@@ -59,12 +57,31 @@ type Result struct {
 	// and why (a metrics.Hold* reason, see version.go): its events stay
 	// held, neither acknowledged nor dead-lettered.
 	Held string
+	// Quarantined says that operations the API refused were taken out of
+	// the desired state: the script is reconciled again at once, without
+	// them, and their events are dead-lettered then (Requeue is set).
+	Quarantined bool
+	// Requeue asks for another reconcile after RequeueAfter (at once when
+	// it is zero); no event is settled.
+	Requeue bool
+}
+
+// metricResult is the result label of reconciler_reconcile_total for a
+// requeued reconcile.
+func (res Result) metricResult() string {
+	switch {
+	case res.Held != "":
+		return metrics.ResultHeld
+	case res.Quarantined:
+		return metrics.ResultPermanent
+	}
+	return metrics.ResultLeaseBusy
 }
 
 // outcomeFor returns how event h ends after the reconcile res succeeded:
 // dead-lettered when all of its operations are quarantined, applied or
 // no-op otherwise.
-func (res Result) outcomeFor(h *heldEvent) outcome {
+func (res Result) outcomeFor(h *waitingEvent) outcome {
 	if res.State != nil && h.id != "" {
 		if q := res.State.Quarantined(h.id); q != nil {
 			return deadLetterOutcome(q.Reason, errors.New(q.Error))
@@ -80,152 +97,6 @@ func (res Result) outcomeFor(h *heldEvent) outcome {
 		return ackOutcome(outcomeApplied, wrote)
 	}
 	return ackOutcome(outcomeNoop, wrote)
-}
-
-// process reconciles one script and settles its held events: the one
-// switch from a reconcile's (Result, error) to what happens to them. (It
-// is kept whole, a little over the usual length, so that every outcome
-// reads in one place.)
-func (r *Runner) process(ctx context.Context, key string, l lane) {
-	if wait := r.auth.wait(); wait > 0 {
-		r.queue.AddAfter(key, l, wait)
-		return
-	}
-	want, modifiedOn, eventID := r.held.snapshot(key)
-	log := r.scriptLogger(key, eventID, l)
-	ctx = withLogger(ctx, log)
-	r.m.InflightReconciles.Inc()
-	start := time.Now()
-	res, err := r.reconcileSafely(ctx, key, want, modifiedOn, l, log)
-	r.m.InflightReconciles.Dec()
-	r.m.ReconcileDuration.Observe(time.Since(start).Seconds())
-
-	if err != nil && !isAuthFailure(err) || err == nil && res.RequeueAfter > 0 {
-		r.auth.inconclusive()
-	}
-	var term *TerminalError
-	switch {
-	case err == nil && res.RequeueAfter > 0:
-		result := metrics.ResultLeaseBusy
-		if res.Held != "" {
-			result = metrics.ResultHeld
-			r.m.ScriptsHeld.WithLabelValues(res.Held).Inc()
-		}
-		r.m.ReconcileTotal.WithLabelValues(result).Inc()
-		r.queue.AddAfter(key, l, res.RequeueAfter)
-	case err == nil:
-		result := metrics.ResultNoop
-		if res.Wrote {
-			result = metrics.ResultApplied
-		}
-		r.m.ReconcileTotal.WithLabelValues(result).Inc()
-		r.m.LastSuccess.SetToCurrentTime()
-		r.auth.ok()
-		r.clearFailures(key)
-		hs := r.held.take(key, res.Revision)
-		for _, h := range hs {
-			r.settle(ctx, h, res.outcomeFor(h))
-		}
-		level := zap.DebugLevel // a no-op is routine; a write is news
-		if res.Wrote {
-			level = zap.InfoLevel
-		}
-		if ce := log.Check(level, "reconciled"); ce != nil {
-			ce.Write(zap.String("result", result), zap.String("strategy", string(res.Strategy)),
-				zap.Int("events_settled", len(hs)), zap.Duration("took", time.Since(start)))
-		}
-	case ctx.Err() != nil:
-		// Shutting down: Run hands the held events back.
-		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
-	case isAuthFailure(err):
-		// The credentials are rejected: no event is to blame. Stop taking
-		// work (readiness fails), keep the events, try again later.
-		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
-		if r.auth.fail(err) {
-			log.Error("the Cloudflare API rejects the credentials: reconciles are paused, events are kept", zap.Error(err),
-				zap.Duration("retry_in", r.auth.wait()))
-		}
-		r.queue.AddAfter(key, l, r.auth.wait())
-	case errors.As(err, &term) && term.Quarantined:
-		r.m.ReconcileTotal.WithLabelValues(metrics.ResultPermanent).Inc()
-		log.Warn("operations quarantined; reconciling the rest", zap.String("reason", string(term.Reason)), zap.Error(err))
-		r.queue.Add(key, l)
-	case errors.As(err, &term):
-		r.m.ReconcileTotal.WithLabelValues(metrics.ResultPermanent).Inc()
-		log.Error("reconcile failed permanently", zap.String("reason", string(term.Reason)), zap.Error(err))
-		for _, h := range r.held.take(key, want) {
-			r.settle(ctx, h, deadLetterOutcome(term.Reason, err))
-		}
-	default:
-		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
-		log.Warn("reconcile failed, will retry", zap.Error(err))
-		hs := r.held.take(key, want)
-		for _, h := range hs {
-			r.settle(ctx, h, retryOutcome(err))
-		}
-		if len(hs) == 0 {
-			// Nothing to redeliver (a resync, a recovery, or events that
-			// another replica holds): retry from the queue with backoff.
-			if n := r.addFailure(key); n <= r.cfg.MaxDeliver {
-				r.queue.AddAfter(key, l, r.cfg.nakDelay(uint64(n)))
-			}
-		}
-	}
-}
-
-// scriptLogger returns the child logger of one reconcile: the script's
-// account, namespace and name, its lane, and the newest held event.
-func (r *Runner) scriptLogger(key, eventID string, l lane) *zap.Logger {
-	fields := []zap.Field{zap.String("script_key", key), zap.Stringer("lane", l)}
-	if ref, err := event.ParseScriptKey(key); err == nil {
-		fields = append(fields, zap.String("account", ref.AccountID), zap.String("namespace", ref.Namespace), zap.String("script", ref.Script))
-	}
-	if eventID != "" {
-		fields = append(fields, zap.String("event_id", eventID))
-	}
-	return r.log.With(fields...)
-}
-
-type loggerKey struct{}
-
-// withLogger carries a reconcile's logger in its context.
-func withLogger(ctx context.Context, log *zap.Logger) context.Context {
-	return context.WithValue(ctx, loggerKey{}, log)
-}
-
-// loggerFrom returns the logger carried by ctx, or def.
-func loggerFrom(ctx context.Context, def *zap.Logger) *zap.Logger {
-	if l, ok := ctx.Value(loggerKey{}).(*zap.Logger); ok {
-		return l
-	}
-	return def
-}
-
-// reconcileSafely is reconcile with a panic turned into an error: a bug
-// met by one script's data must not kill the process with every other
-// event held.
-func (r *Runner) reconcileSafely(ctx context.Context, key string, want uint64, modifiedOn string, l lane, log *zap.Logger) (res Result, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			r.m.PanicsRecovered.Inc()
-			log.Error("reconcile panicked", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
-			res, err = Result{}, fmt.Errorf("reconcile panicked: %v", p)
-		}
-	}()
-	return r.reconcile(ctx, key, want, modifiedOn, l)
-}
-
-func (r *Runner) addFailure(key string) int {
-	r.failMu.Lock()
-	defer r.failMu.Unlock()
-	r.failures[key]++
-	return r.failures[key]
-}
-
-func (r *Runner) clearFailures(key string) {
-	r.failMu.Lock()
-	defer r.failMu.Unlock()
-	delete(r.failures, key)
 }
 
 // classify turns an API error into a terminal error when retrying cannot
@@ -250,15 +121,44 @@ func isAuthFailure(err error) bool { return errors.Is(err, cfapi.ErrAuth) }
 // a fold this process made (a follower behind its leader).
 var errStaleRead = errors.New("desired state read is behind the folds it must cover")
 
-// reconcile converges one script: it takes the script's lease, reads the
-// desired state (at least revision want), the last-applied record and the
-// live bindings, plans, writes the difference with the planned strategy,
-// and records what was applied. Every write happens while the lease is
-// provably held.
-func (r *Runner) reconcile(ctx context.Context, key string, want uint64, modifiedOn string, l lane) (Result, error) {
+// Reconciler converges one script at a time: it takes the script's
+// lease, reads the desired state, the last-applied record and the live
+// bindings, plans, writes the difference and records what it applied. It
+// holds no per-event state: the Runner decides what its Result means for
+// the events it holds (controller-runtime's Reconciler is the model).
+type Reconciler struct {
+	cfg     Config
+	st      *state.Store
+	api     API
+	planner *planner.Planner
+	m       *metrics.Metrics
+	log     *zap.Logger
+	clock   clock.Clock
+	// listedModifiedOn returns the modified_on a namespace listing showed
+	// for key ("" when none), to record once a read finds it converged.
+	listedModifiedOn func(key string) string
+}
+
+// NewReconciler returns a reconciler over the state store st.
+func NewReconciler(cfg Config, st *state.Store, api API, p *planner.Planner, m *metrics.Metrics, log *zap.Logger) *Reconciler {
+	cfg = cfg.withDefaults()
+	return &Reconciler{cfg: cfg, st: st, api: api, planner: p, m: m, log: log, clock: cfg.Clock,
+		listedModifiedOn: func(string) string { return "" }}
+}
+
+// Reconcile converges the script key, reading at least revision
+// minRevision of its desired state: it takes the script's lease, reads the
+// desired state, the last-applied record and the live bindings, plans,
+// writes the difference with the planned strategy, and records what was
+// applied. Every write happens while the lease is provably held. The
+// lane (live or backfill) of its API calls is the priority in ctx.
+//
+// A Result with Requeue asks for another try (the lease is busy, a read
+// was behind, the script is held, or refused operations were
+// quarantined); an error is a *TerminalError when retrying cannot help.
+func (r *Reconciler) Reconcile(ctx context.Context, key string, minRevision uint64) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.ReconcileTimeout)
 	defer cancel()
-	ctx = laneContext(ctx, l)
 	ref, err := event.ParseScriptKey(key)
 	if err != nil {
 		return Result{}, terminal(event.ReasonInvalidDesired, err)
@@ -268,47 +168,53 @@ func (r *Runner) reconcile(ctx context.Context, key string, want uint64, modifie
 		return Result{}, err
 	}
 	if !ok {
-		return Result{RequeueAfter: 200*time.Millisecond + rand.N(300*time.Millisecond)}, nil
+		return Result{Requeue: true, RequeueAfter: 200*time.Millisecond + rand.N(300*time.Millisecond)}, nil
 	}
 	defer ls.Release()
-	ds, rev, err := r.readDesired(ls.Context(), key, want)
+	ds, rev, err := r.readDesired(ls.Context(), key, minRevision)
 	switch {
 	case errors.Is(err, errStaleRead):
-		return Result{RequeueAfter: 100 * time.Millisecond}, nil
+		return Result{Requeue: true, RequeueAfter: 100 * time.Millisecond}, nil
 	case errors.Is(err, state.ErrNotFound):
 		return Result{}, nil // nothing desired for this script
 	case err != nil:
 		return Result{}, err
 	}
-	return r.converge(ls, ref, key, ds, rev, modifiedOn)
+	res, err := r.converge(ls, ref, key, ds, rev, r.listedModifiedOn(key))
+	var term *TerminalError
+	if errors.As(err, &term) && term.Quarantined {
+		loggerFrom(ctx, r.log).Warn("operations quarantined; reconciling the rest", zap.String("reason", string(term.Reason)), zap.Error(err))
+		return Result{Requeue: true, Quarantined: true}, nil
+	}
+	return res, err
 }
 
 // readDesired reads the desired state of key, again a few times while the
-// revision read is below want. With want > 0 a missing key is a read
+// revision read is below minRevision. With minRevision > 0 a missing key is a read
 // behind too (a follower that has not seen the script's first fold; the
 // reconciler never deletes a desired state), not "nothing desired": that
 // would leave the held events unsettled with nothing to reconcile them.
-func (r *Runner) readDesired(ctx context.Context, key string, want uint64) (*event.DesiredState, uint64, error) {
+func (r *Reconciler) readDesired(ctx context.Context, key string, minRevision uint64) (*event.DesiredState, uint64, error) {
 	for attempt := 0; ; attempt++ {
 		ds, rev, err := r.st.LoadDesired(ctx, key)
-		notYet := errors.Is(err, state.ErrNotFound) && want > 0
-		if !notYet && (err != nil || rev >= want) {
+		notYet := errors.Is(err, state.ErrNotFound) && minRevision > 0
+		if !notYet && (err != nil || rev >= minRevision) {
 			return ds, rev, err
 		}
 		if attempt == 3 {
-			return nil, 0, fmt.Errorf("%w: read revision %d, want %d", errStaleRead, rev, want)
+			return nil, 0, fmt.Errorf("%w: read revision %d, want %d", errStaleRead, rev, minRevision)
 		}
 		select {
 		case <-ctx.Done():
 			return nil, 0, ctx.Err()
-		case <-time.After(time.Duration(10<<attempt) * time.Millisecond):
+		case <-r.clock.After(time.Duration(10<<attempt) * time.Millisecond):
 		}
 	}
 }
 
 // converge plans state against the live bindings and writes the
 // difference, holding lease ls.
-func (r *Runner) converge(ls *state.Lease, ref cfapi.ScriptRef, key string, ds *event.DesiredState, rev uint64, modifiedOn string) (Result, error) {
+func (r *Reconciler) converge(ls *state.Lease, ref cfapi.ScriptRef, key string, ds *event.DesiredState, rev uint64, modifiedOn string) (Result, error) {
 	ctx := ls.Context()
 	rec, recRev, err := r.st.LoadApplied(ctx, key)
 	if err != nil {
@@ -335,7 +241,7 @@ func (r *Runner) converge(ls *state.Lease, ref cfapi.ScriptRef, key string, ds *
 			next.Bindings[n] = a // left alone: ownership unchanged
 		}
 	}
-	res := Result{Revision: rev, Plan: plan, State: ds, Record: next}
+	res := Result{Revision: rev, State: ds, Record: next}
 	if plan.NoOp() {
 		if modifiedOn != "" {
 			next.ModifiedOn = modifiedOn // read after that listing: converged
@@ -373,7 +279,7 @@ func (r *Runner) converge(ls *state.Lease, ref cfapi.ScriptRef, key string, ds *
 	if err := ls.Check(); err != nil {
 		return Result{}, fmt.Errorf("written, but not recording: %w", err)
 	}
-	next.Strategy, next.AppliedAt, next.ModifiedOn = string(used), time.Now().UTC(), ""
+	next.Strategy, next.AppliedAt, next.ModifiedOn = string(used), r.clock.Now().UTC(), ""
 	next.WrittenBy = writtenBy(rec, ds, plan)
 	if _, err := r.st.SaveApplied(context.WithoutCancel(ctx), key, next, recRev); err != nil {
 		return Result{}, err
@@ -436,7 +342,7 @@ func changedNames(ds *event.DesiredState, plan *planner.Plan) map[string]event.S
 
 // markPending records in the last-applied record, before a write, the
 // operations the write carries out, and returns the record's revision.
-func (r *Runner) markPending(ctx context.Context, key string, rec *state.AppliedRecord, recRev uint64, ds *event.DesiredState, plan *planner.Plan) (uint64, error) {
+func (r *Reconciler) markPending(ctx context.Context, key string, rec *state.AppliedRecord, recRev uint64, ds *event.DesiredState, plan *planner.Plan) (uint64, error) {
 	pending := changedNames(ds, plan)
 	if len(pending) == 0 {
 		return recRev, nil
@@ -465,7 +371,7 @@ func withoutNames(last planner.LastApplied, names []string) planner.LastApplied 
 // keeps converging on everything else: the operations on the bindings the
 // error names, or else every operation the failed write carried. Other
 // errors are returned as they are.
-func (r *Runner) blame(ctx context.Context, key string, ds *event.DesiredState, plan *planner.Plan, err error) error {
+func (r *Reconciler) blame(ctx context.Context, key string, ds *event.DesiredState, plan *planner.Plan, err error) error {
 	var term *TerminalError
 	if !errors.As(err, &term) || term.Reason == event.ReasonNotFound {
 		return err
@@ -549,7 +455,7 @@ func mentions(msg, name string) bool {
 // strategy it used. A write that could collapse a gradual deployment is
 // held instead (a *holdError, see version.go); a settings PATCH refused
 // because the latest version is not deployed becomes a version.
-func (r *Runner) write(ctx context.Context, ref cfapi.ScriptRef, plan *planner.Plan, lv *liveState, ann map[string]string) (planner.Strategy, error) {
+func (r *Reconciler) write(ctx context.Context, ref cfapi.ScriptRef, plan *planner.Plan, lv *liveState, ann map[string]string) (planner.Strategy, error) {
 	if r.splitMatters(ref) {
 		if err := r.guardSplit(ctx, ref, lv); err != nil {
 			return "", err

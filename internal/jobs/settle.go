@@ -59,7 +59,7 @@ func deadLetterOutcome(reason event.Reason, err error) outcome {
 // NakWithDelay or dead letter + TermWithReason (STYLE.md rule 3). A bare
 // Nak is never used. A backfill item's result is recorded before its
 // message is acknowledged or terminated.
-func (r *Runner) settle(ctx context.Context, h *heldEvent, o outcome) {
+func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 	switch o.kind {
 	case outAck:
 		if h.lane == laneBackfill {
@@ -76,7 +76,7 @@ func (r *Runner) settle(ctx context.Context, h *heldEvent, o outcome) {
 		_ = h.ack.Ack()
 		r.m.EventsTotal.WithLabelValues(o.label).Inc()
 		if !h.occurredAt.IsZero() && o.label != outcomeStale {
-			r.m.EventLag.Observe(time.Since(h.occurredAt).Seconds())
+			r.m.EventLag.Observe(r.clock.Since(h.occurredAt).Seconds())
 		}
 	case outRetry:
 		if int(h.delivered) >= r.cfg.MaxDeliver {
@@ -115,7 +115,7 @@ func (r *Runner) settle(ctx context.Context, h *heldEvent, o outcome) {
 
 // deadLetterRecord builds the record of h: from the body it came with, or
 // read back from its stream by sequence.
-func (r *Runner) deadLetterRecord(ctx context.Context, h *heldEvent, reason event.Reason, cause error) state.DeadLetter {
+func (r *Runner) deadLetterRecord(ctx context.Context, h *waitingEvent, reason event.Reason, cause error) state.DeadLetter {
 	body, subject := h.body, h.subject
 	if body == nil && h.streamSeq > 0 {
 		if raw, err := r.streamOf(h).GetMsg(ctx, h.streamSeq); err == nil {
@@ -132,7 +132,7 @@ func (r *Runner) deadLetterRecord(ctx context.Context, h *heldEvent, reason even
 }
 
 // streamOf returns the stream h was delivered from.
-func (r *Runner) streamOf(h *heldEvent) jetstream.Stream {
+func (r *Runner) streamOf(h *waitingEvent) jetstream.Stream {
 	if h.stream == r.cfg.BackfillStream {
 		return r.res.Backfill
 	}

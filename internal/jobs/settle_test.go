@@ -64,7 +64,7 @@ func (p *fakePublisher) PublishMsg(_ context.Context, m *nats.Msg, _ ...jetstrea
 func unitRunner(t *testing.T, pub publisher) *Runner {
 	cfg := Config{SetupConfig: state.SetupConfig{MaxDeliver: 3}, NakDelay: 10 * time.Millisecond}.withDefaults()
 	return &Runner{cfg: cfg, m: metrics.New(prometheus.NewRegistry(), event.ReasonLabels()...), log: zap.NewNop(), pub: pub,
-		held: newHeldTable(), failures: map[string]int{}, maxState: 1 << 20}
+		waiting: newWaitTable(), clock: cfg.Clock, maxState: 1 << 20}
 }
 
 func TestSettle(t *testing.T) {
@@ -114,7 +114,7 @@ func TestSettle(t *testing.T) {
 			pub := &fakePublisher{fail: c.failPublish}
 			r := unitRunner(t, pub)
 			a := &fakeAcker{}
-			h := &heldEvent{ack: a, id: "e1", delivered: c.delivered, stream: "BINDINGS", streamSeq: 9,
+			h := &waitingEvent{ack: a, id: "e1", delivered: c.delivered, stream: "BINDINGS", streamSeq: 9,
 				body: []byte(body), subject: subject}
 			if c.backfill {
 				h.lane, h.backfill, h.subject, h.stream = laneBackfill, item, bfSubject, "BINDINGS_BACKFILL"
@@ -162,13 +162,13 @@ func TestOutcomeForQuarantinedEvent(t *testing.T) {
 	st.Fold(&event.Event{ID: "good", Generation: u64(2), Op: event.OpPatch, Remove: []string{"Y"}})
 	st.Quarantine(map[string]bool{"bad": true}, event.Quarantine{Reason: event.ReasonInvalidDesired, Error: "no"})
 	res := Result{Wrote: true, State: st}
-	if o := res.outcomeFor(&heldEvent{id: "bad"}); o.kind != outDeadLetter || o.reason != event.ReasonInvalidDesired {
+	if o := res.outcomeFor(&waitingEvent{id: "bad"}); o.kind != outDeadLetter || o.reason != event.ReasonInvalidDesired {
 		t.Errorf("bad: %+v", o)
 	}
-	if o := res.outcomeFor(&heldEvent{id: "good"}); o.kind != outAck || o.label != outcomeApplied {
+	if o := res.outcomeFor(&waitingEvent{id: "good"}); o.kind != outAck || o.label != outcomeApplied {
 		t.Errorf("good: %+v", o)
 	}
-	if o := res.outcomeFor(&heldEvent{id: "gone"}); o.kind != outAck {
+	if o := res.outcomeFor(&waitingEvent{id: "gone"}); o.kind != outAck {
 		t.Errorf("an event whose operations were replaced: %+v", o)
 	}
 }

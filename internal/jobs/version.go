@@ -77,7 +77,7 @@ func (lv *liveState) deployedID() string {
 // bindings, the code and the versioned settings the new version carries
 // (2 reads, and no GET settings). Any other script, or a Worker whose
 // traffic is split or that has no deployment, is read with GET settings.
-func (r *Runner) readLive(ctx context.Context, ref cfapi.ScriptRef, requested planner.Strategy) (*liveState, error) {
+func (r *Reconciler) readLive(ctx context.Context, ref cfapi.ScriptRef, requested planner.Strategy) (*liveState, error) {
 	lv := &liveState{}
 	if requested == planner.StrategyVersion && !ref.Dispatch() {
 		if err := r.readDeployment(ctx, ref, lv); err != nil {
@@ -101,7 +101,7 @@ func (r *Runner) readLive(ctx context.Context, ref cfapi.ScriptRef, requested pl
 }
 
 // readDeployment reads the script's active deployment into lv (one read).
-func (r *Runner) readDeployment(ctx context.Context, ref cfapi.ScriptRef, lv *liveState) error {
+func (r *Reconciler) readDeployment(ctx context.Context, ref cfapi.ScriptRef, lv *liveState) error {
 	ds, err := r.api.ListDeployments(ctx, ref)
 	if err != nil {
 		return err
@@ -119,13 +119,13 @@ func (r *Runner) readDeployment(ctx context.Context, ref cfapi.ScriptRef, lv *li
 // Worker deploys a new version at 100% (a settings PATCH included, in the
 // worst case), so ordinary Workers are always checked; dispatch namespace
 // scripts only with Config.SplitCheckDispatch.
-func (r *Runner) splitMatters(ref cfapi.ScriptRef) bool {
+func (r *Reconciler) splitMatters(ref cfapi.ScriptRef) bool {
 	return !ref.Dispatch() || r.cfg.SplitCheckDispatch
 }
 
 // guardSplit reads the active deployment unless lv has it, and holds the
 // script when it splits traffic between two versions.
-func (r *Runner) guardSplit(ctx context.Context, ref cfapi.ScriptRef, lv *liveState) error {
+func (r *Reconciler) guardSplit(ctx context.Context, ref cfapi.ScriptRef, lv *liveState) error {
 	if !lv.deploymentsRead {
 		if err := r.readDeployment(ctx, ref, lv); err != nil {
 			return classify(err)
@@ -153,7 +153,7 @@ type holdError struct {
 func (e *holdError) Error() string { return "held (" + e.reason + "): " + e.detail }
 
 // hold turns a hold into the reconcile's result.
-func (r *Runner) hold(key string, res Result, h *holdError) Result {
+func (r *Reconciler) hold(key string, res Result, h *holdError) Result {
 	d := r.cfg.HoldRetry
 	d += time.Duration(rand.Int64N(int64(d/5) + 1)) // spread the re-checks
 	r.log.Info("script held: not written while its traffic is split; its events stay unacknowledged",
@@ -177,7 +177,7 @@ func isNotDeployed(err error) bool {
 // change and is deployed at 100%; the undeployed version stays as it is.
 // The deployment is read again first: the refusal says that the versions
 // changed since the plan was made.
-func (r *Runner) versionInstead(ctx context.Context, ref cfapi.ScriptRef, plan *planner.Plan, lv *liveState,
+func (r *Reconciler) versionInstead(ctx context.Context, ref cfapi.ScriptRef, plan *planner.Plan, lv *liveState,
 	ann map[string]string, cause error) (planner.Strategy, error) {
 	vp, err := plan.As(planner.StrategyVersion)
 	if err != nil {
@@ -200,7 +200,7 @@ func (r *Runner) versionInstead(ctx context.Context, ref cfapi.ScriptRef, plan *
 // carried over. A dispatch namespace script keeps the multipart path: its
 // content, a version upload and a deployment at 100%, pinned too when the
 // deployment was read (Config.SplitCheckDispatch).
-func (r *Runner) writeVersion(ctx context.Context, ref cfapi.ScriptRef, plan *planner.Plan, lv *liveState, ann map[string]string) error {
+func (r *Reconciler) writeVersion(ctx context.Context, ref cfapi.ScriptRef, plan *planner.Plan, lv *liveState, ann map[string]string) error {
 	if r.splitMatters(ref) {
 		if err := r.guardSplit(ctx, ref, lv); err != nil {
 			return err

@@ -29,7 +29,7 @@ type Item struct {
 // queued), where the runners of the pipeline take them on the backfill
 // lane; results come back per script in the results stream.
 type Run struct {
-	res *state.Resources
+	res    *state.Resources
 	Record state.BackfillRun
 }
 
