@@ -454,7 +454,7 @@ func (b *bench) liveEvents(ctx context.Context, ns string, n, count int) []time.
 		ev := fmt.Sprintf(`{"schema":"bindings.change/v1","id":"bench-live-%d-%d","account_id":%q,"dispatch_namespace":%q,"script":%q,"op":"patch","upsert":[{"type":"plain_text","name":%q,"text":"x"}]}`,
 			time.Now().UnixNano(), i, cfapitest.DefaultAccount, ns, t, name)
 		start := time.Now()
-		if _, err := tools.Publish(ctx, b.js, "bindings", strings.NewReader(ev), true); err != nil {
+		if _, err := tools.Publish(ctx, b.js, "bindings", strings.NewReader(ev), tools.CheckEvent); err != nil {
 			continue
 		}
 		wg.Add(1)

@@ -44,7 +44,11 @@ func cmdPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if _, err := state.Open(ctx, conn.js, n.names()); err != nil {
 		return err
 	}
-	sum, err := tools.Publish(ctx, conn.js, n.subjectPrefix, in, !noValidate)
+	check := tools.CheckEvent
+	if noValidate {
+		check = tools.CheckSubject
+	}
+	sum, err := tools.Publish(ctx, conn.js, n.subjectPrefix, in, check)
 	for _, msg := range sum.Errors {
 		fmt.Fprintln(stderr, msg)
 	}

@@ -94,7 +94,7 @@ func (r *Runner) pullBackfill(ctx, workCtx context.Context) {
 			r.log.Warn("fetching backfill work", zap.Error(err))
 		}
 		if len(msgs) > 0 {
-			r.foldBatch(workCtx, msgs, laneBackfill)
+			r.intakeBatch(workCtx, msgs, laneBackfill)
 		}
 	}
 }

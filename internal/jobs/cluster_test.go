@@ -244,7 +244,7 @@ func TestDesiredNotYetVisibleIsRetried(t *testing.T) {
 	f.kv.lag(1000, nil)
 	f.process(key)
 	if got := actions(a); len(got) != 0 {
-		t.Fatalf("settled with the desired ds not found: %v", got)
+		t.Fatalf("settled with the desired state not found: %v", got)
 	}
 	if n := f.kv.reads(); n < 2 {
 		t.Errorf("the read was not retried: %d reads", n)

@@ -320,7 +320,7 @@ func TestExhaustedDeliveriesAreDeadLettered(t *testing.T) {
 	}
 }
 
-// TestResyncReadsOnlyModifiedScripts (issue 9): with the namespace listing,
+// TestResyncReadsOnlyModifiedScripts: with the namespace listing,
 // a resync reads only the scripts whose modified_on moved since a read
 // found them converged; the first resync records it, the second costs the
 // list page alone, and a script edited by hand is read and repaired.

@@ -87,7 +87,7 @@ func (f *freezer) serve(c net.Conn) {
 	go pipe(c, up)
 }
 
-// TestLeaseFencesWrites (issue 10): a replica whose NATS connection freezes
+// TestLeaseFencesWrites: a replica whose NATS connection freezes
 // in the middle of a slow write loses its lease; its write is cancelled
 // before the lease can expire on the server, so when another replica takes
 // the script over, the emulator never sees two writes to it at once.

@@ -73,10 +73,10 @@ func FuzzDecodeEvent(f *testing.F) {
 		st := event.NewDesiredState(ev.Ref())
 		st.Fold(ev)
 		if err := planner.Validate(st.Desired()); err != nil {
-			t.Fatalf("the folded ds of an accepted event is invalid: %v", err)
+			t.Fatalf("the folded state of an accepted event is invalid: %v", err)
 		}
 		if r := st.Fold(ev); r.Changed() {
-			t.Fatalf("folding the same event twice changed the ds: %+v", r)
+			t.Fatalf("folding the same event twice changed the state: %+v", r)
 		}
 	})
 }

@@ -393,7 +393,7 @@ func (h *harness) eventually(what string, timeout time.Duration, cond func() (bo
 		ok, ds := cond()
 		last = ds
 		return ok
-	}, "%s; last ds: %v", what, stringer(func() string { return last }))
+	}, "%s; last state: %v", what, stringer(func() string { return last }))
 }
 
 // stringer prints what its function returns when formatted.

@@ -331,7 +331,7 @@ func changedNames(ds *event.DesiredState, plan *planner.Plan) map[string]event.S
 	}
 	out := map[string]event.Stamp{}
 	for _, a := range plan.Actions {
-		if a.Kind == planner.ActionAdd || a.Kind == planner.ActionUpdate || a.Kind == planner.ActionRemove {
+		if a.Changes() {
 			if op := ds.Names[a.Name]; op != nil {
 				out[a.Name] = op.Stamp
 			}
@@ -423,7 +423,7 @@ func culprits(ds *event.DesiredState, plan *planner.Plan, err error) map[string]
 		return ids
 	}
 	for _, a := range plan.Actions {
-		if a.Kind == planner.ActionAdd || a.Kind == planner.ActionUpdate || a.Kind == planner.ActionRemove {
+		if a.Changes() {
 			if op := ds.Names[a.Name]; op != nil && op.Q == nil {
 				ids[op.Stamp.ID] = true
 			}

@@ -146,7 +146,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	var intake sync.WaitGroup
 	intake.Add(3)
 	go func() { defer intake.Done(); r.pull(ctx, iter, msgs) }()
-	go func() { defer intake.Done(); r.fold(ctx, workCtx, msgs) }()
+	go func() { defer intake.Done(); r.intake(ctx, workCtx, msgs) }()
 	go func() { defer intake.Done(); r.pullBackfill(ctx, workCtx) }()
 
 	var workers sync.WaitGroup
@@ -172,19 +172,6 @@ func (r *Runner) Run(ctx context.Context) error {
 	<-ctx.Done()
 	r.shutdown(&intake, &workers, cancelWork)
 	return nil
-}
-
-// work is one worker: it reconciles the scripts the queue hands out until
-// the queue shuts down.
-func (r *Runner) work(ctx context.Context) {
-	for {
-		key, l, ok := r.queue.Get()
-		if !ok {
-			return
-		}
-		r.process(ctx, key, l)
-		r.queue.Done(key)
-	}
 }
 
 // shutdown stops intake first (the pull loops end and fold settles what

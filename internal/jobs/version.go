@@ -158,7 +158,7 @@ func (r *Reconciler) hold(key string, res Result, h *holdError) Result {
 	d += time.Duration(rand.Int64N(int64(d/5) + 1)) // spread the re-checks
 	r.log.Info("script held: not written while its traffic is split; its events stay unacknowledged",
 		zap.String("script", key), zap.String("reason", h.reason), zap.String("detail", h.detail), zap.Duration("retry_in", d))
-	res.RequeueAfter, res.Held = d, h.reason
+	res.Requeue, res.RequeueAfter, res.Held = true, d, h.reason
 	return res
 }
 
@@ -339,7 +339,7 @@ func writeAnnotations(ds *event.DesiredState, plan *planner.Plan) map[string]str
 func eventIDs(ds *event.DesiredState, plan *planner.Plan) []string {
 	var stamps []event.Stamp
 	for _, a := range plan.Actions {
-		if a.Kind != planner.ActionAdd && a.Kind != planner.ActionUpdate && a.Kind != planner.ActionRemove {
+		if !a.Changes() {
 			continue
 		}
 		switch op := ds.Names[a.Name]; {

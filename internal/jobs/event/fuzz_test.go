@@ -100,7 +100,7 @@ func FuzzFold(f *testing.F) {
 		}
 		for _, e := range ordered {
 			if r := loaded.Fold(e); r.Changed() {
-				t.Fatalf("folding %s again changed a loaded ds: %+v", e.ID, r)
+				t.Fatalf("folding %s again changed a loaded state: %+v", e.ID, r)
 			}
 		}
 		c := got.Clone()
@@ -114,11 +114,11 @@ func FuzzFold(f *testing.F) {
 		// delivered again is a duplicate.
 		for _, e := range unordered {
 			if r := c.Fold(e); r.Changed() {
-				t.Fatalf("folding %s (no generation) again changed the ds: %+v", e.ID, r)
+				t.Fatalf("folding %s (no generation) again changed the state: %+v", e.ID, r)
 			}
 		}
 		if err := planner.Validate(got.Desired()); err != nil {
-			t.Fatalf("folded desired ds is invalid: %v", err)
+			t.Fatalf("folded desired state is invalid: %v", err)
 		}
 	})
 }

@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 )
 
@@ -21,12 +23,40 @@ type PublishSummary struct {
 	Errors     []string // one per invalid or failed line: "line N: ..."
 }
 
+// A Check derives the subject and message id of one input line, or says
+// why the line cannot be published.
+type Check func(body []byte, prefix string) (subject, id string, err error)
+
+// CheckEvent publishes valid events only: a line that is not one is
+// reported and skipped.
+func CheckEvent(body []byte, prefix string) (string, string, error) {
+	ev, err := event.DecodeEvent(body, "", prefix)
+	if err != nil {
+		return "", "", err
+	}
+	return event.Subject(prefix, ev.Ref()), ev.ID, nil
+}
+
+// CheckSubject publishes lines as they are (to exercise the dead-letter
+// path), as long as their subject can be derived.
+func CheckSubject(body []byte, prefix string) (string, string, error) {
+	var probe struct {
+		ID        string `json:"id"`
+		AccountID string `json:"account_id"`
+		Namespace string `json:"dispatch_namespace"`
+		Script    string `json:"script"`
+	}
+	if err := json.Unmarshal(body, &probe); err != nil || probe.AccountID == "" || probe.Script == "" {
+		return "", "", errors.New("cannot derive a subject (need account_id and script)")
+	}
+	ref := cfapi.ScriptRef{AccountID: probe.AccountID, Namespace: probe.Namespace, Script: probe.Script}
+	return event.Subject(prefix, ref), probe.ID, nil
+}
+
 // Publish reads events as JSON lines (blank lines and lines starting with
-// '#' are skipped) and publishes each to its subject with Nats-Msg-Id set to
-// the event id. With validate, a line that is not a valid event is reported
-// and skipped; without it, lines are sent as they are (to exercise the
-// dead-letter path), as long as their subject can be derived.
-func Publish(ctx context.Context, js jetstream.JetStream, prefix string, r io.Reader, validate bool) (PublishSummary, error) {
+// '#' are skipped) and publishes each line that check accepts to its
+// subject, with Nats-Msg-Id set to the event id.
+func Publish(ctx context.Context, js jetstream.JetStream, prefix string, r io.Reader, check Check) (PublishSummary, error) {
 	var sum PublishSummary
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), event.MaxEventBytes+64*1024)
@@ -58,32 +88,11 @@ func Publish(ctx context.Context, js jetstream.JetStream, prefix string, r io.Re
 			continue
 		}
 		body := append([]byte(nil), data...)
-		var subject, id string
-		if validate {
-			ev, err := event.DecodeEvent(body, "", prefix)
-			if err != nil {
-				sum.Invalid++
-				sum.Errors = append(sum.Errors, fmt.Sprintf("line %d: %v", line, err))
-				continue
-			}
-			subject, id = event.Subject(prefix, ev.Ref()), ev.ID
-		} else {
-			var probe struct {
-				ID        string `json:"id"`
-				AccountID string `json:"account_id"`
-				Namespace string `json:"dispatch_namespace"`
-				Script    string `json:"script"`
-			}
-			if err := json.Unmarshal(body, &probe); err != nil || probe.AccountID == "" || probe.Script == "" {
-				sum.Invalid++
-				sum.Errors = append(sum.Errors, fmt.Sprintf("line %d: cannot derive a subject (need account_id and script)", line))
-				continue
-			}
-			ns := probe.Namespace
-			if ns == "" {
-				ns = event.NoNamespace
-			}
-			subject, id = prefix+"."+probe.AccountID+"."+ns+"."+probe.Script, probe.ID
+		subject, id, err := check(body, prefix)
+		if err != nil {
+			sum.Invalid++
+			sum.Errors = append(sum.Errors, fmt.Sprintf("line %d: %v", line, err))
+			continue
 		}
 		m := nats.NewMsg(subject)
 		m.Data = body

@@ -1,5 +1,5 @@
 // Package badinput is the catalogue of malformed and borderline events of
-// the chaos suite (issue 8, "Bad input"): each case is a subject and a raw
+// the chaos suite ("Bad input"): each case is a subject and a raw
 // body, with what EVENTS.md (and the README's copy of it) says must happen
 // to it. The jobs tests run it against an embedded server on every
 // `go test ./...`; the chaos suite runs it against the real binary and a

@@ -47,7 +47,7 @@ func (h *harness) sentAny(s string) bool {
 	return false
 }
 
-// TestBadPatchDoesNotBlockTheScript (defect 2): a patch that can never
+// TestBadPatchDoesNotBlockTheScript: a patch that can never
 // apply (an inherit of a binding that does not exist) folded together with
 // a good patch: the good one is applied, the bad one is dead-lettered,
 // nothing of it is ever written, and later events keep converging.
@@ -83,7 +83,7 @@ func TestBadPatchDoesNotBlockTheScript(t *testing.T) {
 	}
 }
 
-// TestAPIRejectionBlamesTheNamedBinding (defect 2): the API rejects a
+// TestAPIRejectionBlamesTheNamedBinding: the API rejects a
 // write with 10021 naming one binding; only the event that set it is
 // dead-lettered, the other event folded with it is applied.
 func TestAPIRejectionBlamesTheNamedBinding(t *testing.T) {
@@ -115,7 +115,7 @@ func TestAPIRejectionBlamesTheNamedBinding(t *testing.T) {
 	}
 }
 
-// TestRemoveNeverDeletesWhatItDoesNotOwn (defect 7): after a patch's
+// TestRemoveNeverDeletesWhatItDoesNotOwn: after a patch's
 // remove was carried out, a binding of that name created again by hand is
 // not deleted by a later, unrelated event.
 func TestRemoveNeverDeletesWhatItDoesNotOwn(t *testing.T) {
@@ -138,7 +138,7 @@ func TestRemoveNeverDeletesWhatItDoesNotOwn(t *testing.T) {
 	}
 }
 
-// TestAuthFailurePausesWithoutDeadLetters (defect 6): while the API
+// TestAuthFailurePausesWithoutDeadLetters: while the API
 // rejects the credentials, nothing is dead-lettered, readiness fails, and
 // the events apply once the credentials work again.
 func TestAuthFailurePausesWithoutDeadLetters(t *testing.T) {
@@ -180,7 +180,7 @@ func TestAuthFailurePausesWithoutDeadLetters(t *testing.T) {
 	}
 }
 
-// TestPanicInReconcileIsRecovered (defect 9): a panic while reconciling
+// TestPanicInReconcileIsRecovered: a panic while reconciling
 // one script is recovered and counted; the event is redelivered and
 // applied, and the other scripts are not affected.
 func TestPanicInReconcileIsRecovered(t *testing.T) {
@@ -214,7 +214,7 @@ func TestPanicInReconcileIsRecovered(t *testing.T) {
 	}
 }
 
-// TestInvalidUTF8IsRejected (defect 8): an event with invalid UTF-8 in a
+// TestInvalidUTF8IsRejected: an event with invalid UTF-8 in a
 // binding value is dead-lettered at decode and never sent.
 func TestInvalidUTF8IsRejected(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
@@ -232,7 +232,7 @@ func TestInvalidUTF8IsRejected(t *testing.T) {
 	}
 }
 
-// TestOneMiBServer (defect 3): against a NATS with the default 1 MiB
+// TestOneMiBServer: against a NATS with the default 1 MiB
 // max_payload, a patch that would grow the stored desired state past what
 // one message carries is rejected (too_large) while the earlier one
 // applies, and a dead letter too large for one message is stored shrunk
@@ -284,7 +284,7 @@ func keysOf[V any](m map[string]V) []string {
 	return out
 }
 
-// TestRecoveryAfterCrashBeforeAckWait (defect 12): killed mid-run and
+// TestRecoveryAfterCrashBeforeAckWait: killed mid-run and
 // restarted at once, the reconciler converges the scripts whose events the
 // dead process held well before their AckWait (60s here) redelivers them,
 // with no extra writes.
