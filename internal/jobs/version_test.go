@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -305,7 +306,11 @@ func TestGradualDeploymentHeld(t *testing.T) {
 				return false, ""
 			}
 		}
-		return true, ""
+		// The metrics are counted after the reconcile's last read, so
+		// wait for them too rather than race the sixth hold.
+		held := promtestutil.ToFloat64(rn.m.ReconcileTotal.WithLabelValues(metrics.ResultHeld))
+		scripts := promtestutil.ToFloat64(rn.m.ScriptsHeld.WithLabelValues(metrics.HoldGradualDeployment))
+		return held >= 6 && scripts >= 6, fmt.Sprintf("held reconciles %v, scripts held %v", held, scripts)
 	})
 	st := h.emu.Stats()
 	t.Logf("held: reads=%d writes=%d %v", st.Reads, st.Writes, st.Requests)
