@@ -138,6 +138,13 @@ func (f *freshReads) entry(key string) jetstream.KeyValueEntry {
 }
 
 // process reconciles key once, as a worker does.
+// setStore puts st in place of the stores both the Runner's intake and
+// its Reconciler use.
+func (f *freshReads) setStore(st *state.Store) {
+	f.r.st = st
+	f.r.rec.st = st
+}
+
 func (f *freshReads) process(key string) {
 	f.r.process(context.Background(), key, laneLive)
 }
@@ -430,7 +437,7 @@ func TestLostFoldAckDoesNotStallIntake(t *testing.T) {
 		t.Run(fmt.Sprintf("written=%v", written), func(t *testing.T) {
 			f := newFreshReads(t)
 			lost := &lostAckJS{JetStream: f.res.JS, written: written}
-			f.r.st = state.NewStore(lost, f.res.Desired, f.res.Applied, f.res.Leases, state.StoreOptions{AsyncAckWait: 100 * time.Millisecond})
+			f.setStore(state.NewStore(lost, f.res.Desired, f.res.Applied, f.res.Leases, state.StoreOptions{AsyncAckWait: 100 * time.Millisecond}))
 			done := make(chan struct{})
 			var key string
 			var rev uint64
@@ -478,7 +485,7 @@ func TestLostKVAnswerFailsTheReconcile(t *testing.T) {
 	f.h.seedScript("customers", "silent-1", `{"type":"plain_text","name":"TENANT","text":"silent-1"}`)
 	key, rev := f.fold("silent-1", "s1", 1, "x")
 	a := f.hold(key, "s1", rev)
-	f.r.st = state.NewStore(f.res.JS, silentKV{f.kv}, f.res.Applied, f.res.Leases, state.StoreOptions{OpTimeout: 200 * time.Millisecond})
+	f.setStore(state.NewStore(f.res.JS, silentKV{f.kv}, f.res.Applied, f.res.Leases, state.StoreOptions{OpTimeout: 200 * time.Millisecond}))
 	done := make(chan struct{})
 	go func() { defer close(done); f.process(key) }()
 	select {
