@@ -18,10 +18,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/reconciler/reconciler/internal/jobs/backfill"
+
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
-	"github.com/reconciler/reconciler/internal/jobs"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
+	"github.com/reconciler/reconciler/internal/jobs/tools"
 	"github.com/reconciler/reconciler/internal/planner"
 )
 
@@ -87,7 +91,7 @@ func (bf *backfillFlags) validate(f *flagSet) error {
 		}
 	}
 	if bf.runID != "" {
-		if err := jobs.ValidateRunID(bf.runID); err != nil {
+		if err := state.ValidateRunID(bf.runID); err != nil {
 			return usagef("--run-id: %v", err)
 		}
 	}
@@ -104,7 +108,7 @@ type backfillSource struct {
 	describe string
 	// each calls fn with every valid item; invalid input is reported to
 	// bad with its position (a line number) and the run goes on.
-	each func(ctx context.Context, fn func(jobs.BackfillItem) error, bad func(where string, err error)) error
+	each func(ctx context.Context, fn func(backfill.Item) error, bad func(where string, err error)) error
 	hash string // of the input, for the default run id
 }
 
@@ -175,7 +179,7 @@ func (bf *backfillFlags) source(stdin io.Reader, client *cfapi.Client) (*backfil
 		}
 		sum := sha256.Sum256(data)
 		return &backfillSource{describe: "file " + bf.from, hash: hex.EncodeToString(sum[:]),
-			each: func(ctx context.Context, fn func(jobs.BackfillItem) error, bad func(string, error)) error {
+			each: func(ctx context.Context, fn func(backfill.Item) error, bad func(string, error)) error {
 				return eachEventLine(data, bf.pipe.nats.subjectPrefix, fn, bad)
 			}}, nil
 	}
@@ -201,15 +205,15 @@ func (bf *backfillFlags) source(stdin io.Reader, client *cfapi.Client) (*backfil
 	hash := hex.EncodeToString(h.Sum(nil))
 	// Check the patch once, as the pipeline will, before any listing.
 	probe := bf.patchEvent(cfapi.ScriptRef{AccountID: bf.account, Namespace: bf.namespace, Script: "probe"}, p.Upsert, p.Remove, "bf-"+hash[:12])
-	if _, err := jobs.DecodeEvent(probe, "", bf.pipe.nats.subjectPrefix); err != nil {
+	if _, err := event.DecodeEvent(probe, "", bf.pipe.nats.subjectPrefix); err != nil {
 		return nil, usagef("--patch %s: %v", bf.patchFile, err)
 	}
 	return &backfillSource{describe: fmt.Sprintf("namespace %s/%s tags %v", bf.account, bf.namespace, []string(bf.tags)), hash: hash,
-		each: func(ctx context.Context, fn func(jobs.BackfillItem) error, _ func(string, error)) error {
+		each: func(ctx context.Context, fn func(backfill.Item) error, _ func(string, error)) error {
 			opts := cfapi.ListScriptsOptions{Tags: normalizeTags(bf.tags), Limit: cfapi.MaxListLimit}
 			err := client.EachScript(ctx, bf.account, bf.namespace, opts, func(s cfapi.ScriptInfo) error {
 				ref := cfapi.ScriptRef{AccountID: bf.account, Namespace: bf.namespace, Script: s.ID}
-				return fn(jobs.BackfillItem{Ref: ref, Event: bf.patchEvent(ref, p.Upsert, p.Remove, bf.runID), ModifiedOn: s.ModifiedOn})
+				return fn(backfill.Item{Ref: ref, Event: bf.patchEvent(ref, p.Upsert, p.Remove, bf.runID), ModifiedOn: s.ModifiedOn})
 			})
 			return explainListError(err, bf.account, bf.namespace)
 		}}, nil
@@ -219,8 +223,8 @@ func (bf *backfillFlags) source(stdin io.Reader, client *cfapi.Client) (*backfil
 // without generation, so it applies as the newest operation when it is
 // folded and never makes later live events stale.
 func (bf *backfillFlags) patchEvent(ref cfapi.ScriptRef, upsert []json.RawMessage, remove []string, id string) []byte {
-	ev := map[string]any{"schema": jobs.SchemaV1, "id": id, "account_id": ref.AccountID,
-		"dispatch_namespace": ref.Namespace, "script": ref.Script, "op": jobs.OpPatch}
+	ev := map[string]any{"schema": event.SchemaV1, "id": id, "account_id": ref.AccountID,
+		"dispatch_namespace": ref.Namespace, "script": ref.Script, "op": event.OpPatch}
 	if upsert != nil {
 		ev["upsert"] = upsert
 	}
@@ -259,9 +263,9 @@ func explainListError(err error, account, namespace string) error {
 }
 
 // eachEventLine decodes JSON-lines events, one script each.
-func eachEventLine(data []byte, prefix string, fn func(jobs.BackfillItem) error, bad func(string, error)) error {
+func eachEventLine(data []byte, prefix string, fn func(backfill.Item) error, bad func(string, error)) error {
 	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), jobs.MaxEventBytes+64*1024)
+	sc.Buffer(make([]byte, 64*1024), event.MaxEventBytes+64*1024)
 	seen := map[string]int{}
 	for line := 1; sc.Scan(); line++ {
 		raw := bytes.TrimSpace(sc.Bytes())
@@ -269,7 +273,7 @@ func eachEventLine(data []byte, prefix string, fn func(jobs.BackfillItem) error,
 			continue
 		}
 		where := fmt.Sprintf("line %d", line)
-		ev, err := jobs.DecodeEvent(raw, "", prefix)
+		ev, err := event.DecodeEvent(raw, "", prefix)
 		if err != nil {
 			bad(where, err)
 			continue
@@ -279,7 +283,7 @@ func eachEventLine(data []byte, prefix string, fn func(jobs.BackfillItem) error,
 			continue
 		}
 		seen[ev.Key()] = line
-		if err := fn(jobs.BackfillItem{Ref: ev.Ref(), Event: bytes.Clone(raw)}); err != nil {
+		if err := fn(backfill.Item{Ref: ev.Ref(), Event: bytes.Clone(raw)}); err != nil {
 			return err
 		}
 	}
@@ -289,7 +293,7 @@ func eachEventLine(data []byte, prefix string, fn func(jobs.BackfillItem) error,
 // backfillSummary is the outcome of a run as a whole.
 type backfillSummary struct {
 	Run string `json:"run"`
-	jobs.BackfillTotals
+	backfill.Totals
 	Invalid  int              `json:"invalid"`
 	Failures []backfillFailed `json:"failures,omitempty"`
 	Resumed  bool             `json:"resumed"`
@@ -325,21 +329,21 @@ func (s *backfillSummary) print(w io.Writer, output string) error {
 // runOn runs the backfill on the pipeline behind conn.
 func (bf *backfillFlags) runOn(ctx context.Context, conn *natsConn, stderr io.Writer, src *backfillSource, log *zap.Logger) (*backfillSummary, error) {
 	start := time.Now()
-	res, err := jobs.Open(ctx, conn.js, bf.pipe.nats.names())
+	res, err := state.Open(ctx, conn.js, bf.pipe.nats.names())
 	if err != nil {
 		return nil, err
 	}
-	b, resumed, err := jobs.OpenBackfill(ctx, res, jobs.BackfillRun{ID: bf.runID, Source: src.describe, SkipUnmodified: bf.skipUnmodified})
+	b, resumed, err := backfill.Open(ctx, res, state.BackfillRun{ID: bf.runID, Source: src.describe, SkipUnmodified: bf.skipUnmodified})
 	if err != nil {
 		return nil, err
 	}
-	tr := newTracker(b.Run.ID, stderr, bf.progress, bf.pipe.api.budget, bf.pipe.api.window, log)
+	tr := newTracker(b.Record.ID, stderr, bf.progress, bf.pipe.api.budget, bf.pipe.api.window, log)
 	followCtx, stopFollow := context.WithCancel(ctx)
 	defer stopFollow()
 	caughtUp := make(chan struct{})
 	followed := make(chan error, 1)
 	go func() {
-		followed <- b.Follow(followCtx, func() { close(caughtUp) }, func(r jobs.BackfillResult) bool { tr.result(r); return true })
+		followed <- b.Follow(followCtx, func() { close(caughtUp) }, func(r state.BackfillResult) bool { tr.result(r); return true })
 	}()
 	select {
 	case <-caughtUp:
@@ -357,7 +361,7 @@ func (bf *backfillFlags) runOn(ctx context.Context, conn *natsConn, stderr io.Wr
 	}
 	tr.setTotal(total)
 	if err := tr.wait(ctx, total); err != nil {
-		return nil, fmt.Errorf("backfill run %s interrupted (start it again with --run-id %s to resume): %w", b.Run.ID, b.Run.ID, err)
+		return nil, fmt.Errorf("backfill run %s interrupted (start it again with --run-id %s to resume): %w", b.Record.ID, b.Record.ID, err)
 	}
 	stopFollow()
 	if err := b.Finish(ctx); err != nil {
@@ -374,8 +378,8 @@ func (bf *backfillFlags) runOn(ctx context.Context, conn *natsConn, stderr io.Wr
 // enqueue streams the source's items into the run, skipping scripts that
 // already have a result, and returns the number of valid items and the
 // invalid input.
-func (bf *backfillFlags) enqueue(ctx context.Context, b *jobs.Backfill, src *backfillSource, tr *tracker, log *zap.Logger) (int, []backfillFailed, error) {
-	var batch []jobs.BackfillItem
+func (bf *backfillFlags) enqueue(ctx context.Context, b *backfill.Run, src *backfillSource, tr *tracker, log *zap.Logger) (int, []backfillFailed, error) {
+	var batch []backfill.Item
 	total, queued, already := 0, 0, 0
 	flush := func() error {
 		q, a, err := b.Enqueue(ctx, batch)
@@ -384,10 +388,10 @@ func (bf *backfillFlags) enqueue(ctx context.Context, b *jobs.Backfill, src *bac
 		return err
 	}
 	var invalid []backfillFailed
-	err := src.each(ctx, func(it jobs.BackfillItem) error {
+	err := src.each(ctx, func(it backfill.Item) error {
 		total++
 		tr.setTotal(total)
-		if tr.done(jobs.ScriptKey(it.Ref)) {
+		if tr.done(event.ScriptKey(it.Ref)) {
 			return nil
 		}
 		batch = append(batch, it)
@@ -405,7 +409,7 @@ func (bf *backfillFlags) enqueue(ctx context.Context, b *jobs.Backfill, src *bac
 	if err != nil {
 		return 0, nil, err
 	}
-	log.Info("backfill enqueued", zap.String("run", b.Run.ID), zap.Int("scripts", total),
+	log.Info("backfill enqueued", zap.String("run", b.Record.ID), zap.Int("scripts", total),
 		zap.Int("queued", queued), zap.Int("already_queued", already), zap.Int("already_done", total-queued-already),
 		zap.Int("invalid", len(invalid)))
 	return total, invalid, nil
@@ -465,9 +469,9 @@ func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writ
 		return err
 	}
 	sum := backfillSummary{Run: bf.runID}
-	var events []*jobs.Event
-	err = src.each(ctx, func(it jobs.BackfillItem) error {
-		ev, err := jobs.DecodeEvent(it.Event, "", bf.pipe.nats.subjectPrefix)
+	var events []*event.Event
+	err = src.each(ctx, func(it backfill.Item) error {
+		ev, err := event.DecodeEvent(it.Event, "", bf.pipe.nats.subjectPrefix)
 		if err != nil {
 			return err
 		}
@@ -496,8 +500,8 @@ func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writ
 	return sum.print(stdout, bf.output)
 }
 
-func (bf *backfillFlags) printDryRun(ctx context.Context, stdout io.Writer, client *cfapi.Client, pl *planner.Planner, base jobs.BaseState, events []*jobs.Event, sum *backfillSummary) error {
-	previews := jobs.PreviewEvents(ctx, client, pl, events, base)
+func (bf *backfillFlags) printDryRun(ctx context.Context, stdout io.Writer, client *cfapi.Client, pl *planner.Planner, base tools.BaseState, events []*event.Event, sum *backfillSummary) error {
+	previews := tools.PreviewEvents(ctx, client, pl, events, base)
 	for _, pv := range previews {
 		sum.Scripts++
 		switch {
@@ -526,8 +530,8 @@ func (bf *backfillFlags) printDryRun(ctx context.Context, stdout io.Writer, clie
 type tracker struct {
 	run      string
 	mu       sync.Mutex
-	results  map[string]jobs.BackfillResult
-	totals   jobs.BackfillTotals
+	results  map[string]state.BackfillResult
+	totals   backfill.Totals
 	total    int
 	changed  chan struct{}
 	started  time.Time
@@ -537,13 +541,13 @@ type tracker struct {
 }
 
 func newTracker(run string, stderr io.Writer, mode string, budget int, window time.Duration, log *zap.Logger) *tracker {
-	t := &tracker{run: run, results: map[string]jobs.BackfillResult{}, changed: make(chan struct{}, 1),
+	t := &tracker{run: run, results: map[string]state.BackfillResult{}, changed: make(chan struct{}, 1),
 		started: time.Now(), budget: float64(budget) / window.Seconds(), log: log}
 	t.progress = newProgressView(mode, stderr, log)
 	return t
 }
 
-func (t *tracker) result(r jobs.BackfillResult) {
+func (t *tracker) result(r state.BackfillResult) {
 	t.mu.Lock()
 	prev, had := t.results[r.Script]
 	if had {
@@ -617,7 +621,7 @@ func (t *tracker) wait(ctx context.Context, total int) error {
 func (t *tracker) summary() *backfillSummary {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := &backfillSummary{Run: t.run, BackfillTotals: t.totals}
+	s := &backfillSummary{Run: t.run, Totals: t.totals}
 	for _, r := range t.results {
 		if r.Outcome == "failed" {
 			s.Failures = append(s.Failures, backfillFailed{Script: r.Script, Reason: string(r.Reason), Error: r.Error})

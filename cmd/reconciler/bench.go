@@ -27,7 +27,8 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
-	"github.com/reconciler/reconciler/internal/jobs"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
 
 // benchFlags are the flags of `reconciler bench`.
@@ -453,7 +454,7 @@ func (b *bench) liveEvents(ctx context.Context, ns string, n, count int) []time.
 		ev := fmt.Sprintf(`{"schema":"bindings.change/v1","id":"bench-live-%d-%d","account_id":%q,"dispatch_namespace":%q,"script":%q,"op":"patch","upsert":[{"type":"plain_text","name":%q,"text":"x"}]}`,
 			time.Now().UnixNano(), i, cfapitest.DefaultAccount, ns, t, name)
 		start := time.Now()
-		if _, err := jobs.Publish(ctx, b.js, "bindings", strings.NewReader(ev), true); err != nil {
+		if _, err := tools.Publish(ctx, b.js, "bindings", strings.NewReader(ev), tools.CheckEvent); err != nil {
 			continue
 		}
 		wg.Add(1)
@@ -532,9 +533,9 @@ func (b *bench) publishStorm(ctx context.Context, events, scripts int) (int, tim
 	for s := 1; s <= scripts; s++ {
 		gens := rand.Perm(per)
 		t := cfapitest.TenantName(s)
-		subject := jobs.Subject("bindings", cfapi.ScriptRef{AccountID: cfapitest.DefaultAccount, Namespace: "storm", Script: t})
+		subject := event.Subject("bindings", cfapi.ScriptRef{AccountID: cfapitest.DefaultAccount, Namespace: "storm", Script: t})
 		for i := 0; i < per; i++ {
-			ev, _ := json.Marshal(map[string]any{"schema": jobs.SchemaV1, "id": fmt.Sprintf("storm-%d-%d", s, i), "account_id": cfapitest.DefaultAccount,
+			ev, _ := json.Marshal(map[string]any{"schema": event.SchemaV1, "id": fmt.Sprintf("storm-%d-%d", s, i), "account_id": cfapitest.DefaultAccount,
 				"dispatch_namespace": "storm", "script": t, "generation": gens[i] + 1, "op": "patch",
 				"upsert": []any{map[string]any{"type": "plain_text", "name": fmt.Sprintf("N%d", rand.IntN(5)), "text": strconv.Itoa(gens[i])}}})
 			msgs = append(msgs, msg{subject, ev})

@@ -21,7 +21,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
-	"github.com/reconciler/reconciler/internal/jobs"
+	"github.com/reconciler/reconciler/internal/jobs/tools"
 	"github.com/reconciler/reconciler/internal/testutil"
 	"github.com/reconciler/reconciler/internal/testutil/natscluster"
 )
@@ -407,7 +407,7 @@ func TestClusterTwoProcessesSurviveLeaderLoss(t *testing.T) {
 		state = s
 		return ok
 	}, "every event settled: %s", stringerFunc(func() string { return state }))
-	dls, err := jobs.ListDeadLetters(ctx, js, "BINDINGS_DLQ", "", 0)
+	dls, err := tools.ListDeadLetters(ctx, js, "BINDINGS_DLQ", "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

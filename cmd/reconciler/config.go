@@ -14,8 +14,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
-	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 )
 
 // usageError is bad usage or configuration: exit code 2, with a message
@@ -177,8 +177,8 @@ func (n *natsFlags) validate(f *flagSet) error {
 }
 
 // names returns the JetStream resource names.
-func (n *natsFlags) names() jobs.Names {
-	return jobs.Names{SubjectPrefix: n.subjectPrefix}.WithDefaults()
+func (n *natsFlags) names() state.Names {
+	return state.Names{SubjectPrefix: n.subjectPrefix}.WithDefaults()
 }
 
 // apiFlags say how to reach the Cloudflare API.

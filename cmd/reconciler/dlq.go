@@ -9,7 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/reconciler/reconciler/internal/jobs"
+	"github.com/reconciler/reconciler/internal/jobs/state"
+	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
 
 // dlqFlags are the flags of `reconciler dlq list|replay`.
@@ -74,12 +75,12 @@ func (df *dlqFlags) validate(f *flagSet) error {
 }
 
 // selected returns the dead letters the flags select.
-func (df *dlqFlags) selected(ctx context.Context, conn *natsConn) ([]jobs.DLQEntry, error) {
-	entries, err := jobs.ListDeadLetters(ctx, conn.js, df.nats.names().DLQStream, df.filter, 0)
+func (df *dlqFlags) selected(ctx context.Context, conn *natsConn) ([]tools.DLQEntry, error) {
+	entries, err := tools.ListDeadLetters(ctx, conn.js, df.nats.names().DLQStream, df.filter, 0)
 	if err != nil {
 		return nil, err
 	}
-	var out []jobs.DLQEntry
+	var out []tools.DLQEntry
 	for _, en := range entries {
 		if df.reason != "" && string(en.Record.Reason) != df.reason || len(df.wantSeq) > 0 && !df.wantSeq[en.Seq] {
 			continue
@@ -122,7 +123,7 @@ func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 }
 
 // printDeadLetters lists dead letters as text or JSON lines.
-func printDeadLetters(w io.Writer, output string, entries []jobs.DLQEntry) error {
+func printDeadLetters(w io.Writer, output string, entries []tools.DLQEntry) error {
 	for _, en := range entries {
 		if output == "json" {
 			line, _ := json.Marshal(en)
@@ -141,10 +142,10 @@ func printDeadLetters(w io.Writer, output string, entries []jobs.DLQEntry) error
 
 // replayDeadLetters republishes dead letters; it fails (exit 1) when one
 // could not be replayed.
-func replayDeadLetters(ctx context.Context, conn *natsConn, names jobs.Names, entries []jobs.DLQEntry, keep bool, stdout, stderr io.Writer) error {
+func replayDeadLetters(ctx context.Context, conn *natsConn, names state.Names, entries []tools.DLQEntry, keep bool, stdout, stderr io.Writer) error {
 	failed := 0
 	for _, en := range entries {
-		r := jobs.ReplayDeadLetter(ctx, conn.js, names, en, !keep)
+		r := tools.ReplayDeadLetter(ctx, conn.js, names, en, !keep)
 		if r.Error != "" {
 			failed++
 			fmt.Fprintf(stderr, "#%d event=%s: %s\n", r.Seq, orDash(r.EventID), r.Error)

@@ -9,7 +9,7 @@ import (
 	"github.com/reconciler/reconciler/internal/testutil"
 )
 
-// TestSecondRunOnOneDataDirExits2 (issue 8, defect 1): a second `run` on
+// TestSecondRunOnOneDataDirExits2: a second `run` on
 // the data directory of a running one exits 2 with a message naming the
 // flag, and never starts a second server on the same store.
 func TestSecondRunOnOneDataDirExits2(t *testing.T) {
@@ -40,7 +40,7 @@ func TestSecondRunOnOneDataDirExits2(t *testing.T) {
 	}
 }
 
-// TestRedactURLHidesEveryCredential (issue 8, defect 5): every URL of a
+// TestRedactURLHidesEveryCredential: every URL of a
 // comma-separated server list loses its credentials before it is logged.
 func TestRedactURLHidesEveryCredential(t *testing.T) {
 	in := "nats://alice:pw-one@a.example:4222, nats://tok-two@b.example:4222,nats://c.example:4222,tls://bob:pw-three@d.example:4443,nats://x:pw%zz@e:1"
@@ -57,7 +57,7 @@ func TestRedactURLHidesEveryCredential(t *testing.T) {
 	}
 }
 
-// TestEmbeddedListenLoopback (issue 8, defect 11): which --embedded-listen
+// TestEmbeddedListenLoopback: which --embedded-listen
 // addresses are loopback (no warning) and which are not (a loud warning:
 // the server has no authentication).
 func TestEmbeddedListenLoopback(t *testing.T) {

@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/reconciler/reconciler/internal/jobs"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/tools"
 	"github.com/reconciler/reconciler/internal/planner"
 )
 
@@ -71,17 +72,17 @@ func cmdPlan(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return err
 	}
-	return printPlans(stdout, pf.output, jobs.PreviewEvents(ctx, client, pl, events, base))
+	return printPlans(stdout, pf.output, tools.PreviewEvents(ctx, client, pl, events, base))
 }
 
 // readEventsFile reads and validates the events of a file or stdin ("-").
-func readEventsFile(name string, stdin io.Reader, prefix string) ([]*jobs.Event, error) {
+func readEventsFile(name string, stdin io.Reader, prefix string) ([]*event.Event, error) {
 	in, err := openInput(name, stdin)
 	if err != nil {
 		return nil, err
 	}
 	defer in.Close()
-	events, err := jobs.ReadEvents(in, prefix)
+	events, err := tools.ReadEvents(in, prefix)
 	if err != nil {
 		return nil, usagef("%s: %v", name, err)
 	}
@@ -91,16 +92,16 @@ func readEventsFile(name string, stdin io.Reader, prefix string) ([]*jobs.Event,
 // baseState returns the state plans start from and a planner: with
 // --stored, the stored state and fingerprint key of the pipeline behind
 // conn (read only); otherwise a fresh state with a throwaway key.
-func (pf *planFlags) baseState(ctx context.Context, conn *natsConn, e env) (jobs.BaseState, *planner.Planner, error) {
+func (pf *planFlags) baseState(ctx context.Context, conn *natsConn, e env) (tools.BaseState, *planner.Planner, error) {
 	fpKey := make([]byte, 32)
 	_, _ = rand.Read(fpKey)
-	base := jobs.BaseState(jobs.FreshState)
+	base := tools.BaseState(tools.FreshState)
 	if pf.stored {
 		if conn == nil {
 			return nil, nil, fmt.Errorf("--stored: no running reconciler reachable at %s: pass --nats-url, or start `reconciler run`", pf.nats.embeddedListen)
 		}
 		var err error
-		if base, err = jobs.StoredState(ctx, conn.js, pf.nats.names()); err == nil {
+		if base, err = tools.StoredState(ctx, conn.js, pf.nats.names()); err == nil {
 			fpKey, err = fingerprintKey(ctx, conn.js, e, 1, false)
 		}
 		if err != nil {
@@ -116,7 +117,7 @@ func (pf *planFlags) baseState(ctx context.Context, conn *natsConn, e env) (jobs
 
 // printPlans prints previews as text or JSON lines; it fails (exit 1)
 // when a script could not be planned.
-func printPlans(w io.Writer, output string, previews []jobs.Preview) error {
+func printPlans(w io.Writer, output string, previews []tools.Preview) error {
 	failed := 0
 	for _, pv := range previews {
 		if pv.Err != nil {

@@ -7,16 +7,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/reconciler/reconciler/internal/jobs/backfill"
+
 	"github.com/schollz/progressbar/v3"
 	"go.uber.org/zap"
-
-	"github.com/reconciler/reconciler/internal/jobs"
 )
 
 // progressState is what a progress view shows.
 type progressState struct {
 	done, total int
-	totals      jobs.BackfillTotals
+	totals      backfill.Totals
 	elapsed     time.Duration
 	eta         time.Duration
 }

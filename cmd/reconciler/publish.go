@@ -6,7 +6,8 @@ import (
 	"io"
 	"time"
 
-	"github.com/reconciler/reconciler/internal/jobs"
+	"github.com/reconciler/reconciler/internal/jobs/state"
+	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
 
 func cmdPublish(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, e env) error {
@@ -40,10 +41,14 @@ func cmdPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	defer conn.close(log, 5*time.Second)
 	// The stream must exist: `run` creates it; a tool never does.
-	if _, err := jobs.Open(ctx, conn.js, n.names()); err != nil {
+	if _, err := state.Open(ctx, conn.js, n.names()); err != nil {
 		return err
 	}
-	sum, err := jobs.Publish(ctx, conn.js, n.subjectPrefix, in, !noValidate)
+	check := tools.CheckEvent
+	if noValidate {
+		check = tools.CheckSubject
+	}
+	sum, err := tools.Publish(ctx, conn.js, n.subjectPrefix, in, check)
 	for _, msg := range sum.Errors {
 		fmt.Fprintln(stderr, msg)
 	}

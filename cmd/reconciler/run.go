@@ -21,6 +21,8 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -109,8 +111,8 @@ func (rf *runFlags) validate(f *flagSet) error {
 // jobsConfig returns the pipeline's configuration.
 func (rf *runFlags) jobsConfig() jobs.Config {
 	cfg := jobs.Config{
-		SetupConfig: jobs.SetupConfig{
-			Names:      jobs.Names{SubjectPrefix: rf.nats.subjectPrefix, Consumer: rf.consumer},
+		SetupConfig: state.SetupConfig{
+			Names:      state.Names{SubjectPrefix: rf.nats.subjectPrefix, Consumer: rf.consumer},
 			Replicas:   rf.streamReplicas,
 			AckWait:    rf.ackWait,
 			MaxDeliver: rf.maxDeliver,
@@ -211,7 +213,7 @@ func softMemoryLimit(e env, log *zap.Logger) {
 // ends), the planner and the API client, and returns the runner.
 func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds credentialSet, m *metrics.Metrics, e env, log *zap.Logger) (*jobs.Runner, *cfapi.Limiter, error) {
 	cfg := rf.jobsConfig()
-	res, err := jobs.EnsureStreams(ctx, conn.js, cfg.SetupConfig, log)
+	res, err := state.EnsureStreams(ctx, conn.js, cfg.SetupConfig, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("setting up JetStream: %w", err)
 	}
@@ -219,7 +221,7 @@ func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds cred
 	// so that a cluster still electing leaders or another process creating
 	// them at the same moment never stops this one.
 	var fpKey []byte
-	err = jobs.RetrySetup(ctx, log, "bucket "+configBucket, func(ctx context.Context) error {
+	err = state.RetrySetup(ctx, log, "bucket "+configBucket, func(ctx context.Context) error {
 		var err error
 		fpKey, err = fingerprintKey(ctx, conn.js, e, rf.streamReplicas, true)
 		var usage *usageError
@@ -314,7 +316,7 @@ func newLimiter(ctx context.Context, a *apiFlags, creds credentialSet, js jetstr
 	var src *budget.Source
 	var err error
 	if mode == budgetEnsure {
-		err = jobs.RetrySetup(ctx, log, "bucket "+budget.DefaultBucket, func(ctx context.Context) error {
+		err = state.RetrySetup(ctx, log, "bucket "+budget.DefaultBucket, func(ctx context.Context) error {
 			src, err = budget.Ensure(ctx, js, cfg)
 			return err
 		})
@@ -379,7 +381,7 @@ func toolClient(ctx context.Context, n *natsFlags, a *apiFlags, creds credential
 func newMetrics() (*metrics.Metrics, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.New(reg, jobs.ReasonLabels()...)
+	m := metrics.New(reg, event.ReasonLabels()...)
 	m.SetBuildInfo(version, buildCommit())
 	return m, reg
 }

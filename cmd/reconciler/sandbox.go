@@ -20,6 +20,7 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 	"github.com/reconciler/reconciler/internal/jobs"
+	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
 
 // sandboxFlags are the flags of `reconciler sandbox`.
@@ -253,7 +254,7 @@ func (sb *sandbox) liveEvents(ctx context.Context, tenants int, log *zap.Logger)
 		ev := fmt.Sprintf(`{"schema":"bindings.change/v1","id":"live-%d-%d","account_id":%q,"dispatch_namespace":"customers","script":%q,"op":"patch","upsert":[{"type":"plain_text","name":"LIVE_%d","text":"now"}]}`,
 			time.Now().UnixNano(), i, cfapitest.DefaultAccount, t, i)
 		start := time.Now()
-		if _, err := jobs.Publish(ctx, sb.conn.js, "bindings", strings.NewReader(ev), true); err != nil {
+		if _, err := tools.Publish(ctx, sb.conn.js, "bindings", strings.NewReader(ev), tools.CheckEvent); err != nil {
 			log.Warn("publishing a live event", zap.Error(err))
 			continue
 		}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // authGate pauses reconciles while the API rejects the credentials (a
@@ -18,9 +20,10 @@ type authGate struct {
 	failing error
 	probing bool
 	logged  time.Time
+	clock   clock.PassiveClock
 }
 
-func (a *authGate) init(base time.Duration) { a.base = base }
+func (a *authGate) init(base time.Duration, c clock.PassiveClock) { a.base, a.clock = base, c }
 
 // wait returns how long a reconcile must wait; zero lets it run (while
 // failing, only one probe at a time).
@@ -30,7 +33,7 @@ func (a *authGate) wait() time.Duration {
 	if a.failing == nil {
 		return 0
 	}
-	if d := time.Until(a.until); d > 0 {
+	if d := a.until.Sub(a.clock.Now()); d > 0 {
 		return d
 	}
 	if a.probing {
@@ -48,15 +51,15 @@ func (a *authGate) fail(err error) bool {
 	switch {
 	case a.failing == nil:
 		a.pause = a.base
-	case a.probing || time.Until(a.until) <= 0:
+	case a.probing || a.until.Sub(a.clock.Now()) <= 0:
 		a.pause = min(2*a.pause, 5*time.Minute)
 	}
 	a.failing, a.probing = err, false
-	a.until = time.Now().Add(a.pause)
-	if time.Since(a.logged) < time.Minute {
+	a.until = a.clock.Now().Add(a.pause)
+	if a.clock.Since(a.logged) < time.Minute {
 		return false
 	}
-	a.logged = time.Now()
+	a.logged = a.clock.Now()
 	return true
 }
 

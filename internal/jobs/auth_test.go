@@ -5,12 +5,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/reconciler/reconciler/internal/testutil"
+	testingclock "k8s.io/utils/clock/testing"
 )
 
 func TestAuthGate(t *testing.T) {
+	fc := testingclock.NewFakeClock(time.Unix(1e9, 0))
 	var a authGate
-	a.init(20 * time.Millisecond)
+	a.init(20*time.Millisecond, fc)
 	if a.wait() != 0 || a.err() != nil {
 		t.Fatal("a fresh gate must let reconciles run")
 	}
@@ -23,7 +24,14 @@ func TestAuthGate(t *testing.T) {
 	if a.wait() <= 0 || a.err() == nil {
 		t.Fatal("a failure pauses reconciles and fails readiness")
 	}
-	testutil.Eventually(t, 5*time.Second, func() bool { return a.wait() == 0 }, "one probe after the pause")
+	fc.Step(19 * time.Millisecond)
+	if a.wait() == 0 {
+		t.Fatal("a probe before the pause has passed")
+	}
+	fc.Step(time.Millisecond)
+	if a.wait() != 0 {
+		t.Fatal("no probe once the pause has passed")
+	}
 	if a.wait() == 0 {
 		t.Fatal("only one probe at a time")
 	}
@@ -32,8 +40,8 @@ func TestAuthGate(t *testing.T) {
 		t.Fatal("an inconclusive probe must let the next one go")
 	}
 	a.fail(errors.New("403")) // the probe failed: the pause doubles
-	if d := a.wait(); d <= 20*time.Millisecond || d > 40*time.Millisecond {
-		t.Fatalf("pause after a failed probe = %s, want doubled (≤ 40ms)", d)
+	if d := a.wait(); d != 40*time.Millisecond {
+		t.Fatalf("pause after a failed probe = %s, want it doubled: 40ms", d)
 	}
 	a.ok()
 	if a.wait() != 0 || a.err() != nil {

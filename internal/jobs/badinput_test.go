@@ -10,6 +10,8 @@ import (
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/scripts/chaos/badinput"
 )
 
@@ -52,7 +54,7 @@ func TestBadInputFullCatalogue(t *testing.T) {
 	if got := h.stored(badinput.Namespace, "after-bad-input"); got["AFTER_BAD_INPUT"] == "" {
 		t.Errorf("the good event published after the catalogue was not applied: %v", keys(got))
 	}
-	bySubject := map[string][]DeadLetter{}
+	bySubject := map[string][]state.DeadLetter{}
 	for _, e := range h.deadLetters() {
 		bySubject[e.Record.Subject] = append(bySubject[e.Record.Subject], e.Record)
 		raw, _ := json.Marshal(e.Record)
@@ -127,27 +129,27 @@ func TestBadInputFullCatalogue(t *testing.T) {
 		len(cases), deadLettered, accepted, h.emu.Stats().Writes)
 }
 
-// TestBadInputCatalogueDecodes checks the catalogue against DecodeEvent
+// TestBadInputCatalogueDecodes checks the catalogue against event.DecodeEvent
 // alone (no server): the fast version of the test above, which names the
 // case that breaks.
 func TestBadInputCatalogueDecodes(t *testing.T) {
 	for _, c := range badinput.Cases(acct) {
 		t.Run(c.Name, func(t *testing.T) {
-			_, err := DecodeEvent(c.Body, c.Subject, "bindings")
+			_, err := event.DecodeEvent(c.Body, c.Subject, "bindings")
 			switch {
 			case c.Accepted && err != nil:
 				t.Fatalf("valid event rejected: %v", err)
 			case c.Reason != "" && err == nil:
 				t.Fatalf("accepted, want %s", c.Reason)
 			case c.Reason != "":
-				var ie *InvalidEventError
+				var ie *event.InvalidEventError
 				if !errors.As(err, &ie) || string(ie.Reason) != c.Reason {
 					t.Fatalf("error %v, want reason %s", err, c.Reason)
 				}
 				if strings.Contains(err.Error(), badinput.Secret) {
 					t.Fatalf("error shows the secret: %v", err)
 				}
-				rec := newDeadLetter(c.Body, c.Subject, "BINDINGS", 1, 1, ie.Reason, err)
+				rec := state.NewDeadLetter(c.Body, c.Subject, "BINDINGS", 1, 1, ie.Reason, err)
 				raw, _ := json.Marshal(rec)
 				if strings.Contains(string(raw), badinput.Secret) {
 					t.Fatalf("dead letter holds the secret: %s", cfapi.Truncate(string(raw), 400))

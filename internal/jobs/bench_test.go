@@ -15,7 +15,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -25,7 +27,7 @@ func benchEvents(n, scripts int) [][]byte {
 	out := make([][]byte, n)
 	for i := range out {
 		s := i % scripts
-		ev := map[string]any{"schema": SchemaV1, "id": fmt.Sprintf("b-%d", i), "account_id": acct, "dispatch_namespace": "customers",
+		ev := map[string]any{"schema": event.SchemaV1, "id": fmt.Sprintf("b-%d", i), "account_id": acct, "dispatch_namespace": "customers",
 			"script": fmt.Sprintf("tenant-%04d", s), "generation": i/scripts + 1, "op": "patch",
 			"upsert": []any{map[string]any{"type": "plain_text", "name": fmt.Sprintf("N%d", rand.IntN(5)), "text": fmt.Sprint(i)}}}
 		out[i], _ = json.Marshal(ev)
@@ -39,7 +41,7 @@ func BenchmarkDecodeEvent(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := DecodeEvent(evs[i%len(evs)], "", "bindings"); err != nil {
+		if _, err := event.DecodeEvent(evs[i%len(evs)], "", "bindings"); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -61,16 +63,15 @@ func BenchmarkFold(b *testing.B) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	res, err := EnsureStreams(context.Background(), js, SetupConfig{}, nil)
+	res, err := state.EnsureStreams(context.Background(), js, state.SetupConfig{}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	st := *res.stores
-	st.cache = newStateCache(10000)
+	st := res.NewStore(state.StoreOptions{CacheSize: 10000})
 	raw := benchEvents(100000, 1000)
-	events := make([]*Event, len(raw))
+	events := make([]*event.Event, len(raw))
 	for i, r := range raw {
-		if events[i], err = DecodeEvent(r, "", "bindings"); err != nil {
+		if events[i], err = event.DecodeEvent(r, "", "bindings"); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -81,22 +82,22 @@ func BenchmarkFold(b *testing.B) {
 	folded := 0
 	for i := 0; i < b.N; i++ {
 		batch := events[(i*1000)%len(events):][:1000]
-		groups := map[string]*foldJob{}
-		var jobs []*foldJob
+		groups := map[string]*state.ScriptBatch{}
+		var jobs []*state.ScriptBatch
 		for _, e := range batch {
 			k := e.Key()
 			j := groups[k]
 			if j == nil {
-				j = &foldJob{key: k}
+				j = &state.ScriptBatch{Key: k}
 				groups[k] = j
 				jobs = append(jobs, j)
 			}
-			j.events = append(j.events, e)
+			j.Events = append(j.Events, e)
 		}
-		st.foldAll(ctx, jobs, 1<<20)
+		st.Commit(ctx, jobs, 1<<20)
 		for _, j := range jobs {
-			if j.err != nil {
-				b.Fatal(j.err)
+			if j.Err != nil {
+				b.Fatal(j.Err)
 			}
 		}
 		folded += len(batch)
@@ -131,7 +132,7 @@ func BenchmarkFoldStage(b *testing.B) {
 		js, _ := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
 		ctx, cancel := context.WithCancel(context.Background())
 		cfg := Config{Concurrency: 16, CoalesceMaxWait: time.Minute}
-		res, err := EnsureStreams(ctx, js, cfg.SetupConfig, nil)
+		res, err := state.EnsureStreams(ctx, js, cfg.SetupConfig, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -150,14 +151,14 @@ func BenchmarkFoldStage(b *testing.B) {
 		}
 		<-js.PublishAsyncComplete()
 		p, _ := planner.New(planner.Options{FingerprintKey: []byte("bench")})
-		m := metrics.New(prometheus.NewRegistry(), ReasonLabels()...)
+		m := metrics.New(prometheus.NewRegistry(), event.ReasonLabels()...)
 		r := NewRunner(cfg, res, nopAPI{}, p, m, zap.NewNop())
 		b.StartTimer()
 		start := time.Now()
 		done := make(chan struct{})
 		go func() { _ = r.Run(ctx); close(done) }()
 		for {
-			held := r.held.counts()[laneLive]
+			held := r.waiting.counts()[laneLive]
 			settled := int(sumOf(m.EventsTotal, allOutcomes...))
 			if held+settled >= n {
 				break
@@ -180,26 +181,26 @@ func BenchmarkFoldStage(b *testing.B) {
 // (a secret among them) and one changes.
 func BenchmarkReconcileCPU(b *testing.B) {
 	ref := cfapi.ScriptRef{AccountID: acct, Namespace: "customers", Script: "tenant-0001"}
-	st := NewDesiredState(ref)
+	st := event.NewDesiredState(ref)
 	var live []string
 	for i := 0; i < 9; i++ {
 		bnd := fmt.Sprintf(`{"type":"kv_namespace","name":"KV%d","namespace_id":"%032d"}`, i, i)
-		st.Fold(&Event{ID: fmt.Sprintf("e%d", i), Generation: u64(uint64(i + 1)), Op: OpPatch, Upsert: []cfapi.Binding{cfapi.MustParseBinding(bnd)}})
+		st.Fold(&event.Event{ID: fmt.Sprintf("e%d", i), Generation: u64(uint64(i + 1)), Op: event.OpPatch, Upsert: []cfapi.Binding{cfapi.MustParseBinding(bnd)}})
 		live = append(live, bnd)
 	}
-	st.Fold(&Event{ID: "s", Generation: u64(20), Op: OpPatch, Upsert: []cfapi.Binding{cfapi.MustParseBinding(`{"type":"secret_text","name":"TOKEN","text":"s3cr3t"}`)}})
+	st.Fold(&event.Event{ID: "s", Generation: u64(20), Op: event.OpPatch, Upsert: []cfapi.Binding{cfapi.MustParseBinding(`{"type":"secret_text","name":"TOKEN","text":"s3cr3t"}`)}})
 	live = append(live, `{"type":"secret_text","name":"TOKEN"}`, `{"type":"plain_text","name":"THEIRS","text":"x"}`)
 	p, _ := planner.New(planner.Options{FingerprintKey: []byte("bench-key")})
 	first, err := p.Plan(st.Desired(), nil, planner.LastApplied{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	rec := &AppliedRecord{Version: 1, Bindings: first.Applied.Bindings, DesiredRevision: 7}
-	st.Fold(&Event{ID: "new", Generation: u64(30), Op: OpPatch, Upsert: []cfapi.Binding{kvBinding("KV0", "changed")}})
-	stored, _ := encodeState(st)
-	recData, _ := encodeState(rec)
+	rec := &state.AppliedRecord{Version: 1, Bindings: first.Applied.Bindings, DesiredRevision: 7}
+	st.Fold(&event.Event{ID: "new", Generation: u64(30), Op: event.OpPatch, Upsert: []cfapi.Binding{kvBinding("KV0", "changed")}})
+	stored, _ := state.EncodeState(st)
+	recData, _ := state.EncodeState(rec)
 	settingsJSON := []byte(`{"bindings":[` + strings.Join(live, ",") + `],"compatibility_date":"2025-01-01","usage_model":"standard","tags":["a"]}`)
-	cached, _ := decodeDesired("k", stored)
+	cached, _ := state.DecodeDesired("k", stored)
 	for _, variant := range []string{"decoded", "cached"} {
 		b.Run(variant, func(b *testing.B) {
 			b.ReportAllocs()
@@ -213,16 +214,16 @@ func BenchmarkReconcileCPU(b *testing.B) {
 // reconcileCPU is one reconcile's CPU for BenchmarkReconcileCPU: with
 // cached, the desired state decoded by the fold is reused (the usual case
 // when the fold happened in this process).
-func reconcileCPU(b *testing.B, p *planner.Planner, cached *DesiredState, stored, recData, settingsJSON []byte, useCache bool) {
+func reconcileCPU(b *testing.B, p *planner.Planner, cached *event.DesiredState, stored, recData, settingsJSON []byte, useCache bool) {
 	{
-		state := cached
+		ds := cached
 		if !useCache {
 			var err error
-			if state, err = decodeDesired("k", stored); err != nil {
+			if ds, err = state.DecodeDesired("k", stored); err != nil {
 				b.Fatal(err)
 			}
 		}
-		var r AppliedRecord
+		var r state.AppliedRecord
 		if err := json.Unmarshal(recData, &r); err != nil {
 			b.Fatal(err)
 		}
@@ -230,17 +231,17 @@ func reconcileCPU(b *testing.B, p *planner.Planner, cached *DesiredState, stored
 		if err := json.Unmarshal(settingsJSON, &settings); err != nil {
 			b.Fatal(err)
 		}
-		desired, hidden := state.plannerInput(&r)
+		desired, hidden := ds.PlannerInput(r.Removed)
 		plan, err := p.Plan(desired, settings.Bindings, withoutNames(r.LastApplied(), hidden))
 		if err != nil || plan.NoOp() {
 			b.Fatalf("plan: %v (no-op %v)", err, plan.NoOp())
 		}
-		next := &AppliedRecord{Version: 1, Bindings: plan.Applied.Bindings, DesiredRevision: 8,
-			Removed: state.Tombstones(), WrittenBy: writtenBy(&r, state, plan)}
+		next := &state.AppliedRecord{Version: 1, Bindings: plan.Applied.Bindings, DesiredRevision: 8,
+			Removed: ds.Tombstones(), WrittenBy: writtenBy(&r, ds, plan)}
 		if _, err := (cfapi.SettingsPatch{Bindings: plan.Request.Bindings}).JSON(); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := encodeState(next); err != nil {
+		if _, err := state.EncodeState(next); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -16,6 +16,8 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/testutil/natscluster"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -79,6 +81,7 @@ func (a *hookedAPI) GetSettings(ctx context.Context, ref cfapi.ScriptRef) (*cfap
 // lag.
 type freshReads struct {
 	h   *harness
+	res *state.Resources
 	r   *Runner
 	kv  *laggingKV
 	api *hookedAPI
@@ -90,9 +93,10 @@ func newFreshReads(t *testing.T) *freshReads {
 	f := &freshReads{h: h, api: &hookedAPI{API: h.client(cfapi.Hooks{}), beforeRead: func() {}}}
 	cfg := h.cfg
 	cfg.Owner = "fresh-reads"
+	f.kv = &laggingKV{KeyValue: res.Desired}
+	res.Desired = f.kv
+	f.res = res
 	f.r = NewRunner(cfg, res, f.api, h.planner, metrics.New(prometheus.NewRegistry()), zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-	f.kv = &laggingKV{KeyValue: f.r.st.desired}
-	f.r.st.desired = f.kv
 	t.Cleanup(f.r.queue.ShutDown)
 	return f
 }
@@ -102,24 +106,24 @@ func newFreshReads(t *testing.T) *freshReads {
 func (f *freshReads) fold(script, id string, gen uint64, value string) (key string, rev uint64) {
 	t := f.h.t
 	t.Helper()
-	ev := event(id, "customers", script, gen, "patch", map[string]any{"upsert": []any{b(fmt.Sprintf(`{"type":"plain_text","name":"LAG","text":%q}`, value))}})
+	ev := newEvent(id, "customers", script, gen, "patch", map[string]any{"upsert": []any{b(fmt.Sprintf(`{"type":"plain_text","name":"LAG","text":%q}`, value))}})
 	data, _ := json.Marshal(ev)
-	e, err := DecodeEvent(data, subjectOf(ev), "bindings")
+	e, err := event.DecodeEvent(data, subjectOf(ev), "bindings")
 	if err != nil {
 		t.Fatal(err)
 	}
-	job := &foldJob{key: e.Key(), events: []*Event{e}}
-	f.r.st.foldAll(context.Background(), []*foldJob{job}, f.r.maxState)
-	if job.err != nil || job.rev == 0 {
-		t.Fatalf("fold %s: rev %d, %v", id, job.rev, job.err)
+	job := &state.ScriptBatch{Key: e.Key(), Events: []*event.Event{e}}
+	f.r.st.Commit(context.Background(), []*state.ScriptBatch{job}, f.r.maxState)
+	if job.Err != nil || job.Rev == 0 {
+		t.Fatalf("fold %s: rev %d, %v", id, job.Rev, job.Err)
 	}
-	return job.key, job.rev
+	return job.Key, job.Rev
 }
 
 // hold holds an event of key folded at rev, as intake does.
 func (f *freshReads) hold(key, id string, rev uint64) *fakeAcker {
 	a := &fakeAcker{}
-	f.r.held.add(key, &heldEvent{ack: a, id: id, lane: laneLive, foldRev: rev, delivered: 1})
+	f.r.waiting.add(key, &waitingEvent{ack: a, id: id, lane: laneLive, foldRev: rev, delivered: 1})
 	return a
 }
 
@@ -134,6 +138,13 @@ func (f *freshReads) entry(key string) jetstream.KeyValueEntry {
 }
 
 // process reconciles key once, as a worker does.
+// setStore puts st in place of the stores both the Runner's intake and
+// its Reconciler use.
+func (f *freshReads) setStore(st *state.Store) {
+	f.r.st = st
+	f.r.rec.st = st
+}
+
 func (f *freshReads) process(key string) {
 	f.r.process(context.Background(), key, laneLive)
 }
@@ -200,7 +211,7 @@ func TestStaleDesiredReadNeverAcks(t *testing.T) {
 	if w := f.h.emu.Stats().Writes; w != 0 {
 		t.Fatalf("%d writes planned from a stale desired state", w)
 	}
-	if !f.r.held.has(key) {
+	if !isWaiting(f.r.waiting, key) {
 		t.Fatal("the events are no longer held")
 	}
 	if !f.requeued(key) {
@@ -212,7 +223,7 @@ func TestStaleDesiredReadNeverAcks(t *testing.T) {
 	f.kv.lag(2, old)
 	f.process(key)
 	if n := f.kv.reads(); n != 3 {
-		t.Errorf("%d desired-state reads, want 2 stale and 1 fresh", n)
+		t.Errorf("%d desired-ds reads, want 2 stale and 1 fresh", n)
 	}
 	if v := f.lagValue("lag-1"); v != "two" {
 		t.Fatalf("LAG = %q, want the newest fold's \"two\"", v)
@@ -222,7 +233,7 @@ func TestStaleDesiredReadNeverAcks(t *testing.T) {
 			t.Fatalf("after a fresh read: %v, want [ack]", got)
 		}
 	}
-	if f.r.held.has(key) {
+	if isWaiting(f.r.waiting, key) {
 		t.Fatal("events still held after they were applied")
 	}
 }
@@ -284,7 +295,7 @@ func TestEventFoldedDuringReconcileStaysHeld(t *testing.T) {
 	if got := actions(a2); len(got) != 0 {
 		t.Fatalf("event folded after the read was settled: %v", got)
 	}
-	if !f.r.held.has(key) {
+	if !isWaiting(f.r.waiting, key) {
 		t.Fatal("the later event is not held")
 	}
 	if !f.requeued(key) {
@@ -302,11 +313,11 @@ func TestEventFoldedDuringReconcileStaysHeld(t *testing.T) {
 // TestHeldTableTakesOnlyWhatWasRead: take settles the events folded at or
 // below the revision read, and keeps the others with their revision.
 func TestHeldTableTakesOnlyWhatWasRead(t *testing.T) {
-	ht := newHeldTable()
+	ht := newWaitTable()
 	for _, rev := range []uint64{5, 9, 7} {
-		ht.add("k", &heldEvent{id: fmt.Sprint(rev), foldRev: rev, lane: laneLive})
+		ht.add("k", &waitingEvent{id: fmt.Sprint(rev), foldRev: rev, lane: laneLive})
 	}
-	if want, _, _ := ht.snapshot("k"); want != 9 {
+	if want, _ := ht.snapshot("k"); want != 9 {
 		t.Fatalf("snapshot = %d, want 9 (the newest fold)", want)
 	}
 	var got []string
@@ -316,8 +327,8 @@ func TestHeldTableTakesOnlyWhatWasRead(t *testing.T) {
 	if !slices.Equal(got, []string{"5", "7"}) {
 		t.Fatalf("take(7) = %v, want [5 7]", got)
 	}
-	if want, _, _ := ht.snapshot("k"); want != 9 || !ht.has("k") || ht.counts()[laneLive] != 1 {
-		t.Fatalf("after take(7): snapshot %d, held %v, count %d", want, ht.has("k"), ht.counts()[laneLive])
+	if want, _ := ht.snapshot("k"); want != 9 || !isWaiting(ht, "k") || ht.counts()[laneLive] != 1 {
+		t.Fatalf("after take(7): snapshot %d, held %v, count %d", want, isWaiting(ht, "k"), ht.counts()[laneLive])
 	}
 	if hs := ht.take("k", 8); len(hs) != 0 {
 		t.Fatalf("take(8) settled %d events folded at 9", len(hs))
@@ -349,7 +360,7 @@ func TestEnsureStreamsConcurrentlyOnCluster(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = EnsureStreams(ctx, js, SetupConfig{Replicas: 3}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(fmt.Sprint("p", i)))
+			_, errs[i] = state.EnsureStreams(ctx, js, state.SetupConfig{Replicas: 3}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(fmt.Sprint("p", i)))
 		}()
 	}
 	wg.Wait()
@@ -425,9 +436,8 @@ func TestLostFoldAckDoesNotStallIntake(t *testing.T) {
 	for _, written := range []bool{false, true} {
 		t.Run(fmt.Sprintf("written=%v", written), func(t *testing.T) {
 			f := newFreshReads(t)
-			lost := &lostAckJS{JetStream: f.r.st.js, written: written}
-			f.r.st.js = lost
-			f.r.st.asyncAckWait = 100 * time.Millisecond
+			lost := &lostAckJS{JetStream: f.res.JS, written: written}
+			f.setStore(state.NewStore(lost, f.res.Desired, f.res.Applied, f.res.Leases, state.StoreOptions{AsyncAckWait: 100 * time.Millisecond}))
 			done := make(chan struct{})
 			var key string
 			var rev uint64
@@ -444,7 +454,7 @@ func TestLostFoldAckDoesNotStallIntake(t *testing.T) {
 			if e.Revision() != rev {
 				t.Fatalf("fold revision %d, stored revision %d", rev, e.Revision())
 			}
-			st, err := decodeDesired(key, e.Value())
+			st, err := state.DecodeDesired(key, e.Value())
 			if err != nil || st.Names["LAG"] == nil || st.Names["LAG"].Stamp.ID != "l1" {
 				t.Fatalf("stored desired state lacks the fold: %+v %v", st, err)
 			}
@@ -475,8 +485,7 @@ func TestLostKVAnswerFailsTheReconcile(t *testing.T) {
 	f.h.seedScript("customers", "silent-1", `{"type":"plain_text","name":"TENANT","text":"silent-1"}`)
 	key, rev := f.fold("silent-1", "s1", 1, "x")
 	a := f.hold(key, "s1", rev)
-	f.r.st.desired = silentKV{f.r.st.desired}
-	f.r.st.opTimeout = 200 * time.Millisecond
+	f.setStore(state.NewStore(f.res.JS, silentKV{f.kv}, f.res.Applied, f.res.Leases, state.StoreOptions{OpTimeout: 200 * time.Millisecond}))
 	done := make(chan struct{})
 	go func() { defer close(done); f.process(key) }()
 	select {

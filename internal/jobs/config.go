@@ -5,12 +5,14 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/planner"
+	"k8s.io/utils/clock"
 )
 
 // Config configures a Runner.
 type Config struct {
-	SetupConfig
+	state.SetupConfig
 	// Concurrency is the number of scripts reconciled in parallel.
 	Concurrency int
 	// FetchBatch bounds how many events are pulled and folded at once
@@ -64,6 +66,9 @@ type Config struct {
 	// HoldRetry is how often a held script (a gradual deployment in
 	// progress) is checked again (default 2 minutes).
 	HoldRetry time.Duration
+	// Clock is the time source of the queue and the Runner's timers
+	// (default: the real clock; tests step a fake one).
+	Clock clock.WithTickerAndDelayedExecution
 }
 
 func (c Config) withDefaults() Config {
@@ -80,18 +85,21 @@ func (c Config) withDefaults() Config {
 	case c.CoalesceDelay == 0:
 		c.CoalesceDelay = 100 * time.Millisecond
 	}
-	defaultDuration(&c.CoalesceMaxWait, 5*time.Second)
-	defaultDuration(&c.ReconcileTimeout, 10*time.Minute)
-	defaultDuration(&c.NakDelay, 2*time.Second)
-	defaultDuration(&c.MaxNakDelay, 2*time.Minute)
-	defaultDuration(&c.ShutdownTimeout, 30*time.Second)
-	defaultDuration(&c.AuthPause, 30*time.Second)
-	defaultDuration(&c.HoldRetry, 2*time.Minute)
+	state.DefaultDuration(&c.CoalesceMaxWait, 5*time.Second)
+	state.DefaultDuration(&c.ReconcileTimeout, 10*time.Minute)
+	state.DefaultDuration(&c.NakDelay, 2*time.Second)
+	state.DefaultDuration(&c.MaxNakDelay, 2*time.Minute)
+	state.DefaultDuration(&c.ShutdownTimeout, 30*time.Second)
+	state.DefaultDuration(&c.AuthPause, 30*time.Second)
+	state.DefaultDuration(&c.HoldRetry, 2*time.Minute)
 	if c.Owner == "" {
 		c.Owner = fmt.Sprintf("replica-%08x", rand.Uint32())
 	}
 	if c.StateCacheSize == 0 {
 		c.StateCacheSize = 10000
+	}
+	if c.Clock == nil {
+		c.Clock = clock.RealClock{}
 	}
 	if c.BackfillInflight <= 0 {
 		c.BackfillInflight = c.Concurrency

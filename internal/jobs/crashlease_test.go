@@ -5,25 +5,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 )
 
 // TestCrashWithDefaultLeaseTTL (chaos suite, scenario 1): a process killed
 // while its writes are in flight leaves the leases of those scripts in KV,
-// and a restarted process (a new owner) must wait for them to expire.
-// With the former default LeaseTTL of 30s the real binary converged those
-// scripts only ~30s after a restart (the chaos table showed 25-30s; defect
-// 12's target is 10s), which TestRecoveryAfterCrashBeforeAckWait did not
-// see because the harness sets a 5s TTL. Here the TTL is the default that
-// `reconciler run` uses, and AckWait (60s) is far away: the scripts whose
-// leases the dead process held converge well before the old 30s (their
-// events are acknowledged when AckWait redelivers them; not waited for).
+// and a restarted process (a new owner) must wait for them to expire. With
+// the default LeaseTTL that `reconciler run` uses, the restarted process
+// converges those scripts from its start-up recovery scan, before AckWait
+// redelivers a single event of the dead process: it sees no redelivery
+// until every script has converged (counted, not timed).
 func TestCrashWithDefaultLeaseTTL(t *testing.T) {
-	def := SetupConfig{}.WithDefaults()
+	def := state.SetupConfig{}.WithDefaults()
 	h := newHarness(t, harnessOpts{
 		// Writes hang until the dying process gives up on them.
 		emu: cfapitest.Options{Faults: cfapitest.Faults{WriteLatency: time.Minute}},
-		cfg: Config{SetupConfig: SetupConfig{AckWait: 60 * time.Second, LeaseTTL: def.LeaseTTL},
+		cfg: Config{SetupConfig: state.SetupConfig{AckWait: 4 * def.LeaseTTL, LeaseTTL: def.LeaseTTL},
 			Concurrency: 4, RecoverOnStart: true, CoalesceDelay: time.Millisecond, ShutdownTimeout: 500 * time.Millisecond},
 	})
 	const scripts = 4
@@ -32,7 +31,7 @@ func TestCrashWithDefaultLeaseTTL(t *testing.T) {
 	}
 	h.setup()
 	for s := 0; s < scripts; s++ {
-		h.publish(event(fmt.Sprintf("lease-%d", s), "customers", fmt.Sprintf("tenant-%d", s), 1, "patch", map[string]any{
+		h.publish(newEvent(fmt.Sprintf("lease-%d", s), "customers", fmt.Sprintf("tenant-%d", s), 1, "patch", map[string]any{
 			"upsert": []any{b(`{"type":"plain_text","name":"V","text":"1"}`)}}))
 	}
 	rn := h.startRunner("killed")
@@ -49,9 +48,8 @@ func TestCrashWithDefaultLeaseTTL(t *testing.T) {
 	h.emu.SetFaults(cfapitest.Faults{})
 	h.startServer()
 	restarted := time.Now()
-	h.startRunner("restarted")
-	// Under the former 30s default this times out.
-	h.eventually("every script converged soon after the restart", 20*time.Second, func() (bool, string) {
+	rn2 := h.startRunner("restarted")
+	h.eventually("every script converged after the restart", 2*time.Minute, func() (bool, string) {
 		n := 0
 		for s := 0; s < scripts; s++ {
 			if h.stored("customers", fmt.Sprintf("tenant-%d", s))["V"] != "" {
@@ -60,5 +58,8 @@ func TestCrashWithDefaultLeaseTTL(t *testing.T) {
 		}
 		return n == scripts, fmt.Sprint(n)
 	})
+	if n := testutil.ToFloat64(rn2.m.EventRedeliveries); n != 0 {
+		t.Fatalf("the scripts converged only after %v redeliveries: recovery waited for AckWait, not for the lease TTL", n)
+	}
 	t.Logf("converged %s after the restart (LeaseTTL %s)", time.Since(restarted).Round(100*time.Millisecond), def.LeaseTTL)
 }

@@ -1,38 +1,60 @@
-// Package jobs is the event-driven pipeline: JetStream streams, consumers
-// and KV buckets, event decoding, the desired-state store, the per-script
-// queue with its live and backfill lanes, the workers, acknowledgement and
-// dead letters, and the backfill runs.
+// Package jobs is the event-driven pipeline: the Runner (intake, the
+// per-script queue with its live and backfill lanes, the workers,
+// acknowledgement and dead letters) and the Reconciler that converges one
+// script.
+//
+// Imports point one way: internal/jobs/event (the pure event domain and
+// its fold) ← internal/jobs/state (KV stores, leases, stream and bucket
+// setup, wire formats) ← internal/jobs (this package) ← cmd. The tools
+// (internal/jobs/tools) and backfill runs (internal/jobs/backfill) import
+// event and state, never this package.
 //
 // # Follow one event
 //
-// A `patch` event published to bindings.<account>.<namespace>.<script>:
+// A `patch` event published to bindings.<account>.<namespace>.<script>
+// goes through 15 functions in 8 files:
 //
-//  1. Runner.pull takes it from the live consumer (pull.go) and hands it to
-//     Runner.fold (intake.go), which gathers a batch (everything waiting,
-//     up to 20 ms of a backlog).
-//  2. Runner.foldBatch decodes it (DecodeEvent, event.go; bad input is
-//     dead-lettered here by settle) and groups it with the batch's other
-//     events for its script; stores.foldAll folds them into the script's
-//     DesiredState (DesiredState.Fold, fold.go) and writes it with one
-//     compare-and-set (store.go).
-//  3. Runner.holdFolded holds the event (heldTable, held.go) with the
-//     revision that contains its fold, or acknowledges it at once when it
-//     is stale or already applied; it debounces the script in the keyQueue
-//     (queue.go).
-//  4. A worker (Runner.work) takes the script and calls Runner.process
-//     (reconcile.go): Runner.reconcile takes the script's lease
-//     (lease.go), reads the desired state (Runner.readDesired) and then
-//     Runner.converge reads the last-applied record and the live settings,
-//     plans (planner.Plan), writes (Runner.write, or the version strategy
-//     in version.go) and records the last-applied state.
-//  5. process's one switch maps the Result (or error) to an outcome, and
-//     Runner.settle (settle.go) acknowledges the event (or redelivers it
-//     after a backoff, or dead-letters it and terminates it).
+//  1. Runner.pull (intake.go) takes it from the live consumer and hands it
+//     to Runner.intake (intake.go), the intake loop, which gathers a batch
+//     (everything waiting, up to 20 ms of a backlog) and decodes each
+//     message with event.DecodeEvent (event/event.go); bad input is
+//     dead-lettered there.
+//  2. The events of each script in the batch are folded and stored in one
+//     batch commit, state.Store.Commit (state/commit.go): it folds each
+//     event into the script's desired state with
+//     event.DesiredState.Fold (event/fold.go) and writes the result with
+//     one compare-and-set.
+//  3. Runner.waitFolded (intake.go) keeps the event waiting with the
+//     revision that holds its fold (or acknowledges it at once when it is
+//     stale or already applied) and debounces its script with
+//     keyQueue.Debounce (queue.go).
+//  4. A worker, Runner.work (settle.go), takes the script from
+//     keyQueue.Get (queue.go) and calls Runner.process (settle.go), which
+//     calls Reconciler.Reconcile (reconcile.go): it takes the script's
+//     lease, reads the desired state at or after that revision, and
+//     Reconciler.converge (reconcile.go) reads the last-applied record and
+//     the live settings, plans with planner.Planner.Plan
+//     (internal/planner/plan.go) and, through Reconciler.write
+//     (reconcile.go), sends the plan's bindings as the settings PATCH, then
+//     records the last-applied state.
+//  5. process's one switch maps the Result (or error) to what happens next,
+//     and Runner.settle (settle.go) acknowledges the event (or redelivers
+//     it after a backoff, or dead-letters it and terminates it).
+//
+// # Words
+//
+// An event is waiting from its fold until it is settled (waitTable); a
+// script is held when a gradual deployment defers its write (Result.Held,
+// reconciler_scripts_held_total); the backlog is the events the live
+// consumer has not had folded yet (the queue's debounce waits for it). The
+// fold is what one event does to a desired state (event.DesiredState.Fold);
+// the batch commit stores the folds of a batch (state.Store.Commit). The
+// gauge reconciler_held_events counts waiting events.
 //
 // # Contract and invariants
 //
-//   - Events (EVENTS.md) are hints that a script may be dirty. Each valid
-//     event is folded into its script's desired state in KV with
+//   - Events (docs/events.md) are hints that a script may be dirty. Each
+//     valid event is folded into its script's desired state in KV with
 //     compare-and-set (per-binding last writer wins by generation, with the
 //     floor of the newest replace), so any delivery order and any number of
 //     duplicates give the same desired state, across replicas. A folded
@@ -41,7 +63,7 @@
 //   - An event is acknowledged only after a reconcile whose read of the
 //     desired state includes its fold has succeeded (settled by revision,
 //     so a read from a follower that is behind never settles it); until
-//     then it is held and kept alive with InProgress. A duplicate whose
+//     then it waits and is kept alive with InProgress. A duplicate whose
 //     fold the last-applied record shows applied is acknowledged at once.
 //     Bad input is dead-lettered with its reason (values of bindings that
 //     may be secret redacted) and terminated; it never blocks other events.
@@ -51,18 +73,23 @@
 //     last-applied record is saved with compare-and-set.
 //   - Live work comes first: the queue hands out live scripts before
 //     backfill scripts, backfill items are pulled only while no live script
-//     waits and few are held, and backfill API calls wait behind live ones
-//     for the budget.
+//     waits and few are waiting, and backfill API calls wait behind live
+//     ones for the budget.
 //   - A reconcile that fails permanently because of some operations
 //     quarantines them (they are never written; their events are
 //     dead-lettered) and the script converges on everything else. An
 //     explicit remove that was carried out never deletes again.
 //   - Auth failures pause reconciles (readiness fails) without
 //     dead-lettering anything; a panic in a reconcile is recovered.
+//   - A script that keeps failing with no event to redeliver is retried by
+//     the queue with per-key backoff, at most MaxDeliver times in a row.
+//   - Every timer of the queue and the Runner comes from Config.Clock, so
+//     tests step a fake clock. Leases (internal/jobs/state) use the real
+//     clock: their fence is a bound on real elapsed time.
 //   - On shutdown, intake stops first, in-flight reconciles finish or are
 //     cancelled at the deadline, and every event not applied is handed back
 //     for redelivery. Nothing is acknowledged that was not applied. On
 //     start, scripts whose desired state is newer than their last-applied
-//     record are reconciled at once (a crash's held events need not wait
+//     record are reconciled at once (a crash's waiting events need not wait
 //     for AckWait).
 package jobs

@@ -13,6 +13,9 @@ import (
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
+	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
 
 // TestBadInputCatalogue: each kind of bad input lands in the dead-letter
@@ -24,31 +27,31 @@ func TestBadInputCatalogue(t *testing.T) {
 	rn := h.startRunner("r1")
 	const secret = "sk_live_DO_NOT_LEAK"
 	good := func(id string) map[string]any {
-		return event(id, "customers", "tenant-ok", 1, "patch", map[string]any{"upsert": []any{b(`{"type":"plain_text","name":"A","text":"1"}`)}})
+		return newEvent(id, "customers", "tenant-ok", 1, "patch", map[string]any{"upsert": []any{b(`{"type":"plain_text","name":"A","text":"1"}`)}})
 	}
 	subj := "bindings." + acct + ".customers.tenant-bad"
 	cases := []struct {
 		name    string
-		reason  Reason
+		reason  event.Reason
 		subject string
 		body    string
 	}{
-		{"invalid JSON", ReasonInvalidJSON, subj, `{"schema": "bindings.change/v1", "id": "x1", ` + `"text":"` + secret + `"`},
-		{"not an object", ReasonInvalidJSON, subj, `["a"]`},
-		{"wrong schema", ReasonSchema, subj, `{"schema":"bindings.change/v9","id":"x2","account_id":"` + acct + `","dispatch_namespace":"customers","script":"tenant-bad","op":"patch","remove":["A"]}`},
-		{"missing id", ReasonMissingField, subj, `{"schema":"bindings.change/v1","account_id":"` + acct + `","dispatch_namespace":"customers","script":"tenant-bad","op":"patch","remove":["A"]}`},
-		{"missing op", ReasonMissingField, subj, `{"schema":"bindings.change/v1","id":"x3","account_id":"` + acct + `","dispatch_namespace":"customers","script":"tenant-bad"}`},
-		{"unknown op", ReasonInvalidField, subj, `{"schema":"bindings.change/v1","id":"x4","account_id":"` + acct + `","dispatch_namespace":"customers","script":"tenant-bad","op":"merge"}`},
-		{"wrong type", ReasonInvalidField, subj, `{"schema":"bindings.change/v1","id":"x5","account_id":"` + acct + `","dispatch_namespace":"customers","script":"tenant-bad","op":"patch","generation":"seven","remove":["A"]}`},
-		{"invalid binding, secret redacted", ReasonInvalidBinding, subj, `{"schema":"bindings.change/v1","id":"x6","account_id":"` + acct + `","dispatch_namespace":"customers","script":"tenant-bad","op":"replace","bindings":[{"type":"secret_text","name":"OK_SECRET","text":"` + secret + `"},{"type":"kv_namespace","name":"NO_ID"}]}`},
-		{"subject mismatch", ReasonSubjectMismatch, "bindings." + acct + ".customers.other", `{"schema":"bindings.change/v1","id":"x7","account_id":"` + acct + `","dispatch_namespace":"customers","script":"tenant-bad","op":"patch","remove":["A"]}`},
-		{"oversize body", ReasonTooLarge, subj, `{"schema":"bindings.change/v1","id":"x8","pad":"` + strings.Repeat("x", MaxEventBytes) + `"}`},
+		{"invalid JSON", event.ReasonInvalidJSON, subj, `{"schema": "bindings.change/v1", "id": "x1", ` + `"text":"` + secret + `"`},
+		{"not an object", event.ReasonInvalidJSON, subj, `["a"]`},
+		{"wrong schema", event.ReasonSchema, subj, `{"schema":"bindings.change/v9","id":"x2","account_id":"` + acct + `","dispatch_namespace":"customers","script":"tenant-bad","op":"patch","remove":["A"]}`},
+		{"missing id", event.ReasonMissingField, subj, `{"schema":"bindings.change/v1","account_id":"` + acct + `","dispatch_namespace":"customers","script":"tenant-bad","op":"patch","remove":["A"]}`},
+		{"missing op", event.ReasonMissingField, subj, `{"schema":"bindings.change/v1","id":"x3","account_id":"` + acct + `","dispatch_namespace":"customers","script":"tenant-bad"}`},
+		{"unknown op", event.ReasonInvalidField, subj, `{"schema":"bindings.change/v1","id":"x4","account_id":"` + acct + `","dispatch_namespace":"customers","script":"tenant-bad","op":"merge"}`},
+		{"wrong type", event.ReasonInvalidField, subj, `{"schema":"bindings.change/v1","id":"x5","account_id":"` + acct + `","dispatch_namespace":"customers","script":"tenant-bad","op":"patch","generation":"seven","remove":["A"]}`},
+		{"invalid binding, secret redacted", event.ReasonInvalidBinding, subj, `{"schema":"bindings.change/v1","id":"x6","account_id":"` + acct + `","dispatch_namespace":"customers","script":"tenant-bad","op":"replace","bindings":[{"type":"secret_text","name":"OK_SECRET","text":"` + secret + `"},{"type":"kv_namespace","name":"NO_ID"}]}`},
+		{"subject mismatch", event.ReasonSubjectMismatch, "bindings." + acct + ".customers.other", `{"schema":"bindings.change/v1","id":"x7","account_id":"` + acct + `","dispatch_namespace":"customers","script":"tenant-bad","op":"patch","remove":["A"]}`},
+		{"oversize body", event.ReasonTooLarge, subj, `{"schema":"bindings.change/v1","id":"x8","pad":"` + strings.Repeat("x", event.MaxEventBytes) + `"}`},
 	}
 	for i, c := range cases {
 		h.publishRaw(c.subject, []byte(c.body), fmt.Sprintf("bad-%d", i))
 	}
 	// Unknown dispatch namespace: valid event, the API answers 404.
-	h.publish(event("x9", "no-such-namespace", "tenant-x", 1, "replace", map[string]any{"bindings": []any{
+	h.publish(newEvent("x9", "no-such-namespace", "tenant-x", 1, "replace", map[string]any{"bindings": []any{
 		b(`{"type":"secret_text","name":"S","text":"` + secret + `"}`)}}))
 	h.publish(good("good-after"))
 	h.waitDrained(30 * time.Second)
@@ -57,7 +60,7 @@ func TestBadInputCatalogue(t *testing.T) {
 		t.Fatalf("the good event after the bad ones was not applied: %v", got)
 	}
 	dl := h.deadLetters()
-	byReason := map[Reason][]DeadLetter{}
+	byReason := map[event.Reason][]state.DeadLetter{}
 	for _, e := range dl {
 		byReason[e.Record.Reason] = append(byReason[e.Record.Reason], e.Record)
 		raw, _ := json.Marshal(e.Record)
@@ -80,23 +83,23 @@ func TestBadInputCatalogue(t *testing.T) {
 		t.Errorf("dead letters = %d, want %d: %v", len(dl), len(cases)+1, reasons(dl))
 	}
 	// The invalid binding record keeps the event, with the secret redacted.
-	for _, r := range byReason[ReasonInvalidBinding] {
+	for _, r := range byReason[event.ReasonInvalidBinding] {
 		if !strings.Contains(string(r.Event), `"<redacted>"`) || !strings.Contains(r.Error, "NO_ID") || !strings.Contains(r.Error, "namespace_id") {
 			t.Errorf("invalid binding record: event=%s error=%s", r.Event, r.Error)
 		}
 	}
 	// A body that is not JSON is not stored at all, only its digest.
-	for _, r := range byReason[ReasonInvalidJSON] {
+	for _, r := range byReason[event.ReasonInvalidJSON] {
 		if string(r.Event) != "null" && !strings.HasPrefix(string(r.Event), "[") {
 			t.Errorf("invalid JSON record stores the body: %s", r.Event)
 		}
 	}
-	if got := sumOf(rn.m.DeadLetters, ReasonLabels()...); int(got) != len(dl) {
+	if got := sumOf(rn.m.DeadLetters, event.ReasonLabels()...); int(got) != len(dl) {
 		t.Errorf("dead letter metric = %v, want %d", got, len(dl))
 	}
 }
 
-func reasons(dl []DLQEntry) []string {
+func reasons(dl []tools.DLQEntry) []string {
 	var out []string
 	for _, e := range dl {
 		out = append(out, string(e.Record.Reason))
@@ -110,7 +113,7 @@ func TestDLQReplay(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.startRunner("r1")
 	// The script does not exist yet: 404, dead-lettered.
-	h.publish(event("late-1", "customers", "tenant-late", 1, "replace", map[string]any{"bindings": []any{
+	h.publish(newEvent("late-1", "customers", "tenant-late", 1, "replace", map[string]any{"bindings": []any{
 		b(`{"type":"secret_text","name":"S","text":"replayed-secret"}`)}}))
 	h.waitDrained(20 * time.Second)
 	dl := h.deadLetters()
@@ -118,7 +121,7 @@ func TestDLQReplay(t *testing.T) {
 		t.Fatalf("dead letters = %+v", dl)
 	}
 	h.seedScript("customers", "tenant-late")
-	res := ReplayDeadLetter(context.Background(), h.js, Names{}, dl[0], true)
+	res := tools.ReplayDeadLetter(context.Background(), h.js, state.Names{}, dl[0], true)
 	if res.Error != "" || res.Source != "original" {
 		t.Fatalf("replay = %+v", res)
 	}
@@ -137,7 +140,7 @@ func TestDLQReplay(t *testing.T) {
 func TestCrashAndRestart(t *testing.T) {
 	h := newHarness(t, harnessOpts{
 		emu: cfapitest.Options{Faults: cfapitest.Faults{WriteLatency: 150 * time.Millisecond}},
-		cfg: Config{SetupConfig: SetupConfig{AckWait: 2 * time.Second}, Concurrency: 2},
+		cfg: Config{SetupConfig: state.SetupConfig{AckWait: 2 * time.Second}, Concurrency: 2},
 	})
 	const scripts = 10
 	for s := 0; s < scripts; s++ {
@@ -146,7 +149,7 @@ func TestCrashAndRestart(t *testing.T) {
 	h.setup()
 	for s := 0; s < scripts; s++ {
 		for g := 1; g <= 5; g++ {
-			h.publish(event(fmt.Sprintf("c-%d-%d", s, g), "customers", fmt.Sprintf("tenant-%d", s), uint64(g), "patch", map[string]any{
+			h.publish(newEvent(fmt.Sprintf("c-%d-%d", s, g), "customers", fmt.Sprintf("tenant-%d", s), uint64(g), "patch", map[string]any{
 				"upsert": []any{b(fmt.Sprintf(`{"type":"plain_text","name":"V%d","text":"%d"}`, g, g))}}))
 		}
 	}
@@ -197,7 +200,7 @@ func TestTwoRunnersShareWork(t *testing.T) {
 		go func(s int) {
 			defer wg.Done()
 			for g := 1; g <= 15; g++ {
-				h.publish(event(fmt.Sprintf("two-%d-%d", s, g), "customers", fmt.Sprintf("tenant-%d", s), uint64(g), "patch", map[string]any{
+				h.publish(newEvent(fmt.Sprintf("two-%d-%d", s, g), "customers", fmt.Sprintf("tenant-%d", s), uint64(g), "patch", map[string]any{
 					"upsert": []any{b(fmt.Sprintf(`{"type":"plain_text","name":"V","text":"%d"}`, g)),
 						b(fmt.Sprintf(`{"type":"plain_text","name":"N%d","text":"x"}`, g))}}))
 			}
@@ -228,7 +231,7 @@ func TestResyncRepairsDrift(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.seedScript("customers", "tenant-1")
 	rn := h.startRunner("r1")
-	h.publish(event("d1", "customers", "tenant-1", 1, "replace", map[string]any{"bindings": []any{
+	h.publish(newEvent("d1", "customers", "tenant-1", 1, "replace", map[string]any{"bindings": []any{
 		b(`{"type":"kv_namespace","name":"KV","namespace_id":"right"}`)}}))
 	h.waitDrained(20 * time.Second)
 	// Someone edits the script by hand.
@@ -256,7 +259,7 @@ func TestConsumerRecreatedAfterDeletion(t *testing.T) {
 	}
 	rn := h.startRunner("r1")
 	for i := 0; i < before; i++ {
-		h.publish(event(fmt.Sprintf("before-%d", i), "customers", fmt.Sprintf("tenant-%d", i), 1, "patch",
+		h.publish(newEvent(fmt.Sprintf("before-%d", i), "customers", fmt.Sprintf("tenant-%d", i), 1, "patch",
 			map[string]any{"upsert": []any{b(`{"type":"plain_text","name":"A","text":"1"}`)}}))
 	}
 	h.waitDrained(20 * time.Second)
@@ -271,7 +274,7 @@ func TestConsumerRecreatedAfterDeletion(t *testing.T) {
 		_, err := h.js.Consumer(context.Background(), "BINDINGS", "reconciler")
 		return err == nil, fmt.Sprint(err)
 	})
-	h.publish(event("after", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{b(`{"type":"plain_text","name":"B","text":"2"}`)}}))
+	h.publish(newEvent("after", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{b(`{"type":"plain_text","name":"B","text":"2"}`)}}))
 	h.eventually("event after recreation applied", 30*time.Second, func() (bool, string) {
 		got := h.stored("customers", "tenant-1")
 		return got["B"] != "", fmt.Sprint(keys(got))
@@ -286,10 +289,10 @@ func TestConsumerRecreatedAfterDeletion(t *testing.T) {
 // JetStream with only an advisory; the runner turns that into a dead
 // letter, with the secret redacted, so nothing is dropped silently.
 func TestExhaustedDeliveriesAreDeadLettered(t *testing.T) {
-	h := newHarness(t, harnessOpts{cfg: Config{SetupConfig: SetupConfig{MaxDeliver: 2, AckWait: time.Second}}})
+	h := newHarness(t, harnessOpts{cfg: Config{SetupConfig: state.SetupConfig{MaxDeliver: 2, AckWait: time.Second}}})
 	h.seedScript("customers", "tenant-1")
 	res := h.setup()
-	h.publish(event("doomed", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("doomed", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"secret_text","name":"S","text":"never-in-dlq"}`)}}))
 	// Two deliveries that are never acknowledged: the second fetch waits
 	// for the redelivery after AckWait.
@@ -317,7 +320,7 @@ func TestExhaustedDeliveriesAreDeadLettered(t *testing.T) {
 	}
 }
 
-// TestResyncReadsOnlyModifiedScripts (issue 9): with the namespace listing,
+// TestResyncReadsOnlyModifiedScripts: with the namespace listing,
 // a resync reads only the scripts whose modified_on moved since a read
 // found them converged; the first resync records it, the second costs the
 // list page alone, and a script edited by hand is read and repaired.
@@ -329,7 +332,7 @@ func TestResyncReadsOnlyModifiedScripts(t *testing.T) {
 	}
 	rn := h.startRunner("r1")
 	for i := 0; i < n; i++ {
-		h.publish(event(fmt.Sprintf("rs-%d", i), "customers", fmt.Sprintf("tenant-%d", i), 1, "replace", map[string]any{"bindings": []any{
+		h.publish(newEvent(fmt.Sprintf("rs-%d", i), "customers", fmt.Sprintf("tenant-%d", i), 1, "replace", map[string]any{"bindings": []any{
 			b(`{"type":"kv_namespace","name":"KV","namespace_id":"right"}`)}}))
 	}
 	h.waitDrained(20 * time.Second)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 )
 
 // freezer is a TCP proxy to a NATS server whose traffic can be frozen: the
@@ -86,19 +87,19 @@ func (f *freezer) serve(c net.Conn) {
 	go pipe(c, up)
 }
 
-// TestLeaseFencesWrites (issue 10): a replica whose NATS connection freezes
+// TestLeaseFencesWrites: a replica whose NATS connection freezes
 // in the middle of a slow write loses its lease; its write is cancelled
 // before the lease can expire on the server, so when another replica takes
 // the script over, the emulator never sees two writes to it at once.
 func TestLeaseFencesWrites(t *testing.T) {
 	h := newHarness(t, harnessOpts{
 		emu: cfapitest.Options{Faults: cfapitest.Faults{WriteLatency: 5 * time.Second}},
-		cfg: Config{SetupConfig: SetupConfig{LeaseTTL: time.Second, AckWait: 2 * time.Second}, CoalesceDelay: time.Millisecond},
+		cfg: Config{SetupConfig: state.SetupConfig{LeaseTTL: time.Second, AckWait: 2 * time.Second}, CoalesceDelay: time.Millisecond},
 	})
 	h.seedScript("customers", "tenant-1")
 	proxy := newFreezer(t, h.srv.ClientURL()[len("nats://"):])
 	r1 := h.startRunnerVia("frozen", proxy.url())
-	h.publish(event("fence", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("fence", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"plain_text","name":"A","text":"1"}`)}}))
 	h.eventually("r1's write in flight", 20*time.Second, func() (bool, string) {
 		return h.emu.InFlightWrites() == 1, fmt.Sprint(h.emu.InFlightWrites())

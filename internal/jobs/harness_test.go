@@ -24,7 +24,10 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
+	"github.com/reconciler/reconciler/internal/jobs/state"
+	"github.com/reconciler/reconciler/internal/jobs/tools"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/internal/testutil"
 	"github.com/reconciler/reconciler/metrics"
@@ -245,12 +248,12 @@ func (h *harness) startRunnerVia(owner, url string) *runner {
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := h.cfg
 	cfg.Owner = owner
-	res, err := EnsureStreams(ctx, js, cfg.SetupConfig, nil)
+	res, err := state.EnsureStreams(ctx, js, cfg.SetupConfig, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, ReasonLabels()...)
+	m := metrics.New(reg, event.ReasonLabels()...)
 	log := zaptest.NewLogger(h.t, zaptest.Level(zap.WarnLevel)).Named(owner)
 	var api API = h.client(m.APIHooks())
 	if h.opts.wrapAPI != nil {
@@ -279,9 +282,9 @@ func (rn *runner) stop(t *testing.T) {
 
 // setup creates the streams without running anything (for publishing
 // before a runner starts).
-func (h *harness) setup() *Resources {
+func (h *harness) setup() *state.Resources {
 	h.t.Helper()
-	res, err := EnsureStreams(context.Background(), h.js, h.cfg.SetupConfig, nil)
+	res, err := state.EnsureStreams(context.Background(), h.js, h.cfg.SetupConfig, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -315,14 +318,14 @@ func (h *harness) publishRaw(subject string, data []byte, msgID string) {
 func subjectOf(ev map[string]any) string {
 	ns, _ := ev["dispatch_namespace"].(string)
 	if ns == "" {
-		ns = NoNamespace
+		ns = event.NoNamespace
 	}
 	return fmt.Sprintf("bindings.%s.%s.%s", ev["account_id"], ns, ev["script"])
 }
 
-// event builds an event map for script in namespace ns.
-func event(id, ns, script string, gen uint64, op string, fields map[string]any) map[string]any {
-	ev := map[string]any{"schema": SchemaV1, "id": id, "account_id": acct, "script": script, "op": op}
+// newEvent builds an event map for script in namespace ns.
+func newEvent(id, ns, script string, gen uint64, op string, fields map[string]any) map[string]any {
+	ev := map[string]any{"schema": event.SchemaV1, "id": id, "account_id": acct, "script": script, "op": op}
 	if ns != "" {
 		ev["dispatch_namespace"] = ns
 	}
@@ -387,8 +390,8 @@ func (h *harness) eventually(what string, timeout time.Duration, cond func() (bo
 	h.t.Helper()
 	var last string
 	testutil.Eventually(h.t, timeout, func() bool {
-		ok, state := cond()
-		last = state
+		ok, ds := cond()
+		last = ds
 		return ok
 	}, "%s; last state: %v", what, stringer(func() string { return last }))
 }
@@ -431,9 +434,9 @@ func (h *harness) waitDrained(timeout time.Duration) {
 }
 
 // deadLetters lists the DLQ.
-func (h *harness) deadLetters() []DLQEntry {
+func (h *harness) deadLetters() []tools.DLQEntry {
 	h.t.Helper()
-	es, err := ListDeadLetters(context.Background(), h.js, "BINDINGS_DLQ", "", 0)
+	es, err := tools.ListDeadLetters(context.Background(), h.js, "BINDINGS_DLQ", "", 0)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -453,3 +456,15 @@ var (
 	allOutcomes = []string{metrics.OutcomeApplied, metrics.OutcomeNoop, metrics.OutcomeStale, metrics.OutcomeDeadLettered}
 	allResults  = []string{metrics.ResultApplied, metrics.ResultNoop, metrics.ResultTransient, metrics.ResultPermanent, metrics.ResultLeaseBusy}
 )
+
+func u64(v uint64) *uint64 { return &v }
+
+func kvBinding(name, id string) cfapi.Binding {
+	return cfapi.MustParseBinding(fmt.Sprintf(`{"type":"kv_namespace","name":%q,"namespace_id":%q}`, name, id))
+}
+
+// isWaiting reports whether t has events of key waiting.
+func isWaiting(t *waitTable, key string) bool {
+	rev, _ := t.snapshot(key)
+	return rev > 0
+}

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -9,11 +10,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"go.uber.org/zap"
-
-	"github.com/reconciler/reconciler/internal/cfapi"
-	"github.com/reconciler/reconciler/internal/planner"
 )
 
 // Folding in large batches is what makes a storm cheap: the events of
@@ -25,13 +26,13 @@ const (
 	maxFoldBatch = 8192
 )
 
-// fold is the live lane's fold stage: it takes what pull has delivered in
+// intake is the live lane's intake loop: it takes what pull has delivered in
 // batches and folds each batch. Folding needs no API call, so it never
 // waits on reconciles. When ctx ends it hands back what it has not
 // folded; a batch it started is finished with workCtx.
-func (r *Runner) fold(ctx, workCtx context.Context, in <-chan jetstream.Msg) {
+func (r *Runner) intake(ctx, workCtx context.Context, in <-chan jetstream.Msg) {
 	batch := make([]message, 0, maxFoldBatch)
-	timer := time.NewTimer(foldWindow)
+	timer := r.clock.NewTimer(foldWindow)
 	defer timer.Stop()
 	for m := range in {
 		batch = append(batch[:0], m)
@@ -56,7 +57,7 @@ func (r *Runner) fold(ctx, workCtx context.Context, in <-chan jetstream.Msg) {
 						break gather
 					}
 					batch = append(batch, m2)
-				case <-timer.C:
+				case <-timer.C():
 					break gather
 				}
 			}
@@ -67,7 +68,7 @@ func (r *Runner) fold(ctx, workCtx context.Context, in <-chan jetstream.Msg) {
 			}
 			continue
 		}
-		r.foldBatch(workCtx, batch, laneLive)
+		r.intakeBatch(workCtx, batch, laneLive)
 	}
 }
 
@@ -75,15 +76,15 @@ func (r *Runner) fold(ctx, workCtx context.Context, in <-chan jetstream.Msg) {
 type received struct {
 	msg   message
 	meta  *jetstream.MsgMetadata
-	event *Event
+	event *event.Event
 	item  *backfillItem // backfill work only
 }
 
-// foldBatch decodes a batch of messages, dead-letters bad input, folds the
+// intakeBatch decodes a batch of messages, dead-letters bad input, folds the
 // events of each script with one compare-and-set, and holds the events
 // whose fold may need applying (stale and already-applied events are
 // acknowledged at once).
-func (r *Runner) foldBatch(ctx context.Context, batch []message, l lane) {
+func (r *Runner) intakeBatch(ctx context.Context, batch []message, l lane) {
 	decoded := r.decodeAll(ctx, batch, l)
 	if l == laneLive {
 		// The last message says whether more are waiting to be folded.
@@ -106,17 +107,17 @@ func (r *Runner) foldBatch(ctx context.Context, batch []message, l lane) {
 	if len(order) == 0 {
 		return
 	}
-	jobs := make([]*foldJob, len(order))
+	jobs := make([]*state.ScriptBatch, len(order))
 	for i, key := range order {
-		job := &foldJob{key: key}
+		job := &state.ScriptBatch{Key: key}
 		for _, rc := range groups[key] {
-			job.events = append(job.events, rc.event)
+			job.Events = append(job.Events, rc.event)
 		}
 		jobs[i] = job
 	}
-	r.st.foldAll(ctx, jobs, r.maxState)
+	r.st.Commit(ctx, jobs, r.maxState)
 	for _, job := range jobs {
-		r.holdFolded(ctx, job, groups[job.key], l)
+		r.waitFolded(ctx, job, groups[job.Key], l)
 	}
 }
 
@@ -160,18 +161,18 @@ func (r *Runner) decode(ctx context.Context, m message, l lane) (rc received, ok
 		if p := recover(); p != nil {
 			r.m.PanicsRecovered.Inc()
 			r.log.Error("panic decoding an event", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
-			r.settle(ctx, r.newHeld(rc, l, 0), deadLetterOutcome(ReasonPanic, fmt.Errorf("decoding the event panicked: %v", p)))
+			r.settle(ctx, r.newHeld(rc, l, 0), deadLetterOutcome(event.ReasonPanic, fmt.Errorf("decoding the event panicked: %v", p)))
 			ok = false
 		}
 	}()
 	if l == laneBackfill {
 		rc.item, rc.event, err = decodeBackfillItem(m, r.cfg.BackfillPrefix)
 	} else {
-		rc.event, err = DecodeEvent(m.Data(), m.Subject(), r.cfg.SubjectPrefix)
+		rc.event, err = event.DecodeEvent(m.Data(), m.Subject(), r.cfg.SubjectPrefix)
 	}
 	if err != nil {
-		reason := ReasonInvalidJSON
-		var ie *InvalidEventError
+		reason := event.ReasonInvalidJSON
+		var ie *event.InvalidEventError
 		if errors.As(err, &ie) {
 			reason = ie.Reason
 		}
@@ -182,8 +183,8 @@ func (r *Runner) decode(ctx context.Context, m message, l lane) (rc received, ok
 }
 
 // newHeld returns the held form of a received message.
-func (r *Runner) newHeld(rc received, l lane, foldRev uint64) *heldEvent {
-	h := &heldEvent{ack: compactAcker(r.conn(), rc.msg), lane: l, foldRev: foldRev, backfill: rc.item}
+func (r *Runner) newHeld(rc received, l lane, foldRev uint64) *waitingEvent {
+	h := &waitingEvent{ack: compactAcker(r.conn(), rc.msg), lane: l, foldRev: foldRev, backfill: rc.item}
 	if rc.meta != nil {
 		h.stream, h.streamSeq, h.delivered = rc.meta.Stream, rc.meta.Sequence.Stream, rc.meta.NumDelivered
 	}
@@ -198,31 +199,31 @@ func (r *Runner) newHeld(rc received, l lane, foldRev uint64) *heldEvent {
 	return h
 }
 
-// holdFolded settles or holds the events of one folded script.
-func (r *Runner) holdFolded(ctx context.Context, job *foldJob, group []received, l lane) {
-	if job.err != nil {
-		r.log.Error("folding events", zap.String("script", job.key), zap.Error(job.err))
+// waitFolded settles or holds the events of one folded script.
+func (r *Runner) waitFolded(ctx context.Context, job *state.ScriptBatch, group []received, l lane) {
+	if job.Err != nil {
+		r.log.Error("folding events", zap.String("script", job.Key), zap.Error(job.Err))
 		for _, rc := range group {
-			r.settle(ctx, r.newHeld(rc, l, 0), retryOutcome(fmt.Errorf("could not store the desired state: %w", job.err)))
+			r.settle(ctx, r.newHeld(rc, l, 0), retryOutcome(fmt.Errorf("could not store the desired state: %w", job.Err)))
 		}
 		return
 	}
 	r.m.EventsFolded.Add(float64(len(group)))
-	var applied *AppliedRecord // read once, for duplicates only
-	var hold []*heldEvent
+	var applied *state.AppliedRecord // read once, for duplicates only
+	var hold []*waitingEvent
 	for i, rc := range group {
-		res := job.results[i]
+		res := job.Results[i]
 		if res.Stale > 0 {
 			r.m.StaleOperations.Add(float64(res.Stale))
 		}
-		h := r.newHeld(rc, l, job.rev)
+		h := r.newHeld(rc, l, job.Rev)
 		switch {
-		case job.rejected[i] != nil:
-			reason := ReasonInvalidBinding
-			if errors.Is(job.rejected[i], errStateTooLarge) {
-				reason = ReasonTooLarge
+		case job.Rejected[i] != nil:
+			reason := event.ReasonInvalidBinding
+			if errors.Is(job.Rejected[i], state.ErrStateTooLarge) {
+				reason = event.ReasonTooLarge
 			}
-			r.settle(ctx, h, deadLetterOutcome(reason, job.rejected[i]))
+			r.settle(ctx, h, deadLetterOutcome(reason, job.Rejected[i]))
 		case res.AllStale():
 			// Nothing of it can apply: newer operations already hold every
 			// name it touches.
@@ -235,11 +236,11 @@ func (r *Runner) holdFolded(ctx context.Context, job *foldJob, group []received,
 			// show the script untouched since a read found it converged
 			// (--skip-unmodified): then it costs no read at all.
 			if applied == nil {
-				if applied, _, _ = r.st.loadApplied(ctx, job.key); applied == nil {
-					applied = &AppliedRecord{}
+				if applied, _, _ = r.st.LoadApplied(ctx, job.Key); applied == nil {
+					applied = &state.AppliedRecord{}
 				}
 			}
-			if applied.DesiredRevision >= job.rev && (l == laneLive || applied.ModifiedOn == rc.item.modifiedOn) {
+			if applied.DesiredRevision >= job.Rev && (l == laneLive || applied.ModifiedOn == rc.item.modifiedOn) {
 				r.settle(ctx, h, ackOutcome(outcomeNoop, false))
 				continue
 			}
@@ -251,242 +252,142 @@ func (r *Runner) holdFolded(ctx context.Context, job *foldJob, group []received,
 	if len(hold) == 0 {
 		return
 	}
-	r.held.add(job.key, hold...)
+	r.waiting.add(job.Key, hold...)
 	if l == laneLive {
-		r.queue.Debounce(job.key, laneLive)
+		r.queue.Debounce(job.Key, laneLive)
 	} else {
 		if m := hold[0].backfill.modifiedOn; m != "" {
-			r.held.setModifiedOn(job.key, m)
+			r.waiting.setModifiedOn(job.Key, m)
 		}
-		r.queue.Add(job.key, laneBackfill)
+		r.queue.Add(job.Key, laneBackfill)
 	}
 }
 
-// foldJob is the fold of the events of one script in a batch.
-type foldJob struct {
-	key    string
-	events []*Event
-	// Outputs: per event its fold result, or why it was not folded; the
-	// revision that holds the folds; or the error that stopped the fold.
-	results  []FoldResult
-	rejected []error
-	rev      uint64
-	err      error
-
-	base    *DesiredState
-	baseRev uint64
-	state   *DesiredState
-	data    []byte
-	future  jetstream.PubAckFuture
-}
-
-// foldAll folds every job with compare-and-set on its script's key: base
-// states come from the cache or are read concurrently, the writes are
-// pipelined (one round trip for the whole batch), and a job whose write
-// lost a race with another replica is folded again from a fresh read.
-//
-// The acknowledgement of a pipelined write can be lost: the stream's
-// leader dies with the write in flight while this process stays connected
-// to another node, and a JetStream context without a publish-async
-// timeout then never completes the future. A job still waiting after
-// asyncAckWait is folded again from a fresh read too, which sees its
-// write if it was applied (folding is idempotent).
-func (s *stores) foldAll(ctx context.Context, jobs []*foldJob, limit int) {
-	var misses []*foldJob
-	for _, j := range jobs {
-		if st, rev, ok := s.cache.get(j.key); ok {
-			j.base, j.baseRev = st, rev
-		} else {
-			misses = append(misses, j)
-		}
-	}
-	s.loadBases(ctx, misses)
-	for _, j := range jobs {
-		if j.err != nil {
-			continue
-		}
-		j.fold(limit)
-		if j.data == nil {
-			j.rev = j.baseRev
-			continue
-		}
-		if j.future, j.err = s.publishDesiredAsync(j.key, j.data, j.baseRev); j.err != nil {
-			j.future = nil
-		}
-	}
-	ackCtx, cancel := context.WithTimeout(ctx, s.asyncAckWait)
-	defer cancel()
-	for _, j := range jobs {
-		if j.future == nil {
-			if j.err != nil && !errors.Is(j.err, errNotFound) {
-				j.err = s.foldSync(ctx, j, limit)
-			}
-			continue
-		}
-		select {
-		case ack := <-j.future.Ok():
-			j.rev = ack.Sequence
-			s.cache.put(j.key, j.state, j.rev)
-		case <-j.future.Err():
-			// Lost a race with another replica (or the write failed):
-			// fold again from what is stored.
-			s.cache.drop(j.key)
-			j.err = s.foldSync(ctx, j, limit)
-		case <-ackCtx.Done():
-			if ctx.Err() != nil {
-				j.err = ctx.Err()
-				continue
-			}
-			select {
-			case ack := <-j.future.Ok():
-				j.rev = ack.Sequence
-				s.cache.put(j.key, j.state, j.rev)
-				continue
-			default:
-			}
-			// No acknowledgement: fold again from what is stored.
-			s.cache.drop(j.key)
-			j.err = s.foldSync(ctx, j, limit)
-		}
-	}
-}
-
-// loadBases reads the desired states of jobs from KV, a few at a time.
-func (s *stores) loadBases(ctx context.Context, jobs []*foldJob) {
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	for _, j := range jobs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			j.base, j.baseRev, j.err = s.loadDesired(ctx, j.key)
-			if errors.Is(j.err, errNotFound) {
-				ref, err := ParseScriptKey(j.key)
-				if err != nil {
-					ref = j.events[0].Ref()
-				}
-				j.base, j.baseRev, j.err = NewDesiredState(ref), 0, nil
-			}
-		}()
-	}
-	wg.Wait()
-}
-
-// foldSync folds job again from a fresh read, with blocking
-// compare-and-set, until it wins.
-func (s *stores) foldSync(ctx context.Context, j *foldJob, limit int) error {
-	for attempt := 0; attempt < maxCASAttempts; attempt++ {
-		j.err = nil
-		s.loadBases(ctx, []*foldJob{j})
-		if j.err != nil {
-			return j.err
-		}
-		j.fold(limit)
-		if j.data == nil {
-			j.rev = j.baseRev
-			return nil
-		}
-		var rev uint64
-		var err error
-		octx, cancel := s.opContext(ctx)
-		if j.baseRev == 0 {
-			rev, err = s.desired.Create(octx, j.key, j.data)
-		} else {
-			rev, err = s.desired.Update(octx, j.key, j.data, j.baseRev)
-		}
-		cancel()
+// pull is the live lane's intake: it hands every message the consumer
+// delivers to fold, until ctx ends. When the consumer disappears (deleted
+// by an operator, lost in a restart) it recreates it so that delivery
+// resumes after the last acknowledged event rather than from the start of
+// the stream.
+func (r *Runner) pull(ctx context.Context, iter jetstream.MessagesContext, out chan<- jetstream.Msg) {
+	defer close(out)
+	stop := context.AfterFunc(ctx, iter.Drain)
+	defer func() { stop(); iter.Stop() }()
+	for {
+		m, err := iter.Next()
 		if err == nil {
-			j.rev = rev
-			s.cache.put(j.key, j.state, rev)
-			return nil
-		}
-		if !isWrongLastSequence(err) {
-			return fmt.Errorf("storing desired state of %s: %w", j.key, err)
-		}
-	}
-	return fmt.Errorf("storing desired state of %s: %d compare-and-set conflicts in a row", j.key, maxCASAttempts)
-}
-
-// errStateTooLarge rejects an event whose fold would make the stored
-// desired state larger than one NATS message may be.
-var errStateTooLarge = errors.New("the desired state would be too large to store")
-
-// fold folds the job's events onto its base state and encodes the result
-// when it changed (j.data stays nil otherwise). The folded state must stay
-// valid and storable: when the fold of every event together is not, each
-// event is folded in turn and the ones that break it are rejected.
-func (j *foldJob) fold(limit int) {
-	j.results = make([]FoldResult, len(j.events))
-	j.rejected = make([]error, len(j.events))
-	j.state, j.data = nil, nil
-	st := j.base.Clone()
-	changed := false
-	for i, e := range j.events {
-		j.results[i] = st.Fold(e)
-		changed = changed || j.results[i].Changed()
-	}
-	if !changed {
-		return
-	}
-	if data, err := checkState(st, limit); err == nil {
-		j.state, j.data = st, data
-		return
-	}
-	// Slow path: find the events that break the state.
-	st = j.base.Clone()
-	var data []byte
-	for i, e := range j.events {
-		cand := st.Clone()
-		res := cand.Fold(e)
-		if !res.Changed() {
-			j.results[i] = res
-			continue
-		}
-		d, err := checkState(cand, limit)
-		if err != nil {
-			j.results[i] = FoldResult{}
-			j.rejected[i] = err
-			continue
-		}
-		j.results[i], st, data = res, cand, d
-	}
-	if data != nil {
-		j.state, j.data = st, data
-	}
-}
-
-// checkState validates a folded desired state as a whole (what each event
-// cannot show alone: the total size, renames across events) and encodes
-// it, failing when the encoding is over limit bytes.
-func checkState(st *DesiredState, limit int) ([]byte, error) {
-	total, renames := 0, false
-	for _, op := range st.Names {
-		if op.Binding != nil {
-			total += len(op.Binding.Raw())
-			if op.Binding.Type() == cfapi.TypeInherit {
-				if old, _ := op.Binding.String("old_name"); old != "" {
-					renames = true
-				}
+			select {
+			case out <- m:
+			case <-ctx.Done():
+				_ = m.NakWithDelay(time.Second)
 			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Warn("pulling events", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.clock.After(time.Second):
+		}
+		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+			errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			nit, err := r.recreateConsumer(ctx)
+			if err != nil {
+				r.log.Error("recreating the consumer", zap.Error(err))
+				continue
+			}
+			stop()
+			iter.Stop()
+			iter = nit
+			stop = context.AfterFunc(ctx, iter.Drain)
 		}
 	}
-	if total > planner.MaxDesiredBytes {
-		return nil, fmt.Errorf("%w: its bindings are %d bytes of JSON, over the limit of %d", errStateTooLarge, total, planner.MaxDesiredBytes)
-	}
-	if renames {
-		d := st.Desired()
-		d.Remove = nil // a tombstone never conflicts with an upsert of its own name
-		if err := planner.Validate(d); err != nil {
-			return nil, fmt.Errorf("the folded desired state is invalid: %w", err)
+}
+
+// recreateConsumer creates the live consumer again, starting after the
+// last ack floor seen (or from the start of the stream when none was
+// seen), and consumes from it.
+func (r *Runner) recreateConsumer(ctx context.Context) (jetstream.MessagesContext, error) {
+	live, _ := r.cfg.ConsumerConfigs()
+	if floor := r.ackFloor.Load(); floor > 0 {
+		if _, err := r.res.JS.Consumer(ctx, r.cfg.Stream, live.Durable); errors.Is(err, jetstream.ErrConsumerNotFound) {
+			live.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+			live.OptStartSeq = floor + 1
 		}
 	}
-	data, err := encodeState(st)
+	cons, err := r.res.JS.CreateOrUpdateConsumer(ctx, r.cfg.Stream, live)
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > limit {
-		return nil, fmt.Errorf("%w: %d bytes, over the %d bytes one NATS message may carry (max_payload)", errStateTooLarge, len(data), limit)
+	r.consumer.Store(&cons)
+	it, err := r.consume(cons)
+	if err != nil {
+		return nil, err
 	}
-	return data, nil
+	r.log.Info("consumer recreated", zap.Uint64("resume_after_seq", live.OptStartSeq))
+	return it, nil
 }
+
+// maxDeliveriesAdvisory is the part of JetStream's
+// io.nats.jetstream.advisory.v1.max_deliver advisory the runner reads.
+type maxDeliveriesAdvisory struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries uint64 `json:"deliveries"`
+}
+
+// watchMaxDeliveries dead-letters the events JetStream gives up on by
+// itself: an event whose deliveries all ended in an ack timeout (a process
+// that keeps dying mid-reconcile) reaches MaxDeliver without the runner
+// ever seeing a failure, and JetStream then only publishes an advisory.
+// Every replica receives it; the record's Nats-Msg-Id makes the dead-letter
+// stream keep one copy. It returns a function that stops watching.
+func (r *Runner) watchMaxDeliveries(ctx context.Context) func() {
+	nc := r.conn()
+	if nc == nil {
+		return func() {}
+	}
+	var subs []*nats.Subscription
+	for _, w := range []struct{ stream, consumer string }{
+		{r.cfg.Stream, r.cfg.Consumer}, {r.cfg.BackfillStream, r.cfg.BackfillConsumer},
+	} {
+		subject := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", w.stream, w.consumer)
+		sub, err := nc.Subscribe(subject, func(m *nats.Msg) { r.onMaxDeliveries(ctx, m.Data) })
+		if err != nil {
+			r.log.Warn("not watching max-deliveries advisories", zap.Error(err))
+			continue
+		}
+		subs = append(subs, sub)
+	}
+	_ = nc.Flush()
+	return func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	}
+}
+
+func (r *Runner) onMaxDeliveries(ctx context.Context, data []byte) {
+	var adv maxDeliveriesAdvisory
+	if err := json.Unmarshal(data, &adv); err != nil || adv.StreamSeq == 0 {
+		r.log.Warn("unreadable max-deliveries advisory", zap.Error(err))
+		return
+	}
+	h := &waitingEvent{ack: noAck{}, stream: adv.Stream, streamSeq: adv.StreamSeq, delivered: adv.Deliveries}
+	if adv.Stream == r.cfg.BackfillStream {
+		h.lane = laneBackfill
+	}
+	r.settle(ctx, h, deadLetterOutcome(event.ReasonMaxDeliveries,
+		fmt.Errorf("JetStream stopped redelivering after %d deliveries that were never acknowledged (ack timeouts)", adv.Deliveries)))
+}
+
+// noAck is the acker of an event JetStream has already given up on.
+type noAck struct{}
+
+func (noAck) Ack() error                       { return nil }
+func (noAck) NakWithDelay(time.Duration) error { return nil }
+func (noAck) InProgress() error                { return nil }
+func (noAck) TermWithReason(string) error      { return nil }

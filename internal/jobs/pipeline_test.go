@@ -30,13 +30,13 @@ func TestReplaceAndPatchConverge(t *testing.T) {
 	}
 	h.startRunner("r1")
 	for i, tg := range targets {
-		h.publish(event(fmt.Sprintf("e%d-1", i), tg.ns, tg.script, 1, "replace", map[string]any{"bindings": []any{
+		h.publish(newEvent(fmt.Sprintf("e%d-1", i), tg.ns, tg.script, 1, "replace", map[string]any{"bindings": []any{
 			b(`{"type":"kv_namespace","name":"USER_KV","namespace_id":"0f2ac74b498b48028cb68387c421e279"}`),
 			b(`{"type":"plain_text","name":"PLAN","text":"free"}`),
 			b(`{"type":"r2_bucket","name":"OLD_BUCKET","bucket_name":"old"}`),
 			b(`{"type":"json","name":"CONFIG","json":{"b":1,"a":[1,2]}}`),
 		}}))
-		h.publish(event(fmt.Sprintf("e%d-2", i), tg.ns, tg.script, 2, "patch", map[string]any{
+		h.publish(newEvent(fmt.Sprintf("e%d-2", i), tg.ns, tg.script, 2, "patch", map[string]any{
 			"upsert": []any{b(`{"type":"plain_text","name":"PLAN","text":"pro"}`), b(`{"type":"service","name":"AUTH","service":"auth-worker"}`)},
 			"remove": []any{"OLD_BUCKET"},
 		}))
@@ -66,7 +66,7 @@ func TestReplaceAndPatchConverge(t *testing.T) {
 	// A second replace without USER_KV removes it (owned) but leaves
 	// THEIR_DB (never applied by the reconciler).
 	h.emu.ResetStats()
-	h.publish(event("e0-3", targets[0].ns, targets[0].script, 3, "replace", map[string]any{"bindings": []any{
+	h.publish(newEvent("e0-3", targets[0].ns, targets[0].script, 3, "replace", map[string]any{"bindings": []any{
 		b(`{"type":"plain_text","name":"PLAN","text":"pro"}`)}}))
 	h.waitDrained(20 * time.Second)
 	got := h.stored(targets[0].ns, targets[0].script)
@@ -100,7 +100,7 @@ func Test1000EventsFor10Scripts(t *testing.T) {
 	for i := 0; i < 1000; i++ {
 		s := i % 10
 		gen := uint64(i/10 + 1)
-		h.publish(event(fmt.Sprintf("ev-%04d", i), "customers", fmt.Sprintf("tenant-%d", s), gen, "patch", map[string]any{
+		h.publish(newEvent(fmt.Sprintf("ev-%04d", i), "customers", fmt.Sprintf("tenant-%d", s), gen, "patch", map[string]any{
 			"upsert": []any{b(fmt.Sprintf(`{"type":"plain_text","name":"VERSION","text":"%d"}`, gen))}}))
 	}
 	rn := h.startRunner("r1")
@@ -129,7 +129,7 @@ func TestSameEventTwiceOneWrite(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.seedScript("customers", "tenant-1")
 	rn := h.startRunner("r1")
-	ev := event("dup-1", "customers", "tenant-1", 7, "patch", map[string]any{
+	ev := newEvent("dup-1", "customers", "tenant-1", 7, "patch", map[string]any{
 		"upsert": []any{b(`{"type":"kv_namespace","name":"KV","namespace_id":"abc"}`)}})
 	h.publish(ev, "first-copy")
 	h.waitDrained(20 * time.Second)
@@ -153,7 +153,7 @@ func TestSecretsKeptAndRewritten(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.seedScript("customers", "tenant-1")
 	h.startRunner("r1")
-	h.publish(event("s1", "customers", "tenant-1", 1, "replace", map[string]any{"bindings": []any{
+	h.publish(newEvent("s1", "customers", "tenant-1", 1, "replace", map[string]any{"bindings": []any{
 		b(`{"type":"secret_text","name":"API_KEY","text":"v1-secret"}`),
 		b(`{"type":"plain_text","name":"PLAN","text":"free"}`)}}))
 	h.waitDrained(20 * time.Second)
@@ -162,7 +162,7 @@ func TestSecretsKeptAndRewritten(t *testing.T) {
 	}
 	h.emu.ResetStats()
 	h.sentBodies()
-	h.publish(event("s2", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("s2", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"plain_text","name":"PLAN","text":"pro"}`)}}))
 	h.waitDrained(20 * time.Second)
 	got := h.stored("customers", "tenant-1")
@@ -179,7 +179,7 @@ func TestSecretsKeptAndRewritten(t *testing.T) {
 	if h.emu.Stats().Writes != 1 {
 		t.Fatalf("writes = %d", h.emu.Stats().Writes)
 	}
-	h.publish(event("s3", "customers", "tenant-1", 3, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("s3", "customers", "tenant-1", 3, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"secret_text","name":"API_KEY","text":"v2-secret"}`)}}))
 	h.waitDrained(20 * time.Second)
 	if got := h.stored("customers", "tenant-1")["API_KEY"]; !strings.Contains(got, "v2-secret") {
@@ -193,12 +193,12 @@ func TestStaleOperationsSkipped(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.seedScript("customers", "tenant-1")
 	rn := h.startRunner("r1")
-	h.publish(event("p5", "customers", "tenant-1", 5, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("p5", "customers", "tenant-1", 5, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"plain_text","name":"A","text":"gen5"}`)}}))
 	h.waitDrained(20 * time.Second)
-	h.publish(event("p3", "customers", "tenant-1", 3, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("p3", "customers", "tenant-1", 3, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"plain_text","name":"A","text":"gen3"}`), b(`{"type":"plain_text","name":"B","text":"gen3"}`)}}))
-	h.publish(event("p2", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("p2", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"plain_text","name":"A","text":"gen2"}`)}}))
 	h.waitDrained(20 * time.Second)
 	got := h.stored("customers", "tenant-1")
@@ -224,7 +224,7 @@ func TestRateLimit429PausesEveryoneNoLoss(t *testing.T) {
 	rn := h.startRunner("r1")
 	for s := 0; s < 8; s++ {
 		for g := 1; g <= 3; g++ {
-			h.publish(event(fmt.Sprintf("rl-%d-%d", s, g), "customers", fmt.Sprintf("tenant-%d", s), uint64(g), "patch", map[string]any{
+			h.publish(newEvent(fmt.Sprintf("rl-%d-%d", s, g), "customers", fmt.Sprintf("tenant-%d", s), uint64(g), "patch", map[string]any{
 				"upsert": []any{b(fmt.Sprintf(`{"type":"plain_text","name":"G%d","text":"x"}`, g))}}))
 		}
 	}
@@ -255,9 +255,9 @@ func TestScriptAndVersionStrategies(t *testing.T) {
 		h.seedScript("customers", s, `{"type":"secret_text","name":"THEIR_SECRET","text":"keep-me"}`, `{"type":"plain_text","name":"THEIRS","text":"x"}`)
 	}
 	h.startRunner("r1")
-	h.publish(event("st-1", "customers", "via-script", 1, "patch", map[string]any{"strategy": "script",
+	h.publish(newEvent("st-1", "customers", "via-script", 1, "patch", map[string]any{"strategy": "script",
 		"upsert": []any{b(`{"type":"kv_namespace","name":"KV","namespace_id":"k1"}`), b(`{"type":"secret_text","name":"MINE","text":"mine-1"}`)}}))
-	h.publish(event("sv-1", "customers", "via-version", 1, "patch", map[string]any{"strategy": "version",
+	h.publish(newEvent("sv-1", "customers", "via-version", 1, "patch", map[string]any{"strategy": "version",
 		"upsert": []any{b(`{"type":"kv_namespace","name":"KV","namespace_id":"k1"}`)}}))
 	h.waitDrained(20 * time.Second)
 	for _, s := range []string{"via-script", "via-version"} {

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // lane is the class of work a script is queued for. Live work (events)
@@ -34,31 +36,56 @@ func (l lane) String() string {
 //     never later than maxWait after its first, and while hold reports a
 //     fold backlog the key waits (up to the same maxWait), so that a storm
 //     of events for one script costs one reconcile;
-//   - delays (AddAfter) for retries and backoff.
+//   - delays (AddAfter), and per-key backoff after failures
+//     (AddRateLimited, Forget), as client-go's rate-limited queue.
+//
+// Every timer comes from the injected clock, so tests step time instead of
+// waiting for it. A timer's callback runs fire in a goroutine of its own,
+// never under the clock's lock.
 type keyQueue struct {
-	delay, maxWait time.Duration
-	hold           func() bool
+	queueOptions
 
 	mu       sync.Mutex
 	cond     *sync.Cond
 	ready    [numLanes][]string
 	items    map[string]*queueItem
+	failures map[string]int // consecutive failed reconciles, by key
 	shutdown bool
+}
+
+// queueOptions configure a keyQueue.
+type queueOptions struct {
+	// delay and maxWait are the debounce's quiet period and its bound.
+	delay, maxWait time.Duration
+	// backlog reports a fold backlog: debounced keys wait for it.
+	backlog func() bool
+	// backoff is the delay before the n-th retry of a failed key (n ≥ 1);
+	// maxRetries bounds the retries of a key that keeps failing.
+	backoff    func(n int) time.Duration
+	maxRetries int
+	clock      clock.WithDelayedExecution
 }
 
 type queueItem struct {
 	lane       lane
 	queued     bool // in a ready list, or to be put back there by Done
 	processing bool
-	timer      *time.Timer
+	timer      clock.Timer
 	due        time.Time // when the timer fires
 	deadline   time.Time // debounce: never later than this (zero: not debouncing)
 }
 
-func newKeyQueue(delay, maxWait time.Duration, hold func() bool) *keyQueue {
-	q := &keyQueue{delay: delay, maxWait: max(maxWait, delay), hold: hold, items: map[string]*queueItem{}}
-	if q.hold == nil {
-		q.hold = func() bool { return false }
+func newKeyQueue(opts queueOptions) *keyQueue {
+	q := &keyQueue{queueOptions: opts, items: map[string]*queueItem{}, failures: map[string]int{}}
+	q.maxWait = max(q.maxWait, q.delay)
+	if q.backlog == nil {
+		q.backlog = func() bool { return false }
+	}
+	if q.backoff == nil {
+		q.backoff = func(int) time.Duration { return time.Second }
+	}
+	if q.clock == nil {
+		q.clock = clock.RealClock{}
 	}
 	q.cond = sync.NewCond(&q.mu)
 	return q
@@ -128,7 +155,7 @@ func (q *keyQueue) Debounce(key string, l lane) {
 		return
 	}
 	it.lane = min(it.lane, l)
-	now := time.Now()
+	now := q.clock.Now()
 	if it.deadline.IsZero() {
 		it.deadline = now.Add(q.maxWait)
 	}
@@ -151,32 +178,55 @@ func (q *keyQueue) AddAfter(key string, l lane, d time.Duration) {
 	if it.queued {
 		return
 	}
-	due := time.Now().Add(d)
+	due := q.clock.Now().Add(d)
 	if it.timer != nil && it.due.Before(due) {
 		return
 	}
 	q.schedule(key, it, due)
 }
 
+// AddRateLimited queues key for lane l again after the backoff of its
+// consecutive failures and reports true; once the key has failed
+// maxRetries times in a row it is not queued and it reports false.
+func (q *keyQueue) AddRateLimited(key string, l lane) bool {
+	q.mu.Lock()
+	q.failures[key]++
+	n := q.failures[key]
+	q.mu.Unlock()
+	if n > q.maxRetries {
+		return false
+	}
+	q.AddAfter(key, l, q.backoff(n))
+	return true
+}
+
+// Forget ends the backoff of key after a success.
+func (q *keyQueue) Forget(key string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	delete(q.failures, key)
+}
+
 // schedule (re)arms the timer of key to fire at due; q.mu is held.
 func (q *keyQueue) schedule(key string, it *queueItem, due time.Time) {
 	it.due = due
 	if it.timer != nil {
-		it.timer.Reset(time.Until(due))
-		return
+		it.timer.Stop() // a new timer rather than Reset: fired timers are not reused
 	}
-	it.timer = time.AfterFunc(time.Until(due), func() { q.fire(key) })
+	it.timer = q.clock.AfterFunc(due.Sub(q.clock.Now()), func() { go q.fire(key) })
 }
 
+// fire queues key when its timer is due, unless a debounced key must wait
+// for the fold backlog.
 func (q *keyQueue) fire(key string) {
-	hold := q.hold()
+	hold := q.backlog()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	it, ok := q.items[key]
 	if !ok || it.timer == nil || q.shutdown {
 		return
 	}
-	now := time.Now()
+	now := q.clock.Now()
 	if now.Before(it.due) {
 		return // re-armed meanwhile; the new timer fires later
 	}

@@ -10,8 +10,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"k8s.io/utils/clock"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -45,36 +47,47 @@ type message interface {
 	Metadata() (*jetstream.MsgMetadata, error)
 }
 
-// Runner consumes events and reconciles scripts (ARCHITECTURE.md, "Data
-// flow"). Its stages, each a method:
+// Runner consumes events and reconciles scripts (docs/architecture.md).
+// Its stages, each a method:
 //
 //	pull     — pulls events from the live consumer (recreating it if it
-//	           disappears) and hands them to fold;
-//	fold     — decodes a batch, dead-letters bad input, folds the events
-//	           of each script into its desired state with one
-//	           compare-and-set, holds them, and debounces their script;
+//	           disappears) and hands them to intake;
+//	intake   — decodes a batch, dead-letters bad input, folds the events
+//	           of each script into its desired state and stores them in
+//	           one batch commit (state.Store.Commit), keeps the events
+//	           waiting, and debounces their script;
 //	backfill — pulls backfill work only while no live work waits, and
-//	           folds and holds it like events;
+//	           takes it in like events;
 //	work     — each worker takes a script from the queue (live first),
-//	           reconciles it (reconcile.go) and settles its held events
-//	           (settle.go, the one outcome switch);
+//	           reconciles it (Reconciler.Reconcile) and settles its
+//	           waiting events (process, the one outcome switch, and
+//	           settle);
 //	shutdown — stops intake, lets reconciles finish within
 //	           ShutdownTimeout, and hands every unsettled event back.
+//
+// Words: an event is waiting from its fold until it is settled (a
+// waitTable); a script is held when a gradual deployment defers its write
+// (Result.Held); the backlog is events the live consumer has delivered or
+// has pending that are not folded yet.
 type Runner struct {
-	cfg     Config
-	res     *Resources
-	st      *stores
-	api     API
-	planner *planner.Planner
-	m       *metrics.Metrics
-	log     *zap.Logger
+	cfg   Config
+	res   *state.Resources
+	st    *state.Store
+	api   API
+	rec   *Reconciler
+	m     *metrics.Metrics
+	log   *zap.Logger
+	clock clock.WithTicker
 
-	queue *keyQueue
-	held  *heldTable
-	auth  authGate
+	queue   *keyQueue
+	waiting *waitTable
+	auth    authGate
 	// pub stores dead letters and backfill results (the JetStream
 	// context; a recorder in unit tests).
 	pub publisher
+	// consumer is the live consumer: the pull loop replaces it when it
+	// recreates it, while gauges reads it.
+	consumer atomic.Pointer[jetstream.Consumer]
 
 	// backlog is set while the live consumer has events not yet folded,
 	// so that debounced scripts wait for them (see keyQueue).
@@ -85,26 +98,29 @@ type Runner struct {
 	// maxState bounds the encoded desired state of a script: what one
 	// NATS message may carry on this connection.
 	maxState int
-
-	failMu   sync.Mutex
-	failures map[string]int // consecutive failed reconciles of scripts without held events
 }
 
-// NewRunner returns a runner over resources set up by EnsureStreams.
-func NewRunner(cfg Config, res *Resources, api API, p *planner.Planner, m *metrics.Metrics, log *zap.Logger) *Runner {
+// NewRunner returns a runner over resources set up by state.EnsureStreams.
+func NewRunner(cfg Config, res *state.Resources, api API, p *planner.Planner, m *metrics.Metrics, log *zap.Logger) *Runner {
 	cfg = cfg.withDefaults()
-	st := *res.stores
-	st.cache = newStateCache(cfg.StateCacheSize)
-	r := &Runner{cfg: cfg, res: res, st: &st, api: api, planner: p, m: m, log: log, pub: res.JS,
-		held: newHeldTable(), failures: map[string]int{}, maxState: planner.MaxDesiredBytes * 2}
+	st := res.NewStore(state.StoreOptions{CacheSize: cfg.StateCacheSize})
+	r := &Runner{cfg: cfg, res: res, st: st, api: api, m: m, log: log, clock: cfg.Clock, pub: res.JS,
+		rec: NewReconciler(cfg, st, api, p, m, log), waiting: newWaitTable(), maxState: planner.MaxDesiredBytes * 2}
+	r.rec.listedModifiedOn = r.waiting.modifiedOn
+	r.consumer.Store(&res.Consumer)
 	if nc := res.JS.Conn(); nc != nil && nc.MaxPayload() > 0 {
 		r.maxState = int(nc.MaxPayload()) - 4<<10
 	}
-	r.queue = newKeyQueue(cfg.CoalesceDelay, cfg.CoalesceMaxWait, func() bool {
-		counts := r.held.counts()
-		return r.backlog.Load() && counts[laneLive] < cfg.MaxAckPending*9/10
+	r.queue = newKeyQueue(queueOptions{
+		delay: cfg.CoalesceDelay, maxWait: cfg.CoalesceMaxWait, clock: cfg.Clock,
+		backlog: func() bool {
+			counts := r.waiting.counts()
+			return r.backlog.Load() && counts[laneLive] < cfg.MaxAckPending*9/10
+		},
+		backoff:    func(n int) time.Duration { return cfg.nakDelay(uint64(n)) },
+		maxRetries: cfg.MaxDeliver,
 	})
-	r.auth.init(cfg.AuthPause)
+	r.auth.init(cfg.AuthPause, cfg.Clock)
 	return r
 }
 
@@ -122,7 +138,7 @@ func (r *Runner) Run(ctx context.Context) error {
 
 	stopWatch := r.watchMaxDeliveries(workCtx)
 	defer stopWatch()
-	iter, err := r.consume(r.res.Consumer)
+	iter, err := r.consume(*r.consumer.Load())
 	if err != nil {
 		return err
 	}
@@ -130,7 +146,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	var intake sync.WaitGroup
 	intake.Add(3)
 	go func() { defer intake.Done(); r.pull(ctx, iter, msgs) }()
-	go func() { defer intake.Done(); r.fold(ctx, workCtx, msgs) }()
+	go func() { defer intake.Done(); r.intake(ctx, workCtx, msgs) }()
 	go func() { defer intake.Done(); r.pullBackfill(ctx, workCtx) }()
 
 	var workers sync.WaitGroup
@@ -138,16 +154,16 @@ func (r *Runner) Run(ctx context.Context) error {
 		workers.Add(1)
 		go func() { defer workers.Done(); r.work(workCtx) }()
 	}
-	go every(ctx, max(r.cfg.AckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneLive) })
-	go every(ctx, max(r.cfg.BackfillAckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneBackfill) })
-	go every(ctx, time.Second, func() { r.gauges(ctx) })
-	go every(ctx, 15*time.Second, func() {
-		if n, err := ActiveRuns(ctx, r.res); err == nil {
+	go every(ctx, r.clock, max(r.cfg.AckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneLive) })
+	go every(ctx, r.clock, max(r.cfg.BackfillAckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneBackfill) })
+	go every(ctx, r.clock, time.Second, func() { r.gauges(ctx) })
+	go every(ctx, r.clock, 15*time.Second, func() {
+		if n, err := state.ActiveRuns(ctx, r.res); err == nil {
 			r.m.BackfillRunsActive.Set(float64(n))
 		}
 	})
 	if r.cfg.ResyncInterval > 0 {
-		go every(ctx, r.cfg.ResyncInterval, func() { r.resync(ctx) })
+		go every(ctx, r.clock, r.cfg.ResyncInterval, func() { r.resync(ctx) })
 	}
 	if r.cfg.RecoverOnStart {
 		go r.recoverOnStart(ctx)
@@ -158,26 +174,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	return nil
 }
 
-// work is one worker: it reconciles the scripts the queue hands out until
-// the queue shuts down.
-func (r *Runner) work(ctx context.Context) {
-	for {
-		key, l, ok := r.queue.Get()
-		if !ok {
-			return
-		}
-		r.process(ctx, key, l)
-		r.queue.Done(key)
-	}
-}
-
 // shutdown stops intake first (the pull loops end and fold settles what
 // it was given), then waits for the workers until ShutdownTimeout and
 // cancels whatever still runs, and finally hands every event that is held
 // but not applied back to JetStream for redelivery.
 func (r *Runner) shutdown(intake, workers *sync.WaitGroup, cancelWork context.CancelFunc) {
 	r.log.Info("shutting down: stopping intake")
-	deadline := time.After(r.cfg.ShutdownTimeout)
+	deadline := r.clock.After(r.cfg.ShutdownTimeout)
 	intake.Wait()
 	r.queue.ShutDown()
 	done := make(chan struct{})
@@ -189,7 +192,7 @@ func (r *Runner) shutdown(intake, workers *sync.WaitGroup, cancelWork context.Ca
 		cancelWork()
 		<-done
 	}
-	hs := r.held.takeAll()
+	hs := r.waiting.takeAll()
 	for _, h := range hs {
 		r.settle(context.Background(), h, outcome{kind: outRelease})
 	}
@@ -199,14 +202,14 @@ func (r *Runner) shutdown(intake, workers *sync.WaitGroup, cancelWork context.Ca
 }
 
 // every calls fn every d until ctx ends.
-func every(ctx context.Context, d time.Duration, fn func()) {
-	t := time.NewTicker(d)
+func every(ctx context.Context, c clock.WithTicker, d time.Duration, fn func()) {
+	t := c.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 			fn()
 		}
 	}
@@ -216,7 +219,7 @@ func every(ctx context.Context, d time.Duration, fn func()) {
 // their script waits for a reconcile, so that AckWait never redelivers
 // them meanwhile.
 func (r *Runner) heartbeat(l lane) {
-	for _, a := range r.held.ackers(l) {
+	for _, a := range r.waiting.ackers(l) {
 		_ = a.InProgress()
 	}
 }
@@ -224,14 +227,14 @@ func (r *Runner) heartbeat(l lane) {
 // gauges samples the queue, the held events and the consumers.
 func (r *Runner) gauges(ctx context.Context) {
 	pending := r.queue.Pending()
-	held := r.held.counts()
+	held := r.waiting.counts()
 	for l := lane(0); l < numLanes; l++ {
 		r.m.QueueDepth.WithLabelValues(l.String()).Set(float64(pending[l]))
 		r.m.HeldEvents.WithLabelValues(l.String()).Set(float64(held[l]))
 	}
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if ci, err := r.res.Consumer.Info(ictx); err == nil {
+	if ci, err := (*r.consumer.Load()).Info(ictx); err == nil {
 		r.ackFloor.Store(ci.AckFloor.Stream)
 		r.m.ConsumerPending.WithLabelValues(laneLive.String()).Set(float64(ci.NumPending))
 		if ci.NumPending == 0 {

@@ -2,12 +2,16 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/metrics"
 )
 
@@ -28,7 +32,7 @@ const (
 	outRelease
 )
 
-// Event outcomes of acknowledged events (the outcome label of
+// event.Event outcomes of acknowledged events (the outcome label of
 // reconciler_events_total).
 const (
 	outcomeApplied = metrics.OutcomeApplied
@@ -39,17 +43,17 @@ const (
 // outcome is what happens to one event.
 type outcome struct {
 	kind   outcomeKind
-	label  string // outAck: applied, noop or stale
-	wrote  bool   // outAck: its script was changed (a backfill result)
-	reason Reason // outDeadLetter
-	err    error  // outRetry, outDeadLetter
+	label  string       // outAck: applied, noop or stale
+	wrote  bool         // outAck: its script was changed (a backfill result)
+	reason event.Reason // outDeadLetter
+	err    error        // outRetry, outDeadLetter
 }
 
 func ackOutcome(label string, wrote bool) outcome {
 	return outcome{kind: outAck, label: label, wrote: wrote}
 }
 func retryOutcome(err error) outcome { return outcome{kind: outRetry, err: err} }
-func deadLetterOutcome(reason Reason, err error) outcome {
+func deadLetterOutcome(reason event.Reason, err error) outcome {
 	return outcome{kind: outDeadLetter, reason: reason, err: err}
 }
 
@@ -57,13 +61,13 @@ func deadLetterOutcome(reason Reason, err error) outcome {
 // NakWithDelay or dead letter + TermWithReason (STYLE.md rule 3). A bare
 // Nak is never used. A backfill item's result is recorded before its
 // message is acknowledged or terminated.
-func (r *Runner) settle(ctx context.Context, h *heldEvent, o outcome) {
+func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 	switch o.kind {
 	case outAck:
 		if h.lane == laneBackfill {
-			res := resultUnchanged
+			res := state.ResultUnchanged
 			if o.wrote {
-				res = resultChanged
+				res = state.ResultChanged
 			}
 			if err := r.publishResult(ctx, h, res, "", ""); err != nil {
 				r.log.Warn("recording a backfill result failed; the item will be redelivered", zap.Error(err))
@@ -74,11 +78,11 @@ func (r *Runner) settle(ctx context.Context, h *heldEvent, o outcome) {
 		_ = h.ack.Ack()
 		r.m.EventsTotal.WithLabelValues(o.label).Inc()
 		if !h.occurredAt.IsZero() && o.label != outcomeStale {
-			r.m.EventLag.Observe(time.Since(h.occurredAt).Seconds())
+			r.m.EventLag.Observe(r.clock.Since(h.occurredAt).Seconds())
 		}
 	case outRetry:
 		if int(h.delivered) >= r.cfg.MaxDeliver {
-			r.settle(ctx, h, deadLetterOutcome(ReasonMaxDeliveries,
+			r.settle(ctx, h, deadLetterOutcome(event.ReasonMaxDeliveries,
 				fmt.Errorf("still failing after %d deliveries: %w", h.delivered, o.err)))
 			return
 		}
@@ -95,7 +99,7 @@ func (r *Runner) settle(ctx context.Context, h *heldEvent, o outcome) {
 			if h.backfill == nil {
 				h.backfill = r.backfillItemOf(rec.Subject)
 			}
-			if err := r.publishResult(ctx, h, resultFailed, o.reason, rec.Error); err != nil {
+			if err := r.publishResult(ctx, h, state.ResultFailed, o.reason, rec.Error); err != nil {
 				r.log.Warn("recording a failed backfill result", zap.Error(err))
 			}
 		}
@@ -113,7 +117,7 @@ func (r *Runner) settle(ctx context.Context, h *heldEvent, o outcome) {
 
 // deadLetterRecord builds the record of h: from the body it came with, or
 // read back from its stream by sequence.
-func (r *Runner) deadLetterRecord(ctx context.Context, h *heldEvent, reason Reason, cause error) DeadLetter {
+func (r *Runner) deadLetterRecord(ctx context.Context, h *waitingEvent, reason event.Reason, cause error) state.DeadLetter {
 	body, subject := h.body, h.subject
 	if body == nil && h.streamSeq > 0 {
 		if raw, err := r.streamOf(h).GetMsg(ctx, h.streamSeq); err == nil {
@@ -122,7 +126,7 @@ func (r *Runner) deadLetterRecord(ctx context.Context, h *heldEvent, reason Reas
 			r.log.Warn("reading a dead-lettered event back from its stream", zap.Uint64("stream_seq", h.streamSeq), zap.Error(err))
 		}
 	}
-	rec := newDeadLetter(body, subject, h.stream, h.streamSeq, h.delivered, reason, cause)
+	rec := state.NewDeadLetter(body, subject, h.stream, h.streamSeq, h.delivered, reason, cause)
 	if rec.EventID == "" {
 		rec.EventID = h.id
 	}
@@ -130,9 +134,152 @@ func (r *Runner) deadLetterRecord(ctx context.Context, h *heldEvent, reason Reas
 }
 
 // streamOf returns the stream h was delivered from.
-func (r *Runner) streamOf(h *heldEvent) jetstream.Stream {
+func (r *Runner) streamOf(h *waitingEvent) jetstream.Stream {
 	if h.stream == r.cfg.BackfillStream {
 		return r.res.Backfill
 	}
 	return r.res.Stream
+}
+
+// work is one worker: it reconciles the scripts the queue hands out until
+// the queue shuts down.
+func (r *Runner) work(ctx context.Context) {
+	for {
+		key, l, ok := r.queue.Get()
+		if !ok {
+			return
+		}
+		r.process(ctx, key, l)
+		r.queue.Done(key)
+	}
+}
+
+// process reconciles one script and settles its held events: the one
+// switch from a reconcile's (Result, error) to what happens to them and to
+// the script's place in the queue (which owns the per-script backoff).
+func (r *Runner) process(ctx context.Context, key string, l lane) {
+	if wait := r.auth.wait(); wait > 0 {
+		r.queue.AddAfter(key, l, wait)
+		return
+	}
+	minRevision, eventID := r.waiting.snapshot(key)
+	log := r.scriptLogger(key, eventID, l)
+	ctx = withLogger(laneContext(ctx, l), log)
+	r.m.InflightReconciles.Inc()
+	start := r.clock.Now()
+	res, err := r.reconcileSafely(ctx, key, minRevision, log)
+	took := r.clock.Since(start)
+	r.m.InflightReconciles.Dec()
+	r.m.ReconcileDuration.Observe(took.Seconds())
+
+	if err != nil && !isAuthFailure(err) || err == nil && res.Requeue {
+		r.auth.inconclusive()
+	}
+	var term *TerminalError
+	switch {
+	case err == nil && res.Requeue:
+		r.m.ReconcileTotal.WithLabelValues(res.metricResult()).Inc()
+		if res.Held != "" {
+			r.m.ScriptsHeld.WithLabelValues(res.Held).Inc()
+		}
+		r.queue.AddAfter(key, l, res.RequeueAfter)
+	case err == nil:
+		r.succeeded(ctx, key, res, took, log)
+	case isAuthFailure(err) && ctx.Err() == nil:
+		// The credentials are rejected: no event is to blame. Stop taking
+		// work (readiness fails), keep the events, try again later.
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
+		if r.auth.fail(err) {
+			log.Error("the Cloudflare API rejects the credentials: reconciles are paused, events are kept", zap.Error(err),
+				zap.Duration("retry_in", r.auth.wait()))
+		}
+		r.queue.AddAfter(key, l, r.auth.wait())
+	case errors.As(err, &term) && ctx.Err() == nil:
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultPermanent).Inc()
+		log.Error("reconcile failed permanently", zap.String("reason", string(term.Reason)), zap.Error(err))
+		for _, h := range r.waiting.take(key, minRevision) {
+			r.settle(ctx, h, deadLetterOutcome(term.Reason, err))
+		}
+	default:
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
+		if ctx.Err() != nil {
+			return // shutting down: Run hands the held events back
+		}
+		log.Warn("reconcile failed, will retry", zap.Error(err))
+		hs := r.waiting.take(key, minRevision)
+		for _, h := range hs {
+			r.settle(ctx, h, retryOutcome(err))
+		}
+		if len(hs) == 0 {
+			// Nothing to redeliver (a resync, a recovery, or events that
+			// another replica holds): retry from the queue with backoff.
+			r.queue.AddRateLimited(key, l)
+		}
+	}
+}
+
+// succeeded settles the held events a successful reconcile covered.
+func (r *Runner) succeeded(ctx context.Context, key string, res Result, took time.Duration, log *zap.Logger) {
+	result := metrics.ResultNoop
+	if res.Wrote {
+		result = metrics.ResultApplied
+	}
+	r.m.ReconcileTotal.WithLabelValues(result).Inc()
+	r.m.LastSuccess.SetToCurrentTime()
+	r.auth.ok()
+	r.queue.Forget(key)
+	hs := r.waiting.take(key, res.Revision)
+	for _, h := range hs {
+		r.settle(ctx, h, res.outcomeFor(h))
+	}
+	level := zap.DebugLevel // a no-op is routine; a write is news
+	if res.Wrote {
+		level = zap.InfoLevel
+	}
+	if ce := log.Check(level, "reconciled"); ce != nil {
+		ce.Write(zap.String("result", result), zap.String("strategy", string(res.Strategy)),
+			zap.Int("events_settled", len(hs)), zap.Duration("took", took))
+	}
+}
+
+// scriptLogger returns the child logger of one reconcile: the script's
+// account, namespace and name, its lane, and the newest held event.
+func (r *Runner) scriptLogger(key, eventID string, l lane) *zap.Logger {
+	fields := []zap.Field{zap.String("script_key", key), zap.Stringer("lane", l)}
+	if ref, err := event.ParseScriptKey(key); err == nil {
+		fields = append(fields, zap.String("account", ref.AccountID), zap.String("namespace", ref.Namespace), zap.String("script", ref.Script))
+	}
+	if eventID != "" {
+		fields = append(fields, zap.String("event_id", eventID))
+	}
+	return r.log.With(fields...)
+}
+
+type loggerKey struct{}
+
+// withLogger carries a reconcile's logger in its context.
+func withLogger(ctx context.Context, log *zap.Logger) context.Context {
+	return context.WithValue(ctx, loggerKey{}, log)
+}
+
+// loggerFrom returns the logger carried by ctx, or def.
+func loggerFrom(ctx context.Context, def *zap.Logger) *zap.Logger {
+	if l, ok := ctx.Value(loggerKey{}).(*zap.Logger); ok {
+		return l
+	}
+	return def
+}
+
+// reconcileSafely is reconcile with a panic turned into an error: a bug
+// met by one script's data must not kill the process with every other
+// event held.
+func (r *Runner) reconcileSafely(ctx context.Context, key string, minRevision uint64, log *zap.Logger) (res Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.m.PanicsRecovered.Inc()
+			log.Error("reconcile panicked", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
+			res, err = Result{}, fmt.Errorf("reconcile panicked: %v", p)
+		}
+	}()
+	return r.rec.Reconcile(ctx, key, minRevision)
 }

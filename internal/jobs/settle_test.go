@@ -16,6 +16,9 @@ import (
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 
+	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/metrics"
 )
 
@@ -59,9 +62,9 @@ func (p *fakePublisher) PublishMsg(_ context.Context, m *nats.Msg, _ ...jetstrea
 
 // unitRunner is a Runner with no NATS and no API, for the outcome switch.
 func unitRunner(t *testing.T, pub publisher) *Runner {
-	cfg := Config{SetupConfig: SetupConfig{MaxDeliver: 3}, NakDelay: 10 * time.Millisecond}.withDefaults()
-	return &Runner{cfg: cfg, m: metrics.New(prometheus.NewRegistry(), ReasonLabels()...), log: zap.NewNop(), pub: pub,
-		held: newHeldTable(), failures: map[string]int{}, maxState: 1 << 20}
+	cfg := Config{SetupConfig: state.SetupConfig{MaxDeliver: 3}, NakDelay: 10 * time.Millisecond}.withDefaults()
+	return &Runner{cfg: cfg, m: metrics.New(prometheus.NewRegistry(), event.ReasonLabels()...), log: zap.NewNop(), pub: pub,
+		waiting: newWaitTable(), clock: cfg.Clock, maxState: 1 << 20}
 }
 
 func TestSettle(t *testing.T) {
@@ -79,7 +82,7 @@ func TestSettle(t *testing.T) {
 		wantActions []string
 		wantPublish []string // subject prefixes, in order
 		wantEvents  map[string]float64
-		wantDLQ     Reason
+		wantDLQ     event.Reason
 	}{
 		{name: "applied is acked", delivered: 1, o: ackOutcome(outcomeApplied, true),
 			wantActions: []string{"ack"}, wantEvents: map[string]float64{"applied": 1}},
@@ -89,12 +92,12 @@ func TestSettle(t *testing.T) {
 			wantActions: []string{"nak"}},
 		{name: "transient failure on the last delivery is dead-lettered", delivered: 3, o: retryOutcome(boom),
 			wantActions: []string{"term:max_deliveries"}, wantPublish: []string{"bindings_dlq."},
-			wantEvents: map[string]float64{"dead_lettered": 1}, wantDLQ: ReasonMaxDeliveries},
-		{name: "permanent failure is dead-lettered", delivered: 1, o: deadLetterOutcome(ReasonAPIRejected, boom),
+			wantEvents: map[string]float64{"dead_lettered": 1}, wantDLQ: event.ReasonMaxDeliveries},
+		{name: "permanent failure is dead-lettered", delivered: 1, o: deadLetterOutcome(event.ReasonAPIRejected, boom),
 			wantActions: []string{"term:api_rejected"}, wantPublish: []string{"bindings_dlq."},
-			wantEvents: map[string]float64{"dead_lettered": 1}, wantDLQ: ReasonAPIRejected},
+			wantEvents: map[string]float64{"dead_lettered": 1}, wantDLQ: event.ReasonAPIRejected},
 		{name: "dead letter that cannot be stored is redelivered", delivered: 1, failPublish: "bindings_dlq.",
-			o: deadLetterOutcome(ReasonAPIRejected, boom), wantActions: []string{"nak"}},
+			o: deadLetterOutcome(event.ReasonAPIRejected, boom), wantActions: []string{"nak"}},
 		{name: "shutdown hands back", delivered: 1, o: outcome{kind: outRelease}, wantActions: []string{"nak"}},
 		{name: "backfill result before the ack", delivered: 1, backfill: true, o: ackOutcome(outcomeApplied, true),
 			wantActions: []string{"ack"}, wantPublish: []string{"bindings_backfill_results.run1."},
@@ -102,16 +105,16 @@ func TestSettle(t *testing.T) {
 		{name: "backfill result that cannot be stored is redelivered", delivered: 1, backfill: true,
 			failPublish: "bindings_backfill_results.", o: ackOutcome(outcomeNoop, false), wantActions: []string{"nak"}},
 		{name: "backfill failure records the dead letter and the result", delivered: 1, backfill: true,
-			o: deadLetterOutcome(ReasonNotFound, boom), wantActions: []string{"term:not_found"},
+			o: deadLetterOutcome(event.ReasonNotFound, boom), wantActions: []string{"term:not_found"},
 			wantPublish: []string{"bindings_dlq.", "bindings_backfill_results.run1."},
-			wantEvents:  map[string]float64{"dead_lettered": 1}, wantDLQ: ReasonNotFound},
+			wantEvents:  map[string]float64{"dead_lettered": 1}, wantDLQ: event.ReasonNotFound},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			pub := &fakePublisher{fail: c.failPublish}
 			r := unitRunner(t, pub)
 			a := &fakeAcker{}
-			h := &heldEvent{ack: a, id: "e1", delivered: c.delivered, stream: "BINDINGS", streamSeq: 9,
+			h := &waitingEvent{ack: a, id: "e1", delivered: c.delivered, stream: "BINDINGS", streamSeq: 9,
 				body: []byte(body), subject: subject}
 			if c.backfill {
 				h.lane, h.backfill, h.subject, h.stream = laneBackfill, item, bfSubject, "BINDINGS_BACKFILL"
@@ -154,18 +157,18 @@ func TestSettle(t *testing.T) {
 // whose operations were all quarantined is dead-lettered with the
 // quarantine's reason; the others are applied.
 func TestOutcomeForQuarantinedEvent(t *testing.T) {
-	st := NewDesiredState(foldRef)
-	st.Fold(&Event{ID: "bad", Generation: u64(1), Op: OpPatch, Upsert: nil, Remove: []string{"X"}})
-	st.Fold(&Event{ID: "good", Generation: u64(2), Op: OpPatch, Remove: []string{"Y"}})
-	st.Quarantine(map[string]bool{"bad": true}, Quarantine{Reason: ReasonInvalidDesired, Error: "no"})
+	st := event.NewDesiredState(cfapi.ScriptRef{AccountID: acct, Namespace: "customers", Script: "tenant-1"})
+	st.Fold(&event.Event{ID: "bad", Generation: u64(1), Op: event.OpPatch, Upsert: nil, Remove: []string{"X"}})
+	st.Fold(&event.Event{ID: "good", Generation: u64(2), Op: event.OpPatch, Remove: []string{"Y"}})
+	st.Quarantine(map[string]bool{"bad": true}, event.Quarantine{Reason: event.ReasonInvalidDesired, Error: "no"})
 	res := Result{Wrote: true, State: st}
-	if o := res.outcomeFor(&heldEvent{id: "bad"}); o.kind != outDeadLetter || o.reason != ReasonInvalidDesired {
+	if o := res.outcomeFor(&waitingEvent{id: "bad"}); o.kind != outDeadLetter || o.reason != event.ReasonInvalidDesired {
 		t.Errorf("bad: %+v", o)
 	}
-	if o := res.outcomeFor(&heldEvent{id: "good"}); o.kind != outAck || o.label != outcomeApplied {
+	if o := res.outcomeFor(&waitingEvent{id: "good"}); o.kind != outAck || o.label != outcomeApplied {
 		t.Errorf("good: %+v", o)
 	}
-	if o := res.outcomeFor(&heldEvent{id: "gone"}); o.kind != outAck {
+	if o := res.outcomeFor(&waitingEvent{id: "gone"}); o.kind != outAck {
 		t.Errorf("an event whose operations were replaced: %+v", o)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/reconciler/reconciler/internal/jobs/event"
 )
 
 // stormEvents returns n patch events over the given scripts with shuffled
@@ -26,7 +27,7 @@ func stormEvents(rng *rand.Rand, scripts []string, n int) []map[string]any {
 			if rng.IntN(10) == 0 {
 				fields = map[string]any{"remove": []any{name}}
 			}
-			out = append(out, event(fmt.Sprintf("st-%d-%d", si, i), "customers", s, gen, "patch", fields))
+			out = append(out, newEvent(fmt.Sprintf("st-%d-%d", si, i), "customers", s, gen, "patch", fields))
 		}
 	}
 	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
@@ -69,15 +70,15 @@ func (h *harness) publishAsync(events []map[string]any) {
 // last-writer-wins result every delivery order must reach.
 func expectedState(t *testing.T, events []map[string]any) map[string]map[string]string {
 	t.Helper()
-	states := map[string]*DesiredState{}
+	states := map[string]*event.DesiredState{}
 	for _, ev := range events {
 		data, _ := json.Marshal(ev)
-		e, err := DecodeEvent(data, "", "bindings")
+		e, err := event.DecodeEvent(data, "", "bindings")
 		if err != nil {
 			t.Fatal(err)
 		}
 		if states[e.Script] == nil {
-			states[e.Script] = NewDesiredState(e.Ref())
+			states[e.Script] = event.NewDesiredState(e.Ref())
 		}
 		states[e.Script].Fold(e)
 	}

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -76,7 +77,7 @@ func (lv *liveState) deployedID() string {
 // bindings, the code and the versioned settings the new version carries
 // (2 reads, and no GET settings). Any other script, or a Worker whose
 // traffic is split or that has no deployment, is read with GET settings.
-func (r *Runner) readLive(ctx context.Context, ref cfapi.ScriptRef, requested planner.Strategy) (*liveState, error) {
+func (r *Reconciler) readLive(ctx context.Context, ref cfapi.ScriptRef, requested planner.Strategy) (*liveState, error) {
 	lv := &liveState{}
 	if requested == planner.StrategyVersion && !ref.Dispatch() {
 		if err := r.readDeployment(ctx, ref, lv); err != nil {
@@ -100,7 +101,7 @@ func (r *Runner) readLive(ctx context.Context, ref cfapi.ScriptRef, requested pl
 }
 
 // readDeployment reads the script's active deployment into lv (one read).
-func (r *Runner) readDeployment(ctx context.Context, ref cfapi.ScriptRef, lv *liveState) error {
+func (r *Reconciler) readDeployment(ctx context.Context, ref cfapi.ScriptRef, lv *liveState) error {
 	ds, err := r.api.ListDeployments(ctx, ref)
 	if err != nil {
 		return err
@@ -118,13 +119,13 @@ func (r *Runner) readDeployment(ctx context.Context, ref cfapi.ScriptRef, lv *li
 // Worker deploys a new version at 100% (a settings PATCH included, in the
 // worst case), so ordinary Workers are always checked; dispatch namespace
 // scripts only with Config.SplitCheckDispatch.
-func (r *Runner) splitMatters(ref cfapi.ScriptRef) bool {
+func (r *Reconciler) splitMatters(ref cfapi.ScriptRef) bool {
 	return !ref.Dispatch() || r.cfg.SplitCheckDispatch
 }
 
 // guardSplit reads the active deployment unless lv has it, and holds the
 // script when it splits traffic between two versions.
-func (r *Runner) guardSplit(ctx context.Context, ref cfapi.ScriptRef, lv *liveState) error {
+func (r *Reconciler) guardSplit(ctx context.Context, ref cfapi.ScriptRef, lv *liveState) error {
 	if !lv.deploymentsRead {
 		if err := r.readDeployment(ctx, ref, lv); err != nil {
 			return classify(err)
@@ -152,12 +153,12 @@ type holdError struct {
 func (e *holdError) Error() string { return "held (" + e.reason + "): " + e.detail }
 
 // hold turns a hold into the reconcile's result.
-func (r *Runner) hold(key string, res Result, h *holdError) Result {
+func (r *Reconciler) hold(key string, res Result, h *holdError) Result {
 	d := r.cfg.HoldRetry
 	d += time.Duration(rand.Int64N(int64(d/5) + 1)) // spread the re-checks
 	r.log.Info("script held: not written while its traffic is split; its events stay unacknowledged",
 		zap.String("script", key), zap.String("reason", h.reason), zap.String("detail", h.detail), zap.Duration("retry_in", d))
-	res.RequeueAfter, res.Held = d, h.reason
+	res.Requeue, res.RequeueAfter, res.Held = true, d, h.reason
 	return res
 }
 
@@ -176,11 +177,11 @@ func isNotDeployed(err error) bool {
 // change and is deployed at 100%; the undeployed version stays as it is.
 // The deployment is read again first: the refusal says that the versions
 // changed since the plan was made.
-func (r *Runner) versionInstead(ctx context.Context, ref cfapi.ScriptRef, plan *planner.Plan, lv *liveState,
+func (r *Reconciler) versionInstead(ctx context.Context, ref cfapi.ScriptRef, plan *planner.Plan, lv *liveState,
 	ann map[string]string, cause error) (planner.Strategy, error) {
 	vp, err := plan.As(planner.StrategyVersion)
 	if err != nil {
-		return "", terminal(ReasonInvalidDesired, err)
+		return "", terminal(event.ReasonInvalidDesired, err)
 	}
 	loggerFrom(ctx, r.log).Info("settings PATCH refused because the latest version is not deployed; writing a version built on the deployed one",
 		zap.String("script", ref.String()), zap.Error(cause))
@@ -199,7 +200,7 @@ func (r *Runner) versionInstead(ctx context.Context, ref cfapi.ScriptRef, plan *
 // carried over. A dispatch namespace script keeps the multipart path: its
 // content, a version upload and a deployment at 100%, pinned too when the
 // deployment was read (Config.SplitCheckDispatch).
-func (r *Runner) writeVersion(ctx context.Context, ref cfapi.ScriptRef, plan *planner.Plan, lv *liveState, ann map[string]string) error {
+func (r *Reconciler) writeVersion(ctx context.Context, ref cfapi.ScriptRef, plan *planner.Plan, lv *liveState, ann map[string]string) error {
 	if r.splitMatters(ref) {
 		if err := r.guardSplit(ctx, ref, lv); err != nil {
 			return err
@@ -214,7 +215,7 @@ func (r *Runner) writeVersion(ctx context.Context, ref cfapi.ScriptRef, plan *pl
 		}
 		up, err := uploadFor(plan, lv.settings, content, true)
 		if err != nil {
-			return terminal(ReasonInvalidDesired, err)
+			return terminal(event.ReasonInvalidDesired, err)
 		}
 		up.Metadata.Bindings, up.Metadata.Annotations = bindings, ann
 		v, err := r.api.CreateVersion(ctx, ref, up)
@@ -262,7 +263,7 @@ func versionOn(base *cfapi.WorkerVersion, plan *planner.Plan, bindings []cfapi.B
 	}
 	for _, p := range plan.NeedsParts {
 		if !slices.Contains(names, p) {
-			return cfapi.NewWorkerVersion{}, terminal(ReasonInvalidDesired,
+			return cfapi.NewWorkerVersion{}, terminal(event.ReasonInvalidDesired,
 				fmt.Errorf("binding part %q is not a module of the deployed version %s (modules: %v)", p, base.ID, names))
 		}
 	}
@@ -314,7 +315,7 @@ const (
 // operations the write carries out, newest first ("reconciler event
 // <id>", "reconciler events <id> <id> +3"), each at most 100 bytes.
 // Binding names and event ids are not secret; values never appear.
-func writeAnnotations(state *DesiredState, plan *planner.Plan) map[string]string {
+func writeAnnotations(ds *event.DesiredState, plan *planner.Plan) map[string]string {
 	var changes []string
 	for _, a := range plan.Actions {
 		switch a.Kind {
@@ -328,27 +329,27 @@ func writeAnnotations(state *DesiredState, plan *planner.Plan) map[string]string
 	}
 	return map[string]string{
 		annotationMessage:     clip("reconciler: bindings "+strings.Join(changes, " "), maxAnnotation),
-		annotationTriggeredBy: triggeredBy(eventIDs(state, plan), maxAnnotation),
+		annotationTriggeredBy: triggeredBy(eventIDs(ds, plan), maxAnnotation),
 	}
 }
 
 // eventIDs returns the ids of the events whose operations plan carries
 // out, newest first: the newest operation on each changed name, or the
 // replace that set the floor for a name no longer desired.
-func eventIDs(state *DesiredState, plan *planner.Plan) []string {
-	var stamps []Stamp
+func eventIDs(ds *event.DesiredState, plan *planner.Plan) []string {
+	var stamps []event.Stamp
 	for _, a := range plan.Actions {
-		if a.Kind != planner.ActionAdd && a.Kind != planner.ActionUpdate && a.Kind != planner.ActionRemove {
+		if !a.Changes() {
 			continue
 		}
-		switch op := state.Names[a.Name]; {
+		switch op := ds.Names[a.Name]; {
 		case op != nil && op.Q == nil:
 			stamps = append(stamps, op.Stamp)
-		case op == nil && state.Floor != nil:
-			stamps = append(stamps, *state.Floor)
+		case op == nil && ds.Floor != nil:
+			stamps = append(stamps, *ds.Floor)
 		}
 	}
-	slices.SortFunc(stamps, func(a, b Stamp) int { return b.Compare(a) })
+	slices.SortFunc(stamps, func(a, b event.Stamp) int { return b.Compare(a) })
 	stamps = slices.Compact(stamps)
 	ids := make([]string, 0, len(stamps))
 	for _, s := range stamps {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -82,7 +83,7 @@ func TestVersionStrategyOneWrite(t *testing.T) {
 	before := h.script("", "vw")
 	deployed := before.Deployment.Versions[0].VersionID
 	rn := h.startRunner("r1")
-	h.publish(event("sv-1", "", "vw", 1, "patch", map[string]any{"strategy": "version",
+	h.publish(newEvent("sv-1", "", "vw", 1, "patch", map[string]any{"strategy": "version",
 		"upsert": []any{b(`{"type":"kv_namespace","name":"KV","namespace_id":"k1"}`), b(`{"type":"plain_text","name":"PLAN","text":"pro"}`)}}))
 	h.waitDrained(20 * time.Second)
 
@@ -150,7 +151,7 @@ func TestVersionStrategyOneWrite(t *testing.T) {
 
 	// The same change again is a no-op: 2 reads, no write.
 	h.emu.ResetStats()
-	h.publish(event("sv-2", "", "vw", 2, "patch", map[string]any{"strategy": "version",
+	h.publish(newEvent("sv-2", "", "vw", 2, "patch", map[string]any{"strategy": "version",
 		"upsert": []any{b(`{"type":"plain_text","name":"PLAN","text":"pro"}`)}}))
 	h.waitDrained(20 * time.Second)
 	if st := h.emu.Stats(); st.Reads != 2 || st.Writes != 0 {
@@ -165,7 +166,7 @@ func TestVersionRenameByOldName(t *testing.T) {
 	h := newHarness(t, harnessOpts{cfg: Config{DefaultStrategy: planner.StrategyVersion}})
 	h.seedScript("", "rn", secretKeep, kvOld, `{"type":"secret_text","name":"OLD_SECRET","text":"s1"}`)
 	h.startRunner("r1")
-	h.publish(event("rn-1", "", "rn", 1, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("rn-1", "", "rn", 1, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"inherit","name":"NEW_KV","old_name":"OLD_KV"}`),
 		b(`{"type":"inherit","name":"NEW_SECRET","old_name":"OLD_SECRET"}`),
 	}}))
@@ -215,11 +216,11 @@ func TestVersionInheritOfMissingBinding(t *testing.T) {
 		h := newHarness(t, harnessOpts{})
 		h.seedScript("", "im", plainTheir)
 		h.startRunner("r1")
-		h.publish(event("im-1", "", "im", 1, "patch", map[string]any{"strategy": "version",
+		h.publish(newEvent("im-1", "", "im", 1, "patch", map[string]any{"strategy": "version",
 			"upsert": []any{b(`{"type":"inherit","name":"GONE"}`)}}))
 		h.waitDrained(20 * time.Second)
 		dl := h.deadLetters()
-		if len(dl) != 1 || dl[0].Record.Reason != ReasonInvalidDesired || !strings.Contains(dl[0].Record.Error, "GONE") {
+		if len(dl) != 1 || dl[0].Record.Reason != event.ReasonInvalidDesired || !strings.Contains(dl[0].Record.Error, "GONE") {
 			t.Fatalf("dead letters %+v, want im-1 with invalid_desired_state naming GONE", dl)
 		}
 		if st := h.emu.Stats(); st.Writes != 0 {
@@ -230,14 +231,14 @@ func TestVersionInheritOfMissingBinding(t *testing.T) {
 		h := newHarness(t, harnessOpts{wrapAPI: func(api API) API { return &ghostAPI{API: api} }})
 		h.seedScript("", "ia", plainTheir)
 		h.setup()
-		h.publish(event("ia-ghost", "", "ia", 1, "patch", map[string]any{"strategy": "version",
+		h.publish(newEvent("ia-ghost", "", "ia", 1, "patch", map[string]any{"strategy": "version",
 			"upsert": []any{b(`{"type":"inherit","name":"GHOST"}`)}}))
-		h.publish(event("ia-kv", "", "ia", 2, "patch", map[string]any{"strategy": "version",
+		h.publish(newEvent("ia-kv", "", "ia", 2, "patch", map[string]any{"strategy": "version",
 			"upsert": []any{b(`{"type":"kv_namespace","name":"KV","namespace_id":"k1"}`)}}))
 		h.startRunner("r1")
 		h.waitDrained(20 * time.Second)
 		dl := h.deadLetters()
-		if len(dl) != 1 || dl[0].Record.EventID != "ia-ghost" || dl[0].Record.Reason != ReasonAPIRejected ||
+		if len(dl) != 1 || dl[0].Record.EventID != "ia-ghost" || dl[0].Record.Reason != event.ReasonAPIRejected ||
 			!strings.Contains(dl[0].Record.Error, "10057") || !strings.Contains(dl[0].Record.Error, "inherit binding 'GHOST' is invalid") {
 			t.Fatalf("dead letters %+v, want ia-ghost with api_rejected and the API's 10057 message", dl)
 		}
@@ -289,7 +290,7 @@ func TestGradualDeploymentHeld(t *testing.T) {
 	h.emu.ResetStats()
 	rn := h.startRunner("r1")
 	for i, tg := range targets {
-		h.publish(event("gd-"+tg.name, tg.ns, tg.name, 1, "patch", map[string]any{"strategy": tg.strategy,
+		h.publish(newEvent("gd-"+tg.name, tg.ns, tg.name, 1, "patch", map[string]any{"strategy": tg.strategy,
 			"upsert": []any{b(`{"type":"kv_namespace","name":"KV","namespace_id":"k` + string(rune('1'+i)) + `"}`)}}))
 	}
 	// Each script is checked at least twice (held, then held again).
@@ -330,8 +331,8 @@ func TestGradualDeploymentHeld(t *testing.T) {
 	if settled := sumOf(rn.m.EventsTotal, allOutcomes...); settled != 0 {
 		t.Errorf("%v events settled while held", settled)
 	}
-	if ok, state := h.drained(); ok || !strings.Contains(state, "ack_pending=3") {
-		t.Errorf("events not held unacknowledged: %s", state)
+	if ok, ds := h.drained(); ok || !strings.Contains(ds, "ack_pending=3") {
+		t.Errorf("events not held unacknowledged: %s", ds)
 	}
 	if dl := h.deadLetters(); len(dl) != 0 {
 		t.Fatalf("dead letters: %+v", dl)
@@ -394,7 +395,7 @@ func TestSettingsRefusedWhileLatestUndeployed(t *testing.T) {
 			}
 			h.emu.ResetStats()
 			rn := h.startRunner("r1")
-			h.publish(event("ud-1", tc.ns, "undeployed", 1, "patch", map[string]any{
+			h.publish(newEvent("ud-1", tc.ns, "undeployed", 1, "patch", map[string]any{
 				"upsert": []any{b(`{"type":"kv_namespace","name":"KV","namespace_id":"k1"}`)}}))
 			h.waitDrained(20 * time.Second)
 			st := h.emu.Stats()
@@ -435,15 +436,15 @@ func TestSettingsRefusedWhileLatestUndeployed(t *testing.T) {
 // TestWriteAnnotations: the annotations name the changes and the events,
 // newest first, and stay within 100 bytes however many there are.
 func TestWriteAnnotations(t *testing.T) {
-	state := NewDesiredState(cfapi.ScriptRef{AccountID: acct, Script: "w"})
-	state.Floor = &Stamp{Gen: 1, ID: "replace-1"}
-	state.Names["A"] = &NameOp{Stamp: Stamp{Gen: 3, ID: "ev-3"}, Op: NameUpsert}
-	state.Names["B"] = &NameOp{Stamp: Stamp{Gen: 2, ID: "ev-2"}, Op: NameUpsert}
+	ds := event.NewDesiredState(cfapi.ScriptRef{AccountID: acct, Script: "w"})
+	ds.Floor = &event.Stamp{Gen: 1, ID: "replace-1"}
+	ds.Names["A"] = &event.NameOp{Stamp: event.Stamp{Gen: 3, ID: "ev-3"}, Op: event.NameUpsert}
+	ds.Names["B"] = &event.NameOp{Stamp: event.Stamp{Gen: 2, ID: "ev-2"}, Op: event.NameUpsert}
 	plan := &planner.Plan{Actions: []planner.Action{
 		{Kind: planner.ActionAdd, Name: "A"}, {Kind: planner.ActionUpdate, Name: "B"},
 		{Kind: planner.ActionRemove, Name: "OLD"}, {Kind: planner.ActionKeep, Name: "K"},
 	}}
-	got := writeAnnotations(state, plan)
+	got := writeAnnotations(ds, plan)
 	want := map[string]string{"workers/message": "reconciler: bindings +A ~B -OLD",
 		"workers/triggered_by": "reconciler events ev-3 ev-2 replace-1"}
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -56,8 +56,8 @@ type Action struct {
 	live, desired *cfapi.Binding // nil when absent; they point into the Plan's inputs
 }
 
-// changes reports whether the action writes.
-func (a Action) changes() bool {
+// Changes reports whether the action writes (an add, update or remove).
+func (a Action) Changes() bool {
 	return a.Kind == ActionAdd || a.Kind == ActionUpdate || a.Kind == ActionRemove
 }
 
@@ -169,7 +169,7 @@ func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan
 			pl.Actions = append(pl.Actions, a)
 		}
 	}
-	if !slices.ContainsFunc(pl.Actions, Action.changes) {
+	if !slices.ContainsFunc(pl.Actions, Action.Changes) {
 		return pl, nil
 	}
 	requested, _ := ParseStrategy(string(d.Strategy))

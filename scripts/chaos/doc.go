@@ -1,4 +1,4 @@
-// Package chaos is the chaos suite of issue 8: the README's guarantees
+// Package chaos is the chaos suite: the guarantees of docs/guarantees.md
 // checked against the real binary, a separately started nats-server and the
 // API emulator, with faults injected. Run it with
 //

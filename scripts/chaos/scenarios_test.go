@@ -687,7 +687,7 @@ func (w *world) trace() func() {
 // sent before the kill) and returns how many there were and the longest
 // time from that kill to the script's next successful write: how long
 // restarted processes take over the scripts a killed one held (their
-// leases, defect 12), queueing included.
+// leases), queueing included.
 func recoveredAfterKills(log []cfapitest.Request, killedAt, restartedAt []time.Time) (int, time.Duration) {
 	sort.SliceStable(log, func(i, j int) bool { return log[i].Time.Before(log[j].Time) })
 	n := 0

@@ -1,5 +1,5 @@
 // Package badinput is the catalogue of malformed and borderline events of
-// the chaos suite (issue 8, "Bad input"): each case is a subject and a raw
+// the chaos suite ("Bad input"): each case is a subject and a raw
 // body, with what EVENTS.md (and the README's copy of it) says must happen
 // to it. The jobs tests run it against an embedded server on every
 // `go test ./...`; the chaos suite runs it against the real binary and a
@@ -22,7 +22,7 @@ const Namespace = "customers"
 // secret might be put by mistake; it must never appear in a dead letter.
 const Secret = "sk_live_CHAOS_DO_NOT_LEAK_4f1d"
 
-// Dead-letter reasons (jobs.Reason values, README "Dead-letter record").
+// Dead-letter reasons (event.Reason values, README "Dead-letter record").
 const (
 	InvalidJSON     = "invalid_json"
 	TooLarge        = "too_large"

@@ -1,4 +1,4 @@
-package jobs
+package event
 
 import (
 	"bytes"
@@ -343,14 +343,14 @@ func (d *DesiredState) Tombstones() map[string]Stamp {
 	return out
 }
 
-// plannerInput returns what the planner sees of d against the last-applied
-// record: quarantined operations are left out and their names are hidden
-// (neither desired nor owned, so left alone); an explicit remove that a
-// reconcile has already carried out (recorded in rec.Removed with the same
-// stamp) is left out too, so a binding of that name created again later by
-// someone else is not deleted again. It returns the names to hide from the
-// record.
-func (d *DesiredState) plannerInput(rec *AppliedRecord) (planner.Desired, []string) {
+// PlannerInput returns what the planner sees of d, given the explicit
+// removes already carried out (the last-applied record's Removed):
+// quarantined operations are left out and their names are hidden (neither
+// desired nor owned, so left alone); an explicit remove carried out with
+// the same stamp is left out too, so a binding of that name created again
+// later by someone else is not deleted again. It returns the names to hide
+// from the record.
+func (d *DesiredState) PlannerInput(removed map[string]Stamp) (planner.Desired, []string) {
 	out := d.Desired()
 	var hidden []string
 	var bindings []cfapi.Binding
@@ -365,7 +365,7 @@ func (d *DesiredState) plannerInput(rec *AppliedRecord) (planner.Desired, []stri
 	var remove []string
 	for _, n := range out.Remove {
 		op := d.Names[n]
-		switch done, ok := rec.Removed[n]; {
+		switch done, ok := removed[n]; {
 		case op.Q != nil:
 			hidden = append(hidden, n)
 		case ok && done == op.Stamp:

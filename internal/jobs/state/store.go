@@ -1,4 +1,4 @@
-package jobs
+package state
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/planner"
 )
 
@@ -28,7 +29,7 @@ type AppliedRecord struct {
 	// has carried out, by name with the stamp of the operation: once
 	// carried out, a tombstone only orders operations and never deletes
 	// again.
-	Removed map[string]Stamp `json:"removed,omitempty"`
+	Removed map[string]event.Stamp `json:"removed,omitempty"`
 	// ModifiedOn is the script's modified_on from a namespace listing
 	// taken before a read that found the script converged; empty when
 	// unknown (a write does not return it).
@@ -37,15 +38,15 @@ type AppliedRecord struct {
 	// the last write changing that name carried out: it tells whether an
 	// event's own operations were written (a backfill result is "changed"
 	// even when the write happened before a crash and a resume).
-	WrittenBy map[string]Stamp `json:"written_by,omitempty"`
+	WrittenBy map[string]event.Stamp `json:"written_by,omitempty"`
 	// Pending holds, while a write is under way, the operations it carries
 	// out by name: a reconcile that finds them live after a crash knows
 	// that write landed (and counts them in WrittenBy).
-	Pending map[string]Stamp `json:"pending,omitempty"`
+	Pending map[string]event.Stamp `json:"pending,omitempty"`
 }
 
-// wrote reports whether a write carried out an operation of event id.
-func (r *AppliedRecord) wrote(id string) bool {
+// Wrote reports whether a write carried out an operation of event id.
+func (r *AppliedRecord) Wrote(id string) bool {
 	for _, s := range r.WrittenBy {
 		if s.ID == id {
 			return true
@@ -62,8 +63,8 @@ func (r *AppliedRecord) LastApplied() planner.LastApplied {
 	return planner.LastApplied{Bindings: r.Bindings}
 }
 
-// sameAs reports whether r and o record the same thing (AppliedAt aside).
-func (r *AppliedRecord) sameAs(o *AppliedRecord) bool {
+// SameAs reports whether r and o record the same thing (AppliedAt aside).
+func (r *AppliedRecord) SameAs(o *AppliedRecord) bool {
 	if r.DesiredRevision != o.DesiredRevision || r.ModifiedOn != o.ModifiedOn || !r.LastApplied().Equal(o.LastApplied()) ||
 		len(r.Removed) != len(o.Removed) {
 		return false
@@ -85,7 +86,7 @@ func (r *AppliedRecord) sameAs(o *AppliedRecord) bool {
 }
 
 // stores wraps the KV buckets that hold the reconciler's state.
-type stores struct {
+type Store struct {
 	js      jetstream.JetStream
 	desired jetstream.KeyValue
 	applied jetstream.KeyValue
@@ -95,16 +96,43 @@ type stores struct {
 	desiredSubject string
 	cache          *stateCache
 	// asyncAckWait bounds the wait for the acknowledgement of a pipelined
-	// compare-and-set (see foldAll), and opTimeout one KV request (see
+	// compare-and-set (see Commit), and opTimeout one KV request (see
 	// kvOpTimeout).
 	asyncAckWait time.Duration
 	opTimeout    time.Duration
 }
 
-func newStores(js jetstream.JetStream, desired, applied, leases jetstream.KeyValue, cacheSize int) *stores {
-	return &stores{js: js, desired: desired, applied: applied, leases: leases,
-		desiredSubject: "$KV." + desired.Bucket() + ".", cache: newStateCache(cacheSize), asyncAckWait: 10 * time.Second, opTimeout: kvOpTimeout}
+// StoreOptions tune a Store.
+type StoreOptions struct {
+	// CacheSize bounds the desired states kept in memory for folding
+	// (0 or negative: no cache; every fold reads its base from KV).
+	CacheSize int
+	// AsyncAckWait bounds the wait for the acknowledgement of a pipelined
+	// compare-and-set (default 10s, see Commit).
+	AsyncAckWait time.Duration
+	// OpTimeout bounds one KV request (default kvOpTimeout).
+	OpTimeout time.Duration
 }
+
+// NewStore returns the store over the desired-state, last-applied and
+// lease buckets (leases may be nil for a reader that never reconciles).
+func NewStore(js jetstream.JetStream, desired, applied, leases jetstream.KeyValue, opts StoreOptions) *Store {
+	s := &Store{js: js, desired: desired, applied: applied, leases: leases,
+		desiredSubject: "$KV." + desired.Bucket() + ".", asyncAckWait: opts.AsyncAckWait, opTimeout: opts.OpTimeout}
+	if opts.CacheSize > 0 {
+		s.cache = newStateCache(opts.CacheSize)
+	}
+	if s.asyncAckWait <= 0 {
+		s.asyncAckWait = 10 * time.Second
+	}
+	if s.opTimeout <= 0 {
+		s.opTimeout = kvOpTimeout
+	}
+	return s
+}
+
+// Leases returns the lease bucket.
+func (s *Store) Leases() jetstream.KeyValue { return s.leases }
 
 // kvOpTimeout bounds one request to a KV bucket. On a clustered NATS the
 // answer to a request can be lost (the replica or leader that took it
@@ -116,22 +144,19 @@ func newStores(js jetstream.JetStream, desired, applied, leases jetstream.KeyVal
 const kvOpTimeout = 10 * time.Second
 
 // opContext returns the context of one KV request.
-func (s *stores) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if s.opTimeout <= 0 {
-		return context.WithTimeout(ctx, kvOpTimeout)
-	}
+func (s *Store) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.opTimeout)
 }
 
 // maxCASAttempts bounds compare-and-set retries on one key.
 const maxCASAttempts = 64
 
-// errNotFound is returned by loads of keys that do not exist.
-var errNotFound = errors.New("not found")
+// ErrNotFound is returned by loads of keys that do not exist.
+var ErrNotFound = errors.New("not found")
 
-// isWrongLastSequence reports a failed compare-and-set: the key changed
+// IsWrongLastSequence reports a failed compare-and-set: the key changed
 // since it was read.
-func isWrongLastSequence(err error) bool {
+func IsWrongLastSequence(err error) bool {
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
 		return true
 	}
@@ -139,9 +164,9 @@ func isWrongLastSequence(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
-// encodeState encodes a stored value without HTML escaping (a binding
+// EncodeState encodes a stored value without HTML escaping (a binding
 // value's "<" stays one byte, so the stored size is the size checked).
-func encodeState(v any) ([]byte, error) {
+func EncodeState(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -155,12 +180,12 @@ func encodeState(v any) ([]byte, error) {
 // The value is decoded only when the cache does not hold that very
 // revision (the fold that wrote it usually does): the returned state must
 // not be modified.
-func (s *stores) loadDesired(ctx context.Context, key string) (*DesiredState, uint64, error) {
+func (s *Store) LoadDesired(ctx context.Context, key string) (*event.DesiredState, uint64, error) {
 	octx, cancel := s.opContext(ctx)
 	defer cancel()
 	e, err := s.desired.Get(octx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, errNotFound
+		return nil, 0, ErrNotFound
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading desired state of %s: %w", key, err)
@@ -168,7 +193,7 @@ func (s *stores) loadDesired(ctx context.Context, key string) (*DesiredState, ui
 	if st, rev, ok := s.cache.get(key); ok && rev == e.Revision() {
 		return st, rev, nil
 	}
-	st, err := decodeDesired(key, e.Value())
+	st, err := DecodeDesired(key, e.Value())
 	if err != nil {
 		return nil, 0, err
 	}
@@ -176,13 +201,13 @@ func (s *stores) loadDesired(ctx context.Context, key string) (*DesiredState, ui
 	return st, e.Revision(), nil
 }
 
-func decodeDesired(key string, data []byte) (*DesiredState, error) {
-	var st DesiredState
+func DecodeDesired(key string, data []byte) (*event.DesiredState, error) {
+	var st event.DesiredState
 	if err := json.Unmarshal(data, &st); err != nil {
 		return nil, fmt.Errorf("desired state of %s is corrupt: %w", key, err)
 	}
 	if st.Names == nil {
-		st.Names = map[string]*NameOp{}
+		st.Names = map[string]*event.NameOp{}
 	}
 	return &st, nil
 }
@@ -190,9 +215,9 @@ func decodeDesired(key string, data []byte) (*DesiredState, error) {
 // updateDesired changes the desired state of key with compare-and-set:
 // edit is applied to the current state (a copy) until the update wins. It
 // returns the new revision (the old one when edit reports no change).
-func (s *stores) updateDesired(ctx context.Context, key string, edit func(*DesiredState) bool) (uint64, error) {
+func (s *Store) UpdateDesired(ctx context.Context, key string, edit func(*event.DesiredState) bool) (uint64, error) {
 	for attempt := 0; attempt < maxCASAttempts; attempt++ {
-		cur, rev, err := s.loadDesired(ctx, key)
+		cur, rev, err := s.LoadDesired(ctx, key)
 		if err != nil {
 			return 0, err
 		}
@@ -200,7 +225,7 @@ func (s *stores) updateDesired(ctx context.Context, key string, edit func(*Desir
 		if !edit(st) {
 			return rev, nil
 		}
-		data, err := encodeState(st)
+		data, err := EncodeState(st)
 		if err != nil {
 			return 0, err
 		}
@@ -211,7 +236,7 @@ func (s *stores) updateDesired(ctx context.Context, key string, edit func(*Desir
 			s.cache.put(key, st, newRev)
 			return newRev, nil
 		}
-		if !isWrongLastSequence(err) {
+		if !IsWrongLastSequence(err) {
 			return 0, fmt.Errorf("storing desired state of %s: %w", key, err)
 		}
 	}
@@ -220,7 +245,7 @@ func (s *stores) updateDesired(ctx context.Context, key string, edit func(*Desir
 
 // loadApplied reads the last-applied record of key (an empty record and
 // revision 0 when there is none).
-func (s *stores) loadApplied(ctx context.Context, key string) (*AppliedRecord, uint64, error) {
+func (s *Store) LoadApplied(ctx context.Context, key string) (*AppliedRecord, uint64, error) {
 	octx, cancel := s.opContext(ctx)
 	defer cancel()
 	e, err := s.applied.Get(octx, key)
@@ -240,15 +265,15 @@ func (s *stores) loadApplied(ctx context.Context, key string) (*AppliedRecord, u
 	return &r, e.Revision(), nil
 }
 
-// errAppliedChanged is a lost compare-and-set on a last-applied record:
+// ErrAppliedChanged is a lost compare-and-set on a last-applied record:
 // another replica recorded a write since this reconcile read it.
-var errAppliedChanged = errors.New("the last-applied record changed during the reconcile")
+var ErrAppliedChanged = errors.New("the last-applied record changed during the reconcile")
 
 // saveApplied stores the last-applied record of key if it is still at
 // revision rev (0: absent), so that a replica that lost its lease cannot
 // overwrite what the new holder recorded. It returns the new revision.
-func (s *stores) saveApplied(ctx context.Context, key string, r *AppliedRecord, rev uint64) (uint64, error) {
-	data, err := encodeState(r)
+func (s *Store) SaveApplied(ctx context.Context, key string, r *AppliedRecord, rev uint64) (uint64, error) {
+	data, err := EncodeState(r)
 	if err != nil {
 		return 0, err
 	}
@@ -260,8 +285,8 @@ func (s *stores) saveApplied(ctx context.Context, key string, r *AppliedRecord, 
 	} else {
 		newRev, err = s.applied.Update(octx, key, data, rev)
 	}
-	if isWrongLastSequence(err) {
-		return 0, fmt.Errorf("storing last-applied state of %s: %w", key, errAppliedChanged)
+	if IsWrongLastSequence(err) {
+		return 0, fmt.Errorf("storing last-applied state of %s: %w", key, ErrAppliedChanged)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("storing last-applied state of %s: %w", key, err)
@@ -272,7 +297,7 @@ func (s *stores) saveApplied(ctx context.Context, key string, r *AppliedRecord, 
 // publishDesiredAsync starts a compare-and-set of the desired state of key
 // from revision rev (0: the key must not exist) without waiting for the
 // answer, so that the folds of many scripts share one round trip.
-func (s *stores) publishDesiredAsync(key string, data []byte, rev uint64) (jetstream.PubAckFuture, error) {
+func (s *Store) publishDesiredAsync(key string, data []byte, rev uint64) (jetstream.PubAckFuture, error) {
 	m := nats.NewMsg(s.desiredSubject + key)
 	m.Data = data
 	return s.js.PublishMsgAsync(m, jetstream.WithExpectLastSequencePerSubject(rev))

@@ -1,4 +1,4 @@
-package jobs
+package event
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-package jobs
+package state
 
 import (
 	"context"
@@ -100,8 +100,8 @@ type SetupConfig struct {
 	LeaseTTL time.Duration
 }
 
-// defaultDuration sets *d to v unless *d is positive.
-func defaultDuration(d *time.Duration, v time.Duration) {
+// DefaultDuration sets *d to v unless *d is positive.
+func DefaultDuration(d *time.Duration, v time.Duration) {
 	if *d <= 0 {
 		*d = v
 	}
@@ -113,12 +113,12 @@ func (c SetupConfig) WithDefaults() SetupConfig {
 	if c.Replicas <= 0 {
 		c.Replicas = 1
 	}
-	defaultDuration(&c.EventMaxAge, 7*24*time.Hour)
-	defaultDuration(&c.DLQMaxAge, 30*24*time.Hour)
-	defaultDuration(&c.Duplicates, 2*time.Minute)
-	defaultDuration(&c.AckWait, 2*time.Minute)
-	defaultDuration(&c.LeaseTTL, 10*time.Second)
-	defaultDuration(&c.BackfillAckWait, 15*time.Second)
+	DefaultDuration(&c.EventMaxAge, 7*24*time.Hour)
+	DefaultDuration(&c.DLQMaxAge, 30*24*time.Hour)
+	DefaultDuration(&c.Duplicates, 2*time.Minute)
+	DefaultDuration(&c.AckWait, 2*time.Minute)
+	DefaultDuration(&c.LeaseTTL, 10*time.Second)
+	DefaultDuration(&c.BackfillAckWait, 15*time.Second)
 	if c.MaxDeliver <= 0 {
 		c.MaxDeliver = 8
 	}
@@ -141,8 +141,9 @@ type Resources struct {
 	BackfillConsumer jetstream.Consumer
 	Results          jetstream.Stream
 	Runs             jetstream.KeyValue
-	stores           *stores
-	names            Names
+	// Desired, Applied and Leases are the state buckets (see NewStore).
+	Desired, Applied, Leases jetstream.KeyValue
+	Names                    Names
 }
 
 // streamConfigs returns the configuration of every stream, in creation
@@ -193,9 +194,9 @@ func (c SetupConfig) streamConfigs() []jetstream.StreamConfig {
 	}}
 }
 
-// consumerConfigs returns the configuration of the live and backfill
+// ConsumerConfigs returns the configuration of the live and backfill
 // consumers.
-func (c SetupConfig) consumerConfigs() (live, backfill jetstream.ConsumerConfig) {
+func (c SetupConfig) ConsumerConfigs() (live, backfill jetstream.ConsumerConfig) {
 	live = jetstream.ConsumerConfig{
 		Durable:       c.Consumer,
 		Description:   "Reconciler workers (shared by every replica).",
@@ -248,7 +249,7 @@ func (c SetupConfig) bucketConfigs() []jetstream.KeyValueConfig {
 // resuming).
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg SetupConfig, log *zap.Logger) (*Resources, error) {
 	cfg = cfg.WithDefaults()
-	res := &Resources{JS: js, names: cfg.Names}
+	res := &Resources{JS: js, Names: cfg.Names}
 	retry := func(what string, op func(context.Context) error) error {
 		return RetrySetup(ctx, log, what, op)
 	}
@@ -266,7 +267,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg SetupConfig,
 		}
 	}
 	res.Stream, res.DLQ, res.Backfill, res.Results = streams[0], streams[1], streams[2], streams[3]
-	live, backfill := cfg.consumerConfigs()
+	live, backfill := cfg.ConsumerConfigs()
 	for _, c := range []struct {
 		stream string
 		cfg    jetstream.ConsumerConfig
@@ -301,8 +302,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg SetupConfig,
 			return nil, fmt.Errorf("bucket %s: %w", bc.Bucket, err)
 		}
 	}
-	res.Runs = buckets[3]
-	res.stores = newStores(js, buckets[0], buckets[1], buckets[2], 0)
+	res.Desired, res.Applied, res.Leases, res.Runs = buckets[0], buckets[1], buckets[2], buckets[3]
 	return res, nil
 }
 
@@ -348,7 +348,7 @@ var ErrNotSetUp = errors.New("not set up: start `reconciler run` on this NATS fi
 // for tools (publish, plan, dlq, backfill against a running pipeline).
 func Open(ctx context.Context, js jetstream.JetStream, names Names) (*Resources, error) {
 	names = names.WithDefaults()
-	res := &Resources{JS: js, names: names}
+	res := &Resources{JS: js, Names: names}
 	missing := func(kind, name string, err error) error {
 		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
 			errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -377,7 +377,11 @@ func Open(ctx context.Context, js jetstream.JetStream, names Names) (*Resources,
 			return nil, missing("bucket", b, err)
 		}
 	}
-	res.Runs = kvs[3]
-	res.stores = newStores(js, kvs[0], kvs[1], kvs[2], 0)
+	res.Desired, res.Applied, res.Leases, res.Runs = kvs[0], kvs[1], kvs[2], kvs[3]
 	return res, nil
+}
+
+// NewStore returns a store over res's state buckets.
+func (res *Resources) NewStore(opts StoreOptions) *Store {
+	return NewStore(res.JS, res.Desired, res.Applied, res.Leases, opts)
 }

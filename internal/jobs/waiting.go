@@ -43,8 +43,8 @@ func compactAcker(nc *nats.Conn, msg message) acker {
 	return msg
 }
 
-// heldEvent is a folded event waiting for a reconcile of its script.
-type heldEvent struct {
+// waitingEvent is a folded event waiting for a reconcile of its script.
+type waitingEvent struct {
 	ack        acker
 	id         string
 	lane       lane
@@ -65,21 +65,21 @@ type heldEvent struct {
 // waiting for a reconcile, and the listing's modified_on to record once a
 // read finds it converged.
 type scriptState struct {
-	held       []*heldEvent
+	events     []*waitingEvent
 	modifiedOn string
 }
 
-// heldTable holds the events of every script between fold and settle.
-type heldTable struct {
+// waitTable holds the events of every script between fold and settle.
+type waitTable struct {
 	mu      sync.Mutex
 	scripts map[string]*scriptState
 	count   [numLanes]int
 }
 
-func newHeldTable() *heldTable { return &heldTable{scripts: map[string]*scriptState{}} }
+func newWaitTable() *waitTable { return &waitTable{scripts: map[string]*scriptState{}} }
 
 // stateLocked returns key's state, creating it; t.mu is held.
-func (t *heldTable) stateLocked(key string) *scriptState {
+func (t *waitTable) stateLocked(key string) *scriptState {
 	st := t.scripts[key]
 	if st == nil {
 		st = &scriptState{}
@@ -89,18 +89,18 @@ func (t *heldTable) stateLocked(key string) *scriptState {
 }
 
 // add holds events of key.
-func (t *heldTable) add(key string, hs ...*heldEvent) {
+func (t *waitTable) add(key string, hs ...*waitingEvent) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.stateLocked(key)
-	st.held = append(st.held, hs...)
+	st.events = append(st.events, hs...)
 	for _, h := range hs {
 		t.count[h.lane]++
 	}
 }
 
 // setModifiedOn records the listing's modified_on of key.
-func (t *heldTable) setModifiedOn(key, modifiedOn string) {
+func (t *waitTable) setModifiedOn(key, modifiedOn string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.stateLocked(key)
@@ -108,36 +108,45 @@ func (t *heldTable) setModifiedOn(key, modifiedOn string) {
 }
 
 // snapshot returns what a reconcile of key starts from: the highest fold
-// revision of its held events (the reconcile must read at least that
-// revision), the listing's modified_on, and the id of the newest held
-// event (for its log lines).
-func (t *heldTable) snapshot(key string) (maxRev uint64, modifiedOn, eventID string) {
+// revision of its waiting events (the reconcile must read at least that
+// revision) and the id of the newest one (for its log lines).
+func (t *waitTable) snapshot(key string) (minRevision uint64, eventID string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.scripts[key]
 	if st == nil {
-		return 0, "", ""
+		return 0, ""
 	}
-	for _, h := range st.held {
-		if h.foldRev >= maxRev {
-			maxRev, eventID = h.foldRev, h.id
+	for _, h := range st.events {
+		if h.foldRev >= minRevision {
+			minRevision, eventID = h.foldRev, h.id
 		}
 	}
-	return maxRev, st.modifiedOn, eventID
+	return minRevision, eventID
+}
+
+// modifiedOn returns the listing's modified_on recorded for key.
+func (t *waitTable) modifiedOn(key string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st := t.scripts[key]; st != nil {
+		return st.modifiedOn
+	}
+	return ""
 }
 
 // take removes and returns the held events of key whose fold is at or
 // below rev (all of them when rev is ^0).
-func (t *heldTable) take(key string, rev uint64) []*heldEvent {
+func (t *waitTable) take(key string, rev uint64) []*waitingEvent {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.scripts[key]
 	if st == nil {
 		return nil
 	}
-	var done []*heldEvent
-	kept := st.held[:0]
-	for _, h := range st.held {
+	var done []*waitingEvent
+	kept := st.events[:0]
+	for _, h := range st.events {
 		if h.foldRev <= rev {
 			done = append(done, h)
 			t.count[h.lane]--
@@ -145,29 +154,21 @@ func (t *heldTable) take(key string, rev uint64) []*heldEvent {
 			kept = append(kept, h)
 		}
 	}
-	clear(st.held[len(kept):])
-	st.held = kept
-	if len(st.held) == 0 {
+	clear(st.events[len(kept):])
+	st.events = kept
+	if len(st.events) == 0 {
 		delete(t.scripts, key)
 	}
 	return done
 }
 
-// has reports whether key holds events.
-func (t *heldTable) has(key string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	st := t.scripts[key]
-	return st != nil && len(st.held) > 0
-}
-
 // takeAll removes and returns every held event.
-func (t *heldTable) takeAll() []*heldEvent {
+func (t *waitTable) takeAll() []*waitingEvent {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var out []*heldEvent
+	var out []*waitingEvent
 	for key, st := range t.scripts {
-		out = append(out, st.held...)
+		out = append(out, st.events...)
 		delete(t.scripts, key)
 	}
 	t.count = [numLanes]int{}
@@ -176,12 +177,12 @@ func (t *heldTable) takeAll() []*heldEvent {
 
 // ackers returns the ackers of the held events of lane l (for
 // heartbeats).
-func (t *heldTable) ackers(l lane) []acker {
+func (t *waitTable) ackers(l lane) []acker {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := make([]acker, 0, t.count[l])
 	for _, st := range t.scripts {
-		for _, h := range st.held {
+		for _, h := range st.events {
 			if h.lane == l {
 				out = append(out, h.ack)
 			}
@@ -191,7 +192,7 @@ func (t *heldTable) ackers(l lane) []acker {
 }
 
 // counts returns the number of held events per lane.
-func (t *heldTable) counts() [numLanes]int {
+func (t *waitTable) counts() [numLanes]int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.count

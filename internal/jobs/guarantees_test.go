@@ -12,6 +12,8 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 )
 
 // apiFunc wraps an API and replaces some of its calls.
@@ -45,7 +47,7 @@ func (h *harness) sentAny(s string) bool {
 	return false
 }
 
-// TestBadPatchDoesNotBlockTheScript (defect 2): a patch that can never
+// TestBadPatchDoesNotBlockTheScript: a patch that can never
 // apply (an inherit of a binding that does not exist) folded together with
 // a good patch: the good one is applied, the bad one is dead-lettered,
 // nothing of it is ever written, and later events keep converging.
@@ -53,9 +55,9 @@ func TestBadPatchDoesNotBlockTheScript(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.seedScript("customers", "tenant-1")
 	h.setup()
-	h.publish(event("bad", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("bad", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"inherit","name":"MISSING_BINDING"}`)}}))
-	h.publish(event("good", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("good", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"plain_text","name":"GOOD","text":"yes"}`)}}))
 	h.startRunner("r1")
 	h.waitDrained(30 * time.Second)
@@ -63,11 +65,11 @@ func TestBadPatchDoesNotBlockTheScript(t *testing.T) {
 		t.Fatalf("the good patch was not applied: %v", keys(got))
 	}
 	dl := h.deadLetters()
-	if len(dl) != 1 || dl[0].Record.EventID != "bad" || dl[0].Record.Reason != ReasonInvalidDesired {
+	if len(dl) != 1 || dl[0].Record.EventID != "bad" || dl[0].Record.Reason != event.ReasonInvalidDesired {
 		t.Fatalf("dead letters = %+v", dl)
 	}
 	// A later unrelated event applies, and still never writes the bad one.
-	h.publish(event("later", "customers", "tenant-1", 3, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("later", "customers", "tenant-1", 3, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"plain_text","name":"LATER","text":"yes"}`)}}))
 	h.waitDrained(30 * time.Second)
 	if got := h.stored("customers", "tenant-1"); got["LATER"] == "" {
@@ -81,7 +83,7 @@ func TestBadPatchDoesNotBlockTheScript(t *testing.T) {
 	}
 }
 
-// TestAPIRejectionBlamesTheNamedBinding (defect 2): the API rejects a
+// TestAPIRejectionBlamesTheNamedBinding: the API rejects a
 // write with 10021 naming one binding; only the event that set it is
 // dead-lettered, the other event folded with it is applied.
 func TestAPIRejectionBlamesTheNamedBinding(t *testing.T) {
@@ -96,9 +98,9 @@ func TestAPIRejectionBlamesTheNamedBinding(t *testing.T) {
 	}})
 	h.seedScript("customers", "tenant-1")
 	h.setup()
-	h.publish(event("rejected", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("rejected", "customers", "tenant-1", 1, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"d1","name":"DB","id":"00000000-0000-0000-0000-000000000000"}`)}}))
-	h.publish(event("fine", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("fine", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"plain_text","name":"FINE","text":"ok"}`)}}))
 	h.startRunner("r1")
 	h.waitDrained(30 * time.Second)
@@ -107,27 +109,27 @@ func TestAPIRejectionBlamesTheNamedBinding(t *testing.T) {
 		t.Fatalf("stored = %v, want FINE and no DB", keys(got))
 	}
 	dl := h.deadLetters()
-	if len(dl) != 1 || dl[0].Record.EventID != "rejected" || dl[0].Record.Reason != ReasonAPIRejected ||
+	if len(dl) != 1 || dl[0].Record.EventID != "rejected" || dl[0].Record.Reason != event.ReasonAPIRejected ||
 		!strings.Contains(dl[0].Record.Error, "10021") {
 		t.Fatalf("dead letters = %+v", dl)
 	}
 }
 
-// TestRemoveNeverDeletesWhatItDoesNotOwn (defect 7): after a patch's
+// TestRemoveNeverDeletesWhatItDoesNotOwn: after a patch's
 // remove was carried out, a binding of that name created again by hand is
 // not deleted by a later, unrelated event.
 func TestRemoveNeverDeletesWhatItDoesNotOwn(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.seedScript("customers", "tenant-1", `{"type":"plain_text","name":"X","text":"theirs"}`)
 	h.startRunner("r1")
-	h.publish(event("rm", "customers", "tenant-1", 1, "patch", map[string]any{"remove": []any{"X"}}))
+	h.publish(newEvent("rm", "customers", "tenant-1", 1, "patch", map[string]any{"remove": []any{"X"}}))
 	h.waitDrained(20 * time.Second)
 	if got := h.stored("customers", "tenant-1"); got["X"] != "" {
 		t.Fatalf("X was not removed: %v", keys(got))
 	}
 	// Someone creates X again by hand.
 	h.seedScript("customers", "tenant-1", `{"type":"plain_text","name":"X","text":"made again"}`)
-	h.publish(event("unrelated", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
+	h.publish(newEvent("unrelated", "customers", "tenant-1", 2, "patch", map[string]any{"upsert": []any{
 		b(`{"type":"plain_text","name":"Y","text":"y"}`)}}))
 	h.waitDrained(20 * time.Second)
 	got := h.stored("customers", "tenant-1")
@@ -136,7 +138,7 @@ func TestRemoveNeverDeletesWhatItDoesNotOwn(t *testing.T) {
 	}
 }
 
-// TestAuthFailurePausesWithoutDeadLetters (defect 6): while the API
+// TestAuthFailurePausesWithoutDeadLetters: while the API
 // rejects the credentials, nothing is dead-lettered, readiness fails, and
 // the events apply once the credentials work again.
 func TestAuthFailurePausesWithoutDeadLetters(t *testing.T) {
@@ -147,7 +149,7 @@ func TestAuthFailurePausesWithoutDeadLetters(t *testing.T) {
 	h.emu.FailNext(6, 403, cfapi.CodeAuthentication, 0)
 	rn := h.startRunner("r1")
 	for i := 0; i < 3; i++ {
-		h.publish(event(fmt.Sprintf("auth-%d", i), "customers", fmt.Sprintf("tenant-%d", i), 1, "patch", map[string]any{
+		h.publish(newEvent(fmt.Sprintf("auth-%d", i), "customers", fmt.Sprintf("tenant-%d", i), 1, "patch", map[string]any{
 			"upsert": []any{b(`{"type":"plain_text","name":"A","text":"1"}`)}}))
 	}
 	var sawNotReady atomic.Bool
@@ -178,7 +180,7 @@ func TestAuthFailurePausesWithoutDeadLetters(t *testing.T) {
 	}
 }
 
-// TestPanicInReconcileIsRecovered (defect 9): a panic while reconciling
+// TestPanicInReconcileIsRecovered: a panic while reconciling
 // one script is recovered and counted; the event is redelivered and
 // applied, and the other scripts are not affected.
 func TestPanicInReconcileIsRecovered(t *testing.T) {
@@ -196,7 +198,7 @@ func TestPanicInReconcileIsRecovered(t *testing.T) {
 	h.seedScript("customers", "tenant-ok")
 	rn := h.startRunner("r1")
 	for _, s := range []string{"tenant-panic", "tenant-ok"} {
-		h.publish(event("p-"+s, "customers", s, 1, "patch", map[string]any{"upsert": []any{b(`{"type":"plain_text","name":"A","text":"1"}`)}}))
+		h.publish(newEvent("p-"+s, "customers", s, 1, "patch", map[string]any{"upsert": []any{b(`{"type":"plain_text","name":"A","text":"1"}`)}}))
 	}
 	h.waitDrained(30 * time.Second)
 	for _, s := range []string{"tenant-panic", "tenant-ok"} {
@@ -212,7 +214,7 @@ func TestPanicInReconcileIsRecovered(t *testing.T) {
 	}
 }
 
-// TestInvalidUTF8IsRejected (defect 8): an event with invalid UTF-8 in a
+// TestInvalidUTF8IsRejected: an event with invalid UTF-8 in a
 // binding value is dead-lettered at decode and never sent.
 func TestInvalidUTF8IsRejected(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
@@ -222,7 +224,7 @@ func TestInvalidUTF8IsRejected(t *testing.T) {
 	h.publishRaw("bindings."+acct+".customers.tenant-1", []byte(body), "utf")
 	h.waitDrained(20 * time.Second)
 	dl := h.deadLetters()
-	if len(dl) != 1 || dl[0].Record.Reason != ReasonInvalidJSON || !strings.Contains(dl[0].Record.Error, "UTF-8") {
+	if len(dl) != 1 || dl[0].Record.Reason != event.ReasonInvalidJSON || !strings.Contains(dl[0].Record.Error, "UTF-8") {
 		t.Fatalf("dead letters = %+v", dl)
 	}
 	if h.emu.Stats().Writes != 0 {
@@ -230,7 +232,7 @@ func TestInvalidUTF8IsRejected(t *testing.T) {
 	}
 }
 
-// TestOneMiBServer (defect 3): against a NATS with the default 1 MiB
+// TestOneMiBServer: against a NATS with the default 1 MiB
 // max_payload, a patch that would grow the stored desired state past what
 // one message carries is rejected (too_large) while the earlier one
 // applies, and a dead letter too large for one message is stored shrunk
@@ -244,12 +246,12 @@ func TestOneMiBServer(t *testing.T) {
 		for i := 0; i < 130; i++ {
 			ups = append(ups, map[string]any{"type": "plain_text", "name": fmt.Sprintf("%s%03d", prefix, i), "text": strings.Repeat("v", 4000)})
 		}
-		return event(id, "customers", "tenant-1", gen, "patch", map[string]any{"upsert": ups})
+		return newEvent(id, "customers", "tenant-1", gen, "patch", map[string]any{"upsert": ups})
 	}
 	h.publish(patch("first", 1, "A"))
 	h.publish(patch("second", 2, "B"))
 	// An invalid event of almost 1 MiB: its dead letter does not fit.
-	huge := event("huge", "customers", "tenant-1", 3, "patch", map[string]any{"upsert": []any{
+	huge := newEvent("huge", "customers", "tenant-1", 3, "patch", map[string]any{"upsert": []any{
 		map[string]any{"type": "plain_text", "name": "HUGE", "text": strings.Repeat("h", 1045000)}}})
 	h.publish(huge)
 	h.startRunner("r1")
@@ -258,15 +260,15 @@ func TestOneMiBServer(t *testing.T) {
 	if got["A000"] == "" || got["B000"] != "" || got["HUGE"] != "" {
 		t.Fatalf("stored: A000=%t B000=%t HUGE=%t", got["A000"] != "", got["B000"] != "", got["HUGE"] != "")
 	}
-	byID := map[string]DeadLetter{}
+	byID := map[string]state.DeadLetter{}
 	for _, e := range h.deadLetters() {
 		byID[e.Record.EventID] = e.Record
 	}
-	if r, ok := byID["second"]; !ok || r.Reason != ReasonTooLarge {
+	if r, ok := byID["second"]; !ok || r.Reason != event.ReasonTooLarge {
 		t.Errorf("second: reason %q, error %q", r.Reason, r.Error)
 	}
 	r, ok := byID["huge"]
-	if !ok || r.Reason != ReasonInvalidBinding || string(r.Event) != "null" || r.BodySHA256 == "" || r.StreamSeq == 0 {
+	if !ok || r.Reason != event.ReasonInvalidBinding || string(r.Event) != "null" || r.BodySHA256 == "" || r.StreamSeq == 0 {
 		t.Errorf("huge: reason=%s event=%.40s sha=%q seq=%d", r.Reason, r.Event, r.BodySHA256, r.StreamSeq)
 	}
 	if len(byID) != 2 {
@@ -282,14 +284,14 @@ func keysOf[V any](m map[string]V) []string {
 	return out
 }
 
-// TestRecoveryAfterCrashBeforeAckWait (defect 12): killed mid-run and
+// TestRecoveryAfterCrashBeforeAckWait: killed mid-run and
 // restarted at once, the reconciler converges the scripts whose events the
 // dead process held well before their AckWait (60s here) redelivers them,
 // with no extra writes.
 func TestRecoveryAfterCrashBeforeAckWait(t *testing.T) {
 	h := newHarness(t, harnessOpts{
 		emu: cfapitest.Options{Faults: cfapitest.Faults{WriteLatency: 150 * time.Millisecond}},
-		cfg: Config{SetupConfig: SetupConfig{AckWait: 60 * time.Second}, Concurrency: 2, RecoverOnStart: true},
+		cfg: Config{SetupConfig: state.SetupConfig{AckWait: 60 * time.Second}, Concurrency: 2, RecoverOnStart: true},
 	})
 	const scripts = 10
 	for s := 0; s < scripts; s++ {
@@ -297,7 +299,7 @@ func TestRecoveryAfterCrashBeforeAckWait(t *testing.T) {
 	}
 	h.setup()
 	for s := 0; s < scripts; s++ {
-		h.publish(event(fmt.Sprintf("rec-%d", s), "customers", fmt.Sprintf("tenant-%d", s), 1, "patch", map[string]any{
+		h.publish(newEvent(fmt.Sprintf("rec-%d", s), "customers", fmt.Sprintf("tenant-%d", s), 1, "patch", map[string]any{
 			"upsert": []any{b(`{"type":"plain_text","name":"V","text":"1"}`)}}))
 	}
 	rn := h.startRunner("before-crash")

@@ -1,8 +1,10 @@
-package jobs
+package state
 
 import (
 	"container/list"
 	"sync"
+
+	"github.com/reconciler/reconciler/internal/jobs/event"
 )
 
 // stateCache keeps the desired state this process last read or wrote for
@@ -21,7 +23,7 @@ type stateCache struct {
 
 type cacheEntry struct {
 	key   string
-	state *DesiredState
+	state *event.DesiredState
 	rev   uint64
 }
 
@@ -31,7 +33,7 @@ func newStateCache(max int) *stateCache {
 
 // get returns the cached state of key (not to be modified) and its
 // revision.
-func (c *stateCache) get(key string) (*DesiredState, uint64, bool) {
+func (c *stateCache) get(key string) (*event.DesiredState, uint64, bool) {
 	if c == nil {
 		return nil, 0, false
 	}
@@ -47,7 +49,7 @@ func (c *stateCache) get(key string) (*DesiredState, uint64, bool) {
 }
 
 // put records state at rev for key, unless a newer revision is cached.
-func (c *stateCache) put(key string, state *DesiredState, rev uint64) {
+func (c *stateCache) put(key string, state *event.DesiredState, rev uint64) {
 	if c == nil || c.max <= 0 {
 		return
 	}

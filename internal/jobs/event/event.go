@@ -1,4 +1,4 @@
-package jobs
+package event
 
 import (
 	"bytes"
@@ -92,7 +92,7 @@ type InvalidEventError struct {
 
 func (e *InvalidEventError) Error() string { return string(e.Reason) + ": " + e.Msg }
 
-func invalid(reason Reason, format string, args ...any) error {
+func Invalidf(reason Reason, format string, args ...any) error {
 	return &InvalidEventError{Reason: reason, Msg: fmt.Sprintf(format, args...)}
 }
 
@@ -122,11 +122,11 @@ func DecodeEvent(data []byte, subject, prefix string) (*Event, error) {
 		d = planner.Desired{Bindings: e.Upsert, Remove: e.Remove, Strategy: strategy}
 	}
 	if err := planner.Validate(d); err != nil {
-		return nil, invalid(ReasonInvalidBinding, "%v", err)
+		return nil, Invalidf(ReasonInvalidBinding, "%v", err)
 	}
 	if subject != "" {
 		if want := Subject(prefix, e.Ref()); subject != want {
-			return nil, invalid(ReasonSubjectMismatch, "event for %s arrived on subject %q (want %q)", e.Ref(), subject, want)
+			return nil, Invalidf(ReasonSubjectMismatch, "event for %s arrived on subject %q (want %q)", e.Ref(), subject, want)
 		}
 	}
 	return e, nil
@@ -154,24 +154,24 @@ type rawEvent struct {
 // envelope.
 func decodeEnvelope(data []byte) (*rawEvent, error) {
 	if len(data) > MaxEventBytes {
-		return nil, invalid(ReasonTooLarge, "event is %d bytes, over the limit of %d", len(data), MaxEventBytes)
+		return nil, Invalidf(ReasonTooLarge, "event is %d bytes, over the limit of %d", len(data), MaxEventBytes)
 	}
 	if !utf8.Valid(data) {
 		// encoding/json would replace the bad bytes silently, and the raw
 		// binding JSON would carry them to the API.
-		return nil, invalid(ReasonInvalidJSON, "event is not valid UTF-8 (at byte %d)", invalidUTF8At(data))
+		return nil, Invalidf(ReasonInvalidJSON, "event is not valid UTF-8 (at byte %d)", invalidUTF8At(data))
 	}
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return nil, invalid(ReasonInvalidJSON, "event must be a JSON object")
+		return nil, Invalidf(ReasonInvalidJSON, "event must be a JSON object")
 	}
 	var raw rawEvent
 	if err := json.Unmarshal(trimmed, &raw); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return nil, invalid(ReasonInvalidField, "field %q must be %s, got %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+			return nil, Invalidf(ReasonInvalidField, "field %q must be %s, got %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
 		}
-		return nil, invalid(ReasonInvalidJSON, "%v", err)
+		return nil, Invalidf(ReasonInvalidJSON, "%v", err)
 	}
 	return &raw, nil
 }
@@ -179,7 +179,7 @@ func decodeEnvelope(data []byte) (*rawEvent, error) {
 // required returns a required string member.
 func required(name string, v *string) (string, error) {
 	if v == nil || *v == "" {
-		return "", invalid(ReasonMissingField, "field %q is required", name)
+		return "", Invalidf(ReasonMissingField, "field %q is required", name)
 	}
 	return *v, nil
 }
@@ -188,17 +188,17 @@ func required(name string, v *string) (string, error) {
 func (raw *rawEvent) identity(e *Event) error {
 	var err error
 	if raw.Schema == nil {
-		return invalid(ReasonMissingField, "field \"schema\" is required")
+		return Invalidf(ReasonMissingField, "field \"schema\" is required")
 	}
 	if *raw.Schema != SchemaV1 {
-		return invalid(ReasonSchema, "schema %q is not supported (want %q)", *raw.Schema, SchemaV1)
+		return Invalidf(ReasonSchema, "schema %q is not supported (want %q)", *raw.Schema, SchemaV1)
 	}
 	e.Schema = *raw.Schema
 	if e.ID, err = required("id", raw.ID); err != nil {
 		return err
 	}
 	if len(e.ID) > 256 {
-		return invalid(ReasonInvalidField, "field \"id\" is %d bytes, over the limit of 256", len(e.ID))
+		return Invalidf(ReasonInvalidField, "field \"id\" is %d bytes, over the limit of 256", len(e.ID))
 	}
 	if e.AccountID, err = required("account_id", raw.AccountID); err != nil {
 		return err
@@ -210,20 +210,20 @@ func (raw *rawEvent) identity(e *Event) error {
 		e.DispatchNamespace = *raw.DispatchNamespace
 	}
 	if err := cfapi.ValidateAccountID(e.AccountID); err != nil {
-		return invalid(ReasonInvalidField, "field \"account_id\": %v", err)
+		return Invalidf(ReasonInvalidField, "field \"account_id\": %v", err)
 	}
 	if e.DispatchNamespace != "" {
 		if err := cfapi.ValidateScriptName(e.DispatchNamespace); err != nil {
-			return invalid(ReasonInvalidField, "field \"dispatch_namespace\": %v", err)
+			return Invalidf(ReasonInvalidField, "field \"dispatch_namespace\": %v", err)
 		}
 	}
 	if err := cfapi.ValidateScriptName(e.Script); err != nil {
-		return invalid(ReasonInvalidField, "field \"script\": %v", err)
+		return Invalidf(ReasonInvalidField, "field \"script\": %v", err)
 	}
 	if len(raw.Generation) > 0 && string(raw.Generation) != "null" {
 		var g uint64
 		if err := json.Unmarshal(raw.Generation, &g); err != nil {
-			return invalid(ReasonInvalidField, "field \"generation\" must be a non-negative integer, got %s", truncateForError(string(raw.Generation)))
+			return Invalidf(ReasonInvalidField, "field \"generation\" must be a non-negative integer, got %s", truncateForError(string(raw.Generation)))
 		}
 		e.Generation = &g
 	}
@@ -239,23 +239,23 @@ func (raw *rawEvent) operations(e *Event) error {
 	switch e.Op {
 	case OpReplace:
 		if raw.Bindings == nil {
-			return invalid(ReasonMissingField, "field \"bindings\" is required with op \"replace\" (use [] to manage no bindings)")
+			return Invalidf(ReasonMissingField, "field \"bindings\" is required with op \"replace\" (use [] to manage no bindings)")
 		}
 		if raw.Upsert != nil || raw.Remove != nil {
-			return invalid(ReasonInvalidField, "fields \"upsert\" and \"remove\" belong to op \"patch\", not \"replace\"")
+			return Invalidf(ReasonInvalidField, "fields \"upsert\" and \"remove\" belong to op \"patch\", not \"replace\"")
 		}
 		e.Bindings, err = parseBindingList("bindings", raw.Bindings)
 	case OpPatch:
 		if raw.Upsert == nil && raw.Remove == nil {
-			return invalid(ReasonMissingField, "op \"patch\" needs \"upsert\" or \"remove\"")
+			return Invalidf(ReasonMissingField, "op \"patch\" needs \"upsert\" or \"remove\"")
 		}
 		if raw.Bindings != nil {
-			return invalid(ReasonInvalidField, "field \"bindings\" belongs to op \"replace\"; a patch uses \"upsert\"")
+			return Invalidf(ReasonInvalidField, "field \"bindings\" belongs to op \"replace\"; a patch uses \"upsert\"")
 		}
 		e.Upsert, err = parseBindingList("upsert", raw.Upsert)
 		e.Remove = raw.Remove
 	default:
-		return invalid(ReasonInvalidField, "field \"op\" must be \"replace\" or \"patch\", got %q", truncateForError(e.Op))
+		return Invalidf(ReasonInvalidField, "field \"op\" must be \"replace\" or \"patch\", got %q", truncateForError(e.Op))
 	}
 	return err
 }
@@ -266,7 +266,7 @@ func parseBindingList(field string, list []json.RawMessage) ([]cfapi.Binding, er
 	for i, r := range list {
 		b, err := cfapi.ParseBinding(r)
 		if err != nil {
-			return nil, invalid(ReasonInvalidBinding, "%s[%d]: %v", field, i, err)
+			return nil, Invalidf(ReasonInvalidBinding, "%s[%d]: %v", field, i, err)
 		}
 		out = append(out, b)
 	}
@@ -280,12 +280,12 @@ func (raw *rawEvent) options(e *Event) (planner.Strategy, error) {
 	}
 	strategy, err := planner.ParseStrategy(e.Strategy)
 	if err != nil {
-		return "", invalid(ReasonInvalidField, "field \"strategy\": %v", err)
+		return "", Invalidf(ReasonInvalidField, "field \"strategy\": %v", err)
 	}
 	if raw.OccurredAt != nil && *raw.OccurredAt != "" {
 		t, err := time.Parse(time.RFC3339Nano, *raw.OccurredAt)
 		if err != nil {
-			return "", invalid(ReasonInvalidField, "field \"occurred_at\" must be an RFC 3339 time, got %q", truncateForError(*raw.OccurredAt))
+			return "", Invalidf(ReasonInvalidField, "field \"occurred_at\" must be an RFC 3339 time, got %q", truncateForError(*raw.OccurredAt))
 		}
 		e.OccurredAt = &t
 	}

@@ -1,4 +1,4 @@
-package jobs
+package tools
 
 import (
 	"bufio"
@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/planner"
 )
 
@@ -28,20 +30,20 @@ type Preview struct {
 }
 
 // BaseState returns the state a preview starts from for a script key.
-type BaseState func(ctx context.Context, key string) (*DesiredState, *AppliedRecord, error)
+type BaseState func(ctx context.Context, key string) (*event.DesiredState, *state.AppliedRecord, error)
 
 // FreshState is the BaseState of a reconciler that has applied nothing.
-func FreshState(_ context.Context, key string) (*DesiredState, *AppliedRecord, error) {
-	ref, err := ParseScriptKey(key)
+func FreshState(_ context.Context, key string) (*event.DesiredState, *state.AppliedRecord, error) {
+	ref, err := event.ParseScriptKey(key)
 	if err != nil {
 		return nil, nil, err
 	}
-	return NewDesiredState(ref), &AppliedRecord{Version: 1}, nil
+	return event.NewDesiredState(ref), &state.AppliedRecord{Version: 1}, nil
 }
 
 // StoredState reads the desired and last-applied state from the KV buckets
 // of a running pipeline; it never writes.
-func StoredState(ctx context.Context, js jetstream.JetStream, names Names) (BaseState, error) {
+func StoredState(ctx context.Context, js jetstream.JetStream, names state.Names) (BaseState, error) {
 	names = names.WithDefaults()
 	desired, err := js.KeyValue(ctx, names.DesiredBucket)
 	if err != nil {
@@ -51,33 +53,33 @@ func StoredState(ctx context.Context, js jetstream.JetStream, names Names) (Base
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", names.AppliedBucket, err)
 	}
-	st := &stores{desired: desired, applied: applied}
-	return func(ctx context.Context, key string) (*DesiredState, *AppliedRecord, error) {
-		d, _, err := st.loadDesired(ctx, key)
+	st := state.NewStore(js, desired, applied, nil, state.StoreOptions{})
+	return func(ctx context.Context, key string) (*event.DesiredState, *state.AppliedRecord, error) {
+		d, _, err := st.LoadDesired(ctx, key)
 		if d != nil {
 			d = d.Clone() // the preview folds events into it
 		}
-		if errors.Is(err, errNotFound) {
-			ref, perr := ParseScriptKey(key)
+		if errors.Is(err, state.ErrNotFound) {
+			ref, perr := event.ParseScriptKey(key)
 			if perr != nil {
 				return nil, nil, perr
 			}
-			d, err = NewDesiredState(ref), nil
+			d, err = event.NewDesiredState(ref), nil
 		}
 		if err != nil {
 			return nil, nil, err
 		}
-		rec, _, err := st.loadApplied(ctx, key)
+		rec, _, err := st.LoadApplied(ctx, key)
 		return d, rec, err
 	}, nil
 }
 
 // ReadEvents decodes JSON-lines events (blank lines and # comments
 // skipped); an invalid line is an error naming it.
-func ReadEvents(r io.Reader, prefix string) ([]*Event, error) {
+func ReadEvents(r io.Reader, prefix string) ([]*event.Event, error) {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), MaxEventBytes+64*1024)
-	var out []*Event
+	sc.Buffer(make([]byte, 64*1024), event.MaxEventBytes+64*1024)
+	var out []*event.Event
 	line := 0
 	for sc.Scan() {
 		line++
@@ -85,7 +87,7 @@ func ReadEvents(r io.Reader, prefix string) ([]*Event, error) {
 		if len(data) == 0 || data[0] == '#' {
 			continue
 		}
-		ev, err := DecodeEvent(data, "", prefix)
+		ev, err := event.DecodeEvent(data, "", prefix)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
@@ -100,9 +102,9 @@ func ReadEvents(r io.Reader, prefix string) ([]*Event, error) {
 // PreviewEvents folds the events of each script, in order, onto its base
 // state, reads the live bindings and plans. It writes nothing anywhere.
 // Scripts come out in the order of their first event.
-func PreviewEvents(ctx context.Context, api SettingsReader, p *planner.Planner, events []*Event, base BaseState) []Preview {
+func PreviewEvents(ctx context.Context, api SettingsReader, p *planner.Planner, events []*event.Event, base BaseState) []Preview {
 	var order []string
-	byKey := map[string][]*Event{}
+	byKey := map[string][]*event.Event{}
 	for _, e := range events {
 		k := e.Key()
 		if _, ok := byKey[k]; !ok {

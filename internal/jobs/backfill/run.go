@@ -1,4 +1,4 @@
-package jobs
+package backfill
 
 import (
 	"context"
@@ -12,50 +12,39 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 )
 
-// BackfillRun is what a backfill run covers, stored in the runs bucket
-// under its id so that a resumed run knows itself.
-type BackfillRun struct {
-	ID             string    `json:"id"`
-	Source         string    `json:"source"`
-	Total          int       `json:"total"` // scripts, once every item is enqueued (0 before)
-	SkipUnmodified bool      `json:"skip_unmodified,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
-	// FinishedAt is set when every script of the run has a result.
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
-}
-
-// BackfillItem is one script of a run: its event (EVENTS.md JSON) and,
+// Item is one script of a run: its event (EVENTS.md JSON) and,
 // when it came from a namespace listing, the listed modified_on.
-type BackfillItem struct {
+type Item struct {
 	Ref        cfapi.ScriptRef
 	Event      []byte
 	ModifiedOn string
 }
 
-// Backfill enqueues the items of one run and follows their results. Items
+// Run enqueues the items of one run and follows their results. Items
 // go to the backfill stream (one per script, refused while one is already
 // queued), where the runners of the pipeline take them on the backfill
 // lane; results come back per script in the results stream.
-type Backfill struct {
-	res *Resources
-	Run BackfillRun
+type Run struct {
+	res    *state.Resources
+	Record state.BackfillRun
 }
 
-// OpenBackfill loads run from the runs bucket, or stores it there when it
+// Open loads run from the runs bucket, or stores it there when it
 // is new. A run that exists keeps its creation time and settings (resume).
-func OpenBackfill(ctx context.Context, res *Resources, run BackfillRun) (*Backfill, bool, error) {
-	if err := ValidateRunID(run.ID); err != nil {
+func Open(ctx context.Context, res *state.Resources, run state.BackfillRun) (*Run, bool, error) {
+	if err := state.ValidateRunID(run.ID); err != nil {
 		return nil, false, err
 	}
 	if e, err := res.Runs.Get(ctx, run.ID); err == nil {
-		var old BackfillRun
+		var old state.BackfillRun
 		if err := json.Unmarshal(e.Value(), &old); err != nil {
 			return nil, false, fmt.Errorf("backfill run %s: stored record is corrupt: %w", run.ID, err)
 		}
-		return &Backfill{res: res, Run: old}, true, nil
+		return &Run{res: res, Record: old}, true, nil
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, false, fmt.Errorf("backfill run %s: %w", run.ID, err)
 	}
@@ -63,66 +52,38 @@ func OpenBackfill(ctx context.Context, res *Resources, run BackfillRun) (*Backfi
 	run.UpdatedAt = run.CreatedAt
 	data, _ := json.Marshal(run)
 	if _, err := res.Runs.Create(ctx, run.ID, data); err != nil {
-		if isWrongLastSequence(err) {
-			return OpenBackfill(ctx, res, run) // created meanwhile
+		if state.IsWrongLastSequence(err) {
+			return Open(ctx, res, run) // created meanwhile
 		}
 		return nil, false, fmt.Errorf("backfill run %s: %w", run.ID, err)
 	}
-	return &Backfill{res: res, Run: run}, false, nil
+	return &Run{res: res, Record: run}, false, nil
 }
 
 // SetTotal records the number of scripts of the run once every item is
 // enqueued.
-func (b *Backfill) SetTotal(ctx context.Context, total int) error {
-	b.Run.Total = total
-	b.Run.UpdatedAt = time.Now().UTC()
-	data, _ := json.Marshal(b.Run)
-	_, err := b.res.Runs.Put(ctx, b.Run.ID, data)
+func (b *Run) SetTotal(ctx context.Context, total int) error {
+	b.Record.Total = total
+	b.Record.UpdatedAt = time.Now().UTC()
+	data, _ := json.Marshal(b.Record)
+	_, err := b.res.Runs.Put(ctx, b.Record.ID, data)
 	return err
 }
 
 // Finish records that every script of the run has a result.
-func (b *Backfill) Finish(ctx context.Context) error {
+func (b *Run) Finish(ctx context.Context) error {
 	now := time.Now().UTC()
-	b.Run.FinishedAt, b.Run.UpdatedAt = &now, now
-	data, _ := json.Marshal(b.Run)
-	_, err := b.res.Runs.Put(ctx, b.Run.ID, data)
+	b.Record.FinishedAt, b.Record.UpdatedAt = &now, now
+	data, _ := json.Marshal(b.Record)
+	_, err := b.res.Runs.Put(ctx, b.Record.ID, data)
 	return err
-}
-
-// ActiveRuns counts the runs that are not finished and still have work
-// items waiting in the backfill stream.
-func ActiveRuns(ctx context.Context, res *Resources) (int, error) {
-	lister, err := res.Runs.ListKeys(ctx)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return 0, nil
-		}
-		return 0, err
-	}
-	n := 0
-	for id := range lister.Keys() {
-		e, err := res.Runs.Get(ctx, id)
-		if err != nil {
-			continue
-		}
-		var run BackfillRun
-		if json.Unmarshal(e.Value(), &run) != nil || run.FinishedAt != nil {
-			continue
-		}
-		info, err := res.Backfill.Info(ctx, jetstream.WithSubjectFilter(res.names.BackfillPrefix+"."+id+".>"))
-		if err == nil && info.State.Msgs > 0 {
-			n++
-		}
-	}
-	return n, nil
 }
 
 // Enqueue publishes items as work of the run, pipelined. An item whose
 // script is already queued for this run is refused by the stream and
 // counted as already queued, so enqueueing again (a resume) never queues a
 // script twice.
-func (b *Backfill) Enqueue(ctx context.Context, items []BackfillItem) (queued, already int, err error) {
+func (b *Run) Enqueue(ctx context.Context, items []Item) (queued, already int, err error) {
 	type pending struct {
 		f   jetstream.PubAckFuture
 		key string
@@ -146,18 +107,18 @@ func (b *Backfill) Enqueue(ctx context.Context, items []BackfillItem) (queued, a
 		futures = futures[:0]
 		return nil
 	}
-	names := b.res.names
+	names := b.res.Names
 	for _, it := range items {
-		key := ScriptKey(it.Ref)
-		m := nats.NewMsg(names.BackfillPrefix + "." + b.Run.ID + "." + key)
+		key := event.ScriptKey(it.Ref)
+		m := nats.NewMsg(names.BackfillPrefix + "." + b.Record.ID + "." + key)
 		m.Data = it.Event
-		m.Header.Set(HeaderRun, b.Run.ID)
-		m.Header.Set(jetstream.MsgIDHeader, "backfill:"+b.Run.ID+":"+key)
+		m.Header.Set(state.HeaderRun, b.Record.ID)
+		m.Header.Set(jetstream.MsgIDHeader, "backfill:"+b.Record.ID+":"+key)
 		if it.ModifiedOn != "" {
-			m.Header.Set(HeaderListedModified, it.ModifiedOn)
+			m.Header.Set(state.HeaderListedModified, it.ModifiedOn)
 		}
-		if b.Run.SkipUnmodified {
-			m.Header.Set(HeaderSkipUnmodified, "1")
+		if b.Record.SkipUnmodified {
+			m.Header.Set(state.HeaderSkipUnmodified, "1")
 		}
 		f, err := b.res.JS.PublishMsgAsync(m)
 		if err != nil {
@@ -187,13 +148,13 @@ func isAlreadyQueued(err error) bool {
 // each new one as it arrives, until ctx ends or fn returns false. A
 // script's result may come more than once (the last one counts). caughtUp
 // is called once, after the results stored before Follow began.
-func (b *Backfill) Follow(ctx context.Context, caughtUp func(), fn func(BackfillResult) bool) error {
+func (b *Run) Follow(ctx context.Context, caughtUp func(), fn func(state.BackfillResult) bool) error {
 	cons, err := b.res.Results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{b.res.names.ResultsPrefix + "." + b.Run.ID + ".>"},
+		FilterSubjects: []string{b.res.Names.ResultsPrefix + "." + b.Record.ID + ".>"},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return fmt.Errorf("following results of run %s: %w", b.Run.ID, err)
+		return fmt.Errorf("following results of run %s: %w", b.Record.ID, err)
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
@@ -219,7 +180,7 @@ func (b *Backfill) Follow(ctx context.Context, caughtUp func(), fn func(Backfill
 			}
 			return err
 		}
-		var res BackfillResult
+		var res state.BackfillResult
 		if err := json.Unmarshal(m.Data(), &res); err != nil {
 			continue
 		}
@@ -235,8 +196,8 @@ func (b *Backfill) Follow(ctx context.Context, caughtUp func(), fn func(Backfill
 	}
 }
 
-// BackfillTotals counts a run's results by outcome.
-type BackfillTotals struct {
+// Totals counts a run's results by outcome.
+type Totals struct {
 	Scripts   int `json:"scripts"`
 	Changed   int `json:"changed"`
 	Unchanged int `json:"unchanged"`
@@ -245,7 +206,7 @@ type BackfillTotals struct {
 
 // Add counts one script's result, replacing an earlier result of the same
 // script (prev, when it had one).
-func (t *BackfillTotals) Add(res BackfillResult, prev *BackfillResult) {
+func (t *Totals) Add(res state.BackfillResult, prev *state.BackfillResult) {
 	if prev != nil {
 		t.count(prev.Outcome, -1)
 	} else {
@@ -254,13 +215,13 @@ func (t *BackfillTotals) Add(res BackfillResult, prev *BackfillResult) {
 	t.count(res.Outcome, 1)
 }
 
-func (t *BackfillTotals) count(outcome string, d int) {
+func (t *Totals) count(outcome string, d int) {
 	switch outcome {
-	case resultChanged:
+	case state.ResultChanged:
 		t.Changed += d
-	case resultUnchanged:
+	case state.ResultUnchanged:
 		t.Unchanged += d
-	case resultFailed:
+	case state.ResultFailed:
 		t.Failed += d
 	}
 }

@@ -1,4 +1,4 @@
-package jobs
+package state
 
 import (
 	"context"
@@ -10,9 +10,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// errLeaseLost cancels a reconcile whose lease could not be renewed in
+// ErrLeaseLost cancels a reconcile whose lease could not be renewed in
 // time: another replica may hold the script now.
-var errLeaseLost = errors.New("lease on the script lost")
+var ErrLeaseLost = errors.New("lease on the script lost")
 
 // lease is a held per-script write lease (a key in the TTL'd lease
 // bucket). It fences writes: Context is cancelled as soon as the lease can
@@ -29,7 +29,7 @@ var errLeaseLost = errors.New("lease on the script lost")
 // wire when the watchdog fires is cancelled; that is the one window a
 // fence without server-side support cannot close, and it is bounded by the
 // margin.
-type lease struct {
+type Lease struct {
 	kv     jetstream.KeyValue
 	key    string
 	owner  string
@@ -48,18 +48,18 @@ type lease struct {
 	done chan struct{}
 }
 
-// acquireLease takes the lease on key for owner. It returns ok=false when
+// AcquireLease takes the lease on key for owner. It returns ok=false when
 // another owner holds it. The lease is renewed in the background until
 // release.
-func acquireLease(ctx context.Context, kv jetstream.KeyValue, key, owner string, ttl time.Duration) (*lease, bool, error) {
-	l := &lease{kv: kv, key: key, owner: owner, ttl: ttl, margin: ttl / 10,
+func AcquireLease(ctx context.Context, kv jetstream.KeyValue, key, owner string, ttl time.Duration) (*Lease, bool, error) {
+	l := &Lease{kv: kv, key: key, owner: owner, ttl: ttl, margin: ttl / 10,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	start := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, ttl/4)
 	rev, err := kv.Create(cctx, key, []byte(owner))
 	cancel()
 	if err != nil {
-		if isWrongLastSequence(err) {
+		if IsWrongLastSequence(err) {
 			return nil, false, nil
 		}
 		return nil, false, fmt.Errorf("acquiring lease on %s: %w", key, err)
@@ -68,29 +68,29 @@ func acquireLease(ctx context.Context, kv jetstream.KeyValue, key, owner string,
 	l.rev = rev
 	l.validUntil = start.Add(ttl - l.margin)
 	l.watchdog = time.AfterFunc(time.Until(l.validUntil), func() {
-		l.cancel(fmt.Errorf("%w: not renewed within %s", errLeaseLost, ttl-l.margin))
+		l.cancel(fmt.Errorf("%w: not renewed within %s", ErrLeaseLost, ttl-l.margin))
 	})
 	go l.renewLoop()
 	return l, true, nil
 }
 
 // Context is cancelled when the lease is lost or released.
-func (l *lease) Context() context.Context { return l.ctx }
+func (l *Lease) Context() context.Context { return l.ctx }
 
 // check returns an error unless the lease is provably held now.
-func (l *lease) check() error {
+func (l *Lease) Check() error {
 	if err := context.Cause(l.ctx); err != nil {
 		return err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !time.Now().Before(l.validUntil) {
-		return errLeaseLost
+		return ErrLeaseLost
 	}
 	return nil
 }
 
-func (l *lease) renewLoop() {
+func (l *Lease) renewLoop() {
 	defer close(l.done)
 	t := time.NewTicker(l.ttl / 3)
 	defer t.Stop()
@@ -102,14 +102,14 @@ func (l *lease) renewLoop() {
 			return
 		case <-t.C:
 			if err := l.renew(); err != nil {
-				l.cancel(fmt.Errorf("%w: %v", errLeaseLost, err))
+				l.cancel(fmt.Errorf("%w: %v", ErrLeaseLost, err))
 				return
 			}
 		}
 	}
 }
 
-func (l *lease) renew() error {
+func (l *Lease) renew() error {
 	l.mu.Lock()
 	rev := l.rev
 	l.mu.Unlock()
@@ -129,14 +129,14 @@ func (l *lease) renew() error {
 }
 
 // release stops renewing and deletes the lease if it is still ours.
-func (l *lease) release() {
+func (l *Lease) Release() {
 	close(l.stop)
 	<-l.done
 	l.watchdog.Stop()
 	l.mu.Lock()
 	rev := l.rev
 	l.mu.Unlock()
-	held := l.check() == nil
+	held := l.Check() == nil
 	l.cancel(context.Canceled)
 	if held {
 		ctx, cancel := context.WithTimeout(context.Background(), l.ttl/4)

@@ -1,4 +1,4 @@
-package jobs
+package event
 
 // Reason says why an event was dead-lettered. It is the "reason" of a
 // dead-letter record and the reason label of reconciler_dead_letters_total,
