@@ -337,3 +337,63 @@ func report(t *testing.T, c *checker) {
 		t.Errorf("%d citations do not resolve:\n%s", len(c.problems), strings.Join(c.problems, "\n"))
 	}
 }
+
+// testCite is a test, fuzz target or benchmark cited with its file, as the
+// guarantees page cites them: `TestName` (dir/file_test.go).
+var testCite = regexp.MustCompile("`((?:Test|Fuzz|Benchmark)[A-Za-z0-9_]*)[A-Za-z0-9_/]*` \\(([A-Za-z0-9_./-]+\\.go)\\)")
+
+// TestCitedTestsExist checks that every test cited with its file in
+// README.md, CONTRIBUTING.md and docs/*.md is declared in that file, so
+// that a test moved or renamed does not leave the evidence pointing
+// nowhere.
+func TestCitedTestsExist(t *testing.T) {
+	root := moduleRoot(t)
+	files := []string{"README.md", "CONTRIBUTING.md"}
+	more, _ := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	for _, m := range more {
+		rel, _ := filepath.Rel(root, m)
+		files = append(files, filepath.ToSlash(rel))
+	}
+	declared := map[string]map[string]bool{} // Go file -> top-level functions
+	funcs := func(file string) (map[string]bool, error) {
+		if d, ok := declared[file]; ok {
+			return d, nil
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), filepath.Join(root, filepath.FromSlash(file)), nil, parser.SkipObjectResolution)
+		if err != nil {
+			return nil, err
+		}
+		d := map[string]bool{}
+		for _, decl := range f.Decls {
+			if fn, ok := decl.(*ast.FuncDecl); ok && fn.Recv == nil {
+				d[fn.Name.Name] = true
+			}
+		}
+		declared[file] = d
+		return d, nil
+	}
+	n := 0
+	for _, md := range files {
+		data, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(md)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			for _, m := range testCite.FindAllStringSubmatch(line, -1) {
+				n++
+				d, err := funcs(m[2])
+				if err != nil {
+					t.Errorf("%s:%d: %s cited in %s: %v", md, i+1, m[1], m[2], err)
+					continue
+				}
+				if !d[m[1]] {
+					t.Errorf("%s:%d: %s is not declared in %s", md, i+1, m[1], m[2])
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no test cited with its file: the pattern no longer matches the docs")
+	}
+	t.Logf("%d cited tests found in their files", n)
+}
