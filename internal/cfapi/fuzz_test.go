@@ -241,7 +241,7 @@ func FuzzCheckResponse(f *testing.F) {
 		// answer gets a deadline that no call of a few milliseconds of
 		// backoff (or a Retry-After of at most short) comes near, so the
 		// deadline passing fails the input instead of skipping its checks.
-		const short, long = 500 * time.Millisecond, 30 * time.Second
+		const short, long = 100 * time.Millisecond, 30 * time.Second
 		deadline := long
 		if ParseRetryAfter(retryAfter, time.Now()) > short {
 			deadline = short
