@@ -1,7 +1,10 @@
 package cfapi
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 )
@@ -70,5 +73,58 @@ func TestCheckJSONBoundsAllocatesNothing(t *testing.T) {
 	}
 	if err := CheckJSONBounds(deepEvent(1<<20, MaxJSONDepth), 1<<20, MaxJSONDepth); !errors.Is(err, ErrTooDeep) {
 		t.Fatalf("one level deeper: %v", err)
+	}
+}
+
+// FuzzCheckJSONBounds: on valid JSON, CheckJSONBounds passes exactly the
+// documents whose deepest nesting, as encoding/json's decoder counts it,
+// is within the limit, and a too-deep error points at an opening bracket.
+func FuzzCheckJSONBounds(f *testing.F) {
+	for _, s := range redactSeeds(f) {
+		f.Add(s, 3)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, limit int) {
+		if !json.Valid(data) {
+			return
+		}
+		limit = 1 + abs(limit)%8
+		want := decodedDepth(t, data)
+		err := CheckJSONBounds(data, 0, limit)
+		if (err == nil) != (want <= limit) {
+			t.Fatalf("depth %d, limit %d: %v", want, limit, err)
+		}
+		var be *JSONBoundsError
+		if err != nil && (!errors.As(err, &be) || be.Got != limit+1 || data[be.Offset] != '[' && data[be.Offset] != '{') {
+			t.Fatalf("depth %d, limit %d: %#v", want, limit, err)
+		}
+	})
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -(n + 1)
+	}
+	return n
+}
+
+// decodedDepth returns the deepest nesting of the valid JSON document data.
+func decodedDepth(t *testing.T, data []byte) int {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	depth, deepest := 0, 0
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return deepest
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch tok {
+		case json.Delim('['), json.Delim('{'):
+			depth++
+			deepest = max(deepest, depth)
+		case json.Delim(']'), json.Delim('}'):
+			depth--
+		}
 	}
 }

@@ -188,3 +188,20 @@ func measureAlloc(fn func()) (total, heapGrowth uint64) {
 	}
 	return after.TotalAlloc - before.TotalAlloc, heapGrowth
 }
+
+// BenchmarkRedactJSONDeep redacts the worst event at the size limit: one
+// string nested at the depth limit, and far beyond it.
+func BenchmarkRedactJSONDeep(b *testing.B) {
+	for _, depth := range []int{MaxJSONDepth - 1, 1000, 9000} {
+		in := deepEvent(1<<20, depth)
+		b.Run("depth="+strconv.Itoa(depth), func(b *testing.B) {
+			b.SetBytes(int64(len(in)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := RedactJSON(in); !ok {
+					b.Fatal("RedactJSON failed")
+				}
+			}
+		})
+	}
+}
