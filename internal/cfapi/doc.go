@@ -18,7 +18,10 @@
 //     type is not known to be non-secret, unknown types and case variants
 //     included, and treats every element of an event's bindings or upsert
 //     list as a binding even without a type; it is the one rule for dead
-//     letters, plans and logs.
+//     letters, plans and logs. It streams: its memory is a small multiple
+//     of the document's size whatever the nesting. CheckJSONBounds bounds a
+//     document's size and depth (MaxJSONDepth) in one pass before anything
+//     decodes, redacts or copies it.
 //   - ParseBinding accepts only valid UTF-8, so the bytes sent are the
 //     bytes that were validated.
 //   - Every request waits on the one shared Limiter first. The Limiter is a
@@ -36,6 +39,10 @@
 //     Cloudflare code and message, Ray ID, Retry-After, method and path);
 //     callers ask CodeIs, NotFound, AuthFailed and Retryable (or errors.Is
 //     with ErrNotFound, ErrRateLimited, ErrAuth) and never parse strings.
+//     A 2xx answer that is not the API's JSON envelope (a proxy's or a
+//     challenge page) is an *APIError too, retryable and matched by
+//     ErrBadResponse (BadResponse): the API neither accepted nor rejected
+//     the request.
 //     A call that gives up returns its last attempt's error, wrapped
 //     together with the context's error when the context ended.
 //   - The beta Workers API (CreateWorkerVersion, ?deploy=true for one-write

@@ -59,6 +59,9 @@ type APIError struct {
 	Path       string
 	// Body holds the start of a body that was not a JSON envelope.
 	Body string
+	// NotEnvelope is set when the body was not the API's JSON envelope: a
+	// proxy's error or challenge page, a cut-off body.
+	NotEnvelope bool
 }
 
 // Error summarizes the call and every error code and message.
@@ -118,15 +121,28 @@ func (e *APIError) AuthFailed() bool {
 		e.CodeIs(CodeAuthentication) || e.CodeIs(CodeAuthenticationFail) || e.CodeIs(CodeUnauthorized)
 }
 
+// BadResponse reports a 2xx answer that is not the API's JSON envelope:
+// something between the reconciler and the API (a proxy, a challenge page)
+// answered, so the API neither accepted nor rejected the request. It is
+// retryable; a write that ends with it may or may not have been applied,
+// so the caller re-reads before deciding, and never reports it as the
+// API's rejection.
+func (e *APIError) BadResponse() bool {
+	return e.NotEnvelope && e.StatusCode >= 200 && e.StatusCode < 300
+}
+
 // Retryable reports whether the same request may succeed later: 408, 429,
-// 5xx except 501, and codes 971, 10002, 10013 and 10035, unless the answer
-// is an authentication failure (see AuthFailed). Validation,
-// authentication and not-found answers are permanent.
+// 5xx except 501, a bad response (see BadResponse), and codes 971, 10002,
+// 10013 and 10035, unless the answer is an authentication failure (see
+// AuthFailed). Validation, authentication and not-found answers are
+// permanent.
 func (e *APIError) Retryable() bool {
 	if e.AuthFailed() {
 		return false
 	}
 	switch {
+	case e.BadResponse():
+		return true
 	case e.StatusCode == http.StatusRequestTimeout, e.StatusCode == http.StatusTooManyRequests:
 		return true
 	case e.StatusCode >= 500 && e.StatusCode != http.StatusNotImplemented:
@@ -149,8 +165,9 @@ func (e *APIError) retryAfter() time.Duration {
 	return 0
 }
 
-// Is lets errors.Is match ErrNotFound, ErrRateLimited and ErrAuth, on the
-// status and codes (see NotFound, RateLimited and AuthFailed).
+// Is lets errors.Is match ErrNotFound, ErrRateLimited, ErrAuth and
+// ErrBadResponse, on the status, codes and body (see NotFound,
+// RateLimited, AuthFailed and BadResponse).
 func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrNotFound:
@@ -159,6 +176,8 @@ func (e *APIError) Is(target error) bool {
 		return e.RateLimited()
 	case ErrAuth:
 		return e.AuthFailed()
+	case ErrBadResponse:
+		return e.BadResponse()
 	}
 	return false
 }
@@ -168,6 +187,7 @@ var (
 	ErrNotFound    = errors.New("cloudflare: not found")
 	ErrRateLimited = errors.New("cloudflare: rate limited")
 	ErrAuth        = errors.New("cloudflare: authentication failed")
+	ErrBadResponse = errors.New("cloudflare: answer is not the API's JSON envelope")
 )
 
 // maxErrorBody bounds how much of a non-JSON error body is kept.
@@ -211,6 +231,7 @@ func checkResponse(resp *http.Response, method, path string, limit int64) (*enve
 	if err := json.Unmarshal(body, &env); err != nil || (env.Success == nil && env.Result == nil && env.Errors == nil) {
 		e := apiErr()
 		e.Body = Truncate(string(body), maxErrorBody)
+		e.NotEnvelope = true
 		if ok {
 			e.Errors = []ErrorDetail{{Message: "response is not a Cloudflare JSON envelope"}}
 		}

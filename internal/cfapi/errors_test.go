@@ -29,6 +29,7 @@ func TestCheckResponseMapping(t *testing.T) {
 		retryable  bool
 		notFound   bool
 		rateLimit  bool
+		badResp    bool
 		retryAfter time.Duration
 		ray        string
 		inMsg      string
@@ -53,7 +54,11 @@ func TestCheckResponseMapping(t *testing.T) {
 			wantErr: true, status: 501, codes: []int{1}},
 		{name: "html 502", resp: resp(502, `<html><body>Bad gateway</body></html>`),
 			wantErr: true, status: 502, codes: []int{}, retryable: true, inMsg: "Bad gateway"},
-		{name: "200 not json", resp: resp(200, `<html>captive portal</html>`), wantErr: true, status: 200, codes: []int{0}, inMsg: "not a Cloudflare JSON envelope"},
+		{name: "200 not json is a retryable bad response", resp: resp(200, `<html>captive portal</html>`), wantErr: true, status: 200, codes: []int{0},
+			retryable: true, badResp: true, inMsg: "not a Cloudflare JSON envelope"},
+		{name: "200 JSON that is not an envelope", resp: resp(200, `{"ok":1}`), wantErr: true, status: 200, codes: []int{0}, retryable: true, badResp: true},
+		{name: "200 cut-off envelope", resp: resp(200, `{"success":true,"result":{"bindi`), wantErr: true, status: 200, codes: []int{0}, retryable: true, badResp: true},
+		{name: "201 challenge page", resp: resp(201, `<!DOCTYPE html><title>Just a moment...</title>`), wantErr: true, status: 201, codes: []int{0}, retryable: true, badResp: true},
 		{name: "200 success false", resp: resp(200, `{"success":false,"errors":[{"code":10000,"message":"Authentication error"}]}`),
 			wantErr: true, status: 200, codes: []int{10000}},
 		{name: "408", resp: resp(408, `{"success":false,"errors":[]}`), wantErr: true, status: 408, codes: []int{}, retryable: true},
@@ -79,6 +84,9 @@ func TestCheckResponseMapping(t *testing.T) {
 			}
 			if ae.Retryable() != c.retryable || ae.NotFound() != c.notFound || ae.RateLimited() != c.rateLimit {
 				t.Errorf("retryable/notfound/ratelimited = %v/%v/%v", ae.Retryable(), ae.NotFound(), ae.RateLimited())
+			}
+			if ae.BadResponse() != c.badResp || errors.Is(err, ErrBadResponse) != c.badResp {
+				t.Errorf("BadResponse = %v, errors.Is(ErrBadResponse) = %v, want %v", ae.BadResponse(), errors.Is(err, ErrBadResponse), c.badResp)
 			}
 			if errors.Is(err, ErrNotFound) != c.notFound || errors.Is(err, ErrRateLimited) != c.rateLimit {
 				t.Errorf("errors.Is sentinels wrong")

@@ -157,8 +157,9 @@ type fuzzAnswer struct {
 // mapping), first with checkResponse alone and then through the client
 // against an httptest server. It must never panic. A non-2xx answer is an
 // *APIError with its status; an auth failure is never retryable; 408, 429
-// and 5xx other than 501 are; Retry-After is never negative; a non-JSON
-// body is kept only truncated. Through the client, a permanent failure
+// and 5xx other than 501 are, and so is a 2xx that is not a JSON envelope
+// (ErrBadResponse, never any other 2xx); Retry-After is never negative; a
+// non-JSON body is kept only truncated. Through the client, a permanent failure
 // costs one attempt, a transient one at most MaxAttempts, and a
 // Retry-After beyond the caller's deadline ends the call at once instead
 // of sleeping past it.
@@ -234,9 +235,17 @@ func FuzzCheckResponse(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// A short deadline: a Retry-After beyond it must end the call at
-		// once (and keeps each input fast to run).
-		const deadline = 250 * time.Millisecond
+		// A Retry-After beyond the caller's deadline must end the call at
+		// once: an answer whose Retry-After the client would honour and
+		// that is longer than short gets the short deadline. Every other
+		// answer gets a deadline that no call of a few milliseconds of
+		// backoff (or a Retry-After of at most short) comes near, so the
+		// deadline passing fails the input instead of skipping its checks.
+		const short, long = 100 * time.Millisecond, 30 * time.Second
+		deadline := long
+		if ParseRetryAfter(retryAfter, time.Now()) > short {
+			deadline = short
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), deadline)
 		defer cancel()
 		start := time.Now()
@@ -249,8 +258,9 @@ func FuzzCheckResponse(f *testing.F) {
 		if took > deadline+2*time.Second {
 			t.Fatalf("the call took %s with a %s deadline (%d attempts): it slept past it", took, deadline, n)
 		}
-		if ctx.Err() != nil {
-			return // a slow machine: the deadline came during a request
+		if ctx.Err() != nil && deadline == long {
+			t.Fatalf("HTTP %d, Retry-After %q: the %s deadline passed during the call (%d attempts, %s): %v",
+				status, retryAfter, deadline, n, took, cerr)
 		}
 		var cAPI *APIError
 		switch {
@@ -269,7 +279,10 @@ func FuzzCheckResponse(f *testing.F) {
 				t.Fatalf("auth failure not matched by ErrAuth: %v", cerr)
 			}
 		default:
-			if !ok {
+			// A 2xx envelope whose result does not decode is the client's
+			// error, not an *APIError. Otherwise only the short deadline,
+			// passing before any answer was read, leaves no *APIError.
+			if !ok && (!errors.Is(cerr, context.DeadlineExceeded) || deadline != short) {
 				t.Fatalf("HTTP %d gave a %T: %v", status, cerr, cerr)
 			}
 		}
@@ -298,6 +311,15 @@ func checkAPIError(t *testing.T, e *APIError, status int) {
 	}
 	if !e.AuthFailed() && (status == 408 || status == 429 || status >= 500 && status != 501) && !e.Retryable() {
 		t.Fatalf("HTTP %d is not retryable: %v", status, e)
+	}
+	if e.BadResponse() != (e.NotEnvelope && status < 300) || errors.Is(e, ErrBadResponse) != e.BadResponse() {
+		t.Fatalf("HTTP %d, not an envelope %t: BadResponse = %t", status, e.NotEnvelope, e.BadResponse())
+	}
+	if status < 300 && !e.NotEnvelope && len(e.Errors) == 0 && e.Body == "" && e.Retryable() {
+		t.Fatalf("HTTP %d envelope without errors is retryable: %v", status, e)
+	}
+	if e.BadResponse() && !e.Retryable() {
+		t.Fatalf("a bad response is not retryable: %v", e)
 	}
 	if (status == 404) && !e.NotFound() {
 		t.Fatalf("404 is not NotFound")

@@ -45,131 +45,316 @@ func RedactJSON(data []byte) (redacted json.RawMessage, ok bool) {
 
 // RedactJSONWith is RedactJSON with another placeholder in place of hidden
 // values (the planner shows "(sensitive)").
+//
+// It reads data front to back twice and writes one output buffer. The first
+// pass (scanObjects) decides, for every object in the order its '{' appears,
+// whether it is a binding and whether its values are hidden; the second
+// writes the redacted copy, skipping or copying each value exactly once.
+// Besides the output it holds two bits per object and a small frame per
+// level of nesting, so its memory is never proportional to depth × size
+// however deep the document (see CheckJSONBounds for bounding the depth
+// itself).
 func RedactJSONWith(data []byte, placeholder string) (redacted json.RawMessage, ok bool) {
 	if !json.Valid(data) {
 		return nil, false
 	}
-	out, err := redactValue(nil, bytes.TrimSpace(data), placeholder)
-	if err != nil {
-		return nil, false
+	data = bytes.TrimSpace(data)
+	r := redactor{
+		in:   data,
+		out:  make([]byte, 0, len(data)+len(data)/16+64), // room for placeholders
+		ph:   appendJSONString(nil, placeholder, false),
+		objs: scanObjects(data),
 	}
-	var buf bytes.Buffer
-	if json.Compact(&buf, out) != nil {
-		return nil, false
+	r.value(0)
+	if !utf8.Valid(r.out) {
+		return bytes.ToValidUTF8(r.out, []byte("\uFFFD")), true
 	}
-	if !utf8.Valid(buf.Bytes()) {
-		return bytes.ToValidUTF8(buf.Bytes(), []byte("\uFFFD")), true
-	}
-	return buf.Bytes(), true
+	return r.out, true
 }
 
-// redactValue appends the redacted copy of the JSON value v to dst.
-func redactValue(dst []byte, v json.RawMessage, placeholder string) ([]byte, error) {
-	switch v[0] {
+// objectVerdicts holds, per object of a document (numbered in the order
+// its '{' appears), whether it is a binding and whether its values are
+// hidden (hidesValues).
+type objectVerdicts struct {
+	binding, hidden bitset
+}
+
+// bitset is a growable set of small non-negative integers.
+type bitset []uint64
+
+func (s *bitset) add(i int) {
+	for len(*s) <= i/64 {
+		*s = append(*s, 0)
+	}
+	(*s)[i/64] |= 1 << (i % 64)
+}
+
+func (s bitset) has(i int) bool { return i/64 < len(s) && s[i/64]&(1<<(i%64)) != 0 }
+
+// scanFrame is one open array or object of scanObjects.
+type scanFrame struct {
+	ord       int  // the object's number
+	obj       bool // an object, not an array
+	wantKey   bool // the next string is a key
+	typeValue bool // the next value is a type member's
+}
+
+// scanObjects computes the verdicts of every object of the valid JSON
+// document in, in one pass.
+func scanObjects(in []byte) objectVerdicts {
+	var v objectVerdicts
+	var stack []scanFrame
+	n := 0
+	for i := 0; i < len(in); {
+		var top *scanFrame
+		if len(stack) > 0 {
+			top = &stack[len(stack)-1]
+		}
+		switch c := in[i]; c {
+		case ' ', '\t', '\n', '\r', ':':
+			i++
+		case ',':
+			top.wantKey = top.obj
+			i++
+		case '{', '[':
+			if top != nil && top.typeValue { // a type that is not a string
+				v.hidden.add(top.ord)
+				top.typeValue = false
+			}
+			if c == '{' {
+				stack = append(stack, scanFrame{ord: n, obj: true, wantKey: true})
+				n++
+			} else {
+				stack = append(stack, scanFrame{})
+			}
+			i++
+		case '}', ']':
+			stack = stack[:len(stack)-1]
+			i++
+		case '"':
+			end := stringEnd(in, i)
+			switch {
+			case top != nil && top.wantKey:
+				top.wantKey = false
+				if keyIs(in[i:end], "type") {
+					v.binding.add(top.ord)
+					top.typeValue = true
+				}
+			case top != nil && top.typeValue:
+				top.typeValue = false
+				if secretTypeValue(in[i:end]) {
+					v.hidden.add(top.ord)
+				}
+			}
+			i = end
+		default: // a number, true, false or null
+			if top != nil && top.typeValue {
+				v.hidden.add(top.ord)
+				top.typeValue = false
+			}
+			i = valueEnd(in, i)
+		}
+	}
+	return v
+}
+
+// secretTypeValue reports whether the JSON string q, a type member's
+// value, names a type that may hold a secret (as hidesValues decides).
+func secretTypeValue(q []byte) bool {
+	typ, ok := plainString(q)
+	if !ok && json.Unmarshal(q, &typ) != nil {
+		return true
+	}
+	return secretType(typ)
+}
+
+// keyIs reports whether the JSON string q, an object's key, is name,
+// matched case-insensitively as encoding/json matches keys.
+func keyIs(q []byte, name string) bool {
+	if bytes.IndexByte(q, '\\') < 0 {
+		return bytes.EqualFold(q[1:len(q)-1], []byte(name))
+	}
+	k, err := unquoteKey(q)
+	return err == nil && strings.EqualFold(k, name)
+}
+
+// holdsBindings reports whether an object member whose key is the JSON
+// string q holds an event's list of bindings.
+func holdsBindings(q []byte) bool { return keyIs(q, "bindings") || keyIs(q, "upsert") }
+
+// redactor writes the redacted copy of a valid, trimmed JSON document.
+// Every index it takes and returns points into in; next numbers the
+// objects as scanObjects did, so each object finds its verdict.
+type redactor struct {
+	in, out []byte
+	ph      []byte // the placeholder, encoded
+	objs    objectVerdicts
+	next    int // the number of the next object of in
+}
+
+// value writes the redacted copy of the value at in[i] and returns the
+// index after it.
+func (r *redactor) value(i int) int {
+	switch r.in[i] {
 	case '[':
-		return appendArray(dst, v, func(dst []byte, e json.RawMessage) ([]byte, error) {
-			return redactValue(dst, e, placeholder)
-		})
+		return r.array(i, false)
 	case '{':
-		ms, err := ObjectMembers(v)
-		if err != nil {
-			return nil, err
+		if r.objs.binding.has(r.next) {
+			return r.binding(i)
 		}
-		if isBinding(ms) {
-			return appendBinding(dst, v, ms, placeholder), nil
-		}
-		w := newObject(dst, false) // walk it
-		for _, m := range ms {
-			w.key(m.Key)
-			redact := redactValue
-			if holdsBindings(m.Key) {
-				redact = redactBindingList
+		r.next++
+		r.out = append(r.out, '{')
+		for i = skipSpace(r.in, i+1); r.in[i] != '}'; {
+			if r.out[len(r.out)-1] != '{' {
+				r.out = append(r.out, ',')
 			}
-			if w.buf, err = redact(w.buf, m.Value, placeholder); err != nil {
-				return nil, err
+			var key []byte
+			key, i = r.key(i)
+			if holdsBindings(key) {
+				i = r.bindingList(i)
+			} else {
+				i = r.value(i)
 			}
+			i = r.nextMember(i)
 		}
-		return w.close(), nil
+		r.out = append(r.out, '}')
+		return i + 1
 	}
-	return append(dst, v...), nil
+	return r.copyValue(i, true)
 }
 
-// holdsBindings reports whether an object member with key k holds an
-// event's list of bindings.
-func holdsBindings(k string) bool {
-	return strings.EqualFold(k, "bindings") || strings.EqualFold(k, "upsert")
+// key writes the key at in[i] and the colon after it, and returns the key
+// (still quoted) and the index of the member's value.
+func (r *redactor) key(i int) (key []byte, next int) {
+	end := stringEnd(r.in, i)
+	key = r.in[i:end]
+	if plainKey(key) {
+		r.out = append(r.out, key...)
+	} else {
+		k, _ := unquoteKey(key) // a valid document's key always decodes
+		r.out = appendJSONString(r.out, k, false)
+	}
+	r.out = append(r.out, ':')
+	return key, skipSpace(r.in, skipSpace(r.in, end)+1)
 }
 
-// redactBindingList appends the redacted copy of v, the value of a member
-// that holds bindings: each element of an array is redacted as a binding
-// even when it has no type member (it keeps only a string name) or is not
-// an object; null stays; any other value is hidden whole.
-func redactBindingList(dst []byte, v json.RawMessage, placeholder string) ([]byte, error) {
-	switch v[0] {
+// plainKey reports whether the JSON string q is printable ASCII without
+// escapes, so that appendJSONString writes it back as it is.
+func plainKey(q []byte) bool {
+	for _, c := range q[1 : len(q)-1] {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// nextMember returns the index of the next member or element after the
+// one that ends before in[i], or of the closing bracket.
+func (r *redactor) nextMember(i int) int {
+	if i = skipSpace(r.in, i); r.in[i] == ',' {
+		i = skipSpace(r.in, i+1)
+	}
+	return i
+}
+
+// array writes the redacted copy of the array at in[i], each element as a
+// value or, when list is set, as an element of a list of bindings.
+func (r *redactor) array(i int, list bool) int {
+	r.out = append(r.out, '[')
+	for i = skipSpace(r.in, i+1); r.in[i] != ']'; i = r.nextMember(i) {
+		if r.out[len(r.out)-1] != '[' {
+			r.out = append(r.out, ',')
+		}
+		switch {
+		case !list:
+			i = r.value(i)
+		case r.in[i] == '{':
+			i = r.binding(i)
+		default:
+			r.out = append(r.out, r.ph...)
+			i = r.copyValue(i, false)
+		}
+	}
+	r.out = append(r.out, ']')
+	return i + 1
+}
+
+// bindingList writes the redacted copy of the value at in[i], the value of
+// a member that holds bindings: each element of an array is redacted as a
+// binding even when it has no type member (it keeps only a string name) or
+// is not an object; null stays; any other value is hidden whole.
+func (r *redactor) bindingList(i int) int {
+	switch r.in[i] {
 	case 'n':
-		return append(dst, v...), nil
+		return r.copyValue(i, true)
 	case '[':
-	default:
-		return appendJSONString(dst, placeholder, false), nil
+		return r.array(i, true)
 	}
-	return appendArray(dst, v, func(dst []byte, e json.RawMessage) ([]byte, error) {
-		if e[0] != '{' {
-			return appendJSONString(dst, placeholder, false), nil
-		}
-		ms, err := ObjectMembers(e)
-		if err != nil {
-			return nil, err
-		}
-		return appendBinding(dst, e, ms, placeholder), nil
-	})
+	r.out = append(r.out, r.ph...)
+	return r.copyValue(i, false)
 }
 
-// appendBinding appends the redacted copy of the binding v (its members
-// ms): whole when its type is known to hold no secret, otherwise with
-// every value but the kept ones (keepsValue) replaced by placeholder.
-func appendBinding(dst []byte, v json.RawMessage, ms []Member, placeholder string) []byte {
-	if isBinding(ms) && !hidesValues(ms) {
-		return append(dst, v...)
+// binding writes the redacted copy of the object at in[i], which is the
+// next object, as a binding: whole when its type is known to hold no
+// secret, otherwise with every value but a string type or name replaced
+// by the placeholder.
+func (r *redactor) binding(i int) int {
+	if r.objs.binding.has(r.next) && !r.objs.hidden.has(r.next) {
+		return r.copyValue(i, true)
 	}
-	w := newObject(dst, false)
-	for _, m := range ms {
-		if keepsValue(m) {
-			w.raw(m.Key, m.Value)
+	r.next++
+	r.out = append(r.out, '{')
+	for i = skipSpace(r.in, i+1); r.in[i] != '}'; i = r.nextMember(i) {
+		if r.out[len(r.out)-1] != '{' {
+			r.out = append(r.out, ',')
+		}
+		var key []byte
+		key, i = r.key(i)
+		if r.in[i] == '"' && (keyIs(key, "type") || keyIs(key, "name")) {
+			i = r.copyValue(i, true)
 		} else {
-			w.str(m.Key, placeholder)
+			r.out = append(r.out, r.ph...)
+			i = r.copyValue(i, false)
 		}
 	}
-	return w.close()
+	r.out = append(r.out, '}')
+	return i + 1
 }
 
-// appendArray appends the JSON array v to dst with each element written
-// by elem.
-func appendArray(dst []byte, v json.RawMessage, elem func([]byte, json.RawMessage) ([]byte, error)) ([]byte, error) {
-	var elems []json.RawMessage
-	if err := json.Unmarshal(v, &elems); err != nil {
-		return nil, err
-	}
-	dst = append(dst, '[')
-	for i, e := range elems {
-		if i > 0 {
-			dst = append(dst, ',')
+// copyValue copies the value at in[i] without its insignificant spaces
+// (or only skips it, when write is unset), counts the objects in it, and
+// returns the index after it.
+func (r *redactor) copyValue(i int, write bool) int {
+	for depth := 0; ; {
+		start := i
+		switch c := r.in[i]; c {
+		case ' ', '\t', '\n', '\r':
+			i++
+			continue
+		case '"':
+			i = stringEnd(r.in, i)
+		case '{', '[':
+			if c == '{' {
+				r.next++
+			}
+			depth++
+			i++
+		case '}', ']':
+			depth--
+			i++
+		case ',', ':':
+			i++
+		default:
+			i = valueEnd(r.in, i)
 		}
-		var err error
-		if dst, err = elem(dst, e); err != nil {
-			return nil, err
+		if write {
+			r.out = append(r.out, r.in[start:i]...)
+		}
+		if depth == 0 {
+			return i
 		}
 	}
-	return append(dst, ']'), nil
-}
-
-// isBinding reports whether an object is a binding: it has a type member.
-func isBinding(ms []Member) bool {
-	for _, m := range ms {
-		if strings.EqualFold(m.Key, "type") {
-			return true
-		}
-	}
-	return false
 }
 
 // hidesValues reports whether a binding's values are hidden: unless every
@@ -190,13 +375,6 @@ func hidesValues(ms []Member) bool {
 // secretType reports whether a binding of type typ may hold a secret: it
 // is not, exactly, a known type without write-only values.
 func secretType(typ string) bool { return !IsKnownType(typ) || IsWriteOnlyType(typ) }
-
-// keepsValue reports whether a member of a binding whose values are hidden
-// is shown all the same: a type or name that is a string.
-func keepsValue(m Member) bool {
-	return (strings.EqualFold(m.Key, "type") || strings.EqualFold(m.Key, "name")) &&
-		len(m.Value) > 0 && m.Value[0] == '"'
-}
 
 // Sensitive reports whether redaction hides b's values (see RedactJSON):
 // true unless b is of a known type without write-only values. Plans and

@@ -30,6 +30,7 @@ type failRule struct {
 	code       int
 	retryAfter time.Duration
 	endpoints  []string
+	page       bool // answer 200 with an HTML page
 }
 
 // FailNext makes the next n requests fail with the HTTP status and
@@ -45,6 +46,19 @@ func (s *Server) FailNext(n int, status, code int, retryAfter time.Duration, end
 	s.faultMu.Lock()
 	s.failNext = append(s.failNext, &failRule{left: n, status: status, code: code, retryAfter: retryAfter,
 		endpoints: slices.Clone(endpoints)})
+	s.faultMu.Unlock()
+}
+
+// AnswerPageNext makes the next n requests (to the endpoints, when given)
+// answer 200 with an HTML page instead of the API's JSON envelope, as a
+// proxy or a challenge page in front of the API does. The request is not
+// applied. Rules queue up with FailNext's.
+func (s *Server) AnswerPageNext(n int, endpoints ...string) {
+	if n <= 0 {
+		return
+	}
+	s.faultMu.Lock()
+	s.failNext = append(s.failNext, &failRule{left: n, page: true, endpoints: slices.Clone(endpoints)})
 	s.faultMu.Unlock()
 }
 
@@ -70,6 +84,12 @@ func (s *Server) takeFailRule(endpoint string) *failRule {
 func (s *Server) injectFault(w http.ResponseWriter, endpoint string, f Faults) bool {
 	if fr := s.takeFailRule(endpoint); fr != nil {
 		s.stats.injected()
+		if fr.page {
+			w.Header().Set("Content-Type", "text/html; charset=UTF-8")
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte("<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>Checking your browser</body></html>"))
+			return true
+		}
 		if fr.status == 0 {
 			resetConn(w)
 			return true
