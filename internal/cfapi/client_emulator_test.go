@@ -511,8 +511,10 @@ func TestCreateVersionThenDeployEmulator(t *testing.T) {
 			sc.Deployment.Versions[0].Percentage != 100 {
 			t.Errorf("deployment %+v", sc.Deployment)
 		}
-		if !strings.Contains(string(sc.Deployment.Annotations), "deploy bindings v2") {
-			t.Errorf("deployment annotations %s", sc.Deployment.Annotations)
+		// The reference has annotations for an ordinary Worker's deployments
+		// only; a dispatch namespace script's get none.
+		if got := strings.Contains(string(sc.Deployment.Annotations), "deploy bindings v2"); got == ref.Dispatch() {
+			t.Errorf("deployment annotations %s (dispatch %v)", sc.Deployment.Annotations, ref.Dispatch())
 		}
 	})
 
@@ -755,7 +757,7 @@ func TestValidationNotRetried(t *testing.T) {
 	}{
 		{"secret_text with null text", cfapi.Bindings{cfapi.MustParseBinding(`{"type":"secret_text","name":"API_TOKEN","text":null}`)}, cfapi.CodeValidation},
 		{"new secret_text without text", cfapi.Bindings{cfapi.Ref(cfapi.TypeSecretText, "API_TOKEN"), cfapi.Ref(cfapi.TypeSecretText, "NEW_SECRET")}, cfapi.CodeValidation},
-		{"inherit in a settings patch", cfapi.Bindings{cfapi.Inherit("KV")}, cfapi.CodeValidation},
+		{"unresolvable inherit in a settings patch", cfapi.Bindings{cfapi.Inherit("NO_SUCH_BINDING")}, cfapi.CodeInvalidInherit},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -27,6 +27,7 @@ const (
 	CodeAuthentication     = 10000 // HTTP 403, "Authentication error"
 	CodeAuthenticationFail = 9106  // "Missing X-Auth-Key, X-Auth-Email or Authorization headers"
 	CodeUnauthorized       = 9109  // "Unauthorized to access requested resource", an invalid token
+	CodeNoRoute            = 7000  // "No route for that URI": the path does not exist
 )
 
 // Codes of edits that build on the latest version while it is not the
