@@ -83,15 +83,6 @@ func (e *APIError) Error() string {
 	return sb.String()
 }
 
-// Codes returns every Cloudflare error code of the answer.
-func (e *APIError) Codes() []int {
-	out := make([]int, len(e.Errors))
-	for i, d := range e.Errors {
-		out[i] = d.Code
-	}
-	return out
-}
-
 // CodeIs reports whether any error entry has the given code.
 func (e *APIError) CodeIs(code int) bool {
 	return slices.ContainsFunc(e.Errors, func(d ErrorDetail) bool { return d.Code == code })

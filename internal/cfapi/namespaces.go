@@ -98,33 +98,3 @@ func (c *Client) EachScript(ctx context.Context, accountID, namespace string, op
 		opts.Cursor = next
 	}
 }
-
-// Namespace is a dispatch namespace.
-type Namespace struct {
-	ID          string `json:"namespace_id"`
-	Name        string `json:"namespace_name"`
-	ScriptCount int    `json:"script_count"`
-	CreatedOn   string `json:"created_on,omitempty"`
-	ModifiedOn  string `json:"modified_on,omitempty"`
-}
-
-// CreateDispatchNamespace creates a dispatch namespace.
-func (c *Client) CreateDispatchNamespace(ctx context.Context, accountID, name string) (*Namespace, error) {
-	path := "/accounts/" + url.PathEscape(accountID) + "/workers/dispatch/namespaces"
-	var ns Namespace
-	if err := c.doJSON(ctx, call{endpoint: EPCreateNamespace, method: "POST", path: path, write: true,
-		body: jsonBody(map[string]string{"name": name})}, &ns); err != nil {
-		return nil, err
-	}
-	return &ns, nil
-}
-
-// ListDispatchNamespaces lists an account's dispatch namespaces.
-func (c *Client) ListDispatchNamespaces(ctx context.Context, accountID string) ([]Namespace, error) {
-	path := "/accounts/" + url.PathEscape(accountID) + "/workers/dispatch/namespaces"
-	var out []Namespace
-	if err := c.doJSON(ctx, call{endpoint: EPListNamespaces, method: "GET", path: path}, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
