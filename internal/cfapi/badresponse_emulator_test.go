@@ -43,7 +43,7 @@ func TestBadResponseIsRetried(t *testing.T) {
 		if !errors.Is(err, cfapi.ErrBadResponse) || !errors.As(err, &ae) || !ae.BadResponse() {
 			t.Fatalf("err = %v, want ErrBadResponse", err)
 		}
-		if ae.StatusCode != 200 || !ae.Retryable() || ae.AuthFailed() || ae.NotFound() || len(ae.Codes()) != 1 || ae.Codes()[0] != 0 {
+		if ae.StatusCode != 200 || !ae.Retryable() || ae.AuthFailed() || ae.NotFound() || len(ae.Errors) != 1 || ae.Errors[0].Code != 0 {
 			t.Errorf("APIError = %+v", ae)
 		}
 		if !strings.Contains(err.Error(), "giving up after 3 attempts") || !strings.Contains(ae.Body, "Just a moment") {

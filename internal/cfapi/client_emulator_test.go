@@ -261,41 +261,6 @@ func TestGetSettingsEmulator(t *testing.T) {
 	})
 }
 
-func TestGetBindingsEmulator(t *testing.T) {
-	t.Parallel()
-	eachFlavour(t, func(t *testing.T, fx fixture, ref cfapi.ScriptRef) {
-		bs, err := fx.client.GetBindings(context.Background(), ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st := fx.stats(t)
-		// A dispatch script has GET …/bindings; an ordinary Worker has no
-		// such route, so the client reads its settings instead.
-		want := map[string]map[int]int{cfapitest.EndpointGetSettings: {200: 1}}
-		if ref.Dispatch() {
-			want = map[string]map[int]int{cfapitest.EndpointGetBindings: {200: 1}}
-		}
-		if diff := cmp.Diff(want, st.Requests); diff != "" {
-			t.Errorf("requests (-want +got):\n%s", diff)
-		}
-		s, err := fx.client.GetSettings(context.Background(), ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw := func(bs cfapi.Bindings) []string {
-			var out []string
-			for _, b := range bs {
-				out = append(out, string(b.Raw()))
-			}
-			slices.Sort(out)
-			return out
-		}
-		if diff := cmp.Diff(raw(s.Bindings), raw(bs)); diff != "" {
-			t.Errorf("GetBindings differs from the settings' bindings (-settings +bindings):\n%s", diff)
-		}
-	})
-}
-
 func TestPatchSettingsEmulator(t *testing.T) {
 	t.Parallel()
 	eachFlavour(t, func(t *testing.T, fx fixture, ref cfapi.ScriptRef) {
@@ -511,8 +476,10 @@ func TestCreateVersionThenDeployEmulator(t *testing.T) {
 			sc.Deployment.Versions[0].Percentage != 100 {
 			t.Errorf("deployment %+v", sc.Deployment)
 		}
-		if !strings.Contains(string(sc.Deployment.Annotations), "deploy bindings v2") {
-			t.Errorf("deployment annotations %s", sc.Deployment.Annotations)
+		// The reference has annotations for an ordinary Worker's deployments
+		// only; a dispatch namespace script's get none.
+		if got := strings.Contains(string(sc.Deployment.Annotations), "deploy bindings v2"); got == ref.Dispatch() {
+			t.Errorf("deployment annotations %s (dispatch %v)", sc.Deployment.Annotations, ref.Dispatch())
 		}
 	})
 
@@ -633,43 +600,6 @@ func TestListScriptsEmulator(t *testing.T) {
 	})
 }
 
-func TestDispatchNamespacesEmulator(t *testing.T) {
-	t.Parallel()
-	fx := setup(t)
-	ctx := context.Background()
-	ns, err := fx.client.CreateDispatchNamespace(ctx, account, "staging")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ns.Name != "staging" || ns.ID == "" || ns.ScriptCount != 0 {
-		t.Errorf("created %+v", ns)
-	}
-	fx.seed(t, dispatchNS, 2)
-	list, err := fx.client.ListDispatchNamespaces(ctx, account)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]int{}
-	for _, n := range list {
-		got[n.Name] = n.ScriptCount
-	}
-	if diff := cmp.Diff(map[string]int{"staging": 0, dispatchNS: 2}, got); diff != "" {
-		t.Errorf("namespaces and script counts (-want +got):\n%s", diff)
-	}
-	if list[slices.IndexFunc(list, func(n cfapi.Namespace) bool { return n.Name == "staging" })].ID != ns.ID {
-		t.Errorf("listed id differs from the created one %q", ns.ID)
-	}
-
-	_, err = fx.client.CreateDispatchNamespace(ctx, account, "staging")
-	var ae *cfapi.APIError
-	if !errors.As(err, &ae) || ae.StatusCode != http.StatusConflict || !ae.CodeIs(10118) || ae.NotFound() || ae.Retryable() {
-		t.Fatalf("creating it again: %v", err)
-	}
-	if n := fx.stats(t).Requests[cfapitest.EndpointCreateNamespace]; n[409] != 1 {
-		t.Errorf("create requests %v, want one 409 (not retried)", n)
-	}
-}
-
 func TestNotFoundEmulator(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -683,7 +613,6 @@ func TestNotFoundEmulator(t *testing.T) {
 		call func(c *cfapi.Client, ref cfapi.ScriptRef) error
 	}{
 		{"GetSettings", "", func(c *cfapi.Client, r cfapi.ScriptRef) error { _, err := c.GetSettings(ctx, r); return err }},
-		{"GetBindings", "", func(c *cfapi.Client, r cfapi.ScriptRef) error { _, err := c.GetBindings(ctx, r); return err }},
 		{"GetScriptContent", "", func(c *cfapi.Client, r cfapi.ScriptRef) error { _, err := c.GetScriptContent(ctx, r); return err }},
 		{"PatchSettings", "", func(c *cfapi.Client, r cfapi.ScriptRef) error {
 			_, err := c.PatchSettings(ctx, r, cfapi.SettingsPatch{Bindings: cfapi.Bindings{}})
@@ -731,7 +660,7 @@ func TestNotFoundEmulator(t *testing.T) {
 				}
 				if !ae.NotFound() || !errors.Is(err, cfapi.ErrNotFound) || ae.StatusCode != http.StatusNotFound || !ae.CodeIs(code) {
 					t.Errorf("err = %v: NotFound %v, Is(ErrNotFound) %v, status %d, codes %v; want 404 code %d",
-						err, ae.NotFound(), errors.Is(err, cfapi.ErrNotFound), ae.StatusCode, ae.Codes(), code)
+						err, ae.NotFound(), errors.Is(err, cfapi.ErrNotFound), ae.StatusCode, ae.Errors, code)
 				}
 				if ae.Retryable() || fx.retries.Load() != 0 || fx.stats(t).Total != 1 {
 					t.Errorf("not-found was retried: %d requests", fx.stats(t).Total)
@@ -755,7 +684,7 @@ func TestValidationNotRetried(t *testing.T) {
 	}{
 		{"secret_text with null text", cfapi.Bindings{cfapi.MustParseBinding(`{"type":"secret_text","name":"API_TOKEN","text":null}`)}, cfapi.CodeValidation},
 		{"new secret_text without text", cfapi.Bindings{cfapi.Ref(cfapi.TypeSecretText, "API_TOKEN"), cfapi.Ref(cfapi.TypeSecretText, "NEW_SECRET")}, cfapi.CodeValidation},
-		{"inherit in a settings patch", cfapi.Bindings{cfapi.Inherit("KV")}, cfapi.CodeValidation},
+		{"unresolvable inherit in a settings patch", cfapi.Bindings{cfapi.Inherit("NO_SUCH_BINDING")}, cfapi.CodeInvalidInherit},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

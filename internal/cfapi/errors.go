@@ -27,6 +27,7 @@ const (
 	CodeAuthentication     = 10000 // HTTP 403, "Authentication error"
 	CodeAuthenticationFail = 9106  // "Missing X-Auth-Key, X-Auth-Email or Authorization headers"
 	CodeUnauthorized       = 9109  // "Unauthorized to access requested resource", an invalid token
+	CodeNoRoute            = 7000  // "No route for that URI": the path does not exist
 )
 
 // Codes of edits that build on the latest version while it is not the
@@ -83,15 +84,6 @@ func (e *APIError) Error() string {
 		fmt.Fprintf(&sb, " (ray %s)", e.RayID)
 	}
 	return sb.String()
-}
-
-// Codes returns every Cloudflare error code of the answer.
-func (e *APIError) Codes() []int {
-	out := make([]int, len(e.Errors))
-	for i, d := range e.Errors {
-		out[i] = d.Code
-	}
-	return out
 }
 
 // CodeIs reports whether any error entry has the given code.

@@ -31,7 +31,10 @@ type ListScriptsOptions struct {
 const MaxListLimit = 1000
 
 // ListScripts returns one page of the scripts in a dispatch namespace and
-// the cursor of the next page ("" after the last page).
+// the cursor of the next page ("" after the last page). When the answer
+// has no cursor member and the page may not be the last (no limit given,
+// or a full page), it returns the page with an error wrapping
+// ErrListCursorMissing (see IsListUnsupported).
 func (c *Client) ListScripts(ctx context.Context, accountID, namespace string, opts ListScriptsOptions) ([]ScriptInfo, string, error) {
 	if opts.Limit > MaxListLimit {
 		return nil, "", fmt.Errorf("list scripts: limit %d is over the API's maximum of %d", opts.Limit, MaxListLimit)
@@ -57,12 +60,18 @@ func (c *Client) ListScripts(ctx context.Context, accountID, namespace string, o
 		return nil, "", err
 	}
 	var info struct {
-		Cursor string `json:"cursor"`
+		Cursor *string `json:"cursor"`
 	}
 	if len(env.ResultInfo) > 0 {
 		_ = json.Unmarshal(env.ResultInfo, &info)
 	}
-	return page, info.Cursor, nil
+	if info.Cursor == nil {
+		if opts.Limit == 0 || len(page) >= opts.Limit {
+			return page, "", fmt.Errorf("list scripts of %s: %w", namespace, ErrListCursorMissing)
+		}
+		return page, "", nil
+	}
+	return page, *info.Cursor, nil
 }
 
 // EachScript calls fn for every script of a dispatch namespace, following
@@ -88,34 +97,4 @@ func (c *Client) EachScript(ctx context.Context, accountID, namespace string, op
 		seen[next] = true
 		opts.Cursor = next
 	}
-}
-
-// Namespace is a dispatch namespace.
-type Namespace struct {
-	ID          string `json:"namespace_id"`
-	Name        string `json:"namespace_name"`
-	ScriptCount int    `json:"script_count"`
-	CreatedOn   string `json:"created_on,omitempty"`
-	ModifiedOn  string `json:"modified_on,omitempty"`
-}
-
-// CreateDispatchNamespace creates a dispatch namespace.
-func (c *Client) CreateDispatchNamespace(ctx context.Context, accountID, name string) (*Namespace, error) {
-	path := "/accounts/" + url.PathEscape(accountID) + "/workers/dispatch/namespaces"
-	var ns Namespace
-	if err := c.doJSON(ctx, call{endpoint: EPCreateNamespace, method: "POST", path: path, write: true,
-		body: jsonBody(map[string]string{"name": name})}, &ns); err != nil {
-		return nil, err
-	}
-	return &ns, nil
-}
-
-// ListDispatchNamespaces lists an account's dispatch namespaces.
-func (c *Client) ListDispatchNamespaces(ctx context.Context, accountID string) ([]Namespace, error) {
-	path := "/accounts/" + url.PathEscape(accountID) + "/workers/dispatch/namespaces"
-	var out []Namespace
-	if err := c.doJSON(ctx, call{endpoint: EPListNamespaces, method: "GET", path: path}, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
 }

@@ -192,7 +192,7 @@ func TestTokenNeverInErrors(t *testing.T) {
 			return err
 		}},
 		{name: "500 until giving up", setup: func(fx fixture) { fx.srv.FailNext(10, 500, 10013, 0) },
-			call: func(c *cfapi.Client) error { _, err := c.GetBindings(ctx, ref); return err }},
+			call: func(c *cfapi.Client) error { _, err := c.GetSettings(ctx, ref); return err }},
 		{name: "501", setup: func(fx fixture) { fx.srv.FailNext(1, 501, 10000, 0) },
 			call: func(c *cfapi.Client) error { _, err := c.GetScriptContent(ctx, ref); return err }},
 		{name: "connection reset", retry: cfapi.RetryPolicy{MaxAttempts: 1}, setup: func(fx fixture) { fx.srv.FailNext(1, 0, 0, 0) },
@@ -203,9 +203,12 @@ func TestTokenNeverInErrors(t *testing.T) {
 			}},
 		{name: "429 on the last attempt", retry: cfapi.RetryPolicy{MaxAttempts: 1},
 			setup: func(fx fixture) { fx.srv.FailNext(1, 429, 971, 0) },
-			call:  func(c *cfapi.Client) error { _, err := c.ListDispatchNamespaces(ctx, account); return err }},
+			call: func(c *cfapi.Client) error {
+				_, _, err := c.ListScripts(ctx, account, dispatchNS, cfapi.ListScriptsOptions{Limit: 10})
+				return err
+			}},
 		{name: "token rejected", token: "cfut_WRONG-token-must-never-leak-1b2c", call: func(c *cfapi.Client) error {
-			_, err := c.CreateDispatchNamespace(ctx, account, "new-ns")
+			_, err := c.GetSettings(ctx, ref)
 			return err
 		}},
 	}

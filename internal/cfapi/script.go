@@ -158,34 +158,67 @@ type ScriptUpload struct {
 	Modules  []Module
 }
 
+// Members of GET …/settings a code upload carries back, as the API
+// reference lists them for each request: a script upload (PUT, ordinary
+// and dispatch namespace) takes the script's settings; a version upload
+// takes only the versioned ones it lists (no limits, placement, logpush,
+// observability, tags or tail_consumers). Response-only members of GET
+// (exports_reconciliation, cache_options as the API resolved it, ...) and
+// migrations are never sent.
+var (
+	uploadSettingMembers  = []string{"compatibility_date", "compatibility_flags", "limits", "logpush", "observability", "placement", "tags", "tail_consumers", "usage_model"}
+	versionSettingMembers = []string{"compatibility_date", "compatibility_flags", "usage_model"}
+	// placementMembers are the members of the reference's placement
+	// variants (mode, region, hostname, host, target); GET may add
+	// response-only ones (status, last_analyzed_at).
+	placementMembers = []string{"mode", "region", "hostname", "host", "target"}
+)
+
 // SettingsForUpload returns the settings members that a code upload must
 // carry so that it changes nothing but what it means to (facts pitfall 5):
-// everything GET …/settings returned except bindings, with an empty
-// placement dropped. forVersion drops the members a version upload does
-// not accept (logpush, tail_consumers, tags) and migrations are never
-// included.
+// the members of s that the API reference lists for a script upload, or
+// with forVersion for a version upload (an allow-list, not an echo of
+// GET). Null members and a placement without a variant member are dropped;
+// placement keeps only its variant's members.
 func SettingsForUpload(s *Settings, forVersion bool) map[string]json.RawMessage {
-	out := make(map[string]json.RawMessage, len(s.Other))
-	for k, v := range s.Other {
-		switch k {
-		case "bindings", "migrations":
+	keys := uploadSettingMembers
+	if forVersion {
+		keys = versionSettingMembers
+	}
+	out := make(map[string]json.RawMessage, len(keys))
+	for _, k := range keys {
+		v, ok := s.Other[k]
+		if !ok || string(v) == "null" {
 			continue
-		case "logpush", "tail_consumers", "tags":
-			if forVersion {
+		}
+		if k == "placement" {
+			if v, ok = placementVariant(v); !ok {
 				continue
 			}
-		}
-		if string(v) == "null" || (k == "placement" && isEmptyObject(v)) {
-			continue
 		}
 		out[k] = v
 	}
 	return out
 }
 
-func isEmptyObject(v json.RawMessage) bool {
+// placementVariant returns the placement object reduced to the members of
+// the reference's variants, and false when none is present.
+func placementVariant(v json.RawMessage) (json.RawMessage, bool) {
 	var m map[string]json.RawMessage
-	return json.Unmarshal(v, &m) == nil && len(m) == 0
+	if json.Unmarshal(v, &m) != nil {
+		return nil, false
+	}
+	out := map[string]json.RawMessage{}
+	for _, k := range placementMembers {
+		if x, ok := m[k]; ok && string(x) != "null" {
+			out[k] = x
+		}
+	}
+	if len(out) == 0 {
+		return nil, false
+	}
+	b, err := json.Marshal(out)
+	return b, err == nil
 }
 
 // multipartBody builds the upload body: part "metadata" (JSON, no
@@ -225,6 +258,7 @@ type UploadResult struct {
 // types; strict mode makes an unresolvable inherit fail (10057) instead of
 // silently dropping the binding.
 func (c *Client) UploadScript(ctx context.Context, ref ScriptRef, u ScriptUpload) (*UploadResult, error) {
+	u.Metadata.Annotations = specAnnotations(u.Metadata.Annotations, ref, annotationsUpload)
 	body, err := u.multipartBody()
 	if err != nil {
 		return nil, err
@@ -250,6 +284,7 @@ func (c *Client) CreateVersion(ctx context.Context, ref ScriptRef, u ScriptUploa
 	if u.Metadata.MainModule == "" {
 		return nil, fmt.Errorf("version of %s: versions need a main module (module syntax)", ref)
 	}
+	u.Metadata.Annotations = specAnnotations(u.Metadata.Annotations, ref, annotationsVersion)
 	body, err := u.multipartBody()
 	if err != nil {
 		return nil, err
@@ -272,7 +307,9 @@ type Deployment struct {
 }
 
 // DeployVersion sends 100% of traffic to one version:
-// POST …/scripts/{script}/deployments.
+// POST …/scripts/{script}/deployments. message becomes the deployment's
+// workers/message (cut to MaxAnnotationMessage bytes) on an ordinary
+// Worker; a dispatch namespace script gets no annotations.
 func (c *Client) DeployVersion(ctx context.Context, ref ScriptRef, versionID, message string) (*Deployment, error) {
 	type dv struct {
 		VersionID  string `json:"version_id"`
@@ -282,8 +319,8 @@ func (c *Client) DeployVersion(ctx context.Context, ref ScriptRef, versionID, me
 		"strategy": "percentage",
 		"versions": []dv{{VersionID: versionID, Percentage: 100}},
 	}
-	if message != "" {
-		body["annotations"] = map[string]string{"workers/message": Truncate(message, 100)}
+	if ann := specAnnotations(map[string]string{AnnotationMessage: message}, ref, annotationsDeployment); len(ann) > 0 {
+		body["annotations"] = ann
 	}
 	var d Deployment
 	if err := c.doJSON(ctx, call{endpoint: EPPostDeployment, method: "POST", path: ref.scriptPath() + "/deployments", write: true,

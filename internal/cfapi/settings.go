@@ -87,24 +87,6 @@ func (c *Client) GetSettings(ctx context.Context, ref ScriptRef) (*Settings, err
 	return &s, nil
 }
 
-// GetBindings reads a script's bindings. A dispatch namespace script uses
-// GET …/bindings; an ordinary Worker has no such route, so its settings are
-// read instead.
-func (c *Client) GetBindings(ctx context.Context, ref ScriptRef) (Bindings, error) {
-	if !ref.Dispatch() {
-		s, err := c.GetSettings(ctx, ref)
-		if err != nil {
-			return nil, err
-		}
-		return s.Bindings, nil
-	}
-	var bs Bindings
-	if err := c.doJSON(ctx, call{endpoint: EPGetBindings, method: "GET", path: ref.scriptPath() + "/bindings"}, &bs); err != nil {
-		return nil, err
-	}
-	return bs, nil
-}
-
 // SettingsPatch is the body of a settings PATCH. Bindings, when non-nil, is
 // the full new binding set: an entry of only {type, name} (see Ref) keeps
 // that binding's current value. Other members (compatibility_date, ...)

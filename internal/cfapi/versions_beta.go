@@ -68,8 +68,9 @@ type NewWorkerVersion struct {
 	Bindings           Bindings
 	CompatibilityDate  string
 	CompatibilityFlags []string
-	// Annotations: "workers/message" (cut to 1000 bytes here, as the API
-	// would), "workers/tag" (at most 100 bytes) and "workers/triggered_by".
+	// Annotations: "workers/message" (cut to MaxAnnotationMessage bytes
+	// here, as the API would) and "workers/tag" (cut to MaxAnnotationTag);
+	// other keys are not in the API reference's request and are not sent.
 	Annotations map[string]string
 	// Other holds further members sent as they are (limits, placement,
 	// usage_model, assets, migrations, ...).
@@ -139,14 +140,7 @@ func (v NewWorkerVersion) JSON() ([]byte, error) {
 	if v.CompatibilityFlags != nil {
 		members["compatibility_flags"] = v.CompatibilityFlags
 	}
-	if len(v.Annotations) > 0 {
-		a := make(map[string]string, len(v.Annotations))
-		for k, s := range v.Annotations {
-			if k == "workers/message" {
-				s = Truncate(s, 1000)
-			}
-			a[k] = s
-		}
+	if a := specAnnotations(v.Annotations, ScriptRef{}, annotationsVersion); len(a) > 0 {
 		members["annotations"] = a
 	}
 	return json.Marshal(members) // maps marshal with sorted keys

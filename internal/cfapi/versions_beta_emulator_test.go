@@ -71,7 +71,8 @@ func TestCreateWorkerVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.ID == "" || v.Number != 2 || v.Annotations["workers/triggered_by"] != "reconciler event-1" {
+	if v.ID == "" || v.Number != 2 || v.Annotations["workers/message"] == "" ||
+		v.Annotations["workers/triggered_by"] == "reconciler event-1" {
 		t.Errorf("version %+v", v)
 	}
 	if got := fx.stored(t, ref); got["KV"].IsZero() || !got["RENAMED_KV"].IsZero() {

@@ -300,21 +300,20 @@ func pinInherits(bs []cfapi.Binding, versionID string) []cfapi.Binding {
 }
 
 // Annotations of the versions (and deployments) the reconciler writes.
+// workers/message is the only one the API reference lets every such
+// request carry (workers/triggered_by is set by the API), and it is cut at
+// cfapi.MaxAnnotationMessage bytes.
 const (
-	annotationMessage     = "workers/message"
-	annotationTriggeredBy = "workers/triggered_by"
-	// maxAnnotation bounds each annotation: workers/message is cut to 100
-	// bytes on versions and deployments (the beta API allows 1000) and
-	// workers/tag may have 100, so 100 fits every endpoint.
-	maxAnnotation = 100
+	annotationMessage = cfapi.AnnotationMessage
+	maxAnnotation     = cfapi.MaxAnnotationMessage
 )
 
-// writeAnnotations says who writes plan and why: workers/message lists the
-// changed bindings ("reconciler: bindings +KV ~PLAN -OLD"), and
-// workers/triggered_by names the reconciler and the events whose
-// operations the write carries out, newest first ("reconciler event
-// <id>", "reconciler events <id> <id> +3"), each at most 100 bytes.
-// Binding names and event ids are not secret; values never appear.
+// writeAnnotations says who writes plan and why, in workers/message: the
+// changed bindings ("reconciler: bindings +KV ~PLAN -OLD", at most half
+// the limit) and the events whose operations the write carries out,
+// newest first ("(event <id>)", "(events <id> <id> +3)"), within
+// maxAnnotation bytes. Binding names and event ids are not secret; values
+// never appear.
 func writeAnnotations(ds *event.DesiredState, plan *planner.Plan) map[string]string {
 	var changes []string
 	for _, a := range plan.Actions {
@@ -327,10 +326,11 @@ func writeAnnotations(ds *event.DesiredState, plan *planner.Plan) map[string]str
 			changes = append(changes, "-"+a.Name)
 		}
 	}
-	return map[string]string{
-		annotationMessage:     clip("reconciler: bindings "+strings.Join(changes, " "), maxAnnotation),
-		annotationTriggeredBy: triggeredBy(eventIDs(ds, plan), maxAnnotation),
+	msg := clip("reconciler: bindings "+strings.Join(changes, " "), maxAnnotation/2)
+	if ev := eventsNote(eventIDs(ds, plan), maxAnnotation-len(msg)-3); ev != "" {
+		msg += " (" + ev + ")"
 	}
+	return map[string]string{annotationMessage: msg}
 }
 
 // eventIDs returns the ids of the events whose operations plan carries
@@ -360,16 +360,16 @@ func eventIDs(ds *event.DesiredState, plan *planner.Plan) []string {
 	return ids
 }
 
-// triggeredBy renders "reconciler" and as many of ids as fit in n bytes,
-// with "+k" for the k that do not.
-func triggeredBy(ids []string, n int) string {
+// eventsNote renders as many of ids as fit in n bytes, with "+k" for the
+// k that do not: "event <id>", "events <id> <id> +3"; "" without ids.
+func eventsNote(ids []string, n int) string {
 	switch len(ids) {
 	case 0:
-		return "reconciler"
+		return ""
 	case 1:
-		return clip("reconciler event "+ids[0], n)
+		return clip("event "+ids[0], n)
 	}
-	out := "reconciler events"
+	out := "events"
 	for i, id := range ids {
 		rest := ""
 		if left := len(ids) - i - 1; left > 0 {

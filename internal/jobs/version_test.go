@@ -120,7 +120,7 @@ func TestVersionStrategyOneWrite(t *testing.T) {
 		t.Errorf("bindings (-want +got):\n%s", diff)
 	}
 	ann := annotations(t, nv)
-	if ann["workers/message"] != "reconciler: bindings +KV +PLAN" || ann["workers/triggered_by"] != "reconciler event sv-1" {
+	if ann["workers/message"] != "reconciler: bindings +KV +PLAN (event sv-1)" || ann["workers/triggered_by"] == "reconciler event sv-1" {
 		t.Errorf("annotations %v", ann)
 	}
 	bodies := sentTo(h.sentBodies(), "POST", "/workers/workers/vw/versions")
@@ -433,8 +433,9 @@ func TestSettingsRefusedWhileLatestUndeployed(t *testing.T) {
 	}
 }
 
-// TestWriteAnnotations: the annotations name the changes and the events,
-// newest first, and stay within 100 bytes however many there are.
+// TestWriteAnnotations: workers/message names the changes and the
+// events, newest first, and stays within the API's 1000 bytes however many
+// there are; no other annotation is written.
 func TestWriteAnnotations(t *testing.T) {
 	ds := event.NewDesiredState(cfapi.ScriptRef{AccountID: acct, Script: "w"})
 	ds.Floor = &event.Stamp{Gen: 1, ID: "replace-1"}
@@ -445,30 +446,35 @@ func TestWriteAnnotations(t *testing.T) {
 		{Kind: planner.ActionRemove, Name: "OLD"}, {Kind: planner.ActionKeep, Name: "K"},
 	}}
 	got := writeAnnotations(ds, plan)
-	want := map[string]string{"workers/message": "reconciler: bindings +A ~B -OLD",
-		"workers/triggered_by": "reconciler events ev-3 ev-2 replace-1"}
+	want := map[string]string{"workers/message": "reconciler: bindings +A ~B -OLD (events ev-3 ev-2 replace-1)"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("annotations (-want +got):\n%s", diff)
 	}
 
 	var ids []string
-	for i := 0; i < 10; i++ {
-		ids = append(ids, "7f9c2a1e-3f1b-4c55-9b7e-0c1d2e3f4a5"+string(rune('0'+i)))
+	for i := 0; i < 40; i++ {
+		ids = append(ids, fmt.Sprintf("7f9c2a1e-3f1b-4c55-9b7e-0c1d2e3f4a%02d", i))
 	}
 	for n := 0; n <= len(ids); n++ {
-		s := triggeredBy(ids[:n], maxAnnotation)
-		if len(s) > maxAnnotation || !strings.HasPrefix(s, "reconciler") {
+		s := eventsNote(ids[:n], 400)
+		if len(s) > 400 || (n > 0 && !strings.HasPrefix(s, "event")) || (n == 0 && s != "") {
 			t.Errorf("%d ids: %q (%d bytes)", n, s, len(s))
 		}
 	}
-	if s := triggeredBy(ids, maxAnnotation); s != "reconciler events "+ids[0]+" "+ids[1]+" +8" {
-		t.Errorf("10 ids: %q", s)
+	// 400 bytes hold "events", ten 37-byte ids and " +30".
+	if s := eventsNote(ids, 400); !strings.HasPrefix(s, "events "+ids[0]+" "+ids[1]) || !strings.HasSuffix(s, " "+ids[9]+" +30") {
+		t.Errorf("40 ids: %q", s)
 	}
-	if s := triggeredBy([]string{strings.Repeat("é", 80)}, maxAnnotation); len(s) > maxAnnotation || !strings.HasSuffix(s, "…") {
+	if s := eventsNote([]string{strings.Repeat("é", 300)}, 400); len(s) > 400 || !strings.HasSuffix(s, "…") {
 		t.Errorf("long id: %q (%d bytes)", s, len(s))
 	}
-	if s := clip("reconciler: bindings "+strings.Repeat("+NAME ", 40), maxAnnotation); len(s) > maxAnnotation {
-		t.Errorf("message %d bytes", len(s))
+	many := &planner.Plan{}
+	for i := 0; i < 300; i++ {
+		many.Actions = append(many.Actions, planner.Action{Kind: planner.ActionAdd, Name: fmt.Sprintf("NAME_%03d", i)})
+		ds.Names[fmt.Sprintf("NAME_%03d", i)] = &event.NameOp{Stamp: event.Stamp{Gen: uint64(10 + i), ID: ids[i%len(ids)]}, Op: event.NameUpsert}
+	}
+	if s := writeAnnotations(ds, many)[annotationMessage]; len(s) > maxAnnotation || !strings.Contains(s, "(events ") {
+		t.Errorf("message %d bytes: %q", len(s), s)
 	}
 }
 

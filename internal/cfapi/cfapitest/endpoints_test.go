@@ -71,10 +71,15 @@ func TestGetSettingsAndBindings(t *testing.T) {
 		var settings map[string]json.RawMessage
 		r.result(t, &settings)
 		for _, k := range []string{"bindings", "compatibility_date", "compatibility_flags", "limits", "logpush",
-			"observability", "placement", "tags", "tail_consumers", "usage_model"} {
+			"observability", "tags", "tail_consumers", "usage_model"} {
 			if _, ok := settings[k]; !ok {
 				t.Errorf("settings lack %s: %s", k, r.Env.Result)
 			}
+		}
+		// Every placement variant of the reference has a member; an unset
+		// placement is omitted rather than {}.
+		if p, ok := settings["placement"]; ok {
+			t.Errorf("settings show placement %s although none was set", p)
 		}
 		if string(settings["compatibility_date"]) != `"2025-01-01"` || string(settings["usage_model"]) != `"standard"` {
 			t.Errorf("settings %s", r.Env.Result)
@@ -412,10 +417,16 @@ func TestPutScriptServiceWorker(t *testing.T) {
 	if r.Header.Get("cf-entrypoint") != "script" {
 		t.Errorf("cf-entrypoint %q", r.Header.Get("cf-entrypoint"))
 	}
-	// A part binding can be kept by a settings PATCH but not added.
+	// A part binding can be kept by a settings PATCH, and added when it
+	// names a module of the script, not otherwise.
 	body, ct = settingsPatch(t, map[string]any{"bindings": []any{map[string]any{"type": "text_blob", "name": "TXT"}}})
 	expect(t, a.do(http.MethodPatch, scriptPath("", "sw")+"/settings", body, ct), http.StatusOK, 0)
 	body, ct = settingsPatch(t, map[string]any{"bindings": []any{map[string]any{"type": "text_blob", "name": "TXT2", "part": "notes"}}})
+	expect(t, a.do(http.MethodPatch, scriptPath("", "sw")+"/settings", body, ct), http.StatusOK, 0)
+	if got := storedByName(t, s, "", "sw"); len(got) != 1 || got["TXT2"].IsZero() {
+		t.Errorf("after adding a part binding: %v", got)
+	}
+	body, ct = settingsPatch(t, map[string]any{"bindings": []any{map[string]any{"type": "text_blob", "name": "TXT3", "part": "absent"}}})
 	expect(t, a.do(http.MethodPatch, scriptPath("", "sw")+"/settings", body, ct), http.StatusBadRequest, CodeValidation)
 	// Versions require main_module.
 	expect(t, a.do(http.MethodPost, scriptPath("", "sw")+"/versions", body, ct), http.StatusBadRequest, CodeValidation)

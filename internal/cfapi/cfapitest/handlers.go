@@ -22,7 +22,6 @@ var settingsDefaults = map[string]json.RawMessage{
 	"limits":              json.RawMessage(`{}`),
 	"logpush":             json.RawMessage(`false`),
 	"observability":       json.RawMessage(`null`),
-	"placement":           json.RawMessage(`{}`),
 	"tags":                json.RawMessage(`[]`),
 	"tail_consumers":      json.RawMessage(`null`),
 	"usage_model":         json.RawMessage(`"standard"`),
@@ -123,7 +122,8 @@ func (s *Server) patchSettings(w http.ResponseWriter, r *http.Request, p params)
 		}
 		bindings := base.Bindings
 		if sp.hasBindings {
-			nb, err := ApplySettingsPatch(base.Bindings, sp.bindings)
+			nb, err := ApplySettingsPatchRules(base.Bindings, sp.bindings, SettingsPatchRules{
+				Parts: moduleParts(base.Modules), RefuseTypeName: s.opts.Guesses.RefuseTypeName})
 			if err != nil {
 				writeErr(w, asError(err))
 				return
@@ -338,6 +338,9 @@ func checkDeployment(req deploymentRequest) *Error {
 // filtered by tags ("t1:yes,t2:no") and paginated by limit (at most 1000)
 // and an opaque cursor, returned in result_info.cursor ("" on the last page).
 func (s *Server) listScripts(w http.ResponseWriter, r *http.Request, p params) {
+	if s.opts.Guesses.refuseScriptList(w, r) {
+		return
+	}
 	q := r.URL.Query()
 	limit := 1000
 	if v := q.Get("limit"); v != "" {
@@ -385,7 +388,11 @@ func (s *Server) listScripts(w http.ResponseWriter, r *http.Request, p params) {
 			"tags": tags,
 		})
 	}
-	writeResult(w, items, map[string]any{"cursor": cursor, "count": len(items)})
+	info := map[string]any{"cursor": cursor, "count": len(items)}
+	if s.opts.Guesses.OmitListCursor {
+		delete(info, "cursor")
+	}
+	writeResult(w, items, info)
 }
 
 func scriptTags(sc *script) []string {
@@ -511,4 +518,14 @@ func (s *Server) getNamespace(w http.ResponseWriter, _ *http.Request, p params) 
 		return
 	}
 	writeResult(w, s.namespaceResult(p.account, ns), nil)
+}
+
+// moduleParts returns the names of a version's modules, which the part
+// bindings of a settings PATCH may name.
+func moduleParts(ms []Module) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.Name
+	}
+	return out
 }

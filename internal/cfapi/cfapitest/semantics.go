@@ -130,16 +130,40 @@ func isRef(b cfapi.Binding) bool {
 }
 
 // ApplySettingsPatch applies the "bindings" array of a settings PATCH to
-// the stored set and returns the new stored set, in patch order.
+// the stored set and returns the new stored set, in patch order, with the
+// emulator's default behaviour (see SettingsPatchRules): as
+// ApplySettingsPatchRules(current, patch, SettingsPatchRules{}).
+func ApplySettingsPatch(current, patch []cfapi.Binding) ([]cfapi.Binding, error) {
+	return ApplySettingsPatchRules(current, patch, SettingsPatchRules{})
+}
+
+// SettingsPatchRules are the parts of a settings PATCH's binding semantics
+// that the API reference leaves open (see the package documentation,
+// "Guesses").
+type SettingsPatchRules struct {
+	// Parts names the script's current modules: a part binding
+	// (wasm_module, text_blob, data_blob) of a PATCH must name one of them,
+	// as the PATCH builds its version on the latest one's modules.
+	Parts []string
+	// RefuseTypeName answers an entry of only {type, name} for a type that
+	// has a value with 400 10021 naming the binding, instead of keeping
+	// the current value.
+	RefuseTypeName bool
+}
+
+// ApplySettingsPatchRules applies the "bindings" array of a settings PATCH
+// to the stored set and returns the new stored set, in patch order.
 //
 // The patch is the new full set. An entry with exactly the members "type"
 // and "name" keeps the current binding of that name and type with its value
-// (secrets included); 10021 when there is none. Any other entry must pass
-// cfapi's upload validation, so a secret_text without "text" is rejected
-// with 10021. Part types (wasm_module, text_blob, data_blob) can only be
-// kept, and inherit entries are not accepted (10021). Duplicate names are
-// 10021. Neither argument is modified.
-func ApplySettingsPatch(current, patch []cfapi.Binding) ([]cfapi.Binding, error) {
+// (secrets included); 10021 when there is none, or always for a type with a
+// value under rules.RefuseTypeName. An inherit entry carries the current
+// binding of its old_name (or name) over under its name; one that cannot
+// be resolved, or that names a version_id other than "latest", is 10057. A
+// part binding must name one of rules.Parts (10021). Any other entry must
+// pass cfapi's upload validation, so a secret_text without "text" is
+// rejected with 10021. Duplicate names are 10021. No argument is modified.
+func ApplySettingsPatchRules(current, patch []cfapi.Binding, rules SettingsPatchRules) ([]cfapi.Binding, error) {
 	out := make([]cfapi.Binding, 0, len(patch))
 	seen := make(map[string]bool, len(patch))
 	for _, b := range patch {
@@ -147,7 +171,11 @@ func ApplySettingsPatch(current, patch []cfapi.Binding) ([]cfapi.Binding, error)
 			return nil, duplicateError(b.Name())
 		}
 		seen[b.Name()] = true
-		if isRef(b) {
+		if isRef(b) && b.Type() != cfapi.TypeInherit {
+			valued := b.Validate(cfapi.ForUpload) != nil || b.InPart()
+			if rules.RefuseTypeName && valued {
+				return nil, errorf(http.StatusBadRequest, CodeValidation, typeNameRefusedFormat, b.Name(), b.Type())
+			}
 			cur, ok := findBinding(current, b.Name(), b.Type())
 			if ok {
 				out = append(out, cur)
@@ -157,7 +185,7 @@ func ApplySettingsPatch(current, patch []cfapi.Binding) ([]cfapi.Binding, error)
 			// binding, valid only for types without fields (ai, browser,
 			// version_metadata, ...; unknown types are given the benefit of
 			// the doubt, as the API grows fieldless types often).
-			if b.Type() == cfapi.TypeInherit || b.InPart() || b.Validate(cfapi.ForUpload) != nil {
+			if valued {
 				return nil, errorf(http.StatusBadRequest, CodeValidation,
 					"binding '%s' of type %s does not exist and cannot be kept without a value", b.Name(), b.Type())
 			}
@@ -166,11 +194,21 @@ func ApplySettingsPatch(current, patch []cfapi.Binding) ([]cfapi.Binding, error)
 		}
 		switch {
 		case b.Type() == cfapi.TypeInherit:
-			return nil, errorf(http.StatusBadRequest, CodeValidation,
-				"inherit binding '%s' is not supported in settings; send {type, name} to keep a binding", b.Name())
+			resolved, ok := resolveInherit(func(id string) ([]cfapi.Binding, bool) {
+				return current, id == "" || id == "latest"
+			}, b)
+			if !ok {
+				return nil, errorf(http.StatusBadRequest, CodeInvalidInherit,
+					"inherit binding '%s' is invalid: no binding of that name on the latest version", b.Name())
+			}
+			out = append(out, resolved)
+			continue
 		case b.InPart():
-			return nil, errorf(http.StatusBadRequest, CodeValidation,
-				"binding '%s' of type %s refers to a script part and can only be set by a script upload", b.Name(), b.Type())
+			part, _ := b.String("part")
+			if !slices.Contains(rules.Parts, part) {
+				return nil, errorf(http.StatusBadRequest, CodeValidation,
+					"binding '%s' of type %s refers to part '%s', which is not a module of the script", b.Name(), b.Type(), part)
+			}
 		}
 		if err := b.Validate(cfapi.ForUpload); err != nil {
 			return nil, validationError(b, err)
@@ -179,6 +217,11 @@ func ApplySettingsPatch(current, patch []cfapi.Binding) ([]cfapi.Binding, error)
 	}
 	return out, nil
 }
+
+// typeNameRefusedFormat is the message of a refused {type, name} entry
+// (SettingsPatchRules.RefuseTypeName); cfapi.IsTypeNameRefused recognizes
+// it by code and the binding named in it.
+const typeNameRefusedFormat = "binding '%s' of type %s: invalid or missing value; a settings edit needs the complete binding"
 
 func findBinding(bs []cfapi.Binding, name, typ string) (cfapi.Binding, bool) {
 	for _, b := range bs {

@@ -107,8 +107,23 @@ func TestApplySettingsPatch(t *testing.T) {
 			wantCode: CodeValidation,
 		},
 		{
-			name:     "inherit is not a settings form",
-			patch:    []string{`{"type":"inherit","name":"A","old_name":"B"}`},
+			name:  "inherit carries a binding over, renamed",
+			patch: []string{`{"type":"inherit","name":"A2","old_name":"A"}`, `{"type":"inherit","name":"B","version_id":"latest"}`},
+			want:  []string{strings.Replace(secretA, `"name":"A"`, `"name":"A2"`, 1), plainB},
+		},
+		{
+			name:     "unresolvable inherit",
+			patch:    []string{`{"type":"inherit","name":"NONE"}`},
+			wantCode: CodeInvalidInherit,
+		},
+		{
+			name:     "inherit from another version",
+			patch:    []string{`{"type":"inherit","name":"A","version_id":"0b7e9f0c-0000-4000-8000-000000000000"}`},
+			wantCode: CodeInvalidInherit,
+		},
+		{
+			name:     "part binding of a part the script lacks",
+			patch:    []string{`{"type":"wasm_module","name":"W2","part":"other.wasm"}`},
 			wantCode: CodeValidation,
 		},
 		{
@@ -138,6 +153,29 @@ func TestApplySettingsPatch(t *testing.T) {
 				t.Errorf("bindings (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestApplySettingsPatchRules: a part binding naming a module of the
+// script is accepted, and RefuseTypeName refuses a {type, name} entry of a
+// valued type naming it, while a fieldless type stays accepted.
+func TestApplySettingsPatchRules(t *testing.T) {
+	current := []cfapi.Binding{mb(secretA), mb(kvC)}
+	got, err := ApplySettingsPatchRules(current, []cfapi.Binding{mb(`{"type":"wasm_module","name":"W2","part":"m.wasm"}`)},
+		SettingsPatchRules{Parts: []string{"index.js", "m.wasm"}})
+	if err != nil || len(got) != 1 || got[0].Name() != "W2" {
+		t.Fatalf("part binding: %v %v", raws(got), err)
+	}
+	rules := SettingsPatchRules{RefuseTypeName: true}
+	for _, ref := range []cfapi.Binding{cfapi.Ref("secret_text", "A"), cfapi.Ref("kv_namespace", "C"), cfapi.Ref("wasm_module", "W")} {
+		_, err := ApplySettingsPatchRules(current, []cfapi.Binding{ref}, rules)
+		e := wantCode(t, err, 400, CodeValidation)
+		if !strings.Contains(e.Message, "'"+ref.Name()+"'") {
+			t.Errorf("%s: message %q does not name the binding", ref.Name(), e.Message)
+		}
+	}
+	if got, err := ApplySettingsPatchRules(nil, []cfapi.Binding{cfapi.Ref("ai", "AI")}, rules); err != nil || len(got) != 1 {
+		t.Errorf("fieldless ref under RefuseTypeName: %v %v", raws(got), err)
 	}
 }
 

@@ -68,6 +68,10 @@ type Options struct {
 	// script whose deployment splits traffic between its latest version
 	// and another one. The zero value collapses the split (see SplitEditMode).
 	SplitEdits SplitEditMode
+
+	// Guesses switch the answers the API reference leaves open to their
+	// other plausible behaviour (see SpecGuesses).
+	Guesses SpecGuesses
 }
 
 // SplitEditMode is the emulator's answer to a settings PATCH or a secret

@@ -99,7 +99,7 @@ func versionResult(p params, sc *script, v *Version) map[string]any {
 		"number": v.Number,
 		"metadata": map[string]any{
 			"author_email": "", "author_id": "", "created_on": created, "modified_on": created,
-			"source": v.Source, "has_preview": sc.previews,
+			"source": v.Source, "hasPreview": sc.previews, "has_preview": sc.previews,
 		},
 		"annotations": annotationsOrEmpty(v.Annotations),
 		"resources": map[string]any{

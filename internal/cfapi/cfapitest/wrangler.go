@@ -258,8 +258,18 @@ func (s *Server) patchSecrets(w http.ResponseWriter, r *http.Request, p params) 
 			writeErr(w, err)
 			return
 		}
-		writeResult(w, secretList(sc.bindings), nil)
+		writeResult(w, secretMap(sc.bindings), nil)
 	})
+}
+
+// secretMap is the secrets-bulk answer: every secret after the patch,
+// keyed by name, as the API reference's result object.
+func secretMap(bs []cfapi.Binding) map[string]map[string]string {
+	out := map[string]map[string]string{}
+	for _, s := range secretList(bs) {
+		out[s["name"]] = s
+	}
+	return out
 }
 
 // listDeployments answers the ten most recent deployments, newest first

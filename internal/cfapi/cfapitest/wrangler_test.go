@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +41,23 @@ func names(t *testing.T, r *apiResponse) []string {
 	for _, e := range list {
 		out = append(out, e.Name)
 	}
+	return out
+}
+
+// secretNames returns the names of a secrets-bulk result, an object keyed
+// by secret name, after checking each entry's own name matches its key.
+func secretNames(t *testing.T, r *apiResponse) []string {
+	t.Helper()
+	var m map[string]struct{ Name, Type string }
+	r.result(t, &m)
+	out := []string{}
+	for k, e := range m {
+		if e.Name != k || e.Type == "" {
+			t.Errorf("secrets-bulk entry %q: %+v", k, e)
+		}
+		out = append(out, k)
+	}
+	slices.Sort(out)
 	return out
 }
 
@@ -169,7 +187,7 @@ func TestSecrets(t *testing.T) {
 			"NEW": nil, "ABSENT": nil,
 		}}, "application/merge-patch+json")
 		expect(t, r, http.StatusOK, 0)
-		if got := names(t, r); !cmp.Equal(got, []string{"A", "API_KEY", "B"}) {
+		if got := secretNames(t, r); !cmp.Equal(got, []string{"A", "API_KEY", "B"}) {
 			t.Errorf("bulk result %v", got)
 		}
 		stored := storedByName(t, s, ns, "w")
