@@ -184,7 +184,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 	log.Info("reconciler running",
 		zap.String("nats", redactURL(conn.url)), zap.String("api", rf.api.baseURL),
 		zap.String("rate_limit", rf.api.rateLimit), zap.Int("concurrency", rf.concurrency),
-		zap.String("subjects", rf.nats.subjectPrefix+".<account>.<namespace>.<script>"), zap.String("version", version))
+		zap.String("subjects", rf.nats.subjectPrefix+".<account>.<namespace>.<script>"), zap.String("version", buildVersion()))
 	err = p.Run(ctx)
 	runner.Store(nil)
 	log.Info("reconciler stopped")
@@ -275,7 +275,7 @@ func sampleGauges(ctx context.Context, m *metrics.Metrics, conn *natsConn, lim *
 func newAPIClient(a *apiFlags, creds credentialSet, lim *cfapi.Limiter, hooks cfapi.Hooks, timeout time.Duration) (*cfapi.Client, error) {
 	client, err := cfapi.New(cfapi.Config{
 		BaseURL: a.baseURL, Token: creds.token, Email: creds.email, APIKey: creds.key,
-		Limiter: lim, Hooks: hooks, UserAgent: "reconciler/" + version,
+		Limiter: lim, Hooks: hooks, UserAgent: "reconciler/" + buildVersion(),
 		HTTPClient: &http.Client{Timeout: timeout},
 	})
 	if err != nil {
@@ -380,7 +380,7 @@ func newMetrics() (*metrics.Metrics, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg, jobs.ReasonLabels()...)
-	m.SetBuildInfo(version, buildCommit())
+	m.SetBuildInfo(buildVersion(), buildCommit())
 	return m, reg
 }
 

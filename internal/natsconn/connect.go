@@ -12,19 +12,19 @@ import (
 // comma-separated list; empty means the context's URL, then
 // nats.DefaultURL). Options in extra (name, handlers, reconnection) are
 // applied after the credentials. A refused credential or a failed TLS
-// handshake is an error naming the option behind it; no error holds a
-// secret.
+// handshake is an error naming the option behind it; a bad option found
+// before dialling is a *ConfigError. No error holds a secret.
 func (o Options) Connect(url string, extra ...nats.Option) (*nats.Conn, error) {
 	url, r, err := o.Resolve(url)
 	if err != nil {
-		return nil, err
+		return nil, &ConfigError{err}
 	}
 	if url == "" {
 		url = nats.DefaultURL
 	}
 	opts, err := r.NATSOptions()
 	if err != nil {
-		return nil, err
+		return nil, &ConfigError{err}
 	}
 	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
@@ -81,3 +81,13 @@ func (o Options) tlsName() string {
 	}
 	return strings.Join(n, " and ")
 }
+
+// ConfigError is an option that is wrong before any dialling: a missing
+// or malformed file, options that do not go together, a context that
+// cannot be read. A command reports it as bad configuration.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *ConfigError) Unwrap() error { return e.Err }
