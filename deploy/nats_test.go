@@ -22,7 +22,7 @@ import (
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 )
 
-var update = flag.Bool("update", false, "rewrite deploy/nats/cli from the resources `reconciler run` creates (the NACK files are written by hand)")
+var update = flag.Bool("update", false, "rewrite the generated files: deploy/nats/cli from the resources `reconciler run` creates (the NACK files are written by hand), and the PrometheusRule from the rule file")
 
 // definitionReplicas is the replica count of every definition: they are
 // for a clustered NATS of three servers, like the Deployment's
