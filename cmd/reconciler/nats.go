@@ -168,7 +168,7 @@ func fingerprintKey(ctx context.Context, js jetstream.JetStream, e env, replicas
 	if create {
 		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: configBucket, Description: "Reconciler configuration shared by replicas.",
-			History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
+			History: 1, Storage: jetstream.FileStorage, Replicas: replicas, MaxBytes: natsconn.ConfigBucketMaxBytes,
 		})
 	} else {
 		kv, err = js.KeyValue(ctx, configBucket)
