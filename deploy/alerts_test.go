@@ -4,7 +4,11 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
 
 	"sigs.k8s.io/yaml"
 )
@@ -60,7 +64,8 @@ func alertRules(t *testing.T) ruleFile {
 }
 
 // TestAlertRulesAreDocumentedAndTested: every alert has a severity, a
-// summary, a description and a runbook, and a unit test in which it fires
+// summary, a description, a runbook_url to its section of
+// docs/runbooks.md and a for: duration, and a unit test in which it fires
 // and one in which it stays silent.
 func TestAlertRulesAreDocumentedAndTested(t *testing.T) {
 	rf := alertRules(t)
@@ -79,6 +84,7 @@ func TestAlertRulesAreDocumentedAndTested(t *testing.T) {
 			}
 		}
 	}
+	runbooks := runbookSections(t)
 	seen := map[string]bool{}
 	n := 0
 	for _, g := range rf.Groups {
@@ -94,9 +100,26 @@ func TestAlertRulesAreDocumentedAndTested(t *testing.T) {
 			if s := r.Labels["severity"]; s != "warning" && s != "critical" {
 				t.Errorf("%s: severity %q, want warning or critical", r.Alert, s)
 			}
-			for _, a := range []string{"summary", "description", "runbook"} {
+			for _, a := range []string{"summary", "description"} {
 				if len(r.Annotations[a]) < 20 {
 					t.Errorf("%s: annotation %s is missing or too short to help: %q", r.Alert, a, r.Annotations[a])
+				}
+			}
+			if want := runbookBase + "#" + strings.ToLower(r.Alert); r.Annotations["runbook_url"] != want {
+				t.Errorf("%s: runbook_url %q, want %q", r.Alert, r.Annotations["runbook_url"], want)
+			}
+			if len(runbooks[r.Alert]) < 200 {
+				t.Errorf("%s: docs/runbooks.md has no section \"## %s\", or one too short to help (%d characters)", r.Alert, r.Alert, len(runbooks[r.Alert]))
+			}
+			delete(runbooks, r.Alert)
+			// A single event (one dead letter, one 429, one sample) must
+			// not page at once.
+			if d, err := model.ParseDuration(r.For); err != nil || time.Duration(d) < 2*time.Minute {
+				t.Errorf("%s: for: %q, want at least 2m", r.Alert, r.For)
+			}
+			for a := range r.Annotations {
+				if a != "summary" && a != "description" && a != "runbook_url" {
+					t.Errorf("%s: annotation %s, want only summary, description and runbook_url", r.Alert, a)
 				}
 			}
 			if !fires[r.Alert] {
@@ -110,11 +133,36 @@ func TestAlertRulesAreDocumentedAndTested(t *testing.T) {
 	if n < 9 {
 		t.Errorf("%d alerts, want at least 9", n)
 	}
+	for name := range runbooks {
+		t.Errorf("docs/runbooks.md has a section %q for no alert", name)
+	}
 	for name := range fires {
 		if !seen[name] {
 			t.Errorf("alerts_test.yaml tests %s, which alerts.yaml does not define", name)
 		}
 	}
+}
+
+// runbookBase is where the runbooks are; an overlay may rewrite it.
+const runbookBase = "https://github.com/reconciler/reconciler/blob/main/docs/runbooks.md"
+
+// runbookSections returns the text of each "## " section of
+// docs/runbooks.md by heading.
+func runbookSections(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	cur := ""
+	for _, line := range strings.Split(readFile(t, "../docs/runbooks.md"), "\n") {
+		if h, ok := strings.CutPrefix(line, "## "); ok {
+			cur = strings.TrimSpace(h)
+			out[cur] = ""
+			continue
+		}
+		if cur != "" {
+			out[cur] += line + "\n"
+		}
+	}
+	return out
 }
 
 // TestPromtoolChecksAndTestsTheRules runs `promtool check rules` and

@@ -175,6 +175,49 @@ func TestDashboardLoads(t *testing.T) {
 	}
 }
 
+var selectorRE = regexp.MustCompile(`\b(reconciler_[a-zA-Z0-9_]+)(\{[^}]*\})?`)
+
+// TestDashboardFiltersByClusterAndNamespace: the cluster and namespace
+// variables exist, in that order before job and instance, and every series
+// selector of every query and variable uses both, so one Grafana can show
+// one installation among many.
+func TestDashboardFiltersByClusterAndNamespace(t *testing.T) {
+	d, panels := loadDashboard(t)
+	var order []string
+	for _, v := range d.Templating.List {
+		order = append(order, v.Name)
+	}
+	if strings.Join(order, ",") != "datasource,cluster,namespace,job,instance" {
+		t.Errorf("variables %v, want datasource, cluster, namespace, job, instance", order)
+	}
+	check := func(where, expr string, vars ...string) {
+		sels := selectorRE.FindAllStringSubmatch(expr, -1)
+		if len(sels) == 0 {
+			t.Errorf("%s: no reconciler_ series in %q", where, expr)
+		}
+		for _, m := range sels {
+			for _, v := range vars {
+				if !strings.Contains(m[2], v+`=~"$`+v+`"`) {
+					t.Errorf("%s: %s%s does not filter by %s=~\"$%s\"", where, m[1], m[2], v, v)
+				}
+			}
+		}
+	}
+	for _, p := range panels {
+		for _, tg := range p.Targets {
+			check(fmt.Sprintf("panel %q query %s", p.Title, tg.RefID), tg.Expr, "cluster", "namespace")
+		}
+	}
+	for _, v := range d.Templating.List {
+		switch v.Name {
+		case "namespace":
+			check("variable namespace", v.Definition, "cluster")
+		case "job", "instance":
+			check("variable "+v.Name, v.Definition, "cluster", "namespace")
+		}
+	}
+}
+
 // walkJSON calls f for every object in v, with a path for messages.
 func walkJSON(v any, path string, f func(path string, obj map[string]any)) {
 	switch x := v.(type) {
@@ -202,6 +245,8 @@ var grafanaVars = strings.NewReplacer(
 	"$__rate_interval", "1m", "${__rate_interval}", "1m",
 	"$__interval", "15s", "${__interval}", "15s",
 	"$__range", "1h", "${__range}", "1h",
+	"${cluster}", ".*", "$cluster", ".*",
+	"${namespace}", ".*", "$namespace", ".*",
 	"${job}", ".*", "$job", ".*",
 	"${instance}", ".*", "$instance", ".*",
 )

@@ -22,6 +22,21 @@
 // apart, because the kustomize and Kubernetes API modules cost a minute of
 // cold build time.
 //
+// Generated files: kubernetes/base/prometheusrule.yaml wraps
+// prometheus/alerts.yaml into a PrometheusRule; `go generate ./deploy/...`
+// rewrites it and TestPrometheusRuleIsGenerated fails when it is stale.
+//
+// Runbook links: every alert's runbook_url is
+// https://github.com/reconciler/reconciler/blob/main/docs/runbooks.md#<alert
+// name in lower case>, a `##` section of docs/runbooks.md. An installation
+// that keeps its own copy (a fork, an internal mirror, a release tag) sets
+// the part before "#" once, in its overlay: the example overlay's
+// runbook-base ConfigMap (a local-config resource, never applied) feeds a
+// kustomize replacement that rewrites every runbook_url of the
+// PrometheusRule.
+//
 // Tests that need promtool or prometheus (the Debian package prometheus)
 // skip with a message when the binary is not on PATH; .ci/run installs it.
 package deploy
+
+//go:generate go test -run TestPrometheusRuleIsGenerated . -args -update

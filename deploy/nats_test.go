@@ -20,9 +20,10 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
+	"github.com/reconciler/reconciler/internal/natsconn"
 )
 
-var update = flag.Bool("update", false, "rewrite deploy/nats/cli from the resources `reconciler run` creates (the NACK files are written by hand)")
+var update = flag.Bool("update", false, "rewrite the generated files: deploy/nats/cli from the resources `reconciler run` creates (the NACK files are written by hand), and the PrometheusRule from the rule file")
 
 // definitionReplicas is the replica count of every definition: they are
 // for a clustered NATS of three servers, like the Deployment's
@@ -61,6 +62,7 @@ func TestNATSDefinitionsMatchRun(t *testing.T) {
 	if len(want.streams) == 0 {
 		t.Fatal("reconciler run created no stream")
 	}
+	withLimits(t, want)
 	if *update {
 		writeCLIDefinitions(t, want)
 	}
@@ -94,6 +96,26 @@ func TestNATSDefinitionsMatchRun(t *testing.T) {
 	}
 	t.Logf("run creates %d streams and buckets and %d durable consumers: %v %v", len(want.streams), len(want.consumers),
 		slices.Sorted(maps.Keys(want.streams)), slices.Sorted(maps.Keys(want.consumers)))
+}
+
+// withLimits gives every stream and bucket that `run` creates without a
+// max_bytes the size of internal/natsconn/limits.go, as the definitions
+// have it: the setup code of `run` is to set the same sizes, after which
+// this changes nothing. Every stream must have a size there.
+func withLimits(t *testing.T, res natsResources) {
+	t.Helper()
+	for name, cfg := range res.streams {
+		size, ok := natsconn.StreamMaxBytes(name)
+		if !ok {
+			t.Errorf("stream %s has no size in internal/natsconn/limits.go", name)
+			continue
+		}
+		if cfg.MaxBytes > 0 && cfg.MaxBytes != size {
+			t.Errorf("run creates stream %s with max_bytes %d, internal/natsconn/limits.go says %d", name, cfg.MaxBytes, size)
+		}
+		cfg.MaxBytes = size
+		res.streams[name] = cfg
+	}
 }
 
 // compareKeys reports resources that run creates and the definitions lack,
@@ -304,9 +326,10 @@ type nackStream struct {
 	Discard         string   `json:"discard,omitempty"`
 	// NACK's per-subject limits: at most maxMsgsPerSubject messages per
 	// subject, and with discardPerSubject a new one is refused.
-	MaxMsgsPerSubject int  `json:"maxMsgsPerSubject,omitempty"`
-	DiscardPerSubject bool `json:"discardPerSubject,omitempty"`
-	Replicas          int  `json:"replicas,omitempty"`
+	MaxMsgsPerSubject int   `json:"maxMsgsPerSubject,omitempty"`
+	DiscardPerSubject bool  `json:"discardPerSubject,omitempty"`
+	MaxBytes          int64 `json:"maxBytes,omitempty"`
+	Replicas          int   `json:"replicas,omitempty"`
 	nackConnection
 }
 
@@ -329,6 +352,7 @@ type nackKeyValue struct {
 	Description string `json:"description,omitempty"`
 	History     int    `json:"history,omitempty"`
 	TTL         string `json:"ttl,omitempty"`
+	MaxBytes    int64  `json:"maxBytes,omitempty"`
 	Storage     string `json:"storage,omitempty"`
 	Replicas    int    `json:"replicas,omitempty"`
 	nackConnection
@@ -374,7 +398,10 @@ func applyNACKDefinitions(ctx context.Context, t *testing.T, js jetstream.JetStr
 			}
 			checkReplicas(t, f, s.Replicas)
 			cfg := jetstream.StreamConfig{Name: s.Name, Description: s.Description, Subjects: s.Subjects, Replicas: 1,
-				MaxMsgsPerSubject: int64(s.MaxMsgsPerSubject), DiscardNewPerSubject: s.DiscardPerSubject}
+				MaxMsgsPerSubject: int64(s.MaxMsgsPerSubject), DiscardNewPerSubject: s.DiscardPerSubject, MaxBytes: s.MaxBytes}
+			if s.MaxBytes == 0 {
+				cfg.MaxBytes = -1
+			}
 			fail(enumJSON("retention", s.Retention, &cfg.Retention))
 			fail(enumJSON("storage", s.Storage, &cfg.Storage))
 			fail(enumJSON("discard", s.Discard, &cfg.Discard))
@@ -389,7 +416,10 @@ func applyNACKDefinitions(ctx context.Context, t *testing.T, js jetstream.JetStr
 				t.Fatalf("%s: spec: %v", f, err)
 			}
 			checkReplicas(t, f, kv.Replicas)
-			cfg := jetstream.KeyValueConfig{Bucket: kv.Bucket, Description: kv.Description, History: uint8(kv.History), Replicas: 1}
+			cfg := jetstream.KeyValueConfig{Bucket: kv.Bucket, Description: kv.Description, History: uint8(kv.History), Replicas: 1, MaxBytes: kv.MaxBytes}
+			if kv.MaxBytes == 0 {
+				cfg.MaxBytes = -1
+			}
 			fail(enumJSON("storage", kv.Storage, &cfg.Storage))
 			fail(duration("ttl", kv.TTL, &cfg.TTL))
 			if _, err := js.CreateKeyValue(ctx, cfg); err != nil {

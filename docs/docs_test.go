@@ -23,8 +23,6 @@ import (
 var pendingDocs = []string{
 	"docs/budget.md",
 	"docs/cli.md",
-	"docs/nats-security.md",
-	"docs/runbooks.md",
 }
 
 // TestMarkdownCitationsResolve checks README.md, CONTRIBUTING.md and every

@@ -16,6 +16,7 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 	"github.com/reconciler/reconciler/internal/jobs/state"
+	"github.com/reconciler/reconciler/internal/natsconn"
 )
 
 // usageError is bad usage or configuration: exit code 2, with a message
@@ -157,6 +158,8 @@ type natsFlags struct {
 	dataDir        string
 	embeddedListen string
 	subjectPrefix  string
+	// conn is the credentials and TLS of the connection.
+	conn natsconn.Options
 }
 
 func (n *natsFlags) register(f *flagSet) {
@@ -164,11 +167,15 @@ func (n *natsFlags) register(f *flagSet) {
 	f.str(&n.dataDir, "data-dir", "RECONCILER_DATA_DIR", "./reconciler-data", "store of the embedded NATS server")
 	f.str(&n.embeddedListen, "embedded-listen", "RECONCILER_EMBEDDED_LISTEN", natsembed.DefaultListen, "where the embedded NATS server listens (host:port)")
 	f.str(&n.subjectPrefix, "subject-prefix", "RECONCILER_SUBJECT_PREFIX", "bindings", "event subject prefix")
+	n.conn.Register(f.FlagSet, f.env)
 }
 
 func (n *natsFlags) validate(f *flagSet) error {
 	if n.subjectPrefix == "" || strings.ContainsAny(n.subjectPrefix, ".*> \t") {
 		return usagef("%s: must be one subject token (no dots, wildcards or spaces), got %q", f.name("subject-prefix"), n.subjectPrefix)
+	}
+	if err := n.conn.Validate(); err != nil {
+		return usagef("%v", err)
 	}
 	if n.url == "" && n.dataDir == "" {
 		return usagef("%s: needed for the embedded NATS server when --nats-url is empty", f.name("data-dir"))

@@ -96,15 +96,39 @@ func exitCode(err error, stderr io.Writer) int {
 }
 
 func versionString() string {
-	return fmt.Sprintf("reconciler %s (commit %s, %s %s/%s)", version, buildCommit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return fmt.Sprintf("reconciler %s (commit %s, %s %s/%s)", buildVersion(), buildCommit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// buildVersion returns the version the binary was built as: the -ldflags
+// value, else the module version the Go toolchain stamped (`go install
+// ...@v1.2.3`, or a pseudo-version from the VCS tags), else "dev".
+func buildVersion() string {
+	info, _ := debug.ReadBuildInfo()
+	return versionOf(version, info)
 }
 
 // buildCommit returns the commit the binary was built from: the -ldflags
 // value, else what the Go toolchain stamped ("-dirty" when modified), else
-// "unknown".
+// "unknown". The toolchain stamps nothing with -buildvcs=false, nor in a
+// git worktree (whose .git is a file).
 func buildCommit() string {
-	c, modified := commit, false
-	if info, ok := debug.ReadBuildInfo(); ok {
+	info, _ := debug.ReadBuildInfo()
+	return commitOf(commit, info)
+}
+
+func versionOf(ldflags string, info *debug.BuildInfo) string {
+	if ldflags != "dev" && ldflags != "" {
+		return ldflags
+	}
+	if info != nil && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		return info.Main.Version
+	}
+	return "dev"
+}
+
+func commitOf(ldflags string, info *debug.BuildInfo) string {
+	c, modified := ldflags, false
+	if info != nil {
 		for _, s := range info.Settings {
 			switch s.Key {
 			case "vcs.revision":
@@ -112,7 +136,7 @@ func buildCommit() string {
 					c = s.Value
 				}
 			case "vcs.modified":
-				modified = s.Value == "true"
+				modified = ldflags == "" && s.Value == "true"
 			}
 		}
 	}

@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
+	"github.com/reconciler/reconciler/internal/natsconn"
 )
 
 // natsConn is a connection, and the embedded server when one was started.
@@ -56,15 +55,25 @@ func (c *natsConn) close(log *zap.Logger, timeout time.Duration) {
 	}
 }
 
-// connectNATS connects to --nats-url. For a process that runs the
-// pipeline (pipeline), no URL means starting the embedded server in
-// --data-dir (the directory is locked for the process's life), and an
+// connectNATS connects to --nats-url (or the URL of --nats-context) with
+// the credentials and TLS options of internal/natsconn. For a process that
+// runs the pipeline (pipeline), no URL means starting the embedded server
+// in --data-dir (the directory is locked for the process's life), and an
 // external server that is not up yet is waited for. For tools, no URL
 // means the embedded server of a running `reconciler run` on
 // --embedded-listen, and an unreachable server is an error at once.
 func connectNATS(n *natsFlags, pipeline bool, log *zap.Logger) (*natsConn, error) {
-	out := &natsConn{url: n.url}
+	url, resolved, err := n.conn.Resolve(n.url)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	out := &natsConn{url: url}
+	conn := n.conn
 	if out.url == "" {
+		if resolved.Authenticates() && log != nil {
+			log.Warn("NATS credentials are set but no NATS URL: the embedded server has no authentication, the credentials are not used")
+		}
+		conn = natsconn.Options{}
 		if pipeline {
 			if err := out.startEmbedded(n, log); err != nil {
 				return nil, err
@@ -88,18 +97,22 @@ func connectNATS(n *natsFlags, pipeline bool, log *zap.Logger) (*natsConn, error
 			}
 		}),
 	}
-	if pipeline && n.url != "" {
+	if pipeline && url != "" {
 		opts = append(opts, nats.RetryOnFailedConnect(true))
 	}
-	nc, err := nats.Connect(out.url, opts...)
+	nc, err := conn.Connect(out.url, opts...)
 	if err != nil {
 		if out.embedded != nil {
 			out.embedded.Shutdown()
 		}
-		if n.url == "" && !pipeline {
+		var ce *natsconn.ConfigError
+		if errors.As(err, &ce) {
+			return nil, usagef("%v", err)
+		}
+		if url == "" && !pipeline {
 			return nil, fmt.Errorf("cannot reach the embedded NATS server at %s (%v): start `reconciler run` first, or pass --nats-url", out.url, err)
 		}
-		return nil, fmt.Errorf("connecting to NATS at %s: %w", redactURL(out.url), err)
+		return nil, err
 	}
 	out.nc = nc
 	// An asynchronous publish whose acknowledgement is lost (the stream's
@@ -126,7 +139,7 @@ func (c *natsConn) startEmbedded(n *natsFlags, log *zap.Logger) error {
 	if !natsembed.IsLoopback(n.embeddedListen) {
 		log.Warn("the embedded NATS server listens on a non-loopback address WITHOUT authentication; "+
 			"anyone who reaches it can publish events and read the event stream, which holds secret values for its max age "+
-			"(use --embedded-listen 127.0.0.1:4222, or an external NATS with auth via --nats-url)",
+			"(use --embedded-listen 127.0.0.1:4222, or an external NATS with auth via --nats-url and --nats-creds)",
 			zap.String("embedded_listen", n.embeddedListen))
 	}
 	return nil
@@ -134,23 +147,7 @@ func (c *natsConn) startEmbedded(n *natsFlags, log *zap.Logger) error {
 
 // redactURL hides credentials in a NATS URL or a comma-separated list of
 // them.
-func redactURL(list string) string {
-	parts := strings.Split(list, ",")
-	for i, u := range parts {
-		u = strings.TrimSpace(u)
-		pu, err := url.Parse(u)
-		switch {
-		case err != nil && strings.Contains(u, "@"):
-			parts[i] = "***@" + u[strings.LastIndex(u, "@")+1:]
-		case err == nil && pu.User != nil:
-			pu.User = url.User("***")
-			parts[i] = pu.String()
-		default:
-			parts[i] = u
-		}
-	}
-	return strings.Join(parts, ",")
-}
+func redactURL(list string) string { return natsconn.RedactURL(list) }
 
 // configBucket holds configuration shared by every replica.
 const configBucket = "reconciler_config"
@@ -171,7 +168,7 @@ func fingerprintKey(ctx context.Context, js jetstream.JetStream, e env, replicas
 	if create {
 		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: configBucket, Description: "Reconciler configuration shared by replicas.",
-			History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
+			History: 1, Storage: jetstream.FileStorage, Replicas: replicas, MaxBytes: natsconn.ConfigBucketMaxBytes,
 		})
 	} else {
 		kv, err = js.KeyValue(ctx, configBucket)

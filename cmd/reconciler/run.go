@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/health"
 	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
 	"github.com/reconciler/reconciler/internal/jobs/event"
@@ -186,7 +187,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 	log.Info("reconciler running",
 		zap.String("nats", redactURL(conn.url)), zap.String("api", rf.api.baseURL),
 		zap.String("rate_limit", rf.api.rateLimit), zap.Int("concurrency", rf.concurrency),
-		zap.String("subjects", rf.nats.subjectPrefix+".<account>.<namespace>.<script>"), zap.String("version", version))
+		zap.String("subjects", rf.nats.subjectPrefix+".<account>.<namespace>.<script>"), zap.String("version", buildVersion()))
 	err = p.Run(ctx)
 	runner.Store(nil)
 	log.Info("reconciler stopped")
@@ -277,7 +278,7 @@ func sampleGauges(ctx context.Context, m *metrics.Metrics, conn *natsConn, lim *
 func newAPIClient(a *apiFlags, creds credentialSet, lim *cfapi.Limiter, hooks cfapi.Hooks, timeout time.Duration) (*cfapi.Client, error) {
 	client, err := cfapi.New(cfapi.Config{
 		BaseURL: a.baseURL, Token: creds.token, Email: creds.email, APIKey: creds.key,
-		Limiter: lim, Hooks: hooks, UserAgent: "reconciler/" + version,
+		Limiter: lim, Hooks: hooks, UserAgent: "reconciler/" + buildVersion(),
 		HTTPClient: &http.Client{Timeout: timeout},
 	})
 	if err != nil {
@@ -382,7 +383,7 @@ func newMetrics() (*metrics.Metrics, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg, event.ReasonLabels()...)
-	m.SetBuildInfo(version, buildCommit())
+	m.SetBuildInfo(buildVersion(), buildCommit())
 	return m, reg
 }
 
@@ -396,7 +397,12 @@ func serveMetrics(addr string, reg *prometheus.Registry, m *metrics.Metrics, con
 	if addr == "" {
 		return &metricsServer{}, nil
 	}
-	srv, err := metrics.Listen(addr, m.Handler(reg, func() error {
+	// /healthz fails when work is pending and no reconcile finished for
+	// livenessBound: a wedged process, which a restart cures.
+	wd := health.New(health.Options{Bound: livenessBound,
+		Pending:  func() int { return int(sumMetrics(reg, "reconciler_queue_depth", "reconciler_inflight_reconciles")) },
+		Progress: func() float64 { return sumMetrics(reg, "reconciler_reconcile_total") }})
+	srv, err := metrics.Listen(addr, withHealthz(wd, m.Handler(reg, func() error {
 		if !conn.nc.IsConnected() {
 			return errors.New("NATS is not connected")
 		}
@@ -405,12 +411,45 @@ func serveMetrics(addr string, reg *prometheus.Registry, m *metrics.Metrics, con
 			return errors.New("starting: setting up JetStream")
 		}
 		return r.Ready()
-	}))
+	})))
 	if err != nil {
 		return nil, err
 	}
 	log.Info("metrics listening", zap.String("addr", srv.Addr()))
 	return &metricsServer{srv: srv}, nil
+}
+
+// livenessBound is longer than a budget pause for Retry-After, so a
+// process waiting out a 429 is not restarted.
+const livenessBound = 10 * time.Minute
+
+// withHealthz serves /healthz from the watchdog and the rest from h.
+func withHealthz(wd *health.Watchdog, h http.Handler) http.Handler {
+	hz := wd.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			hz.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// sumMetrics sums every series of the named gauges and counters.
+func sumMetrics(g prometheus.Gatherer, names ...string) float64 {
+	fams, _ := g.Gather()
+	total := 0.0
+	for _, f := range fams {
+		for _, n := range names {
+			if f.GetName() != n {
+				continue
+			}
+			for _, mt := range f.GetMetric() {
+				total += mt.GetGauge().GetValue() + mt.GetCounter().GetValue()
+			}
+		}
+	}
+	return total
 }
 
 func (s *metricsServer) shutdown() {

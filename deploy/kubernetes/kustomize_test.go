@@ -13,6 +13,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -28,7 +29,37 @@ type built struct {
 	pdbs        []policyv1.PodDisruptionBudget
 	namespaces  []corev1.Namespace
 	podMonitors []podMonitor
+	rules       []prometheusRule
+	accounts    []corev1.ServiceAccount
+	policies    []networkingv1.NetworkPolicy
 	kinds       []string
+}
+
+// prometheusRule is a Prometheus Operator PrometheusRule
+// (monitoring.coreos.com/v1); decoding rejects any field the CRD's schema
+// does not have.
+type prometheusRule struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name      string            `json:"name"`
+		Namespace string            `json:"namespace,omitempty"`
+		Labels    map[string]string `json:"labels,omitempty"`
+	} `json:"metadata"`
+	Spec struct {
+		Groups []struct {
+			Name     string `json:"name"`
+			Interval string `json:"interval,omitempty"`
+			Rules    []struct {
+				Alert       string            `json:"alert,omitempty"`
+				Record      string            `json:"record,omitempty"`
+				Expr        string            `json:"expr"`
+				For         string            `json:"for,omitempty"`
+				Labels      map[string]string `json:"labels,omitempty"`
+				Annotations map[string]string `json:"annotations,omitempty"`
+			} `json:"rules"`
+		} `json:"groups"`
+	} `json:"spec"`
 }
 
 // podMonitor is the part of a Prometheus Operator PodMonitor
@@ -103,23 +134,41 @@ func build(t *testing.T, dir string) built {
 			var n corev1.Namespace
 			strict(&n)
 			b.namespaces = append(b.namespaces, n)
+		case "v1 ServiceAccount":
+			var a corev1.ServiceAccount
+			strict(&a)
+			b.accounts = append(b.accounts, a)
+		case "networking.k8s.io/v1 NetworkPolicy":
+			var p networkingv1.NetworkPolicy
+			strict(&p)
+			b.policies = append(b.policies, p)
 		case "monitoring.coreos.com/v1 PodMonitor":
-			j, err := yaml.YAMLToJSON(y)
-			if err != nil {
-				t.Fatal(err)
-			}
-			dec := json.NewDecoder(bytes.NewReader(j))
-			dec.DisallowUnknownFields()
 			var pm podMonitor
-			if err := dec.Decode(&pm); err != nil {
-				t.Errorf("%s: PodMonitor %s: %v", dir, r.GetName(), err)
-			}
+			strictJSON(t, dir, y, &pm)
 			b.podMonitors = append(b.podMonitors, pm)
+		case "monitoring.coreos.com/v1 PrometheusRule":
+			var pr prometheusRule
+			strictJSON(t, dir, y, &pr)
+			b.rules = append(b.rules, pr)
 		default:
 			t.Errorf("%s: %s %s: a kind this test does not check", dir, kind, r.GetName())
 		}
 	}
 	return b
+}
+
+// strictJSON decodes a custom resource, refusing unknown fields.
+func strictJSON(t *testing.T, dir string, y []byte, v any) {
+	t.Helper()
+	j, err := yaml.YAMLToJSON(y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Errorf("%s: %T: %v", dir, v, err)
+	}
 }
 
 // binaryEnv returns the environment variables the reconciler reads,
@@ -128,7 +177,9 @@ func build(t *testing.T, dir string) built {
 func binaryEnv(t *testing.T) map[string]bool {
 	t.Helper()
 	files, _ := filepath.Glob("../../cmd/reconciler/*.go")
-	re := regexp.MustCompile(`"((?:RECONCILER|CLOUDFLARE)_[A-Z_]+|NATS_URL)"`)
+	more, _ := filepath.Glob("../../internal/natsconn/*.go")
+	files = append(files, more...)
+	re := regexp.MustCompile(`"((?:RECONCILER|CLOUDFLARE|NATS)_[A-Z_]+)"`)
 	names := map[string]bool{}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -171,9 +222,19 @@ func TestBaseAndExampleOverlay(t *testing.T) {
 // checkWorkload checks the Deployment and what refers to it.
 func checkWorkload(t *testing.T, b built, knownEnv map[string]bool) {
 	t.Helper()
-	if len(b.deployments) != 1 || len(b.services) != 1 || len(b.pdbs) != 1 || len(b.podMonitors) != 1 || len(b.configMaps) != 1 {
-		t.Fatalf("want one Deployment, Service, PodDisruptionBudget, PodMonitor and ConfigMap; got %v", b.kinds)
+	if len(b.deployments) != 1 || len(b.services) != 1 || len(b.pdbs) != 1 || len(b.podMonitors) != 1 || len(b.configMaps) != 2 ||
+		len(b.rules) != 1 || len(b.accounts) != 1 || len(b.policies) != 1 {
+		t.Fatalf("want one Deployment, Service, PodDisruptionBudget, PodMonitor, PrometheusRule, ServiceAccount, NetworkPolicy and two ConfigMaps (settings, dashboard); got %v", b.kinds)
 	}
+	var cm, dashboard corev1.ConfigMap
+	for _, c := range b.configMaps {
+		if c.Labels["grafana_dashboard"] == "1" {
+			dashboard = c
+		} else {
+			cm = c
+		}
+	}
+	checkDashboardConfigMap(t, dashboard)
 	d := b.deployments[0]
 	pod := d.Spec.Template.Spec
 	podLabels := d.Spec.Template.Labels
@@ -225,7 +286,6 @@ func checkWorkload(t *testing.T, b built, knownEnv map[string]bool) {
 
 	// Environment: known variables only; the token from a Secret, NATS
 	// from the ConfigMap.
-	cm := b.configMaps[0]
 	env := map[string]corev1.EnvVar{}
 	for _, e := range c.Env {
 		env[e.Name] = e
@@ -258,6 +318,10 @@ func checkWorkload(t *testing.T, b built, knownEnv map[string]bool) {
 	if _, ok := env["NATS_URL"]; ok {
 		t.Error("NATS_URL must come from the ConfigMap, not the container's env")
 	}
+	checkSecrets(t, pod, c, cm, env)
+	checkServiceAccount(t, b, pod)
+	checkNetworkPolicy(t, b.policies[0], podLabels, port, cm.Data["NATS_URL"])
+	checkPrometheusRule(t, b.rules[0], d.Namespace)
 	if addr := env["RECONCILER_METRICS_ADDR"].Value; addr != ":"+strconv.Itoa(int(port.ContainerPort)) {
 		t.Errorf("RECONCILER_METRICS_ADDR %q, want :%d (the probes' port)", addr, port.ContainerPort)
 	}
@@ -299,7 +363,8 @@ func checkWorkload(t *testing.T, b built, knownEnv map[string]bool) {
 	if len(pm.Spec.PodMetricsEndpoints) != 1 || pm.Spec.PodMetricsEndpoints[0].Port != port.Name || pm.Spec.PodMetricsEndpoints[0].Path != "/metrics" {
 		t.Errorf("PodMonitor endpoints %+v, want port %s path /metrics", pm.Spec.PodMetricsEndpoints, port.Name)
 	}
-	if ns := d.Namespace; pm.Metadata.Namespace != ns || svc.Namespace != ns || pdb.Namespace != ns || cm.Namespace != ns {
+	if ns := d.Namespace; pm.Metadata.Namespace != ns || svc.Namespace != ns || pdb.Namespace != ns || cm.Namespace != ns ||
+		b.rules[0].Metadata.Namespace != ns || b.policies[0].Namespace != ns || b.accounts[0].Namespace != ns || dashboard.Namespace != ns {
 		t.Errorf("resources in different namespaces: deployment %q, podmonitor %q, service %q, pdb %q, configmap %q",
 			ns, pm.Metadata.Namespace, svc.Namespace, pdb.Namespace, cm.Namespace)
 	}
