@@ -1,6 +1,7 @@
 package budget
 
 import (
+	"os"
 	"math"
 	"time"
 
@@ -43,7 +44,9 @@ type hist struct {
 // add counts cells in the histogram of width w, moving it forward (and
 // re-bucketing it when the width changed: older counts move to the newest
 // slot, so they are counted for longer, never for less).
-func (h *hist) add(cells []int64, w int64) {
+// It keeps the slots of one window before the newest cell, and those of
+// the horizon: the window of a view seen while cells are reserved ahead.
+func (h *hist) add(cells []int64, w, horizon int64) {
 	if len(cells) == 0 || w <= 0 {
 		return
 	}
@@ -72,7 +75,7 @@ func (h *hist) add(cells []int64, w int64) {
 		}
 		h.Slots[k-h.First]++
 	}
-	if extra := len(h.Slots) - (slotCount + 2); extra > 0 {
+	if extra := len(h.Slots) - (slotCount + 2 + int((horizon+w-1)/w)); extra > 0 {
 		h.Slots = h.Slots[extra:]
 		h.First += int64(extra)
 	}
@@ -101,8 +104,10 @@ func (h hist) oursInWindow(now, window int64) int {
 
 // oursAt counts the reserved cells that the API had counted by seen, for
 // the estimate of the others' use: the slots overlapping (seen − window,
-// seen) without the slot of seen itself (its cells may be later). The two
-// edges roughly cancel and each is at most one slot.
+// seen]. Each edge slot may hold cells outside that interval, so others
+// are underestimated by at most two slots of our cells (2% of our share),
+// which the reserve covers; counting fewer would make others appear where
+// there are none, and cost that much of the budget.
 func (h hist) oursAt(seen, window int64) int {
 	if h.Width <= 0 {
 		return 0
@@ -110,7 +115,7 @@ func (h hist) oursAt(seen, window int64) int {
 	from, to := floorDiv(seen-window, h.Width), floorDiv(seen, h.Width)
 	n := 0
 	for i, c := range h.Slots {
-		if k := h.First + int64(i); k >= from && k < to {
+		if k := h.First + int64(i); k >= from && k <= to {
 			n += int(c)
 		}
 	}
@@ -231,6 +236,9 @@ func (s *Source) ObserveRateLimit(v cfapi.RateLimitView) {
 		av.Others = max(0, av.Quota-av.Remaining-s.cur.Hist.oursAt(seen, av.Window))
 	}
 	s.local = av
+	if os.Getenv("DEBUGVIEW") != "" {
+		println("view r", av.Remaining, "t", v.Reset.String(), "others", av.Others, "ours", s.cur.Hist.oursAt(seen, av.Window), "inwin", s.cur.Hist.oursInWindow(seen, av.Window), "w", s.cur.Hist.Width, len(s.cur.Hist.Slots))
+	}
 	s.stats.Views++
 	if s.cfg.Auto && av.Quota > 0 {
 		s.adoptPolicyLocked(av)
@@ -247,6 +255,14 @@ func (s *Source) adoptPolicyLocked(v *apiView) {
 		return
 	}
 	s.budget, s.window = b, w
+	if s.cfg.skewDefault {
+		s.cfg.MaxClockSkew = defaultSkew(w)
+		s.skew = int64(s.cfg.MaxClockSkew)
+	}
+	if s.cfg.latenessDefault {
+		s.cfg.MaxLateness = defaultLateness(w)
+		s.handout = int64(s.cfg.MaxLateness / 2)
+	}
 	s.g = newGCRA(b, w, s.cfg.MaxClockSkew+s.cfg.MaxLateness, s.cfg.Horizon)
 	s.log.Info("rate budget taken from the API's Ratelimit-Policy", zap.Int("budget", b), zap.Duration("window", w),
 		zap.Int("quota", v.Quota), zap.Int("reserve", s.reserveFor(v.Quota)))

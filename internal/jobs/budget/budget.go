@@ -66,6 +66,10 @@ type Config struct {
 	// Logger receives warnings (NATS unreachable, foreign settings); nil
 	// means none.
 	Logger *zap.Logger
+
+	// skewDefault and latenessDefault record that MaxClockSkew and MaxLateness were left
+	// to their defaults, which then follow the window of an Auto budget.
+	skewDefault, latenessDefault bool
 }
 
 // withDefaults validates c and fills in the defaults. Errors name the
@@ -104,10 +108,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.ReserveFraction = 0
 	}
 	if c.MaxClockSkew == 0 {
-		c.MaxClockSkew = min(time.Second, c.Window/200)
+		c.MaxClockSkew, c.skewDefault = defaultSkew(c.Window), true
 	}
 	if c.MaxLateness == 0 {
-		c.MaxLateness = min(time.Second, c.Window/50)
+		c.MaxLateness, c.latenessDefault = defaultLateness(c.Window), true
 	}
 	if c.Horizon == 0 {
 		c.Horizon = 50 * time.Millisecond
@@ -123,6 +127,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	return c, nil
 }
+
+func defaultSkew(window time.Duration) time.Duration     { return min(time.Second, window/200) }
+func defaultLateness(window time.Duration) time.Duration { return min(time.Second, window/50) }
 
 // KeyFor returns the KV key of a credential's budget: "token_" and 32 hex
 // digits of a SHA-256 of it. The credential cannot be recovered from it.

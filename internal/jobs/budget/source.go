@@ -326,8 +326,11 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 		}
 		g := s.g
 		if view != nil {
-			// The API's word bounds every process together (apiview.go).
-			allowed, until := s.allowedLocked(cur, view, now)
+			// The API's word bounds every process together (apiview.go),
+			// counted at the first cell's time: cells that leave the
+			// window before it do not hold it back.
+			first := max(now+lead, cur.TAT-g.tau)
+			allowed, until := s.allowedLocked(cur, view, first)
 			if allowed <= 0 {
 				s.apiUntil = max(until, now+1)
 				s.stats.APIWaits++
@@ -351,9 +354,9 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 		if s.local.newer(next.API) {
 			next.API = s.local
 		}
-		s.mu.Unlock()
 		next.Hist.Slots = append([]int32(nil), cur.Hist.Slots...)
-		next.Hist.add(cells, s.histWidth(next.API))
+		next.Hist.add(cells, s.histWidth(next.API), int64(s.cfg.Horizon)+s.handout)
+		s.mu.Unlock()
 		data, err := json.Marshal(next)
 		if err != nil {
 			return err
@@ -611,7 +614,7 @@ func (s *Source) sharedPauseEnd(st state, now int64) int64 {
 	if st.PausedUntil == 0 || st.PausedUntil == s.seenPause {
 		return 0
 	}
-	until := min(st.PausedUntil+s.skew, now+int64(s.cfg.Window)+s.skew)
+	until := min(st.PausedUntil+s.skew, now+int64(s.window)+s.skew)
 	if now >= until {
 		return 0
 	}
