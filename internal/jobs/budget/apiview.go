@@ -1,7 +1,6 @@
 package budget
 
 import (
-	"os"
 	"math"
 	"time"
 
@@ -236,9 +235,6 @@ func (s *Source) ObserveRateLimit(v cfapi.RateLimitView) {
 		av.Others = max(0, av.Quota-av.Remaining-s.cur.Hist.oursAt(seen, av.Window))
 	}
 	s.local = av
-	if os.Getenv("DEBUGVIEW") != "" {
-		println("view r", av.Remaining, "t", v.Reset.String(), "others", av.Others, "ours", s.cur.Hist.oursAt(seen, av.Window), "inwin", s.cur.Hist.oursInWindow(seen, av.Window), "w", s.cur.Hist.Width, len(s.cur.Hist.Slots))
-	}
 	s.stats.Views++
 	if s.cfg.Auto && av.Quota > 0 {
 		s.adoptPolicyLocked(av)
