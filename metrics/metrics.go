@@ -156,6 +156,16 @@ type Metrics struct {
 	// BudgetPaused is 1 while a 429 pause of the budget is in force.
 	BudgetPaused prometheus.Gauge
 
+	// The user's budget as the API's Ratelimit headers state it (every
+	// tool of the user together): the quota left, the seconds until it
+	// resets, the policy's quota and window, and an estimate of the
+	// requests in the window that no reconciler process made.
+	APIQuotaRemaining prometheus.Gauge
+	APIQuotaReset     prometheus.Gauge
+	APIQuota          prometheus.Gauge
+	APIQuotaWindow    prometheus.Gauge
+	APIOtherRequests  prometheus.Gauge
+
 	// BuildInfo has one series, set to 1, whose labels are the version,
 	// commit and Go version of the binary (SetBuildInfo).
 	BuildInfo *prometheus.GaugeVec
@@ -255,6 +265,16 @@ func New(reg prometheus.Registerer, deadLetterReasons ...string) *Metrics {
 			"Requests that could be sent at once now without waiting for the budget (sampled)."),
 		BudgetPaused: gauge("reconciler_rate_budget_paused",
 			"1 while a 429 pause of the whole budget is in force, else 0."),
+		APIQuotaRemaining: gauge("reconciler_api_ratelimit_remaining",
+			"Requests left in the user's API window, as the last answer's Ratelimit header said (every tool of the user counts)."),
+		APIQuotaReset: gauge("reconciler_api_ratelimit_reset_seconds",
+			"Seconds until the user's API quota resets, as the last answer's Ratelimit header said."),
+		APIQuota: gauge("reconciler_api_ratelimit_quota",
+			"The user's API quota per window (Ratelimit-Policy q); 0 until an answer states it."),
+		APIQuotaWindow: gauge("reconciler_api_ratelimit_window_seconds",
+			"The window of the user's API quota (Ratelimit-Policy w); 0 until an answer states it."),
+		APIOtherRequests: gauge("reconciler_api_other_tools_requests",
+			"Estimated requests in the user's API window made by no reconciler process sharing the budget (other tools, people)."),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "reconciler_build_info", Help: "Always 1; the labels say which build is running."}, []string{"version", "commit", "go_version"}),
 	}
@@ -263,7 +283,8 @@ func New(reg prometheus.Registerer, deadLetterReasons ...string) *Metrics {
 		m.HeldEvents, m.LastSuccess, m.PanicsRecovered, m.ScriptsHeld, m.ConsumerPending, m.NATSConnected, m.Ready,
 		m.BackfillScripts, m.BackfillPending, m.BackfillRunsActive,
 		m.APIRequests, m.APIDuration, m.APIRetries, m.APIRateLimited, m.APIAuthFailures,
-		m.BudgetWait, m.BudgetRequests, m.BudgetWindow, m.BudgetTokens, m.BudgetPaused, m.BuildInfo)
+		m.BudgetWait, m.BudgetRequests, m.BudgetWindow, m.BudgetTokens, m.BudgetPaused, m.BuildInfo,
+		m.APIQuotaRemaining, m.APIQuotaReset, m.APIQuota, m.APIQuotaWindow, m.APIOtherRequests)
 	for _, o := range []string{OutcomeApplied, OutcomeNoop, OutcomeStale, OutcomeDeadLettered} {
 		m.EventsTotal.WithLabelValues(o).Add(0)
 	}
@@ -349,5 +370,17 @@ func (m *Metrics) APIHooks() cfapi.Hooks {
 		BudgetWait: func(_ string, d time.Duration) {
 			m.BudgetWait.Observe(d.Seconds())
 		},
+		RateLimitSeen: m.ObserveRateLimit,
+	}
+}
+
+// ObserveRateLimit publishes the API's view of the user's budget from one
+// answer.
+func (m *Metrics) ObserveRateLimit(v cfapi.RateLimitView) {
+	m.APIQuotaRemaining.Set(float64(v.Remaining))
+	m.APIQuotaReset.Set(v.Reset.Seconds())
+	if v.HasPolicy() {
+		m.APIQuota.Set(float64(v.Quota))
+		m.APIQuotaWindow.Set(v.Window.Seconds())
 	}
 }

@@ -196,18 +196,32 @@ type apiFlags struct {
 
 	budget int
 	window time.Duration
+
+	// The user's budget (ratelimit_flags.go).
+	rateAuto    bool    // --rate-limit auto
+	rateReserve string  // --rate-reserve
+	reserveN    int     // ... as requests, or
+	reserveFrac float64 // ... as a fraction of the quota
+	budgetKey   string  // --budget-key
+	localBudget bool    // --local-budget
 }
 
 func (a *apiFlags) register(f *flagSet) {
 	f.str(&a.baseURL, "api-base-url", "CLOUDFLARE_API_BASE_URL", cfapi.DefaultBaseURL, "Cloudflare API base URL")
 	f.str(&a.rateLimit, "rate-limit", "RECONCILER_RATE_LIMIT", cfapi.DefaultRateLimitString, "request budget of the API token, REQUESTS/DURATION, shared by every process using the token")
 	f.integer(&a.maxWrites, "max-writes", "RECONCILER_MAX_WRITES", cfapi.DefaultMaxWrites, "API writes in flight at once")
+	a.registerUserBudget(f)
 }
 
 func (a *apiFlags) validate(f *flagSet) error {
 	var err error
-	if a.budget, a.window, err = cfapi.ParseRate(a.rateLimit); err != nil {
-		return usagef("%s: %v", f.name("rate-limit"), err)
+	if a.rateAuto = strings.TrimSpace(a.rateLimit) == rateLimitAuto; a.rateAuto {
+		a.budget, a.window = autoStartBudget, cfapi.DefaultWindow
+	} else if a.budget, a.window, err = cfapi.ParseRate(a.rateLimit); err != nil {
+		return usagef("%s: %v (or %q to follow the API's Ratelimit-Policy)", f.name("rate-limit"), err, rateLimitAuto)
+	}
+	if err := a.validateUserBudget(f); err != nil {
+		return err
 	}
 	if a.maxWrites < 1 || a.maxWrites > 256 {
 		return usagef("%s: must be between 1 and 256, got %d", f.name("max-writes"), a.maxWrites)

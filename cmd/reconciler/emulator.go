@@ -15,7 +15,8 @@ import (
 
 func cmdEmulator(ctx context.Context, args []string, stdout, stderr io.Writer, e env) error {
 	var addr, rateLimit, token string
-	var failRate, throttleRate, resetRate float64
+	var failRate, throttleRate, resetRate, otherToolRate float64
+	var rateSliding bool
 	var latency time.Duration
 	var seedTenants int
 	var seedNamespace, namespaces string
@@ -23,6 +24,8 @@ func cmdEmulator(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	f.str(&addr, "addr", "RECONCILER_EMULATOR_ADDR", "127.0.0.1:8787", "listen address; the API is served under /client/v4")
 	f.str(&rateLimit, "rate-limit", "", "", "enforce a budget like the real API, REQUESTS/DURATION (e.g. 1200/5m); empty = none")
 	f.str(&token, "token", "", "", "require this API token (Authorization: Bearer); empty = no auth")
+	f.BoolVar(&rateSliding, "rate-sliding", false, "count --rate-limit over a strict sliding window that blocks the token for a window when exceeded, as the real API does")
+	f.Float64Var(&otherToolRate, "other-tool-rate", 0, "another tool spends this many requests per second of --rate-limit outside the reconciler")
 	f.Float64Var(&failRate, "fail-rate", 0, "fraction of requests answered 5xx (code 10013)")
 	f.Float64Var(&throttleRate, "throttle-rate", 0, "fraction of requests answered 429 (code 971)")
 	f.Float64Var(&resetRate, "reset-rate", 0, "fraction of connections reset without an answer")
@@ -47,8 +50,12 @@ func cmdEmulator(ctx context.Context, args []string, stdout, stderr io.Writer, e
 		if err != nil {
 			return usagef("--rate-limit: %v", err)
 		}
-		opts.RateLimit, opts.RateWindow = n, w
+		opts.RateLimit, opts.RateWindow, opts.RateSliding = n, w, rateSliding
 	}
+	if otherToolRate < 0 || (otherToolRate > 0 && rateLimit == "") {
+		return usagef("--other-tool-rate: must be positive and needs --rate-limit, got %v", otherToolRate)
+	}
+	opts.OtherToolRate = otherToolRate
 	emu := cfapitest.New(opts)
 	for _, ns := range strings.Split(namespaces, ",") {
 		if ns = strings.TrimSpace(ns); ns == "" {

@@ -266,6 +266,7 @@ func sampleGauges(ctx context.Context, m *metrics.Metrics, conn *natsConn, lim *
 		m.NATSConnected.Set(connected)
 		m.BudgetPaused.Set(paused)
 		m.BudgetTokens.Set(lim.Available())
+		sampleUserBudget(m, lim) // ratelimit_flags.go
 		select {
 		case <-ctx.Done():
 			return
@@ -313,7 +314,7 @@ func newLimiter(ctx context.Context, a *apiFlags, creds credentialSet, js jetstr
 		}
 		return lim, func() {}, nil
 	}
-	cfg := budget.Config{Credential: creds.budgetKey(a.baseURL), Budget: a.budget, Window: a.window, Replicas: replicas, Logger: log}
+	cfg := budgetConfig(ctx, a, creds, replicas, log) // ratelimit_flags.go
 	var src *budget.Source
 	var err error
 	if mode == budgetEnsure {
@@ -349,8 +350,11 @@ func toolClient(ctx context.Context, n *natsFlags, a *apiFlags, creds credential
 	}
 	mode := budgetShared
 	if err != nil {
+		if lerr := localBudgetAllowed(a); lerr != nil { // ratelimit_flags.go
+			return nil, nil, nil, lerr
+		}
 		conn, mode = nil, budgetLocal
-		log.Info("no running reconciler reachable: this process uses the API budget alone", zap.String("rate_limit", a.rateLimit))
+		log.Info("no running reconciler reachable: this process uses the API budget alone", zap.String("rate_limit", rateText(a)))
 	}
 	var js jetstream.JetStream
 	if conn != nil {

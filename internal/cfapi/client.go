@@ -51,6 +51,12 @@ type Hooks struct {
 	RateLimited func(endpoint string, pause time.Duration)
 	// BudgetWait is called with the time an attempt waited for the budget.
 	BudgetWait func(endpoint string, waited time.Duration)
+	// RateLimitSeen is called with the API's view of the user's budget
+	// from every answer that carries the Ratelimit headers (ratelimit.go).
+	RateLimitSeen func(RateLimitView)
+	// RateLimitIgnored is called with the parts of those headers that
+	// could not be used (for a debug log).
+	RateLimitIgnored func(endpoint string, errs []error)
 }
 
 // RequestInfo describes one attempt of one call.
@@ -93,6 +99,8 @@ type Client struct {
 	retry   RetryPolicy
 	hooks   Hooks
 	ua      string
+
+	identity identityCache // ratelimit_identity.go
 }
 
 // New returns a client. It fails when BaseURL is not an absolute http(s)
@@ -303,6 +311,7 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (env *envelo
 		return nil, &transportError{fmt.Errorf("cloudflare %s %s: %w", cl.method, cl.path, stripURL(err))}
 	}
 	status = resp.StatusCode
+	c.observeRateLimit(resp.Header, cl.endpoint)
 	if cl.raw != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 &&
 		!strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		defer resp.Body.Close()

@@ -269,8 +269,10 @@ func (s *Server) applyRateLimit(w http.ResponseWriter, now time.Time) bool {
 	if v.n == 0 {
 		return true
 	}
-	w.Header().Set("Ratelimit", fmt.Sprintf(`"default";r=%d;t=%d`, v.remaining, ceilSeconds(v.reset)))
-	w.Header().Set("Ratelimit-Policy", fmt.Sprintf(`"default";q=%d;w=%d`, v.n, ceilSeconds(v.window)))
+	if !s.opts.OmitRateHeaders {
+		w.Header().Set("Ratelimit", fmt.Sprintf(`"default";r=%d;t=%d`, v.remaining, ceilSeconds(v.reset)))
+		w.Header().Set("Ratelimit-Policy", fmt.Sprintf(`"default";q=%d;w=%d`, v.n, ceilSeconds(v.window)))
+	}
 	if v.ok {
 		return true
 	}

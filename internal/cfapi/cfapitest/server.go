@@ -30,6 +30,17 @@ type Options struct {
 	// Email and Key, when both set, are accepted as X-Auth-Email and
 	// X-Auth-Key (instead of, or besides, the token).
 	Email, Key string
+	// MoreTokens are further tokens of the same user, accepted like Token
+	// and sharing its rate limit; UserID is that user's id (GET /user;
+	// default DefaultUserID). See ratelimit_user.go.
+	MoreTokens []string
+	UserID     string
+	// OmitRateHeaders leaves the Ratelimit and Ratelimit-Policy headers
+	// out, as a proxy that strips them would.
+	OmitRateHeaders bool
+	// OtherToolRate makes another tool spend this many requests per second
+	// of the rate limit (SetOtherToolRate).
+	OtherToolRate float64
 
 	// RateLimit is the number of requests allowed per RateWindow, counted in
 	// fixed windows unless RateSliding is set; 0 turns the limit off.
@@ -124,6 +135,7 @@ type Server struct {
 	limit    limiter
 
 	stats statsRecorder
+	other otherTool // othertool.go
 
 	mu         sync.Mutex // guards the state below
 	namespaces map[nsKey]*namespace
@@ -158,6 +170,9 @@ func New(opts Options) *Server {
 	}
 	s.stats.init()
 	s.routes = s.routeTable()
+	if opts.OtherToolRate > 0 {
+		s.SetOtherToolRate(opts.OtherToolRate)
+	}
 	return s
 }
 
@@ -374,6 +389,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.injectFault(rec, endpoint, faults) {
 		return
 	}
+	if s.serveUser(rec, r) { // ratelimit_user.go
+		return
+	}
 	switch {
 	case rt == nil && len(allowed) > 0:
 		rec.Header().Set("Allow", strings.Join(allowed, ", "))
@@ -431,6 +449,9 @@ func isAccountID(id string) bool {
 
 func (s *Server) authorized(r *http.Request) bool {
 	if s.opts.Token == "" && (s.opts.Email == "" || s.opts.Key == "") {
+		return true
+	}
+	if s.extraToken(r) { // ratelimit_user.go
 		return true
 	}
 	if s.opts.Token != "" &&

@@ -28,10 +28,27 @@ type Config struct {
 	// itself, or for key authentication the email and key joined by a NUL.
 	// Only a hash of it is kept (KeyFor).
 	Credential string
+	// Identity, when set, is the identity the API counts the budget by
+	// (the user id of a user token, or what --budget-key says): the key is
+	// then KeyForIdentity(Identity), shared by every token of that user,
+	// and Credential may be empty. Only a hash of it is kept.
+	Identity string
 	// Budget and Window are the token's budget: at most Budget requests in
-	// any interval of length Window, from every process together.
+	// any interval of length Window, from every process together. In Auto
+	// mode they are the conservative start, used until the API's first
+	// Ratelimit-Policy.
 	Budget int
 	Window time.Duration
+	// Auto takes the budget from the API's Ratelimit-Policy: its quota
+	// less the reserve, per its window.
+	Auto bool
+	// Reserve is how many requests of the API's quota the processes leave
+	// for people and other tools when the API's Ratelimit headers say how
+	// much is left; 0 means ReserveFraction of the quota.
+	Reserve int
+	// ReserveFraction is the reserve as a fraction of the quota when
+	// Reserve is 0 (default 0.1; negative means none).
+	ReserveFraction float64
 	// MaxClockSkew is how far the clocks of two processes sharing the
 	// budget may differ (default min(1s, Window/200)).
 	MaxClockSkew time.Duration
@@ -49,6 +66,10 @@ type Config struct {
 	// Logger receives warnings (NATS unreachable, foreign settings); nil
 	// means none.
 	Logger *zap.Logger
+
+	// skewDefault and latenessDefault record that MaxClockSkew and MaxLateness were left
+	// to their defaults, which then follow the window of an Auto budget.
+	skewDefault, latenessDefault bool
 }
 
 // withDefaults validates c and fills in the defaults. Errors name the
@@ -61,8 +82,12 @@ func (c Config) withDefaults() (Config, error) {
 		c.Replicas = 1
 	}
 	switch {
-	case c.Credential == "":
-		return c, errors.New("budget: Config.Credential is empty (the API token whose budget is shared)")
+	case c.Credential == "" && c.Identity == "":
+		return c, errors.New("budget: Config.Credential and Config.Identity are empty (the API token or user whose budget is shared)")
+	case c.Reserve < 0:
+		return c, fmt.Errorf("budget: Config.Reserve must not be negative, got %d", c.Reserve)
+	case c.ReserveFraction >= 1:
+		return c, fmt.Errorf("budget: Config.ReserveFraction must be below 1, got %g", c.ReserveFraction)
 	case c.Budget < 2:
 		return c, fmt.Errorf("budget: Config.Budget must be at least 2 requests, got %d", c.Budget)
 	case c.Window <= 0:
@@ -76,11 +101,17 @@ func (c Config) withDefaults() (Config, error) {
 	case c.OpTimeout < 0:
 		return c, fmt.Errorf("budget: Config.OpTimeout must not be negative, got %s", c.OpTimeout)
 	}
+	switch {
+	case c.ReserveFraction == 0:
+		c.ReserveFraction = 0.1
+	case c.ReserveFraction < 0:
+		c.ReserveFraction = 0
+	}
 	if c.MaxClockSkew == 0 {
-		c.MaxClockSkew = min(time.Second, c.Window/200)
+		c.MaxClockSkew, c.skewDefault = defaultSkew(c.Window), true
 	}
 	if c.MaxLateness == 0 {
-		c.MaxLateness = min(time.Second, c.Window/50)
+		c.MaxLateness, c.latenessDefault = defaultLateness(c.Window), true
 	}
 	if c.Horizon == 0 {
 		c.Horizon = 50 * time.Millisecond
@@ -97,11 +128,21 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
+func defaultSkew(window time.Duration) time.Duration     { return min(time.Second, window/200) }
+func defaultLateness(window time.Duration) time.Duration { return min(time.Second, window/50) }
+
 // KeyFor returns the KV key of a credential's budget: "token_" and 32 hex
 // digits of a SHA-256 of it. The credential cannot be recovered from it.
 func KeyFor(credential string) string {
 	sum := sha256.Sum256([]byte("reconciler rate budget\x00" + credential))
 	return "token_" + hex.EncodeToString(sum[:16])
+}
+
+// KeyForIdentity returns the KV key of the budget of the identity the API
+// counts (a user id): "user_" and 32 hex digits of a SHA-256 of it.
+func KeyForIdentity(identity string) string {
+	sum := sha256.Sum256([]byte("reconciler rate budget user\x00" + identity))
+	return "user_" + hex.EncodeToString(sum[:16])
 }
 
 // Ensure creates the bucket if needed (or updates its settings) and

@@ -47,12 +47,23 @@ func startNATS(t testing.TB) string {
 
 // startAPI starts an emulator that requires token and enforces a strict
 // sliding window of budget requests per window, blocking the token for a
-// window when it is exceeded, as the real API does.
+// window when it is exceeded, as the real API does. Its answers carry no
+// Ratelimit headers (as behind a proxy that strips them): the budget alone
+// keeps the window, as it did before the API sent them.
 func startAPI(t testing.TB, token string, budget int, window time.Duration) (*cfapitest.Server, string) {
 	t.Helper()
-	srv, base := cfapitest.NewTestServer(t, cfapitest.Options{
-		Token: token, Seed: 1, RateLimit: budget, RateWindow: window, RateSliding: true,
+	return startAPIWith(t, cfapitest.Options{
+		Token: token, RateLimit: budget, RateWindow: window, RateSliding: true, OmitRateHeaders: true,
 	})
+}
+
+// startAPIWith starts an emulator with opts (seeded; a strict sliding
+// window when opts set a rate limit) and the test's scripts.
+func startAPIWith(t testing.TB, opts cfapitest.Options) (*cfapitest.Server, string) {
+	t.Helper()
+	opts.Seed = 1
+	srv, base := cfapitest.NewTestServer(t, opts)
+	t.Cleanup(func() { srv.SetOtherToolRate(0) })
 	if err := srv.Seed(account, []string{ns}, scripts); err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,11 @@ type state struct {
 	Budget   int   `json:"budget"`
 	Window   int64 `json:"window_ns"`
 	Interval int64 `json:"interval_ns"`
+	// API is the API's latest view of the user's budget (the Ratelimit
+	// headers), nil until one is seen; Hist counts the cells reserved, so
+	// that the processes' share of the API's window is known.
+	API  *apiView `json:"api,omitempty"`
+	Hist hist     `json:"hist,omitzero"`
 }
 
 // Stats counts what a Source did since it was opened.
@@ -56,6 +61,10 @@ type Stats struct {
 	// PausesSent counts pauses written to the key; PausesSeen pauses read
 	// from it that extended the pause in force.
 	PausesSent, PausesSeen int64
+	// Views counts the API views (Ratelimit headers) taken here; APIWaits
+	// the times a reservation waited because the API's view left nothing
+	// beyond the reserve.
+	Views, APIWaits int64
 }
 
 // Source is a cfapi.TokenSource shared by every process that uses one API
@@ -91,11 +100,18 @@ type Source struct {
 	seenPause   int64 // the last paused_until of the key put in force here
 	casEWMA     int64 // moving average of the compare-and-set round trip, ns
 	stats       Stats
+	budget      int           // the budget in force: cfg.Budget, or in auto mode the API's policy
+	window      time.Duration // ... and its window
+	local       *apiView      // the newest view seen by this process
+	apiUntil    int64         // the API's view allows nothing more until then, Unix ns
 }
 
 func newSource(kv jetstream.KeyValue, cfg Config) *Source {
-	key := KeyFor(cfg.Credential)
-	cfg.Credential = "" // only the hash is kept
+	key, scope := KeyFor(cfg.Credential), "token"
+	if cfg.Identity != "" {
+		key, scope = KeyForIdentity(cfg.Identity), "user"
+	}
+	cfg.Credential, cfg.Identity = "", "" // only the hash is kept
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Source{
 		kv: kv, key: key, cfg: cfg,
@@ -106,7 +122,9 @@ func newSource(kv jetstream.KeyValue, cfg Config) *Source {
 		take:    make(chan struct{}, 1),
 		ctx:     ctx, cancel: cancel,
 		changed: make(chan struct{}),
+		budget:  cfg.Budget, window: cfg.Window,
 	}
+	s.log.Info("shared rate budget", zap.String("scope", scope), zap.Int("budget", cfg.Budget), zap.Duration("window", cfg.Window), zap.Bool("auto", cfg.Auto))
 	s.wg.Add(1)
 	go s.watch()
 	return s
@@ -116,14 +134,26 @@ func newSource(kv jetstream.KeyValue, cfg Config) *Source {
 func (s *Source) Key() string { return s.key }
 
 // Budget returns the budget and window the source enforces.
-func (s *Source) Budget() (int, time.Duration) { return s.cfg.Budget, s.cfg.Window }
+func (s *Source) Budget() (int, time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.budget, s.window
+}
 
 // Burst returns how many requests may pass back to back.
-func (s *Source) Burst() int { return s.g.burst }
+func (s *Source) Burst() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.g.burst
+}
 
 // Rate returns the long-run rate in requests per second that the budget,
 // burst and margins leave: (Budget − Burst + 1) / (Window + margins).
-func (s *Source) Rate() float64 { return float64(time.Second) / float64(s.g.interval) }
+func (s *Source) Rate() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return float64(time.Second) / float64(s.g.interval)
+}
 
 // Stats returns a snapshot of the counters.
 func (s *Source) Stats() Stats {
@@ -161,8 +191,13 @@ func (s *Source) Available() float64 {
 			n++
 		}
 	}
-	if s.rev != 0 {
-		n += s.g.conforming(s.cur.TAT, now)
+	if s.rev != 0 && now >= s.apiUntil {
+		c := s.g.conforming(s.cur.TAT, now)
+		if v := s.viewLocked(s.cur, now); v != nil {
+			allowed, _ := s.allowedLocked(s.cur, v, now)
+			c = min(c, max(allowed, 0))
+		}
+		n += c
 	}
 	return float64(n)
 }
@@ -211,6 +246,8 @@ func (s *Source) Take(ctx context.Context, demand int) error {
 					return nil
 				}
 				wait = s.cells[0] - now
+			} else if now < s.apiUntil {
+				wait = s.apiUntil - now
 			}
 		}
 		s.mu.Unlock()
@@ -283,11 +320,43 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 		// the first tokens are not already late when it is.
 		s.mu.Lock()
 		lead := min(s.casEWMA, s.handout/2)
+		view := s.viewLocked(cur, now)
+		if view != nil && s.cfg.Auto && view.Quota > 0 {
+			s.adoptPolicyLocked(view)
+		}
+		g := s.g
+		if view != nil {
+			// The API's word bounds every process together (apiview.go),
+			// counted at the first cell's time: cells that leave the
+			// window before it do not hold it back.
+			first := max(now+lead, cur.TAT-g.tau)
+			allowed, until := s.allowedLocked(cur, view, first)
+			if allowed <= 0 {
+				s.apiUntil = max(until, now+1)
+				s.stats.APIWaits++
+				s.mu.Unlock()
+				return nil
+			}
+			demand = min(demand, allowed)
+		}
+		s.apiUntil = 0
 		s.mu.Unlock()
-		cells, tat := s.g.plan(cur.TAT, now+lead, demand)
+		if cur.Interval != 0 && cur.Interval > g.interval && s.cfg.Auto {
+			// Auto mode left its conservative start: the schedule of the
+			// slower budget does not hold the faster one back.
+			cur.TAT = min(cur.TAT, now+g.interval)
+		}
+		cells, tat := g.plan(cur.TAT, now+lead, demand)
 		next := cur
 		next.TAT = tat
-		next.Budget, next.Window, next.Interval = s.cfg.Budget, int64(s.cfg.Window), s.g.interval
+		s.mu.Lock()
+		next.Budget, next.Window, next.Interval = s.budget, int64(s.window), g.interval
+		if s.local.newer(next.API) {
+			next.API = s.local
+		}
+		next.Hist.Slots = append([]int32(nil), cur.Hist.Slots...)
+		next.Hist.add(cells, s.histWidth(next.API), int64(s.cfg.Horizon)+s.handout)
+		s.mu.Unlock()
 		data, err := json.Marshal(next)
 		if err != nil {
 			return err
@@ -340,11 +409,14 @@ func (s *Source) load(ctx context.Context) error {
 	e, err := s.kv.Get(opCtx, s.key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		// A fresh budget starts with a full burst, as one process would.
-		data, _ := json.Marshal(state{Budget: s.cfg.Budget, Window: int64(s.cfg.Window), Interval: s.g.interval})
+		s.mu.Lock()
+		fresh := state{Budget: s.budget, Window: int64(s.window), Interval: s.g.interval}
+		s.mu.Unlock()
+		data, _ := json.Marshal(fresh)
 		rev, cerr := s.kv.Create(opCtx, s.key, data)
 		if cerr == nil {
 			s.mu.Lock()
-			s.setLocked(state{Budget: s.cfg.Budget, Window: int64(s.cfg.Window), Interval: s.g.interval}, rev)
+			s.setLocked(fresh, rev)
 			s.mu.Unlock()
 			return nil
 		}
@@ -512,7 +584,12 @@ func (s *Source) watch() {
 				continue
 			}
 			s.mu.Lock()
+			prev := s.cur.API
 			s.setLocked(st, e.Revision())
+			if st.API.newer(prev) && s.apiUntil != 0 {
+				s.apiUntil = 0 // a newer view of the API: look again
+				s.notifyLocked()
+			}
 			s.mu.Unlock()
 			if until := s.sharedPauseEnd(st, time.Now().UnixNano()); until != 0 {
 				if s.notePause(until) {
@@ -537,7 +614,7 @@ func (s *Source) sharedPauseEnd(st state, now int64) int64 {
 	if st.PausedUntil == 0 || st.PausedUntil == s.seenPause {
 		return 0
 	}
-	until := min(st.PausedUntil+s.skew, now+int64(s.cfg.Window)+s.skew)
+	until := min(st.PausedUntil+s.skew, now+int64(s.window)+s.skew)
 	if now >= until {
 		return 0
 	}
@@ -557,12 +634,15 @@ func (s *Source) checkSettings(cur state, now int64) {
 				zap.Duration("ahead", time.Duration(ahead)))
 		})
 	}
-	if cur.Interval == 0 || (cur.Budget == s.cfg.Budget && cur.Window == int64(s.cfg.Window) && cur.Interval == s.g.interval) {
+	s.mu.Lock()
+	budget, window, interval, auto := s.budget, s.window, s.g.interval, s.cfg.Auto
+	s.mu.Unlock()
+	if auto || cur.Interval == 0 || (cur.Budget == budget && cur.Window == int64(window) && cur.Interval == interval) {
 		return
 	}
 	s.warnCfg.Do(func() {
 		s.log.Warn("another process shares this API token with a different rate budget; run every process with the same --rate-limit",
-			zap.Int("budget", s.cfg.Budget), zap.Duration("window", s.cfg.Window),
+			zap.Int("budget", budget), zap.Duration("window", window),
 			zap.Int("other_budget", cur.Budget), zap.Duration("other_window", time.Duration(cur.Window)))
 	})
 }

@@ -1,0 +1,315 @@
+package budget
+
+import (
+	"math"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
+)
+
+// apiView is the API's latest word on the user's budget, as kept in the
+// key: every process bounds its reservations by it until it expires.
+type apiView struct {
+	// Remaining is the quota left (r) when the answer was seen.
+	Remaining int `json:"r"`
+	// Seen is when the answer arrived, and Reset when its quota resets
+	// (Seen + t); Unix ns in the clock of the process that saw it.
+	Seen  int64 `json:"seen"`
+	Reset int64 `json:"reset"`
+	// Quota and Window are the policy (q, w); zero when the answer had
+	// none.
+	Quota  int   `json:"q,omitempty"`
+	Window int64 `json:"w_ns,omitempty"`
+	// Others estimates the requests in the API's window at Seen that no
+	// process sharing this key made: q − r − ours.
+	Others int `json:"others,omitempty"`
+}
+
+// slotCount is the number of slots of the histogram of reserved cells.
+const slotCount = 100
+
+// hist is the histogram of the cells every process reserved: Slots[i]
+// counts the cells whose time falls in slot First+i of width Width (Unix
+// ns / Width). It covers the API's window, so the cells "we" have in the
+// API's window can be counted.
+type hist struct {
+	Width int64   `json:"width_ns,omitempty"`
+	First int64   `json:"first,omitempty"`
+	Slots []int32 `json:"slots,omitempty"`
+}
+
+// add counts cells in the histogram of width w, moving it forward (and
+// re-bucketing it when the width changed: older counts move to the newest
+// slot, so they are counted for longer, never for less).
+// It keeps the slots of one window before the newest cell, and those of
+// the horizon: the window of a view seen while cells are reserved ahead.
+func (h *hist) add(cells []int64, w, horizon int64) {
+	if len(cells) == 0 || w <= 0 {
+		return
+	}
+	if h.Width != w {
+		total := int32(0)
+		for _, n := range h.Slots {
+			total += n
+		}
+		last := h.First + int64(len(h.Slots)) - 1
+		newLast := (last + 1) * max(h.Width, 1) / w
+		*h = hist{Width: w, First: newLast, Slots: []int32{total}}
+		if total == 0 {
+			h.Slots = nil
+		}
+	}
+	for _, c := range cells {
+		k := c / w
+		if len(h.Slots) == 0 {
+			h.First, h.Slots = k, []int32{0}
+		}
+		if k < h.First {
+			k = h.First // a cell older than the histogram: count it in the oldest slot
+		}
+		for k >= h.First+int64(len(h.Slots)) {
+			h.Slots = append(h.Slots, 0)
+		}
+		h.Slots[k-h.First]++
+	}
+	if extra := len(h.Slots) - (slotCount + 2 + int((horizon+w-1)/w)); extra > 0 {
+		h.Slots = h.Slots[extra:]
+		h.First += int64(extra)
+	}
+}
+
+// count returns the cells in slots from slot index from on (every slot at
+// or after it, future cells included).
+func (h hist) count(from int64) int {
+	n := 0
+	for i, c := range h.Slots {
+		if h.First+int64(i) >= from {
+			n += int(c)
+		}
+	}
+	return n
+}
+
+// oursInWindow counts the reserved cells that may lie in the API window
+// (now − window, ∞): every slot that overlaps it (an upper bound).
+func (h hist) oursInWindow(now, window int64) int {
+	if h.Width <= 0 {
+		return 0
+	}
+	return h.count(floorDiv(now-window, h.Width))
+}
+
+// oursAt counts the reserved cells that the API had counted by seen, for
+// the estimate of the others' use: the slots overlapping (seen − window,
+// seen]. Each edge slot may hold cells outside that interval, so others
+// are underestimated by at most two slots of our cells (2% of our share),
+// which the reserve covers; counting fewer would make others appear where
+// there are none, and cost that much of the budget.
+func (h hist) oursAt(seen, window int64) int {
+	if h.Width <= 0 {
+		return 0
+	}
+	from, to := floorDiv(seen-window, h.Width), floorDiv(seen, h.Width)
+	n := 0
+	for i, c := range h.Slots {
+		if k := h.First + int64(i); k >= from && k <= to {
+			n += int(c)
+		}
+	}
+	return n
+}
+
+// nextSlotEnd returns when the oldest slot now counted in the window
+// leaves it: the earliest moment ours in the window can drop.
+func (h hist) nextSlotEnd(now, window int64) int64 {
+	if h.Width <= 0 {
+		return 0
+	}
+	from := floorDiv(now-window, h.Width)
+	for i, c := range h.Slots {
+		if k := h.First + int64(i); k >= from && c > 0 {
+			return (k+1)*h.Width + window
+		}
+	}
+	return 0
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+// newer reports whether v is a later view than cur.
+func (v *apiView) newer(cur *apiView) bool { return v != nil && (cur == nil || v.Seen > cur.Seen) }
+
+// live reports whether the view still bounds reservations at now.
+func (v *apiView) live(now int64) bool { return v != nil && now < v.Reset }
+
+// window returns the API window the view counts in, or def without a
+// policy.
+func (v *apiView) window(def int64) int64 {
+	if v.Window > 0 {
+		return v.Window
+	}
+	return def
+}
+
+// reserveFor returns the requests kept back for people and other tools
+// out of a quota of q.
+func (s *Source) reserveFor(q int) int {
+	if s.cfg.Reserve > 0 {
+		return s.cfg.Reserve
+	}
+	return int(math.Ceil(s.cfg.ReserveFraction * float64(q)))
+}
+
+// allowedLocked returns how many more cells the processes together may
+// reserve at now under the view v, given the shared state st, and when
+// that number can next grow (0: only with a newer view). With a policy:
+// q − reserve − others − ours in the window. Without one: r − reserve −
+// ours reserved since the view (its slot included).
+func (s *Source) allowedLocked(st state, v *apiView, now int64) (int, int64) {
+	if v.Quota > 0 {
+		w := v.window(int64(s.cfg.Window))
+		n := v.Quota - s.reserveFor(v.Quota) - v.Others - st.Hist.oursInWindow(now, w)
+		next := st.Hist.nextSlotEnd(now, w)
+		if next == 0 || next > v.Reset {
+			next = v.Reset
+		}
+		return n, next
+	}
+	if st.Hist.Width <= 0 {
+		return v.Remaining - s.reserveFor(s.budget), v.Reset
+	}
+	since := st.Hist.count(floorDiv(v.Seen, st.Hist.Width))
+	return v.Remaining - s.reserveFor(s.budget) - since, v.Reset
+}
+
+// viewLocked returns the latest live view at now, the key's or this
+// process's own, or nil.
+func (s *Source) viewLocked(st state, now int64) *apiView {
+	v := st.API
+	if s.local.newer(v) {
+		v = s.local
+	}
+	if !v.live(now) {
+		return nil
+	}
+	return v
+}
+
+// histWidth is the histogram's slot width: the API window (or the
+// configured one) over slotCount.
+func (s *Source) histWidth(v *apiView) int64 {
+	w := int64(s.cfg.Window)
+	if v != nil && v.Window > 0 {
+		w = v.Window
+	}
+	return max(w/slotCount, 1)
+}
+
+// ObserveRateLimit takes the API's view of the user's budget from one
+// answer (cfapi.RateLimitObserver). The newest view bounds this process at
+// once and goes into the key with its next reservation, so that every
+// process sees it. In auto mode a policy sets the budget.
+func (s *Source) ObserveRateLimit(v cfapi.RateLimitView) {
+	if !v.Valid() {
+		return
+	}
+	seen := v.Seen.UnixNano()
+	av := &apiView{Remaining: v.Remaining, Seen: seen, Reset: v.ResetAt().UnixNano()}
+	if v.HasPolicy() {
+		av.Quota, av.Window = v.Quota, int64(v.Window)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !av.newer(s.local) || !av.newer(s.cur.API) {
+		return
+	}
+	if av.Quota > 0 {
+		av.Others = max(0, av.Quota-av.Remaining-s.cur.Hist.oursAt(seen, av.Window))
+	}
+	s.local = av
+	s.stats.Views++
+	if s.cfg.Auto && av.Quota > 0 {
+		s.adoptPolicyLocked(av)
+	}
+	s.notifyLocked()
+}
+
+// adoptPolicyLocked sets the GCRA budget to the policy's quota less the
+// reserve, per the policy's window (auto mode).
+func (s *Source) adoptPolicyLocked(v *apiView) {
+	b := max(v.Quota-s.reserveFor(v.Quota), 2)
+	w := time.Duration(v.Window)
+	if (b == s.budget && w == s.window) || b <= cfapi.BurstFor(b) {
+		return
+	}
+	s.budget, s.window = b, w
+	if s.cfg.skewDefault {
+		s.cfg.MaxClockSkew = defaultSkew(w)
+		s.skew = int64(s.cfg.MaxClockSkew)
+	}
+	if s.cfg.latenessDefault {
+		s.cfg.MaxLateness = defaultLateness(w)
+		s.handout = int64(s.cfg.MaxLateness / 2)
+	}
+	s.g = newGCRA(b, w, s.cfg.MaxClockSkew+s.cfg.MaxLateness, s.cfg.Horizon)
+	s.log.Info("rate budget taken from the API's Ratelimit-Policy", zap.Int("budget", b), zap.Duration("window", w),
+		zap.Int("quota", v.Quota), zap.Int("reserve", s.reserveFor(v.Quota)))
+}
+
+// notifyLocked wakes every waiting Take to look again.
+func (s *Source) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// APIView is the API's latest view of the user's budget as this process
+// knows it.
+type APIView struct {
+	// Remaining is the quota left when it was seen; Reset when it resets.
+	Remaining int
+	Seen      time.Time
+	Reset     time.Time
+	// Quota and Window are the policy (zero without one).
+	Quota  int
+	Window time.Duration
+	// Others estimates the requests in the window at Seen that no process
+	// sharing the budget made (zero without a policy).
+	Others int
+}
+
+// APIView returns the newest view of the API seen here or shared through
+// the key, and false when there is none or it expired.
+func (s *Source) APIView() (APIView, bool) {
+	now := time.Now().UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.viewLocked(s.cur, now)
+	if v == nil {
+		return APIView{}, false
+	}
+	return APIView{Remaining: v.Remaining, Seen: time.Unix(0, v.Seen), Reset: time.Unix(0, v.Reset),
+		Quota: v.Quota, Window: time.Duration(v.Window), Others: v.Others}, true
+}
+
+// AllowedRate returns the rate in requests per second the processes may
+// keep up, for an ETA: the budget's Rate, and no more than the API's
+// latest view leaves after the reserve and the other tools' use.
+func (s *Source) AllowedRate() float64 {
+	now := time.Now().UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := float64(time.Second) / float64(s.g.interval)
+	if v := s.viewLocked(s.cur, now); v != nil && v.Quota > 0 && v.Window > 0 {
+		left := float64(v.Quota - s.reserveFor(v.Quota) - v.Others)
+		r = min(r, max(left, 0)/time.Duration(v.Window).Seconds())
+	}
+	return r
+}
