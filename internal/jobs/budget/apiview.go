@@ -239,7 +239,27 @@ func (s *Source) ObserveRateLimit(v cfapi.RateLimitView) {
 	if s.cfg.Auto && av.Quota > 0 {
 		s.adoptPolicyLocked(av)
 	}
+	s.revokeLocked(av, time.Now().UnixNano())
 	s.notifyLocked()
+}
+
+// revokeLocked drops the cells this process holds for later when the
+// fresh view v says the processes together are over what the API leaves:
+// they were reserved on an older view, and the other tools have since
+// taken more. The dropped cells stay counted as ours (the bound only
+// grows more careful); as many as the excess go, the latest first.
+func (s *Source) revokeLocked(v *apiView, now int64) {
+	if len(s.cells) == 0 {
+		return
+	}
+	n, _ := s.allowedLocked(s.cur, v, now)
+	if n >= 0 {
+		return
+	}
+	drop := min(-n, len(s.cells))
+	s.cells = s.cells[:len(s.cells)-drop]
+	s.stats.Dropped += int64(drop)
+	s.stats.Revoked += int64(drop)
 }
 
 // adoptPolicyLocked sets the GCRA budget to the policy's quota less the

@@ -65,6 +65,9 @@ type Stats struct {
 	// the times a reservation waited because the API's view left nothing
 	// beyond the reserve.
 	Views, APIWaits int64
+	// Revoked counts held tokens thrown away because a fresher API view
+	// left less than they assumed (counted in Dropped too).
+	Revoked int64
 }
 
 // Source is a cfapi.TokenSource shared by every process that uses one API
