@@ -110,27 +110,33 @@ func reasons(dl []tools.DLQEntry) []string {
 // TestDLQReplay: a dead letter whose cause has been fixed is replayed from
 // the original event (secrets intact) and applies.
 func TestDLQReplay(t *testing.T) {
-	h := newHarness(t, harnessOpts{})
-	h.startRunner("r1")
-	// The script does not exist yet: 404, dead-lettered.
-	h.publish(newEvent("late-1", "customers", "tenant-late", 1, "replace", map[string]any{"bindings": []any{
-		b(`{"type":"secret_text","name":"S","text":"replayed-secret"}`)}}))
-	h.waitDrained(20 * time.Second)
-	dl := h.deadLetters()
-	if len(dl) != 1 || dl[0].Record.Reason != "not_found" {
-		t.Fatalf("dead letters = %+v", dl)
-	}
-	h.seedScript("customers", "tenant-late")
-	res := tools.ReplayDeadLetter(context.Background(), h.js, state.Names{}, dl[0], true)
-	if res.Error != "" || res.Source != "original" {
-		t.Fatalf("replay = %+v", res)
-	}
-	h.waitDrained(20 * time.Second)
-	if got := h.stored("customers", "tenant-late")["S"]; !strings.Contains(got, "replayed-secret") {
-		t.Fatalf("replayed event not applied: %s", got)
-	}
-	if left := h.deadLetters(); len(left) != 0 {
-		t.Fatalf("replayed dead letter not removed: %+v", left)
+	// With a generation, and without one (whose replay was once taken for
+	// a delivery again of an event already folded).
+	for _, gen := range []uint64{1, 0} {
+		t.Run(fmt.Sprintf("generation %d", gen), func(t *testing.T) {
+			h := newHarness(t, harnessOpts{})
+			h.startRunner("r1")
+			// The script does not exist yet: 404, dead-lettered.
+			h.publish(newEvent("late-1", "customers", "tenant-late", gen, "replace", map[string]any{"bindings": []any{
+				b(`{"type":"secret_text","name":"S","text":"replayed-secret"}`)}}))
+			h.waitDrained(20 * time.Second)
+			dl := h.deadLetters()
+			if len(dl) != 1 || dl[0].Record.Reason != "not_found" {
+				t.Fatalf("dead letters = %+v", dl)
+			}
+			h.seedScript("customers", "tenant-late")
+			res := tools.ReplayDeadLetter(context.Background(), h.js, state.Names{}, dl[0], true)
+			if res.Error != "" || res.Source != "original" {
+				t.Fatalf("replay = %+v", res)
+			}
+			h.waitDrained(20 * time.Second)
+			if got := h.stored("customers", "tenant-late")["S"]; !strings.Contains(got, "replayed-secret") {
+				t.Fatalf("replayed event not applied: %s", got)
+			}
+			if left := h.deadLetters(); len(left) != 0 {
+				t.Fatalf("replayed dead letter not removed: %+v", left)
+			}
+		})
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
+	"github.com/reconciler/reconciler/metrics"
 )
 
 // apiFunc wraps an API and replaces some of its calls.
@@ -326,5 +327,36 @@ func TestRecoveryAfterCrashBeforeAckWait(t *testing.T) {
 	})
 	if w := h.emu.Stats().Writes; w > scripts+2 {
 		t.Errorf("writes = %d for %d scripts (at most one extra per write in flight at the crash)", w, scripts)
+	}
+}
+
+// TestRedeliveredEventWithoutGenerationChangesNothing: 40 patches without
+// a generation set X to v1 … v40. The first one's reconcile fails (503s
+// past the client's retries), so it is delivered again after the others
+// landed; folding it again must change nothing: the Worker ends at v40,
+// not v1.
+func TestRedeliveredEventWithoutGenerationChangesNothing(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.seedScript("customers", "tenant-redeliver")
+	h.emu.FailNext(4, 503, cfapi.CodeUnknown2, 0, cfapitest.EndpointGetSettings)
+	rn := h.startRunner("r1")
+	patch := func(i int) {
+		h.publish(newEvent(fmt.Sprintf("nogen-%02d", i), "customers", "tenant-redeliver", 0, "patch", map[string]any{
+			"upsert": []any{b(fmt.Sprintf(`{"type":"plain_text","name":"X","text":"v%d"}`, i))}}))
+	}
+	patch(1)
+	h.eventually("the first reconcile failed", 20*time.Second, func() (bool, string) {
+		n := promtestutil.ToFloat64(rn.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient))
+		return n >= 1, fmt.Sprint(n)
+	})
+	for i := 2; i <= 40; i++ {
+		patch(i)
+	}
+	h.waitDrained(60 * time.Second)
+	if got := h.stored("customers", "tenant-redeliver")["X"]; !strings.Contains(got, `"v40"`) {
+		t.Fatalf("X = %s after every event settled, want v40", got)
+	}
+	if n := promtestutil.ToFloat64(rn.m.EventRedeliveries); n < 1 {
+		t.Fatalf("no event was delivered again (%v): the test did not exercise a redelivery", n)
 	}
 }

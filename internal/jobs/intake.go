@@ -170,6 +170,9 @@ func (r *Runner) decode(ctx context.Context, m message, l lane) (rc received, ok
 	} else {
 		rc.event, err = event.DecodeEvent(m.Data(), m.Subject(), r.cfg.SubjectPrefix)
 	}
+	if err == nil {
+		rc.event.StoredAt = meta.Timestamp.UnixNano()
+	}
 	if err != nil {
 		reason := event.ReasonInvalidJSON
 		var ie *event.InvalidEventError

@@ -214,35 +214,49 @@ func TestStaleOperationsSkipped(t *testing.T) {
 }
 
 // TestRateLimit429PausesEveryoneNoLoss: the emulator's budget is smaller
-// than the client's, so 429s happen; each pauses the shared limiter, and
-// every event still converges with nothing dead-lettered.
+// than the client's and its answers carry no Ratelimit headers (a proxy
+// stripped them, so nothing warns the client), so 429s happen; each
+// pauses the limiter, and every event still converges with nothing
+// dead-lettered. (The shared budget's use of the headers is tested in
+// internal/jobs/budget.)
 func TestRateLimit429PausesEveryoneNoLoss(t *testing.T) {
-	h := newHarness(t, harnessOpts{emu: cfapitest.Options{RateLimit: 15, RateWindow: time.Second}})
-	for s := 0; s < 8; s++ {
-		h.seedScript("customers", fmt.Sprintf("tenant-%d", s))
-	}
-	rn := h.startRunner("r1")
-	for s := 0; s < 8; s++ {
-		for g := 1; g <= 3; g++ {
-			h.publish(newEvent(fmt.Sprintf("rl-%d-%d", s, g), "customers", fmt.Sprintf("tenant-%d", s), uint64(g), "patch", map[string]any{
-				"upsert": []any{b(fmt.Sprintf(`{"type":"plain_text","name":"G%d","text":"x"}`, g))}}))
-		}
-	}
-	h.waitDrained(90 * time.Second)
-	for s := 0; s < 8; s++ {
-		got := h.stored("customers", fmt.Sprintf("tenant-%d", s))
-		if len(got) != 3 {
-			t.Errorf("tenant-%d: %v", s, keys(got))
-		}
-	}
-	if dl := h.deadLetters(); len(dl) != 0 {
-		t.Fatalf("dead letters: %+v", dl)
-	}
-	throttled := h.emu.Stats().Throttled
-	paused := promtestutil.ToFloat64(rn.m.APIRateLimited)
-	t.Logf("429s from emulator: %d; pauses of the shared limiter: %v", throttled, paused)
-	if throttled == 0 || paused == 0 {
-		t.Fatalf("the test did not exercise a 429 (throttled %d, paused %v)", throttled, paused)
+	for _, tc := range []struct {
+		name     string
+		omit     bool
+		want429s bool
+	}{{"headers stripped", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{emu: cfapitest.Options{RateLimit: 15, RateWindow: time.Second, OmitRateHeaders: tc.omit}})
+			for s := 0; s < 8; s++ {
+				h.seedScript("customers", fmt.Sprintf("tenant-%d", s))
+			}
+			rn := h.startRunner("r1")
+			for s := 0; s < 8; s++ {
+				for g := 1; g <= 3; g++ {
+					h.publish(newEvent(fmt.Sprintf("rl-%d-%d", s, g), "customers", fmt.Sprintf("tenant-%d", s), uint64(g), "patch", map[string]any{
+						"upsert": []any{b(fmt.Sprintf(`{"type":"plain_text","name":"G%d","text":"x"}`, g))}}))
+				}
+			}
+			h.waitDrained(90 * time.Second)
+			for s := 0; s < 8; s++ {
+				got := h.stored("customers", fmt.Sprintf("tenant-%d", s))
+				if len(got) != 3 {
+					t.Errorf("tenant-%d: %v", s, keys(got))
+				}
+			}
+			if dl := h.deadLetters(); len(dl) != 0 {
+				t.Fatalf("dead letters: %+v", dl)
+			}
+			throttled := h.emu.Stats().Throttled
+			paused := promtestutil.ToFloat64(rn.m.APIRateLimited)
+			t.Logf("429s from emulator: %d; pauses of the shared limiter: %v", throttled, paused)
+			switch {
+			case tc.want429s && (throttled == 0 || paused == 0):
+				t.Fatalf("the test did not exercise a 429 (throttled %d, paused %v)", throttled, paused)
+			case !tc.want429s && throttled != 0:
+				t.Fatalf("%d answers 429 though every answer said what was left", throttled)
+			}
+		})
 	}
 }
 

@@ -43,6 +43,10 @@ type Event struct {
 	Remove            []string        `json:"remove,omitempty"`
 	Strategy          string          `json:"strategy,omitempty"`
 	OccurredAt        *time.Time      `json:"occurred_at,omitempty"`
+	// StoredAt is when NATS stored the event's message (Unix ns, from its
+	// metadata; the same on every delivery), 0 when it was not read from a
+	// stream. It orders events without a generation (Stamp.At).
+	StoredAt int64 `json:"-"`
 }
 
 // Ref returns the script the event is about.

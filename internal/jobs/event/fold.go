@@ -11,9 +11,14 @@ import (
 
 // Stamp orders operations on one script: by generation, then by event id
 // (the greater id is newer), so ties resolve the same way everywhere.
+//
+// An operation of an event without a generation is Free: it is stamped
+// with the highest generation folded so far, and it is newer than every
+// operation of that generation or an older one (folding.newer).
 type Stamp struct {
-	Gen uint64 `json:"g"`
-	ID  string `json:"id"`
+	Gen  uint64 `json:"g"`
+	ID   string `json:"id"`
+	Free bool   `json:"u,omitempty"`
 }
 
 // Compare returns -1, 0 or +1 as s is older than, the same as, or newer
@@ -78,14 +83,42 @@ type DesiredState struct {
 	// MaxGen is the highest generation folded; events without a generation
 	// are stamped with it so that they apply in delivery order.
 	MaxGen uint64 `json:"max_gen"`
-	// Recent holds the ids of the last events without a generation that
-	// were folded (at most maxRecent), so that delivering one of them again
-	// is a duplicate rather than a newer operation.
+	// Seen holds the store times (Unix ns, from the message metadata) of
+	// the last events without a generation that were folded, ascending, at
+	// most maxSeen; SeenFloor is the latest store time dropped from it.
+	// Delivering such an event again, stored at a time in Seen or not
+	// after SeenFloor, is a duplicate rather than a newer operation.
+	Seen      []int64 `json:"seen,omitempty"`
+	SeenFloor int64   `json:"seen_floor,omitempty"`
+	// Recent holds the ids of the last events without a generation and
+	// without a store time (not read from a stream) that were folded, at
+	// most maxRecent, for the same purpose.
 	Recent []string `json:"recent,omitempty"`
 }
 
-// maxRecent bounds DesiredState.Recent.
-const maxRecent = 32
+// maxRecent bounds DesiredState.Recent, and maxSeen DesiredState.Seen.
+const (
+	maxRecent = 32
+	maxSeen   = 256
+)
+
+// seen reports whether an event without generation stored at t was folded
+// before, and records it if not.
+func (d *DesiredState) seen(t int64) bool {
+	if t <= d.SeenFloor {
+		return true
+	}
+	i, found := slices.BinarySearch(d.Seen, t)
+	if found {
+		return true
+	}
+	d.Seen = slices.Insert(d.Seen, i, t)
+	if len(d.Seen) > maxSeen {
+		d.SeenFloor = d.Seen[len(d.Seen)-maxSeen-1]
+		d.Seen = slices.Delete(d.Seen, 0, len(d.Seen)-maxSeen)
+	}
+	return false
+}
 
 // NewDesiredState returns the empty desired state of a script.
 func NewDesiredState(ref cfapi.ScriptRef) *DesiredState {
@@ -128,7 +161,7 @@ func (d *DesiredState) Fold(e *Event) FoldResult {
 		d.Names = map[string]*NameOp{}
 	}
 	f := folding{d: d, ordered: e.Generation != nil}
-	if !f.ordered && slices.Contains(d.Recent, e.ID) {
+	if !f.ordered && (e.StoredAt > 0 && d.seen(e.StoredAt) || e.StoredAt == 0 && slices.Contains(d.Recent, e.ID)) {
 		// Folded before: its operations are in place, or newer ones
 		// replaced them; either way nothing changes.
 		f.res.Duplicate = len(e.Upsert) + len(e.Remove) + len(e.Bindings)
@@ -137,11 +170,11 @@ func (d *DesiredState) Fold(e *Event) FoldResult {
 		}
 		return f.res
 	}
-	f.s = Stamp{Gen: d.MaxGen, ID: e.ID}
+	f.s = Stamp{Gen: d.MaxGen, ID: e.ID, Free: !f.ordered}
 	if f.ordered {
 		f.s.Gen = *e.Generation
 		d.MaxGen = max(d.MaxGen, f.s.Gen)
-	} else {
+	} else if e.StoredAt == 0 {
 		d.Recent = append(d.Recent, e.ID)
 		if len(d.Recent) > maxRecent {
 			d.Recent = slices.Delete(d.Recent, 0, len(d.Recent)-maxRecent)
@@ -177,10 +210,15 @@ type folding struct {
 
 // newer reports whether an operation stamped f.s beats what currently
 // holds a name (or the floor): +1 newer, 0 the same operation, -1 stale.
-// An event without generation beats everything but itself.
+// An event without generation beats everything but itself. An event with
+// a generation beats a Free operation only with a higher generation: the
+// Free one was folded after its generation was seen.
 func (f *folding) newer(cur Stamp, has bool) int {
 	if !has {
 		return 1
+	}
+	if f.ordered && cur.Free && f.s.Gen <= cur.Gen {
+		return -1
 	}
 	c := f.s.Compare(cur)
 	if !f.ordered && c != 0 {
@@ -237,7 +275,7 @@ func (f *folding) replace(bindings []cfapi.Binding) {
 	}
 	switch c := f.newer(floor, d.Floor != nil); {
 	case c > 0:
-		if d.Floor == nil || f.s.Compare(*d.Floor) > 0 {
+		if d.Floor == nil || !f.ordered || f.s.Compare(*d.Floor) > 0 {
 			fs := f.s
 			d.Floor = &fs
 		}
@@ -295,6 +333,7 @@ func (d *DesiredState) Clone() *DesiredState {
 		c.StrategyStamp = &st
 	}
 	c.Recent = slices.Clone(d.Recent)
+	c.Seen = slices.Clone(d.Seen)
 	return &c
 }
 

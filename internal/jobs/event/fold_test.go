@@ -73,7 +73,7 @@ func TestFoldOrderIndependence(t *testing.T) {
 
 		inOrder := slices.Clone(events)
 		slices.SortFunc(inOrder, func(a, b *Event) int {
-			return Stamp{*a.Generation, a.ID}.Compare(Stamp{*b.Generation, b.ID})
+			return Stamp{Gen: *a.Generation, ID: a.ID}.Compare(Stamp{Gen: *b.Generation, ID: b.ID})
 		})
 		want := NewDesiredState(foldRef)
 		for _, e := range inOrder {

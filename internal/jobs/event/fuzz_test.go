@@ -70,7 +70,7 @@ func FuzzFold(f *testing.F) {
 		// Order independence over the events with a generation.
 		inOrder := slices.Clone(ordered)
 		slices.SortFunc(inOrder, func(a, b *Event) int {
-			return Stamp{*a.Generation, a.ID}.Compare(Stamp{*b.Generation, b.ID})
+			return Stamp{Gen: *a.Generation, ID: a.ID}.Compare(Stamp{Gen: *b.Generation, ID: b.ID})
 		})
 		want := NewDesiredState(foldRef)
 		for _, e := range inOrder {
