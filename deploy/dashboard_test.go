@@ -168,6 +168,7 @@ func TestDashboardLoads(t *testing.T) {
 		"reconciler_inflight_reconciles", "reconciler_dead_letters_total", "reconciler_event_lag_seconds_bucket",
 		"reconciler_backfill_pending", "reconciler_backfill_scripts_total",
 		"reconciler_last_success_timestamp_seconds", "reconciler_build_info",
+		"reconciler_api_ratelimit_quota", "reconciler_api_ratelimit_remaining", "reconciler_api_other_tools_requests",
 	} {
 		if !covered[m] {
 			t.Errorf("no panel queries %s", m)

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/budget"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
@@ -158,7 +159,7 @@ func cmdBackfill(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if bf.runID == "" {
 		bf.runID = "bf-" + src.hash[:12]
 	}
-	sum, err := bf.runOn(ctx, conn, stderr, src, log)
+	sum, err := bf.runOn(ctx, conn, stderr, src, etaRate(lim), log)
 	if err != nil {
 		return err
 	}
@@ -326,8 +327,9 @@ func (s *backfillSummary) print(w io.Writer, output string) error {
 	return nil
 }
 
-// runOn runs the backfill on the pipeline behind conn.
-func (bf *backfillFlags) runOn(ctx context.Context, conn *natsConn, stderr io.Writer, src *backfillSource, log *zap.Logger) (*backfillSummary, error) {
+// runOn runs the backfill on the pipeline behind conn; rate is the
+// requests per second its ETA counts on (etaRate).
+func (bf *backfillFlags) runOn(ctx context.Context, conn *natsConn, stderr io.Writer, src *backfillSource, rate func() float64, log *zap.Logger) (*backfillSummary, error) {
 	start := time.Now()
 	res, err := state.Open(ctx, conn.js, bf.pipe.nats.names())
 	if err != nil {
@@ -337,7 +339,7 @@ func (bf *backfillFlags) runOn(ctx context.Context, conn *natsConn, stderr io.Wr
 	if err != nil {
 		return nil, err
 	}
-	tr := newTracker(b.Record.ID, stderr, bf.progress, bf.pipe.api.budget, bf.pipe.api.window, log)
+	tr := newTracker(b.Record.ID, stderr, bf.progress, rate, log)
 	followCtx, stopFollow := context.WithCancel(ctx)
 	defer stopFollow()
 	caughtUp := make(chan struct{})
@@ -535,14 +537,14 @@ type tracker struct {
 	total    int
 	changed  chan struct{}
 	started  time.Time
-	budget   float64 // requests per second
+	rate     func() float64 // requests per second the ETA counts on
 	progress progressView
 	log      *zap.Logger
 }
 
-func newTracker(run string, stderr io.Writer, mode string, budget int, window time.Duration, log *zap.Logger) *tracker {
+func newTracker(run string, stderr io.Writer, mode string, rate func() float64, log *zap.Logger) *tracker {
 	t := &tracker{run: run, results: map[string]state.BackfillResult{}, changed: make(chan struct{}, 1),
-		started: time.Now(), budget: float64(budget) / window.Seconds(), log: log}
+		started: time.Now(), rate: rate, log: log}
 	t.progress = newProgressView(mode, stderr, log)
 	return t
 }
@@ -583,16 +585,45 @@ func (t *tracker) update() {
 	t.mu.Lock()
 	st := progressState{done: t.totals.Scripts, total: t.total, totals: t.totals, elapsed: time.Since(t.started)}
 	t.mu.Unlock()
-	// ETA from the budget: one read per script, plus a write for the share
-	// of scripts that changed so far.
+	// ETA from the rate the budget allows: one read per script, plus a
+	// write for the share of scripts that changed so far.
 	calls := 2.0
 	if st.done > 0 {
 		calls = 1 + float64(st.totals.Changed)/float64(st.done)
 	}
-	if left := st.total - st.done; left > 0 && t.budget > 0 {
-		st.eta = time.Duration(float64(left) * calls / t.budget * float64(time.Second))
+	if left := st.total - st.done; left > 0 {
+		if r := t.rate(); r > 0 {
+			st.eta = time.Duration(float64(left) * calls / r * float64(time.Second))
+		}
 	}
 	t.progress.show(st)
+}
+
+// etaRate returns the requests per second a backfill's ETA counts on:
+// on the shared budget, what the processes may keep up under the API's
+// latest view of the user's budget (budget.Source.AllowedRate: less the
+// reserve and the other tools' use) while one is live, else the budget in
+// force (the --rate-limit, or in auto mode the policy it adopted); on a
+// budget of this process alone, its --rate-limit.
+func etaRate(lim *cfapi.Limiter) func() float64 {
+	src, ok := lim.Source().(*budget.Source)
+	if !ok {
+		b, w := lim.Source().Budget()
+		return func() float64 { return float64(b) / w.Seconds() }
+	}
+	return func() float64 {
+		if _, ok := src.APIView(); ok {
+			return src.AllowedRate()
+		}
+		b, w := src.Budget()
+		return float64(b) / w.Seconds()
+	}
+}
+
+// flagRate returns the rate of --rate-limit alone, for an ETA that needs
+// no live budget (its progress is not shown).
+func flagRate(a *apiFlags) func() float64 {
+	return func() float64 { return float64(a.budget) / a.window.Seconds() }
 }
 
 // wait blocks until every one of total scripts has a result.

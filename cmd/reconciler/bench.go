@@ -355,7 +355,7 @@ func (b *bench) runBackfill(ctx context.Context, run *backfillRun) error {
 		go func() { defer wg.Done(); run.lat = b.liveEvents(ctx, run.ns, run.n, run.live) }()
 	}
 	start := time.Now()
-	run.sum, err = bf.runOn(ctx, conn, io.Discard, src, b.log)
+	run.sum, err = bf.runOn(ctx, conn, io.Discard, src, flagRate(&bf.pipe.api), b.log)
 	run.wall = time.Since(start)
 	close(stop)
 	wg.Wait()

@@ -84,10 +84,16 @@ func budgetConfig(ctx context.Context, a *apiFlags, creds credentialSet, replica
 	return cfg
 }
 
+// identityLookupBudget is the budget of the identity lookup per 5
+// minutes: the smallest whose burst (cfapi.BurstFor) is two requests.
+const identityLookupBudget = 100
+
 // lookupIdentity asks the API for the identity it counts the budget by,
-// on a tiny budget of its own (one or two requests).
+// on a tiny budget of its own: a burst of two requests (GET /user, then
+// /user/tokens/verify when the token may not read the user) at once, and
+// a retry a few seconds later.
 func lookupIdentity(ctx context.Context, a *apiFlags, creds credentialSet) (string, error) {
-	lim, err := cfapi.NewLimiter(4, time.Minute, 1)
+	lim, err := cfapi.NewLimiter(identityLookupBudget, 5*time.Minute, 1)
 	if err != nil {
 		return "", err
 	}

@@ -113,6 +113,7 @@ type sandbox struct {
 	stopEmu  context.CancelFunc
 	emuDone  chan struct{}
 	client   *cfapi.Client
+	lim      *cfapi.Limiter // the client's, on the shared budget
 	dataDir  string
 	budget   string
 	metricsU string
@@ -173,6 +174,7 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 		return nil, err
 	}
 	sb.conn.onClose(closeLim)
+	sb.lim = lim
 	if sb.client, err = newAPIClient(&sf.pipe.api, creds, lim, noHooks, time.Minute); err != nil {
 		sb.close(log)
 		return nil, err
@@ -212,7 +214,7 @@ func (sb *sandbox) demo(ctx context.Context, sf *sandboxFlags, stdout, stderr io
 	fmt.Fprintf(stdout, "demo backfill %s: every tenant gets ASSETS (r2_bucket) and REGION, and loses METRICS if it has it:\n  %s\n", bf.runID, patch)
 	live := make(chan []time.Duration, 1)
 	go func() { live <- sb.liveEvents(ctx, sf.tenants, log) }()
-	sum, err := bf.runOn(ctx, sb.conn, stderr, src, log)
+	sum, err := bf.runOn(ctx, sb.conn, stderr, src, etaRate(sb.lim), log)
 	if err != nil {
 		return err
 	}
