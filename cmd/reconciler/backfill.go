@@ -18,9 +18,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/reconciler/reconciler/internal/jobs/backfill"
-
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/reconciler/reconciler/internal/jobs/backfill"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
@@ -152,7 +153,7 @@ func cmdBackfill(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if err != nil {
 		return err
 	}
-	src, err := bf.source(stdin, client)
+	src, err := bf.sourceWith(stdin, client, knownScriptsIn(conn.js, bf.pipe.nats.names()), log)
 	if err != nil {
 		return err
 	}
@@ -168,6 +169,13 @@ func cmdBackfill(ctx context.Context, args []string, stdin io.Reader, stdout, st
 
 // source builds the run's items from --from or from --namespace/--patch.
 func (bf *backfillFlags) source(stdin io.Reader, client *cfapi.Client) (*backfillSource, error) {
+	return bf.sourceWith(stdin, client, nil, zap.NewNop())
+}
+
+// sourceWith is source where known finds a namespace's scripts when the
+// API does not list them (nil: no pipeline state reachable), and log gets
+// the one warning of that fallback (backfill_known.go).
+func (bf *backfillFlags) sourceWith(stdin io.Reader, client *cfapi.Client, known knownScriptsFunc, log *zap.Logger) (*backfillSource, error) {
 	if bf.from != "" {
 		in, err := openInput(bf.from, stdin)
 		if err != nil {
@@ -212,10 +220,17 @@ func (bf *backfillFlags) source(stdin io.Reader, client *cfapi.Client) (*backfil
 	return &backfillSource{describe: fmt.Sprintf("namespace %s/%s tags %v", bf.account, bf.namespace, []string(bf.tags)), hash: hash,
 		each: func(ctx context.Context, fn func(backfill.Item) error, _ func(string, error)) error {
 			opts := cfapi.ListScriptsOptions{Tags: normalizeTags(bf.tags), Limit: cfapi.MaxListLimit}
+			emitted := map[string]bool{}
 			err := client.EachScript(ctx, bf.account, bf.namespace, opts, func(s cfapi.ScriptInfo) error {
 				ref := cfapi.ScriptRef{AccountID: bf.account, Namespace: bf.namespace, Script: s.ID}
+				emitted[event.ScriptKey(ref)] = true
 				return fn(backfill.Item{Ref: ref, Event: bf.patchEvent(ref, p.Upsert, p.Remove, bf.runID), ModifiedOn: s.ModifiedOn})
 			})
+			if cfapi.IsListUnsupported(err) { // backfill_known.go
+				return bf.eachKnownScript(ctx, known, err, emitted, log, func(ref cfapi.ScriptRef) error {
+					return fn(backfill.Item{Ref: ref, Event: bf.patchEvent(ref, p.Upsert, p.Remove, bf.runID)})
+				})
+			}
 			return explainListError(err, bf.account, bf.namespace)
 		}}, nil
 }
@@ -458,7 +473,11 @@ func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writ
 		return err
 	}
 	defer closeClient()
-	src, err := bf.source(stdin, client)
+	var js jetstream.JetStream
+	if conn != nil {
+		js = conn.js
+	}
+	src, err := bf.sourceWith(stdin, client, knownScriptsIn(js, bf.pipe.nats.names()), log)
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,7 @@ Commands:
   emulator            serve the Cloudflare API emulator on --addr until stopped
   sandbox             everything in one process: embedded NATS, emulator with tenants, a demo backfill
   bench               the load benchmark (backfills, live latency, storm) against the emulator
+  doctor              check the API's undocumented behaviours on your account (read-only unless --write-probe)
   version             print version, commit and Go version
 
 Run "reconciler <command> -h" for the flags of a command. Every flag also reads
@@ -73,6 +74,8 @@ func realMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		err = cmdSandbox(ctx, rest, stdout, stderr, e)
 	case "bench":
 		err = cmdBench(ctx, rest, stdout, stderr, e)
+	case "doctor":
+		err = cmdDoctor(ctx, rest, stdout, stderr, e) // doctor.go
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usageText)
 	default:

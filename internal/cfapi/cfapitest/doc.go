@@ -26,6 +26,7 @@
 //	post_deployment   POST  D/deployments, O/deployments (JSON)
 //	list_scripts      GET   {a}/workers/dispatch/namespaces/{ns}/scripts (limit, cursor, tags)
 //	get_script        GET   D (script details)
+//	delete_script     DELETE D, O (?force accepted)
 //	create_namespace  POST  {a}/workers/dispatch/namespaces
 //	list_namespaces   GET   {a}/workers/dispatch/namespaces
 //	get_namespace     GET   {a}/workers/dispatch/namespaces/{ns}

@@ -281,6 +281,7 @@ func (s *Server) routeTable() []route {
 			r(http.MethodGet, sc+"/settings", EndpointGetSettings, s.getSettings, reads),
 			r(http.MethodPatch, sc+"/settings", EndpointPatchSettings, s.patchSettings, writesScript),
 			r(http.MethodPut, sc, EndpointPutScript, s.putScript, writesScript),
+			r(http.MethodDelete, sc, EndpointDeleteScript, s.deleteScript, writesScript), // delete.go
 			r(http.MethodPost, sc+"/versions", EndpointPostVersion, s.postVersion, writesScript),
 			r(http.MethodPost, sc+"/deployments", EndpointPostDeployment, s.postDeployment, writesScript),
 		)

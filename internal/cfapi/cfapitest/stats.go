@@ -18,7 +18,7 @@ type Stats struct {
 	// Reads counts requests to read endpoints (get_*, list_*).
 	Reads int
 	// Writes counts attempts at write endpoints (patch_settings,
-	// put_script, post_version, post_deployment, create_namespace, the
+	// put_script, delete_script, post_version, post_deployment, create_namespace, the
 	// secret writes, patch_script_settings, post_script_subdomain and
 	// create_worker_version), whatever their answer.
 	Writes int

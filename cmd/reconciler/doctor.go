@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/doctor"
+)
+
+// doctorFlags are the flags of `reconciler doctor`.
+type doctorFlags struct {
+	api        apiFlags
+	account    string
+	namespace  string
+	writeProbe bool
+	kvID       string
+	output     string
+}
+
+func (df *doctorFlags) register(f *flagSet) {
+	df.api.register(f)
+	f.str(&df.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account to check")
+	f.str(&df.namespace, "dispatch-namespace", "", "", "dispatch namespace to check (its script list; the write probe's script goes there); empty = ordinary Workers only")
+	f.BoolVar(&df.writeProbe, "write-probe", false, "also create a temporary script "+doctor.ProbePrefix+"<random>, change it and delete it (always, even on Ctrl-C), to check the writes")
+	f.str(&df.kvID, "kv-namespace", "", "", "with --write-probe: an existing KV namespace id the temporary script binds, so the settings check covers a KV binding")
+	f.str(&df.output, "output", "", "text", "output: text (one line per check) or json (one object)")
+}
+
+func (df *doctorFlags) validate(f *flagSet) error {
+	if err := df.api.validate(f); err != nil {
+		return err
+	}
+	if df.account == "" {
+		return usagef("%s: needed (the account to check)", f.name("account"))
+	}
+	if err := cfapi.ValidateAccountID(df.account); err != nil {
+		return usagef("%s: %v", f.name("account"), err)
+	}
+	if df.namespace != "" {
+		if err := cfapi.ValidateScriptName(df.namespace); err != nil {
+			return usagef("--dispatch-namespace: %v", err)
+		}
+	}
+	if df.kvID != "" && !df.writeProbe {
+		return usagef("--kv-namespace needs --write-probe (only the temporary script binds it)")
+	}
+	if df.output != "text" && df.output != "json" {
+		return usagef("--output: must be text or json, got %q", df.output)
+	}
+	return nil
+}
+
+func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer, e env) error {
+	var df doctorFlags
+	f := newFlagSet("doctor", e, stderr)
+	df.register(f)
+	f.usage("Usage: reconciler doctor --account ID [--dispatch-namespace NS] [--write-probe] [flags]\n\n" +
+		"Checks, once, what the reconciler assumes about the Cloudflare API where its reference is silent, and says\n" +
+		"for each check ok, FAIL or skip, what it saw and what to do. Read-only unless --write-probe.\n" +
+		"Exit codes: 0 every check holds; 1 a check failed (or the run was interrupted); 2 bad usage.")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	if err := f.noArgs(""); err != nil {
+		return err
+	}
+	if err := df.validate(f); err != nil {
+		return err
+	}
+	creds, err := credentials(e, df.api.baseURL)
+	if err != nil {
+		return err
+	}
+	// A doctor run makes a few dozen requests at most: a budget of its own
+	// (--rate-limit) is enough and needs no running pipeline.
+	lim, err := cfapi.NewLimiter(df.api.budget, df.api.window, df.api.maxWrites)
+	if err != nil {
+		return usagef("%s: %v", f.name("rate-limit"), err)
+	}
+	rec := &doctor.Recorder{}
+	client, err := newAPIClient(&df.api, creds, lim, rec.Hooks(noHooks), time.Minute)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	rep := doctor.Run(ctx, doctor.Options{Client: client, Recorder: rec, AccountID: df.account, Namespace: df.namespace,
+		TokenAuth: creds.token != "", WriteProbe: df.writeProbe, KVNamespaceID: df.kvID})
+	if df.output == "json" {
+		err = rep.WriteJSON(stdout)
+	} else {
+		err = rep.WriteText(stdout)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case rep.Interrupted:
+		return &failedError{msg: "doctor: interrupted before every check ran"}
+	case !rep.OK:
+		return &failedError{msg: fmt.Sprintf("doctor: %d checks failed", rep.Failed())}
+	}
+	return nil
+}
