@@ -154,7 +154,7 @@ func TestAuthFailurePausesWithoutDeadLetters(t *testing.T) {
 			"upsert": []any{b(`{"type":"plain_text","name":"A","text":"1"}`)}}))
 	}
 	var sawNotReady atomic.Bool
-	h.eventually("all applied after the credentials work again", 30*time.Second, func() (bool, string) {
+	h.eventually("all applied after the credentials work again", 90*time.Second, func() (bool, string) {
 		if rn.r.Ready() != nil {
 			sawNotReady.Store(true)
 		}
