@@ -577,6 +577,9 @@ func (s *Source) watch() {
 			}
 			continue
 		}
+		// The watcher's channel is not closed by the context alone: stop
+		// it when the source closes, or Close waits for ever.
+		stopWatch := context.AfterFunc(s.ctx, func() { _ = w.Stop() })
 		for e := range w.Updates() {
 			if e == nil || e.Operation() != jetstream.KeyValuePut {
 				continue
@@ -602,6 +605,7 @@ func (s *Source) watch() {
 				}
 			}
 		}
+		stopWatch()
 		_ = w.Stop()
 	}
 }
