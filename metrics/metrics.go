@@ -24,7 +24,7 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi"
 )
 
-// Event outcomes (EVENTS.md "Outcomes").
+// Event outcomes (docs/events.md "Outcomes").
 const (
 	OutcomeApplied      = "applied"
 	OutcomeNoop         = "noop"
@@ -66,7 +66,7 @@ const (
 	BackfillFailed    = "failed"
 )
 
-// Write strategies (ARCHITECTURE.md "Reading and writing").
+// Write strategies (docs/architecture.md "Reading and writing").
 const (
 	StrategySettings = "settings"
 	StrategyScript   = "script"

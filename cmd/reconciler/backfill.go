@@ -54,7 +54,7 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 func (bf *backfillFlags) register(f *flagSet) {
 	bf.pipe.registerPipeline(f)
-	f.str(&bf.from, "from", "", "", "events to apply, one per script (JSON lines as in EVENTS.md; - for stdin)")
+	f.str(&bf.from, "from", "", "", "events to apply, one per script (JSON lines as in docs/events.md; - for stdin)")
 	f.str(&bf.namespace, "namespace", "", "", "apply --patch to every script of this dispatch namespace")
 	f.str(&bf.patchFile, "patch", "", "", "with --namespace: a JSON object with \"upsert\" and/or \"remove\", as in a patch event")
 	f.Var(&bf.tags, "tag", "with --namespace: only scripts with this tag (NAME or NAME:yes includes, NAME:no excludes; repeatable)")

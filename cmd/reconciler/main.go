@@ -1,5 +1,5 @@
 // Command reconciler keeps the bindings of Cloudflare Workers equal to what
-// a platform wants. See README.md and CLI.md for the subcommands.
+// a platform wants. See README.md and docs/configuration.md for the subcommands.
 package main
 
 import (

@@ -18,7 +18,7 @@ func cmdPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	n.register(f)
 	lf.register(f)
 	f.BoolVar(&noValidate, "no-validate", false, "send lines as they are, even invalid events (to test dead-lettering)")
-	f.usage("Usage: reconciler publish [flags] FILE|-\n\nPublishes events (JSON lines, EVENTS.md) to <prefix>.<account>.<namespace>.<script> with Nats-Msg-Id = event id.")
+	f.usage("Usage: reconciler publish [flags] FILE|-\n\nPublishes events (JSON lines, docs/events.md) to <prefix>.<account>.<namespace>.<script> with Nats-Msg-Id = event id.")
 	if err := f.parse(args); err != nil {
 		return err
 	}

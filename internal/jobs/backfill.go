@@ -15,7 +15,7 @@ import (
 	"github.com/reconciler/reconciler/internal/jobs/state"
 )
 
-// Backfill work is a second lane beside live events (ARCHITECTURE.md,
+// Backfill work is a second lane beside live events (docs/architecture.md,
 // "Scale"): `reconciler backfill` enqueues one work item per script of a
 // run in the backfill stream; runners pull items only while no live work
 // waits and fewer than Config.BackfillInflight items are held, fold each

@@ -625,7 +625,7 @@ func TestBadInput(t *testing.T) {
 
 	figure(scen, "catalogue cases (NATS max_payload)", fmt.Sprintf("%d (%d)", len(cases), maxPayload), "≥ 25", len(cases) >= 25)
 	figure(scen, "refused by NATS at publish (over max_payload)", refused, fmt.Sprint(mustRefuseN), refusedWrong == 0 && refused == mustRefuseN)
-	figure(scen, "dead-lettered with the reason and field EVENTS.md gives", fmt.Sprintf("%d/%d", rightReason, deadLettered), "all", rightReason == deadLettered)
+	figure(scen, "dead-lettered with the reason and field docs/events.md gives", fmt.Sprintf("%d/%d", rightReason, deadLettered), "all", rightReason == deadLettered)
 	figure(scen, "valid but unusual events applied", fmt.Sprintf("%d/%d", acceptedOK, accepted), "all", acceptedOK == accepted)
 	figure(scen, "dead letters holding a secret", secretsInDLQ, "0", secretsInDLQ == 0)
 	figure(scen, "seeded secret and unowned binding intact (scripts)", fmt.Sprintf("%d/%d", intact, len(cases)), "all", intact == len(cases))

@@ -16,7 +16,7 @@ import (
 	"github.com/reconciler/reconciler/internal/jobs/state"
 )
 
-// Item is one script of a run: its event (EVENTS.md JSON) and,
+// Item is one script of a run: its event (docs/events.md JSON) and,
 // when it came from a namespace listing, the listed modified_on.
 type Item struct {
 	Ref        cfapi.ScriptRef

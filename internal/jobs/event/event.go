@@ -16,7 +16,7 @@ import (
 // SchemaV1 is the only event schema this version understands.
 const SchemaV1 = "bindings.change/v1"
 
-// MaxEventBytes is the largest event body accepted (EVENTS.md: 1 MiB).
+// MaxEventBytes is the largest event body accepted (docs/events.md: 1 MiB).
 const MaxEventBytes = 1 << 20
 
 // Event ops.
@@ -29,7 +29,7 @@ const (
 // namespace).
 const NoNamespace = "_"
 
-// Event is a decoded, validated binding-change event (EVENTS.md).
+// Event is a decoded, validated binding-change event (docs/events.md).
 type Event struct {
 	Schema            string          `json:"schema"`
 	ID                string          `json:"id"`

@@ -151,7 +151,7 @@ func (d *DesiredState) effective(name string) (Stamp, bool) {
 	return Stamp{}, false
 }
 
-// Fold applies one event (EVENTS.md, "Order"). An event with a generation
+// Fold applies one event (docs/events.md, "Order"). An event with a generation
 // changes a name only where its stamp is newer than the name's newest
 // operation (or the floor); a replace also removes every other name older
 // than it and raises the floor. An event without a generation applies

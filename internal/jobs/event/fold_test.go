@@ -63,7 +63,7 @@ func stateJSON(t *testing.T, d *DesiredState) string {
 	return string(b)
 }
 
-// TestFoldOrderIndependence is the property test of EVENTS.md "Order":
+// TestFoldOrderIndependence is the property test of docs/events.md "Order":
 // random sequences of replace/patch events, shuffled and duplicated,
 // always give the same desired state as the in-order sequence.
 func TestFoldOrderIndependence(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 )
 
 // FuzzFold folds events built from the fuzzer's bytes (chaos suite,
-// "Fuzzing": the fold's invariants, EVENTS.md "Order"). Events with a
+// "Fuzzing": the fold's invariants, docs/events.md "Order"). Events with a
 // generation give the same desired state in any delivery order with any
 // duplicates; folding an event again never changes a state; a state stored
 // and loaded folds the same; a clone folds without touching its original.

@@ -12,7 +12,7 @@ import (
 )
 
 // DeadLetter is the record published to the dead-letter stream
-// (EVENTS.md, "Dead-letter record"). event.Event holds the original event with
+// (docs/events.md, "Dead-letter record"). event.Event holds the original event with
 // every write-only value replaced by "<redacted>"; when the body was not
 // JSON at all it is null and only its size and digest are kept, since it
 // could hold a secret that cannot be located.

@@ -151,7 +151,7 @@ type Resources struct {
 func (c SetupConfig) streamConfigs() []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{{
 		Name:        c.Stream,
-		Description: "Binding-change events (EVENTS.md), one subject per script.",
+		Description: "Binding-change events (docs/events.md), one subject per script.",
 		Subjects:    []string{c.SubjectPrefix + ".*.*.*"},
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      c.EventMaxAge,

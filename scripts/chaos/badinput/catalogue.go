@@ -1,6 +1,6 @@
 // Package badinput is the catalogue of malformed and borderline events of
 // the chaos suite ("Bad input"): each case is a subject and a raw
-// body, with what EVENTS.md (and the README's copy of it) says must happen
+// body, with what docs/events.md (and the README's copy of it) says must happen
 // to it. The jobs tests run it against an embedded server on every
 // `go test ./...`; the chaos suite runs it against the real binary and a
 // separate nats-server with the default 1 MiB max_payload.
@@ -265,7 +265,7 @@ func Cases(account string) []Case {
 			return ev(func(m map[string]any) { m["pad"] = strings.Repeat("p", pad) })
 		}()})
 
-	// --- Valid, if unusual: accepted as EVENTS.md says ----------------------
+	// --- Valid, if unusual: accepted as docs/events.md says ----------------------
 	add(Case{Name: "5,000 bindings in one replace", Accepted: true,
 		Body: ev(func(m map[string]any) {
 			var bs []any
