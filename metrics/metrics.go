@@ -101,6 +101,10 @@ type Metrics struct {
 	ReconcileDuration prometheus.Histogram
 	// Writes counts successful binding writes by strategy (Strategy*).
 	Writes *prometheus.CounterVec
+	// StrategyFallbacks counts writes made with another strategy than
+	// planned because the API refused the planned one (a settings PATCH
+	// refusing {type, name} entries: from settings to version).
+	StrategyFallbacks *prometheus.CounterVec
 	// QueueDepth is the number of scripts waiting for a reconcile, by lane
 	// (Lanes).
 	QueueDepth *prometheus.GaugeVec
@@ -219,6 +223,8 @@ func New(reg prometheus.Registerer, deadLetterReasons ...string) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
 		Writes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "reconciler_writes_total", Help: "Successful binding writes, by strategy (settings, script, version)."}, []string{"strategy"}),
+		StrategyFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "reconciler_strategy_fallbacks_total", Help: "Writes made with another strategy than planned because the API refused the planned one, by planned (from) and used (to) strategy."}, []string{"from", "to"}),
 		QueueDepth: perLane("reconciler_queue_depth",
 			"Scripts waiting for a reconcile, by lane (live, backfill)."),
 		InflightReconciles: gauge("reconciler_inflight_reconciles",
@@ -279,7 +285,7 @@ func New(reg prometheus.Registerer, deadLetterReasons ...string) *Metrics {
 			Name: "reconciler_build_info", Help: "Always 1; the labels say which build is running."}, []string{"version", "commit", "go_version"}),
 	}
 	reg.MustRegister(m.EventsReceived, m.EventsFolded, m.EventsTotal, m.EventRedeliveries, m.StaleOperations, m.DeadLetters,
-		m.EventLag, m.ReconcileTotal, m.ReconcileDuration, m.Writes, m.QueueDepth, m.InflightReconciles,
+		m.EventLag, m.ReconcileTotal, m.ReconcileDuration, m.Writes, m.StrategyFallbacks, m.QueueDepth, m.InflightReconciles,
 		m.HeldEvents, m.LastSuccess, m.PanicsRecovered, m.ScriptsHeld, m.ConsumerPending, m.NATSConnected, m.Ready,
 		m.BackfillScripts, m.BackfillPending, m.BackfillRunsActive,
 		m.APIRequests, m.APIDuration, m.APIRetries, m.APIRateLimited, m.APIAuthFailures,
@@ -297,6 +303,7 @@ func New(reg prometheus.Registerer, deadLetterReasons ...string) *Metrics {
 	for _, s := range []string{StrategySettings, StrategyScript, StrategyVersion} {
 		m.Writes.WithLabelValues(s).Add(0)
 	}
+	m.StrategyFallbacks.WithLabelValues(StrategySettings, StrategyVersion).Add(0)
 	m.ScriptsHeld.WithLabelValues(HoldGradualDeployment).Add(0)
 	for _, l := range Lanes {
 		m.QueueDepth.WithLabelValues(l).Set(0)

@@ -198,7 +198,7 @@ func (r *Runner) Resync(ctx context.Context) (int, error) {
 // (empty for ordinary Workers, or when listing is not possible).
 func (r *Runner) listModified(ctx context.Context, account, namespace string) map[string]string {
 	lister, ok := r.api.(ScriptLister)
-	if !ok || namespace == "" {
+	if !ok || namespace == "" || r.listUnsupported.Load() {
 		return nil
 	}
 	out := map[string]string{}
@@ -208,6 +208,10 @@ func (r *Runner) listModified(ctx context.Context, account, namespace string) ma
 			return nil
 		})
 	if err != nil {
+		if cfapi.IsListUnsupported(err) {
+			r.noteListUnsupported(namespace, err) // fallback.go
+			return nil
+		}
 		r.log.Warn("resync: listing a namespace; its scripts are all read", zap.String("namespace", namespace), zap.Error(err))
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -137,6 +138,9 @@ type Reconciler struct {
 	// listedModifiedOn returns the modified_on a namespace listing showed
 	// for key ("" when none), to record once a read finds it converged.
 	listedModifiedOn func(key string) string
+	// typeNameRefused is set once the API has refused a settings PATCH's
+	// {type, name} entries (fallback.go).
+	typeNameRefused atomic.Bool
 }
 
 // NewReconciler returns a reconciler over the state store st.
@@ -463,9 +467,15 @@ func (r *Reconciler) write(ctx context.Context, ref cfapi.ScriptRef, plan *plann
 	}
 	switch plan.Strategy {
 	case planner.StrategySettings:
+		if r.typeNameRefused.Load() && hasTypeName(plan.Request.Bindings) {
+			return r.settingsAsVersion(ctx, ref, plan, lv, ann, nil) // fallback.go
+		}
 		_, err := r.api.PatchSettings(ctx, ref, cfapi.SettingsPatch{Bindings: plan.Request.Bindings})
 		if isNotDeployed(err) {
 			return r.versionInstead(ctx, ref, plan, lv, ann, err)
+		}
+		if cfapi.IsTypeNameRefused(err, plan.Request.Bindings) {
+			return r.settingsAsVersion(ctx, ref, plan, lv, ann, err)
 		}
 		return plan.Strategy, classify(err)
 	case planner.StrategyScript:

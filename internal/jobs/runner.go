@@ -98,6 +98,9 @@ type Runner struct {
 	// maxState bounds the encoded desired state of a script: what one
 	// NATS message may carry on this connection.
 	maxState int
+	// listUnsupported is set once the API has shown that it does not
+	// serve the namespace script list (fallback.go).
+	listUnsupported atomic.Bool
 }
 
 // NewRunner returns a runner over resources set up by state.EnsureStreams.
