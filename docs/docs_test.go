@@ -53,12 +53,8 @@ func TestMarkdownCitationsResolve(t *testing.T) {
 }
 
 // TestGoCitationsResolve checks every Markdown file named in a comment or a
-// string literal of a .go file of the repository. It runs when
-// DOCS_CHECK_GO=1 is set.
+// string literal of a .go file of the repository.
 func TestGoCitationsResolve(t *testing.T) {
-	if os.Getenv("DOCS_CHECK_GO") != "1" {
-		t.Skip("set DOCS_CHECK_GO=1 to check the Markdown files cited by Go comments and strings")
-	}
 	root := moduleRoot(t)
 	c := newChecker(root, pendingDocs)
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {

@@ -23,7 +23,7 @@ func TestSecondRunOnOneDataDirExits2(t *testing.T) {
 		"CLOUDFLARE_API_TOKEN":       "t",
 		"RECONCILER_DATA_DIR":        dataDir,
 		"RECONCILER_EMBEDDED_LISTEN": testutil.FreeAddr(t),
-		"RECONCILER_METRICS_ADDR":    "",
+		"RECONCILER_METRICS_ADDR":    testutil.FreeAddr(t),
 	}
 	first := startRun(t, env)
 	second := map[string]string{}

@@ -232,7 +232,7 @@ func TestRunPublishAndGracefulShutdown(t *testing.T) {
 		"CLOUDFLARE_API_BASE_URL":     base,
 		"RECONCILER_DATA_DIR":         dataDir,
 		"RECONCILER_EMBEDDED_LISTEN":  listen,
-		"RECONCILER_METRICS_ADDR":     "",
+		"RECONCILER_METRICS_ADDR":     testutil.FreeAddr(t),
 		"RECONCILER_CONCURRENCY":      "1",
 		"RECONCILER_MAX_WRITES":       "1",
 		"RECONCILER_SHUTDOWN_TIMEOUT": "5s",

@@ -115,7 +115,7 @@ func TestToolsLeaveAnR3SetupAlone(t *testing.T) {
 	cl.Start()
 	cl.WaitJetStream(30 * time.Second)
 	env := map[string]string{"NATS_URL": cl.URLs(), "CLOUDFLARE_API_BASE_URL": base, "CLOUDFLARE_API_TOKEN": "tools-test-token",
-		"RECONCILER_METRICS_ADDR": "", "RECONCILER_STREAM_REPLICAS": "3"}
+		"RECONCILER_METRICS_ADDR": testutil.FreeAddr(t), "RECONCILER_STREAM_REPLICAS": "3"}
 
 	// `run` sets everything up; stop it so that only the tools act after.
 	ctx, cancel := context.WithCancel(context.Background())

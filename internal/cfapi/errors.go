@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Cloudflare error codes the reconciler reacts to (cloudflare-api-facts.md §4).
+// Cloudflare error codes the reconciler reacts to (docs/emulator.md lists the ones it emulates).
 const (
 	CodeRateLimited        = 971   // HTTP 429, "Please wait and consider throttling your request speed"
 	CodeUnknown            = 10002 // transient: workers.api.error.unknown

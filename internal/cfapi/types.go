@@ -147,7 +147,7 @@ type typeSpec struct {
 	fields    []fieldSpec
 	writeOnly []string
 	// defaults are values the API fills in when a member is absent; they are
-	// applied before comparing (cloudflare-api-facts.md §2).
+	// applied before comparing (docs/emulator.md, "Modelled as the real API behaves").
 	defaults map[string]string // key -> canonical JSON
 	// emptyAbsent lists members for which "" is the same as absent.
 	emptyAbsent []string

@@ -56,7 +56,7 @@ type Config struct {
 	RecoverOnStart bool
 	// DefaultStrategy is how a change is written when its event asks for
 	// "auto" or names no strategy: StrategyAuto or "" for the built-in
-	// rule, or settings, script or version (docs-versions.md).
+	// rule, or settings, script or version (docs/versions.md).
 	DefaultStrategy planner.Strategy
 	// SplitCheckDispatch also reads the deployments of a dispatch
 	// namespace script before a settings or script write (one more read

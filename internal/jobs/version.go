@@ -20,7 +20,7 @@ import (
 )
 
 // This file holds what a write needs to know about a script's versions
-// and deployments (docs-versions.md):
+// and deployments (docs/versions.md):
 //
 //   - the version strategy for ordinary Workers: read the active
 //     deployment and the deployed version with its modules (2 reads), then

@@ -29,5 +29,5 @@
 // a second during scenario 1). Without the chaos build tag the
 // package holds no tests; the fast parts of the suite (the bad-input
 // catalogue, goleak, the fuzz seeds) run in the ordinary `go test ./...`.
-// docs-guarantees.md maps each guarantee to the test that proves it.
+// docs/guarantees.md maps each guarantee to the test that proves it.
 package chaos

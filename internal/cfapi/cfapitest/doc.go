@@ -76,7 +76,7 @@
 // random faults, routing (404/405), the account check, and for script
 // writes the in-flight tracking and WriteLatency; then its handler.
 //
-// # Emulated as the real API behaves (cloudflare-api-facts.md, wrangler captures)
+// # Emulated as the real API behaves (docs/emulator.md)
 //
 //   - The envelope {success, errors[{code,message}], messages, result} on
 //     every JSON answer, result_info on lists, a cf-ray header ("<hex>-EMU").
