@@ -1,11 +1,11 @@
 # Shortcuts for the test suites. `go test ./...` (what .ci/run runs, with
 # -race) stays the one everyday command; these are the slow, documented
-# extras of docs-guarantees.md.
+# extras of docs/guarantees.md.
 
 GO       ?= go
 FUZZTIME ?= 5m
 
-.PHONY: test chaos fuzz
+.PHONY: test chaos fuzz image
 
 # The everyday tests: unit, integration (embedded NATS + emulator), the
 # bad-input catalogue, goleak, and every fuzz corpus as seeds.
@@ -23,3 +23,14 @@ chaos:
 # build are copied into testdata/fuzz/ (commit them).
 fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/chaos/fuzz.sh
+
+# The image of deploy/Dockerfile without a container engine: a tarball
+# that `docker load` and `crane push` read (docs/deploy.md, "Image").
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false \
+	  -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)" \
+	  -o bin/reconciler-linux ./cmd/reconciler
+	$(GO) run ./deploy/image --binary bin/reconciler-linux \
+	  --version $(VERSION) --commit $(COMMIT) --tag reconciler:$(VERSION) --out reconciler.tar
