@@ -34,11 +34,10 @@ func phaseWindows() int {
 // the processes bound themselves by what the API says is left, less the
 // reserve, and leave the rest. The estimate of the other tool's use lags
 // by the requests in flight (reserved, not yet counted by the API), which
-// the reserve must cover: 4 goroutines per process keep at most 8 in
-// flight against a reserve of 10 (in production 10% of 1,200 is 120).
+// the reserve must cover: each process runs `goroutines` (8) workers
+// against a reserve of 10 (in production 10% of 1,200 is 120).
 func TestOtherToolNeverSees429(t *testing.T) {
-	const quota = 100  // per testWindow
-	const inFlight = 4 // goroutines per process
+	const quota = 100 // per testWindow
 	for _, n := range []int{1, 2} {
 		t.Run(fmt.Sprintf("%d processes", n), func(t *testing.T) {
 			natsURL := startNATS(t)
