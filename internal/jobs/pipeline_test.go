@@ -9,6 +9,7 @@ import (
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/metrics"
 )
 
 // TestReplaceAndPatchConverge: replace and patch events over many scripts
@@ -216,9 +217,10 @@ func TestStaleOperationsSkipped(t *testing.T) {
 // TestRateLimit429PausesEveryoneNoLoss: the emulator's budget is smaller
 // than the client's and its answers carry no Ratelimit headers (a proxy
 // stripped them, so nothing warns the client), so 429s happen; each
-// pauses the limiter, and every event still converges with nothing
-// dead-lettered. (The shared budget's use of the headers is tested in
-// internal/jobs/budget.)
+// pauses the limiter the two runners share, both runners keep working
+// through the pauses, and every event still converges with nothing
+// dead-lettered. (Processes that share a budget through NATS, and the
+// Ratelimit headers, are tested in internal/jobs/budget.)
 func TestRateLimit429PausesEveryoneNoLoss(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -230,7 +232,7 @@ func TestRateLimit429PausesEveryoneNoLoss(t *testing.T) {
 			for s := 0; s < 8; s++ {
 				h.seedScript("customers", fmt.Sprintf("tenant-%d", s))
 			}
-			rn := h.startRunner("r1")
+			runners := []*runner{h.startRunner("r1"), h.startRunner("r2")}
 			for s := 0; s < 8; s++ {
 				for g := 1; g <= 3; g++ {
 					h.publish(newEvent(fmt.Sprintf("rl-%d-%d", s, g), "customers", fmt.Sprintf("tenant-%d", s), uint64(g), "patch", map[string]any{
@@ -248,7 +250,15 @@ func TestRateLimit429PausesEveryoneNoLoss(t *testing.T) {
 				t.Fatalf("dead letters: %+v", dl)
 			}
 			throttled := h.emu.Stats().Throttled
-			paused := promtestutil.ToFloat64(rn.m.APIRateLimited)
+			var paused float64
+			for _, rn := range runners {
+				paused += promtestutil.ToFloat64(rn.m.APIRateLimited)
+				applied := promtestutil.ToFloat64(rn.m.ReconcileTotal.WithLabelValues(metrics.ResultApplied))
+				t.Logf("%s: %v reconciles applied, %v pauses", rn.r.cfg.Owner, applied, promtestutil.ToFloat64(rn.m.APIRateLimited))
+				if applied == 0 {
+					t.Errorf("%s applied nothing: the test did not show both runners working through the pauses", rn.r.cfg.Owner)
+				}
+			}
 			t.Logf("429s from emulator: %d; pauses of the shared limiter: %v", throttled, paused)
 			switch {
 			case tc.want429s && (throttled == 0 || paused == 0):

