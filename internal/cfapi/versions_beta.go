@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"sort"
 	"strconv"
 	"time"
 )
@@ -328,6 +327,9 @@ func (c *Client) ListDeployments(ctx context.Context, ref ScriptRef) ([]ScriptDe
 // CreateDeployment routes a script's traffic to one or two versions with
 // the given shares (which must add up to 100), so a split can be
 // re-created with new versions: POST …/scripts/{script}/deployments.
+// Of annotations only what the API reference lists for a deployment is
+// sent (workers/message, cut to MaxAnnotationMessage bytes; none on a
+// dispatch namespace script).
 func (c *Client) CreateDeployment(ctx context.Context, ref ScriptRef, shares []DeploymentShare, annotations map[string]string) (*ScriptDeployment, error) {
 	if len(shares) < 1 || len(shares) > 2 {
 		return nil, fmt.Errorf("deployment of %s: want one or two versions, got %d", ref, len(shares))
@@ -343,20 +345,8 @@ func (c *Client) CreateDeployment(ctx context.Context, ref ScriptRef, shares []D
 		return nil, fmt.Errorf("deployment of %s: percentages add up to %v, want 100", ref, sum)
 	}
 	body := map[string]any{"strategy": "percentage", "versions": shares}
-	if len(annotations) > 0 {
-		a := make(map[string]string, len(annotations))
-		keys := make([]string, 0, len(annotations))
-		for k := range annotations {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			a[k] = annotations[k]
-			if k == "workers/message" {
-				a[k] = Truncate(annotations[k], 100)
-			}
-		}
-		body["annotations"] = a
+	if ann := specAnnotations(annotations, ref, annotationsDeployment); len(ann) > 0 {
+		body["annotations"] = ann
 	}
 	data, err := json.Marshal(body)
 	if err != nil {

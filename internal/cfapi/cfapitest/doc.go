@@ -155,8 +155,9 @@
 //     400 10021 "could not read content for part metadata".
 //   - Concurrent writes to one script (Options.RejectOverlappingWrites):
 //     409 10035 "Multiple attempts to modify a resource at the same time".
-//   - Inherit entries and new part-type bindings are refused in a settings
-//     PATCH (10021).
+//   - A settings PATCH takes inherit entries and part bindings that name
+//     one of the script's modules, as the API reference lists them; a part
+//     it does not have is 10021.
 //   - A settings PATCH or a secret edit while the latest version shares a
 //     split deployment (Options.SplitEdits) is undocumented. The default,
 //     SplitEditCollapse, is the worst case for a caller: the new version is
@@ -191,9 +192,9 @@
 //     first listed on a tie); the emulator has one live state per script.
 //   - The list cursor is in result_info.cursor, "" after the last page; a
 //     tag filter item without ":yes"/":no" means ":yes".
-//   - GET settings omits compatibility_date when it was never set and shows
-//     the captured defaults for the other members (flags [], limits {},
-//     logpush false, observability null, placement {}, tags [],
+//   - GET settings omits compatibility_date and placement when they were
+//     never set and shows the captured defaults for the other members
+//     (flags [], limits {}, logpush false, observability null, tags [],
 //     tail_consumers null, usage_model "standard").
 //   - Service-worker content is answered as multipart too, the body part
 //     first.
