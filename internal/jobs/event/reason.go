@@ -10,6 +10,7 @@ const (
 	// Bad input, found when the event is decoded.
 	ReasonInvalidJSON     Reason = "invalid_json"
 	ReasonTooLarge        Reason = "too_large"
+	ReasonTooDeep         Reason = "too_deep"
 	ReasonSchema          Reason = "unsupported_schema"
 	ReasonMissingField    Reason = "missing_field"
 	ReasonInvalidField    Reason = "invalid_field"
@@ -28,7 +29,7 @@ const (
 var Reasons = []Reason{
 	ReasonInvalidJSON, ReasonTooLarge, ReasonSchema, ReasonMissingField, ReasonInvalidField,
 	ReasonInvalidBinding, ReasonSubjectMismatch, ReasonNotFound, ReasonAPIRejected,
-	ReasonInvalidDesired, ReasonMaxDeliveries, ReasonPanic,
+	ReasonInvalidDesired, ReasonMaxDeliveries, ReasonPanic, ReasonTooDeep,
 }
 
 // ReasonLabels returns Reasons as strings.

@@ -26,6 +26,7 @@ const Secret = "sk_live_CHAOS_DO_NOT_LEAK_4f1d"
 const (
 	InvalidJSON     = "invalid_json"
 	TooLarge        = "too_large"
+	TooDeep         = "too_deep"
 	Schema          = "unsupported_schema"
 	MissingField    = "missing_field"
 	InvalidField    = "invalid_field"
@@ -142,7 +143,7 @@ func Cases(account string) []Case {
 		Body: append(ev(nil), ev(nil)...)})
 	add(Case{Name: "trailing garbage after the object", Reason: InvalidJSON,
 		Body: append(ev(nil), []byte(` garbage`)...)})
-	add(Case{Name: "nesting 20,000 deep in a json binding", Reason: InvalidJSON,
+	add(Case{Name: "nesting 20,000 deep in a json binding", Reason: TooDeep, ErrorMentions: []string{"64 levels"},
 		Body: raw(`{"schema":"bindings.change/v1","id":"{I}","account_id":"{A}","dispatch_namespace":"customers","script":"{S}","op":"patch","upsert":[{"type":"json","name":"J","json":` +
 			strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}]}`)})
 	add(Case{Name: "invalid UTF-8 in a secret value", Reason: InvalidJSON, ErrorMentions: []string{"UTF-8"},
