@@ -30,6 +30,9 @@ type API interface {
 	ListDeployments(ctx context.Context, ref cfapi.ScriptRef) ([]cfapi.ScriptDeployment, error)
 	GetWorkerVersion(ctx context.Context, ref cfapi.ScriptRef, versionID string, includeModules bool) (*cfapi.WorkerVersion, error)
 	CreateWorkerVersion(ctx context.Context, ref cfapi.ScriptRef, v cfapi.NewWorkerVersion, deploy bool) (*cfapi.WorkerVersion, error)
+	// VerifyToken confirms the scope of an auth failure (scope.go): a
+	// token that verifies was refused one account, not every request.
+	VerifyToken(ctx context.Context) (*cfapi.TokenStatus, error)
 }
 
 // publisher is what settling needs of JetStream: a publish that waits for
@@ -82,6 +85,7 @@ type Runner struct {
 	queue   *keyQueue
 	waiting *waitTable
 	auth    authGate
+	scopes  accountScopes
 	// pub stores dead letters and backfill results (the JetStream
 	// context; a recorder in unit tests).
 	pub publisher
@@ -124,6 +128,7 @@ func NewRunner(cfg Config, res *state.Resources, api API, p *planner.Planner, m 
 		maxRetries: cfg.MaxDeliver,
 	})
 	r.auth.init(cfg.AuthPause, cfg.Clock)
+	r.scopes.init(cfg.AuthPause, cfg.Clock)
 	return r
 }
 

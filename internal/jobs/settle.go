@@ -175,6 +175,10 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 	if err != nil && !isAuthFailure(err) || err == nil && res.Requeue {
 		r.auth.inconclusive()
 	}
+	scope := scopeToken
+	if isAuthFailure(err) && ctx.Err() == nil {
+		scope = r.authScope(ctx, key)
+	}
 	var term *TerminalError
 	switch {
 	case err == nil && res.Requeue:
@@ -185,10 +189,27 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 		r.queue.AddAfter(key, l, res.RequeueAfter)
 	case err == nil:
 		r.succeeded(ctx, key, res, took, log)
-	case isAuthFailure(err) && ctx.Err() == nil:
-		// The credentials are rejected: no event is to blame. Stop taking
-		// work (readiness fails), keep the events, try again later.
+	case isAuthFailure(err) && ctx.Err() == nil && scope == scopeAccount:
+		// The token verifies, so the API refused this account (outside
+		// the token's scope): its events cannot apply until someone grants
+		// it; every other tenant goes on.
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultPermanent).Inc()
+		log.Error("the API token verifies but cannot reach this account: its events are dead-lettered", zap.Error(err))
+		r.queue.Forget(key)
+		for _, h := range r.waiting.take(key, minRevision) {
+			r.settle(ctx, h, deadLetterOutcome(event.ReasonForbiddenAccount,
+				fmt.Errorf("the API token verifies but the API refuses this account: %w", err)))
+		}
+	case isAuthFailure(err) && ctx.Err() == nil && scope == scopeUnknown:
 		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
+		log.Warn("auth failure, and the token could not be verified: will retry", zap.Error(err))
+		r.auth.inconclusive()
+		r.retryHeld(ctx, key, l, minRevision, err)
+	case isAuthFailure(err) && ctx.Err() == nil:
+		// The token itself fails verification: no event is to blame. Stop
+		// taking work (readiness fails), keep the events, try again later.
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
+		r.scopes.tokenFailed()
 		if r.auth.fail(err) {
 			log.Error("the Cloudflare API rejects the credentials: reconciles are paused, events are kept", zap.Error(err),
 				zap.Duration("retry_in", r.auth.wait()))
@@ -206,16 +227,36 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 			return // shutting down: Run hands the held events back
 		}
 		log.Warn("reconcile failed, will retry", zap.Error(err))
-		hs := r.waiting.take(key, minRevision)
-		for _, h := range hs {
-			r.settle(ctx, h, retryOutcome(err))
-		}
-		if len(hs) == 0 {
-			// Nothing to redeliver (a resync, a recovery, or events that
-			// another replica holds): retry from the queue with backoff.
-			r.queue.AddRateLimited(key, l)
-		}
+		r.retryHeld(ctx, key, l, minRevision, err)
 	}
+}
+
+// retryHeld hands the events a failed reconcile covered back for
+// redelivery after a backoff, or, with none to redeliver (a resync, a
+// recovery, or events that another replica holds), retries the script from
+// the queue with backoff.
+func (r *Runner) retryHeld(ctx context.Context, key string, l lane, minRevision uint64, err error) {
+	hs := r.waiting.take(key, minRevision)
+	for _, h := range hs {
+		r.settle(ctx, h, retryOutcome(err))
+	}
+	if len(hs) == 0 {
+		r.queue.AddRateLimited(key, l)
+	}
+}
+
+// authScope decides, with one confirming probe, whether the auth failure
+// of a reconcile of key is about its account or about the token
+// (accountScopes).
+func (r *Runner) authScope(ctx context.Context, key string) authScope {
+	ref, err := event.ParseScriptKey(key)
+	if err != nil {
+		return scopeToken
+	}
+	return r.scopes.scope(ctx, ref.AccountID, func(ctx context.Context) error {
+		_, err := r.api.VerifyToken(ctx)
+		return err
+	})
 }
 
 // succeeded settles the held events a successful reconcile covered.

@@ -20,6 +20,10 @@ const (
 	ReasonNotFound       Reason = "not_found"
 	ReasonAPIRejected    Reason = "api_rejected"
 	ReasonInvalidDesired Reason = "invalid_desired_state"
+	// ReasonForbiddenAccount: the API refuses the script's account (403 or
+	// code 10000) while the token itself verifies: the account is outside
+	// the token's scope.
+	ReasonForbiddenAccount Reason = "forbidden_account"
 	// Failures that kept coming back until the deliveries ran out.
 	ReasonMaxDeliveries Reason = "max_deliveries"
 	ReasonPanic         Reason = "panic"
@@ -29,7 +33,7 @@ const (
 var Reasons = []Reason{
 	ReasonInvalidJSON, ReasonTooLarge, ReasonSchema, ReasonMissingField, ReasonInvalidField,
 	ReasonInvalidBinding, ReasonSubjectMismatch, ReasonNotFound, ReasonAPIRejected,
-	ReasonInvalidDesired, ReasonMaxDeliveries, ReasonPanic, ReasonTooDeep,
+	ReasonInvalidDesired, ReasonMaxDeliveries, ReasonPanic, ReasonTooDeep, ReasonForbiddenAccount,
 }
 
 // ReasonLabels returns Reasons as strings.
