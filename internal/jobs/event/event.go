@@ -234,8 +234,10 @@ func (raw *rawEvent) identity(e *Event) error {
 	if err := cfapi.ValidateAccountID(e.AccountID); err != nil {
 		return Invalidf(ReasonInvalidField, "field \"account_id\": %v", err)
 	}
-	if e.DispatchNamespace != "" {
-		if err := cfapi.ValidateScriptName(e.DispatchNamespace); err != nil {
+	if raw.DispatchNamespace != nil && e.DispatchNamespace != "" {
+		// "_" is the subject and key token of ordinary Workers: a
+		// namespace of that name would address the ordinary Worker.
+		if err := cfapi.ValidateNamespaceName(e.DispatchNamespace); err != nil {
 			return Invalidf(ReasonInvalidField, "field \"dispatch_namespace\": %v", err)
 		}
 	}

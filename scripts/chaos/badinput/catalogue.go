@@ -146,6 +146,12 @@ func Cases(account string) []Case {
 	add(Case{Name: "nesting 20,000 deep in a json binding", Reason: TooDeep, ErrorMentions: []string{"64 levels"},
 		Body: raw(`{"schema":"bindings.change/v1","id":"{I}","account_id":"{A}","dispatch_namespace":"customers","script":"{S}","op":"patch","upsert":[{"type":"json","name":"J","json":` +
 			strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}]}`)})
+	add(Case{Name: "1 MiB nested as deep as it goes", Reason: TooDeep, ErrorMentions: []string{"64 levels"},
+		Body: raw(`{"schema":"bindings.change/v1","id":"{I}","account_id":"{A}","dispatch_namespace":"customers","script":"{S}","op":"patch","remove":["A"],"x":` +
+			strings.Repeat("[", (1<<20-2048)/2) + strings.Repeat("]", (1<<20-2048)/2) + `}`)})
+	add(Case{Name: "1 MiB of values 65 levels deep (wide and deep), beside a secret", Reason: TooDeep, ErrorMentions: []string{"64 levels"},
+		Body: raw(`{"schema":"bindings.change/v1","id":"{I}","account_id":"{A}","dispatch_namespace":"customers","script":"{S}","op":"patch","upsert":[{"type":"secret_text","name":"S","text":"` + Secret + `"}],"x":[` +
+			strings.TrimSuffix(strings.Repeat(strings.Repeat("[", 64)+strings.Repeat("]", 64)+",", (1<<20-4096)/129), ",") + `]}`)})
 	add(Case{Name: "invalid UTF-8 in a secret value", Reason: InvalidJSON, ErrorMentions: []string{"UTF-8"},
 		Body: raw(`{"schema":"bindings.change/v1","id":"{I}","account_id":"{A}","dispatch_namespace":"customers","script":"{S}","op":"patch","upsert":[{"type":"secret_text","name":"S","text":"` + Secret + "\xff\xfe" + `"}]}`)})
 	add(Case{Name: "invalid UTF-8 in the script name", Reason: InvalidJSON, ErrorMentions: []string{"UTF-8"},
@@ -208,6 +214,13 @@ func Cases(account string) []Case {
 		Body: ev(func(m map[string]any) { m["script"] = "*" })})
 	add(Case{Name: "wildcard in the namespace", Reason: InvalidField, ErrorMentions: []string{"dispatch_namespace"},
 		Body: ev(func(m map[string]any) { m["dispatch_namespace"] = ">" })})
+	add(Case{Name: "namespace \"_\" (the ordinary Worker's token) on the ordinary subject", Reason: InvalidField, ordinary: true,
+		ErrorMentions: []string{"dispatch_namespace", "ordinary Workers"},
+		Subject:       "bindings." + account + "._." + fmt.Sprintf("bad-%02d", n+1),
+		Body:          ev(func(m map[string]any) { m["dispatch_namespace"] = "_"; secretUpsert(m) })})
+	add(Case{Name: "namespace with capitals", Reason: InvalidField, ErrorMentions: []string{"dispatch_namespace"},
+		Subject: "bindings." + account + ".Customers." + fmt.Sprintf("bad-%02d", n+1),
+		Body:    ev(func(m map[string]any) { m["dispatch_namespace"] = "Customers" })})
 	add(Case{Name: "dot in a binding name", Reason: InvalidBinding, ErrorMentions: []string{"name"},
 		Body: ev(func(m map[string]any) {
 			m["upsert"] = []any{map[string]any{"type": "secret_text", "name": "A.B", "text": Secret}}
