@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/metrics"
@@ -82,7 +83,13 @@ func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 		}
 	case outRetry:
 		if int(h.delivered) >= r.cfg.MaxDeliver {
-			r.settle(ctx, h, deadLetterOutcome(event.ReasonMaxDeliveries,
+			reason := event.ReasonMaxDeliveries
+			if errors.Is(o.err, cfapi.ErrBadResponse) {
+				// The API neither accepted nor refused the change: what
+				// answered was not the API.
+				reason = event.ReasonBadResponse
+			}
+			r.settle(ctx, h, deadLetterOutcome(reason,
 				fmt.Errorf("still failing after %d deliveries: %w", h.delivered, o.err)))
 			return
 		}

@@ -26,14 +26,18 @@ const (
 	ReasonForbiddenAccount Reason = "forbidden_account"
 	// Failures that kept coming back until the deliveries ran out.
 	ReasonMaxDeliveries Reason = "max_deliveries"
-	ReasonPanic         Reason = "panic"
+	// ReasonBadResponse: the deliveries ran out while the API's answers
+	// were not its JSON envelope (a 2xx page from a proxy in front of it):
+	// the API neither accepted nor refused the change.
+	ReasonBadResponse Reason = "bad_response"
+	ReasonPanic       Reason = "panic"
 )
 
 // Reasons lists every Reason, for metrics to pre-create their series.
 var Reasons = []Reason{
 	ReasonInvalidJSON, ReasonTooLarge, ReasonSchema, ReasonMissingField, ReasonInvalidField,
 	ReasonInvalidBinding, ReasonSubjectMismatch, ReasonNotFound, ReasonAPIRejected,
-	ReasonInvalidDesired, ReasonMaxDeliveries, ReasonPanic, ReasonTooDeep, ReasonForbiddenAccount,
+	ReasonInvalidDesired, ReasonMaxDeliveries, ReasonPanic, ReasonTooDeep, ReasonForbiddenAccount, ReasonBadResponse,
 }
 
 // ReasonLabels returns Reasons as strings.
