@@ -380,13 +380,17 @@ func (r *Reconciler) blame(ctx context.Context, key string, ds *event.DesiredSta
 	if !errors.As(err, &term) || term.Reason == event.ReasonNotFound {
 		return err
 	}
-	ids := culprits(ds, plan, err)
-	if len(ids) == 0 {
+	ids, floor := culprits(ds, plan, err)
+	if len(ids) == 0 && !floor {
 		return err
 	}
 	q := event.Quarantine{Reason: term.Reason, Error: cfapi.Truncate(err.Error(), 1024)}
 	if _, qerr := r.st.UpdateDesired(context.WithoutCancel(ctx), key, func(s *event.DesiredState) bool {
-		return s.Quarantine(ids, q) > 0
+		changed := s.Quarantine(ids, q) > 0
+		if floor && s.QuarantineFloor(*ds.Floor, q) {
+			changed = true
+		}
+		return changed
 	}); qerr != nil {
 		loggerFrom(ctx, r.log).Warn("quarantining failed operations", zap.Error(qerr))
 		return err
@@ -397,8 +401,19 @@ func (r *Reconciler) blame(ctx context.Context, key string, ds *event.DesiredSta
 
 // culprits returns the ids of the events whose operations caused err: the
 // operations on the bindings the error names, or, when it names none of
-// them, every operation the plan writes.
-func culprits(ds *event.DesiredState, plan *planner.Plan, err error) map[string]bool {
+// them, every operation the plan writes. floor is set when the removal of
+// a binding no operation names (implied by the floor of the newest
+// replace) is to blame: the error names it, or it names nothing and the
+// plan removes such a binding.
+func culprits(ds *event.DesiredState, plan *planner.Plan, err error) (ids map[string]bool, floor bool) {
+	var implied []string // removals implied by the floor
+	if plan != nil && ds.Floor != nil && ds.FloorQ == nil {
+		for _, a := range plan.Actions {
+			if a.Kind == planner.ActionRemove && ds.Names[a.Name] == nil {
+				implied = append(implied, a.Name)
+			}
+		}
+	}
 	named := map[string]bool{}
 	var pe *planner.Error
 	var ve *cfapi.ValidationError
@@ -409,23 +424,29 @@ func culprits(ds *event.DesiredState, plan *planner.Plan, err error) map[string]
 	case errors.As(err, &ve) && ve.Name != "":
 		named[ve.Name] = true
 	case errors.As(err, &ae):
-		for name := range ds.Names {
-			for _, d := range ae.Errors {
+		for _, d := range ae.Errors {
+			for name := range ds.Names {
 				if mentions(d.Message, name) {
 					named[name] = true
 				}
 			}
+			for _, name := range implied {
+				if mentions(d.Message, name) {
+					named[name], floor = true, true
+				}
+			}
 		}
 	}
-	ids := map[string]bool{}
+	ids = map[string]bool{}
 	for name := range named {
 		if op := ds.Names[name]; op != nil && op.Q == nil {
 			ids[op.Stamp.ID] = true
 		}
 	}
-	if len(ids) > 0 || plan == nil {
-		return ids
+	if len(ids) > 0 || floor || plan == nil {
+		return ids, floor
 	}
+	floor = len(implied) > 0
 	for _, a := range plan.Actions {
 		if a.Changes() {
 			if op := ds.Names[a.Name]; op != nil && op.Q == nil {
@@ -433,7 +454,7 @@ func culprits(ds *event.DesiredState, plan *planner.Plan, err error) map[string]
 			}
 		}
 	}
-	return ids
+	return ids, floor
 }
 
 // mentions reports whether msg names name as a whole word.
