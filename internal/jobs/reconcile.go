@@ -309,13 +309,13 @@ func writtenBy(rec *state.AppliedRecord, ds *event.DesiredState, plan *planner.P
 		out[n] = s
 	}
 	for n, s := range rec.WrittenBy {
-		if op := ds.Names[n]; op != nil {
+		if st, ok := stampOf(ds, n); ok && (ds.Names[n] != nil || st == s) {
 			set(n, s)
 		}
 	}
 	changed := changedNames(ds, plan)
 	for n, s := range rec.Pending {
-		if op := ds.Names[n]; op != nil && op.Stamp == s {
+		if st, ok := stampOf(ds, n); ok && st == s {
 			if _, again := changed[n]; !again {
 				set(n, s)
 			}
@@ -327,21 +327,39 @@ func writtenBy(rec *state.AppliedRecord, ds *event.DesiredState, plan *planner.P
 	return out
 }
 
-// changedNames returns the desired names plan writes, with the stamps of
-// their operations.
+// changedNames returns the names plan writes, with the stamps of the
+// operations that decide them (the floor's for a removal a replace
+// implies, see stampOf).
 func changedNames(ds *event.DesiredState, plan *planner.Plan) map[string]event.Stamp {
 	if plan == nil {
 		return nil
 	}
 	out := map[string]event.Stamp{}
 	for _, a := range plan.Actions {
-		if a.Changes() {
-			if op := ds.Names[a.Name]; op != nil {
-				out[a.Name] = op.Stamp
-			}
+		if !a.Changes() {
+			continue
+		}
+		if op := ds.Names[a.Name]; op != nil {
+			out[a.Name] = op.Stamp
+		} else if a.Kind == planner.ActionRemove && a.Reason == planner.ReasonNotDesired && ds.Floor != nil {
+			// A removal the floor implies: the replace that set it
+			// carries it out.
+			out[a.Name] = *ds.Floor
 		}
 	}
 	return out
+}
+
+// stampOf returns the stamp of the operation that decides name: its own,
+// or, for a name no operation holds, the floor of the newest replace.
+func stampOf(ds *event.DesiredState, name string) (event.Stamp, bool) {
+	if op := ds.Names[name]; op != nil {
+		return op.Stamp, true
+	}
+	if ds.Floor != nil {
+		return *ds.Floor, true
+	}
+	return event.Stamp{}, false
 }
 
 // markPending records in the last-applied record, before a write, the
