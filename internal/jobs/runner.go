@@ -162,8 +162,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		workers.Add(1)
 		go func() { defer workers.Done(); r.work(workCtx) }()
 	}
-	go every(ctx, r.clock, max(r.cfg.AckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneLive) })
-	go every(ctx, r.clock, max(r.cfg.BackfillAckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneBackfill) })
+	// Heartbeats go on while shutdown lets reconciles finish.
+	go every(workCtx, r.clock, max(r.cfg.AckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneLive) })
+	go every(workCtx, r.clock, max(r.cfg.BackfillAckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneBackfill) })
 	go every(ctx, r.clock, time.Second, func() { r.gauges(ctx) })
 	go every(ctx, r.clock, 15*time.Second, func() {
 		if n, err := state.ActiveRuns(ctx, r.res); err == nil {
