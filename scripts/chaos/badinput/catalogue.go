@@ -22,6 +22,11 @@ const Namespace = "customers"
 // secret might be put by mistake; it must never appear in a dead letter.
 const Secret = "sk_live_CHAOS_DO_NOT_LEAK_4f1d"
 
+// ForbiddenAccount is an account outside the token's scope: whoever runs
+// the catalogue makes the API refuse it (403, code 10000) while the token
+// still verifies (cfapitest's DenyAccount).
+const ForbiddenAccount = "0123456789abcdef0123456789abcdef"
+
 // Dead-letter reasons (event.Reason values, README "Dead-letter record").
 const (
 	InvalidJSON     = "invalid_json"
@@ -32,6 +37,7 @@ const (
 	InvalidField    = "invalid_field"
 	InvalidBinding  = "invalid_binding"
 	SubjectMismatch = "subject_mismatch"
+	Forbidden       = "forbidden_account"
 )
 
 // Case is one event of the catalogue.
@@ -49,6 +55,9 @@ type Case struct {
 
 	// Reason, when set, is the dead-letter reason the event must get.
 	Reason string
+	// AtReconcile says the event is valid and its Reason comes from the
+	// reconcile (what the API answers), not from decoding it.
+	AtReconcile bool
 	// ErrorMentions are substrings the dead letter's error must contain
 	// (the field it names).
 	ErrorMentions []string
@@ -316,6 +325,10 @@ func Cases(account string) []Case {
 	add(Case{Name: "a valid patch (control)", Accepted: true,
 		Body:  ev(nil),
 		Check: has("A", textIs("1"))})
+	add(Case{Name: "an account outside the token's scope (403, code 10000) while the token verifies", Reason: Forbidden,
+		AtReconcile: true, ErrorMentions: []string{"10000"},
+		Subject: "bindings." + ForbiddenAccount + "." + Namespace + "." + fmt.Sprintf("bad-%02d", n+1),
+		Body:    ev(func(m map[string]any) { m["account_id"] = ForbiddenAccount; secretUpsert(m) })})
 	add(Case{Name: "ordinary Worker: empty dispatch_namespace on the _ subject", Accepted: true, ordinary: true,
 		Subject: "bindings." + account + "._." + fmt.Sprintf("bad-%02d", n+1),
 		Body:    ev(func(m map[string]any) { m["dispatch_namespace"] = "" }),
