@@ -59,7 +59,7 @@ func deadLetterOutcome(reason event.Reason, err error) outcome {
 }
 
 // settle is the one place where an event's outcome becomes Ack,
-// NakWithDelay or dead letter + TermWithReason (STYLE.md rule 3). A bare
+// NakWithDelay or dead letter + TermWithReason. A bare
 // Nak is never used. A backfill item's result is recorded before its
 // message is acknowledged or terminated.
 func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
