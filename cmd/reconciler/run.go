@@ -57,7 +57,7 @@ func (rf *runFlags) registerPipeline(f *flagSet) {
 	f.integer(&rf.concurrency, "concurrency", "RECONCILER_CONCURRENCY", 16, "scripts reconciled in parallel")
 	f.integer(&rf.streamReplicas, "stream-replicas", "RECONCILER_STREAM_REPLICAS", 1, "replicas of every JetStream stream, consumer and bucket (3 on a clustered NATS); not the number of reconciler processes")
 	f.integer(&rf.oldReplicas, "replicas", "RECONCILER_REPLICAS", 0, "deprecated spelling of --stream-replicas")
-	f.duration(&rf.ackWait, "ack-wait", "RECONCILER_ACK_WAIT", 2*time.Minute, "consumer AckWait (above the p99 reconcile time)")
+	f.duration(&rf.ackWait, "ack-wait", "RECONCILER_ACK_WAIT", 20*time.Second, "consumer AckWait: how long the events of a process that died wait before they are delivered again")
 	f.integer(&rf.maxDeliver, "max-deliver", "RECONCILER_MAX_DELIVER", 8, "deliveries of one event before it is dead-lettered")
 	f.duration(&rf.coalesceDelay, "coalesce-delay", "RECONCILER_COALESCE_DELAY", 100*time.Millisecond, "a script is reconciled this long after its last event, so a burst costs one reconcile")
 	f.duration(&rf.coalesceMaxWait, "coalesce-max-wait", "RECONCILER_COALESCE_MAX_WAIT", 5*time.Second, "but no later than this after its first event")

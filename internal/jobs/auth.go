@@ -21,6 +21,7 @@ type authGate struct {
 	probing bool
 	logged  time.Time
 	clock   clock.PassiveClock
+	pauses  int // times the gate closed
 }
 
 func (a *authGate) init(base time.Duration, c clock.PassiveClock) { a.base, a.clock = base, c }
@@ -51,6 +52,7 @@ func (a *authGate) fail(err error) bool {
 	switch {
 	case a.failing == nil:
 		a.pause = a.base
+		a.pauses++
 	case a.probing || a.until.Sub(a.clock.Now()) <= 0:
 		a.pause = min(2*a.pause, 5*time.Minute)
 	}
@@ -76,6 +78,13 @@ func (a *authGate) inconclusive() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.probing = false
+}
+
+// closings returns how many times the gate has closed.
+func (a *authGate) closings() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.pauses
 }
 
 // err returns why reconciles are paused, or nil.

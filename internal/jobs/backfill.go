@@ -121,6 +121,35 @@ func (r *Runner) publishResult(ctx context.Context, h *waitingEvent, outcome str
 	return nil
 }
 
+// resultAttempts bounds the tries of storeResult; resultBackoff is the
+// wait before the second, doubled for each one after.
+const (
+	resultAttempts = 4
+	resultBackoff  = 50 * time.Millisecond
+)
+
+// storeResult publishes a backfill result (publishResult), trying again
+// after a short backoff when the results stream does not answer, so that
+// a brief outage does not cost the item a delivery. An error means the
+// result is not stored: the caller must hand the item back rather than
+// settle it, or the run would wait for its result for ever.
+func (r *Runner) storeResult(ctx context.Context, h *waitingEvent, outcome string, reason event.Reason, msg string) error {
+	var err error
+	for i := 0; i < resultAttempts; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-r.clock.After(resultBackoff << (i - 1)):
+			}
+		}
+		if err = r.publishResult(ctx, h, outcome, reason, msg); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
 // backfillItemOf rebuilds the item of a dead-lettered backfill message
 // from its subject.
 func (r *Runner) backfillItemOf(subject string) *backfillItem {

@@ -79,8 +79,12 @@
 //     quarantines them (they are never written; their events are
 //     dead-lettered) and the script converges on everything else. An
 //     explicit remove that was carried out never deletes again.
-//   - Auth failures pause reconciles (readiness fails) without
-//     dead-lettering anything; a panic in a reconcile is recovered.
+//   - An auth failure is scoped with one verification of the token: when
+//     the token verifies, the refused account is outside its scope and
+//     that script's events are dead-lettered (forbidden_account) while
+//     every other tenant goes on; only when the token itself fails do
+//     reconciles pause (readiness fails), dead-lettering nothing. A panic
+//     in a reconcile is recovered.
 //   - A script that keeps failing with no event to redeliver is retried by
 //     the queue with per-key backoff, at most MaxDeliver times in a row.
 //   - Every timer of the queue and the Runner comes from Config.Clock, so

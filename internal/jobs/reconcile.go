@@ -309,13 +309,13 @@ func writtenBy(rec *state.AppliedRecord, ds *event.DesiredState, plan *planner.P
 		out[n] = s
 	}
 	for n, s := range rec.WrittenBy {
-		if op := ds.Names[n]; op != nil {
+		if st, ok := stampOf(ds, n); ok && (ds.Names[n] != nil || st == s) {
 			set(n, s)
 		}
 	}
 	changed := changedNames(ds, plan)
 	for n, s := range rec.Pending {
-		if op := ds.Names[n]; op != nil && op.Stamp == s {
+		if st, ok := stampOf(ds, n); ok && st == s {
 			if _, again := changed[n]; !again {
 				set(n, s)
 			}
@@ -327,21 +327,39 @@ func writtenBy(rec *state.AppliedRecord, ds *event.DesiredState, plan *planner.P
 	return out
 }
 
-// changedNames returns the desired names plan writes, with the stamps of
-// their operations.
+// changedNames returns the names plan writes, with the stamps of the
+// operations that decide them (the floor's for a removal a replace
+// implies, see stampOf).
 func changedNames(ds *event.DesiredState, plan *planner.Plan) map[string]event.Stamp {
 	if plan == nil {
 		return nil
 	}
 	out := map[string]event.Stamp{}
 	for _, a := range plan.Actions {
-		if a.Changes() {
-			if op := ds.Names[a.Name]; op != nil {
-				out[a.Name] = op.Stamp
-			}
+		if !a.Changes() {
+			continue
+		}
+		if op := ds.Names[a.Name]; op != nil {
+			out[a.Name] = op.Stamp
+		} else if a.Kind == planner.ActionRemove && a.Reason == planner.ReasonNotDesired && ds.Floor != nil {
+			// A removal the floor implies: the replace that set it
+			// carries it out.
+			out[a.Name] = *ds.Floor
 		}
 	}
 	return out
+}
+
+// stampOf returns the stamp of the operation that decides name: its own,
+// or, for a name no operation holds, the floor of the newest replace.
+func stampOf(ds *event.DesiredState, name string) (event.Stamp, bool) {
+	if op := ds.Names[name]; op != nil {
+		return op.Stamp, true
+	}
+	if ds.Floor != nil {
+		return *ds.Floor, true
+	}
+	return event.Stamp{}, false
 }
 
 // markPending records in the last-applied record, before a write, the
@@ -380,13 +398,17 @@ func (r *Reconciler) blame(ctx context.Context, key string, ds *event.DesiredSta
 	if !errors.As(err, &term) || term.Reason == event.ReasonNotFound {
 		return err
 	}
-	ids := culprits(ds, plan, err)
-	if len(ids) == 0 {
+	ids, floor := culprits(ds, plan, err)
+	if len(ids) == 0 && !floor {
 		return err
 	}
 	q := event.Quarantine{Reason: term.Reason, Error: cfapi.Truncate(err.Error(), 1024)}
 	if _, qerr := r.st.UpdateDesired(context.WithoutCancel(ctx), key, func(s *event.DesiredState) bool {
-		return s.Quarantine(ids, q) > 0
+		changed := s.Quarantine(ids, q) > 0
+		if floor && s.QuarantineFloor(*ds.Floor, q) {
+			changed = true
+		}
+		return changed
 	}); qerr != nil {
 		loggerFrom(ctx, r.log).Warn("quarantining failed operations", zap.Error(qerr))
 		return err
@@ -397,8 +419,19 @@ func (r *Reconciler) blame(ctx context.Context, key string, ds *event.DesiredSta
 
 // culprits returns the ids of the events whose operations caused err: the
 // operations on the bindings the error names, or, when it names none of
-// them, every operation the plan writes.
-func culprits(ds *event.DesiredState, plan *planner.Plan, err error) map[string]bool {
+// them, every operation the plan writes. floor is set when the removal of
+// a binding no operation names (implied by the floor of the newest
+// replace) is to blame: the error names it, or it names nothing and the
+// plan removes such a binding.
+func culprits(ds *event.DesiredState, plan *planner.Plan, err error) (ids map[string]bool, floor bool) {
+	var implied []string // removals implied by the floor
+	if plan != nil && ds.Floor != nil && ds.FloorQ == nil {
+		for _, a := range plan.Actions {
+			if a.Kind == planner.ActionRemove && ds.Names[a.Name] == nil {
+				implied = append(implied, a.Name)
+			}
+		}
+	}
 	named := map[string]bool{}
 	var pe *planner.Error
 	var ve *cfapi.ValidationError
@@ -409,23 +442,29 @@ func culprits(ds *event.DesiredState, plan *planner.Plan, err error) map[string]
 	case errors.As(err, &ve) && ve.Name != "":
 		named[ve.Name] = true
 	case errors.As(err, &ae):
-		for name := range ds.Names {
-			for _, d := range ae.Errors {
+		for _, d := range ae.Errors {
+			for name := range ds.Names {
 				if mentions(d.Message, name) {
 					named[name] = true
 				}
 			}
+			for _, name := range implied {
+				if mentions(d.Message, name) {
+					named[name], floor = true, true
+				}
+			}
 		}
 	}
-	ids := map[string]bool{}
+	ids = map[string]bool{}
 	for name := range named {
 		if op := ds.Names[name]; op != nil && op.Q == nil {
 			ids[op.Stamp.ID] = true
 		}
 	}
-	if len(ids) > 0 || plan == nil {
-		return ids
+	if len(ids) > 0 || floor || plan == nil {
+		return ids, floor
 	}
+	floor = len(implied) > 0
 	for _, a := range plan.Actions {
 		if a.Changes() {
 			if op := ds.Names[a.Name]; op != nil && op.Q == nil {
@@ -433,7 +472,7 @@ func culprits(ds *event.DesiredState, plan *planner.Plan, err error) map[string]
 			}
 		}
 	}
-	return ids
+	return ids, floor
 }
 
 // mentions reports whether msg names name as a whole word.

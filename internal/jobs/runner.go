@@ -30,6 +30,9 @@ type API interface {
 	ListDeployments(ctx context.Context, ref cfapi.ScriptRef) ([]cfapi.ScriptDeployment, error)
 	GetWorkerVersion(ctx context.Context, ref cfapi.ScriptRef, versionID string, includeModules bool) (*cfapi.WorkerVersion, error)
 	CreateWorkerVersion(ctx context.Context, ref cfapi.ScriptRef, v cfapi.NewWorkerVersion, deploy bool) (*cfapi.WorkerVersion, error)
+	// VerifyToken confirms the scope of an auth failure (scope.go): a
+	// token that verifies was refused one account, not every request.
+	VerifyToken(ctx context.Context) (*cfapi.TokenStatus, error)
 }
 
 // publisher is what settling needs of JetStream: a publish that waits for
@@ -82,6 +85,7 @@ type Runner struct {
 	queue   *keyQueue
 	waiting *waitTable
 	auth    authGate
+	scopes  accountScopes
 	// pub stores dead letters and backfill results (the JetStream
 	// context; a recorder in unit tests).
 	pub publisher
@@ -124,6 +128,7 @@ func NewRunner(cfg Config, res *state.Resources, api API, p *planner.Planner, m 
 		maxRetries: cfg.MaxDeliver,
 	})
 	r.auth.init(cfg.AuthPause, cfg.Clock)
+	r.scopes.init(cfg.AuthPause, cfg.Clock)
 	return r
 }
 
@@ -157,8 +162,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		workers.Add(1)
 		go func() { defer workers.Done(); r.work(workCtx) }()
 	}
-	go every(ctx, r.clock, max(r.cfg.AckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneLive) })
-	go every(ctx, r.clock, max(r.cfg.BackfillAckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneBackfill) })
+	// Heartbeats go on while shutdown lets reconciles finish.
+	go every(workCtx, r.clock, max(r.cfg.AckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneLive) })
+	go every(workCtx, r.clock, max(r.cfg.BackfillAckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneBackfill) })
 	go every(ctx, r.clock, time.Second, func() { r.gauges(ctx) })
 	go every(ctx, r.clock, 15*time.Second, func() {
 		if n, err := state.ActiveRuns(ctx, r.res); err == nil {

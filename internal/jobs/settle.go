@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/metrics"
@@ -69,7 +70,7 @@ func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 			if o.wrote {
 				res = state.ResultChanged
 			}
-			if err := r.publishResult(ctx, h, res, "", ""); err != nil {
+			if err := r.storeResult(ctx, h, res, "", ""); err != nil {
 				r.log.Warn("recording a backfill result failed; the item will be redelivered", zap.Error(err))
 				_ = h.ack.NakWithDelay(r.cfg.nakDelay(h.delivered))
 				return
@@ -82,7 +83,13 @@ func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 		}
 	case outRetry:
 		if int(h.delivered) >= r.cfg.MaxDeliver {
-			r.settle(ctx, h, deadLetterOutcome(event.ReasonMaxDeliveries,
+			reason := event.ReasonMaxDeliveries
+			if errors.Is(o.err, cfapi.ErrBadResponse) {
+				// The API neither accepted nor refused the change: what
+				// answered was not the API.
+				reason = event.ReasonBadResponse
+			}
+			r.settle(ctx, h, deadLetterOutcome(reason,
 				fmt.Errorf("still failing after %d deliveries: %w", h.delivered, o.err)))
 			return
 		}
@@ -99,8 +106,12 @@ func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 			if h.backfill == nil {
 				h.backfill = r.backfillItemOf(rec.Subject)
 			}
-			if err := r.publishResult(ctx, h, state.ResultFailed, o.reason, rec.Error); err != nil {
-				r.log.Warn("recording a failed backfill result", zap.Error(err))
+			if err := r.storeResult(ctx, h, state.ResultFailed, o.reason, rec.Error); err != nil {
+				// Terminating now would lose the result and leave the run
+				// waiting for it for ever: the item comes back instead.
+				r.log.Warn("recording a failed backfill result failed; the item will be redelivered", zap.Error(err))
+				_ = h.ack.NakWithDelay(r.cfg.nakDelay(h.delivered))
+				return
 			}
 		}
 		_ = h.ack.TermWithReason(string(o.reason))
@@ -175,6 +186,10 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 	if err != nil && !isAuthFailure(err) || err == nil && res.Requeue {
 		r.auth.inconclusive()
 	}
+	scope := scopeToken
+	if isAuthFailure(err) && ctx.Err() == nil {
+		scope = r.authScope(ctx, key)
+	}
 	var term *TerminalError
 	switch {
 	case err == nil && res.Requeue:
@@ -185,10 +200,27 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 		r.queue.AddAfter(key, l, res.RequeueAfter)
 	case err == nil:
 		r.succeeded(ctx, key, res, took, log)
-	case isAuthFailure(err) && ctx.Err() == nil:
-		// The credentials are rejected: no event is to blame. Stop taking
-		// work (readiness fails), keep the events, try again later.
+	case isAuthFailure(err) && ctx.Err() == nil && scope == scopeAccount:
+		// The token verifies, so the API refused this account (outside
+		// the token's scope): its events cannot apply until someone grants
+		// it; every other tenant goes on.
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultPermanent).Inc()
+		log.Error("the API token verifies but cannot reach this account: its events are dead-lettered", zap.Error(err))
+		r.queue.Forget(key)
+		for _, h := range r.waiting.take(key, minRevision) {
+			r.settle(ctx, h, deadLetterOutcome(event.ReasonForbiddenAccount,
+				fmt.Errorf("the API token verifies but the API refuses this account: %w", err)))
+		}
+	case isAuthFailure(err) && ctx.Err() == nil && scope == scopeUnknown:
 		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
+		log.Warn("auth failure, and the token could not be verified: will retry", zap.Error(err))
+		r.auth.inconclusive()
+		r.retryHeld(ctx, key, l, minRevision, err)
+	case isAuthFailure(err) && ctx.Err() == nil:
+		// The token itself fails verification: no event is to blame. Stop
+		// taking work (readiness fails), keep the events, try again later.
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
+		r.scopes.tokenFailed()
 		if r.auth.fail(err) {
 			log.Error("the Cloudflare API rejects the credentials: reconciles are paused, events are kept", zap.Error(err),
 				zap.Duration("retry_in", r.auth.wait()))
@@ -206,16 +238,36 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 			return // shutting down: Run hands the held events back
 		}
 		log.Warn("reconcile failed, will retry", zap.Error(err))
-		hs := r.waiting.take(key, minRevision)
-		for _, h := range hs {
-			r.settle(ctx, h, retryOutcome(err))
-		}
-		if len(hs) == 0 {
-			// Nothing to redeliver (a resync, a recovery, or events that
-			// another replica holds): retry from the queue with backoff.
-			r.queue.AddRateLimited(key, l)
-		}
+		r.retryHeld(ctx, key, l, minRevision, err)
 	}
+}
+
+// retryHeld hands the events a failed reconcile covered back for
+// redelivery after a backoff, or, with none to redeliver (a resync, a
+// recovery, or events that another replica holds), retries the script from
+// the queue with backoff.
+func (r *Runner) retryHeld(ctx context.Context, key string, l lane, minRevision uint64, err error) {
+	hs := r.waiting.take(key, minRevision)
+	for _, h := range hs {
+		r.settle(ctx, h, retryOutcome(err))
+	}
+	if len(hs) == 0 {
+		r.queue.AddRateLimited(key, l)
+	}
+}
+
+// authScope decides, with one confirming probe, whether the auth failure
+// of a reconcile of key is about its account or about the token
+// (accountScopes).
+func (r *Runner) authScope(ctx context.Context, key string) authScope {
+	ref, err := event.ParseScriptKey(key)
+	if err != nil {
+		return scopeToken
+	}
+	return r.scopes.scope(ctx, ref.AccountID, func(ctx context.Context) error {
+		_, err := r.api.VerifyToken(ctx)
+		return err
+	})
 }
 
 // succeeded settles the held events a successful reconcile covered.

@@ -41,18 +41,21 @@ func (a *fakeAcker) NakWithDelay(d time.Duration) error { return a.record("nak")
 func (a *fakeAcker) TermWithReason(r string) error      { return a.record("term:" + r) }
 
 // fakePublisher records published subjects; it fails subjects with a
-// prefix in fail.
+// prefix in fail (the first failTimes of them, when it is positive).
 type fakePublisher struct {
-	mu       sync.Mutex
-	subjects []string
-	data     []string
-	fail     string
+	mu        sync.Mutex
+	subjects  []string
+	data      []string
+	fail      string
+	failTimes int
+	failed    int
 }
 
 func (p *fakePublisher) PublishMsg(_ context.Context, m *nats.Msg, _ ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.fail != "" && strings.HasPrefix(m.Subject, p.fail) {
+	if p.fail != "" && strings.HasPrefix(m.Subject, p.fail) && (p.failTimes <= 0 || p.failed < p.failTimes) {
+		p.failed++
 		return nil, errors.New("stream unavailable")
 	}
 	p.subjects = append(p.subjects, m.Subject)
@@ -78,6 +81,7 @@ func TestSettle(t *testing.T) {
 		delivered   uint64
 		backfill    bool
 		failPublish string
+		failTimes   int
 		o           outcome
 		wantActions []string
 		wantPublish []string // subject prefixes, in order
@@ -104,6 +108,17 @@ func TestSettle(t *testing.T) {
 			wantEvents: map[string]float64{"applied": 1}},
 		{name: "backfill result that cannot be stored is redelivered", delivered: 1, backfill: true,
 			failPublish: "bindings_backfill_results.", o: ackOutcome(outcomeNoop, false), wantActions: []string{"nak"}},
+		{name: "backfill result stored after failed attempts", delivered: 1, backfill: true,
+			failPublish: "bindings_backfill_results.", failTimes: 2, o: ackOutcome(outcomeApplied, true),
+			wantActions: []string{"ack"}, wantPublish: []string{"bindings_backfill_results.run1."},
+			wantEvents: map[string]float64{"applied": 1}},
+		{name: "backfill failure whose result cannot be stored is redelivered, not terminated", delivered: 1, backfill: true,
+			failPublish: "bindings_backfill_results.", o: deadLetterOutcome(event.ReasonNotFound, boom),
+			wantActions: []string{"nak"}, wantPublish: []string{"bindings_dlq."}},
+		{name: "backfill failure result stored after failed attempts", delivered: 1, backfill: true,
+			failPublish: "bindings_backfill_results.", failTimes: 2, o: deadLetterOutcome(event.ReasonNotFound, boom),
+			wantActions: []string{"term:not_found"}, wantPublish: []string{"bindings_dlq.", "bindings_backfill_results.run1."},
+			wantEvents: map[string]float64{"dead_lettered": 1}, wantDLQ: event.ReasonNotFound},
 		{name: "backfill failure records the dead letter and the result", delivered: 1, backfill: true,
 			o: deadLetterOutcome(event.ReasonNotFound, boom), wantActions: []string{"term:not_found"},
 			wantPublish: []string{"bindings_dlq.", "bindings_backfill_results.run1."},
@@ -111,7 +126,7 @@ func TestSettle(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			pub := &fakePublisher{fail: c.failPublish}
+			pub := &fakePublisher{fail: c.failPublish, failTimes: c.failTimes}
 			r := unitRunner(t, pub)
 			a := &fakeAcker{}
 			h := &waitingEvent{ack: a, id: "e1", delivered: c.delivered, stream: "BINDINGS", streamSeq: 9,

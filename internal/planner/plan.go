@@ -275,7 +275,7 @@ func removedAction(lb *cfapi.Binding) Action {
 // name is kept, and there must be one.
 func (s *planning) inherited(name string, db, lb *cfapi.Binding) (Action, error) {
 	r := s.renameTo(name)
-	if r != nil {
+	if r != nil && !s.renamed(r, lb) {
 		if src := s.slots[r.from].live; src != nil {
 			a := Action{Kind: ActionAdd, Type: src.Type(), Reason: "renamed from " + r.from, rename: true}
 			if lb != nil {
@@ -285,6 +285,9 @@ func (s *planning) inherited(name string, db, lb *cfapi.Binding) (Action, error)
 				}
 			}
 			s.recordWrite(name, src.WithName(name))
+			rec := s.applied[name]
+			rec.RenamedFrom = r.from
+			s.applied[name] = rec
 			return a, nil
 		}
 		// The source is gone: the rename has been carried out if the new
@@ -354,7 +357,7 @@ func (s *planning) liveOnly(name string, lb *cfapi.Binding) Action {
 	a := Action{Type: lb.Type()}
 	owned := s.recordedAs(name, lb.Type())
 	switch r := s.renameFrom(name); {
-	case r != nil:
+	case r != nil && !s.renamed(r, s.slots[r.to].live):
 		// A desired inherit carries this binding over under a new name:
 		// the rename is the explicit instruction to drop it.
 		a.Kind, a.Reason = ActionRemove, "renamed to "+r.to
@@ -367,6 +370,14 @@ func (s *planning) liveOnly(name string, lb *cfapi.Binding) Action {
 		a.Kind, a.Reason = ActionUnowned, ReasonUnowned
 	}
 	return a
+}
+
+// renamed reports whether rename r has been carried out: the binding of
+// its new name is live (lb) and the record says a rename from the same old
+// name wrote it.
+func (s *planning) renamed(r *rename, lb *cfapi.Binding) bool {
+	rec, ok := s.last[r.to]
+	return ok && lb != nil && rec.RenamedFrom == r.from && rec.Type == lb.Type()
 }
 
 // recordedAs reports whether the old record lists name with type typ.

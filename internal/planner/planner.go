@@ -34,10 +34,15 @@ type Desired struct {
 }
 
 // Applied is what the reconciler last wrote for one binding name: its type
-// and the fingerprint of its value (see Planner.Fingerprint).
+// and the fingerprint of its value (see Planner.Fingerprint), and, when the
+// write was a rename (an inherit with old_name), the name it renamed.
 type Applied struct {
 	Type        string `json:"type"`
 	Fingerprint string `json:"fp"`
+	// RenamedFrom is the old_name a rename carried over to this name. Once
+	// it is recorded the rename is done: a binding created again under the
+	// old name is someone else's and left alone.
+	RenamedFrom string `json:"renamed_from,omitempty"`
 }
 
 // LastApplied is the last-applied record of a script. A live binding is

@@ -898,12 +898,12 @@ func TestParseStrategy(t *testing.T) {
 func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
 
 func TestLastAppliedEqual(t *testing.T) {
-	a := LastApplied{Bindings: map[string]Applied{"A": {"kv_namespace", "1"}}}
-	b := LastApplied{Bindings: map[string]Applied{"A": {"kv_namespace", "1"}}}
+	a := LastApplied{Bindings: map[string]Applied{"A": {Type: "kv_namespace", Fingerprint: "1"}}}
+	b := LastApplied{Bindings: map[string]Applied{"A": {Type: "kv_namespace", Fingerprint: "1"}}}
 	if !a.Equal(b) || a.Equal(LastApplied{}) || !(LastApplied{}).Equal(LastApplied{Bindings: map[string]Applied{}}) {
 		t.Error("Equal")
 	}
-	b.Bindings["A"] = Applied{"kv_namespace", "2"}
+	b.Bindings["A"] = Applied{Type: "kv_namespace", Fingerprint: "2"}
 	if a.Equal(b) {
 		t.Error("Equal ignores the fingerprint")
 	}

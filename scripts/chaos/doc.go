@@ -22,7 +22,7 @@
 //
 // Knobs (environment): CHAOS_SCRIPTS (2000, scenario 1), CHAOS_KILLS (5),
 // CHAOS_NATS_SCRIPTS (600), CHAOS_NATS_DOWN (5s), CHAOS_FAULT_SCRIPTS
-// (600), CHAOS_ACK_WAIT (30s, --ack-wait of `reconciler run`), CHAOS_SEED
+// (600), CHAOS_ACK_WAIT (20s, the default --ack-wait of `reconciler run`), CHAOS_SEED
 // (random; printed), CHAOS_ONLY (e.g. "crash,faults"), CHAOS_KEEP (keep the
 // processes' logs, also kept when a scenario fails), CHAOS_LOG_LEVEL (of
 // `reconciler run`), CHAOS_TRACE (log the reconciler's figures four times

@@ -246,7 +246,7 @@ type world struct {
 func newWorld(t *testing.T, name string, rate int) *world {
 	t.Helper()
 	w := &world{t: t, name: name, dir: filepath.Join(bins.dir, name), rate: rate,
-		ackWait: envDuration("CHAOS_ACK_WAIT", 30*time.Second)}
+		ackWait: envDuration("CHAOS_ACK_WAIT", 20*time.Second)}
 	if err := os.MkdirAll(filepath.Join(w.dir, "store"), 0o755); err != nil {
 		t.Fatal(err)
 	}

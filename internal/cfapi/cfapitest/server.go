@@ -134,8 +134,9 @@ type Server struct {
 	failNext []*failRule
 	limit    limiter
 
-	stats statsRecorder
-	other otherTool // othertool.go
+	stats  statsRecorder
+	other  otherTool    // othertool.go
+	scoped accountScope // scope.go
 
 	mu         sync.Mutex // guards the state below
 	namespaces map[nsKey]*namespace
@@ -384,6 +385,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.authorized(r) {
+		writeError(rec, http.StatusForbidden, CodeAuth, "Authentication error")
+		return
+	}
+	if s.scoped.denied(p.account) {
 		writeError(rec, http.StatusForbidden, CodeAuth, "Authentication error")
 		return
 	}

@@ -154,11 +154,29 @@ type rawEvent struct {
 	OccurredAt        *string           `json:"occurred_at"`
 }
 
-// decodeEnvelope checks the size and encoding of a body and decodes its
-// envelope.
+// CheckBounds bounds an event body before anything decodes, redacts or
+// copies it: at most MaxEventBytes bytes and cfapi.MaxJSONDepth levels of
+// nested arrays and objects. It costs one pass over the body and
+// allocates nothing for a body within the bounds; a body over one is an
+// *InvalidEventError with ReasonTooLarge or ReasonTooDeep, and nothing of
+// it but its size and digest may be kept.
+func CheckBounds(data []byte) error {
+	err := cfapi.CheckJSONBounds(data, MaxEventBytes, cfapi.MaxJSONDepth)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, cfapi.ErrTooDeep):
+		return Invalidf(ReasonTooDeep, "event %v", err)
+	default:
+		return Invalidf(ReasonTooLarge, "event is %d bytes, over the limit of %d", len(data), MaxEventBytes)
+	}
+}
+
+// decodeEnvelope checks the size, depth and encoding of a body and
+// decodes its envelope.
 func decodeEnvelope(data []byte) (*rawEvent, error) {
-	if len(data) > MaxEventBytes {
-		return nil, Invalidf(ReasonTooLarge, "event is %d bytes, over the limit of %d", len(data), MaxEventBytes)
+	if err := CheckBounds(data); err != nil {
+		return nil, err
 	}
 	if !utf8.Valid(data) {
 		// encoding/json would replace the bad bytes silently, and the raw
@@ -216,8 +234,10 @@ func (raw *rawEvent) identity(e *Event) error {
 	if err := cfapi.ValidateAccountID(e.AccountID); err != nil {
 		return Invalidf(ReasonInvalidField, "field \"account_id\": %v", err)
 	}
-	if e.DispatchNamespace != "" {
-		if err := cfapi.ValidateScriptName(e.DispatchNamespace); err != nil {
+	if raw.DispatchNamespace != nil && e.DispatchNamespace != "" {
+		// "_" is the subject and key token of ordinary Workers: a
+		// namespace of that name would address the ordinary Worker.
+		if err := cfapi.ValidateNamespaceName(e.DispatchNamespace); err != nil {
 			return Invalidf(ReasonInvalidField, "field \"dispatch_namespace\": %v", err)
 		}
 	}

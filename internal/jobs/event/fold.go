@@ -73,10 +73,16 @@ type Quarantine struct {
 // than Floor. Folding the same events in any order, any number of times,
 // gives the same DesiredState.
 type DesiredState struct {
-	Version int                `json:"v"`
-	Ref     cfapi.ScriptRef    `json:"ref"`
-	Floor   *Stamp             `json:"floor,omitempty"`
-	Names   map[string]*NameOp `json:"names"`
+	Version int             `json:"v"`
+	Ref     cfapi.ScriptRef `json:"ref"`
+	Floor   *Stamp          `json:"floor,omitempty"`
+	// FloorQ is set when the API refused a removal the floor implied (a
+	// binding the reconciler applied that the replace no longer lists):
+	// the replace is quarantined, so the floor still orders operations
+	// but removes nothing. The same replace delivered again, or a newer
+	// one, lifts it.
+	FloorQ *Quarantine        `json:"floor_q,omitempty"`
+	Names  map[string]*NameOp `json:"names"`
 	// Strategy is the strategy of the newest event, by stamp.
 	Strategy      string `json:"strategy,omitempty"`
 	StrategyStamp *Stamp `json:"strategy_stamp,omitempty"`
@@ -277,8 +283,11 @@ func (f *folding) replace(bindings []cfapi.Binding) {
 	case c > 0:
 		if d.Floor == nil || !f.ordered || f.s.Compare(*d.Floor) > 0 {
 			fs := f.s
-			d.Floor = &fs
+			d.Floor, d.FloorQ = &fs, nil
 		}
+		f.res.Applied++
+	case c == 0 && d.FloorQ != nil:
+		d.FloorQ = nil // the same replace again (a replay): lift the quarantine
 		f.res.Applied++
 	case c == 0:
 		f.res.Duplicate++
@@ -291,7 +300,7 @@ func (f *folding) replace(bindings []cfapi.Binding) {
 // present, names to remove whoever made them, and whether owned bindings
 // that are not desired are removed (a replace was folded).
 func (d *DesiredState) Desired() planner.Desired {
-	out := planner.Desired{Exclusive: d.Floor != nil}
+	out := planner.Desired{Exclusive: d.Floor != nil && d.FloorQ == nil}
 	names := make([]string, 0, len(d.Names))
 	for n := range d.Names {
 		names = append(names, n)
@@ -351,11 +360,32 @@ func (d *DesiredState) Quarantine(ids map[string]bool, q Quarantine) int {
 	return n
 }
 
+// QuarantineFloor quarantines the replace that set the floor stamped
+// floor (see FloorQ) and its operations, with q. It reports whether it
+// changed anything; it changes nothing when a newer replace has raised the
+// floor since.
+func (d *DesiredState) QuarantineFloor(floor Stamp, q Quarantine) bool {
+	if d.Floor == nil || *d.Floor != floor {
+		return false
+	}
+	changed := d.Quarantine(map[string]bool{floor.ID: true}, q) > 0
+	if d.FloorQ == nil {
+		qq := q
+		d.FloorQ = &qq
+		changed = true
+	}
+	return changed
+}
+
 // Quarantined returns why event id is not applied: the quarantine of its
-// operations when every operation of the event that is still in d is
-// quarantined, nil otherwise (applied, or replaced by newer operations).
+// operations when every operation of the event that is still in d (its
+// floor included, when it is the replace that set it) is quarantined, nil
+// otherwise (applied, or replaced by newer operations).
 func (d *DesiredState) Quarantined(id string) *Quarantine {
 	var q *Quarantine
+	if d.Floor != nil && d.Floor.ID == id && d.FloorQ != nil {
+		q = d.FloorQ
+	}
 	for _, op := range d.Names {
 		if op.Stamp.ID != id {
 			continue

@@ -32,14 +32,16 @@ type DeadLetter struct {
 
 // Headers on dead letters.
 const (
-	HeaderDLQReason    = "Reconciler-Dlq-event.Reason"
+	HeaderDLQReason    = "Reconciler-Dlq-Reason"
 	HeaderOrigStream   = "Reconciler-Orig-Stream"
 	HeaderOrigSequence = "Reconciler-Orig-Seq"
 )
 
 // NewDeadLetter builds the record of one event body. The body is kept with
-// its write-only values redacted, or, when it is not JSON (and so could
-// hold a secret that cannot be located), only as its size and digest.
+// its write-only values redacted, or only as its size and digest when it
+// is over a bound of event.CheckBounds (checked first, so that nothing
+// walks or copies such a body) or not JSON (it could hold a secret that
+// cannot be located).
 func NewDeadLetter(body []byte, subject, stream string, seq, deliveries uint64, reason event.Reason, cause error) DeadLetter {
 	rec := DeadLetter{
 		Reason:    reason,
@@ -50,7 +52,11 @@ func NewDeadLetter(body []byte, subject, stream string, seq, deliveries uint64, 
 		Stream:    stream,
 		StreamSeq: seq,
 	}
-	if red, ok := cfapi.RedactJSON(body); ok && len(body) <= event.MaxEventBytes && body != nil {
+	if body == nil || event.CheckBounds(body) != nil {
+		rec.digestOnly(body)
+		return rec
+	}
+	if red, ok := cfapi.RedactJSON(body); ok {
 		rec.Event = red
 		var probe struct {
 			ID string `json:"id"`
@@ -59,12 +65,17 @@ func NewDeadLetter(body []byte, subject, stream string, seq, deliveries uint64, 
 			rec.EventID = probe.ID
 		}
 	} else {
-		rec.Event = json.RawMessage("null")
-		sum := sha256.Sum256(body)
-		rec.BodyBytes = len(body)
-		rec.BodySHA256 = hex.EncodeToString(sum[:])
+		rec.digestOnly(body)
 	}
 	return rec
+}
+
+// digestOnly keeps of body only its size and SHA-256.
+func (d *DeadLetter) digestOnly(body []byte) {
+	d.Event = json.RawMessage("null")
+	sum := sha256.Sum256(body)
+	d.BodyBytes = len(body)
+	d.BodySHA256 = hex.EncodeToString(sum[:])
 }
 
 // shrink keeps only what identifies the event: its digest, size and

@@ -74,8 +74,10 @@ type SetupConfig struct {
 	// Duplicates is the stream's de-duplication window for Nats-Msg-Id
 	// (default 2 minutes).
 	Duplicates time.Duration
-	// AckWait must exceed the p99 reconcile time; held events are kept
-	// alive with InProgress while their script waits (default 2 minutes).
+	// AckWait is the live consumer's AckWait (default 20s). Events held
+	// for their script, or being worked, are kept alive with InProgress
+	// every third of it, so it bounds only how long the events of a
+	// process that died wait before they are delivered again.
 	AckWait time.Duration
 	// MaxDeliver bounds deliveries of one event (default 8).
 	MaxDeliver int
@@ -116,7 +118,7 @@ func (c SetupConfig) WithDefaults() SetupConfig {
 	DefaultDuration(&c.EventMaxAge, 7*24*time.Hour)
 	DefaultDuration(&c.DLQMaxAge, 30*24*time.Hour)
 	DefaultDuration(&c.Duplicates, 2*time.Minute)
-	DefaultDuration(&c.AckWait, 2*time.Minute)
+	DefaultDuration(&c.AckWait, 20*time.Second)
 	DefaultDuration(&c.LeaseTTL, 10*time.Second)
 	DefaultDuration(&c.BackfillAckWait, 15*time.Second)
 	if c.MaxDeliver <= 0 {

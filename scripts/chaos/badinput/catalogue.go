@@ -22,15 +22,22 @@ const Namespace = "customers"
 // secret might be put by mistake; it must never appear in a dead letter.
 const Secret = "sk_live_CHAOS_DO_NOT_LEAK_4f1d"
 
+// ForbiddenAccount is an account outside the token's scope: whoever runs
+// the catalogue makes the API refuse it (403, code 10000) while the token
+// still verifies (cfapitest's DenyAccount).
+const ForbiddenAccount = "0123456789abcdef0123456789abcdef"
+
 // Dead-letter reasons (event.Reason values, README "Dead-letter record").
 const (
 	InvalidJSON     = "invalid_json"
 	TooLarge        = "too_large"
+	TooDeep         = "too_deep"
 	Schema          = "unsupported_schema"
 	MissingField    = "missing_field"
 	InvalidField    = "invalid_field"
 	InvalidBinding  = "invalid_binding"
 	SubjectMismatch = "subject_mismatch"
+	Forbidden       = "forbidden_account"
 )
 
 // Case is one event of the catalogue.
@@ -48,6 +55,9 @@ type Case struct {
 
 	// Reason, when set, is the dead-letter reason the event must get.
 	Reason string
+	// AtReconcile says the event is valid and its Reason comes from the
+	// reconcile (what the API answers), not from decoding it.
+	AtReconcile bool
 	// ErrorMentions are substrings the dead letter's error must contain
 	// (the field it names).
 	ErrorMentions []string
@@ -142,9 +152,15 @@ func Cases(account string) []Case {
 		Body: append(ev(nil), ev(nil)...)})
 	add(Case{Name: "trailing garbage after the object", Reason: InvalidJSON,
 		Body: append(ev(nil), []byte(` garbage`)...)})
-	add(Case{Name: "nesting 20,000 deep in a json binding", Reason: InvalidJSON,
+	add(Case{Name: "nesting 20,000 deep in a json binding", Reason: TooDeep, ErrorMentions: []string{"64 levels"},
 		Body: raw(`{"schema":"bindings.change/v1","id":"{I}","account_id":"{A}","dispatch_namespace":"customers","script":"{S}","op":"patch","upsert":[{"type":"json","name":"J","json":` +
 			strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}]}`)})
+	add(Case{Name: "1 MiB nested as deep as it goes", Reason: TooDeep, ErrorMentions: []string{"64 levels"},
+		Body: raw(`{"schema":"bindings.change/v1","id":"{I}","account_id":"{A}","dispatch_namespace":"customers","script":"{S}","op":"patch","remove":["A"],"x":` +
+			strings.Repeat("[", (1<<20-2048)/2) + strings.Repeat("]", (1<<20-2048)/2) + `}`)})
+	add(Case{Name: "1 MiB of values 65 levels deep (wide and deep), beside a secret", Reason: TooDeep, ErrorMentions: []string{"64 levels"},
+		Body: raw(`{"schema":"bindings.change/v1","id":"{I}","account_id":"{A}","dispatch_namespace":"customers","script":"{S}","op":"patch","upsert":[{"type":"secret_text","name":"S","text":"` + Secret + `"}],"x":[` +
+			strings.TrimSuffix(strings.Repeat(strings.Repeat("[", 64)+strings.Repeat("]", 64)+",", (1<<20-4096)/129), ",") + `]}`)})
 	add(Case{Name: "invalid UTF-8 in a secret value", Reason: InvalidJSON, ErrorMentions: []string{"UTF-8"},
 		Body: raw(`{"schema":"bindings.change/v1","id":"{I}","account_id":"{A}","dispatch_namespace":"customers","script":"{S}","op":"patch","upsert":[{"type":"secret_text","name":"S","text":"` + Secret + "\xff\xfe" + `"}]}`)})
 	add(Case{Name: "invalid UTF-8 in the script name", Reason: InvalidJSON, ErrorMentions: []string{"UTF-8"},
@@ -207,6 +223,13 @@ func Cases(account string) []Case {
 		Body: ev(func(m map[string]any) { m["script"] = "*" })})
 	add(Case{Name: "wildcard in the namespace", Reason: InvalidField, ErrorMentions: []string{"dispatch_namespace"},
 		Body: ev(func(m map[string]any) { m["dispatch_namespace"] = ">" })})
+	add(Case{Name: "namespace \"_\" (the ordinary Worker's token) on the ordinary subject", Reason: InvalidField, ordinary: true,
+		ErrorMentions: []string{"dispatch_namespace", "ordinary Workers"},
+		Subject:       "bindings." + account + "._." + fmt.Sprintf("bad-%02d", n+1),
+		Body:          ev(func(m map[string]any) { m["dispatch_namespace"] = "_"; secretUpsert(m) })})
+	add(Case{Name: "namespace with capitals", Reason: InvalidField, ErrorMentions: []string{"dispatch_namespace"},
+		Subject: "bindings." + account + ".Customers." + fmt.Sprintf("bad-%02d", n+1),
+		Body:    ev(func(m map[string]any) { m["dispatch_namespace"] = "Customers" })})
 	add(Case{Name: "dot in a binding name", Reason: InvalidBinding, ErrorMentions: []string{"name"},
 		Body: ev(func(m map[string]any) {
 			m["upsert"] = []any{map[string]any{"type": "secret_text", "name": "A.B", "text": Secret}}
@@ -302,6 +325,10 @@ func Cases(account string) []Case {
 	add(Case{Name: "a valid patch (control)", Accepted: true,
 		Body:  ev(nil),
 		Check: has("A", textIs("1"))})
+	add(Case{Name: "an account outside the token's scope (403, code 10000) while the token verifies", Reason: Forbidden,
+		AtReconcile: true, ErrorMentions: []string{"10000"},
+		Subject: "bindings." + ForbiddenAccount + "." + Namespace + "." + fmt.Sprintf("bad-%02d", n+1),
+		Body:    ev(func(m map[string]any) { m["account_id"] = ForbiddenAccount; secretUpsert(m) })})
 	add(Case{Name: "ordinary Worker: empty dispatch_namespace on the _ subject", Accepted: true, ordinary: true,
 		Subject: "bindings." + account + "._." + fmt.Sprintf("bad-%02d", n+1),
 		Body:    ev(func(m map[string]any) { m["dispatch_namespace"] = "" }),
