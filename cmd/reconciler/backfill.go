@@ -11,14 +11,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/jobs/backfill"
@@ -51,18 +50,20 @@ type stringList []string
 
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+func (s *stringList) Type() string       { return "stringArray" }
 
 func (bf *backfillFlags) register(f *flagSet) {
 	bf.pipe.registerPipeline(f)
 	f.str(&bf.from, "from", "", "", "events to apply, one per script (JSON lines as in docs/events.md; - for stdin)")
-	f.str(&bf.namespace, "namespace", "", "", "apply --patch to every script of this dispatch namespace")
-	f.str(&bf.patchFile, "patch", "", "", "with --namespace: a JSON object with \"upsert\" and/or \"remove\", as in a patch event")
-	f.Var(&bf.tags, "tag", "with --namespace: only scripts with this tag (NAME or NAME:yes includes, NAME:no excludes; repeatable)")
-	f.str(&bf.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account of --namespace")
+	f.str(&bf.namespace, "dispatch-namespace", "", "", "apply --patch to every script of this dispatch namespace")
+	f.alias("namespace", "dispatch-namespace")
+	f.str(&bf.patchFile, "patch", "", "", "with --dispatch-namespace: a JSON object with \"upsert\" and/or \"remove\", as in a patch event")
+	f.Var(&bf.tags, "tag", "with --dispatch-namespace: only scripts with this tag (NAME or NAME:yes includes, NAME:no excludes; repeatable)")
+	f.str(&bf.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account of --dispatch-namespace")
 	f.str(&bf.runID, "run-id", "", "", "name of the run, to resume it (default: derived from the input)")
 	f.str(&bf.output, "output", "", "text", "summary: text or json (the last line of stdout is one JSON object)")
 	f.BoolVar(&bf.dryRun, "dry-run", false, "read live state and print each plan and a summary; write nothing")
-	f.BoolVar(&bf.skipUnmodified, "skip-unmodified", false, "with --namespace: do not read a script whose listed modified_on equals the one recorded when a read last found it converged, and whose desired state is applied (see README)")
+	f.BoolVar(&bf.skipUnmodified, "skip-unmodified", false, "with --dispatch-namespace: do not read a script whose listed modified_on equals the one recorded when a read last found it converged, and whose desired state is applied (see README)")
 	f.str(&bf.progress, "progress", "", "auto", "progress: auto (a bar on a terminal, log lines otherwise), bar, log or none")
 }
 
@@ -72,21 +73,21 @@ func (bf *backfillFlags) validate(f *flagSet) error {
 	}
 	switch {
 	case bf.from == "" && bf.namespace == "":
-		return usagef("give --from FILE, or --namespace NS with --patch FILE")
+		return usagef("give --from FILE, or --dispatch-namespace NS with --patch FILE")
 	case bf.from != "" && (bf.namespace != "" || bf.patchFile != "" || len(bf.tags) > 0):
-		return usagef("--from cannot be combined with --namespace, --patch or --tag")
+		return usagef("--from cannot be combined with --dispatch-namespace, --patch or --tag")
 	case bf.namespace != "" && bf.patchFile == "":
-		return usagef("--namespace needs --patch FILE (the change to apply to every script)")
+		return usagef("--dispatch-namespace needs --patch FILE (the change to apply to every script)")
 	case bf.namespace != "" && bf.account == "":
-		return usagef("%s: needed with --namespace", f.name("account"))
+		return usagef("%s: needed with --dispatch-namespace", f.name("account"))
 	case bf.skipUnmodified && bf.namespace == "":
-		return usagef("--skip-unmodified needs --namespace (it compares the listing's modified_on)")
+		return usagef("--skip-unmodified needs --dispatch-namespace (it compares the listing's modified_on)")
 	case bf.output != "text" && bf.output != "json":
 		return usagef("--output: must be text or json, got %q", bf.output)
 	}
 	if bf.namespace != "" {
 		if err := cfapi.ValidateScriptName(bf.namespace); err != nil {
-			return usagef("--namespace: %v", err)
+			return usagef("--dispatch-namespace: %v", err)
 		}
 		if err := cfapi.ValidateAccountID(bf.account); err != nil {
 			return usagef("%s: %v", f.name("account"), err)
@@ -114,14 +115,29 @@ type backfillSource struct {
 	hash string // of the input, for the default run id
 }
 
-func cmdBackfill(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, e env) error {
+func newBackfillCmd(a *app) *cobra.Command {
 	var bf backfillFlags
-	f := newFlagSet("backfill", e, stderr)
-	bf.register(f)
-	f.usage("Usage: reconciler backfill (--from FILE | --namespace NS --patch FILE [--tag T]) [flags]\n\nReconciles many scripts through the pipeline, behind live events, resumably, with progress and a summary.")
-	if err := f.parse(args); err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:   "backfill (--from FILE | --dispatch-namespace NS --patch FILE [--tag T]) [flags]",
+		Short: "bulk reconcile many scripts through the pipeline, behind live events, resumably",
+		Long: `Reconciles many scripts through the pipeline, behind live events, resumably,
+with progress and a summary: the events of --from (one per script), or --patch
+applied to every script of a dispatch namespace. It uses a running
+'reconciler run' (--nats-url, or its embedded server on --embedded-listen), or
+runs the pipeline in this process when there is none. An interrupted run
+resumes where it stopped when started again (same input, or --run-id).`,
+		Example: `  reconciler backfill --from events.jsonl
+  reconciler backfill --dispatch-namespace customers --patch add-kv.json --tag plan:pro
+  reconciler backfill --from events.jsonl --dry-run`,
 	}
+	f := commandFlags(cmd, a.env)
+	bf.register(f)
+	cmd.RunE = a.action(f, func(ctx context.Context) error { return runBackfill(ctx, a, f, &bf) })
+	return cmd
+}
+
+func runBackfill(ctx context.Context, a *app, f *flagSet, bf *backfillFlags) error {
+	stdin, stdout, stderr, e := a.stdin, a.stdout, a.stderr, a.env
 	if err := f.noArgs("use --from FILE"); err != nil {
 		return err
 	}
@@ -134,8 +150,6 @@ func cmdBackfill(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	}
 	log := bf.pipe.log.logger(stderr)
 	defer func() { _ = log.Sync() }()
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	if bf.dryRun {
 		return bf.dryRunPlans(ctx, stdout, stderr, stdin, creds, e, log)
 	}

@@ -3,30 +3,45 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
 
-func cmdPublish(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, e env) error {
+func newPublishCmd(a *app) *cobra.Command {
 	var n natsFlags
 	var lf logFlags
 	var noValidate bool
-	f := newFlagSet("publish", e, stderr)
+	cmd := &cobra.Command{
+		Use:   "publish [flags] FILE|-",
+		Short: "publish events (JSON lines) to the stream, Nats-Msg-Id = event id",
+		Long: `Publishes events (JSON lines, docs/events.md) to <prefix>.<account>.<namespace>.<script>
+with Nats-Msg-Id = event id, so the stream drops a duplicate. The stream must
+exist: 'reconciler run' creates it. An invalid line is reported with its line
+number and the lines after it are still published.`,
+		Example: `  reconciler publish events.jsonl
+  producer | reconciler publish - --nats-url nats://nats:4222`,
+	}
+	f := commandFlags(cmd, a.env)
 	n.register(f)
 	lf.register(f)
 	f.BoolVar(&noValidate, "no-validate", false, "send lines as they are, even invalid events (to test dead-lettering)")
-	f.usage("Usage: reconciler publish [flags] FILE|-\n\nPublishes events (JSON lines, docs/events.md) to <prefix>.<account>.<namespace>.<script> with Nats-Msg-Id = event id.")
-	if err := f.parse(args); err != nil {
-		return err
-	}
+	cmd.RunE = a.action(f, func(ctx context.Context) error {
+		return runPublish(ctx, a, f, &n, &lf, noValidate)
+	})
+	return cmd
+}
+
+func runPublish(ctx context.Context, a *app, f *flagSet, n *natsFlags, lf *logFlags, noValidate bool) error {
+	stdin, stdout, stderr := a.stdin, a.stdout, a.stderr
 	name, err := oneArg(f, "input", false)
 	if err != nil {
 		return err
 	}
-	if err := validateAll(f, &n, &lf); err != nil {
+	if err := validateAll(f, n, lf); err != nil {
 		return err
 	}
 	in, err := openInput(name, stdin)
@@ -35,7 +50,7 @@ func cmdPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	defer in.Close()
 	log := lf.logger(stderr)
-	conn, err := connectNATS(&n, false, log)
+	conn, err := connectNATS(n, false, log)
 	if err != nil {
 		return err
 	}
