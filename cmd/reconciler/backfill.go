@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -203,7 +202,7 @@ func (bf *backfillFlags) sourceWith(stdin io.Reader, client *cfapi.Client, known
 		sum := sha256.Sum256(data)
 		return &backfillSource{describe: "file " + bf.from, hash: hex.EncodeToString(sum[:]),
 			each: func(ctx context.Context, fn func(backfill.Item) error, bad func(string, error)) error {
-				return eachEventLine(data, bf.pipe.nats.subjectPrefix, fn, bad)
+				return eachEventLine(bf.from, data, bf.pipe.nats.subjectPrefix, fn, bad)
 			}}, nil
 	}
 	patch, err := os.ReadFile(bf.patchFile)
@@ -292,18 +291,32 @@ func explainListError(err error, account, namespace string) error {
 	return fmt.Errorf("listing namespace %q (nothing was written): %w", namespace, err)
 }
 
-// eachEventLine decodes JSON-lines events, one script each.
-func eachEventLine(data []byte, prefix string, fn func(backfill.Item) error, bad func(string, error)) error {
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), event.MaxEventBytes+64*1024)
+// eachEventLine decodes JSON-lines events, one script each. A line that
+// is not one, or is longer than an event may be, is reported to bad with
+// the input's name and its line number, and the lines after it are read.
+func eachEventLine(name string, data []byte, prefix string, fn func(backfill.Item) error, bad func(string, error)) error {
+	lr := tools.NewLineReader(bytes.NewReader(data), event.MaxEventBytes, "an event")
 	seen := map[string]int{}
-	for line := 1; sc.Scan(); line++ {
-		raw := bytes.TrimSpace(sc.Bytes())
+	for {
+		raw, line, err := lr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		where := fmt.Sprintf("%s line %d", inputName(name), line)
+		var tooLong *tools.TooLongError
+		if errors.As(err, &tooLong) {
+			tooLong.Line = 0 // where names it
+			bad(where, tooLong)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", inputName(name), err)
+		}
+		raw = bytes.TrimSpace(raw)
 		if len(raw) == 0 || raw[0] == '#' {
 			continue
 		}
-		where := fmt.Sprintf("line %d", line)
-		ev, err := event.DecodeEvent(raw, "", prefix)
+		ev, err := event.DecodeEvent(bytes.Clone(raw), "", prefix)
 		if err != nil {
 			bad(where, err)
 			continue
@@ -317,7 +330,6 @@ func eachEventLine(data []byte, prefix string, fn func(backfill.Item) error, bad
 			return err
 		}
 	}
-	return sc.Err()
 }
 
 // backfillSummary is the outcome of a run as a whole.
