@@ -59,7 +59,9 @@ func TestLineReaderLimitIsExact(t *testing.T) {
 	at, over := strings.Repeat("a", limit), strings.Repeat("b", limit+1)
 	in := at + "\n" + over + "\n" + at + "\r\n" + over + "\r\n" + at
 	got := readAll(t, NewLineReader(strings.NewReader(in), limit, "a test line"))
-	tooLong := func(n int) string { return "ERR line " + string(rune('0'+n)) + ": 102.4 kB exceeds the 100 KiB limit of a test line" }
+	tooLong := func(n int) string {
+		return "ERR line " + string(rune('0'+n)) + ": 102.4 kB exceeds the 100 KiB limit of a test line"
+	}
 	want := []string{at, tooLong(2), at, tooLong(4), at}
 	if len(got) != len(want) {
 		t.Fatalf("%d lines, want %d", len(got), len(want))
