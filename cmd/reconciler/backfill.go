@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -11,14 +10,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/jobs/backfill"
@@ -51,18 +49,20 @@ type stringList []string
 
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+func (s *stringList) Type() string       { return "stringArray" }
 
 func (bf *backfillFlags) register(f *flagSet) {
 	bf.pipe.registerPipeline(f)
 	f.str(&bf.from, "from", "", "", "events to apply, one per script (JSON lines as in docs/events.md; - for stdin)")
-	f.str(&bf.namespace, "namespace", "", "", "apply --patch to every script of this dispatch namespace")
-	f.str(&bf.patchFile, "patch", "", "", "with --namespace: a JSON object with \"upsert\" and/or \"remove\", as in a patch event")
-	f.Var(&bf.tags, "tag", "with --namespace: only scripts with this tag (NAME or NAME:yes includes, NAME:no excludes; repeatable)")
-	f.str(&bf.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account of --namespace")
+	f.str(&bf.namespace, "dispatch-namespace", "", "", "apply --patch to every script of this dispatch namespace")
+	f.alias("namespace", "dispatch-namespace")
+	f.str(&bf.patchFile, "patch", "", "", "with --dispatch-namespace: a JSON object with \"upsert\" and/or \"remove\", as in a patch event")
+	f.Var(&bf.tags, "tag", "with --dispatch-namespace: only scripts with this tag (NAME or NAME:yes includes, NAME:no excludes; repeatable)")
+	f.str(&bf.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account of --dispatch-namespace")
 	f.str(&bf.runID, "run-id", "", "", "name of the run, to resume it (default: derived from the input)")
 	f.str(&bf.output, "output", "", "text", "summary: text or json (the last line of stdout is one JSON object)")
 	f.BoolVar(&bf.dryRun, "dry-run", false, "read live state and print each plan and a summary; write nothing")
-	f.BoolVar(&bf.skipUnmodified, "skip-unmodified", false, "with --namespace: do not read a script whose listed modified_on equals the one recorded when a read last found it converged, and whose desired state is applied (see README)")
+	f.BoolVar(&bf.skipUnmodified, "skip-unmodified", false, "with --dispatch-namespace: do not read a script whose listed modified_on equals the one recorded when a read last found it converged, and whose desired state is applied (see README)")
 	f.str(&bf.progress, "progress", "", "auto", "progress: auto (a bar on a terminal, log lines otherwise), bar, log or none")
 }
 
@@ -72,21 +72,21 @@ func (bf *backfillFlags) validate(f *flagSet) error {
 	}
 	switch {
 	case bf.from == "" && bf.namespace == "":
-		return usagef("give --from FILE, or --namespace NS with --patch FILE")
+		return usagef("give --from FILE, or --dispatch-namespace NS with --patch FILE")
 	case bf.from != "" && (bf.namespace != "" || bf.patchFile != "" || len(bf.tags) > 0):
-		return usagef("--from cannot be combined with --namespace, --patch or --tag")
+		return usagef("--from cannot be combined with --dispatch-namespace, --patch or --tag")
 	case bf.namespace != "" && bf.patchFile == "":
-		return usagef("--namespace needs --patch FILE (the change to apply to every script)")
+		return usagef("--dispatch-namespace needs --patch FILE (the change to apply to every script)")
 	case bf.namespace != "" && bf.account == "":
-		return usagef("%s: needed with --namespace", f.name("account"))
+		return usagef("%s: needed with --dispatch-namespace", f.name("account"))
 	case bf.skipUnmodified && bf.namespace == "":
-		return usagef("--skip-unmodified needs --namespace (it compares the listing's modified_on)")
+		return usagef("--skip-unmodified needs --dispatch-namespace (it compares the listing's modified_on)")
 	case bf.output != "text" && bf.output != "json":
 		return usagef("--output: must be text or json, got %q", bf.output)
 	}
 	if bf.namespace != "" {
 		if err := cfapi.ValidateScriptName(bf.namespace); err != nil {
-			return usagef("--namespace: %v", err)
+			return usagef("--dispatch-namespace: %v", err)
 		}
 		if err := cfapi.ValidateAccountID(bf.account); err != nil {
 			return usagef("%s: %v", f.name("account"), err)
@@ -114,14 +114,29 @@ type backfillSource struct {
 	hash string // of the input, for the default run id
 }
 
-func cmdBackfill(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, e env) error {
+func newBackfillCmd(a *app) *cobra.Command {
 	var bf backfillFlags
-	f := newFlagSet("backfill", e, stderr)
-	bf.register(f)
-	f.usage("Usage: reconciler backfill (--from FILE | --namespace NS --patch FILE [--tag T]) [flags]\n\nReconciles many scripts through the pipeline, behind live events, resumably, with progress and a summary.")
-	if err := f.parse(args); err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:   "backfill (--from FILE | --dispatch-namespace NS --patch FILE [--tag T]) [flags]",
+		Short: "bulk reconcile many scripts through the pipeline, behind live events, resumably",
+		Long: `Reconciles many scripts through the pipeline, behind live events, resumably,
+with progress and a summary: the events of --from (one per script), or --patch
+applied to every script of a dispatch namespace. It uses a running
+'reconciler run' (--nats-url, or its embedded server on --embedded-listen), or
+runs the pipeline in this process when there is none. An interrupted run
+resumes where it stopped when started again (same input, or --run-id).`,
+		Example: `  reconciler backfill --from events.jsonl
+  reconciler backfill --dispatch-namespace customers --patch add-kv.json --tag plan:pro
+  reconciler backfill --from events.jsonl --dry-run`,
 	}
+	f := commandFlags(cmd, a.env)
+	bf.register(f)
+	cmd.RunE = a.action(f, func(ctx context.Context) error { return runBackfill(ctx, a, f, &bf) })
+	return cmd
+}
+
+func runBackfill(ctx context.Context, a *app, f *flagSet, bf *backfillFlags) error {
+	stdin, stdout, stderr, e := a.stdin, a.stdout, a.stderr, a.env
 	if err := f.noArgs("use --from FILE"); err != nil {
 		return err
 	}
@@ -134,8 +149,6 @@ func cmdBackfill(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	}
 	log := bf.pipe.log.logger(stderr)
 	defer func() { _ = log.Sync() }()
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	if bf.dryRun {
 		return bf.dryRunPlans(ctx, stdout, stderr, stdin, creds, e, log)
 	}
@@ -189,7 +202,7 @@ func (bf *backfillFlags) sourceWith(stdin io.Reader, client *cfapi.Client, known
 		sum := sha256.Sum256(data)
 		return &backfillSource{describe: "file " + bf.from, hash: hex.EncodeToString(sum[:]),
 			each: func(ctx context.Context, fn func(backfill.Item) error, bad func(string, error)) error {
-				return eachEventLine(data, bf.pipe.nats.subjectPrefix, fn, bad)
+				return eachEventLine(bf.from, data, bf.pipe.nats.subjectPrefix, fn, bad)
 			}}, nil
 	}
 	patch, err := os.ReadFile(bf.patchFile)
@@ -278,18 +291,32 @@ func explainListError(err error, account, namespace string) error {
 	return fmt.Errorf("listing namespace %q (nothing was written): %w", namespace, err)
 }
 
-// eachEventLine decodes JSON-lines events, one script each.
-func eachEventLine(data []byte, prefix string, fn func(backfill.Item) error, bad func(string, error)) error {
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), event.MaxEventBytes+64*1024)
+// eachEventLine decodes JSON-lines events, one script each. A line that
+// is not one, or is longer than an event may be, is reported to bad with
+// the input's name and its line number, and the lines after it are read.
+func eachEventLine(name string, data []byte, prefix string, fn func(backfill.Item) error, bad func(string, error)) error {
+	lr := tools.NewLineReader(bytes.NewReader(data), event.MaxEventBytes, "an event")
 	seen := map[string]int{}
-	for line := 1; sc.Scan(); line++ {
-		raw := bytes.TrimSpace(sc.Bytes())
+	for {
+		raw, line, err := lr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		where := fmt.Sprintf("%s line %d", inputName(name), line)
+		var tooLong *tools.TooLongError
+		if errors.As(err, &tooLong) {
+			tooLong.Line = 0 // where names it
+			bad(where, tooLong)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", inputName(name), err)
+		}
+		raw = bytes.TrimSpace(raw)
 		if len(raw) == 0 || raw[0] == '#' {
 			continue
 		}
-		where := fmt.Sprintf("line %d", line)
-		ev, err := event.DecodeEvent(raw, "", prefix)
+		ev, err := event.DecodeEvent(bytes.Clone(raw), "", prefix)
 		if err != nil {
 			bad(where, err)
 			continue
@@ -303,7 +330,6 @@ func eachEventLine(data []byte, prefix string, fn func(backfill.Item) error, bad
 			return err
 		}
 	}
-	return sc.Err()
 }
 
 // backfillSummary is the outcome of a run as a whole.

@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
@@ -45,9 +46,25 @@ type benchFlags struct {
 	log        logFlags
 }
 
-func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer, e env) error {
+func newBenchCmd(a *app) *cobra.Command {
 	var bf benchFlags
-	f := newFlagSet("bench", e, stderr)
+	cmd := &cobra.Command{
+		Use:   "bench [flags]",
+		Short: "the load benchmark (backfills, live latency, storm) against the emulator",
+		Long: `The load benchmark: a NATS server and the API emulator in this process,
+'reconciler run' as a child process, and the scenarios of docs/performance.md
+(1 a backfill, 2 a large backfill, 3 live events during 1, 4 an event storm,
+5 with 1); prints a table of measures, targets and whether each is met.`,
+		Example: `  reconciler bench
+  reconciler bench --only 1 --scripts 2000`,
+	}
+	f := commandFlags(cmd, a.env)
+	bf.register(f)
+	cmd.RunE = a.action(f, func(ctx context.Context) error { return runBench(ctx, a, f, &bf) })
+	return cmd
+}
+
+func (bf *benchFlags) register(f *flagSet) {
 	f.IntVar(&bf.scripts, "scripts", 10000, "scenario 1: scripts in the backfill (30% need a change)")
 	f.IntVar(&bf.bigScripts, "big-scripts", 100000, "scenario 2: scripts in the large backfill")
 	f.IntVar(&bf.budget, "budget", 200, "scenario 1: API budget, requests per second (the emulator enforces it)")
@@ -58,8 +75,11 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer, e en
 	f.IntVar(&bf.stormOver, "storm-scripts", 1000, "scenario 4: scripts the storm is spread over")
 	f.StringVar(&bf.only, "only", "", "run only these scenarios, comma-separated (1,2,4; 3 and 5 come with 1)")
 	bf.log.register(f)
-	f.usage("Usage: reconciler bench [flags]\n\nThe load benchmark: a NATS server and the API emulator in this process, `reconciler run` as a child process, and the scenarios of the backfill issue; prints a table.")
-	if err := f.parse(args); err != nil {
+}
+
+func runBench(ctx context.Context, a *app, f *flagSet, bf *benchFlags) error {
+	stdout, stderr := a.stdout, a.stderr
+	if err := f.noArgs(""); err != nil {
 		return err
 	}
 	if err := bf.log.validate(f); err != nil {

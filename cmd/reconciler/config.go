@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -35,20 +37,35 @@ func (e *failedError) Error() string { return e.msg }
 // env is the process environment, replaceable in tests.
 type env func(string) string
 
-// flagSet builds a FlagSet whose defaults come from the environment, so a
-// flag wins over its variable and the variable over the default.
+// flagSet is the flags of one command, with defaults from the
+// environment: a flag wins over its variable and the variable over the
+// default.
 type flagSet struct {
-	*flag.FlagSet
-	env    env
-	errs   []error
-	envFor map[string]string // flag name -> variable
-	pos    []string          // positional arguments, wherever they stood
+	*pflag.FlagSet
+	env     env
+	errs    []error
+	envFor  map[string]string // flag name -> variable
+	pos     []string          // positional arguments, wherever they stood
+	command string            // "dlq list", for messages
 }
 
+// newFlagSet returns a flag set of its own (not a command's), parsed with
+// parse.
 func newFlagSet(name string, e env, out io.Writer) *flagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(out)
-	return &flagSet{FlagSet: fs, env: e, envFor: map[string]string{}}
+	return wrapFlags(fs, name, e)
+}
+
+// commandFlags returns the flag set of cmd, whose defaults read e; cobra
+// parses it.
+func commandFlags(cmd *cobra.Command, e env) *flagSet {
+	return wrapFlags(cmd.Flags(), cmd.Name(), e)
+}
+
+func wrapFlags(fs *pflag.FlagSet, name string, e env) *flagSet {
+	fs.SortFlags = false // in the order registered: the groups, then the command's own
+	return &flagSet{FlagSet: fs, env: e, envFor: map[string]string{}, command: name}
 }
 
 func (f *flagSet) str(p *string, name, envVar, def, usage string) {
@@ -66,9 +83,30 @@ func (f *flagSet) duration(p *time.Duration, name, envVar string, def time.Durat
 	f.DurationVar(p, name, def, usage)
 }
 
+// alias registers old as a deprecated second spelling of the flag
+// current, bound to the same variable p; using it prints a notice naming
+// current. It stays in the help, marked deprecated.
+func (f *flagSet) alias(old, current string) {
+	cur := f.Lookup(current)
+	if cur == nil {
+		panic("alias of an unregistered flag --" + current) // a programming error, caught by every test
+	}
+	f.Var(cur.Value, old, "deprecated spelling of --"+current)
+	fl := f.Lookup(old)
+	fl.DefValue = cur.DefValue
+	if cur.NoOptDefVal != "" {
+		fl.NoOptDefVal = cur.NoOptDefVal
+	}
+	_ = f.MarkDeprecated(old, "use --"+current)
+	fl.Hidden = false // shown in the help, so old scripts can be read
+	if v, ok := f.envFor[current]; ok {
+		f.envFor[old] = v
+	}
+}
+
 // envDefault returns the default and usage of flag name when envVar ("" =
 // none) may set it: the variable's value read by parse, or def when it is
-// unset; a value parse refuses is kept for f.parse to report (wanting
+// unset; a value parse refuses is kept for envErr to report (wanting
 // want) and def stays.
 func envDefault[T any](f *flagSet, name, envVar string, def T, usage string, parse func(string) (T, error), want string) (T, string) {
 	if envVar == "" {
@@ -85,12 +123,13 @@ func envDefault[T any](f *flagSet, name, envVar string, def T, usage string, par
 	return def, usage + " (env " + envVar + ")"
 }
 
-// usage makes -h print text, then the flags.
-func (f *flagSet) usage(text string) {
-	f.Usage = func() {
-		fmt.Fprintln(f.Output(), text)
-		f.PrintDefaults()
+// envErr returns the first environment variable whose value its flag
+// refused.
+func (f *flagSet) envErr() error {
+	if len(f.errs) > 0 {
+		return f.errs[0]
 	}
+	return nil
 }
 
 // noArgs refuses the positional arguments of a command that takes none;
@@ -100,48 +139,33 @@ func (f *flagSet) noArgs(hint string) error {
 		return nil
 	}
 	if hint != "" {
-		return usagef("%s takes no arguments, got %q (%s)", f.Name(), f.pos, hint)
+		return usagef("%s takes no arguments, got %q (%s)", f.command, f.pos, hint)
 	}
-	return usagef("%s takes no arguments, got %q", f.Name(), f.pos)
+	return usagef("%s takes no arguments, got %q", f.command, f.pos)
 }
 
-// parse parses args, allowing flags after positional arguments
-// ("plan events.jsonl --output json"), and reports the first bad
-// environment value.
+// parse parses args (flags anywhere, everything after -- positional) and
+// reports the first bad environment value; commands are parsed by cobra
+// instead.
 func (f *flagSet) parse(args []string) error {
-	for {
-		if err := f.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return err
-			}
-			return usagef("%v", err)
+	if err := f.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return err
 		}
-		rest := f.Args()
-		if len(rest) == 0 {
-			break
-		}
-		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
-			f.pos = append(f.pos, rest...) // everything after -- is positional
-			break
-		}
-		f.pos = append(f.pos, rest[0])
-		args = rest[1:]
+		return usagef("%v", err)
 	}
-	if len(f.errs) > 0 {
-		return f.errs[0]
-	}
-	return nil
+	f.pos = f.Args()
+	return f.envErr()
 }
 
 // set reports whether the flag was given on the command line or through
 // its variable.
 func (f *flagSet) set(flagName string) bool {
-	given := false
-	f.Visit(func(fl *flag.Flag) { given = given || fl.Name == flagName })
-	if v, ok := f.envFor[flagName]; ok && f.env(v) != "" {
-		given = true
+	if f.Changed(flagName) {
+		return true
 	}
-	return given
+	v, ok := f.envFor[flagName]
+	return ok && f.env(v) != ""
 }
 
 // name returns "--flag (or VAR)" for error messages.
@@ -150,6 +174,32 @@ func (f *flagSet) name(flagName string) string {
 		return "--" + flagName + " (or " + v + ")"
 	}
 	return "--" + flagName
+}
+
+// isSecretFlag reports whether a flag's value is a secret: its default
+// (read from the environment) never shows in the help.
+func isSecretFlag(name string) bool { return name == "nats-password" || name == "nats-token" }
+
+// registerConnFlags adds the NATS credential and TLS flags of natsconn;
+// its aliases (such as --nats-tls-cert for --tlscert) stay out of the
+// help.
+func registerConnFlags(f *flagSet, o *natsconn.Options) {
+	gfs := flag.NewFlagSet(f.command, flag.ContinueOnError)
+	o.Register(gfs, f.env)
+	primary := map[string]bool{}
+	gfs.VisitAll(func(fl *flag.Flag) {
+		if !strings.HasPrefix(fl.Usage, "same as --") {
+			primary[fl.Name] = true
+		}
+	})
+	f.AddGoFlagSet(gfs)
+	gfs.VisitAll(func(gf *flag.Flag) {
+		fl := f.Lookup(gf.Name)
+		fl.Hidden = !primary[gf.Name]
+		if isSecretFlag(gf.Name) {
+			fl.DefValue = ""
+		}
+	})
 }
 
 // natsFlags say where the event pipeline is.
@@ -163,11 +213,13 @@ type natsFlags struct {
 }
 
 func (n *natsFlags) register(f *flagSet) {
-	f.str(&n.url, "nats-url", "NATS_URL", "", "NATS server URL(s), comma-separated; empty = the embedded JetStream server (in --data-dir for run)")
-	f.str(&n.dataDir, "data-dir", "RECONCILER_DATA_DIR", "./reconciler-data", "store of the embedded NATS server")
-	f.str(&n.embeddedListen, "embedded-listen", "RECONCILER_EMBEDDED_LISTEN", natsembed.DefaultListen, "where the embedded NATS server listens (host:port)")
-	f.str(&n.subjectPrefix, "subject-prefix", "RECONCILER_SUBJECT_PREFIX", "bindings", "event subject prefix")
-	n.conn.Register(f.FlagSet, f.env)
+	f.inGroup(groupNATS, func() {
+		f.str(&n.url, "nats-url", "NATS_URL", "", "NATS server URL(s), comma-separated; empty = the embedded JetStream server (in --data-dir for run)")
+		f.str(&n.dataDir, "data-dir", "RECONCILER_DATA_DIR", "./reconciler-data", "store of the embedded NATS server")
+		f.str(&n.embeddedListen, "embedded-listen", "RECONCILER_EMBEDDED_LISTEN", natsembed.DefaultListen, "where the embedded NATS server listens (host:port)")
+		f.str(&n.subjectPrefix, "subject-prefix", "RECONCILER_SUBJECT_PREFIX", "bindings", "event subject prefix")
+		registerConnFlags(f, &n.conn)
+	})
 }
 
 func (n *natsFlags) validate(f *flagSet) error {
@@ -206,22 +258,39 @@ type apiFlags struct {
 	localBudget bool    // --local-budget
 }
 
+// register registers the API flags of a command that spends the shared
+// budget: the endpoint and the budget.
 func (a *apiFlags) register(f *flagSet) {
-	f.str(&a.baseURL, "api-base-url", "CLOUDFLARE_API_BASE_URL", cfapi.DefaultBaseURL, "Cloudflare API base URL")
-	f.str(&a.rateLimit, "rate-limit", "RECONCILER_RATE_LIMIT", cfapi.DefaultRateLimitString, "request budget of the API token, REQUESTS/DURATION, shared by every process using the token")
-	f.integer(&a.maxWrites, "max-writes", "RECONCILER_MAX_WRITES", cfapi.DefaultMaxWrites, "API writes in flight at once")
-	a.registerUserBudget(f)
+	f.inGroup(groupAPI, func() {
+		a.registerEndpoint(f)
+		a.registerUserBudget(f)
+	})
+}
+
+// registerEndpoint registers where the API is and how fast a process may
+// call it, for a command with a budget of its own (doctor).
+func (a *apiFlags) registerEndpoint(f *flagSet) {
+	f.inGroup(groupAPI, func() {
+		f.str(&a.baseURL, "api-base-url", "CLOUDFLARE_API_BASE_URL", cfapi.DefaultBaseURL, "Cloudflare API base URL")
+		f.str(&a.rateLimit, "rate-limit", "RECONCILER_RATE_LIMIT", cfapi.DefaultRateLimitString, "request budget of the API token, REQUESTS/DURATION, shared by every process using the token")
+		f.integer(&a.maxWrites, "max-writes", "RECONCILER_MAX_WRITES", cfapi.DefaultMaxWrites, "API writes in flight at once")
+	})
 }
 
 func (a *apiFlags) validate(f *flagSet) error {
+	if err := a.validateEndpoint(f); err != nil {
+		return err
+	}
+	return a.validateUserBudget(f)
+}
+
+// validateEndpoint checks the flags of registerEndpoint.
+func (a *apiFlags) validateEndpoint(f *flagSet) error {
 	var err error
 	if a.rateAuto = strings.TrimSpace(a.rateLimit) == rateLimitAuto; a.rateAuto {
 		a.budget, a.window = autoStartBudget, cfapi.DefaultWindow
 	} else if a.budget, a.window, err = cfapi.ParseRate(a.rateLimit); err != nil {
 		return usagef("%s: %v (or %q to follow the API's Ratelimit-Policy)", f.name("rate-limit"), err, rateLimitAuto)
-	}
-	if err := a.validateUserBudget(f); err != nil {
-		return err
 	}
 	if a.maxWrites < 1 || a.maxWrites > 256 {
 		return usagef("%s: must be between 1 and 256, got %d", f.name("max-writes"), a.maxWrites)
@@ -236,13 +305,17 @@ type logFlags struct {
 }
 
 func (l *logFlags) register(f *flagSet) {
-	f.str(&l.format, "log-format", "RECONCILER_LOG_FORMAT", "json", "log format: json or console")
-	f.str(&l.level, "log-level", "RECONCILER_LOG_LEVEL", "info", "log level: debug, info, warn or error")
+	f.inGroup(groupLog, func() {
+		f.str(&l.format, "log-format", "RECONCILER_LOG_FORMAT", "auto", "log format: console, json, or auto (console on a terminal, json otherwise)")
+		f.str(&l.level, "log-level", "RECONCILER_LOG_LEVEL", "info", "log level: debug, info, warn or error")
+	})
 }
 
 func (l *logFlags) validate(f *flagSet) error {
-	if l.format != "json" && l.format != "console" {
-		return usagef("%s: must be json or console, got %q", f.name("log-format"), l.format)
+	switch l.format {
+	case "auto", "json", "console":
+	default:
+		return usagef("%s: must be console, json or auto, got %q", f.name("log-format"), l.format)
 	}
 	if _, err := zapcore.ParseLevel(l.level); err != nil {
 		return usagef("%s: %v", f.name("log-level"), err)
@@ -250,15 +323,19 @@ func (l *logFlags) validate(f *flagSet) error {
 	return nil
 }
 
-// logger builds the process logger.
+// logger builds the process logger: console lines on a terminal, JSON
+// otherwise, unless --log-format says which.
 func (l *logFlags) logger(stderr io.Writer) *zap.Logger {
 	level, _ := zapcore.ParseLevel(l.level)
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.TimeKey = "ts"
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	var enc zapcore.Encoder
-	if l.format == "console" {
-		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+	if l.format == "console" || l.format == "auto" && isTerminal(stderr) {
+		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		if !isTerminal(stderr) {
+			encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		}
 		enc = zapcore.NewConsoleEncoder(encCfg)
 	} else {
 		enc = zapcore.NewJSONEncoder(encCfg)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
@@ -28,18 +30,25 @@ type dlqFlags struct {
 	wantSeq map[uint64]bool
 }
 
+// register registers the flags both subcommands share: which dead
+// letters.
 func (df *dlqFlags) register(f *flagSet) {
 	df.nats.register(f)
 	df.log.register(f)
 	f.str(&df.script, "script", "", "", "only dead letters of this script: ACCOUNT.NAMESPACE.SCRIPT (namespace _ for ordinary Workers; * wildcards allowed)")
 	f.str(&df.reason, "reason", "", "", "only dead letters with this reason")
 	f.IntVar(&df.limit, "limit", 0, "at most this many dead letters (0 = all)")
-	if df.sub == "list" {
-		f.str(&df.output, "output", "", "text", "output: text or json (JSON lines)")
-	} else {
-		f.str(&df.seqs, "seq", "", "", "only these dead-letter sequence numbers, comma-separated")
-		f.BoolVar(&df.keep, "keep", false, "keep replayed dead letters in the stream (default: delete them once republished)")
-	}
+}
+
+// registerList registers the flags of dlq list alone.
+func (df *dlqFlags) registerList(f *flagSet) {
+	f.str(&df.output, "output", "", "text", "output: text or json (JSON lines)")
+}
+
+// registerReplay registers the flags of dlq replay alone.
+func (df *dlqFlags) registerReplay(f *flagSet) {
+	f.str(&df.seqs, "seq", "", "", "only these dead-letter sequence numbers, comma-separated")
+	f.BoolVar(&df.keep, "keep", false, "keep replayed dead letters in the stream (default: delete them once republished)")
 }
 
 func (df *dlqFlags) validate(f *flagSet) error {
@@ -93,16 +102,54 @@ func (df *dlqFlags) selected(ctx context.Context, conn *natsConn) ([]tools.DLQEn
 	return out, nil
 }
 
-func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer, e env) error {
-	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
-		return usagef("dlq needs a subcommand: list or replay")
+func newDLQCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dlq list|replay [flags]",
+		Short: "list dead letters, or republish them after a fix",
+		Long: `Dead letters are the events the pipeline gave up on (invalid, or failed
+--max-deliver times), kept in the DLQ stream with the reason and the error.
+'dlq list' shows them; 'dlq replay' republishes them after a fix.`,
+		SuggestionsMinimumDistance: 2,
+		Example: `  reconciler dlq list
+  reconciler dlq list --reason invalid_json --output json
+  reconciler dlq replay --seq 12,13`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a.ran = true
+			if len(args) == 0 {
+				return usagef("dlq needs a subcommand: list or replay")
+			}
+			hint := ""
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				hint = fmt.Sprintf(" (did you mean %s?)", strings.Join(s, " or "))
+			}
+			return usagef("dlq: unknown subcommand %q%s; dlq needs a subcommand: list or replay", args[0], hint)
+		},
 	}
-	df := dlqFlags{sub: args[0]}
-	f := newFlagSet("dlq "+df.sub, e, stderr)
+	cmd.AddCommand(newDLQSubCmd(a, "list"), newDLQSubCmd(a, "replay"))
+	return cmd
+}
+
+func newDLQSubCmd(a *app, sub string) *cobra.Command {
+	df := &dlqFlags{sub: sub}
+	cmd := &cobra.Command{Use: sub + " [flags]"}
+	f := commandFlags(cmd, a.env)
+	f.command = "dlq " + sub
 	df.register(f)
-	if err := f.parse(args[1:]); err != nil {
-		return err
+	if sub == "list" {
+		cmd.Short = "list dead letters"
+		cmd.Example = "  reconciler dlq list\n  reconciler dlq list --script '*.customers.tenant-0001' --output json"
+		df.registerList(f)
+	} else {
+		cmd.Short = "republish dead letters after a fix (and delete them, unless --keep)"
+		cmd.Example = "  reconciler dlq replay --reason api_rejected\n  reconciler dlq replay --seq 12,13 --keep"
+		df.registerReplay(f)
 	}
+	cmd.RunE = a.action(f, func(ctx context.Context) error { return runDLQ(ctx, a, f, df) })
+	return cmd
+}
+
+func runDLQ(ctx context.Context, a *app, f *flagSet, df *dlqFlags) error {
+	stdout, stderr := a.stdout, a.stderr
 	if err := df.validate(f); err != nil {
 		return err
 	}

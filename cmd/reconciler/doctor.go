@@ -3,10 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"os/signal"
-	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/doctor"
@@ -23,7 +22,7 @@ type doctorFlags struct {
 }
 
 func (df *doctorFlags) register(f *flagSet) {
-	df.api.register(f)
+	df.api.registerEndpoint(f) // a budget of its own: no shared-budget flags
 	f.str(&df.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account to check")
 	f.str(&df.namespace, "dispatch-namespace", "", "", "dispatch namespace to check (its script list; the write probe's script goes there); empty = ordinary Workers only")
 	f.BoolVar(&df.writeProbe, "write-probe", false, "also create a temporary script "+doctor.ProbePrefix+"<random>, change it and delete it (always, even on Ctrl-C), to check the writes")
@@ -32,7 +31,7 @@ func (df *doctorFlags) register(f *flagSet) {
 }
 
 func (df *doctorFlags) validate(f *flagSet) error {
-	if err := df.api.validate(f); err != nil {
+	if err := df.api.validateEndpoint(f); err != nil {
 		return err
 	}
 	if df.account == "" {
@@ -55,17 +54,29 @@ func (df *doctorFlags) validate(f *flagSet) error {
 	return nil
 }
 
-func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer, e env) error {
+func newDoctorCmd(a *app) *cobra.Command {
 	var df doctorFlags
-	f := newFlagSet("doctor", e, stderr)
-	df.register(f)
-	f.usage("Usage: reconciler doctor --account ID [--dispatch-namespace NS] [--write-probe] [flags]\n\n" +
-		"Checks, once, what the reconciler assumes about the Cloudflare API where its reference is silent, and says\n" +
-		"for each check ok, FAIL or skip, what it saw and what to do. Read-only unless --write-probe.\n" +
-		"Exit codes: 0 every check holds; 1 a check failed (or the run was interrupted); 2 bad usage.")
-	if err := f.parse(args); err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:   "doctor --account ID [--dispatch-namespace NS] [--write-probe] [flags]",
+		Short: "check the API's undocumented behaviours on your account (read-only unless --write-probe)",
+		Long: `Checks, once, what the reconciler assumes about the Cloudflare API where its
+reference is silent, and says for each check ok, FAIL or skip, what it saw and
+what to do. Read-only unless --write-probe. It spends a budget of its own
+(--rate-limit): a few dozen requests.
+
+Exit codes: 0 every check holds; 1 a check failed; 2 bad usage; 130
+interrupted (Ctrl-C) before every check ran.`,
+		Example: `  CLOUDFLARE_API_TOKEN=... reconciler doctor --account 0123456789abcdef0123456789abcdef
+  reconciler doctor --account $CLOUDFLARE_ACCOUNT_ID --dispatch-namespace customers --write-probe --output json`,
 	}
+	f := commandFlags(cmd, a.env)
+	df.register(f)
+	cmd.RunE = a.action(f, func(ctx context.Context) error { return runDoctor(ctx, a, f, &df) })
+	return cmd
+}
+
+func runDoctor(ctx context.Context, a *app, f *flagSet, df *doctorFlags) error {
+	stdout, e := a.stdout, a.env
 	if err := f.noArgs(""); err != nil {
 		return err
 	}
@@ -87,8 +98,6 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer, e e
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	rep := doctor.Run(ctx, doctor.Options{Client: client, Recorder: rec, AccountID: df.account, Namespace: df.namespace,
 		TokenAuth: creds.token != "", WriteProbe: df.writeProbe, KVNamespaceID: df.kvID})
 	if df.output == "json" {

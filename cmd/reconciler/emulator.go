@@ -3,37 +3,66 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 )
 
-func cmdEmulator(ctx context.Context, args []string, stdout, stderr io.Writer, e env) error {
-	var addr, rateLimit, token string
-	var failRate, throttleRate, resetRate, otherToolRate float64
-	var rateSliding bool
-	var latency time.Duration
-	var seedTenants int
-	var seedNamespace, namespaces string
-	f := newFlagSet("emulator", e, stderr)
-	f.str(&addr, "addr", "RECONCILER_EMULATOR_ADDR", "127.0.0.1:8787", "listen address; the API is served under /client/v4")
-	f.str(&rateLimit, "rate-limit", "", "", "enforce a budget like the real API, REQUESTS/DURATION (e.g. 1200/5m); empty = none")
-	f.str(&token, "token", "", "", "require this API token (Authorization: Bearer); empty = no auth")
-	f.BoolVar(&rateSliding, "rate-sliding", false, "count --rate-limit over a strict sliding window that blocks the token for a window when exceeded, as the real API does")
-	f.Float64Var(&otherToolRate, "other-tool-rate", 0, "another tool spends this many requests per second of --rate-limit outside the reconciler")
-	f.Float64Var(&failRate, "fail-rate", 0, "fraction of requests answered 5xx (code 10013)")
-	f.Float64Var(&throttleRate, "throttle-rate", 0, "fraction of requests answered 429 (code 971)")
-	f.Float64Var(&resetRate, "reset-rate", 0, "fraction of connections reset without an answer")
-	f.DurationVar(&latency, "latency", 0, "latency added to every request")
-	f.integer(&seedTenants, "seed-tenants", "", 0, "create this many tenant scripts in --seed-namespace (and the namespace)")
-	f.str(&seedNamespace, "seed-namespace", "", "customers", "dispatch namespace of seeded tenants")
-	f.str(&namespaces, "namespaces", "", "customers,my-ns", "dispatch namespaces to create at start in account "+cfapitest.DefaultAccount+", comma-separated (my-ns is the namespace of the wrangler captures)")
-	if err := f.parse(args); err != nil {
+// emulatorFlags are the flags of `reconciler emulator`.
+type emulatorFlags struct {
+	addr, rateLimit, token                           string
+	failRate, throttleRate, resetRate, otherToolRate float64
+	rateSliding                                      bool
+	latency                                          time.Duration
+	seedTenants                                      int
+	seedNamespace, namespaces                        string
+}
+
+func newEmulatorCmd(a *app) *cobra.Command {
+	var ef emulatorFlags
+	cmd := &cobra.Command{
+		Use:   "emulator [flags]",
+		Short: "serve the Cloudflare API emulator on --addr until stopped",
+		Long: `Serves the in-process Cloudflare API emulator (the Workers endpoints the
+reconciler and wrangler use) on --addr, under /client/v4, until Ctrl-C. It can
+seed tenant scripts, enforce a rate limit like the real API and inject faults.`,
+		Example: `  reconciler emulator --tenants 1000
+  reconciler emulator --rate-limit 1200/5m --rate-sliding --fail-rate 0.01
+  CLOUDFLARE_API_BASE_URL=http://127.0.0.1:8787/client/v4 reconciler plan events.jsonl`,
+	}
+	f := commandFlags(cmd, a.env)
+	ef.register(f)
+	cmd.RunE = a.action(f, func(ctx context.Context) error { return runEmulator(ctx, a, f, &ef) })
+	return cmd
+}
+
+func (ef *emulatorFlags) register(f *flagSet) {
+	f.str(&ef.addr, "addr", "RECONCILER_EMULATOR_ADDR", "127.0.0.1:8787", "listen address; the API is served under /client/v4")
+	f.str(&ef.rateLimit, "rate-limit", "", "", "enforce a budget like the real API, REQUESTS/DURATION (e.g. 1200/5m); empty = none")
+	f.str(&ef.token, "token", "", "", "require this API token (Authorization: Bearer); empty = no auth")
+	f.BoolVar(&ef.rateSliding, "rate-sliding", false, "count --rate-limit over a strict sliding window that blocks the token for a window when exceeded, as the real API does")
+	f.Float64Var(&ef.otherToolRate, "other-tool-rate", 0, "another tool spends this many requests per second of --rate-limit outside the reconciler")
+	f.Float64Var(&ef.failRate, "fail-rate", 0, "fraction of requests answered 5xx (code 10013)")
+	f.Float64Var(&ef.throttleRate, "throttle-rate", 0, "fraction of requests answered 429 (code 971)")
+	f.Float64Var(&ef.resetRate, "reset-rate", 0, "fraction of connections reset without an answer")
+	f.DurationVar(&ef.latency, "latency", 0, "latency added to every request")
+	f.integer(&ef.seedTenants, "tenants", "", 0, "create this many tenant scripts in --seed-namespace (and the namespace)")
+	f.alias("seed-tenants", "tenants")
+	f.str(&ef.seedNamespace, "seed-namespace", "", "customers", "dispatch namespace of seeded tenants")
+	f.str(&ef.namespaces, "namespaces", "", "customers,my-ns", "dispatch namespaces to create at start in account "+cfapitest.DefaultAccount+", comma-separated (my-ns is the namespace of the wrangler captures)")
+}
+
+func runEmulator(ctx context.Context, a *app, f *flagSet, ef *emulatorFlags) error {
+	stdout := a.stdout
+	addr, rateLimit, token := ef.addr, ef.rateLimit, ef.token
+	failRate, throttleRate, resetRate, otherToolRate := ef.failRate, ef.throttleRate, ef.resetRate, ef.otherToolRate
+	rateSliding, latency, seedTenants := ef.rateSliding, ef.latency, ef.seedTenants
+	seedNamespace, namespaces := ef.seedNamespace, ef.namespaces
+	if err := f.noArgs(""); err != nil {
 		return err
 	}
 	for name, v := range map[string]float64{"fail-rate": failRate, "throttle-rate": throttleRate, "reset-rate": resetRate} {
@@ -42,7 +71,7 @@ func cmdEmulator(ctx context.Context, args []string, stdout, stderr io.Writer, e
 		}
 	}
 	if seedTenants < 0 {
-		return usagef("--seed-tenants: must not be negative")
+		return usagef("--tenants: must not be negative")
 	}
 	opts := cfapitest.Options{Token: token, Faults: cfapitest.Faults{FailRate: failRate, ThrottleRate: throttleRate, ResetRate: resetRate, Latency: latency}}
 	if rateLimit != "" {
@@ -70,8 +99,6 @@ func cmdEmulator(ctx context.Context, args []string, stdout, stderr io.Writer, e
 			return usagef("--seed-namespace: %v", err)
 		}
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	return emu.ListenAndServe(ctx, addr, func(baseURL string) {
 		fmt.Fprintf(stdout, "Cloudflare API emulator serving at %s\n", baseURL)
 		if seedTenants > 0 {

@@ -1,17 +1,26 @@
 // Command reconciler keeps the bindings of Cloudflare Workers equal to what
-// a platform wants. See README.md and docs/configuration.md for the subcommands.
+// a platform wants. Its commands, flags, variables and exit codes are in
+// docs/cli.md, generated from the command definitions (root.go, one file
+// per command) by `go generate ./cmd/reconciler`.
 package main
+
+//go:generate go run . docs ../../docs/cli.md
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Set with -ldflags "-X main.version=... -X main.commit=...".
@@ -20,82 +29,101 @@ var (
 	commit  = ""
 )
 
-const usageText = `reconciler keeps the bindings of Cloudflare Workers equal to what a platform wants.
-
-Usage:
-  reconciler <command> [flags]
-
-Commands:
-  run                 consume events and reconcile until SIGINT/SIGTERM, then shut down gracefully
-  publish FILE|-      publish events (JSON lines) to the stream, Nats-Msg-Id = event id
-  plan [FILE|-]       read live state and print what would change for events, writing nothing
-  dlq list            list dead letters
-  dlq replay          republish dead letters after a fix
-  backfill            bulk reconcile many scripts through the pipeline, behind live events, resumably
-  emulator            serve the Cloudflare API emulator on --addr until stopped
-  sandbox             everything in one process: embedded NATS, emulator with tenants, a demo backfill
-  bench               the load benchmark (backfills, live latency, storm) against the emulator
-  doctor              check the API's undocumented behaviours on your account (read-only unless --write-probe)
-  version             print version, commit and Go version
-
-Run "reconciler <command> -h" for the flags of a command. Every flag also reads
-the environment variable shown in its help; flags win.
-
-Exit codes: 0 success; 1 finished with failures; 2 bad usage or configuration.
-`
+// Exit codes of every command.
+const (
+	exitOK          = 0   // success
+	exitFailed      = 1   // finished with failures
+	exitUsage       = 2   // bad usage or configuration
+	exitInterrupted = 130 // stopped by Ctrl-C (SIGINT), as shells report it
+)
 
 func main() {
-	os.Exit(realMain(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr, osEnv))
+	ctx, interrupted, stop := notifySignals(context.Background())
+	code := realMain(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, osEnv)
+	stop()
+	if interrupted() {
+		code = exitInterrupted
+	}
+	os.Exit(code)
+}
+
+// notifySignals returns a context cancelled on the first SIGINT or
+// SIGTERM, and whether a SIGINT came. After the first signal the default
+// handling is back: a second Ctrl-C stops the process at once.
+func notifySignals(parent context.Context) (context.Context, func() bool, func()) {
+	ctx, cancel := context.WithCancel(parent)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	var sigint atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-ch:
+			sigint.Store(s == syscall.SIGINT)
+			signal.Stop(ch)
+			cancel()
+		case <-done:
+		}
+	}()
+	return ctx, sigint.Load, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel()
+	}
+}
+
+// app is what every command shares: the process's streams and
+// environment, and whether parsing got as far as a command's body.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	env            env
+	// ran is set when a command's body starts: an error before it is bad
+	// usage (exit 2).
+	ran bool
 }
 
 // realMain runs one command and returns the exit code.
 func realMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, e env) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usageText)
-		return 2
-	}
-	var err error
-	switch cmd, rest := args[0], args[1:]; cmd {
-	case "run":
-		err = cmdRun(ctx, rest, stdout, stderr, e)
-	case "publish":
-		err = cmdPublish(ctx, rest, stdin, stdout, stderr, e)
-	case "plan":
-		err = cmdPlan(ctx, rest, stdin, stdout, stderr, e)
-	case "dlq":
-		err = cmdDLQ(ctx, rest, stdout, stderr, e)
-	case "emulator":
-		err = cmdEmulator(ctx, rest, stdout, stderr, e)
-	case "version", "--version":
-		fmt.Fprintln(stdout, versionString())
-	case "backfill":
-		err = cmdBackfill(ctx, rest, stdin, stdout, stderr, e)
-	case "sandbox":
-		err = cmdSandbox(ctx, rest, stdout, stderr, e)
-	case "bench":
-		err = cmdBench(ctx, rest, stdout, stderr, e)
-	case "doctor":
-		err = cmdDoctor(ctx, rest, stdout, stderr, e) // doctor.go
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usageText)
-	default:
-		fmt.Fprint(stderr, usageText)
-		err = usagef("unknown command %q", cmd)
-	}
-	return exitCode(err, stderr)
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, env: e}
+	root := newRootCmd(a)
+	root.SetArgs(normalizeArgs(root, args))
+	err := root.ExecuteContext(ctx)
+	return a.exitCode(err)
 }
 
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return 0
+// action is the RunE of a command whose flags are f: it records that
+// parsing succeeded, keeps the positional arguments, reports a bad
+// environment value, then runs body.
+func (a *app) action(f *flagSet, body func(ctx context.Context) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		a.ran = true
+		f.pos = args
+		if err := f.envErr(); err != nil {
+			return err
+		}
+		return body(cmd.Context())
+	}
+}
+
+// exitCode prints err and returns the exit code it means.
+func (a *app) exitCode(err error) int {
+	if err == nil || errors.Is(err, pflag.ErrHelp) {
+		return exitOK
 	}
 	var ue *usageError
-	if errors.As(err, &ue) {
-		fmt.Fprintln(stderr, "reconciler: "+ue.msg)
-		return 2
+	if errors.As(err, &ue) || !a.ran {
+		msg := err.Error()
+		if !a.ran && strings.HasPrefix(msg, "unknown command") {
+			msg = strings.TrimRight(msg, "\n") + "\nRun 'reconciler --help' for the commands."
+		}
+		if msg != "" {
+			fmt.Fprintln(a.stderr, "reconciler: "+strings.TrimRight(msg, "\n"))
+		}
+		return exitUsage
 	}
-	fmt.Fprintln(stderr, "reconciler: "+err.Error())
-	return 1
+	fmt.Fprintln(a.stderr, "reconciler: "+err.Error())
+	return exitFailed
 }
 
 func versionString() string {

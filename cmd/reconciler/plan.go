@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/spf13/cobra"
+
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 	"github.com/reconciler/reconciler/internal/planner"
@@ -39,14 +41,27 @@ func (pf *planFlags) validate(f *flagSet) error {
 	return nil
 }
 
-func cmdPlan(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, e env) error {
+func newPlanCmd(a *app) *cobra.Command {
 	var pf planFlags
-	f := newFlagSet("plan", e, stderr)
-	pf.register(f)
-	f.usage("Usage: reconciler plan [flags] [FILE|-]\n\nReads events (JSON lines) and live state from the API and prints what would change for each script. It writes nothing.")
-	if err := f.parse(args); err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:   "plan [flags] [FILE|-]",
+		Short: "read live state and print what would change for events, writing nothing",
+		Long: `Reads events (JSON lines, docs/events.md; stdin when no FILE is given) and
+the live bindings of their scripts from the API, and prints what would change
+for each script, like terraform plan. It writes nothing. Secrets show as
+(sensitive).`,
+		Example: `  reconciler plan events.jsonl
+  reconciler plan --output json < events.jsonl
+  reconciler plan --stored events.jsonl   # from the state a running 'reconciler run' stored`,
 	}
+	f := commandFlags(cmd, a.env)
+	pf.register(f)
+	cmd.RunE = a.action(f, func(ctx context.Context) error { return runPlan(ctx, a, f, &pf) })
+	return cmd
+}
+
+func runPlan(ctx context.Context, a *app, f *flagSet, pf *planFlags) error {
+	stdin, stdout, stderr, e := a.stdin, a.stdout, a.stderr, a.env
 	name, err := oneArg(f, "input", true)
 	if err != nil {
 		return err

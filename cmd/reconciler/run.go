@@ -4,18 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"os/signal"
 	"runtime/debug"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
@@ -135,13 +133,29 @@ func (rf *runFlags) jobsConfig() jobs.Config {
 	return cfg
 }
 
-func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, e env) error {
+func newRunCmd(a *app) *cobra.Command {
 	var rf runFlags
-	f := newFlagSet("run", e, stderr)
-	rf.register(f)
-	if err := f.parse(args); err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:   "run [flags]",
+		Short: "consume events and reconcile until SIGINT/SIGTERM, then shut down gracefully",
+		Long: `Consumes binding-change events from NATS JetStream and reconciles each
+script: reads its live bindings, plans the difference, writes only that, under
+the rate budget shared by every process using the token. It creates the
+streams, consumer and buckets it needs. Without --nats-url it runs an embedded
+JetStream server in --data-dir. SIGTERM or Ctrl-C shuts it down gracefully
+within --shutdown-timeout; unfinished events are redelivered to the next run.`,
+		Example: `  reconciler run                                   # embedded NATS in ./reconciler-data
+  reconciler run --nats-url nats://nats:4222 --stream-replicas 3
+  RECONCILER_RATE_LIMIT=auto reconciler run --log-format json`,
 	}
+	f := commandFlags(cmd, a.env)
+	rf.register(f)
+	cmd.RunE = a.action(f, func(ctx context.Context) error { return runRun(ctx, a, f, &rf) })
+	return cmd
+}
+
+func runRun(ctx context.Context, a *app, f *flagSet, rf *runFlags) error {
+	stderr, e := a.stderr, a.env
 	if err := f.noArgs(""); err != nil {
 		return err
 	}
@@ -158,8 +172,6 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 	if rf.oldReplicas != 0 {
 		log.Warn("--replicas (RECONCILER_REPLICAS) is deprecated: it is the number of JetStream stream replicas, not of reconciler processes; use --stream-replicas")
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 
 	conn, err := connectNATS(&rf.nats, true, log)
 	if err != nil {
@@ -175,7 +187,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 	}
 	defer msrv.shutdown()
 
-	p, lim, err := startPipeline(ctx, &rf, conn, creds, m, e, log)
+	p, lim, err := startPipeline(ctx, rf, conn, creds, m, e, log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while setting up

@@ -8,13 +8,12 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/signal"
 	"sort"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
@@ -35,19 +34,32 @@ type sandboxFlags struct {
 func (sf *sandboxFlags) register(f *flagSet) {
 	sf.pipe.registerPipeline(f)
 	f.integer(&sf.tenants, "tenants", "", 1000, "tenant scripts the emulator is seeded with")
+	f.alias("seed-tenants", "tenants")
 	f.BoolVar(&sf.keep, "keep", false, "stay up after the summary, until Ctrl-C, to publish events or deploy with wrangler")
 	f.str(&sf.metricsAddr, "metrics-addr", "RECONCILER_METRICS_ADDR", "127.0.0.1:9464", "address of /metrics, /healthz and /readyz (a free port if taken)")
 	f.str(&sf.emulatorAddr, "emulator-addr", "", "127.0.0.1:8787", "address of the API emulator (a free port if taken)")
 }
 
-func cmdSandbox(ctx context.Context, args []string, stdout, stderr io.Writer, e env) error {
+func newSandboxCmd(a *app) *cobra.Command {
 	var sf sandboxFlags
-	f := newFlagSet("sandbox", sandboxEnv(e), stderr)
-	sf.register(f)
-	f.usage("Usage: reconciler sandbox [--tenants N] [--keep] [flags]\n\nEverything in one process, no account and no NATS install: embedded NATS, the API emulator with seeded tenants, the reconciler, a demo backfill with live events, and a summary.")
-	if err := f.parse(args); err != nil {
-		return err
+	cmd := &cobra.Command{
+		Use:   "sandbox [--tenants N] [--keep] [flags]",
+		Short: "everything in one process: embedded NATS, emulator with tenants, a demo backfill",
+		Long: `Everything in one process, no account and no NATS install: embedded NATS, the
+API emulator with seeded tenants, the reconciler, a demo backfill with live
+events, and a summary. With --keep it stays up until Ctrl-C, to publish events
+or deploy with wrangler against it.`,
+		Example: `  reconciler sandbox
+  reconciler sandbox --tenants 5000 --keep`,
 	}
+	f := commandFlags(cmd, sandboxEnv(a.env))
+	sf.register(f)
+	cmd.RunE = a.action(f, func(ctx context.Context) error { return runSandbox(ctx, a, f, &sf) })
+	return cmd
+}
+
+func runSandbox(ctx context.Context, a *app, f *flagSet, sf *sandboxFlags) error {
+	stdout, stderr := a.stdout, a.stderr
 	if err := f.noArgs(""); err != nil {
 		return err
 	}
@@ -57,8 +69,6 @@ func cmdSandbox(ctx context.Context, args []string, stdout, stderr io.Writer, e 
 	if sf.tenants < 1 || sf.tenants > 100000 {
 		return usagef("--tenants: must be between 1 and 100000, got %d", sf.tenants)
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	log := sf.pipe.log.logger(stderr)
 	defer func() { _ = log.Sync() }()
 	sb, err := sf.start(ctx, stdout, log)
@@ -66,7 +76,7 @@ func cmdSandbox(ctx context.Context, args []string, stdout, stderr io.Writer, e 
 		return err
 	}
 	defer sb.close(log)
-	if err := sb.demo(ctx, &sf, stdout, stderr, log); err != nil {
+	if err := sb.demo(ctx, sf, stdout, stderr, log); err != nil {
 		return err
 	}
 	if !sf.keep {

@@ -1,7 +1,6 @@
 package tools
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -75,28 +74,29 @@ func StoredState(ctx context.Context, js jetstream.JetStream, names state.Names)
 }
 
 // ReadEvents decodes JSON-lines events (blank lines and # comments
-// skipped); an invalid line is an error naming it.
+// skipped); an invalid line, or one longer than an event may be, is an
+// error naming it.
 func ReadEvents(r io.Reader, prefix string) ([]*event.Event, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), event.MaxEventBytes+64*1024)
+	lr := NewLineReader(r, event.MaxEventBytes, "an event")
 	var out []*event.Event
-	line := 0
-	for sc.Scan() {
-		line++
-		data := bytes.TrimSpace(sc.Bytes())
+	for {
+		raw, line, err := lr.Next()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err // names the line
+		}
+		data := bytes.TrimSpace(raw)
 		if len(data) == 0 || data[0] == '#' {
 			continue
 		}
-		ev, err := event.DecodeEvent(data, "", prefix)
+		ev, err := event.DecodeEvent(bytes.Clone(data), "", prefix) // the reader reuses its buffer
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
 		out = append(out, ev)
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("line %d: %w", line+1, err)
-	}
-	return out, nil
 }
 
 // PreviewEvents folds the events of each script, in order, onto its base
