@@ -665,12 +665,6 @@ func etaRate(lim *cfapi.Limiter) func() float64 {
 	}
 }
 
-// flagRate returns the rate of --rate-limit alone, for an ETA that needs
-// no live budget (its progress is not shown).
-func flagRate(a *apiFlags) func() float64 {
-	return func() float64 { return float64(a.budget) / a.window.Seconds() }
-}
-
 // wait blocks until every one of total scripts has a result.
 func (t *tracker) wait(ctx context.Context, total int) error {
 	tick := time.NewTicker(10 * time.Second)

@@ -64,7 +64,6 @@ func newRootCmd(a *app) *cobra.Command {
 		newBackfillCmd(a),
 		newEmulatorCmd(a),
 		newSandboxCmd(a),
-		newBenchCmd(a),
 		newDoctorCmd(a),
 		newVersionCmd(a),
 		newDocsCmd(a),

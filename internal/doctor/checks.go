@@ -30,7 +30,7 @@ const (
 	bindingVersion    = "DOCTOR_VERSION"
 	probeTagFilter    = "reconciler-doctor-probe:no"
 	strategyAdvice    = "set --default-strategy version (RECONCILER_DEFAULT_STRATEGY=version): a version carries every value with inherit entries; the reconciler also switches to it by itself after the first refusal (reconciler_strategy_fallbacks_total)"
-	listFallbackHint  = "resync and backfill --skip-unmodified cannot use the listing: they read every script (one GET settings each) and say so once in the log; backfill --namespace can reach only the scripts the reconciler already knows, so give backfill --from FILE; budget the extra reads"
+	listFallbackHint  = "resync and backfill --skip-unmodified cannot use the listing: they read every script (one GET settings each) and say so once in the log; backfill --dispatch-namespace can reach only the scripts the reconciler already knows, so give backfill --from FILE; budget the extra reads"
 	probeModuleSource = "export default { fetch() { return new Response(\"reconciler doctor probe\"); } };\n"
 )
 
