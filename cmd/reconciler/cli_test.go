@@ -46,7 +46,7 @@ func TestCLIDocsUpToDate(t *testing.T) {
 		}
 	}
 	// The same generator through the hidden command, into a file.
-	out := t.TempDir() + "/cli.md"
+	out := t.TempDir() + "/reference.txt"
 	if code, _, stderr := call(t, nil, "", "docs", out); code != 0 {
 		t.Fatalf("docs %s: exit %d %s", out, code, stderr)
 	}
@@ -90,7 +90,7 @@ func TestHelpIsGNUStyle(t *testing.T) {
 	}
 	code, out, _ := call(t, nil, "", "run", "--help")
 	oneLine := strings.Join(strings.Fields(out), " ")
-	for _, want := range []string{"--ack-wait DURATION", "(env RECONCILER_ACK_WAIT) (default 2m0s)", "NATS connection flags:", "Cloudflare API flags:", "Logging flags:"} {
+	for _, want := range []string{"--ack-wait DURATION", "(env RECONCILER_ACK_WAIT) (default 20s)", "NATS connection flags:", "Cloudflare API flags:", "Logging flags:"} {
 		if code != 0 || !strings.Contains(oneLine, want) {
 			t.Errorf("run --help lacks %q:\n%s", want, out)
 		}
