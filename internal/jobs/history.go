@@ -12,7 +12,9 @@ import (
 
 // recordHistory appends a write to the script's history (state.HistoryEntry):
 // the bindings it changed and how, its strategy, and the events it settled.
-// A failure is logged, never returned: the write and its record stand.
+// A write on the backfill lane that settled no event is a resync's drift
+// repair: it is counted in reconciler_drift_repaired_total. A failure is
+// logged, never returned: the write and its record stand.
 func (r *Runner) recordHistory(ctx context.Context, key string, l lane, res Result, settled []*waitingEvent, log *zap.Logger) {
 	if !res.Wrote {
 		return
@@ -26,6 +28,14 @@ func (r *Runner) recordHistory(ctx context.Context, key string, l lane, res Resu
 		if h.backfill != nil && !slices.Contains(e.Runs, h.backfill.run) {
 			e.Runs = append(e.Runs, h.backfill.run)
 		}
+	}
+	if l == laneBackfill && len(settled) == 0 {
+		// No event asked for this write: a resync found the live bindings
+		// drifted from what was applied or is wanted, and repaired them.
+		for _, c := range res.Changes {
+			r.m.DriftRepaired.WithLabelValues(c.Kind).Inc()
+		}
+		log.Info("resync repaired drift", zap.Strings("changed", changedBindings(res.Changes)))
 	}
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
