@@ -44,6 +44,18 @@ const (
 	ResultHeld = "held"
 )
 
+// DriftKinds are the kind label values of reconciler_drift_repaired_total:
+// the kinds of change a repair writes.
+var DriftKinds = []string{DriftAdd, DriftUpdate, DriftRemove, DriftRename}
+
+// Kinds of drift repair.
+const (
+	DriftAdd    = "add"    // a binding missing from live was added back
+	DriftUpdate = "update" // a binding changed live was written again
+	DriftRemove = "remove" // a binding that must not be there was removed
+	DriftRename = "rename" // a rename was carried out
+)
+
 // Reasons for holding a script (the reason label of
 // reconciler_scripts_held_total).
 const (
@@ -132,6 +144,10 @@ type Metrics struct {
 	// BackfillScripts counts backfill scripts this process finished, by
 	// outcome (Backfill*).
 	BackfillScripts *prometheus.CounterVec
+	// DriftRepaired counts binding changes written by a resync (a
+	// reconcile no event asked for: the live bindings had drifted from
+	// what the reconciler applied or wants), by kind of change (Drift*).
+	DriftRepaired *prometheus.CounterVec
 	// BackfillPending is the number of backfill scripts waiting, read from
 	// the backfill consumer.
 	BackfillPending prometheus.Gauge
@@ -245,6 +261,8 @@ func New(reg prometheus.Registerer, deadLetterReasons ...string) *Metrics {
 			"1 while the process is ready (/readyz answers 200), else 0."),
 		BackfillScripts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "reconciler_backfill_scripts_total", Help: "Backfill scripts finished by this process, by outcome (changed, unchanged, failed)."}, []string{"outcome"}),
+		DriftRepaired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "reconciler_drift_repaired_total", Help: "Binding changes a resync wrote because the live bindings had drifted, by kind (add, update, remove, rename)."}, []string{"kind"}),
 		BackfillPending: gauge("reconciler_backfill_pending",
 			"Backfill scripts waiting to be reconciled, from the backfill consumer."),
 		BackfillRunsActive: gauge("reconciler_backfill_runs_active",
@@ -287,7 +305,7 @@ func New(reg prometheus.Registerer, deadLetterReasons ...string) *Metrics {
 	reg.MustRegister(m.EventsReceived, m.EventsFolded, m.EventsTotal, m.EventRedeliveries, m.StaleOperations, m.DeadLetters,
 		m.EventLag, m.ReconcileTotal, m.ReconcileDuration, m.Writes, m.StrategyFallbacks, m.QueueDepth, m.InflightReconciles,
 		m.HeldEvents, m.LastSuccess, m.PanicsRecovered, m.ScriptsHeld, m.ConsumerPending, m.NATSConnected, m.Ready,
-		m.BackfillScripts, m.BackfillPending, m.BackfillRunsActive,
+		m.BackfillScripts, m.BackfillPending, m.BackfillRunsActive, m.DriftRepaired,
 		m.APIRequests, m.APIDuration, m.APIRetries, m.APIRateLimited, m.APIAuthFailures,
 		m.BudgetWait, m.BudgetRequests, m.BudgetWindow, m.BudgetTokens, m.BudgetPaused, m.BuildInfo,
 		m.APIQuotaRemaining, m.APIQuotaReset, m.APIQuota, m.APIQuotaWindow, m.APIOtherRequests)
@@ -312,6 +330,9 @@ func New(reg prometheus.Registerer, deadLetterReasons ...string) *Metrics {
 	}
 	for _, o := range []string{BackfillChanged, BackfillUnchanged, BackfillFailed} {
 		m.BackfillScripts.WithLabelValues(o).Add(0)
+	}
+	for _, k := range DriftKinds {
+		m.DriftRepaired.WithLabelValues(k).Add(0)
 	}
 	for _, ep := range apiEndpoints {
 		// The "200" series starts at zero so that the first request of

@@ -105,7 +105,7 @@ reconciler_rate_budget_wait_seconds_count 1
 		for _, metric := range mf.GetMetric() {
 			for _, lp := range metric.GetLabel() {
 				switch lp.GetName() {
-				case "outcome", "reason", "result", "strategy", "endpoint", "code", "lane", "from", "to",
+				case "outcome", "reason", "result", "strategy", "endpoint", "code", "lane", "from", "to", "kind",
 					"version", "commit", "go_version":
 				default:
 					t.Errorf("%s has unexpected label %s", mf.GetName(), lp.GetName())
@@ -135,7 +135,7 @@ func TestEverySeriesExistsFromTheStart(t *testing.T) {
 			seen[mf.GetName()] = append(seen[mf.GetName()], strings.Join(pairs, ","))
 		}
 	}
-	if got, want := len(seen), 39; got != want {
+	if got, want := len(seen), 40; got != want {
 		t.Errorf("%d families in a fresh scrape, want %d (a collector without series, or one added without updating this test)", got, want)
 	}
 	want := map[string][]string{
@@ -143,6 +143,7 @@ func TestEverySeriesExistsFromTheStart(t *testing.T) {
 		"reconciler_held_events":              {"lane=backfill", "lane=live"},
 		"reconciler_consumer_pending":         {"lane=backfill", "lane=live"},
 		"reconciler_backfill_scripts_total":   {"outcome=changed", "outcome=failed", "outcome=unchanged"},
+		"reconciler_drift_repaired_total":     {"kind=add", "kind=remove", "kind=rename", "kind=update"},
 		"reconciler_writes_total":             {"strategy=script", "strategy=settings", "strategy=version"},
 		"reconciler_strategy_fallbacks_total": {"from=settings,to=version"},
 		"reconciler_nats_connected":           {""},

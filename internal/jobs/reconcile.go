@@ -47,9 +47,11 @@ type Result struct {
 	// Revision is the desired-state revision the reconcile read: held
 	// events folded at or below it are settled.
 	Revision uint64
-	// Wrote reports a write; Strategy is its strategy.
+	// Wrote reports a write; Strategy is its strategy and Changes what it
+	// changed, by binding name.
 	Wrote    bool
 	Strategy planner.Strategy
+	Changes  []state.Change
 	// State is the desired state read (to tell quarantined events), and
 	// Record the last-applied record after the reconcile.
 	State  *event.DesiredState
@@ -291,7 +293,7 @@ func (r *Reconciler) converge(ls *state.Lease, ref cfapi.ScriptRef, key string, 
 	if ce := loggerFrom(ctx, r.log).Check(zap.DebugLevel, "plan applied"); ce != nil {
 		ce.Write(zap.Stringer("plan", plan))
 	}
-	res.Wrote, res.Strategy = true, used
+	res.Wrote, res.Strategy, res.Changes = true, used, state.ChangesOf(plan)
 	return res, nil
 }
 

@@ -199,7 +199,7 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 		}
 		r.queue.AddAfter(key, l, res.RequeueAfter)
 	case err == nil:
-		r.succeeded(ctx, key, res, took, log)
+		r.succeeded(ctx, key, l, res, took, log)
 	case isAuthFailure(err) && ctx.Err() == nil && scope == scopeAccount:
 		// The token verifies, so the API refused this account (outside
 		// the token's scope): its events cannot apply until someone grants
@@ -271,7 +271,7 @@ func (r *Runner) authScope(ctx context.Context, key string) authScope {
 }
 
 // succeeded settles the held events a successful reconcile covered.
-func (r *Runner) succeeded(ctx context.Context, key string, res Result, took time.Duration, log *zap.Logger) {
+func (r *Runner) succeeded(ctx context.Context, key string, l lane, res Result, took time.Duration, log *zap.Logger) {
 	result := metrics.ResultNoop
 	if res.Wrote {
 		result = metrics.ResultApplied
@@ -284,12 +284,15 @@ func (r *Runner) succeeded(ctx context.Context, key string, res Result, took tim
 	for _, h := range hs {
 		r.settle(ctx, h, res.outcomeFor(h))
 	}
-	level := zap.DebugLevel // a no-op is routine; a write is news
+	r.recordHistory(ctx, key, l, res, hs, log) // history.go
+	// A no-op is routine; a write is news.
+	level := zap.DebugLevel
 	if res.Wrote {
 		level = zap.InfoLevel
 	}
 	if ce := log.Check(level, "reconciled"); ce != nil {
 		ce.Write(zap.String("result", result), zap.String("strategy", string(res.Strategy)),
+			zap.Strings("changed", changedBindings(res.Changes)),
 			zap.Int("events_settled", len(hs)), zap.Duration("took", took))
 	}
 }

@@ -4,7 +4,7 @@ package natsconn
 // NATS definitions in deploy/nats and the setup of `reconciler run`, so a
 // server provisioned from either stops a runaway publisher before it fills
 // its disk. A file stream's max_bytes is reserved on the server when the
-// stream is created: the sum (about 4.4 GiB per replica) must fit in the
+// stream is created: the sum (about 4.7 GiB per replica) must fit in the
 // JetStream store of each server holding a replica.
 //
 // max_msgs_per_subject is already 1 wherever one message per subject is
@@ -26,6 +26,9 @@ const (
 	// BackfillResultsMaxBytes bounds the backfill results stream
 	// (BINDINGS_BACKFILL_RESULTS).
 	BackfillResultsMaxBytes = 512 * MiB
+	// HistoryStreamMaxBytes bounds the history stream (BINDINGS_HISTORY):
+	// a few hundred bytes per write, the newest entries of each script.
+	HistoryStreamMaxBytes = 256 * MiB
 	// DesiredBucketMaxBytes bounds reconciler_desired: the folded desired
 	// bindings of every script (secret values included until applied).
 	DesiredBucketMaxBytes = 1 * GiB
@@ -51,6 +54,7 @@ func StreamMaxBytes(stream string) (int64, bool) {
 		"BINDINGS_DLQ":                DeadLetterStreamMaxBytes,
 		"BINDINGS_BACKFILL":           BackfillStreamMaxBytes,
 		"BINDINGS_BACKFILL_RESULTS":   BackfillResultsMaxBytes,
+		"BINDINGS_HISTORY":            HistoryStreamMaxBytes,
 		"KV_reconciler_desired":       DesiredBucketMaxBytes,
 		"KV_reconciler_applied":       AppliedBucketMaxBytes,
 		"KV_reconciler_leases":        LeaseBucketMaxBytes,

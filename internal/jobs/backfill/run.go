@@ -22,6 +22,11 @@ type Item struct {
 	Ref        cfapi.ScriptRef
 	Event      []byte
 	ModifiedOn string
+	// Retry, when set, is the failed result this item retries: its
+	// message id differs from the first item's (the stream's duplicate
+	// window would drop it) and is the same for every process that
+	// retries that result.
+	Retry *state.BackfillResult
 }
 
 // Run enqueues the items of one run and follows their results. Items
@@ -34,7 +39,10 @@ type Run struct {
 }
 
 // Open loads run from the runs bucket, or stores it there when it
-// is new. A run that exists keeps its creation time and settings (resume).
+// is new. A run that exists keeps its creation time and settings (resume);
+// it is refused with an *InputMismatchError when its input differs (see
+// state.BackfillRun.InputDigest), and with ErrCancelled when it was
+// cancelled.
 func Open(ctx context.Context, res *state.Resources, run state.BackfillRun) (*Run, bool, error) {
 	if err := state.ValidateRunID(run.ID); err != nil {
 		return nil, false, err
@@ -43,6 +51,9 @@ func Open(ctx context.Context, res *state.Resources, run state.BackfillRun) (*Ru
 		var old state.BackfillRun
 		if err := json.Unmarshal(e.Value(), &old); err != nil {
 			return nil, false, fmt.Errorf("backfill run %s: stored record is corrupt: %w", run.ID, err)
+		}
+		if err := checkSameInput(old, run); err != nil { // steer.go
+			return nil, true, err
 		}
 		return &Run{res: res, Record: old}, true, nil
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -63,20 +74,38 @@ func Open(ctx context.Context, res *state.Resources, run state.BackfillRun) (*Ru
 // SetTotal records the number of scripts of the run once every item is
 // enqueued.
 func (b *Run) SetTotal(ctx context.Context, total int) error {
-	b.Record.Total = total
-	b.Record.UpdatedAt = time.Now().UTC()
-	data, _ := json.Marshal(b.Record)
-	_, err := b.res.Runs.Put(ctx, b.Record.ID, data)
-	return err
+	return b.update(ctx, func(r *state.BackfillRun) { r.Total = total })
 }
 
 // Finish records that every script of the run has a result.
 func (b *Run) Finish(ctx context.Context) error {
-	now := time.Now().UTC()
-	b.Record.FinishedAt, b.Record.UpdatedAt = &now, now
-	data, _ := json.Marshal(b.Record)
-	_, err := b.res.Runs.Put(ctx, b.Record.ID, data)
-	return err
+	return b.update(ctx, func(r *state.BackfillRun) {
+		now := time.Now().UTC()
+		r.FinishedAt = &now
+	})
+}
+
+// update changes the stored record with compare-and-set, so that what
+// another machine recorded meanwhile (a cancel) is kept.
+func (b *Run) update(ctx context.Context, edit func(*state.BackfillRun)) error {
+	for attempt := 0; ; attempt++ {
+		cur, rev, err := LoadRun(ctx, b.res, b.Record.ID)
+		if err != nil {
+			return err
+		}
+		rec := cur.Record
+		edit(&rec)
+		rec.UpdatedAt = time.Now().UTC()
+		data, _ := json.Marshal(rec)
+		_, err = b.res.Runs.Update(ctx, rec.ID, data, rev)
+		if err == nil {
+			b.Record = rec
+			return nil
+		}
+		if !state.IsWrongLastSequence(err) || attempt >= 16 {
+			return fmt.Errorf("backfill run %s: %w", rec.ID, err)
+		}
+	}
 }
 
 // Enqueue publishes items as work of the run, pipelined. An item whose
@@ -108,12 +137,19 @@ func (b *Run) Enqueue(ctx context.Context, items []Item) (queued, already int, e
 		return nil
 	}
 	names := b.res.Names
+	if err := b.checkNotCancelled(ctx); err != nil {
+		return 0, 0, err
+	}
 	for _, it := range items {
 		key := event.ScriptKey(it.Ref)
 		m := nats.NewMsg(names.BackfillPrefix + "." + b.Record.ID + "." + key)
 		m.Data = it.Event
 		m.Header.Set(state.HeaderRun, b.Record.ID)
-		m.Header.Set(jetstream.MsgIDHeader, "backfill:"+b.Record.ID+":"+key)
+		msgID := "backfill:" + b.Record.ID + ":" + key
+		if it.Retry != nil {
+			msgID += ":retry:" + it.Retry.At.UTC().Format(time.RFC3339Nano)
+		}
+		m.Header.Set(jetstream.MsgIDHeader, msgID)
 		if it.ModifiedOn != "" {
 			m.Header.Set(state.HeaderListedModified, it.ModifiedOn)
 		}

@@ -77,6 +77,13 @@ type BackfillRun struct {
 	UpdatedAt      time.Time `json:"updated_at"`
 	// FinishedAt is set when every script of the run has a result.
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// InputDigest identifies the run's input (a digest of the events
+	// file, or of the namespace, tags and patch): a run id reused with
+	// another input is refused.
+	InputDigest string `json:"input_digest,omitempty"`
+	// CancelledAt is set by `backfill cancel`: the run's queued items were
+	// dropped and it takes no more.
+	CancelledAt *time.Time `json:"cancelled_at,omitempty"`
 }
 
 // ActiveRuns counts the runs that are not finished and still have work
@@ -96,7 +103,7 @@ func ActiveRuns(ctx context.Context, res *Resources) (int, error) {
 			continue
 		}
 		var run BackfillRun
-		if json.Unmarshal(e.Value(), &run) != nil || run.FinishedAt != nil {
+		if json.Unmarshal(e.Value(), &run) != nil || run.FinishedAt != nil || run.CancelledAt != nil {
 			continue
 		}
 		info, err := res.Backfill.Info(ctx, jetstream.WithSubjectFilter(res.Names.BackfillPrefix+"."+id+".>"))

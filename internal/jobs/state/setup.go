@@ -33,6 +33,10 @@ type Names struct {
 	ResultsPrefix    string // default "bindings_backfill_results"
 	ResultsStream    string // default "BINDINGS_BACKFILL_RESULTS"
 	RunsBucket       string // default "reconciler_backfill_runs"
+
+	// History of changes per script: <HistoryPrefix>.<account>.<namespace>.<script>.
+	HistoryPrefix string // default "bindings_history"
+	HistoryStream string // default "BINDINGS_HISTORY"
 }
 
 // WithDefaults fills the empty names.
@@ -56,6 +60,8 @@ func (n Names) WithDefaults() Names {
 	def(&n.ResultsPrefix, "bindings_backfill_results")
 	def(&n.ResultsStream, "BINDINGS_BACKFILL_RESULTS")
 	def(&n.RunsBucket, "reconciler_backfill_runs")
+	def(&n.HistoryPrefix, "bindings_history")
+	def(&n.HistoryStream, "BINDINGS_HISTORY")
 	return n
 }
 
@@ -100,6 +106,11 @@ type SetupConfig struct {
 	// over, so it bounds recovery after a crash; it is renewed every third
 	// of it.
 	LeaseTTL time.Duration
+	// HistoryPerScript is how many history entries (writes) are kept per
+	// script (default 20); HistoryMaxAge how long each is kept (default
+	// DLQMaxAge).
+	HistoryPerScript int
+	HistoryMaxAge    time.Duration
 }
 
 // DefaultDuration sets *d to v unless *d is positive.
@@ -130,6 +141,10 @@ func (c SetupConfig) WithDefaults() SetupConfig {
 	if c.BackfillMaxAckPending <= 0 {
 		c.BackfillMaxAckPending = 1000
 	}
+	if c.HistoryPerScript <= 0 {
+		c.HistoryPerScript = 20
+	}
+	DefaultDuration(&c.HistoryMaxAge, c.DLQMaxAge)
 	return c
 }
 
@@ -143,6 +158,9 @@ type Resources struct {
 	BackfillConsumer jetstream.Consumer
 	Results          jetstream.Stream
 	Runs             jetstream.KeyValue
+	// History is the history stream; nil when a tool opened a pipeline
+	// set up without it.
+	History jetstream.Stream
 	// Desired, Applied and Leases are the state buckets (see NewStore).
 	Desired, Applied, Leases jetstream.KeyValue
 	Names                    Names
@@ -191,6 +209,16 @@ func (c SetupConfig) streamConfigs() []jetstream.StreamConfig {
 		Retention:         jetstream.LimitsPolicy,
 		MaxAge:            c.DLQMaxAge,
 		MaxMsgsPerSubject: 1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          c.Replicas,
+	}, {
+		Name:              c.HistoryStream,
+		Description:       "What the reconciler changed on each script (binding names and kinds of change, never values), the newest entries per script.",
+		Subjects:          []string{c.HistoryPrefix + ".*.*.*"},
+		Retention:         jetstream.LimitsPolicy,
+		MaxAge:            c.HistoryMaxAge,
+		MaxMsgsPerSubject: int64(c.HistoryPerScript),
+		Discard:           jetstream.DiscardOld,
 		Storage:           jetstream.FileStorage,
 		Replicas:          c.Replicas,
 	}}
@@ -255,7 +283,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg SetupConfig,
 	retry := func(what string, op func(context.Context) error) error {
 		return RetrySetup(ctx, log, what, op)
 	}
-	streams := make([]jetstream.Stream, 0, 4)
+	streams := make([]jetstream.Stream, 0, 5)
 	for _, sc := range cfg.streamConfigs() {
 		err := retry("stream "+sc.Name, func(ctx context.Context) error {
 			s, err := js.CreateOrUpdateStream(ctx, sc)
@@ -268,7 +296,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg SetupConfig,
 			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
-	res.Stream, res.DLQ, res.Backfill, res.Results = streams[0], streams[1], streams[2], streams[3]
+	res.Stream, res.DLQ, res.Backfill, res.Results, res.History = streams[0], streams[1], streams[2], streams[3], streams[4]
 	live, backfill := cfg.ConsumerConfigs()
 	for _, c := range []struct {
 		stream string
@@ -380,6 +408,14 @@ func Open(ctx context.Context, js jetstream.JetStream, names Names) (*Resources,
 		}
 	}
 	res.Desired, res.Applied, res.Leases, res.Runs = kvs[0], kvs[1], kvs[2], kvs[3]
+	// The history stream is optional for tools: a pipeline set up by an
+	// older `run` has none (ReadHistory says so).
+	if res.History, err = js.Stream(ctx, names.HistoryStream); err != nil {
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, missing("stream", names.HistoryStream, err)
+		}
+		res.History = nil
+	}
 	return res, nil
 }
 

@@ -97,7 +97,8 @@ type ReplayResult struct {
 // prefers the original event, read back from the event stream by sequence
 // (its secrets intact); when that has aged out it republishes the redacted
 // record only if nothing was redacted in it. The new message gets a fresh
-// Nats-Msg-Id so the duplicate window does not drop it. With remove, the
+// Nats-Msg-Id so the duplicate window does not drop it. A backfill item's
+// dead letter is replayed as a live event on its script's subject. With remove, the
 // dead letter is deleted once the replay is stored.
 func ReplayDeadLetter(ctx context.Context, js jetstream.JetStream, names state.Names, e DLQEntry, remove bool) ReplayResult {
 	names = names.WithDefaults()
@@ -123,6 +124,11 @@ func ReplayDeadLetter(ctx context.Context, js jetstream.JetStream, names state.N
 			return fail("the original event is gone from stream %s and the record's secret values were redacted; republish the event from its source", e.Record.Stream)
 		}
 		body, subject, res.Source = e.Record.Event, e.Record.Subject, "record"
+	}
+	if _, key, ok := state.ParseBackfillSubject(subject, names.BackfillPrefix); ok {
+		// A backfill item's event: replayed as a live event of its script
+		// (its run may be over; the event is the same).
+		subject = names.SubjectPrefix + "." + key
 	}
 	if !strings.HasPrefix(subject, names.SubjectPrefix+".") || strings.Count(subject, ".") != 3 {
 		return fail("subject %q is not an event subject under %q", subject, names.SubjectPrefix)
