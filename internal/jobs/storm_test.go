@@ -3,6 +3,7 @@ package jobs
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -97,9 +98,10 @@ func expectedState(t *testing.T, events []map[string]any) map[string]map[string]
 // published before the runner starts, cost at most 120 reads and 120
 // writes, and every script ends at the per-binding last-writer-wins state.
 func TestStormCostsOneReconcilePerScript(t *testing.T) {
-	// The coalescing bound is a latency knob; a slow machine (-race) must
-	// not make this test about it.
-	h := newHarness(t, harnessOpts{cfg: Config{CoalesceMaxWait: time.Minute}})
+	// The coalescing bound is a latency knob, and the harness's short
+	// AckWait a test-speed knob; a slow machine (-race, a loaded CI) must
+	// not make this test about either: it runs with the product's AckWait.
+	h := newHarness(t, harnessOpts{cfg: Config{CoalesceMaxWait: time.Minute, SetupConfig: state.SetupConfig{AckWait: 20 * time.Second}}})
 	h.setup()
 	var scripts []string
 	for s := 0; s < 100; s++ {
