@@ -1,4 +1,4 @@
-package cfapi
+package wire
 
 import (
 	"encoding/json"
@@ -10,7 +10,7 @@ import (
 
 func loadCorpus(t *testing.T) []json.RawMessage {
 	t.Helper()
-	data, err := os.ReadFile("testdata/bindings-corpus.json")
+	data, err := os.ReadFile("../testdata/bindings-corpus.json")
 	if err != nil {
 		t.Fatal(err)
 	}
