@@ -958,7 +958,7 @@ func TestPlanAllocs(t *testing.T) {
 	}
 }
 
-// TestPlanShowsNoValueOfUnknownTypes: plans apply cfapi's redaction rule,
+// TestPlanShowsNoValueOfUnknownTypes: plans apply wire's redaction rule,
 // so an unknown type (possibly a secret) and every member of a secret_key
 // read "(sensitive)" in every rendered form.
 func TestPlanShowsNoValueOfUnknownTypes(t *testing.T) {

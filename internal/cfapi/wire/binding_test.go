@@ -227,3 +227,26 @@ func TestWithName(t *testing.T) {
 		t.Error("WithName changed its receiver")
 	}
 }
+
+func TestParseBindingArray(t *testing.T) {
+	bs, err := ParseBindingArray([]byte(` [ {"type":"plain_text","name":"A","text":"a"} , {"type":"inherit","name":"B"} ] `))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := bs.Names(); len(got) != 2 || got[0] != "A" || got[1] != "B" {
+		t.Errorf("names %v, want [A B]", got)
+	}
+	if bs, err := ParseBindingArray([]byte(`[]`)); err != nil || bs == nil || len(bs) != 0 {
+		t.Errorf("empty array: %v, %v; want an empty, non-nil list", bs, err)
+	}
+	for _, in := range []string{``, `{}`, `null`, `[`, `[{"type":"ai","name":"A"}`, `[1,]`, `[{"type":"ai","name":"A"}] x`} {
+		if _, err := ParseBindingArray([]byte(in)); err == nil {
+			t.Errorf("ParseBindingArray(%q) succeeded", in)
+		}
+	}
+	for _, in := range []string{`[{"type":"ai","name":"A"},1]`, "[{\"type\":\"plain_text\",\"name\":\"A\",\"text\":\"\xff\"}]"} {
+		if _, err := ParseBindingArray([]byte(in)); err == nil {
+			t.Errorf("ParseBindingArray(%q): an element that is not a binding was accepted", in)
+		}
+	}
+}
