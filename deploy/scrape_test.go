@@ -13,6 +13,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/testutil"
 )
 
@@ -114,7 +115,7 @@ func TestPrometheusScrapesARun(t *testing.T) {
 			if !found {
 				t.Fatalf("%s is missing from the emulator", cfapitest.TenantName(i))
 			}
-			if _, ok := cfapi.Bindings(bs).ByName("DEPLOY_E2E"); !ok {
+			if _, ok := wire.Bindings(bs).ByName("DEPLOY_E2E"); !ok {
 				return false
 			}
 		}

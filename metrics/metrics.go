@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 )
 
 // Event outcomes (docs/events.md "Outcomes").
@@ -404,7 +405,7 @@ func (m *Metrics) APIHooks() cfapi.Hooks {
 
 // ObserveRateLimit publishes the API's view of the user's budget from one
 // answer.
-func (m *Metrics) ObserveRateLimit(v cfapi.RateLimitView) {
+func (m *Metrics) ObserveRateLimit(v ratelimit.RateLimitView) {
 	m.APIQuotaRemaining.Set(float64(v.Remaining))
 	m.APIQuotaReset.Set(v.Reset.Seconds())
 	if v.HasPolicy() {

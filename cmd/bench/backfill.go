@@ -12,6 +12,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
 
@@ -51,9 +52,9 @@ func (b *bench) backfillScenario(ctx context.Context, ns string, n, budget int, 
 func (b *bench) runBackfill(ctx context.Context, run *backfillRun) error {
 	w := b.w
 	b.logf("seeding %d tenants in %s", run.n, run.ns)
-	already := func(i int) []cfapi.Binding {
+	already := func(i int) []wire.Binding {
 		if i%10 < 7 { // 70% have what the patch asks already
-			return []cfapi.Binding{cfapi.MustParseBinding(assetsBinding)}
+			return []wire.Binding{wire.MustParseBinding(assetsBinding)}
 		}
 		return nil
 	}
@@ -182,7 +183,7 @@ func (b *bench) liveEvents(ctx context.Context, ns string, n, count int, every t
 			defer wg.Done()
 			for time.Since(sent) < 2*time.Minute && ctx.Err() == nil {
 				bs, _ := w.emu.Bindings(cfapitest.DefaultAccount, ns, t)
-				if _, ok := cfapi.Bindings(bs).ByName(name); ok {
+				if _, ok := wire.Bindings(bs).ByName(name); ok {
 					mu.Lock()
 					out = append(out, time.Since(sent))
 					mu.Unlock()

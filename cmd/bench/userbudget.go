@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // The scenarios of the user's budget: the API counts one quota per user,
@@ -107,7 +107,7 @@ func (b *bench) runUserBudget(ctx context.Context, u *userBudget, procs int, rat
 	u.other = cfapitest.OtherToolStats{Accepted: after.Accepted - otherBefore.Accepted, RateLimited: after.RateLimited - otherBefore.RateLimited}
 	for i := 1; i <= u.n; i++ {
 		bs, _ := w.emu.Bindings(cfapitest.DefaultAccount, u.ns, cfapitest.TenantName(i))
-		if _, ok := cfapi.Bindings(bs).ByName("ASSETS"); ok {
+		if _, ok := wire.Bindings(bs).ByName("ASSETS"); ok {
 			u.converged++
 		}
 	}

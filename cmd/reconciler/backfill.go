@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/jobs/backfill"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
@@ -650,7 +651,7 @@ func (t *tracker) update() {
 // reserve and the other tools' use) while one is live, else the budget in
 // force (the --rate-limit, or in auto mode the policy it adopted); on a
 // budget of this process alone, its --rate-limit.
-func etaRate(lim *cfapi.Limiter) func() float64 {
+func etaRate(lim *ratelimit.Limiter) func() float64 {
 	src, ok := lim.Source().(*budget.Source)
 	if !ok {
 		b, w := lim.Source().Budget()

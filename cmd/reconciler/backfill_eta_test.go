@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 	"github.com/reconciler/reconciler/internal/testutil"
@@ -91,7 +91,7 @@ func TestBackfillETAFollowsTheAPIView(t *testing.T) {
 	// left, the rest spent by another tool; its next request puts the view
 	// into the key.
 	runSrc := runLim.Source().(*budget.Source)
-	runSrc.ObserveRateLimit(cfapi.RateLimitView{Name: "default", Remaining: 30, Reset: time.Minute, Quota: 120, Window: time.Minute, Seen: time.Now()})
+	runSrc.ObserveRateLimit(ratelimit.RateLimitView{Name: "default", Remaining: 30, Reset: time.Minute, Quota: 120, Window: time.Minute, Seen: time.Now()})
 	if _, err := runLim.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // TestBackfillNamespaceWithoutScriptList: against an API that does not
@@ -45,7 +45,7 @@ func TestBackfillNamespaceWithoutScriptList(t *testing.T) {
 			}
 			for i := 1; i <= 5; i++ {
 				bs, _ := emu.Bindings(acct, "customers", cfapitest.TenantName(i))
-				_, has := cfapi.Bindings(bs).ByName("P")
+				_, has := wire.Bindings(bs).ByName("P")
 				if has != (i <= 3) {
 					t.Errorf("%s has P: %v", cfapitest.TenantName(i), has)
 				}

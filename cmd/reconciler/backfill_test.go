@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/testutil"
 )
 
@@ -73,7 +73,7 @@ func TestBackfillNamespace(t *testing.T) {
 	}
 	for i := 1; i <= n; i++ {
 		bs, _ := emu.Bindings(acct, "customers", cfapitest.TenantName(i))
-		if _, ok := cfapi.Bindings(bs).ByName("ASSETS"); !ok {
+		if _, ok := wire.Bindings(bs).ByName("ASSETS"); !ok {
 			t.Fatalf("%s has no ASSETS", cfapitest.TenantName(i))
 		}
 	}

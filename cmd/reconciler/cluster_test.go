@@ -19,8 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 	"github.com/reconciler/reconciler/internal/testutil"
 	"github.com/reconciler/reconciler/internal/testutil/natscluster"
@@ -322,7 +322,7 @@ func TestClusterTwoProcessesSurviveLeaderLoss(t *testing.T) {
 		n := 0
 		for i := 1; i <= scripts; i++ {
 			bs, _ := emu.Bindings(acct, "customers", cfapitest.TenantName(i))
-			if b, ok := cfapi.Bindings(bs).ByName("CLUSTER"); ok {
+			if b, ok := wire.Bindings(bs).ByName("CLUSTER"); ok {
 				if text, _ := b.String("text"); text == fmt.Sprintf("gen-%d", lastGen(i)) {
 					n++
 				}

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/natsconn"
@@ -272,8 +273,8 @@ func (a *apiFlags) register(f *flagSet) {
 func (a *apiFlags) registerEndpoint(f *flagSet) {
 	f.inGroup(groupAPI, func() {
 		f.str(&a.baseURL, "api-base-url", "CLOUDFLARE_API_BASE_URL", cfapi.DefaultBaseURL, "Cloudflare API base URL")
-		f.str(&a.rateLimit, "rate-limit", "RECONCILER_RATE_LIMIT", cfapi.DefaultRateLimitString, "request budget of the API token, REQUESTS/DURATION, shared by every process using the token")
-		f.integer(&a.maxWrites, "max-writes", "RECONCILER_MAX_WRITES", cfapi.DefaultMaxWrites, "API writes in flight at once")
+		f.str(&a.rateLimit, "rate-limit", "RECONCILER_RATE_LIMIT", ratelimit.DefaultRateLimitString, "request budget of the API token, REQUESTS/DURATION, shared by every process using the token")
+		f.integer(&a.maxWrites, "max-writes", "RECONCILER_MAX_WRITES", ratelimit.DefaultMaxWrites, "API writes in flight at once")
 	})
 }
 
@@ -288,8 +289,8 @@ func (a *apiFlags) validate(f *flagSet) error {
 func (a *apiFlags) validateEndpoint(f *flagSet) error {
 	var err error
 	if a.rateAuto = strings.TrimSpace(a.rateLimit) == rateLimitAuto; a.rateAuto {
-		a.budget, a.window = autoStartBudget, cfapi.DefaultWindow
-	} else if a.budget, a.window, err = cfapi.ParseRate(a.rateLimit); err != nil {
+		a.budget, a.window = autoStartBudget, ratelimit.DefaultWindow
+	} else if a.budget, a.window, err = ratelimit.ParseRate(a.rateLimit); err != nil {
 		return usagef("%s: %v (or %q to follow the API's Ratelimit-Policy)", f.name("rate-limit"), err, rateLimitAuto)
 	}
 	if a.maxWrites < 1 || a.maxWrites > 256 {

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/doctor"
 )
 
@@ -89,7 +90,7 @@ func runDoctor(ctx context.Context, a *app, f *flagSet, df *doctorFlags) error {
 	}
 	// A doctor run makes a few dozen requests at most: a budget of its own
 	// (--rate-limit) is enough and needs no running pipeline.
-	lim, err := cfapi.NewLimiter(df.api.budget, df.api.window, df.api.maxWrites)
+	lim, err := ratelimit.NewLimiter(df.api.budget, df.api.window, df.api.maxWrites)
 	if err != nil {
 		return usagef("%s: %v", f.name("rate-limit"), err)
 	}

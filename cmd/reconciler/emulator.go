@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 )
 
 // emulatorFlags are the flags of `reconciler emulator`.
@@ -75,7 +75,7 @@ func runEmulator(ctx context.Context, a *app, f *flagSet, ef *emulatorFlags) err
 	}
 	opts := cfapitest.Options{Token: token, Faults: cfapitest.Faults{FailRate: failRate, ThrottleRate: throttleRate, ResetRate: resetRate, Latency: latency}}
 	if rateLimit != "" {
-		n, w, err := cfapi.ParseRate(rateLimit)
+		n, w, err := ratelimit.ParseRate(rateLimit)
 		if err != nil {
 			return usagef("--rate-limit: %v", err)
 		}

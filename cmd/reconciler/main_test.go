@@ -21,6 +21,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/testutil"
 )
 
@@ -147,7 +148,7 @@ func TestEmulatorServesCapturedDispatchUpload(t *testing.T) {
 			t.Fatalf("PUT %s: %d %s", path, resp.StatusCode, data)
 		}
 	}
-	get := func(path string) []cfapi.Binding {
+	get := func(path string) []wire.Binding {
 		t.Helper()
 		resp, err := http.Get(base + path + "/settings")
 		if err != nil {
@@ -166,16 +167,16 @@ func TestEmulatorServesCapturedDispatchUpload(t *testing.T) {
 	dispatch := "/accounts/" + acct + "/workers/dispatch/namespaces/my-ns/scripts/my-worker"
 	put("b1-deploy-dispatch-new", "006-PUT-workers_dispatch_namespaces_my-ns_scripts_my-worker", dispatch)
 	bs := get(dispatch)
-	names := cfapi.Bindings(bs).Names()
+	names := wire.Bindings(bs).Names()
 	for _, want := range []string{"GREETING", "CONFIG", "MY_KV", "COUNTER", "MY_BUCKET", "MY_DB", "AUTH"} {
-		if _, ok := cfapi.Bindings(bs).ByName(want); !ok {
+		if _, ok := wire.Bindings(bs).ByName(want); !ok {
 			t.Errorf("dispatch script lacks %s (has %v)", want, names)
 		}
 	}
 	// An ordinary upload with a secret: GET shows it without its text.
 	ordinary := "/accounts/" + acct + "/workers/scripts/my-worker"
 	put("a3-deploy-new-secrets-file", "008-PUT-workers_scripts_my-worker", ordinary)
-	sec, ok := cfapi.Bindings(get(ordinary)).ByName("API_KEY")
+	sec, ok := wire.Bindings(get(ordinary)).ByName("API_KEY")
 	if !ok || sec.Type() != "secret_text" || strings.Contains(string(sec.Raw()), "key-from-secrets-file") {
 		t.Fatalf("secret as GET shows it: %s (found %v)", sec.Raw(), ok)
 	}
@@ -283,7 +284,7 @@ func TestRunPublishAndGracefulShutdown(t *testing.T) {
 		done := 0
 		for i := 1; i <= scripts; i++ {
 			bs, _ := emu.Bindings(acct, "customers", cfapitest.TenantName(i))
-			if _, ok := cfapi.Bindings(bs).ByName("GRACEFUL"); ok {
+			if _, ok := wire.Bindings(bs).ByName("GRACEFUL"); ok {
 				done++
 			}
 		}
@@ -294,7 +295,7 @@ func TestRunPublishAndGracefulShutdown(t *testing.T) {
 	}
 	for i := 1; i <= scripts; i++ {
 		bs, _ := emu.Bindings(acct, "customers", cfapitest.TenantName(i))
-		if _, ok := cfapi.Bindings(bs).ByName("GRACEFUL"); !ok {
+		if _, ok := wire.Bindings(bs).ByName("GRACEFUL"); !ok {
 			t.Errorf("%s never got its binding", cfapitest.TenantName(i))
 		}
 	}

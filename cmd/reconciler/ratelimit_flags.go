@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -20,9 +21,9 @@ import (
 const rateLimitAuto = "auto"
 
 // autoStartBudget is the conservative budget of --rate-limit auto per
-// cfapi.DefaultWindow until the first answer's policy arrives: a tenth of
+// ratelimit.DefaultWindow until the first answer's policy arrives: a tenth of
 // the default.
-const autoStartBudget = cfapi.DefaultBudget / 10
+const autoStartBudget = ratelimit.DefaultBudget / 10
 
 // registerUserBudget registers the flags of the user's budget.
 func (a *apiFlags) registerUserBudget(f *flagSet) {
@@ -85,7 +86,7 @@ func budgetConfig(ctx context.Context, a *apiFlags, creds credentialSet, replica
 }
 
 // identityLookupBudget is the budget of the identity lookup per 5
-// minutes: the smallest whose burst (cfapi.BurstFor) is two requests.
+// minutes: the smallest whose burst (ratelimit.BurstFor) is two requests.
 const identityLookupBudget = 100
 
 // lookupIdentity asks the API for the identity it counts the budget by,
@@ -93,7 +94,7 @@ const identityLookupBudget = 100
 // /user/tokens/verify when the token may not read the user) at once, and
 // a retry a few seconds later.
 func lookupIdentity(ctx context.Context, a *apiFlags, creds credentialSet) (string, error) {
-	lim, err := cfapi.NewLimiter(identityLookupBudget, 5*time.Minute, 1)
+	lim, err := ratelimit.NewLimiter(identityLookupBudget, 5*time.Minute, 1)
 	if err != nil {
 		return "", err
 	}
@@ -129,7 +130,7 @@ func rateText(a *apiFlags) string {
 // sampleUserBudget sets the estimate of the other tools' requests from the
 // shared budget's view of the API (the gauge stays as it was without a
 // live view).
-func sampleUserBudget(m *metrics.Metrics, lim *cfapi.Limiter) {
+func sampleUserBudget(m *metrics.Metrics, lim *ratelimit.Limiter) {
 	src, ok := lim.Source().(*budget.Source)
 	if !ok {
 		return

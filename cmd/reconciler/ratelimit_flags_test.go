@@ -16,6 +16,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
 	"github.com/reconciler/reconciler/internal/testutil"
 )
@@ -47,16 +48,16 @@ func TestRateLimitAndReserveFlags(t *testing.T) {
 		reserveN int
 		frac     float64
 	}{
-		{"defaults", nil, nil, false, cfapi.DefaultBudget, cfapi.DefaultWindow, 0, 0.10},
+		{"defaults", nil, nil, false, ratelimit.DefaultBudget, ratelimit.DefaultWindow, 0, 0.10},
 		{"fixed rate", []string{"--rate-limit", "1100/5m"}, nil, false, 1100, 5 * time.Minute, 0, 0.10},
-		{"auto", []string{"--rate-limit", "auto"}, nil, true, autoStartBudget, cfapi.DefaultWindow, 0, 0.10},
-		{"auto from env", nil, map[string]string{"RECONCILER_RATE_LIMIT": "auto"}, true, autoStartBudget, cfapi.DefaultWindow, 0, 0.10},
-		{"reserve 10%", []string{"--rate-reserve", "10%"}, nil, false, cfapi.DefaultBudget, cfapi.DefaultWindow, 0, 0.10},
-		{"reserve 25.5%", []string{"--rate-reserve", "25.5%"}, nil, false, cfapi.DefaultBudget, cfapi.DefaultWindow, 0, 0.255},
-		{"reserve 0", []string{"--rate-reserve", "0"}, nil, false, cfapi.DefaultBudget, cfapi.DefaultWindow, 0, -1},
-		{"reserve 0%", []string{"--rate-reserve", "0%"}, nil, false, cfapi.DefaultBudget, cfapi.DefaultWindow, 0, -1},
-		{"reserve 50", []string{"--rate-reserve", "50"}, nil, false, cfapi.DefaultBudget, cfapi.DefaultWindow, 50, 0},
-		{"reserve from env", []string{"--rate-limit", "auto"}, map[string]string{"RECONCILER_RATE_RESERVE": "120"}, true, autoStartBudget, cfapi.DefaultWindow, 120, 0},
+		{"auto", []string{"--rate-limit", "auto"}, nil, true, autoStartBudget, ratelimit.DefaultWindow, 0, 0.10},
+		{"auto from env", nil, map[string]string{"RECONCILER_RATE_LIMIT": "auto"}, true, autoStartBudget, ratelimit.DefaultWindow, 0, 0.10},
+		{"reserve 10%", []string{"--rate-reserve", "10%"}, nil, false, ratelimit.DefaultBudget, ratelimit.DefaultWindow, 0, 0.10},
+		{"reserve 25.5%", []string{"--rate-reserve", "25.5%"}, nil, false, ratelimit.DefaultBudget, ratelimit.DefaultWindow, 0, 0.255},
+		{"reserve 0", []string{"--rate-reserve", "0"}, nil, false, ratelimit.DefaultBudget, ratelimit.DefaultWindow, 0, -1},
+		{"reserve 0%", []string{"--rate-reserve", "0%"}, nil, false, ratelimit.DefaultBudget, ratelimit.DefaultWindow, 0, -1},
+		{"reserve 50", []string{"--rate-reserve", "50"}, nil, false, ratelimit.DefaultBudget, ratelimit.DefaultWindow, 50, 0},
+		{"reserve from env", []string{"--rate-limit", "auto"}, map[string]string{"RECONCILER_RATE_RESERVE": "120"}, true, autoStartBudget, ratelimit.DefaultWindow, 120, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -72,8 +73,8 @@ func TestRateLimitAndReserveFlags(t *testing.T) {
 			}
 		})
 	}
-	if autoStartBudget*10 != cfapi.DefaultBudget {
-		t.Errorf("auto starts on %d, want a tenth of %d", autoStartBudget, cfapi.DefaultBudget)
+	if autoStartBudget*10 != ratelimit.DefaultBudget {
+		t.Errorf("auto starts on %d, want a tenth of %d", autoStartBudget, ratelimit.DefaultBudget)
 	}
 
 	bad := []struct {

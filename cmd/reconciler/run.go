@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/health"
 	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
@@ -224,7 +225,7 @@ func softMemoryLimit(e env, log *zap.Logger) {
 
 // startPipeline sets up JetStream (retrying until it succeeds or ctx
 // ends), the planner and the API client, and returns the runner.
-func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds credentialSet, m *metrics.Metrics, e env, log *zap.Logger) (*jobs.Runner, *cfapi.Limiter, error) {
+func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds credentialSet, m *metrics.Metrics, e env, log *zap.Logger) (*jobs.Runner, *ratelimit.Limiter, error) {
 	cfg := rf.jobsConfig()
 	res, err := state.EnsureStreams(ctx, conn.js, cfg.SetupConfig, log)
 	if err != nil {
@@ -264,7 +265,7 @@ func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds cred
 
 // sampleGauges keeps the gauges that describe the process's connections
 // and budget current, every second until ctx ends.
-func sampleGauges(ctx context.Context, m *metrics.Metrics, conn *natsConn, lim *cfapi.Limiter) {
+func sampleGauges(ctx context.Context, m *metrics.Metrics, conn *natsConn, lim *ratelimit.Limiter) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -288,7 +289,7 @@ func sampleGauges(ctx context.Context, m *metrics.Metrics, conn *natsConn, lim *
 }
 
 // newAPIClient returns the Cloudflare client over limiter.
-func newAPIClient(a *apiFlags, creds credentialSet, lim *cfapi.Limiter, hooks cfapi.Hooks, timeout time.Duration) (*cfapi.Client, error) {
+func newAPIClient(a *apiFlags, creds credentialSet, lim *ratelimit.Limiter, hooks cfapi.Hooks, timeout time.Duration) (*cfapi.Client, error) {
 	client, err := cfapi.New(cfapi.Config{
 		BaseURL: a.baseURL, Token: creds.token, Email: creds.email, APIKey: creds.key,
 		Limiter: lim, Hooks: hooks, UserAgent: "reconciler/" + buildVersion(),
@@ -314,13 +315,13 @@ const (
 // the token's whole budget, whatever the number of processes), or with
 // budgetLocal (no NATS reachable) a budget of this process alone. The
 // returned close releases the shared source.
-func newLimiter(ctx context.Context, a *apiFlags, creds credentialSet, js jetstream.JetStream, mode budgetMode, replicas int, log *zap.Logger) (*cfapi.Limiter, func(), error) {
-	hooks := cfapi.WithLimiterHooks(cfapi.LimiterHooks{PauseCapped: func(requested, applied time.Duration) {
+func newLimiter(ctx context.Context, a *apiFlags, creds credentialSet, js jetstream.JetStream, mode budgetMode, replicas int, log *zap.Logger) (*ratelimit.Limiter, func(), error) {
+	hooks := ratelimit.WithLimiterHooks(ratelimit.LimiterHooks{PauseCapped: func(requested, applied time.Duration) {
 		log.Warn("the API asked for an absurd Retry-After; pausing for the budget's window instead",
 			zap.Duration("retry_after", requested), zap.Duration("pause", applied))
 	}})
 	if mode == budgetLocal {
-		lim, err := cfapi.NewLimiter(a.budget, a.window, a.maxWrites, hooks)
+		lim, err := ratelimit.NewLimiter(a.budget, a.window, a.maxWrites, hooks)
 		if err != nil {
 			return nil, nil, usagef("--rate-limit: %v", err)
 		}
@@ -343,7 +344,7 @@ func newLimiter(ctx context.Context, a *apiFlags, creds credentialSet, js jetstr
 		}
 		return nil, nil, fmt.Errorf("shared budget: %w", err)
 	}
-	lim, err := cfapi.NewSharedLimiter(src, a.maxWrites, hooks)
+	lim, err := ratelimit.NewSharedLimiter(src, a.maxWrites, hooks)
 	if err != nil {
 		src.Close()
 		return nil, nil, err

@@ -18,6 +18,8 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
@@ -123,7 +125,7 @@ type sandbox struct {
 	stopEmu  context.CancelFunc
 	emuDone  chan struct{}
 	client   *cfapi.Client
-	lim      *cfapi.Limiter // the client's, on the shared budget
+	lim      *ratelimit.Limiter // the client's, on the shared budget
 	dataDir  string
 	budget   string
 	metricsU string
@@ -272,7 +274,7 @@ func (sb *sandbox) liveEvents(ctx context.Context, tenants int, log *zap.Logger)
 		}
 		for {
 			bs, _ := sb.emu.Bindings(cfapitest.DefaultAccount, "customers", t)
-			if _, ok := cfapi.Bindings(bs).ByName(fmt.Sprintf("LIVE_%d", i)); ok {
+			if _, ok := wire.Bindings(bs).ByName(fmt.Sprintf("LIVE_%d", i)); ok {
 				out = append(out, time.Since(start))
 				break
 			}
@@ -332,8 +334,8 @@ func freeIfTaken(addr string) string {
 	return ln.Addr().String()
 }
 
-func names(bs []cfapi.Binding) string {
-	out := cfapi.Bindings(bs).Names()
+func names(bs []wire.Binding) string {
+	out := wire.Bindings(bs).Names()
 	sort.Strings(out)
 	return strings.Join(out, " ")
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // TestBadResponseIsRetried: a 200 answer that is not the API's JSON
@@ -61,8 +62,8 @@ func TestBadResponseIsRetried(t *testing.T) {
 		fx := setupWith(t, cfapitest.Options{}, cfapi.Config{Retry: cfapi.RetryPolicy{MaxAttempts: 4}})
 		fx.seed(t, dispatchNS, 1)
 		fx.srv.AnswerPageNext(1, cfapitest.EndpointPatchSettings)
-		kv := cfapi.MustParseBinding(`{"type":"plain_text","name":"ADDED","text":"v"}`)
-		if _, err := fx.client.PatchSettings(context.Background(), ref, cfapi.SettingsPatch{Bindings: cfapi.Bindings{kv}}); err != nil {
+		kv := wire.MustParseBinding(`{"type":"plain_text","name":"ADDED","text":"v"}`)
+		if _, err := fx.client.PatchSettings(context.Background(), ref, cfapi.SettingsPatch{Bindings: wire.Bindings{kv}}); err != nil {
 			t.Fatalf("PatchSettings after a page: %v", err)
 		}
 		s, err := fx.client.GetSettings(context.Background(), ref)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 )
 
 // DefaultBaseURL is the Cloudflare API base.
@@ -33,7 +34,7 @@ type Config struct {
 	HTTPClient *http.Client
 	// Limiter is the shared request budget. Every attempt of every call
 	// waits on it. Defaults to NewLimiter(DefaultBudget, DefaultWindow, 0).
-	Limiter *Limiter
+	Limiter *ratelimit.Limiter
 	Retry   RetryPolicy
 	Hooks   Hooks
 	// UserAgent defaults to "reconciler".
@@ -52,8 +53,8 @@ type Hooks struct {
 	// BudgetWait is called with the time an attempt waited for the budget.
 	BudgetWait func(endpoint string, waited time.Duration)
 	// RateLimitSeen is called with the API's view of the user's budget
-	// from every answer that carries the Ratelimit headers (ratelimit.go).
-	RateLimitSeen func(RateLimitView)
+	// from every answer that carries the Ratelimit headers (internal/cfapi/ratelimit).
+	RateLimitSeen func(ratelimit.RateLimitView)
 	// RateLimitIgnored is called with the parts of those headers that
 	// could not be used (for a debug log).
 	RateLimitIgnored func(endpoint string, errs []error)
@@ -95,7 +96,7 @@ type Client struct {
 	base    *url.URL
 	http    *http.Client
 	auth    func(http.Header)
-	limiter *Limiter
+	limiter *ratelimit.Limiter
 	retry   RetryPolicy
 	hooks   Hooks
 	ua      string
@@ -118,7 +119,7 @@ func New(cfg Config) (*Client, error) {
 		c.http = &http.Client{Timeout: 60 * time.Second}
 	}
 	if c.limiter == nil {
-		c.limiter, _ = NewLimiter(DefaultBudget, DefaultWindow, 0)
+		c.limiter, _ = ratelimit.NewLimiter(ratelimit.DefaultBudget, ratelimit.DefaultWindow, 0)
 	}
 	if c.ua == "" {
 		c.ua = "reconciler"
@@ -139,7 +140,7 @@ func New(cfg Config) (*Client, error) {
 }
 
 // Limiter returns the client's shared limiter.
-func (c *Client) Limiter() *Limiter { return c.limiter }
+func (c *Client) Limiter() *ratelimit.Limiter { return c.limiter }
 
 // call describes one API call; body is rebuilt for every attempt.
 type call struct {
@@ -481,4 +482,21 @@ func (r ScriptRef) scriptPath() string {
 		return a + "/dispatch/namespaces/" + url.PathEscape(r.Namespace) + "/scripts/" + url.PathEscape(r.Script)
 	}
 	return a + "/scripts/" + url.PathEscape(r.Script)
+}
+
+// observeRateLimit reads the rate-limit headers of an answer (any status)
+// and hands the view to the limiter and the RateLimitSeen hook; parts it
+// cannot use go to the RateLimitIgnored hook (a debug log).
+func (c *Client) observeRateLimit(h http.Header, endpoint string) {
+	v, errs := ratelimit.ViewFromHeader(h, time.Now())
+	if len(errs) > 0 && c.hooks.RateLimitIgnored != nil {
+		c.hooks.RateLimitIgnored(endpoint, errs)
+	}
+	if !v.Valid() {
+		return
+	}
+	c.limiter.ObserveRateLimit(v)
+	if c.hooks.RateLimitSeen != nil {
+		c.hooks.RateLimitSeen(v)
+	}
 }

@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 const (
@@ -121,7 +123,7 @@ func setupWith(t *testing.T, opts cfapitest.Options, cfg cfapi.Config) fixture {
 	}
 	cfg.HTTPClient = &http.Client{Transport: wire, Timeout: 30 * time.Second}
 	if cfg.Limiter == nil {
-		lim, err := cfapi.NewLimiter(10000, time.Second, 8)
+		lim, err := ratelimit.NewLimiter(10000, time.Second, 8)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -176,13 +178,13 @@ func (f fixture) stats(t *testing.T) cfapitest.Stats {
 }
 
 // stored returns a script's stored bindings (secrets included) by name.
-func (f fixture) stored(t *testing.T, ref cfapi.ScriptRef) map[string]cfapi.Binding {
+func (f fixture) stored(t *testing.T, ref cfapi.ScriptRef) map[string]wire.Binding {
 	t.Helper()
 	bs, ok := f.srv.Bindings(ref.AccountID, ref.Namespace, ref.Script)
 	if !ok {
 		t.Fatalf("script %s is not stored", ref)
 	}
-	out := map[string]cfapi.Binding{}
+	out := map[string]wire.Binding{}
 	for _, b := range bs {
 		out[b.Name()] = b
 	}
@@ -211,7 +213,7 @@ func eachFlavour(t *testing.T, f func(t *testing.T, fx fixture, ref cfapi.Script
 // seedSecret is the secret_text value Seed gives a tenant.
 func seedSecret(ref cfapi.ScriptRef) string { return "seed-secret-" + ref.Namespace + "-" + ref.Script }
 
-func text(t *testing.T, b cfapi.Binding) string {
+func text(t *testing.T, b wire.Binding) string {
 	t.Helper()
 	s, ok := b.String("text")
 	if !ok {
@@ -245,7 +247,7 @@ func TestGetSettingsEmulator(t *testing.T) {
 			t.Errorf("binding names (-want +got):\n%s", diff)
 		}
 		secret, _ := s.Bindings.ByName("API_TOKEN")
-		if secret.Type() != cfapi.TypeSecretText || secret.HasWriteOnlyValue() {
+		if secret.Type() != wire.TypeSecretText || secret.HasWriteOnlyValue() {
 			t.Errorf("API_TOKEN = %s, want a secret_text without its text", secret.Redacted().Raw())
 		}
 		tenant, _ := s.Bindings.ByName("TENANT")
@@ -268,10 +270,10 @@ func TestPatchSettingsEmulator(t *testing.T) {
 		patch := cfapi.SettingsPatch{
 			// TENANT is left out (removed); API_TOKEN and KV are kept by
 			// reference; GREETING is new.
-			Bindings: cfapi.Bindings{
-				cfapi.Ref(cfapi.TypeSecretText, "API_TOKEN"),
-				cfapi.Ref(cfapi.TypeKVNamespace, "KV"),
-				cfapi.MustParseBinding(`{"type":"plain_text","name":"GREETING","text":"hello"}`),
+			Bindings: wire.Bindings{
+				wire.Ref(wire.TypeSecretText, "API_TOKEN"),
+				wire.Ref(wire.TypeKVNamespace, "KV"),
+				wire.MustParseBinding(`{"type":"plain_text","name":"GREETING","text":"hello"}`),
 			},
 			Other: map[string]json.RawMessage{"compatibility_date": json.RawMessage(`"2025-06-01"`)},
 		}
@@ -381,12 +383,12 @@ func TestUploadScriptEmulator(t *testing.T) {
 		up := cfapi.ScriptUpload{
 			Metadata: cfapi.UploadMetadata{
 				MainModule: "index.js",
-				Bindings: cfapi.Bindings{
-					cfapi.Inherit("KV"),
-					cfapi.MustParseBinding(`{"type":"plain_text","name":"TENANT","text":"renamed"}`),
-					cfapi.MustParseBinding(`{"type":"r2_bucket","name":"BUCKET","bucket_name":"assets"}`),
+				Bindings: wire.Bindings{
+					wire.Inherit("KV"),
+					wire.MustParseBinding(`{"type":"plain_text","name":"TENANT","text":"renamed"}`),
+					wire.MustParseBinding(`{"type":"r2_bucket","name":"BUCKET","bucket_name":"assets"}`),
 				},
-				KeepBindings: cfapi.WriteOnlyTypes(), // secret_text, secret_key
+				KeepBindings: wire.WriteOnlyTypes(), // secret_text, secret_key
 				Other:        cfapi.SettingsForUpload(live, false),
 			},
 			Modules: []cfapi.Module{indexModule},
@@ -437,11 +439,11 @@ func TestCreateVersionThenDeployEmulator(t *testing.T) {
 		up := cfapi.ScriptUpload{
 			Metadata: cfapi.UploadMetadata{
 				MainModule: "index.js",
-				Bindings: cfapi.Bindings{
-					cfapi.Inherit("KV"),
-					cfapi.MustParseBinding(`{"type":"plain_text","name":"TENANT","text":"v2"}`),
+				Bindings: wire.Bindings{
+					wire.Inherit("KV"),
+					wire.MustParseBinding(`{"type":"plain_text","name":"TENANT","text":"v2"}`),
 				},
-				KeepBindings: cfapi.WriteOnlyTypes(),
+				KeepBindings: wire.WriteOnlyTypes(),
 				Annotations:  map[string]string{"workers/message": "bindings v2"},
 				Other:        cfapi.SettingsForUpload(live, true),
 			},
@@ -615,7 +617,7 @@ func TestNotFoundEmulator(t *testing.T) {
 		{"GetSettings", "", func(c *cfapi.Client, r cfapi.ScriptRef) error { _, err := c.GetSettings(ctx, r); return err }},
 		{"GetScriptContent", "", func(c *cfapi.Client, r cfapi.ScriptRef) error { _, err := c.GetScriptContent(ctx, r); return err }},
 		{"PatchSettings", "", func(c *cfapi.Client, r cfapi.ScriptRef) error {
-			_, err := c.PatchSettings(ctx, r, cfapi.SettingsPatch{Bindings: cfapi.Bindings{}})
+			_, err := c.PatchSettings(ctx, r, cfapi.SettingsPatch{Bindings: wire.Bindings{}})
 			return err
 		}},
 		{"CreateVersion", "", func(c *cfapi.Client, r cfapi.ScriptRef) error { _, err := c.CreateVersion(ctx, r, upload); return err }},
@@ -679,12 +681,12 @@ func TestValidationNotRetried(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name  string
-		patch cfapi.Bindings
+		patch wire.Bindings
 		code  int
 	}{
-		{"secret_text with null text", cfapi.Bindings{cfapi.MustParseBinding(`{"type":"secret_text","name":"API_TOKEN","text":null}`)}, cfapi.CodeValidation},
-		{"new secret_text without text", cfapi.Bindings{cfapi.Ref(cfapi.TypeSecretText, "API_TOKEN"), cfapi.Ref(cfapi.TypeSecretText, "NEW_SECRET")}, cfapi.CodeValidation},
-		{"unresolvable inherit in a settings patch", cfapi.Bindings{cfapi.Inherit("NO_SUCH_BINDING")}, cfapi.CodeInvalidInherit},
+		{"secret_text with null text", wire.Bindings{wire.MustParseBinding(`{"type":"secret_text","name":"API_TOKEN","text":null}`)}, cfapi.CodeValidation},
+		{"new secret_text without text", wire.Bindings{wire.Ref(wire.TypeSecretText, "API_TOKEN"), wire.Ref(wire.TypeSecretText, "NEW_SECRET")}, cfapi.CodeValidation},
+		{"unresolvable inherit in a settings patch", wire.Bindings{wire.Inherit("NO_SUCH_BINDING")}, cfapi.CodeInvalidInherit},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -715,7 +717,7 @@ func TestValidationNotRetried(t *testing.T) {
 		fx.seed(t, "", 1)
 		ref := cfapi.ScriptRef{AccountID: account, Script: cfapitest.TenantName(1)}
 		_, err := fx.client.UploadScript(context.Background(), ref, cfapi.ScriptUpload{
-			Metadata: cfapi.UploadMetadata{MainModule: "index.js", Bindings: cfapi.Bindings{cfapi.Inherit("NOPE"), cfapi.Inherit("NOPE2")}},
+			Metadata: cfapi.UploadMetadata{MainModule: "index.js", Bindings: wire.Bindings{wire.Inherit("NOPE"), wire.Inherit("NOPE2")}},
 			Modules:  []cfapi.Module{indexModule}})
 		var ae *cfapi.APIError
 		if !errors.As(err, &ae) || !ae.CodeIs(cfapi.CodeInvalidInherit) || len(ae.Errors) != 2 || ae.Retryable() {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/testutil"
 )
 
@@ -66,7 +68,7 @@ const secretToken = "tok-SUPERSECRET-123"
 
 func newFakeClient(t *testing.T, ft *fakeTransport, retry RetryPolicy) *Client {
 	t.Helper()
-	lim, err := NewLimiter(1000, time.Second, 4)
+	lim, err := ratelimit.NewLimiter(1000, time.Second, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +140,7 @@ func TestRequestsCarryAuthAndRebuildBodies(t *testing.T) {
 	ft := &fakeTransport{answers: []func(*http.Request) (*http.Response, error){
 		answer(503, `{"success":false,"errors":[]}`), answer(200, `{"success":true,"result":{"bindings":[]}}`)}}
 	cl := newFakeClient(t, ft, RetryPolicy{MaxAttempts: 3})
-	_, err := cl.PatchSettings(context.Background(), testRef, SettingsPatch{Bindings: Bindings{Ref("kv_namespace", "KV")}})
+	_, err := cl.PatchSettings(context.Background(), testRef, SettingsPatch{Bindings: wire.Bindings{wire.Ref("kv_namespace", "KV")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +162,7 @@ func TestRequestsCarryAuthAndRebuildBodies(t *testing.T) {
 
 func TestKeyAuth(t *testing.T) {
 	ft := &fakeTransport{}
-	lim, _ := NewLimiter(100, time.Second, 1)
+	lim, _ := ratelimit.NewLimiter(100, time.Second, 1)
 	cl, err := New(Config{BaseURL: "http://cf.test/client/v4", Email: "ops@example.com", APIKey: "k123", HTTPClient: &http.Client{Transport: ft}, Limiter: lim})
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +207,7 @@ func TestRateLimitPausesWholeLimiter(t *testing.T) {
 		return resp(200, okSettings), nil
 	}}
 	// A window long enough that the 2 s Retry-After is not capped.
-	lim, err := NewLimiter(1000, 10*time.Second, 4)
+	lim, err := ratelimit.NewLimiter(1000, 10*time.Second, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +244,7 @@ func TestRateLimitPausesWholeLimiter(t *testing.T) {
 	// (With a broken pause they are not held back: their requests reach
 	// the server at once, and the check below reports them.)
 	testutil.Eventually(t, 10*time.Second, func() bool {
-		return lim.Waiting(PriorityLive) >= others || ft.count() > 1 || !lim.Paused()
+		return lim.Waiting(ratelimit.PriorityLive) >= others || ft.count() > 1 || !lim.Paused()
 	}, "the callers neither queued nor sent")
 	if ft.count() == 1 && !time.Now().Before(until) {
 		t.Fatalf("the callers queued only after the pause ended (%s); the machine is too slow for this test", until.Format(time.StampMicro))
@@ -261,41 +263,4 @@ func TestRateLimitPausesWholeLimiter(t *testing.T) {
 			t.Errorf("request %d sent at %s, during the pause that ends %s", i+2, at.Format(time.StampMicro), until.Format(time.StampMicro))
 		}
 	}
-}
-
-func TestLimiterParseAndBurst(t *testing.T) {
-	b, w, err := ParseRate("1100/5m")
-	if err != nil || b != 1100 || w != 5*time.Minute {
-		t.Fatalf("ParseRate = %d %s %v", b, w, err)
-	}
-	for _, bad := range []string{"", "1100", "x/5m", "1/5m", "10/0s", "10/-1s", "10/abc"} {
-		if _, _, err := ParseRate(bad); err == nil {
-			t.Errorf("ParseRate(%q) accepted", bad)
-		}
-	}
-	l, _ := NewLimiter(1100, 5*time.Minute, 0)
-	// Burst plus a full window of refill must stay within the budget.
-	perWindow := l.src.(*TokenBucket).Rate() * (5 * time.Minute).Seconds()
-	if float64(l.Burst())+perWindow > 1100 {
-		t.Fatalf("burst %d + refill %.1f exceeds the budget", l.Burst(), perWindow)
-	}
-}
-
-func TestAcquireWriteCap(t *testing.T) {
-	l, _ := NewLimiter(100, time.Second, 2)
-	r1, _ := l.AcquireWrite(context.Background())
-	r2, _ := l.AcquireWrite(context.Background())
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	if _, err := l.AcquireWrite(ctx); err == nil {
-		t.Fatal("third write slot granted with a cap of 2")
-	}
-	r1()
-	r1() // idempotent
-	r3, err := l.AcquireWrite(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r2()
-	r3()
 }

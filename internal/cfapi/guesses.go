@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // Classifiers for the answers of the API's behaviours that its published
@@ -45,7 +47,7 @@ func IsListUnsupported(err error) bool {
 // 400 with code 10021 whose message names such an entry. It returns that
 // binding's name. A caller then writes the change as an upload that keeps
 // the values another way (inherit entries, keep_bindings).
-func TypeNameRefused(err error, sent Bindings) (string, bool) {
+func TypeNameRefused(err error, sent wire.Bindings) (string, bool) {
 	var ae *APIError
 	if !errors.As(err, &ae) || ae.Method != http.MethodPatch || !strings.HasSuffix(ae.Path, "/settings") ||
 		ae.StatusCode != http.StatusBadRequest {
@@ -65,13 +67,13 @@ func TypeNameRefused(err error, sent Bindings) (string, bool) {
 }
 
 // IsTypeNameRefused is TypeNameRefused without the name.
-func IsTypeNameRefused(err error, sent Bindings) bool {
+func IsTypeNameRefused(err error, sent wire.Bindings) bool {
 	_, ok := TypeNameRefused(err, sent)
 	return ok
 }
 
 // isTypeName reports whether b has exactly the members type and name.
-func isTypeName(b Binding) bool {
+func isTypeName(b wire.Binding) bool {
 	var fields map[string]json.RawMessage
 	if json.Unmarshal(b.Raw(), &fields) != nil {
 		return false

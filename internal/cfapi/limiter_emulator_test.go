@@ -2,6 +2,7 @@ package cfapi_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 )
 
 // The tests in this file measure real time through the emulator, so they
@@ -63,7 +65,7 @@ func TestLimiterKeepsBudgetAcrossGoroutines(t *testing.T) {
 		goroutines = 32
 		callsEach  = 3 // 96 requests: about three windows' worth
 	)
-	lim, err := cfapi.NewLimiter(budget, window, 4)
+	lim, err := ratelimit.NewLimiter(budget, window, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +106,7 @@ func TestLimiterKeepsBudgetAcrossGoroutines(t *testing.T) {
 // TestNaiveBucketExceedsBudget is the negative control of the test above:
 // a plain token bucket with the whole budget as its burst (30 at once, then
 // 30 per second) lets about twice the budget through in its first second.
-// This is why cfapi.Limiter sizes its bucket as it does.
+// This is why ratelimit.Limiter sizes its bucket as it does.
 func TestNaiveBucketExceedsBudget(t *testing.T) {
 	const budget, window = 30, time.Second
 
@@ -163,7 +165,7 @@ func TestRateLimit429PausesEveryone(t *testing.T) {
 		serverWindow = time.Second
 		goroutines   = 16 // one call each: four server windows
 	)
-	lim, err := cfapi.NewLimiter(100, time.Second, 4)
+	lim, err := ratelimit.NewLimiter(100, time.Second, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,5 +226,49 @@ func TestRateLimit429PausesEveryone(t *testing.T) {
 	// is loose on purpose so that a slow machine does not fail it.
 	if st.Throttled >= 2*goroutines {
 		t.Errorf("%d 429s for %d goroutines: the goroutines were not held back", st.Throttled, goroutines)
+	}
+}
+
+// TestPauseCappedAtWindow: a Retry-After longer than the window pauses for
+// the window, and the hook reports it; the client's RateLimited hook sees
+// the pause applied.
+func TestPauseCappedAtWindow(t *testing.T) {
+	var requested, applied atomic.Int64
+	lim, err := ratelimit.NewLimiter(100, 2*time.Second, 0, ratelimit.WithLimiterHooks(ratelimit.LimiterHooks{
+		PauseCapped: func(r, a time.Duration) { requested.Store(int64(r)); applied.Store(int64(a)) },
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen atomic.Int64
+	fx := setupWith(t, cfapitest.Options{}, cfapi.Config{Limiter: lim, Retry: cfapi.RetryPolicy{MaxAttempts: 1},
+		Hooks: cfapi.Hooks{RateLimited: func(_ string, d time.Duration) { seen.Store(int64(d)) }}})
+	fx.seed(t, dispatchNS, 1)
+	fx.srv.FailNext(1, 429, cfapitest.CodeRateLimited, 3*time.Hour)
+	before := time.Now()
+	_, err = fx.client.GetSettings(context.Background(), cfapi.ScriptRef{AccountID: account, Namespace: dispatchNS, Script: cfapitest.TenantName(1)})
+	var apiErr *cfapi.APIError
+	if !errors.As(err, &apiErr) || !apiErr.RateLimited() {
+		t.Fatalf("err = %v, want the 429", err)
+	}
+	if time.Duration(requested.Load()) != 3*time.Hour || time.Duration(applied.Load()) != 2*time.Second {
+		t.Errorf("PauseCapped(%s, %s), want (3h, 2s)", time.Duration(requested.Load()), time.Duration(applied.Load()))
+	}
+	if d := time.Duration(seen.Load()); d != 2*time.Second {
+		t.Errorf("RateLimited hook saw %s, want the capped 2s", d)
+	}
+	if until := lim.PausedUntil(); until.After(time.Now().Add(2*time.Second)) || until.Before(before) {
+		t.Errorf("paused until %s, want within 2s of %s", until.Format(time.StampMilli), before.Format(time.StampMilli))
+	}
+	if !lim.Paused() {
+		t.Error("limiter not paused")
+	}
+	// Pause without a 429: shorter pauses do not shorten it, and Pause
+	// returns what it applied.
+	if got := lim.Pause(time.Millisecond); got != time.Millisecond {
+		t.Errorf("Pause(1ms) = %s", got)
+	}
+	if !lim.Paused() {
+		t.Error("a shorter pause ended the longer one")
 	}
 }

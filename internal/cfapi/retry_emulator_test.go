@@ -17,6 +17,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // TestRetriesWithFaultInjection drives the retry policy with the emulator's
@@ -27,7 +29,7 @@ func TestRetriesWithFaultInjection(t *testing.T) {
 	getSettings := func(c *cfapi.Client) error { _, err := c.GetSettings(context.Background(), ref); return err }
 	patchSettings := func(c *cfapi.Client) error {
 		_, err := c.PatchSettings(context.Background(), ref, cfapi.SettingsPatch{
-			Bindings: cfapi.Bindings{cfapi.Ref(cfapi.TypeSecretText, "API_TOKEN"), cfapi.Ref(cfapi.TypeKVNamespace, "KV")}})
+			Bindings: wire.Bindings{wire.Ref(wire.TypeSecretText, "API_TOKEN"), wire.Ref(wire.TypeKVNamespace, "KV")}})
 		return err
 	}
 	type fault struct{ n, status, code int }
@@ -110,8 +112,8 @@ func TestRetryRebuildsMultipartBody(t *testing.T) {
 	fx.srv.FailNext(1, http.StatusServiceUnavailable, cfapi.CodeUnknown2, 0, cfapitest.EndpointPutScript)
 	ref := cfapi.ScriptRef{AccountID: account, Script: cfapitest.TenantName(1)}
 	_, err := fx.client.UploadScript(context.Background(), ref, cfapi.ScriptUpload{
-		Metadata: cfapi.UploadMetadata{MainModule: "index.js", Bindings: cfapi.Bindings{cfapi.Inherit("KV")},
-			KeepBindings: cfapi.WriteOnlyTypes()},
+		Metadata: cfapi.UploadMetadata{MainModule: "index.js", Bindings: wire.Bindings{wire.Inherit("KV")},
+			KeepBindings: wire.WriteOnlyTypes()},
 		Modules: []cfapi.Module{indexModule}})
 	if err != nil {
 		t.Fatal(err)
@@ -187,8 +189,8 @@ func TestTokenNeverInErrors(t *testing.T) {
 			return err
 		}},
 		{name: "validation 10021", call: func(c *cfapi.Client) error {
-			_, err := c.PatchSettings(ctx, ref, cfapi.SettingsPatch{Bindings: cfapi.Bindings{
-				cfapi.MustParseBinding(`{"type":"secret_text","name":"API_TOKEN","text":null}`)}})
+			_, err := c.PatchSettings(ctx, ref, cfapi.SettingsPatch{Bindings: wire.Bindings{
+				wire.MustParseBinding(`{"type":"secret_text","name":"API_TOKEN","text":null}`)}})
 			return err
 		}},
 		{name: "500 until giving up", setup: func(fx fixture) { fx.srv.FailNext(10, 500, 10013, 0) },
@@ -252,7 +254,7 @@ func TestTokenNeverInErrors(t *testing.T) {
 		dead := httptest.NewServer(http.NotFoundHandler())
 		base := dead.URL + "/client/v4"
 		dead.Close()
-		lim, _ := cfapi.NewLimiter(1000, time.Second, 1)
+		lim, _ := ratelimit.NewLimiter(1000, time.Second, 1)
 		c, err := cfapi.New(cfapi.Config{BaseURL: base, Token: testToken, Limiter: lim,
 			Retry: cfapi.RetryPolicy{MaxAttempts: 2, InitialInterval: time.Millisecond}})
 		if err != nil {

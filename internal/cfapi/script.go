@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // Module is one part of a script: an ES module, a source map, a wasm or
@@ -107,7 +109,7 @@ type UploadMetadata struct {
 	BodyPart   string
 	// Bindings is the explicit binding set; {"type":"inherit","name":N}
 	// carries N over from the previous version.
-	Bindings Bindings
+	Bindings wire.Bindings
 	// KeepBindings lists binding types to carry over from the previous
 	// version in addition to Bindings (e.g. secret_text, secret_key).
 	KeepBindings []string
@@ -123,32 +125,32 @@ type UploadMetadata struct {
 // body_part), bindings (each binding's JSON byte for byte), the other
 // members sorted, keep_bindings, annotations.
 func (m UploadMetadata) JSON() ([]byte, error) {
-	w := newObject(nil, true)
+	w := wire.NewObject(nil, true)
 	if m.MainModule != "" {
-		w.str("main_module", m.MainModule)
+		w.Str("main_module", m.MainModule)
 	}
 	if m.BodyPart != "" {
-		w.str("body_part", m.BodyPart)
+		w.Str("body_part", m.BodyPart)
 	}
-	if err := w.bindings("bindings", m.Bindings); err != nil {
+	if err := w.Bindings("bindings", m.Bindings); err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)
 	}
-	for _, k := range sortedKeys(m.Other, "main_module", "body_part", "bindings", "keep_bindings", "annotations") {
-		if err := w.checkedRaw(k, m.Other[k]); err != nil {
+	for _, k := range wire.SortedKeys(m.Other, "main_module", "body_part", "bindings", "keep_bindings", "annotations") {
+		if err := w.CheckedRaw(k, m.Other[k]); err != nil {
 			return nil, fmt.Errorf("metadata: %w", err)
 		}
 	}
 	if len(m.KeepBindings) > 0 {
-		if err := w.marshal("keep_bindings", m.KeepBindings); err != nil {
+		if err := w.Marshal("keep_bindings", m.KeepBindings); err != nil {
 			return nil, fmt.Errorf("metadata: %w", err)
 		}
 	}
 	if len(m.Annotations) > 0 {
-		if err := w.marshal("annotations", m.Annotations); err != nil {
+		if err := w.Marshal("annotations", m.Annotations); err != nil {
 			return nil, fmt.Errorf("metadata: %w", err)
 		}
 	}
-	return w.close(), nil
+	return w.Close(), nil
 }
 
 // ScriptUpload is a script PUT or version POST: metadata plus the module

@@ -4,21 +4,22 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // Settings is a script's configuration as GET …/settings returns it: the
 // bindings, and every other member (compatibility_date, limits, placement,
 // tags, ...) kept as raw JSON so a script upload can send them back.
 type Settings struct {
-	Bindings Bindings
+	Bindings wire.Bindings
 	Other    map[string]json.RawMessage
 }
 
 // UnmarshalJSON splits the bindings from the other members.
 func (s *Settings) UnmarshalJSON(data []byte) error {
-	ms, err := ObjectMembers(data)
+	ms, err := wire.ObjectMembers(data)
 	if err != nil {
 		var m map[string]json.RawMessage
 		if uerr := json.Unmarshal(data, &m); uerr != nil {
@@ -32,35 +33,13 @@ func (s *Settings) UnmarshalJSON(data []byte) error {
 	}
 	s.Bindings = nil
 	if raw, ok := m["bindings"]; ok && string(raw) != "null" {
-		if s.Bindings, err = parseBindingArray(raw); err != nil {
+		if s.Bindings, err = wire.ParseBindingArray(raw); err != nil {
 			return fmt.Errorf("bindings: %w", err)
 		}
 	}
 	delete(m, "bindings")
 	s.Other = m
 	return nil
-}
-
-// parseBindingArray parses a valid JSON array of bindings, one
-// ParseBinding per element, without a reflective decode.
-func parseBindingArray(raw json.RawMessage) (Bindings, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || raw[0] != '[' {
-		return nil, errors.New("must be an array")
-	}
-	out := Bindings{}
-	for i := skipSpace(raw, 1); raw[i] != ']'; {
-		end := valueEnd(raw, i)
-		b, err := ParseBinding(raw[i:end])
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b)
-		if i = skipSpace(raw, end); raw[i] == ',' {
-			i = skipSpace(raw, i+1)
-		}
-	}
-	return out, nil
 }
 
 // MarshalJSON writes the bindings and the other members with sorted keys.
@@ -71,7 +50,7 @@ func (s Settings) MarshalJSON() ([]byte, error) {
 	}
 	bs := s.Bindings
 	if bs == nil {
-		bs = Bindings{}
+		bs = wire.Bindings{}
 	}
 	m["bindings"] = bs
 	return json.Marshal(m)
@@ -92,7 +71,7 @@ func (c *Client) GetSettings(ctx context.Context, ref ScriptRef) (*Settings, err
 // that binding's current value. Other members (compatibility_date, ...)
 // replace the current ones; absent members are left unchanged.
 type SettingsPatch struct {
-	Bindings Bindings
+	Bindings wire.Bindings
 	Other    map[string]json.RawMessage
 }
 
@@ -101,18 +80,18 @@ type SettingsPatch struct {
 // is nil), then the other members with sorted keys. It holds secret values:
 // send it, never log it.
 func (p SettingsPatch) JSON() ([]byte, error) {
-	w := newObject(nil, true)
+	w := wire.NewObject(nil, true)
 	if p.Bindings != nil {
-		if err := w.bindings("bindings", p.Bindings); err != nil {
+		if err := w.Bindings("bindings", p.Bindings); err != nil {
 			return nil, fmt.Errorf("settings patch: %w", err)
 		}
 	}
-	for _, k := range sortedKeys(p.Other, "bindings") {
-		if err := w.checkedRaw(k, p.Other[k]); err != nil {
+	for _, k := range wire.SortedKeys(p.Other, "bindings") {
+		if err := w.CheckedRaw(k, p.Other[k]); err != nil {
 			return nil, fmt.Errorf("settings patch: %w", err)
 		}
 	}
-	return w.close(), nil
+	return w.Close(), nil
 }
 
 // PatchSettings changes bindings and configuration without uploading code:

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/testutil/specschema"
 )
 
@@ -109,7 +110,7 @@ func TestRequestMembersAreInTheSpec(t *testing.T) {
 		// endpoint of the other script kind): what is checked is what the
 		// client sent.
 		// The product's PATCH carries bindings alone.
-		_, _ = fx.client.PatchSettings(ctx, ref, cfapi.SettingsPatch{Bindings: append(append(cfapi.Bindings{}, corpus...), kept...)})
+		_, _ = fx.client.PatchSettings(ctx, ref, cfapi.SettingsPatch{Bindings: append(append(wire.Bindings{}, corpus...), kept...)})
 		_, _ = fx.client.UploadScript(ctx, ref, cfapi.ScriptUpload{Metadata: cfapi.UploadMetadata{
 			MainModule: "index.js", Bindings: corpus, KeepBindings: []string{"secret_text", "secret_key"},
 			Other: cfapi.SettingsForUpload(&got, false)}, Modules: modules})
@@ -127,7 +128,7 @@ func TestRequestMembersAreInTheSpec(t *testing.T) {
 				map[string]string{"workers/message": "reconciler", "workers/triggered_by": "x"})
 			_, _ = fx.client.CreateWorkerVersion(ctx, ref, cfapi.NewWorkerVersion{MainModule: "index.js",
 				Modules:  []cfapi.WorkerModule{{Name: "index.js", ContentType: "application/javascript+module", Content: []byte("export default {}")}},
-				Bindings: append(append(cfapi.Bindings{}, corpus...), cfapi.InheritFrom("NEW", "OLD", id)), CompatibilityDate: "2025-01-01",
+				Bindings: append(append(wire.Bindings{}, corpus...), cfapi.InheritFrom("NEW", "OLD", id)), CompatibilityDate: "2025-01-01",
 				CompatibilityFlags: []string{"nodejs_compat"}, Annotations: map[string]string{"workers/message": "m", "workers/tag": "t"},
 				Other: map[string]json.RawMessage{"usage_model": json.RawMessage(`"standard"`), "limits": json.RawMessage(`{"cpu_ms":50}`),
 					"placement": json.RawMessage(`{"mode":"smart"}`)}}, false)
@@ -220,7 +221,7 @@ func matchSpec(method, path string, dispatch bool) *struct {
 }
 
 // specCorpus is one binding of every type of the corpus.
-func specCorpus(t *testing.T) cfapi.Bindings {
+func specCorpus(t *testing.T) wire.Bindings {
 	t.Helper()
 	data, err := os.ReadFile("testdata/bindings-corpus.json")
 	if err != nil {
@@ -232,9 +233,9 @@ func specCorpus(t *testing.T) cfapi.Bindings {
 	if err := json.Unmarshal(data, &c); err != nil {
 		t.Fatal(err)
 	}
-	var out cfapi.Bindings
+	var out wire.Bindings
 	for _, raw := range c.Bindings {
-		b, err := cfapi.ParseBinding(raw)
+		b, err := wire.ParseBinding(raw)
 		if err != nil {
 			t.Fatalf("corpus %s: %v", raw, err)
 		}
@@ -248,11 +249,11 @@ func specCorpus(t *testing.T) cfapi.Bindings {
 
 // specKept are the {type, name} entries the default write sends to keep a
 // binding's value.
-func specKept(t *testing.T) cfapi.Bindings {
+func specKept(t *testing.T) wire.Bindings {
 	t.Helper()
-	var out cfapi.Bindings
+	var out wire.Bindings
 	for _, typ := range []string{"secret_text", "kv_namespace"} {
-		b, err := cfapi.NewBinding(typ, "KEPT_"+strings.ToUpper(typ), nil)
+		b, err := wire.NewBinding(typ, "KEPT_"+strings.ToUpper(typ), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // This file holds the beta Workers API (JSON versions under
@@ -64,7 +66,7 @@ type NewWorkerVersion struct {
 	// (a secret, say) over from the latest or a given version without its
 	// value, optionally renaming it; one that cannot be resolved fails the
 	// request with code 10057.
-	Bindings           Bindings
+	Bindings           wire.Bindings
 	CompatibilityDate  string
 	CompatibilityFlags []string
 	// Annotations: "workers/message" (cut to MaxAnnotationMessage bytes
@@ -79,7 +81,7 @@ type NewWorkerVersion struct {
 // InheritFrom returns an inherit entry: binding name takes the value of
 // binding oldName ("" = the same name) of version versionID ("" = the
 // latest version).
-func InheritFrom(name, oldName, versionID string) Binding {
+func InheritFrom(name, oldName, versionID string) wire.Binding {
 	fields := map[string]any{}
 	if oldName != "" && oldName != name {
 		fields["old_name"] = oldName
@@ -88,9 +90,9 @@ func InheritFrom(name, oldName, versionID string) Binding {
 		fields["version_id"] = versionID
 	}
 	if len(fields) == 0 {
-		return Inherit(name)
+		return wire.Inherit(name)
 	}
-	b, err := NewBinding(TypeInherit, name, fields)
+	b, err := wire.NewBinding(wire.TypeInherit, name, fields)
 	if err != nil {
 		panic(err) // strings always marshal
 	}
@@ -130,7 +132,7 @@ func (v NewWorkerVersion) JSON() ([]byte, error) {
 	members["modules"] = v.Modules
 	bs := v.Bindings
 	if bs == nil {
-		bs = Bindings{}
+		bs = wire.Bindings{}
 	}
 	members["bindings"] = bs
 	if v.CompatibilityDate != "" {
@@ -151,7 +153,7 @@ type WorkerVersion struct {
 	Number             int               `json:"number"`
 	CreatedOn          time.Time         `json:"created_on"`
 	MainModule         string            `json:"main_module"`
-	Bindings           Bindings          `json:"bindings"`
+	Bindings           wire.Bindings     `json:"bindings"`
 	CompatibilityDate  string            `json:"compatibility_date"`
 	CompatibilityFlags []string          `json:"compatibility_flags"`
 	Annotations        map[string]string `json:"annotations"`

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // ordinaryTenant starts an emulator with three ordinary tenants and returns
@@ -29,14 +30,14 @@ func ordinaryTenant(t *testing.T) (fixture, cfapi.ScriptRef) {
 // a new plain_text binding.
 func nextVersion(t *testing.T, cur *cfapi.WorkerVersion) cfapi.NewWorkerVersion {
 	t.Helper()
-	greeting, err := cfapi.NewBinding(cfapi.TypePlainText, "GREETING", map[string]any{"text": "hi"})
+	greeting, err := wire.NewBinding(wire.TypePlainText, "GREETING", map[string]any{"text": "hi"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return cfapi.NewWorkerVersion{
 		MainModule: cur.MainModule,
 		Modules:    cur.Modules,
-		Bindings: cfapi.Bindings{
+		Bindings: wire.Bindings{
 			cfapi.InheritFrom("API_TOKEN", "", cur.ID),
 			cfapi.InheritFrom("RENAMED_KV", "KV", cur.ID),
 			cfapi.InheritFrom("TENANT", "", cur.ID),
@@ -160,7 +161,7 @@ func TestCreateWorkerVersionErrors(t *testing.T) {
 	// An inherit of a missing binding: 400 with one 10057 per binding, not
 	// retried, nothing written.
 	nv := nextVersion(t, cur)
-	nv.Bindings = append(nv.Bindings, cfapi.Inherit("MISSING"), cfapi.InheritFrom("NEW", "GONE", cur.ID))
+	nv.Bindings = append(nv.Bindings, wire.Inherit("MISSING"), cfapi.InheritFrom("NEW", "GONE", cur.ID))
 	_, err = fx.client.CreateWorkerVersion(ctx, ref, nv, true)
 	var apiErr *cfapi.APIError
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || !apiErr.CodeIs(cfapi.CodeInvalidInherit) ||
@@ -213,7 +214,7 @@ func TestNewWorkerVersionJSON(t *testing.T) {
 	v := cfapi.NewWorkerVersion{
 		MainModule:  "index.js",
 		Modules:     []cfapi.WorkerModule{{Name: "index.js", ContentType: "application/javascript+module", Content: []byte("x")}},
-		Bindings:    cfapi.Bindings{cfapi.InheritFrom("A", "", ""), cfapi.InheritFrom("B", "OLD", "v1")},
+		Bindings:    wire.Bindings{cfapi.InheritFrom("A", "", ""), cfapi.InheritFrom("B", "OLD", "v1")},
 		Annotations: map[string]string{"workers/message": strings.Repeat("é", 600)},
 		Other:       map[string]json.RawMessage{"limits": json.RawMessage(`{"cpu_ms":50}`)},
 	}
@@ -289,8 +290,8 @@ func TestListDeploymentsDetectsASplit(t *testing.T) {
 			t.Fatalf("deployments %+v", ds)
 		}
 		v1 := ds[0].Versions[0].VersionID
-		kv := cfapi.MustParseBinding(`{"type":"kv_namespace","name":"OTHER_KV","namespace_id":"0f2ac74b498b48028cb68387c421e279"}`)
-		v2, err := fx.srv.AddVersion(account, ref.Namespace, ref.Script, cfapitest.Script{Bindings: []cfapi.Binding{kv}})
+		kv := wire.MustParseBinding(`{"type":"kv_namespace","name":"OTHER_KV","namespace_id":"0f2ac74b498b48028cb68387c421e279"}`)
+		v2, err := fx.srv.AddVersion(account, ref.Namespace, ref.Script, cfapitest.Script{Bindings: []wire.Binding{kv}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // capturesDir holds real requests of wrangler 4.164.0 (see its README.md).
@@ -134,7 +135,7 @@ func objectMembers(t *testing.T, data []byte) ([]string, map[string]json.RawMess
 }
 
 // uploadFrom builds our upload from what wrangler sent: the metadata's
-// bindings parsed with cfapi.ParseBinding, its keep_bindings and
+// bindings parsed with wire.ParseBinding, its keep_bindings and
 // annotations, its other members as Other, and its module parts.
 func uploadFrom(t *testing.T, w wireRequest) cfapi.ScriptUpload {
 	t.Helper()
@@ -150,9 +151,9 @@ func uploadFrom(t *testing.T, w wireRequest) cfapi.ScriptUpload {
 		case "annotations":
 			err = json.Unmarshal(v, &up.Metadata.Annotations)
 		case "bindings":
-			up.Metadata.Bindings = cfapi.Bindings{}
+			up.Metadata.Bindings = wire.Bindings{}
 			for _, raw := range w.bindings {
-				b, perr := cfapi.ParseBinding(raw)
+				b, perr := wire.ParseBinding(raw)
 				if perr != nil {
 					t.Fatalf("captured binding %s: %v", raw, perr)
 				}
@@ -203,7 +204,7 @@ func TestUploadsMatchWranglerCaptures(t *testing.T) {
 			}
 			if c.version {
 				// A version needs an existing script; a4 inherits API_KEY.
-				prev := cfapitest.Script{Bindings: []cfapi.Binding{cfapi.MustParseBinding(`{"type":"secret_text","name":"API_KEY","text":"old"}`)}}
+				prev := cfapitest.Script{Bindings: []wire.Binding{wire.MustParseBinding(`{"type":"secret_text","name":"API_KEY","text":"old"}`)}}
 				if err := fx.srv.PutScript(account, c.ns, ref.Script, prev); err != nil {
 					t.Fatal(err)
 				}
@@ -321,10 +322,10 @@ func sorted(s []string) []string { s = slices.Clone(s); slices.Sort(s); return s
 func TestSettingsPatchShape(t *testing.T) {
 	t.Parallel()
 	eachFlavour(t, func(t *testing.T, fx fixture, ref cfapi.ScriptRef) {
-		kv := cfapi.MustParseBinding(`{"name":"KV","type":"kv_namespace","namespace_id":"0f2ac74b498b48028cb68387c421e279"}`)
-		cfg := cfapi.MustParseBinding(`{"name":"CONFIG","type":"json","json":{"debug":true,"level":3}}`)
+		kv := wire.MustParseBinding(`{"name":"KV","type":"kv_namespace","namespace_id":"0f2ac74b498b48028cb68387c421e279"}`)
+		cfg := wire.MustParseBinding(`{"name":"CONFIG","type":"json","json":{"debug":true,"level":3}}`)
 		patch := cfapi.SettingsPatch{
-			Bindings: cfapi.Bindings{cfapi.Ref(cfapi.TypeSecretText, "API_TOKEN"), kv, cfg},
+			Bindings: wire.Bindings{wire.Ref(wire.TypeSecretText, "API_TOKEN"), kv, cfg},
 			Other:    map[string]json.RawMessage{"logpush": json.RawMessage(`true`), "compatibility_date": json.RawMessage(`"2025-06-01"`)},
 		}
 		if _, err := fx.client.PatchSettings(context.Background(), ref, patch); err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // Names of the checks, as reports show them.
@@ -145,23 +146,23 @@ func checkRateLimit(_ context.Context, s *session) Outcome {
 }
 
 // probeBindings are the probe script's bindings with their values.
-func (s *session) probeBindings() (cfapi.Bindings, error) {
-	var out cfapi.Bindings
+func (s *session) probeBindings() (wire.Bindings, error) {
+	var out wire.Bindings
 	add := func(typ, name string, fields map[string]any) error {
-		b, err := cfapi.NewBinding(typ, name, fields)
+		b, err := wire.NewBinding(typ, name, fields)
 		if err == nil {
 			out = append(out, b)
 		}
 		return err
 	}
-	if err := add(cfapi.TypePlainText, bindingPlain, map[string]any{"text": s.plain}); err != nil {
+	if err := add(wire.TypePlainText, bindingPlain, map[string]any{"text": s.plain}); err != nil {
 		return nil, err
 	}
-	if err := add(cfapi.TypeSecretText, bindingSecret, map[string]any{"text": s.secret}); err != nil {
+	if err := add(wire.TypeSecretText, bindingSecret, map[string]any{"text": s.secret}); err != nil {
 		return nil, err
 	}
 	if s.opts.KVNamespaceID != "" {
-		if err := add(cfapi.TypeKVNamespace, bindingKV, map[string]any{"namespace_id": s.opts.KVNamespaceID}); err != nil {
+		if err := add(wire.TypeKVNamespace, bindingKV, map[string]any{"namespace_id": s.opts.KVNamespaceID}); err != nil {
 			return nil, err
 		}
 	}
@@ -202,14 +203,14 @@ func (s *session) needScript() (Outcome, bool) {
 
 // keptValues compares the probe script's live bindings with the values it
 // was given and returns what differs ("" when everything was kept).
-func (s *session) keptValues(live cfapi.Bindings) string {
+func (s *session) keptValues(live wire.Bindings) string {
 	var bad []string
 	if b, ok := live.ByName(bindingPlain); !ok {
 		bad = append(bad, bindingPlain+" is gone")
 	} else if v, _ := b.String("text"); v != s.plain {
 		bad = append(bad, bindingPlain+"'s text changed")
 	}
-	if b, ok := live.ByName(bindingSecret); !ok || b.Type() != cfapi.TypeSecretText {
+	if b, ok := live.ByName(bindingSecret); !ok || b.Type() != wire.TypeSecretText {
 		bad = append(bad, bindingSecret+" (secret_text) is gone")
 	}
 	if s.opts.KVNamespaceID != "" {
@@ -226,13 +227,13 @@ func checkTypeName(ctx context.Context, s *session) Outcome {
 	if o, skip := s.needScript(); skip {
 		return o
 	}
-	added, err := cfapi.NewBinding(cfapi.TypePlainText, bindingAdded, map[string]any{"text": "added"})
+	added, err := wire.NewBinding(wire.TypePlainText, bindingAdded, map[string]any{"text": "added"})
 	if err != nil {
 		return Outcome{Status: StatusFail, Seen: err.Error()}
 	}
-	refs := cfapi.Bindings{cfapi.Ref(cfapi.TypePlainText, bindingPlain), cfapi.Ref(cfapi.TypeSecretText, bindingSecret)}
+	refs := wire.Bindings{wire.Ref(wire.TypePlainText, bindingPlain), wire.Ref(wire.TypeSecretText, bindingSecret)}
 	if s.opts.KVNamespaceID != "" {
-		refs = append(refs, cfapi.Ref(cfapi.TypeKVNamespace, bindingKV))
+		refs = append(refs, wire.Ref(wire.TypeKVNamespace, bindingKV))
 	}
 	sent := append(refs, added)
 	_, err = s.api.PatchSettings(ctx, s.ref, cfapi.SettingsPatch{Bindings: sent})
@@ -294,14 +295,14 @@ func checkVersions(ctx context.Context, s *session) Outcome {
 	if err != nil {
 		return Outcome{Status: StatusFail, Seen: "reading the settings: " + errText(err), Do: authAdvice(err)}
 	}
-	added, err := cfapi.NewBinding(cfapi.TypePlainText, bindingVersion, map[string]any{"text": "version"})
+	added, err := wire.NewBinding(wire.TypePlainText, bindingVersion, map[string]any{"text": "version"})
 	if err != nil {
 		return Outcome{Status: StatusFail, Seen: err.Error()}
 	}
-	var bs cfapi.Bindings
+	var bs wire.Bindings
 	for _, b := range st.Bindings {
 		if b.Name() != bindingVersion {
-			bs = append(bs, cfapi.Inherit(b.Name()))
+			bs = append(bs, wire.Inherit(b.Name()))
 		}
 	}
 	bs = append(bs, added)
@@ -334,7 +335,7 @@ func checkVersions(ctx context.Context, s *session) Outcome {
 // newVersion creates a version of the probe script with bs and deploys it
 // at 100% the way the version strategy does for the script's kind, and
 // returns its id and the route taken.
-func (s *session) newVersion(ctx context.Context, bs cfapi.Bindings) (id, route string, err error) {
+func (s *session) newVersion(ctx context.Context, bs wire.Bindings) (id, route string, err error) {
 	if s.ref.Dispatch() {
 		compat, _ := json.Marshal(probeCompatDate)
 		v, err := s.api.CreateVersion(ctx, s.ref, cfapi.ScriptUpload{

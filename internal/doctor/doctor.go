@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 )
 
 // Status is the verdict of one check.
@@ -241,7 +242,7 @@ type Recorder struct {
 	answers  int // attempts that got an HTTP answer
 	views    int // answers with a usable Ratelimit item
 	policies int // ... and a usable Ratelimit-Policy
-	last     cfapi.RateLimitView
+	last     ratelimit.RateLimitView
 	ignored  []string
 }
 
@@ -259,7 +260,7 @@ func (r *Recorder) Hooks(next cfapi.Hooks) cfapi.Hooks {
 			next.Request(info)
 		}
 	}
-	h.RateLimitSeen = func(v cfapi.RateLimitView) {
+	h.RateLimitSeen = func(v ratelimit.RateLimitView) {
 		r.mu.Lock()
 		r.views++
 		if v.HasPolicy() {
@@ -290,7 +291,7 @@ func (r *Recorder) Hooks(next cfapi.Hooks) cfapi.Hooks {
 func (r *Recorder) Requests() int64 { return r.requests.Load() }
 
 // rateLimit returns what the answers said about the rate limit.
-func (r *Recorder) rateLimit() (answers, views, policies int, last cfapi.RateLimitView, ignored []string) {
+func (r *Recorder) rateLimit() (answers, views, policies int, last ratelimit.RateLimitView, ignored []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.answers, r.views, r.policies, r.last, append([]string(nil), r.ignored...)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/doctor"
 )
 
@@ -40,7 +42,7 @@ func newFixture(t *testing.T, opts cfapitest.Options, next cfapi.Hooks) *fixture
 		t.Fatal(err)
 	}
 	rec := &doctor.Recorder{}
-	lim, err := cfapi.NewLimiter(1000, time.Minute, 4)
+	lim, err := ratelimit.NewLimiter(1000, time.Minute, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +254,7 @@ func TestReportNeverHoldsTheTokenOrTheSecret(t *testing.T) {
 		for _, name := range f.probeScripts(ns) {
 			bs, _ := f.srv.Bindings(acct, ns, name)
 			for _, b := range bs {
-				if v, ok := b.String("text"); ok && b.Type() == cfapi.TypeSecretText {
+				if v, ok := b.String("text"); ok && b.Type() == wire.TypeSecretText {
 					secrets = append(secrets, v)
 				}
 			}

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 	"github.com/reconciler/reconciler/internal/jobs/state"
@@ -185,10 +186,10 @@ func BenchmarkReconcileCPU(b *testing.B) {
 	var live []string
 	for i := 0; i < 9; i++ {
 		bnd := fmt.Sprintf(`{"type":"kv_namespace","name":"KV%d","namespace_id":"%032d"}`, i, i)
-		st.Fold(&event.Event{ID: fmt.Sprintf("e%d", i), Generation: u64(uint64(i + 1)), Op: event.OpPatch, Upsert: []cfapi.Binding{cfapi.MustParseBinding(bnd)}})
+		st.Fold(&event.Event{ID: fmt.Sprintf("e%d", i), Generation: u64(uint64(i + 1)), Op: event.OpPatch, Upsert: []wire.Binding{wire.MustParseBinding(bnd)}})
 		live = append(live, bnd)
 	}
-	st.Fold(&event.Event{ID: "s", Generation: u64(20), Op: event.OpPatch, Upsert: []cfapi.Binding{cfapi.MustParseBinding(`{"type":"secret_text","name":"TOKEN","text":"s3cr3t"}`)}})
+	st.Fold(&event.Event{ID: "s", Generation: u64(20), Op: event.OpPatch, Upsert: []wire.Binding{wire.MustParseBinding(`{"type":"secret_text","name":"TOKEN","text":"s3cr3t"}`)}})
 	live = append(live, `{"type":"secret_text","name":"TOKEN"}`, `{"type":"plain_text","name":"THEIRS","text":"x"}`)
 	p, _ := planner.New(planner.Options{FingerprintKey: []byte("bench-key")})
 	first, err := p.Plan(st.Desired(), nil, planner.LastApplied{})
@@ -196,7 +197,7 @@ func BenchmarkReconcileCPU(b *testing.B) {
 		b.Fatal(err)
 	}
 	rec := &state.AppliedRecord{Version: 1, Bindings: first.Applied.Bindings, DesiredRevision: 7}
-	st.Fold(&event.Event{ID: "new", Generation: u64(30), Op: event.OpPatch, Upsert: []cfapi.Binding{kvBinding("KV0", "changed")}})
+	st.Fold(&event.Event{ID: "new", Generation: u64(30), Op: event.OpPatch, Upsert: []wire.Binding{kvBinding("KV0", "changed")}})
 	stored, _ := state.EncodeState(st)
 	recData, _ := state.EncodeState(rec)
 	settingsJSON := []byte(`{"bindings":[` + strings.Join(live, ",") + `],"compatibility_date":"2025-01-01","usage_model":"standard","tags":["a"]}`)

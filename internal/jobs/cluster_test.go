@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/testutil/natscluster"
@@ -170,7 +171,7 @@ func (f *freshReads) requeued(key string) bool {
 
 func (f *freshReads) lagValue(script string) string {
 	bs, _ := f.h.emu.Bindings(acct, "customers", script)
-	if b, ok := cfapi.Bindings(bs).ByName("LAG"); ok {
+	if b, ok := wire.Bindings(bs).ByName("LAG"); ok {
 		s, _ := b.String("text")
 		return s
 	}

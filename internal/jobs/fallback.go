@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/metrics"
@@ -57,7 +58,7 @@ func (r *Reconciler) settingsAsVersion(ctx context.Context, ref cfapi.ScriptRef,
 }
 
 // hasTypeName reports whether bs holds an entry of only {type, name}.
-func hasTypeName(bs []cfapi.Binding) bool {
+func hasTypeName(bs []wire.Binding) bool {
 	for _, b := range bs {
 		var fields map[string]json.RawMessage
 		if json.Unmarshal(b.Raw(), &fields) == nil && len(fields) == 2 {

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/planner"
@@ -20,7 +21,7 @@ import (
 // (chaos suite, "Fuzzing"). It must never panic. A rejected event is an
 // *event.InvalidEventError with one of the fixed reasons, and its dead-letter
 // record encodes, is valid UTF-8 and holds no value of a binding that may
-// be secret (cfapi.RedactJSON's rule, and every element of the bindings
+// be secret (wire.RedactJSON's rule, and every element of the bindings
 // and upsert lists). An accepted event matches its subject, survives an
 // encode/decode round trip unchanged, and folds into a desired state that
 // the planner accepts.
@@ -153,7 +154,7 @@ func secretStrings(body []byte) (inEvent, inBindings, public []string) {
 				if strings.EqualFold(k, "type") {
 					isBinding = true
 					typ, ok := m.(string)
-					if !ok || !cfapi.IsKnownType(typ) || cfapi.IsWriteOnlyType(typ) {
+					if !ok || !wire.IsKnownType(typ) || wire.IsWriteOnlyType(typ) {
 						secret = true
 					}
 				}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/metrics"
@@ -189,7 +190,7 @@ func TestPanicInReconcileIsRecovered(t *testing.T) {
 	h := newHarness(t, harnessOpts{wrapAPI: func(api API) API {
 		return apiFunc{API: api, getSettings: func(ctx context.Context, ref cfapi.ScriptRef) (*cfapi.Settings, error) {
 			if ref.Script == "tenant-panic" && panicked.CompareAndSwap(false, true) {
-				var bs []cfapi.Binding
+				var bs []wire.Binding
 				_ = bs[len(ref.Script)] // an index out of range: a real runtime panic
 			}
 			return api.GetSettings(ctx, ref)

@@ -24,6 +24,8 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 	"github.com/reconciler/reconciler/internal/jobs/state"
@@ -48,7 +50,7 @@ type harness struct {
 	baseURL  string
 	cfg      Config
 	planner  *planner.Planner
-	limiter  *cfapi.Limiter
+	limiter  *ratelimit.Limiter
 	rec      *recordingTransport
 	opts     harnessOpts
 }
@@ -111,7 +113,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if o.budget == 0 {
 		o.budget, o.window = 100000, time.Second
 	}
-	h.limiter, err = cfapi.NewLimiter(o.budget, o.window, 8)
+	h.limiter, err = ratelimit.NewLimiter(o.budget, o.window, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,9 +351,9 @@ func b(raw string) map[string]any {
 // seedScript creates a script in the emulator with the given bindings.
 func (h *harness) seedScript(ns, name string, bindings ...string) {
 	h.t.Helper()
-	var bs []cfapi.Binding
+	var bs []wire.Binding
 	for _, raw := range bindings {
-		bs = append(bs, cfapi.MustParseBinding(raw))
+		bs = append(bs, wire.MustParseBinding(raw))
 	}
 	err := h.emu.PutScript(acct, ns, name, cfapitest.Script{
 		MainModule: "index.js",
@@ -381,7 +383,7 @@ func (h *harness) stored(ns, script string) map[string]string {
 // canon returns a binding's canonical JSON (sorted keys, secrets included),
 // so tests compare values, not key order.
 func canon(raw string) string {
-	return string(cfapi.MustParseBinding(raw).CanonicalJSON())
+	return string(wire.MustParseBinding(raw).CanonicalJSON())
 }
 
 // eventually polls cond until it holds or the deadline passes; the
@@ -459,8 +461,8 @@ var (
 
 func u64(v uint64) *uint64 { return &v }
 
-func kvBinding(name, id string) cfapi.Binding {
-	return cfapi.MustParseBinding(fmt.Sprintf(`{"type":"kv_namespace","name":%q,"namespace_id":%q}`, name, id))
+func kvBinding(name, id string) wire.Binding {
+	return wire.MustParseBinding(fmt.Sprintf(`{"type":"kv_namespace","name":%q,"namespace_id":%q}`, name, id))
 }
 
 // isWaiting reports whether t has events of key waiting.

@@ -14,6 +14,8 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/planner"
@@ -436,7 +438,7 @@ func culprits(ds *event.DesiredState, plan *planner.Plan, err error) (ids map[st
 	}
 	named := map[string]bool{}
 	var pe *planner.Error
-	var ve *cfapi.ValidationError
+	var ve *wire.ValidationError
 	var ae *cfapi.APIError
 	switch {
 	case errors.As(err, &pe):
@@ -579,7 +581,7 @@ func moduleNames(ms []cfapi.Module) []string {
 // the budget serves live work first.
 func laneContext(ctx context.Context, l lane) context.Context {
 	if l == laneBackfill {
-		return cfapi.WithPriority(ctx, cfapi.PriorityBackfill)
+		return ratelimit.WithPriority(ctx, ratelimit.PriorityBackfill)
 	}
-	return cfapi.WithPriority(ctx, cfapi.PriorityLive)
+	return ratelimit.WithPriority(ctx, ratelimit.PriorityLive)
 }

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/metrics"
@@ -54,7 +55,7 @@ type liveState struct {
 }
 
 // bindings returns the live bindings to plan against.
-func (lv *liveState) bindings() []cfapi.Binding {
+func (lv *liveState) bindings() []wire.Binding {
 	if lv.version != nil {
 		return lv.version.Bindings
 	}
@@ -253,7 +254,7 @@ var versionedMembers = []string{"limits", "placement", "usage_model"}
 
 // versionOn builds the beta version that changes base by plan: base's
 // modules and versioned settings, the given bindings, the annotations.
-func versionOn(base *cfapi.WorkerVersion, plan *planner.Plan, bindings []cfapi.Binding, ann map[string]string) (cfapi.NewWorkerVersion, error) {
+func versionOn(base *cfapi.WorkerVersion, plan *planner.Plan, bindings []wire.Binding, ann map[string]string) (cfapi.NewWorkerVersion, error) {
 	if len(base.Modules) == 0 || base.MainModule == "" {
 		return cfapi.NewWorkerVersion{}, fmt.Errorf("version %s was read without its modules", base.ID)
 	}
@@ -284,13 +285,13 @@ func versionOn(base *cfapi.WorkerVersion, plan *planner.Plan, bindings []cfapi.B
 // (its old_name kept): without a version_id the API resolves an inherit
 // against the latest version, which is not the deployed one after a
 // version upload without a deploy. versionID "" leaves bs as it is.
-func pinInherits(bs []cfapi.Binding, versionID string) []cfapi.Binding {
+func pinInherits(bs []wire.Binding, versionID string) []wire.Binding {
 	if versionID == "" {
 		return bs
 	}
-	out := make([]cfapi.Binding, len(bs))
+	out := make([]wire.Binding, len(bs))
 	for i, b := range bs {
-		if b.Type() == cfapi.TypeInherit {
+		if b.Type() == wire.TypeInherit {
 			oldName, _ := b.String("old_name")
 			b = cfapi.InheritFrom(b.Name(), oldName, versionID)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/metrics"
@@ -200,7 +201,7 @@ type ghostAPI struct {
 func (g *ghostAPI) GetWorkerVersion(ctx context.Context, ref cfapi.ScriptRef, id string, modules bool) (*cfapi.WorkerVersion, error) {
 	v, err := g.API.GetWorkerVersion(ctx, ref, id, modules)
 	if err == nil && g.done.CompareAndSwap(false, true) {
-		v.Bindings = append(v.Bindings, cfapi.MustParseBinding(`{"type":"kv_namespace","name":"GHOST","namespace_id":"g"}`))
+		v.Bindings = append(v.Bindings, wire.MustParseBinding(`{"type":"kv_namespace","name":"GHOST","namespace_id":"g"}`))
 	}
 	return v, err
 }
@@ -271,7 +272,7 @@ func TestGradualDeploymentHeld(t *testing.T) {
 		bid, err := h.emu.AddVersion(acct, tg.ns, tg.name, cfapitest.Script{
 			MainModule: "index.js",
 			Modules:    []cfapitest.Module{{Name: "index.js", ContentType: "application/javascript+module", Data: []byte("export default { fetch() { return new Response('b') } }")}},
-			Bindings:   []cfapi.Binding{cfapi.MustParseBinding(secretKeep), cfapi.MustParseBinding(`{"type":"plain_text","name":"STAGE","text":"b"}`)},
+			Bindings:   []wire.Binding{wire.MustParseBinding(secretKeep), wire.MustParseBinding(`{"type":"plain_text","name":"STAGE","text":"b"}`)},
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -388,7 +389,7 @@ func TestSettingsRefusedWhileLatestUndeployed(t *testing.T) {
 			staged, err := h.emu.AddVersion(acct, tc.ns, "undeployed", cfapitest.Script{
 				MainModule: "index.js",
 				Modules:    []cfapitest.Module{{Name: "index.js", ContentType: "application/javascript+module", Data: []byte("export default { fetch() { return new Response('staged') } }")}},
-				Bindings:   []cfapi.Binding{cfapi.MustParseBinding(`{"type":"plain_text","name":"STAGED_ONLY","text":"s"}`)},
+				Bindings:   []wire.Binding{wire.MustParseBinding(`{"type":"plain_text","name":"STAGED_ONLY","text":"s"}`)},
 			})
 			if err != nil {
 				t.Fatal(err)

@@ -5,18 +5,18 @@ import (
 	"io"
 	"testing"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // scenario60 is a script with 60 live bindings of mixed types, three of them
 // secrets: most unchanged, three values and one secret changed, two added,
 // two removed by name, one removed by a replace, four left alone.
-func scenario60(tb testing.TB, p *Planner) (Desired, []cfapi.Binding, LastApplied) {
+func scenario60(tb testing.TB, p *Planner) (Desired, []wire.Binding, LastApplied) {
 	tb.Helper()
-	mb := cfapi.MustParseBinding
-	var desired, live []cfapi.Binding
+	mb := wire.MustParseBinding
+	var desired, live []wire.Binding
 	last := LastApplied{Bindings: map[string]Applied{}}
-	own := func(b cfapi.Binding) {
+	own := func(b wire.Binding) {
 		last.Bindings[b.Name()] = Applied{Type: b.Type(), Fingerprint: p.Fingerprint(b)}
 	}
 	both := func(d, l string) {
@@ -147,7 +147,7 @@ func BenchmarkPlan60JSON(b *testing.B) {
 
 func BenchmarkFingerprint(b *testing.B) {
 	p := benchPlanner(b)
-	bd := cfapi.MustParseBinding(`{"type":"secret_text","name":"API_KEY","text":"sk_live_0123456789"}`)
+	bd := wire.MustParseBinding(`{"type":"secret_text","name":"API_KEY","text":"sk_live_0123456789"}`)
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = p.Fingerprint(bd)

@@ -13,7 +13,7 @@
 // set to send; NeedsParts, the multipart parts a script upload must carry;
 // and Applied, the last-applied record to store once the write has
 // succeeded. Every error is permanent (the same input fails the same way):
-// a *cfapi.ValidationError for invalid desired state, a *Error for desired
+// a *wire.ValidationError for invalid desired state, a *Error for desired
 // state the live state cannot satisfy. Validate(desired) checks desired
 // state alone, as Plan does first; it needs no Planner.
 //
@@ -26,7 +26,7 @@
 //     live type is the same and the record holds the same type and the
 //     fingerprint of the desired value; otherwise it is rewritten ("new
 //     secret value", "not applied by the reconciler before", "type
-//     changed"). Any other binding is kept when cfapi.Binding.Matches
+//     changed"). Any other binding is kept when wire.Binding.Matches
 //     (normalized comparison) holds, else updated.
 //   - desired, not live: added (reason "missing from live" when the record
 //     lists it: drift).
@@ -81,7 +81,7 @@
 //     MarshalJSON output, whatever the order of the input lists.
 //   - No error, Render, String or MarshalJSON output (of a Plan, an Action
 //     or a Request) holds a value of a binding that is not known to be
-//     non-secret: cfapi.RedactJSON's rule decides, so write-only types and
+//     non-secret: wire.RedactJSON's rule decides, so write-only types and
 //     unknown types alike read "(sensitive)". Only Request.Bindings holds
 //     secrets, for the write itself.
 //   - Fingerprints are HMAC-SHA256 under the planner's key, truncated to

@@ -5,7 +5,7 @@ import (
 	"log"
 	"os"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/planner"
 )
 
@@ -14,11 +14,11 @@ func ExamplePlanner_Plan() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	mb := cfapi.MustParseBinding
+	mb := wire.MustParseBinding
 
 	// What the reconciler wrote last time: VERSION "1", an R2 bucket and a secret.
 	last := planner.LastApplied{Bindings: map[string]planner.Applied{}}
-	for _, b := range []cfapi.Binding{
+	for _, b := range []wire.Binding{
 		mb(`{"type":"plain_text","name":"VERSION","text":"1"}`),
 		mb(`{"type":"r2_bucket","name":"OLD","bucket_name":"tenant-42-old"}`),
 		mb(`{"type":"secret_text","name":"API_KEY","text":"sk_live_old"}`),
@@ -27,7 +27,7 @@ func ExamplePlanner_Plan() {
 	}
 
 	// What the script has now, as GET returns it (no secret values).
-	live := []cfapi.Binding{
+	live := []wire.Binding{
 		mb(`{"type":"secret_text","name":"API_KEY"}`),
 		mb(`{"type":"d1","name":"THEIR_DB","database_id":"4e1c28a9-90e4-41da-8b4b-6cf36e5abb29"}`),
 		mb(`{"type":"r2_bucket","name":"OLD","bucket_name":"tenant-42-old"}`),
@@ -37,7 +37,7 @@ func ExamplePlanner_Plan() {
 
 	// A replace event: the complete set the reconciler manages.
 	desired := planner.Desired{
-		Bindings: []cfapi.Binding{
+		Bindings: []wire.Binding{
 			mb(`{"type":"kv_namespace","name":"USER_KV","namespace_id":"0f2ac74b498b48028cb68387c421e279"}`),
 			mb(`{"type":"plain_text","name":"VERSION","text":"2"}`),
 			mb(`{"type":"secret_text","name":"API_KEY","text":"sk_live_new"}`),

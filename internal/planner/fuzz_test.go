@@ -7,19 +7,19 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // parseList decodes a JSON array of bindings, skipping what does not parse.
-func parseList(data []byte) []cfapi.Binding {
+func parseList(data []byte) []wire.Binding {
 	var raws []json.RawMessage
 	if json.Unmarshal(data, &raws) != nil {
 		return nil
 	}
-	var out []cfapi.Binding
+	var out []wire.Binding
 	for _, raw := range raws {
-		if b, err := cfapi.ParseBinding(raw); err == nil {
+		if b, err := wire.ParseBinding(raw); err == nil {
 			out = append(out, b)
 		}
 	}
@@ -28,11 +28,11 @@ func parseList(data []byte) []cfapi.Binding {
 
 // storable keeps the bindings the API could hold: a type, a valid and
 // unique name, and no inherit (an upload-time instruction).
-func storable(bs []cfapi.Binding) []cfapi.Binding {
-	var out []cfapi.Binding
+func storable(bs []wire.Binding) []wire.Binding {
+	var out []wire.Binding
 	seen := map[string]bool{}
 	for _, b := range bs {
-		if b.Type() == "" || b.Type() == cfapi.TypeInherit || cfapi.ValidateName(b.Name()) != nil || seen[b.Name()] {
+		if b.Type() == "" || b.Type() == wire.TypeInherit || wire.ValidateName(b.Name()) != nil || seen[b.Name()] {
 			continue
 		}
 		seen[b.Name()] = true
@@ -92,7 +92,7 @@ func FuzzPlan(f *testing.F) {
 		verr := Validate(d)
 		pl, err := p.Plan(d, live, last)
 		if err != nil {
-			var ve *cfapi.ValidationError
+			var ve *wire.ValidationError
 			var pe *Error
 			if !errors.As(err, &ve) && !errors.As(err, &pe) && verr == nil {
 				t.Fatalf("Plan: error %T %v with a valid desired state", err, err)
@@ -140,7 +140,7 @@ func checkRedacted(t *testing.T, obj json.RawMessage) {
 		}
 	}
 	for _, m := range ms {
-		if slices.Contains(cfapi.WriteOnlyFields(typ), m.key) && string(m.val) != `"`+Sensitive+`"` {
+		if slices.Contains(wire.WriteOnlyFields(typ), m.key) && string(m.val) != `"`+Sensitive+`"` {
 			t.Fatalf("write-only member %s shown: %s", m.key, obj)
 		}
 	}

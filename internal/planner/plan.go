@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // ActionKind is what a plan does with one binding name.
@@ -53,7 +53,7 @@ type Action struct {
 	rename    bool            // desired is an inherit with old_name that is carried out
 	Reason    string          `json:"reason,omitempty"`
 
-	live, desired *cfapi.Binding // nil when absent; they point into the Plan's inputs
+	live, desired *wire.Binding // nil when absent; they point into the Plan's inputs
 }
 
 // Changes reports whether the action writes (an add, update or remove).
@@ -94,7 +94,7 @@ type Request struct {
 	// bindings that KeepBindings carries over. StrategyVersion inherits
 	// every binding that stays by name, secrets included, so that the
 	// caller can pin each entry to one version (cfapi.InheritFrom).
-	Bindings []cfapi.Binding
+	Bindings []wire.Binding
 	// KeepBindings lists, for StrategyScript, the binding types to keep
 	// from the previous version (the metadata's keep_bindings): secret_text
 	// and secret_key, each unless a binding of that type is removed or
@@ -106,7 +106,7 @@ type Request struct {
 func (r Request) IsZero() bool { return r.Bindings == nil && r.KeepBindings == nil }
 
 // MarshalJSON returns the request redacted as plans are (see
-// cfapi.RedactJSON: every value of a binding not known to be non-secret
+// wire.RedactJSON: every value of a binding not known to be non-secret
 // reads "(sensitive)"), so that logging a Request never leaks a secret. The
 // bytes to send are built from Bindings by cfapi (SettingsPatch.JSON for
 // StrategySettings, UploadMetadata.JSON otherwise).
@@ -150,7 +150,7 @@ func (r Request) String() string {
 // The plan refers to the bindings of d.Bindings and live (Bindings are
 // immutable, but the slices are the caller's): do not modify those slices
 // while the plan is in use.
-func (p *Planner) Plan(d Desired, live []cfapi.Binding, last LastApplied) (*Plan, error) {
+func (p *Planner) Plan(d Desired, live []wire.Binding, last LastApplied) (*Plan, error) {
 	renames, err := validate(d)
 	if err != nil {
 		return nil, err
@@ -194,14 +194,14 @@ type planning struct {
 
 // slot is what the inputs hold for one name.
 type slot struct {
-	desired, live *cfapi.Binding // nil when absent
-	removed       bool           // named in Desired.Remove
+	desired, live *wire.Binding // nil when absent
+	removed       bool          // named in Desired.Remove
 }
 
 // newPlanning indexes valid desired state and the live bindings by name.
 // An empty live binding, or two live bindings of one name, is an error.
-func newPlanning(p *Planner, d Desired, live []cfapi.Binding, last LastApplied, renames []rename) (*planning, error) {
-	if slices.ContainsFunc(live, cfapi.Binding.IsZero) {
+func newPlanning(p *Planner, d Desired, live []wire.Binding, last LastApplied, renames []rename) (*planning, error) {
+	if slices.ContainsFunc(live, wire.Binding.IsZero) {
 		return nil, &Error{Msg: "a live binding is empty"}
 	}
 	slots := make(map[string]slot, len(d.Bindings)+len(live))
@@ -232,7 +232,7 @@ func newPlanning(p *Planner, d Desired, live []cfapi.Binding, last LastApplied, 
 
 // liveDuplicateError is the error for two live bindings of one name (the
 // first such name in name order).
-func liveDuplicateError(live []cfapi.Binding) error {
+func liveDuplicateError(live []wire.Binding) error {
 	name, _, last := firstDuplicate(live)
 	return &Error{Name: name, Type: live[last].Type(), Field: "name", Msg: "two live bindings have this name"}
 }
@@ -248,7 +248,7 @@ func (s *planning) action(name string) (a Action, ok bool, err error) {
 			return Action{}, false, nil // nothing to remove, nothing to show
 		}
 		a = removedAction(lb)
-	case db != nil && db.Type() == cfapi.TypeInherit:
+	case db != nil && db.Type() == wire.TypeInherit:
 		if a, err = s.inherited(name, db, lb); err != nil {
 			return Action{}, false, err
 		}
@@ -258,14 +258,14 @@ func (s *planning) action(name string) (a Action, ok bool, err error) {
 		a = s.liveOnly(name, lb)
 	}
 	a.Name, a.live, a.desired = name, lb, db
-	a.Sensitive = cfapi.IsWriteOnlyType(a.Type) || cfapi.IsWriteOnlyType(a.OldType) ||
+	a.Sensitive = wire.IsWriteOnlyType(a.Type) || wire.IsWriteOnlyType(a.OldType) ||
 		(lb != nil && lb.WriteOnly()) || (db != nil && db.WriteOnly())
 	return a, true, nil
 }
 
 // removedAction plans a live binding named in Desired.Remove: it goes,
 // whoever created it, and leaves the record.
-func removedAction(lb *cfapi.Binding) Action {
+func removedAction(lb *wire.Binding) Action {
 	return Action{Kind: ActionRemove, Type: lb.Type(), Reason: ReasonNamedRemove}
 }
 
@@ -273,7 +273,7 @@ func removedAction(lb *cfapi.Binding) Action {
 // (old_name) is live, that binding is written under the new name: added, or
 // updated over what holds the name now. Otherwise the live binding of the
 // name is kept, and there must be one.
-func (s *planning) inherited(name string, db, lb *cfapi.Binding) (Action, error) {
+func (s *planning) inherited(name string, db, lb *wire.Binding) (Action, error) {
 	r := s.renameTo(name)
 	if r != nil && !s.renamed(r, lb) {
 		if src := s.slots[r.from].live; src != nil {
@@ -309,7 +309,7 @@ func (s *planning) inherited(name string, db, lb *cfapi.Binding) (Action, error)
 // never shows a secret's value, so for a secret the record decides: it is
 // kept only when the record holds its type and the fingerprint of the
 // desired value.
-func (s *planning) upsert(name string, db, lb *cfapi.Binding) Action {
+func (s *planning) upsert(name string, db, lb *wire.Binding) Action {
 	a := Action{Type: db.Type()}
 	rec, recorded := s.last[name]
 	fp := "" // the desired value's fingerprint, once computed
@@ -353,7 +353,7 @@ func (s *planning) upsert(name string, db, lb *cfapi.Binding) Action {
 // goes when a desired inherit renames it, or when it is owned and a replace
 // was folded (Exclusive); an owned one is kept with its record; one that
 // someone else created is left alone.
-func (s *planning) liveOnly(name string, lb *cfapi.Binding) Action {
+func (s *planning) liveOnly(name string, lb *wire.Binding) Action {
 	a := Action{Type: lb.Type()}
 	owned := s.recordedAs(name, lb.Type())
 	switch r := s.renameFrom(name); {
@@ -375,7 +375,7 @@ func (s *planning) liveOnly(name string, lb *cfapi.Binding) Action {
 // renamed reports whether rename r has been carried out: the binding of
 // its new name is live (lb) and the record says a rename from the same old
 // name wrote it.
-func (s *planning) renamed(r *rename, lb *cfapi.Binding) bool {
+func (s *planning) renamed(r *rename, lb *wire.Binding) bool {
 	rec, ok := s.last[r.to]
 	return ok && lb != nil && rec.RenamedFrom == r.from && rec.Type == lb.Type()
 }
@@ -391,7 +391,7 @@ func (s *planning) keepRecord(name string) { s.applied[name] = s.last[name] }
 
 // recordWrite records, under name, the type and value fingerprint of b, the
 // binding that the write leaves under that name.
-func (s *planning) recordWrite(name string, b cfapi.Binding) {
+func (s *planning) recordWrite(name string, b wire.Binding) {
 	s.applied[name] = Applied{Type: b.Type(), Fingerprint: s.p.Fingerprint(b)}
 }
 
@@ -471,7 +471,7 @@ func (p *Plan) As(s Strategy) (*Plan, error) {
 // buildRequest builds the request of a writing plan from its actions, which
 // are sorted by name, and the parts the upload needs.
 func buildRequest(s Strategy, actions []Action) (Request, []string) {
-	req := Request{Bindings: make([]cfapi.Binding, 0, len(actions))}
+	req := Request{Bindings: make([]wire.Binding, 0, len(actions))}
 	if s == StrategyScript {
 		req.KeepBindings = keptWriteOnlyTypes(actions)
 	}
@@ -488,9 +488,9 @@ func buildRequest(s Strategy, actions []Action) (Request, []string) {
 		case ActionKeep, ActionUnowned:
 			switch {
 			case s == StrategySettings:
-				req.Bindings = append(req.Bindings, cfapi.Ref(a.Type, a.Name))
+				req.Bindings = append(req.Bindings, wire.Ref(a.Type, a.Name))
 			case !slices.Contains(req.KeepBindings, a.Type):
-				req.Bindings = append(req.Bindings, cfapi.Inherit(a.Name))
+				req.Bindings = append(req.Bindings, wire.Inherit(a.Name))
 			}
 		}
 	}
@@ -500,12 +500,12 @@ func buildRequest(s Strategy, actions []Action) (Request, []string) {
 
 // keptWriteOnlyTypes returns the write-only types that a script upload
 // carries over with keep_bindings (a version inherits each binding by
-// name instead): each of cfapi.WriteOnlyTypes(),
+// name instead): each of wire.WriteOnlyTypes(),
 // unless a binding of that type is removed or changes type (it would
 // otherwise come back).
 func keptWriteOnlyTypes(actions []Action) []string {
 	var out []string
-	for _, typ := range cfapi.WriteOnlyTypes() {
+	for _, typ := range wire.WriteOnlyTypes() {
 		gone := slices.ContainsFunc(actions, func(a Action) bool {
 			return (a.Kind == ActionRemove && a.Type == typ) || (a.Kind == ActionUpdate && a.OldType == typ)
 		})
@@ -518,7 +518,7 @@ func keptWriteOnlyTypes(actions []Action) []string {
 
 // inheritError is the error for a desired inherit binding with nothing live
 // to inherit (the API's 10057 under bindings_inherit=strict).
-func inheritError(b *cfapi.Binding, r *rename) error {
+func inheritError(b *wire.Binding, r *rename) error {
 	if r != nil {
 		return &Error{Name: b.Name(), Type: b.Type(), Field: "old_name", Msg: fmt.Sprintf(
 			"renames %q, but the script has no binding named %q or %q", r.from, r.from, r.to)}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // Desired is a script's desired state as folded from events.
@@ -19,7 +19,7 @@ type Desired struct {
 	// Bindings are the bindings the reconciler manages and wants present,
 	// secrets with their values. A binding of type "inherit" means "keep
 	// the live binding of this name" (or, with old_name, "rename it").
-	Bindings []cfapi.Binding
+	Bindings []wire.Binding
 	// Remove names bindings to delete whoever created them (a patch's
 	// "remove"). Duplicates are ignored; a name that is not live needs
 	// nothing and gets no action.
@@ -81,7 +81,7 @@ const FingerprintLen = 32
 // MaxDesiredBytes caps the JSON size of a script's whole desired set (the
 // API bounds every request body; the event contract bounds an event to
 // 1 MiB). Single bindings and values have their own caps, checked by
-// cfapi.Binding.Validate.
+// wire.Binding.Validate.
 const MaxDesiredBytes = 1 << 20
 
 // Planner validates desired state and plans writes. It holds only the
@@ -119,7 +119,7 @@ const maxPooledBuf = 64 << 10
 // hex digits of HMAC-SHA256(key, b.CanonicalJSON()). It covers write-only
 // values (a secret's text), so two secrets are equal exactly when their
 // fingerprints are, and it reveals nothing about the value without the key.
-func (p *Planner) Fingerprint(b cfapi.Binding) string {
+func (p *Planner) Fingerprint(b wire.Binding) string {
 	st := p.pool.Get().(*fpState)
 	defer func() {
 		if cap(st.buf) > maxPooledBuf {
@@ -137,7 +137,7 @@ func (p *Planner) Fingerprint(b cfapi.Binding) string {
 // (an inherit of a binding that does not exist, a part type requested
 // through a settings PATCH) or a live state that cannot be planned against
 // (two live bindings of one name). It names the binding and never holds a
-// value. Like a *cfapi.ValidationError it is permanent: planning the same
+// value. Like a *wire.ValidationError it is permanent: planning the same
 // input again fails the same way.
 type Error struct {
 	Name  string // binding name

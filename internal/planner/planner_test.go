@@ -15,16 +15,17 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // Every secret value in these tests contains secretMarker, so a leak into
 // any rendered output is easy to find.
 const secretMarker = "s3cr3t"
 
-func mb(s string) cfapi.Binding { return cfapi.MustParseBinding(s) }
+func mb(s string) wire.Binding { return wire.MustParseBinding(s) }
 
-func mbs(ss ...string) []cfapi.Binding {
-	out := make([]cfapi.Binding, len(ss))
+func mbs(ss ...string) []wire.Binding {
+	out := make([]wire.Binding, len(ss))
 	for i, s := range ss {
 		out[i] = mb(s)
 	}
@@ -65,7 +66,7 @@ func record(p *Planner, applied ...string) LastApplied {
 	return l
 }
 
-func raws(bs []cfapi.Binding) []string {
+func raws(bs []wire.Binding) []string {
 	out := make([]string, len(bs))
 	for i, b := range bs {
 		out[i] = string(b.Raw())
@@ -531,7 +532,7 @@ func TestPlan(t *testing.T) {
 			}
 			// Requests sorted by name; a settings request never re-sends a
 			// live binding's JSON.
-			if !slices.IsSortedFunc(pl.Request.Bindings, func(a, b cfapi.Binding) int { return strings.Compare(a.Name(), b.Name()) }) {
+			if !slices.IsSortedFunc(pl.Request.Bindings, func(a, b wire.Binding) int { return strings.Compare(a.Name(), b.Name()) }) {
 				t.Errorf("Request.Bindings not sorted: %v", pl.Request)
 			}
 			checkNoSecret(t, pl)
@@ -540,7 +541,7 @@ func TestPlan(t *testing.T) {
 }
 
 func TestPlanErrors(t *testing.T) {
-	big := strings.Repeat("x", cfapi.MaxValueBytes+1)
+	big := strings.Repeat("x", wire.MaxValueBytes+1)
 	var many []string
 	for i := range 6 {
 		many = append(many, fmt.Sprintf(`{"type":"json","name":"BIG_%d","json":%q}`, i, strings.Repeat("y", 200<<10)))
@@ -551,7 +552,7 @@ func TestPlanErrors(t *testing.T) {
 		live    []string
 		field   string // the error names this field ("" to skip)
 		binding string // and this binding ("" to skip)
-		planner bool   // a *Error from Plan rather than a *cfapi.ValidationError
+		planner bool   // a *Error from Plan rather than a *wire.ValidationError
 	}{
 		{name: "missing required field", d: Desired{Bindings: mbs(`{"type":"kv_namespace","name":"KV"}`)}, field: "namespace_id", binding: "KV"},
 		{name: "empty type", d: Desired{Bindings: mbs(`{"type":"","name":"X"}`)}, field: "type", binding: "X"},
@@ -606,7 +607,7 @@ func TestPlanErrors(t *testing.T) {
 				if verr == nil || verr.Error() != err.Error() {
 					t.Errorf("Validate = %v, Plan = %v; want the same error", verr, err)
 				}
-				var ve *cfapi.ValidationError
+				var ve *wire.ValidationError
 				if errors.As(err, &ve) {
 					if ve.Field != tt.field {
 						t.Errorf("Field = %q, want %q (%v)", ve.Field, tt.field, err)
@@ -615,7 +616,7 @@ func TestPlanErrors(t *testing.T) {
 						t.Errorf("error does not name %q: %v", tt.binding, err)
 					}
 				} else if tt.d.Strategy == "" {
-					t.Fatalf("error %T %v, want *cfapi.ValidationError", err, err)
+					t.Fatalf("error %T %v, want *wire.ValidationError", err, err)
 				}
 			}
 			msg := err.Error()
@@ -683,7 +684,7 @@ type member struct {
 // members decodes a JSON object into its members, in order (nil when obj
 // is not an object).
 func members(obj []byte) []member {
-	ms, _ := cfapi.ObjectMembers(obj)
+	ms, _ := wire.ObjectMembers(obj)
 	out := make([]member, len(ms))
 	for i, m := range ms {
 		out[i] = member{m.Key, m.Value}
@@ -866,7 +867,7 @@ func TestFingerprint(t *testing.T) {
 	if fp != p.Fingerprint(mb(secretText("S", "one"))) {
 		t.Error("equal secrets have different fingerprints")
 	}
-	for _, b := range []cfapi.Binding{mb(secretText("S", "two")), mb(secretText("T", "one")), mb(liveSecret("S"))} {
+	for _, b := range []wire.Binding{mb(secretText("S", "two")), mb(secretText("T", "one")), mb(liveSecret("S"))} {
 		if p.Fingerprint(b) == fp {
 			t.Errorf("%s has the fingerprint of %s", b.Name(), a.Name())
 		}
@@ -957,7 +958,7 @@ func TestPlanAllocs(t *testing.T) {
 	}
 }
 
-// TestPlanShowsNoValueOfUnknownTypes: plans apply cfapi's redaction rule,
+// TestPlanShowsNoValueOfUnknownTypes: plans apply wire's redaction rule,
 // so an unknown type (possibly a secret) and every member of a secret_key
 // read "(sensitive)" in every rendered form.
 func TestPlanShowsNoValueOfUnknownTypes(t *testing.T) {
@@ -999,7 +1000,7 @@ func TestPlanShowsNoValueOfUnknownTypes(t *testing.T) {
 func TestValidateNeedsNoPlanner(t *testing.T) {
 	d := Desired{Bindings: mbs(`{"type":"plain_text","name":"A","text":"a"}`, `{"type":"plain_text","name":"A","text":"b"}`)}
 	err := Validate(d)
-	var ve *cfapi.ValidationError
+	var ve *wire.ValidationError
 	if !errors.As(err, &ve) || ve.Field != "name" || ve.Index != 1 {
 		t.Fatalf("Validate = %v, want the duplicate name", err)
 	}

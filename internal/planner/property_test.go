@@ -10,8 +10,8 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 const (
@@ -50,7 +50,7 @@ func newGen(t testing.TB, seed uint64) *gen {
 	types := map[string]bool{}
 	for _, raw := range raws {
 		b := mb(string(raw))
-		if b.Type() == cfapi.TypeInherit {
+		if b.Type() == wire.TypeInherit {
 			continue // generated separately: it is never stored
 		}
 		types[b.Type()] = true
@@ -75,11 +75,11 @@ var jsonPool = []string{`{"a":1,"b":[1,2]}`, `{"b":[1,2],"a":1}`, `[1,2,3]`, `"t
 func (g *gen) value(typ string, m member) json.RawMessage {
 	q := func(s string) json.RawMessage { b, _ := json.Marshal(s); return b }
 	switch {
-	case typ == cfapi.TypeSecretText && m.key == "text":
+	case typ == wire.TypeSecretText && m.key == "text":
 		return q(fmt.Sprintf("%s-text-%d", secretMarker, g.r.IntN(3)))
-	case typ == cfapi.TypeSecretKey && m.key == "key_base64":
+	case typ == wire.TypeSecretKey && m.key == "key_base64":
 		return q(fmt.Sprintf("%s%d", secretMarker, g.r.IntN(3)))
-	case typ == cfapi.TypeJSON && m.key == "json":
+	case typ == wire.TypeJSON && m.key == "json":
 		return json.RawMessage(jsonPool[g.r.IntN(len(jsonPool))])
 	case m.key == "part":
 		return q([]string{"a.wasm", "b.bin", "t.txt"}[g.r.IntN(3)])
@@ -109,7 +109,7 @@ func (g *gen) randomSpec(name string) spec {
 // treats as the same binding: d1 id for database_id, the defaults of service
 // environment and ai_search namespace spelled out or left out, an empty R2
 // jurisdiction, and member order.
-func (g *gen) write(s spec) cfapi.Binding {
+func (g *gen) write(s spec) wire.Binding {
 	ms := slices.Clone(s.members)
 	coin := func() bool { return g.r.IntN(3) == 0 }
 	addDefault := func(key, val string) {
@@ -118,17 +118,17 @@ func (g *gen) write(s spec) cfapi.Binding {
 		}
 	}
 	switch s.typ {
-	case cfapi.TypeD1:
+	case wire.TypeD1:
 		for i := range ms {
 			if ms[i].key == "database_id" && coin() {
 				ms[i].key = "id"
 			}
 		}
-	case cfapi.TypeService:
+	case wire.TypeService:
 		addDefault("environment", `"production"`)
-	case cfapi.TypeAISearch:
+	case wire.TypeAISearch:
 		addDefault("namespace", `"default"`)
-	case cfapi.TypeR2Bucket:
+	case wire.TypeR2Bucket:
 		addDefault("jurisdiction", `""`)
 	}
 	if coin() {
@@ -146,8 +146,8 @@ func (g *gen) write(s spec) cfapi.Binding {
 // scenario is one random input of the planner, with the API's stored state
 // behind the live state.
 type scenario struct {
-	stored []cfapi.Binding // what the API holds, secret values included
-	live   []cfapi.Binding // what GET shows
+	stored []wire.Binding // what the API holds, secret values included
+	live   []wire.Binding // what GET shows
 	d      Desired
 	last   LastApplied
 }
@@ -208,7 +208,7 @@ func (g *gen) scenario(p *Planner) scenario {
 }
 
 // apply carries out a plan's request as the API does.
-func apply(stored []cfapi.Binding, pl *Plan) ([]cfapi.Binding, error) {
+func apply(stored []wire.Binding, pl *Plan) ([]wire.Binding, error) {
 	switch pl.Strategy {
 	case StrategyNone:
 		return stored, nil
@@ -226,7 +226,7 @@ func checkPlan(t *testing.T, p *Planner, sc scenario) (outcome string) {
 	pl, err := p.Plan(sc.d, sc.live, sc.last)
 	verr := Validate(sc.d)
 	if err != nil {
-		var ve *cfapi.ValidationError
+		var ve *wire.ValidationError
 		var pe *Error
 		switch {
 		case errors.As(err, &ve):
@@ -251,20 +251,20 @@ func checkPlan(t *testing.T, p *Planner, sc scenario) (outcome string) {
 	if err != nil {
 		t.Fatalf("the API rejects the request: %v\nplan:\n%s\nrequest: %s\nkeep %v parts %v", err, pl, settingsBody(pl.Request), pl.Request.KeepBindings, pl.NeedsParts)
 	}
-	after := cfapi.Bindings(stored)
+	after := wire.Bindings(stored)
 
 	// No binding someone else created disappears or changes unless the
 	// desired state names it.
 	renamed := map[string]bool{}
 	for _, b := range sc.d.Bindings {
-		if old, ok := b.String("old_name"); ok && b.Type() == cfapi.TypeInherit {
+		if old, ok := b.String("old_name"); ok && b.Type() == wire.TypeInherit {
 			renamed[old] = true
 		}
 	}
 	for _, b := range sc.stored {
 		rec, ok := sc.last.Bindings[b.Name()]
 		owned := ok && rec.Type == b.Type()
-		_, desired := cfapi.Bindings(sc.d.Bindings).ByName(b.Name())
+		_, desired := wire.Bindings(sc.d.Bindings).ByName(b.Name())
 		if owned || desired || slices.Contains(sc.d.Remove, b.Name()) || renamed[b.Name()] {
 			continue
 		}
@@ -284,7 +284,7 @@ func checkPlan(t *testing.T, p *Planner, sc scenario) (outcome string) {
 	}
 	// The record holds only desired or previously owned names.
 	for name := range pl.Applied.Bindings {
-		_, desired := cfapi.Bindings(sc.d.Bindings).ByName(name)
+		_, desired := wire.Bindings(sc.d.Bindings).ByName(name)
 		if _, owned := sc.last.Bindings[name]; !desired && !owned {
 			t.Fatalf("record adopts %s, which is neither desired nor owned", name)
 		}

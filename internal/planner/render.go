@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // Sensitive is what plans show in place of a write-only value.
@@ -187,16 +188,16 @@ func (a *Action) renderLine(buf *bytes.Buffer) {
 }
 
 // redact returns b's JSON object as plans show it: redacted by cfapi's one
-// rule (cfapi.RedactJSON), every value of a binding not known to be
+// rule (wire.RedactJSON), every value of a binding not known to be
 // non-secret reading "(sensitive)"; nil for the zero Binding.
-func redact(bp *cfapi.Binding) json.RawMessage {
+func redact(bp *wire.Binding) json.RawMessage {
 	if bp == nil || bp.IsZero() {
 		return nil
 	}
 	if !bp.Sensitive() {
 		return slices.Clone(bp.Raw())
 	}
-	out, ok := cfapi.RedactJSONWith(bp.Raw(), Sensitive)
+	out, ok := wire.RedactJSONWith(bp.Raw(), Sensitive)
 	if !ok {
 		return nil
 	}
@@ -204,11 +205,11 @@ func redact(bp *cfapi.Binding) json.RawMessage {
 }
 
 // fieldsText renders b's members other than type and name as key=value
-// pairs; every value of a sensitive binding (cfapi.Binding.Sensitive) reads
+// pairs; every value of a sensitive binding (wire.Binding.Sensitive) reads
 // (sensitive).
-func fieldsText(b *cfapi.Binding) string {
+func fieldsText(b *wire.Binding) string {
 	hidden := b.Sensitive()
-	ms, _ := cfapi.ObjectMembers(b.Raw())
+	ms, _ := wire.ObjectMembers(b.Raw())
 	var sb strings.Builder
 	for _, m := range ms {
 		if m.Key == "type" || m.Key == "name" {
@@ -232,9 +233,9 @@ func fieldsText(b *cfapi.Binding) string {
 // the desired binding of one type (never a write-only type):
 // `"1" → "2"` when the binding has that one member, else
 // `key: old → new, …` with (unset) for a missing member.
-func diffText(live, desired *cfapi.Binding) string {
-	lm, _ := cfapi.ObjectMembers([]byte(live.NormalizedValue()))
-	dm, _ := cfapi.ObjectMembers([]byte(desired.NormalizedValue()))
+func diffText(live, desired *wire.Binding) string {
+	lm, _ := wire.ObjectMembers([]byte(live.NormalizedValue()))
+	dm, _ := wire.ObjectMembers([]byte(desired.NormalizedValue()))
 	var parts []string
 	i, j := 0, 0
 	for i < len(lm) || j < len(dm) {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // Validate checks desired state without looking at the live state: every
@@ -13,7 +13,7 @@ import (
 // sizes), names are unique, the whole set is at most MaxDesiredBytes, every
 // name in Remove is a valid binding name and not also upserted, inherit
 // bindings rename at most once and from a name that is neither desired nor
-// removed, and the strategy is known. Errors are *cfapi.ValidationError
+// removed, and the strategy is known. Errors are *wire.ValidationError
 // (or ParseStrategy's error for an unknown strategy); they name the binding
 // and the field and never hold a value. Plan validates the same way.
 func Validate(d Desired) error {
@@ -37,17 +37,17 @@ func validate(d Desired) ([]rename, error) {
 		return nil, err
 	}
 	for _, name := range sortedNames(d.Remove) {
-		if err := cfapi.ValidateName(name); err != nil {
-			return nil, &cfapi.ValidationError{Name: name, Index: -1, Field: "remove", Msg: err.Error()}
+		if err := wire.ValidateName(name); err != nil {
+			return nil, &wire.ValidationError{Name: name, Index: -1, Field: "remove", Msg: err.Error()}
 		}
 		if i, ok := index[name]; ok {
-			return nil, &cfapi.ValidationError{Name: name, Type: d.Bindings[i].Type(), Index: i, Field: "name",
+			return nil, &wire.ValidationError{Name: name, Type: d.Bindings[i].Type(), Index: i, Field: "name",
 				Msg: "is both upserted and removed"}
 		}
 	}
 	for x, r := range renames {
 		verr := func(msg string, args ...any) error {
-			return &cfapi.ValidationError{Name: r.to, Type: cfapi.TypeInherit, Index: r.index, Field: "old_name",
+			return &wire.ValidationError{Name: r.to, Type: wire.TypeInherit, Index: r.index, Field: "old_name",
 				Msg: fmt.Sprintf(msg, args...)}
 		}
 		switch {
@@ -68,19 +68,19 @@ func validate(d Desired) ([]rename, error) {
 // checkBindings validates each desired binding, their total size and the
 // uniqueness of their names. It returns the position of each name and the
 // renames among the bindings.
-func checkBindings(bs []cfapi.Binding) (map[string]int, []rename, error) {
+func checkBindings(bs []wire.Binding) (map[string]int, []rename, error) {
 	total := 0
 	var renames []rename
 	for i, b := range bs {
-		if err := b.Validate(cfapi.ForUpload); err != nil {
-			var ve *cfapi.ValidationError
+		if err := b.Validate(wire.ForUpload); err != nil {
+			var ve *wire.ValidationError
 			if errors.As(err, &ve) {
 				ve.Index = i
 			}
 			return nil, nil, err
 		}
 		total += len(b.Raw())
-		if b.Type() == cfapi.TypeInherit {
+		if b.Type() == wire.TypeInherit {
 			r, err := checkInherit(b, i)
 			if err != nil {
 				return nil, nil, err
@@ -91,8 +91,8 @@ func checkBindings(bs []cfapi.Binding) (map[string]int, []rename, error) {
 		}
 	}
 	if total > MaxDesiredBytes {
-		largest := slices.MaxFunc(bs, func(a, b cfapi.Binding) int { return len(a.Raw()) - len(b.Raw()) })
-		return nil, nil, &cfapi.ValidationError{Index: -1, Msg: fmt.Sprintf(
+		largest := slices.MaxFunc(bs, func(a, b wire.Binding) int { return len(a.Raw()) - len(b.Raw()) })
+		return nil, nil, &wire.ValidationError{Index: -1, Msg: fmt.Sprintf(
 			"the desired set is %d bytes of JSON, over the limit of %d (the largest binding is %q, %d bytes)",
 			total, MaxDesiredBytes, largest.Name(), len(largest.Raw()))}
 	}
@@ -109,16 +109,16 @@ func checkBindings(bs []cfapi.Binding) (map[string]int, []rename, error) {
 // duplicateError is the error for desired bindings whose names are not
 // unique. It names the first shared name in name order, so that it does
 // not depend on the order of the list.
-func duplicateError(bs []cfapi.Binding) error {
+func duplicateError(bs []wire.Binding) error {
 	name, first, second := firstDuplicate(bs)
-	return &cfapi.ValidationError{Name: name, Type: bs[second].Type(), Index: second,
+	return &wire.ValidationError{Name: name, Type: bs[second].Type(), Index: second,
 		Field: "name", Msg: fmt.Sprintf("duplicate name (also binding #%d)", first)}
 }
 
 // firstDuplicate returns the first name in name order that two of bs
 // share, and the positions of the first and the last binding of that name.
 // bs must hold such a name (error paths only).
-func firstDuplicate(bs []cfapi.Binding) (name string, first, last int) {
+func firstDuplicate(bs []wire.Binding) (name string, first, last int) {
 	names := make([]string, len(bs))
 	for i, b := range bs {
 		names[i] = b.Name()
@@ -144,9 +144,9 @@ func firstDuplicate(bs []cfapi.Binding) (name string, first, last int) {
 
 // checkInherit checks the members of a desired inherit binding that
 // cfapi's rules leave open and returns its rename, if any.
-func checkInherit(b cfapi.Binding, index int) (rename, error) {
+func checkInherit(b wire.Binding, index int) (rename, error) {
 	verr := func(field, msg string, args ...any) error {
-		return &cfapi.ValidationError{Name: b.Name(), Type: b.Type(), Index: index, Field: field,
+		return &wire.ValidationError{Name: b.Name(), Type: b.Type(), Index: index, Field: field,
 			Msg: fmt.Sprintf(msg, args...)}
 	}
 	if v, ok := b.String("version_id"); ok && v != "" && v != "latest" {
@@ -156,7 +156,7 @@ func checkInherit(b cfapi.Binding, index int) (rename, error) {
 	if old == "" || old == b.Name() {
 		return rename{}, nil
 	}
-	if err := cfapi.ValidateName(old); err != nil {
+	if err := wire.ValidateName(old); err != nil {
 		return rename{}, verr("old_name", "%v", err)
 	}
 	return rename{to: b.Name(), from: old, index: index}, nil

@@ -20,7 +20,7 @@ mkdir -p "${logdir}"
 targets=(
   "FuzzDecodeEvent ./internal/jobs/"
   "FuzzFold ./internal/jobs/"
-  "FuzzParseBinding ./internal/cfapi/"
+  "FuzzParseBinding ./internal/cfapi/wire/"
   "FuzzCheckResponse ./internal/cfapi/"
   "FuzzPlan ./internal/planner/"
 )

@@ -22,6 +22,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/testutil"
 	"github.com/reconciler/reconciler/scripts/chaos/badinput"
 )
@@ -63,8 +64,8 @@ func newWorkload(t *testing.T, w *world, ns string, n int, dups bool) *workload 
 		t.Fatal(err)
 	}
 	wl := &workload{ns: ns, initial: map[string]map[string]string{}, touched: map[string]map[string]bool{}}
-	kv := func(i int, v string) cfapi.Binding {
-		return cfapi.MustParseBinding(fmt.Sprintf(`{"type":"kv_namespace","name":"CHAOS_KV","namespace_id":"%s%028x"}`, v, i))
+	kv := func(i int, v string) wire.Binding {
+		return wire.MustParseBinding(fmt.Sprintf(`{"type":"kv_namespace","name":"CHAOS_KV","namespace_id":"%s%028x"}`, v, i))
 	}
 	for i := 1; i <= n; i++ {
 		s := cfapitest.TenantName(i)
@@ -75,11 +76,11 @@ func newWorkload(t *testing.T, w *world, ns string, n int, dups bool) *workload 
 		switch i % 10 {
 		case 0, 5:
 			evs = append(evs, newEvent(id(1), ns, s, 1,
-				[]cfapi.Binding{cfapi.MustParseBinding(fmt.Sprintf(`{"type":"plain_text","name":"TENANT","text":%q}`, s))}, nil))
+				[]wire.Binding{wire.MustParseBinding(fmt.Sprintf(`{"type":"plain_text","name":"TENANT","text":%q}`, s))}, nil))
 		default:
-			ups := []cfapi.Binding{kv(i, "a1a1")}
+			ups := []wire.Binding{kv(i, "a1a1")}
 			if i%3 == 0 {
-				ups = append(ups, cfapi.MustParseBinding(fmt.Sprintf(`{"type":"secret_text","name":"CHAOS_SECRET","text":"%s%d-%d"}`, chaosSecretPrefix, i, seed%1000)))
+				ups = append(ups, wire.MustParseBinding(fmt.Sprintf(`{"type":"secret_text","name":"CHAOS_SECRET","text":"%s%d-%d"}`, chaosSecretPrefix, i, seed%1000)))
 			}
 			var rm []string
 			if i%7 == 0 {
@@ -93,8 +94,8 @@ func newWorkload(t *testing.T, w *world, ns string, n int, dups bool) *workload 
 				rm = names[len(names)-1:]
 			}
 			if i%10 == 1 {
-				evs = append(evs, newEvent(id(2), ns, s, 2, []cfapi.Binding{kv(i, "b2b2")}, nil))
-				ups = append(ups, cfapi.MustParseBinding(`{"type":"plain_text","name":"CHAOS_OLD","text":"from generation 1"}`))
+				evs = append(evs, newEvent(id(2), ns, s, 2, []wire.Binding{kv(i, "b2b2")}, nil))
+				ups = append(ups, wire.MustParseBinding(`{"type":"plain_text","name":"CHAOS_OLD","text":"from generation 1"}`))
 			}
 			evs = append(evs, newEvent(id(1), ns, s, 1, ups, rm))
 			if dups && i%10 == 2 {
@@ -337,7 +338,7 @@ func TestNATSRestart(t *testing.T) {
 	for i := 1; i <= n/6; i++ {
 		s := cfapitest.TenantName(i)
 		later = append(later, newEvent(fmt.Sprintf("%s-%s-g9", w.name, s), wl.ns, s, 9,
-			[]cfapi.Binding{cfapi.MustParseBinding(`{"type":"plain_text","name":"AFTER_NATS","text":"back"}`)}, nil))
+			[]wire.Binding{wire.MustParseBinding(`{"type":"plain_text","name":"AFTER_NATS","text":"back"}`)}, nil))
 	}
 	all := append(append([]*event(nil), wl.events...), later...)
 	wl.want = expected(wl.initial, all)
@@ -523,9 +524,9 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.emu.DenyAccount(badinput.ForbiddenAccount)
-	seeded := []cfapi.Binding{
-		cfapi.MustParseBinding(`{"type":"secret_text","name":"API_TOKEN","text":"seed-secret-badinput"}`),
-		cfapi.MustParseBinding(`{"type":"plain_text","name":"THEIRS","text":"made by hand"}`),
+	seeded := []wire.Binding{
+		wire.MustParseBinding(`{"type":"secret_text","name":"API_TOKEN","text":"seed-secret-badinput"}`),
+		wire.MustParseBinding(`{"type":"plain_text","name":"THEIRS","text":"made by hand"}`),
 	}
 	seed := func(ns, script string) {
 		err := w.emu.PutScript(acct, ns, script, cfapitest.Script{MainModule: "index.js",

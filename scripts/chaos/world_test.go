@@ -29,6 +29,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/testutil"
 )
 
@@ -404,13 +405,13 @@ type event struct {
 	script  string
 	ns      string
 	gen     uint64
-	upsert  []cfapi.Binding
+	upsert  []wire.Binding
 	remove  []string
 	subject string
 	body    []byte
 }
 
-func newEvent(id, ns, script string, gen uint64, upsert []cfapi.Binding, remove []string) *event {
+func newEvent(id, ns, script string, gen uint64, upsert []wire.Binding, remove []string) *event {
 	m := map[string]any{"schema": "bindings.change/v1", "id": id, "account_id": acct, "dispatch_namespace": ns,
 		"script": script, "generation": gen, "op": "patch"}
 	if len(upsert) > 0 {

@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // betaRoutes serve the beta Workers API (/workers/workers/{worker}) for
@@ -121,7 +121,7 @@ type betaUpload struct {
 	names        []string // of the modules
 	settings     map[string]json.RawMessage
 	annotations  json.RawMessage
-	bindings     []cfapi.Binding
+	bindings     []wire.Binding
 	migrationTag string
 }
 

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 func betaPath(worker string) string { return "/accounts/" + acct + "/workers/workers/" + worker }
@@ -170,7 +170,7 @@ func TestBetaCreateVersion(t *testing.T) {
 	}
 }
 
-func findStored(bs []cfapi.Binding, name string) (string, bool) {
+func findStored(bs []wire.Binding, name string) (string, bool) {
 	for _, b := range bs {
 		if b.Name() == name {
 			return b.String("text")

@@ -14,7 +14,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // capturesDir holds real wrangler 4.164.0 requests (see its README.md).
@@ -148,7 +148,7 @@ func decodeJSON(t *testing.T, s string) any {
 	return v
 }
 
-func gotBindings(t *testing.T, bs []cfapi.Binding) map[string]any {
+func gotBindings(t *testing.T, bs []wire.Binding) map[string]any {
 	t.Helper()
 	got := map[string]any{}
 	for _, b := range bs {
@@ -165,7 +165,7 @@ func (a *api) replay(cr capturedRequest) *apiResponse {
 
 // checkGetSettings asserts that GET settings lists the bindings without
 // write-only values.
-func checkGetSettings(t *testing.T, a *api, ns string, stored []cfapi.Binding) {
+func checkGetSettings(t *testing.T, a *api, ns string, stored []wire.Binding) {
 	t.Helper()
 	r := a.get(scriptPath(ns, "my-worker") + "/settings")
 	expect(t, r, http.StatusOK, 0)
@@ -177,22 +177,22 @@ func checkGetSettings(t *testing.T, a *api, ns string, stored []cfapi.Binding) {
 		t.Errorf("GET settings has %d bindings, stored %d", len(settings.Bindings), len(stored))
 	}
 	for _, raw := range settings.Bindings {
-		b, err := cfapi.ParseBinding(raw)
+		b, err := wire.ParseBinding(raw)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if b.HasWriteOnlyValue() {
 			t.Errorf("GET settings shows the value of %s", b.Name())
 		}
-		if err := b.Validate(cfapi.ForRead); err != nil {
+		if err := b.Validate(wire.ForRead); err != nil {
 			t.Errorf("GET settings binding %s: %v", raw, err)
 		}
-		if s, ok := cfapi.Bindings(stored).ByName(b.Name()); !ok || !s.Matches(b) {
+		if s, ok := wire.Bindings(stored).ByName(b.Name()); !ok || !s.Matches(b) {
 			t.Errorf("GET settings binding %s does not match stored %s", raw, s.Raw())
 		}
 	}
 	for _, b := range stored {
-		if text, ok := b.String("text"); ok && b.Type() == cfapi.TypeSecretText && strings.Contains(string(r.Body), text) {
+		if text, ok := b.String("text"); ok && b.Type() == wire.TypeSecretText && strings.Contains(string(r.Body), text) {
 			t.Errorf("GET settings body contains the secret of %s", b.Name())
 		}
 	}
@@ -234,7 +234,7 @@ func TestWranglerScriptUploads(t *testing.T) {
 			if tc.previous != nil {
 				seedScript(t, s, tc.ns, "my-worker", tc.previous...)
 				for _, raw := range tc.previous {
-					previous[cfapi.MustParseBinding(raw).Name()] = raw
+					previous[wire.MustParseBinding(raw).Name()] = raw
 				}
 			}
 			cr := loadCapture(t, tc.dir, tc.glob)
@@ -298,7 +298,7 @@ func TestWranglerVersionUploads(t *testing.T) {
 			seedScript(t, s, "", "my-worker", tc.previous...)
 			previous := map[string]string{}
 			for _, raw := range tc.previous {
-				previous[cfapi.MustParseBinding(raw).Name()] = raw
+				previous[wire.MustParseBinding(raw).Name()] = raw
 			}
 			before, _ := s.Bindings(acct, "", "my-worker")
 
@@ -350,7 +350,7 @@ func TestWranglerVersionUploads(t *testing.T) {
 			if diff := cmp.Diff(want, gotBindings(t, live)); diff != "" {
 				t.Errorf("deployed bindings (-want +got):\n%s", diff)
 			}
-			if v, _ := cfapi.Bindings(live).ByName("API_KEY"); v.IsZero() {
+			if v, _ := wire.Bindings(live).ByName("API_KEY"); v.IsZero() {
 				t.Error("API_KEY lost")
 			} else if text, _ := v.String("text"); text != "previous-secret" {
 				t.Errorf("API_KEY text %q", text)

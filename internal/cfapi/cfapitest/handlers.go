@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // settingsDefaults are what GET settings shows for members never set.
@@ -70,7 +70,7 @@ func (s *Server) getBindings(w http.ResponseWriter, _ *http.Request, p params) {
 // binding set.
 type settingsEdit struct {
 	settings    map[string]json.RawMessage
-	bindings    []cfapi.Binding
+	bindings    []wire.Binding
 	hasBindings bool
 }
 

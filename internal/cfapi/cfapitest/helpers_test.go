@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/testutil"
 )
 
@@ -213,13 +213,13 @@ func bindingsOf(t *testing.T, raw json.RawMessage) map[string]map[string]any {
 }
 
 // storedByName returns the stored bindings of a script by name.
-func storedByName(t *testing.T, s *Server, ns, script string) map[string]cfapi.Binding {
+func storedByName(t *testing.T, s *Server, ns, script string) map[string]wire.Binding {
 	t.Helper()
 	bs, ok := s.Bindings(acct, ns, script)
 	if !ok {
 		t.Fatalf("script %s/%s not stored", ns, script)
 	}
-	out := map[string]cfapi.Binding{}
+	out := map[string]wire.Binding{}
 	for _, b := range bs {
 		out[b.Name()] = b
 	}
@@ -262,9 +262,9 @@ func seedScript(t *testing.T, s *Server, ns, name string, bindings ...string) {
 			t.Fatal(err)
 		}
 	}
-	var bs []cfapi.Binding
+	var bs []wire.Binding
 	for _, b := range bindings {
-		bs = append(bs, cfapi.MustParseBinding(b))
+		bs = append(bs, wire.MustParseBinding(b))
 	}
 	if err := s.PutScript(acct, ns, name, Script{Bindings: bs,
 		Settings: map[string]json.RawMessage{"compatibility_date": json.RawMessage(`"2025-01-01"`)}}); err != nil {

@@ -40,6 +40,7 @@ import (
 	"github.com/cloudflare/cloudflare-go/v7/workers"
 	wfp "github.com/cloudflare/cloudflare-go/v7/workers_for_platforms"
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 const sdkToken = "sdk-test-token"
@@ -126,13 +127,13 @@ func jsonPart(t *testing.T, name string, v any) sdkPart {
 
 // liveBindings returns the stored bindings of a script as GET renders
 // them, by name.
-func (fx sdkFixture) liveBindings(t *testing.T, ns, script string) map[string]cfapi.Binding {
+func (fx sdkFixture) liveBindings(t *testing.T, ns, script string) map[string]wire.Binding {
 	t.Helper()
 	bs, ok := fx.srv.Bindings(DefaultAccount, ns, script)
 	if !ok {
 		t.Fatalf("no script %s/%s", ns, script)
 	}
-	out := map[string]cfapi.Binding{}
+	out := map[string]wire.Binding{}
 	for _, b := range RenderForGet(DefaultAccount, script, bs) {
 		out[b.Name()] = b
 	}
@@ -150,13 +151,13 @@ func (b sdkBinding) RawJSON() string { return string(b) }
 // checkBindings compares the SDK's decoded bindings (each variant's raw
 // JSON, through the union) with the stored ones, and parses each with
 // cfapi as the reconciler does.
-func checkBindings(t *testing.T, what string, got []sdkBinding, want map[string]cfapi.Binding) {
+func checkBindings(t *testing.T, what string, got []sdkBinding, want map[string]wire.Binding) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Errorf("%s: %d bindings, want %d", what, len(got), len(want))
 	}
 	for _, u := range got {
-		b, err := cfapi.ParseBinding([]byte(u.RawJSON()))
+		b, err := wire.ParseBinding([]byte(u.RawJSON()))
 		if err != nil {
 			t.Errorf("%s: binding %s: %v", what, u.RawJSON(), err)
 			continue
@@ -318,7 +319,7 @@ func TestSDKPatchSettings(t *testing.T) {
 		live := fx.liveBindings(t, ns, script)
 		checkBindings(t, "edit answer", got, live)
 		stored, _ := fx.srv.Bindings(DefaultAccount, ns, script)
-		byName := map[string]cfapi.Binding{}
+		byName := map[string]wire.Binding{}
 		for _, b := range stored {
 			byName[b.Name()] = b
 		}

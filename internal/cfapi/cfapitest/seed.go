@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // SeedVaried creates n tenant scripts (TenantName(1..n)) in dispatch
@@ -17,7 +17,7 @@ import (
 // plain vars, AI, analytics, hyperdrive, vectorize, rate limits). Tags
 // "seeded" and "plan-<free|pro|enterprise>" let runs select tenants. Each
 // extra function may add bindings to tenant i.
-func (s *Server) SeedVaried(account, ns string, n int, extra ...func(i int) []cfapi.Binding) error {
+func (s *Server) SeedVaried(account, ns string, n int, extra ...func(i int) []wire.Binding) error {
 	if ns != "" {
 		if err := s.CreateNamespace(account, ns); err != nil {
 			return err
@@ -42,29 +42,29 @@ func variedTenant(ns string, i int) Script {
 		sum := sha256.Sum256([]byte(kind + "\x00" + ns + "\x00" + name))
 		return hex.EncodeToString(sum[:16])
 	}
-	b := func(typ, bname string, fields map[string]any) cfapi.Binding {
-		bnd, err := cfapi.NewBinding(typ, bname, fields)
+	b := func(typ, bname string, fields map[string]any) wire.Binding {
+		bnd, err := wire.NewBinding(typ, bname, fields)
 		if err != nil {
 			panic(err) // the literals below are valid
 		}
 		return bnd
 	}
-	all := []cfapi.Binding{
-		b(cfapi.TypeKVNamespace, "CACHE", map[string]any{"namespace_id": id("kv")}),
-		b(cfapi.TypeR2Bucket, "UPLOADS", map[string]any{"bucket_name": "uploads-" + name}),
-		b(cfapi.TypeD1, "DB", map[string]any{"id": fmt.Sprintf("%s-%s-%s-%s-%s", id("d1")[:8], id("d1")[8:12], id("d1")[12:16], id("d1")[16:20], id("d1")[20:32])}),
-		b(cfapi.TypeQueue, "EVENTS", map[string]any{"queue_name": "events-" + name}),
-		b(cfapi.TypeService, "AUTH", map[string]any{"service": "auth-gateway"}),
-		b(cfapi.TypeDurableObjectNamespace, "ROOMS", map[string]any{"class_name": "Room"}),
-		b(cfapi.TypeJSON, "FEATURES", map[string]any{"json": map[string]any{"beta": i%2 == 0, "quota": 100 * (i%5 + 1)}}),
-		b(cfapi.TypeAI, "AI", nil),
-		b(cfapi.TypeAnalyticsEngine, "METRICS", map[string]any{"dataset": "tenant_metrics"}),
-		b(cfapi.TypeHyperdrive, "PG", map[string]any{"id": id("hd")}),
-		b(cfapi.TypeVectorize, "VECTORS", map[string]any{"index_name": "idx-" + name}),
+	all := []wire.Binding{
+		b(wire.TypeKVNamespace, "CACHE", map[string]any{"namespace_id": id("kv")}),
+		b(wire.TypeR2Bucket, "UPLOADS", map[string]any{"bucket_name": "uploads-" + name}),
+		b(wire.TypeD1, "DB", map[string]any{"id": fmt.Sprintf("%s-%s-%s-%s-%s", id("d1")[:8], id("d1")[8:12], id("d1")[12:16], id("d1")[16:20], id("d1")[20:32])}),
+		b(wire.TypeQueue, "EVENTS", map[string]any{"queue_name": "events-" + name}),
+		b(wire.TypeService, "AUTH", map[string]any{"service": "auth-gateway"}),
+		b(wire.TypeDurableObjectNamespace, "ROOMS", map[string]any{"class_name": "Room"}),
+		b(wire.TypeJSON, "FEATURES", map[string]any{"json": map[string]any{"beta": i%2 == 0, "quota": 100 * (i%5 + 1)}}),
+		b(wire.TypeAI, "AI", nil),
+		b(wire.TypeAnalyticsEngine, "METRICS", map[string]any{"dataset": "tenant_metrics"}),
+		b(wire.TypeHyperdrive, "PG", map[string]any{"id": id("hd")}),
+		b(wire.TypeVectorize, "VECTORS", map[string]any{"index_name": "idx-" + name}),
 	}
-	bindings := []cfapi.Binding{
-		b(cfapi.TypePlainText, "TENANT", map[string]any{"text": name}),
-		b(cfapi.TypeSecretText, "API_TOKEN", map[string]any{"text": "seed-secret-" + ns + "-" + name}),
+	bindings := []wire.Binding{
+		b(wire.TypePlainText, "TENANT", map[string]any{"text": name}),
+		b(wire.TypeSecretText, "API_TOKEN", map[string]any{"text": "seed-secret-" + ns + "-" + name}),
 	}
 	// A rotating selection of three to six of the common types.
 	for k := 0; k < 3+i%4; k++ {
@@ -85,7 +85,7 @@ func variedTenant(ns string, i int) Script {
 	}
 }
 
-func dedupe(bs []cfapi.Binding) []cfapi.Binding {
+func dedupe(bs []wire.Binding) []wire.Binding {
 	seen := map[string]bool{}
 	out := bs[:0]
 	for _, b := range bs {

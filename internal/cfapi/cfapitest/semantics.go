@@ -13,7 +13,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // Error is an API error as the emulator answers it: the HTTP status and the
@@ -89,8 +89,8 @@ const (
 // API's answer: 10052 for a missing name, 10054 for an oversized value,
 // 10021 otherwise ("invalid or missing text property for binding X"). The
 // message names the binding and the member, never the value.
-func validationError(b cfapi.Binding, err error) *Error {
-	var ve *cfapi.ValidationError
+func validationError(b wire.Binding, err error) *Error {
+	var ve *wire.ValidationError
 	if !errors.As(err, &ve) {
 		return errorf(http.StatusBadRequest, CodeValidation, "invalid binding '%s' of type %s", b.Name(), b.Type())
 	}
@@ -99,7 +99,7 @@ func validationError(b cfapi.Binding, err error) *Error {
 		return errorf(http.StatusBadRequest, CodeBindingNoName, "binding of type %s has no name", b.Type())
 	case ve.Field == "text" && valueTooLarge(b):
 		return errorf(http.StatusBadRequest, CodeValueTooLarge,
-			"binding '%s' is over the size limit of %d bytes", b.Name(), cfapi.MaxValueBytes)
+			"binding '%s' is over the size limit of %d bytes", b.Name(), wire.MaxValueBytes)
 	case ve.Field != "":
 		return errorf(http.StatusBadRequest, CodeValidation,
 			"invalid or missing %s property for binding %s", ve.Field, b.Name())
@@ -108,9 +108,9 @@ func validationError(b cfapi.Binding, err error) *Error {
 	}
 }
 
-func valueTooLarge(b cfapi.Binding) bool {
+func valueTooLarge(b wire.Binding) bool {
 	s, ok := b.String("text")
-	return ok && len(s) > cfapi.MaxValueBytes
+	return ok && len(s) > wire.MaxValueBytes
 }
 
 func duplicateError(name string) *Error {
@@ -119,7 +119,7 @@ func duplicateError(name string) *Error {
 
 // isRef reports whether b is exactly {"type":…,"name":…}, the settings
 // PATCH form that keeps a binding's current value.
-func isRef(b cfapi.Binding) bool {
+func isRef(b wire.Binding) bool {
 	var fields map[string]json.RawMessage
 	if json.Unmarshal(b.Raw(), &fields) != nil {
 		return false
@@ -133,7 +133,7 @@ func isRef(b cfapi.Binding) bool {
 // the stored set and returns the new stored set, in patch order, with the
 // emulator's default behaviour (see SettingsPatchRules): as
 // ApplySettingsPatchRules(current, patch, SettingsPatchRules{}).
-func ApplySettingsPatch(current, patch []cfapi.Binding) ([]cfapi.Binding, error) {
+func ApplySettingsPatch(current, patch []wire.Binding) ([]wire.Binding, error) {
 	return ApplySettingsPatchRules(current, patch, SettingsPatchRules{})
 }
 
@@ -163,16 +163,16 @@ type SettingsPatchRules struct {
 // part binding must name one of rules.Parts (10021). Any other entry must
 // pass cfapi's upload validation, so a secret_text without "text" is
 // rejected with 10021. Duplicate names are 10021. No argument is modified.
-func ApplySettingsPatchRules(current, patch []cfapi.Binding, rules SettingsPatchRules) ([]cfapi.Binding, error) {
-	out := make([]cfapi.Binding, 0, len(patch))
+func ApplySettingsPatchRules(current, patch []wire.Binding, rules SettingsPatchRules) ([]wire.Binding, error) {
+	out := make([]wire.Binding, 0, len(patch))
 	seen := make(map[string]bool, len(patch))
 	for _, b := range patch {
 		if seen[b.Name()] {
 			return nil, duplicateError(b.Name())
 		}
 		seen[b.Name()] = true
-		if isRef(b) && b.Type() != cfapi.TypeInherit {
-			valued := b.Validate(cfapi.ForUpload) != nil || b.InPart()
+		if isRef(b) && b.Type() != wire.TypeInherit {
+			valued := b.Validate(wire.ForUpload) != nil || b.InPart()
 			if rules.RefuseTypeName && valued {
 				return nil, errorf(http.StatusBadRequest, CodeValidation, typeNameRefusedFormat, b.Name(), b.Type())
 			}
@@ -193,8 +193,8 @@ func ApplySettingsPatchRules(current, patch []cfapi.Binding, rules SettingsPatch
 			continue
 		}
 		switch {
-		case b.Type() == cfapi.TypeInherit:
-			resolved, ok := resolveInherit(func(id string) ([]cfapi.Binding, bool) {
+		case b.Type() == wire.TypeInherit:
+			resolved, ok := resolveInherit(func(id string) ([]wire.Binding, bool) {
 				return current, id == "" || id == "latest"
 			}, b)
 			if !ok {
@@ -210,7 +210,7 @@ func ApplySettingsPatchRules(current, patch []cfapi.Binding, rules SettingsPatch
 					"binding '%s' of type %s refers to part '%s', which is not a module of the script", b.Name(), b.Type(), part)
 			}
 		}
-		if err := b.Validate(cfapi.ForUpload); err != nil {
+		if err := b.Validate(wire.ForUpload); err != nil {
 			return nil, validationError(b, err)
 		}
 		out = append(out, b)
@@ -223,13 +223,13 @@ func ApplySettingsPatchRules(current, patch []cfapi.Binding, rules SettingsPatch
 // it by code and the binding named in it.
 const typeNameRefusedFormat = "binding '%s' of type %s: invalid or missing value; a settings edit needs the complete binding"
 
-func findBinding(bs []cfapi.Binding, name, typ string) (cfapi.Binding, bool) {
+func findBinding(bs []wire.Binding, name, typ string) (wire.Binding, bool) {
 	for _, b := range bs {
 		if b.Name() == name && (typ == "" || b.Type() == typ) {
 			return b, true
 		}
 	}
-	return cfapi.Binding{}, false
+	return wire.Binding{}, false
 }
 
 // ApplyUpload computes the binding set after a script PUT or a version
@@ -252,8 +252,8 @@ func findBinding(bs []cfapi.Binding, name, typ string) (cfapi.Binding, bool) {
 // part (10021), and names must be unique (10021). An inherit entry's
 // version_id other than "latest" cannot be resolved here; the server
 // resolves it against the named version.
-func ApplyUpload(previous, explicit []cfapi.Binding, keepBindings []string, strict bool, parts []string) ([]cfapi.Binding, error) {
-	return applyUpload(func(versionID string) ([]cfapi.Binding, bool) {
+func ApplyUpload(previous, explicit []wire.Binding, keepBindings []string, strict bool, parts []string) ([]wire.Binding, error) {
+	return applyUpload(func(versionID string) ([]wire.Binding, bool) {
 		if versionID == "" || versionID == "latest" {
 			return previous, true
 		}
@@ -263,9 +263,9 @@ func ApplyUpload(previous, explicit []cfapi.Binding, keepBindings []string, stri
 
 // applyUpload is ApplyUpload with inherit sources looked up by version id
 // ("" and "latest" mean the previous version).
-func applyUpload(version func(id string) ([]cfapi.Binding, bool), explicit []cfapi.Binding,
-	keepBindings []string, strict bool, parts []string) ([]cfapi.Binding, error) {
-	out := make([]cfapi.Binding, 0, len(explicit))
+func applyUpload(version func(id string) ([]wire.Binding, bool), explicit []wire.Binding,
+	keepBindings []string, strict bool, parts []string) ([]wire.Binding, error) {
+	out := make([]wire.Binding, 0, len(explicit))
 	names := make(map[string]bool, len(explicit))
 	var invalid []ErrorEntry
 	for _, b := range explicit {
@@ -273,10 +273,10 @@ func applyUpload(version func(id string) ([]cfapi.Binding, bool), explicit []cfa
 			return nil, duplicateError(b.Name())
 		}
 		names[b.Name()] = true
-		if err := b.Validate(cfapi.ForUpload); err != nil {
+		if err := b.Validate(wire.ForUpload); err != nil {
 			return nil, validationError(b, err)
 		}
-		if b.Type() == cfapi.TypeInherit {
+		if b.Type() == wire.TypeInherit {
 			resolved, ok := resolveInherit(version, b)
 			switch {
 			case ok:
@@ -312,11 +312,11 @@ func applyUpload(version func(id string) ([]cfapi.Binding, bool), explicit []cfa
 
 // resolveInherit finds the binding an inherit entry carries over and
 // returns it under the entry's name.
-func resolveInherit(version func(id string) ([]cfapi.Binding, bool), b cfapi.Binding) (cfapi.Binding, bool) {
+func resolveInherit(version func(id string) ([]wire.Binding, bool), b wire.Binding) (wire.Binding, bool) {
 	vid, _ := b.String("version_id")
 	prev, ok := version(vid)
 	if !ok {
-		return cfapi.Binding{}, false
+		return wire.Binding{}, false
 	}
 	from := b.Name()
 	if old, ok := b.String("old_name"); ok && old != "" {
@@ -324,7 +324,7 @@ func resolveInherit(version func(id string) ([]cfapi.Binding, bool), b cfapi.Bin
 	}
 	src, ok := findBinding(prev, from, "")
 	if !ok {
-		return cfapi.Binding{}, false
+		return wire.Binding{}, false
 	}
 	if from == b.Name() {
 		return src, true
@@ -341,10 +341,10 @@ func resolveInherit(version func(id string) ([]cfapi.Binding, bool), b cfapi.Bin
 // of the name, which differs from upload order on purpose. Bindings of
 // unknown types come back unchanged. account and script feed the derived
 // durable object ids.
-func RenderForGet(account, script string, stored []cfapi.Binding) []cfapi.Binding {
-	out := make([]cfapi.Binding, 0, len(stored))
+func RenderForGet(account, script string, stored []wire.Binding) []wire.Binding {
+	out := make([]wire.Binding, 0, len(stored))
 	for _, b := range stored {
-		if b.Type() == cfapi.TypeInherit {
+		if b.Type() == wire.TypeInherit {
 			continue
 		}
 		out = append(out, renderOne(account, script, b.WithoutWriteOnly()))
@@ -365,8 +365,8 @@ func nameHash(name string) uint32 {
 	return h.Sum32()
 }
 
-func renderOne(account, script string, b cfapi.Binding) cfapi.Binding {
-	setDefault := func(key, value string) cfapi.Binding {
+func renderOne(account, script string, b wire.Binding) wire.Binding {
+	setDefault := func(key, value string) wire.Binding {
 		if _, ok := b.Field(key); ok {
 			return b
 		}
@@ -377,18 +377,18 @@ func renderOne(account, script string, b cfapi.Binding) cfapi.Binding {
 		return nb
 	}
 	switch b.Type() {
-	case cfapi.TypeService:
+	case wire.TypeService:
 		return setDefault("environment", "production")
-	case cfapi.TypeAISearch:
+	case wire.TypeAISearch:
 		return setDefault("namespace", "default")
-	case cfapi.TypeDurableObjectNamespace:
+	case wire.TypeDurableObjectNamespace:
 		owner := script
 		if s, ok := b.String("script_name"); ok && s != "" {
 			owner = s
 		}
 		class, _ := b.String("class_name")
 		return setDefault("namespace_id", durableObjectID(account, owner, class))
-	case cfapi.TypeD1:
+	case wire.TypeD1:
 		id, hasID := b.Field("id")
 		if !hasID {
 			return b
@@ -421,7 +421,7 @@ func jsonString(s string) json.RawMessage {
 
 // withFields rebuilds b under name with its members changed by edit. The
 // result lists type and name first and the other members sorted.
-func withFields(b cfapi.Binding, name string, edit func(map[string]json.RawMessage)) (cfapi.Binding, bool) {
+func withFields(b wire.Binding, name string, edit func(map[string]json.RawMessage)) (wire.Binding, bool) {
 	var fields map[string]json.RawMessage
 	if json.Unmarshal(b.Raw(), &fields) != nil {
 		return b, false
@@ -446,7 +446,7 @@ func withFields(b cfapi.Binding, name string, edit func(map[string]json.RawMessa
 		buf.Write(fields[k])
 	}
 	buf.WriteByte('}')
-	nb, err := cfapi.ParseBinding(buf.Bytes())
+	nb, err := wire.ParseBinding(buf.Bytes())
 	if err != nil {
 		return b, false
 	}

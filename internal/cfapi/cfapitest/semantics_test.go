@@ -7,13 +7,13 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
-func mb(s string) cfapi.Binding { return cfapi.MustParseBinding(s) }
+func mb(s string) wire.Binding { return wire.MustParseBinding(s) }
 
 // raws renders bindings as their JSON objects, for cmp.Diff.
-func raws(bs []cfapi.Binding) []string {
+func raws(bs []wire.Binding) []string {
 	out := make([]string, len(bs))
 	for i, b := range bs {
 		out[i] = string(b.Raw())
@@ -45,7 +45,7 @@ var (
 )
 
 func TestApplySettingsPatch(t *testing.T) {
-	current := []cfapi.Binding{mb(secretA), mb(plainB), mb(kvC), mb(wasmW)}
+	current := []wire.Binding{mb(secretA), mb(plainB), mb(kvC), mb(wasmW)}
 	tests := []struct {
 		name     string
 		patch    []string
@@ -92,7 +92,7 @@ func TestApplySettingsPatch(t *testing.T) {
 		},
 		{
 			name:     "oversized secret",
-			patch:    []string{`{"type":"secret_text","name":"A","text":"` + strings.Repeat("x", cfapi.MaxValueBytes+1) + `"}`},
+			patch:    []string{`{"type":"secret_text","name":"A","text":"` + strings.Repeat("x", wire.MaxValueBytes+1) + `"}`},
 			wantCode: CodeValueTooLarge,
 			noLeak:   "xxxx",
 		},
@@ -134,7 +134,7 @@ func TestApplySettingsPatch(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			patch := make([]cfapi.Binding, len(tc.patch))
+			patch := make([]wire.Binding, len(tc.patch))
 			for i, s := range tc.patch {
 				patch[i] = mb(s)
 			}
@@ -160,31 +160,31 @@ func TestApplySettingsPatch(t *testing.T) {
 // script is accepted, and RefuseTypeName refuses a {type, name} entry of a
 // valued type naming it, while a fieldless type stays accepted.
 func TestApplySettingsPatchRules(t *testing.T) {
-	current := []cfapi.Binding{mb(secretA), mb(kvC)}
-	got, err := ApplySettingsPatchRules(current, []cfapi.Binding{mb(`{"type":"wasm_module","name":"W2","part":"m.wasm"}`)},
+	current := []wire.Binding{mb(secretA), mb(kvC)}
+	got, err := ApplySettingsPatchRules(current, []wire.Binding{mb(`{"type":"wasm_module","name":"W2","part":"m.wasm"}`)},
 		SettingsPatchRules{Parts: []string{"index.js", "m.wasm"}})
 	if err != nil || len(got) != 1 || got[0].Name() != "W2" {
 		t.Fatalf("part binding: %v %v", raws(got), err)
 	}
 	rules := SettingsPatchRules{RefuseTypeName: true}
-	for _, ref := range []cfapi.Binding{cfapi.Ref("secret_text", "A"), cfapi.Ref("kv_namespace", "C"), cfapi.Ref("wasm_module", "W")} {
-		_, err := ApplySettingsPatchRules(current, []cfapi.Binding{ref}, rules)
+	for _, ref := range []wire.Binding{wire.Ref("secret_text", "A"), wire.Ref("kv_namespace", "C"), wire.Ref("wasm_module", "W")} {
+		_, err := ApplySettingsPatchRules(current, []wire.Binding{ref}, rules)
 		e := wantCode(t, err, 400, CodeValidation)
 		if !strings.Contains(e.Message, "'"+ref.Name()+"'") {
 			t.Errorf("%s: message %q does not name the binding", ref.Name(), e.Message)
 		}
 	}
-	if got, err := ApplySettingsPatchRules(nil, []cfapi.Binding{cfapi.Ref("ai", "AI")}, rules); err != nil || len(got) != 1 {
+	if got, err := ApplySettingsPatchRules(nil, []wire.Binding{wire.Ref("ai", "AI")}, rules); err != nil || len(got) != 1 {
 		t.Errorf("fieldless ref under RefuseTypeName: %v %v", raws(got), err)
 	}
 }
 
 func TestApplySettingsPatchSecretWithoutTextMessage(t *testing.T) {
-	_, err := ApplySettingsPatch(nil, []cfapi.Binding{mb(`{"type":"secret_text","name":"API_KEY","text":""}`)})
+	_, err := ApplySettingsPatch(nil, []wire.Binding{mb(`{"type":"secret_text","name":"API_KEY","text":""}`)})
 	if err != nil {
 		t.Fatalf("empty text is a value: %v", err)
 	}
-	_, err = ApplySettingsPatch(nil, []cfapi.Binding{mb(`{"type":"secret_text","name":"API_KEY","text":null}`)})
+	_, err = ApplySettingsPatch(nil, []wire.Binding{mb(`{"type":"secret_text","name":"API_KEY","text":null}`)})
 	e := wantCode(t, err, 400, CodeValidation)
 	if e.Message != "invalid or missing text property for binding API_KEY" {
 		t.Errorf("message = %q", e.Message)
@@ -192,7 +192,7 @@ func TestApplySettingsPatchSecretWithoutTextMessage(t *testing.T) {
 }
 
 func TestApplyUpload(t *testing.T) {
-	previous := []cfapi.Binding{mb(secretA), mb(plainB), mb(kvC), mb(jsonJ), mb(secKeyK)}
+	previous := []wire.Binding{mb(secretA), mb(plainB), mb(kvC), mb(jsonJ), mb(secKeyK)}
 	tests := []struct {
 		name     string
 		explicit []string
@@ -292,7 +292,7 @@ func TestApplyUpload(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			explicit := make([]cfapi.Binding, len(tc.explicit))
+			explicit := make([]wire.Binding, len(tc.explicit))
 			for i, s := range tc.explicit {
 				explicit[i] = mb(s)
 			}
@@ -318,9 +318,9 @@ func TestApplyUpload(t *testing.T) {
 }
 
 func TestApplyUploadInheritFromNamedVersion(t *testing.T) {
-	v1 := []cfapi.Binding{mb(`{"type":"plain_text","name":"B","text":"v1"}`)}
-	latest := []cfapi.Binding{mb(plainB)}
-	lookup := func(id string) ([]cfapi.Binding, bool) {
+	v1 := []wire.Binding{mb(`{"type":"plain_text","name":"B","text":"v1"}`)}
+	latest := []wire.Binding{mb(plainB)}
+	lookup := func(id string) ([]wire.Binding, bool) {
 		switch id {
 		case "", "latest":
 			return latest, true
@@ -329,19 +329,19 @@ func TestApplyUploadInheritFromNamedVersion(t *testing.T) {
 		}
 		return nil, false
 	}
-	got, err := applyUpload(lookup, []cfapi.Binding{mb(`{"type":"inherit","name":"B","version_id":"v1"}`)}, nil, true, nil)
+	got, err := applyUpload(lookup, []wire.Binding{mb(`{"type":"inherit","name":"B","version_id":"v1"}`)}, nil, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(raws(v1), raws(got)); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
-	_, err = ApplyUpload(latest, []cfapi.Binding{mb(`{"type":"inherit","name":"B","version_id":"v1"}`)}, nil, true, nil)
+	_, err = ApplyUpload(latest, []wire.Binding{mb(`{"type":"inherit","name":"B","version_id":"v1"}`)}, nil, true, nil)
 	wantCode(t, err, 400, CodeInvalidInherit)
 }
 
 func TestRenderForGet(t *testing.T) {
-	stored := []cfapi.Binding{
+	stored := []wire.Binding{
 		mb(secretA), mb(plainB), mb(kvC), mb(jsonJ), mb(secKeyK), mb(unknownU),
 		mb(`{"type":"service","name":"AUTH","service":"auth-worker"}`),
 		mb(`{"type":"service","name":"STAGING","service":"auth-worker","environment":"staging"}`),
@@ -403,7 +403,7 @@ func TestRenderForGet(t *testing.T) {
 	for _, b := range stored[:len(stored)-1] {
 		storedNames = append(storedNames, b.Name())
 	}
-	if cmp.Equal(storedNames, cfapi.Bindings(got).Names()) {
+	if cmp.Equal(storedNames, wire.Bindings(got).Names()) {
 		t.Error("render kept upload order")
 	}
 	// The rendered form matches what was uploaded, as cfapi defines it.
@@ -418,9 +418,9 @@ func TestRenderForGet(t *testing.T) {
 	}
 }
 
-func mustFind(t *testing.T, bs []cfapi.Binding, name string) cfapi.Binding {
+func mustFind(t *testing.T, bs []wire.Binding, name string) wire.Binding {
 	t.Helper()
-	b, ok := cfapi.Bindings(bs).ByName(name)
+	b, ok := wire.Bindings(bs).ByName(name)
 	if !ok {
 		t.Fatalf("no binding %s", name)
 	}
@@ -431,11 +431,11 @@ func mustFind(t *testing.T, bs []cfapi.Binding, name string) cfapi.Binding {
 // when the type has no fields (ai, browser, ...), and is refused when the
 // type needs a value.
 func TestApplySettingsPatchFieldlessRefAdds(t *testing.T) {
-	got, err := ApplySettingsPatch(nil, []cfapi.Binding{cfapi.Ref("ai", "AI"), cfapi.Ref("version_metadata", "VM")})
+	got, err := ApplySettingsPatch(nil, []wire.Binding{wire.Ref("ai", "AI"), wire.Ref("version_metadata", "VM")})
 	if err != nil || len(got) != 2 || got[0].Name() != "AI" {
 		t.Fatalf("fieldless refs: %v, %v", got, err)
 	}
-	if _, err := ApplySettingsPatch(nil, []cfapi.Binding{cfapi.Ref("kv_namespace", "KV")}); err == nil {
+	if _, err := ApplySettingsPatch(nil, []wire.Binding{wire.Ref("kv_namespace", "KV")}); err == nil {
 		t.Fatal("a kv_namespace without namespace_id and nothing to keep was accepted")
 	}
 }

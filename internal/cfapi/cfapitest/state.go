@@ -10,7 +10,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // Module is one module (multipart part) of a script.
@@ -30,7 +30,7 @@ type Script struct {
 	BodyPart   string
 	Modules    []Module
 	// Bindings are the live bindings as stored: write-only values included.
-	Bindings []cfapi.Binding
+	Bindings []wire.Binding
 	// Settings are the live settings members (compatibility_date,
 	// compatibility_flags, limits, logpush, observability, placement, tags,
 	// tail_consumers, usage_model) as raw JSON; absent members are unset.
@@ -65,7 +65,7 @@ type Version struct {
 	BodyPart   string
 	Modules    []Module
 	// Bindings are stored with their write-only values.
-	Bindings []cfapi.Binding
+	Bindings []wire.Binding
 	// Settings holds the versioned members (compatibility_date,
 	// compatibility_flags, limits, placement, usage_model).
 	Settings    map[string]json.RawMessage
@@ -119,7 +119,7 @@ type script struct {
 	etag                 string
 	mainModule, bodyPart string
 	modules              []Module
-	bindings             []cfapi.Binding
+	bindings             []wire.Binding
 	settings             map[string]json.RawMessage
 	migrationTag         string
 	versions             []*Version
@@ -149,7 +149,7 @@ func (sc *script) version(id string) *Version {
 
 // inheritSource looks up the bindings an inherit entry refers to: "" and
 // "latest" mean the latest version. A nil script has no versions.
-func (sc *script) inheritSource(id string) ([]cfapi.Binding, bool) {
+func (sc *script) inheritSource(id string) ([]wire.Binding, bool) {
 	if sc == nil {
 		return nil, id == "" || id == "latest"
 	}
@@ -412,7 +412,7 @@ func (s *Server) DeleteScript(account, namespace, name string) bool {
 
 // Bindings returns a script's live bindings as stored, write-only values
 // included, in stored order.
-func (s *Server) Bindings(account, namespace, name string) ([]cfapi.Binding, bool) {
+func (s *Server) Bindings(account, namespace, name string) ([]wire.Binding, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sc, ok := s.scripts[scriptKey{account, namespace, name}]
@@ -513,8 +513,8 @@ func TenantName(i int) string { return fmt.Sprintf("tenant-%04d", i) }
 func tenantScript(ns string, i int) Script {
 	name := TenantName(i)
 	kvID := sha256.Sum256([]byte("kv\x00" + ns + "\x00" + name))
-	mustNew := func(typ, bname string, fields map[string]any) cfapi.Binding {
-		b, err := cfapi.NewBinding(typ, bname, fields)
+	mustNew := func(typ, bname string, fields map[string]any) wire.Binding {
+		b, err := wire.NewBinding(typ, bname, fields)
 		if err != nil {
 			panic(err) // the literals below are valid
 		}
@@ -529,10 +529,10 @@ func tenantScript(ns string, i int) Script {
 		MainModule: "index.js",
 		Modules: []Module{{Name: "index.js", ContentType: "application/javascript+module",
 			Data: fmt.Appendf(nil, "export default { fetch() { return new Response(%q); } };\n", name)}},
-		Bindings: []cfapi.Binding{
-			mustNew(cfapi.TypeKVNamespace, "KV", map[string]any{"namespace_id": hex.EncodeToString(kvID[:16])}),
-			mustNew(cfapi.TypePlainText, "TENANT", map[string]any{"text": name}),
-			mustNew(cfapi.TypeSecretText, "API_TOKEN", map[string]any{"text": "seed-secret-" + ns + "-" + name}),
+		Bindings: []wire.Binding{
+			mustNew(wire.TypeKVNamespace, "KV", map[string]any{"namespace_id": hex.EncodeToString(kvID[:16])}),
+			mustNew(wire.TypePlainText, "TENANT", map[string]any{"text": name}),
+			mustNew(wire.TypeSecretText, "API_TOKEN", map[string]any{"text": "seed-secret-" + ns + "-" + name}),
 		},
 		Settings: map[string]json.RawMessage{
 			"compatibility_date": json.RawMessage(`"2025-01-01"`),

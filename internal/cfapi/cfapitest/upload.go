@@ -10,7 +10,7 @@ import (
 	"net/http"
 	"slices"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // formPart is one part of a multipart request body.
@@ -62,7 +62,7 @@ func readForm(r *http.Request, small string, maxData int64) ([]formPart, *Error)
 type upload struct {
 	mainModule   string // as named by main_module
 	bodyPart     string // as named by body_part
-	bindings     []cfapi.Binding
+	bindings     []wire.Binding
 	keepBindings []string
 	// strict is ?bindings_inherit=strict: an unresolvable inherit is an
 	// error rather than dropped.
@@ -175,8 +175,8 @@ func (s *Server) parseUpload(r *http.Request) (*upload, *Error) {
 }
 
 // parseBindings decodes a metadata or settings "bindings" array.
-func parseBindings(raws []json.RawMessage) ([]cfapi.Binding, *Error) {
-	out := make([]cfapi.Binding, 0, len(raws))
+func parseBindings(raws []json.RawMessage) ([]wire.Binding, *Error) {
+	out := make([]wire.Binding, 0, len(raws))
 	for i, raw := range raws {
 		var fields map[string]json.RawMessage
 		if json.Unmarshal(raw, &fields) != nil {
@@ -185,7 +185,7 @@ func parseBindings(raws []json.RawMessage) ([]cfapi.Binding, *Error) {
 		if _, ok := fields["name"]; !ok {
 			return nil, errorf(http.StatusBadRequest, CodeBindingNoName, "binding #%d has no name", i)
 		}
-		b, err := cfapi.ParseBinding(raw)
+		b, err := wire.ParseBinding(raw)
 		if err != nil {
 			return nil, errorf(http.StatusBadRequest, CodeValidation, "binding #%d must have a string type and name", i)
 		}

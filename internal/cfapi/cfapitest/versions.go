@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // Codes of edits that build on the latest version (settings PATCH, secret
@@ -51,7 +51,7 @@ func (s *Server) editBase(sc *script, code int) (*Version, *Error) {
 
 // derive returns a copy of base with other bindings and settings, ready to
 // be stored by addVersion as a new version from source.
-func derive(base *Version, bindings []cfapi.Binding, settings map[string]json.RawMessage, source, triggeredBy string) Version {
+func derive(base *Version, bindings []wire.Binding, settings map[string]json.RawMessage, source, triggeredBy string) Version {
 	return Version{MainModule: base.MainModule, BodyPart: base.BodyPart, Modules: base.Modules,
 		Bindings: bindings, Settings: settings, Source: source,
 		Annotations: withTriggeredBy(nil, triggeredBy)}

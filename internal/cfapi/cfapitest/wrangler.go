@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // wranglerRoutes are the routes wrangler 4.x calls besides the script
@@ -89,13 +89,13 @@ func (s *Server) getService(w http.ResponseWriter, _ *http.Request, p params) {
 }
 
 // secretResult renders a secret as {name, type}.
-func secretResult(b cfapi.Binding) map[string]string {
+func secretResult(b wire.Binding) map[string]string {
 	return map[string]string{"name": b.Name(), "type": b.Type()}
 }
 
 // secretList renders the live write-only bindings as secretResult does,
 // sorted by name.
-func secretList(bs []cfapi.Binding) []map[string]string {
+func secretList(bs []wire.Binding) []map[string]string {
 	out := []map[string]string{}
 	for _, b := range bs {
 		if b.WriteOnly() {
@@ -136,19 +136,19 @@ func (s *Server) getSecret(w http.ResponseWriter, _ *http.Request, p params) {
 // parseSecret decodes one secret object of PUT …/secrets or secrets-bulk.
 // A missing type means secret_text; name defaults to key (bulk) and must
 // equal it when both are given.
-func parseSecret(raw json.RawMessage, key string) (cfapi.Binding, *Error) {
+func parseSecret(raw json.RawMessage, key string) (wire.Binding, *Error) {
 	var fields map[string]json.RawMessage
 	if json.Unmarshal(raw, &fields) != nil || fields == nil {
-		return cfapi.Binding{}, errorf(http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: a secret must be a JSON object")
+		return wire.Binding{}, errorf(http.StatusBadRequest, CodeUnparsableBody, "could not parse request body: a secret must be a JSON object")
 	}
 	if _, ok := fields["type"]; !ok {
-		fields["type"] = jsonString(cfapi.TypeSecretText)
+		fields["type"] = jsonString(wire.TypeSecretText)
 	}
 	if key != "" {
 		if n, ok := fields["name"]; ok {
 			var name string
 			if json.Unmarshal(n, &name) != nil || name != key {
-				return cfapi.Binding{}, errorf(http.StatusBadRequest, CodeValidation, "secret '%s': name must equal its key", key)
+				return wire.Binding{}, errorf(http.StatusBadRequest, CodeValidation, "secret '%s': name must equal its key", key)
 			}
 		} else {
 			fields["name"] = jsonString(key)
@@ -157,15 +157,15 @@ func parseSecret(raw json.RawMessage, key string) (cfapi.Binding, *Error) {
 	data, _ := json.Marshal(fields)
 	bs, err := parseBindings([]json.RawMessage{data})
 	if err != nil {
-		return cfapi.Binding{}, err
+		return wire.Binding{}, err
 	}
 	b := bs[0]
 	if !b.WriteOnly() {
-		return cfapi.Binding{}, errorf(http.StatusBadRequest, CodeValidation,
+		return wire.Binding{}, errorf(http.StatusBadRequest, CodeValidation,
 			"secret '%s': type must be secret_text or secret_key, got %s", b.Name(), b.Type())
 	}
-	if verr := b.Validate(cfapi.ForUpload); verr != nil {
-		return cfapi.Binding{}, validationError(b, verr)
+	if verr := b.Validate(wire.ForUpload); verr != nil {
+		return wire.Binding{}, validationError(b, verr)
 	}
 	return b, nil
 }
@@ -173,14 +173,14 @@ func parseSecret(raw json.RawMessage, key string) (cfapi.Binding, *Error) {
 // editSecrets stores a new version of the latest version with the secrets
 // in set upserted and those in del removed, and deploys it at 100%. The
 // caller holds s.mu.
-func (s *Server) editSecrets(r *http.Request, sc *script, set []cfapi.Binding, del []string) *Error {
+func (s *Server) editSecrets(r *http.Request, sc *script, set []wire.Binding, del []string) *Error {
 	base, err := s.editBase(sc, CodeSecretNotDeployed)
 	if err != nil {
 		return err
 	}
-	out := make([]cfapi.Binding, 0, len(base.Bindings)+len(set))
+	out := make([]wire.Binding, 0, len(base.Bindings)+len(set))
 	for _, b := range base.Bindings {
-		if slices.Contains(del, b.Name()) || slices.ContainsFunc(set, func(n cfapi.Binding) bool { return n.Name() == b.Name() }) {
+		if slices.Contains(del, b.Name()) || slices.ContainsFunc(set, func(n wire.Binding) bool { return n.Name() == b.Name() }) {
 			continue
 		}
 		out = append(out, b)
@@ -205,7 +205,7 @@ func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, p params) {
 		return
 	}
 	s.withScript(w, p, func(sc *script) {
-		if err := s.editSecrets(r, sc, []cfapi.Binding{b}, nil); err != nil {
+		if err := s.editSecrets(r, sc, []wire.Binding{b}, nil); err != nil {
 			writeErr(w, err)
 			return
 		}
@@ -238,7 +238,7 @@ func (s *Server) patchSecrets(w http.ResponseWriter, r *http.Request, p params) 
 	if !readJSON(w, r, &body) {
 		return
 	}
-	var set []cfapi.Binding
+	var set []wire.Binding
 	var del []string
 	for _, name := range slices.Sorted(maps.Keys(body.Secrets)) {
 		raw := body.Secrets[name]
@@ -264,7 +264,7 @@ func (s *Server) patchSecrets(w http.ResponseWriter, r *http.Request, p params) 
 
 // secretMap is the secrets-bulk answer: every secret after the patch,
 // keyed by name, as the API reference's result object.
-func secretMap(bs []cfapi.Binding) map[string]map[string]string {
+func secretMap(bs []wire.Binding) map[string]map[string]string {
 	out := map[string]map[string]string{}
 	for _, s := range secretList(bs) {
 		out[s["name"]] = s

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 const kvUser = `{"type":"kv_namespace","name":"USER_KV","namespace_id":"0f2ac74b498b48028cb68387c421e279"}`
@@ -450,11 +450,11 @@ func TestWranglerRoutesAreCounted(t *testing.T) {
 	}
 }
 
-func mustBindings(t *testing.T, raws ...string) []cfapi.Binding {
+func mustBindings(t *testing.T, raws ...string) []wire.Binding {
 	t.Helper()
-	var out []cfapi.Binding
+	var out []wire.Binding
 	for _, r := range raws {
-		out = append(out, cfapi.MustParseBinding(r))
+		out = append(out, wire.MustParseBinding(r))
 	}
 	return out
 }

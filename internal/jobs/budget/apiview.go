@@ -4,9 +4,8 @@ import (
 	"math"
 	"time"
 
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"go.uber.org/zap"
-
-	"github.com/reconciler/reconciler/internal/cfapi"
 )
 
 // apiView is the API's latest word on the user's budget, as kept in the
@@ -214,10 +213,10 @@ func (s *Source) histWidth(v *apiView) int64 {
 }
 
 // ObserveRateLimit takes the API's view of the user's budget from one
-// answer (cfapi.RateLimitObserver). The newest view bounds this process at
+// answer (ratelimit.RateLimitObserver). The newest view bounds this process at
 // once and goes into the key with its next reservation, so that every
 // process sees it. In auto mode a policy sets the budget.
-func (s *Source) ObserveRateLimit(v cfapi.RateLimitView) {
+func (s *Source) ObserveRateLimit(v ratelimit.RateLimitView) {
 	if !v.Valid() {
 		return
 	}
@@ -267,7 +266,7 @@ func (s *Source) revokeLocked(v *apiView, now int64) {
 func (s *Source) adoptPolicyLocked(v *apiView) {
 	b := max(v.Quota-s.reserveFor(v.Quota), 2)
 	w := time.Duration(v.Window)
-	if (b == s.budget && w == s.window) || b <= cfapi.BurstFor(b) {
+	if (b == s.budget && w == s.window) || b <= ratelimit.BurstFor(b) {
 		return
 	}
 	s.budget, s.window = b, w

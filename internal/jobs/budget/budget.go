@@ -9,9 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"go.uber.org/zap"
-
-	"github.com/reconciler/reconciler/internal/cfapi"
 )
 
 // DefaultBucket is the KV bucket that holds the budgets.
@@ -122,7 +121,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
-	if c.Budget <= cfapi.BurstFor(c.Budget) {
+	if c.Budget <= ratelimit.BurstFor(c.Budget) {
 		return c, fmt.Errorf("budget: Config.Budget %d leaves nothing beyond the burst", c.Budget)
 	}
 	return c, nil

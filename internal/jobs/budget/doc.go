@@ -1,14 +1,14 @@
 // Package budget shares the request budget of one Cloudflare API token
 // among every process that uses it (every `run`, `plan` and `backfill` on
 // the same NATS), through one JetStream KV key per token. A Source is a
-// cfapi.TokenSource: wire it with cfapi.NewSharedLimiter.
+// ratelimit.TokenSource: wire it with ratelimit.NewSharedLimiter.
 //
 // # The guarantee
 //
 // With budget B per window W, no interval of length W sees more than B
 // requests from all processes together, whatever the number of processes,
 // as long as the assumptions below hold. Bursts are bounded as for one
-// process: at most cfapi.BurstFor(B) requests back to back. A 429 seen by
+// process: at most ratelimit.BurstFor(B) requests back to back. A 429 seen by
 // any process pauses all of them (Pause; the key carries the pause).
 //
 // # How: GCRA in one KV key, reserved in small blocks

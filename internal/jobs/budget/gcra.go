@@ -3,7 +3,7 @@ package budget
 import (
 	"time"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 )
 
 // gcra holds the generic cell rate algorithm's parameters for one budget.
@@ -16,7 +16,7 @@ type gcra struct {
 }
 
 // newGCRA returns the parameters that let at most budget cells into any
-// interval of length window + margin, with burst cfapi.BurstFor(budget).
+// interval of length window + margin, with burst ratelimit.BurstFor(budget).
 //
 // For cells i < j (in the order of the writes that reserved them),
 // c_j ≥ c_i + (j−i−b+1)·T. So if the cells of a half-open interval of length
@@ -24,7 +24,7 @@ type gcra struct {
 // at most j−i+1 < D/T + b of them. With T ≥ D/(budget − b + 1), that is
 // fewer than budget + 1.
 func newGCRA(budget int, window, margin, horizon time.Duration) gcra {
-	b := cfapi.BurstFor(budget)
+	b := ratelimit.BurstFor(budget)
 	span := int64(window + margin)
 	n := int64(budget - b + 1)
 	t := (span + n - 1) / n // rounded up: never faster than the budget

@@ -18,6 +18,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
 )
 
@@ -102,7 +103,7 @@ type proc struct {
 	name   string
 	nc     *nats.Conn
 	src    *budget.Source
-	lim    *cfapi.Limiter
+	lim    *ratelimit.Limiter
 	client *cfapi.Client
 
 	released            atomic.Int64 // attempts the limiter let go
@@ -128,7 +129,7 @@ func newProc(t testing.TB, name, natsURL, apiBase, token string, cfg budget.Conf
 	if err != nil {
 		t.Fatal(err)
 	}
-	lim, err := cfapi.NewSharedLimiter(src, 0)
+	lim, err := ratelimit.NewSharedLimiter(src, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

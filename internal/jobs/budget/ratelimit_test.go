@@ -11,6 +11,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
 	"github.com/reconciler/reconciler/internal/testutil"
 )
@@ -140,7 +141,7 @@ func TestTwoTokensOfOneUserShareABudget(t *testing.T) {
 		RateLimit: testBudget, RateWindow: testWindow, RateSliding: true, OmitRateHeaders: true})
 	var ps []*proc
 	for _, tok := range []string{tokenA, tokenB} {
-		lim, err := cfapi.NewLimiter(2, time.Second, 0)
+		lim, err := ratelimit.NewLimiter(2, time.Second, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,9 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"go.uber.org/zap"
-
-	"github.com/reconciler/reconciler/internal/cfapi"
 )
 
 // ErrClosed is returned by Take after Close.
@@ -70,7 +69,7 @@ type Stats struct {
 	Revoked int64
 }
 
-// Source is a cfapi.TokenSource shared by every process that uses one API
+// Source is a ratelimit.TokenSource shared by every process that uses one API
 // token, through one KV key (see the package documentation). It is safe
 // for concurrent use. Close stops it.
 type Source struct {
@@ -694,4 +693,4 @@ func (s *Source) Close() error {
 	return nil
 }
 
-var _ cfapi.TokenSource = (*Source)(nil)
+var _ ratelimit.TokenSource = (*Source)(nil)

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/planner"
 )
 
@@ -31,18 +32,18 @@ const NoNamespace = "_"
 
 // Event is a decoded, validated binding-change event (docs/events.md).
 type Event struct {
-	Schema            string          `json:"schema"`
-	ID                string          `json:"id"`
-	AccountID         string          `json:"account_id"`
-	DispatchNamespace string          `json:"dispatch_namespace,omitempty"`
-	Script            string          `json:"script"`
-	Generation        *uint64         `json:"generation,omitempty"`
-	Op                string          `json:"op"`
-	Bindings          []cfapi.Binding `json:"bindings,omitempty"`
-	Upsert            []cfapi.Binding `json:"upsert,omitempty"`
-	Remove            []string        `json:"remove,omitempty"`
-	Strategy          string          `json:"strategy,omitempty"`
-	OccurredAt        *time.Time      `json:"occurred_at,omitempty"`
+	Schema            string         `json:"schema"`
+	ID                string         `json:"id"`
+	AccountID         string         `json:"account_id"`
+	DispatchNamespace string         `json:"dispatch_namespace,omitempty"`
+	Script            string         `json:"script"`
+	Generation        *uint64        `json:"generation,omitempty"`
+	Op                string         `json:"op"`
+	Bindings          []wire.Binding `json:"bindings,omitempty"`
+	Upsert            []wire.Binding `json:"upsert,omitempty"`
+	Remove            []string       `json:"remove,omitempty"`
+	Strategy          string         `json:"strategy,omitempty"`
+	OccurredAt        *time.Time     `json:"occurred_at,omitempty"`
 	// StoredAt is when NATS stored the event's message (Unix ns, from its
 	// metadata; the same on every delivery), 0 when it was not read from a
 	// stream. It orders events without a generation (Stamp.At).
@@ -155,17 +156,17 @@ type rawEvent struct {
 }
 
 // CheckBounds bounds an event body before anything decodes, redacts or
-// copies it: at most MaxEventBytes bytes and cfapi.MaxJSONDepth levels of
+// copies it: at most MaxEventBytes bytes and wire.MaxJSONDepth levels of
 // nested arrays and objects. It costs one pass over the body and
 // allocates nothing for a body within the bounds; a body over one is an
 // *InvalidEventError with ReasonTooLarge or ReasonTooDeep, and nothing of
 // it but its size and digest may be kept.
 func CheckBounds(data []byte) error {
-	err := cfapi.CheckJSONBounds(data, MaxEventBytes, cfapi.MaxJSONDepth)
+	err := wire.CheckJSONBounds(data, MaxEventBytes, wire.MaxJSONDepth)
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, cfapi.ErrTooDeep):
+	case errors.Is(err, wire.ErrTooDeep):
 		return Invalidf(ReasonTooDeep, "event %v", err)
 	default:
 		return Invalidf(ReasonTooLarge, "event is %d bytes, over the limit of %d", len(data), MaxEventBytes)
@@ -285,10 +286,10 @@ func (raw *rawEvent) operations(e *Event) error {
 }
 
 // parseBindingList parses the bindings of a list field.
-func parseBindingList(field string, list []json.RawMessage) ([]cfapi.Binding, error) {
-	out := make([]cfapi.Binding, 0, len(list))
+func parseBindingList(field string, list []json.RawMessage) ([]wire.Binding, error) {
+	out := make([]wire.Binding, 0, len(list))
 	for i, r := range list {
-		b, err := cfapi.ParseBinding(r)
+		b, err := wire.ParseBinding(r)
 		if err != nil {
 			return nil, Invalidf(ReasonInvalidBinding, "%s[%d]: %v", field, i, err)
 		}

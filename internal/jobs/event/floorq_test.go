@@ -3,7 +3,7 @@ package event
 import (
 	"testing"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // TestQuarantinedFloor: quarantining the replace that set the floor makes
@@ -15,7 +15,7 @@ func TestQuarantinedFloor(t *testing.T) {
 	replace := func(id string, gen uint64, names ...string) *Event {
 		e := &Event{Schema: SchemaV1, ID: id, AccountID: "023e105f4ecef8ad9ca31a8372d0c353", Script: "s", Op: OpReplace, Generation: g(gen)}
 		for _, n := range names {
-			e.Bindings = append(e.Bindings, cfapi.MustParseBinding(`{"type":"plain_text","name":"`+n+`","text":"x"}`))
+			e.Bindings = append(e.Bindings, wire.MustParseBinding(`{"type":"plain_text","name":"`+n+`","text":"x"}`))
 		}
 		return e
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/planner"
 )
 
@@ -41,9 +42,9 @@ const (
 
 // NameOp is the newest operation on one binding name.
 type NameOp struct {
-	Stamp   Stamp          `json:"s"`
-	Op      string         `json:"op"`
-	Binding *cfapi.Binding `json:"binding,omitempty"`
+	Stamp   Stamp         `json:"s"`
+	Op      string        `json:"op"`
+	Binding *wire.Binding `json:"binding,omitempty"`
 	// Q is set when a reconcile failed permanently because of this
 	// operation: it is kept (it still orders later operations) but never
 	// applied, and its event is dead-lettered with Q's reason. A newer
@@ -260,7 +261,7 @@ func (f *folding) apply(name string, op NameOp) {
 
 // replace applies a replace: its bindings are upserted, every other name
 // is no longer desired where the replace is newer, and the floor rises.
-func (f *folding) replace(bindings []cfapi.Binding) {
+func (f *folding) replace(bindings []wire.Binding) {
 	d := f.d
 	in := make(map[string]bool, len(bindings))
 	for i := range bindings {
@@ -422,7 +423,7 @@ func (d *DesiredState) Tombstones() map[string]Stamp {
 func (d *DesiredState) PlannerInput(removed map[string]Stamp) (planner.Desired, []string) {
 	out := d.Desired()
 	var hidden []string
-	var bindings []cfapi.Binding
+	var bindings []wire.Binding
 	for _, b := range out.Bindings {
 		if d.Names[b.Name()].Q != nil {
 			hidden = append(hidden, b.Name())

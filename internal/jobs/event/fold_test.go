@@ -10,14 +10,15 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 var foldRef = cfapi.ScriptRef{AccountID: "023e105f4ecef8ad9ca31a8372d0c353", Namespace: "customers", Script: "tenant-1"}
 
 func u64(v uint64) *uint64 { return &v }
 
-func kvBinding(name, id string) cfapi.Binding {
-	return cfapi.MustParseBinding(fmt.Sprintf(`{"type":"kv_namespace","name":%q,"namespace_id":%q}`, name, id))
+func kvBinding(name, id string) wire.Binding {
+	return wire.MustParseBinding(fmt.Sprintf(`{"type":"kv_namespace","name":%q,"namespace_id":%q}`, name, id))
 }
 
 // randomEvents builds a random sequence of replace and patch events with
@@ -35,7 +36,7 @@ func randomEvents(rng *rand.Rand, n int) []*Event {
 		}
 		if rng.IntN(3) == 0 {
 			e.Op = OpReplace
-			e.Bindings = []cfapi.Binding{}
+			e.Bindings = []wire.Binding{}
 			for _, nm := range pick() {
 				e.Bindings = append(e.Bindings, kvBinding(nm, e.ID))
 			}
@@ -110,16 +111,16 @@ func TestFoldOrderIndependence(t *testing.T) {
 }
 
 func TestFoldCases(t *testing.T) {
-	patch := func(id string, gen uint64, upsert []cfapi.Binding, remove ...string) *Event {
+	patch := func(id string, gen uint64, upsert []wire.Binding, remove ...string) *Event {
 		return &Event{ID: id, Generation: u64(gen), Op: OpPatch, Upsert: upsert, Remove: remove}
 	}
-	replace := func(id string, gen uint64, bs ...cfapi.Binding) *Event {
+	replace := func(id string, gen uint64, bs ...wire.Binding) *Event {
 		return &Event{ID: id, Generation: u64(gen), Op: OpReplace, Bindings: bs}
 	}
 	t.Run("stale patch after newer patch", func(t *testing.T) {
 		d := NewDesiredState(foldRef)
-		d.Fold(patch("b", 5, []cfapi.Binding{kvBinding("A", "new")}))
-		r := d.Fold(patch("a", 3, []cfapi.Binding{kvBinding("A", "old"), kvBinding("B", "b")}))
+		d.Fold(patch("b", 5, []wire.Binding{kvBinding("A", "new")}))
+		r := d.Fold(patch("a", 3, []wire.Binding{kvBinding("A", "old"), kvBinding("B", "b")}))
 		if r.Stale != 1 || r.Applied != 1 || r.AllStale() {
 			t.Fatalf("result = %+v, want 1 stale (A) and 1 applied (B)", r)
 		}
@@ -130,7 +131,7 @@ func TestFoldCases(t *testing.T) {
 	t.Run("replace floor makes older ops stale on unmentioned names", func(t *testing.T) {
 		d := NewDesiredState(foldRef)
 		d.Fold(replace("r", 10, kvBinding("A", "a")))
-		r := d.Fold(patch("p", 9, []cfapi.Binding{kvBinding("Z", "z")}))
+		r := d.Fold(patch("p", 9, []wire.Binding{kvBinding("Z", "z")}))
 		if !r.AllStale() {
 			t.Fatalf("result = %+v, want all stale", r)
 		}
@@ -143,7 +144,7 @@ func TestFoldCases(t *testing.T) {
 	})
 	t.Run("duplicate is not stale", func(t *testing.T) {
 		d := NewDesiredState(foldRef)
-		e := patch("p", 1, []cfapi.Binding{kvBinding("A", "a")}, "OLD")
+		e := patch("p", 1, []wire.Binding{kvBinding("A", "a")}, "OLD")
 		d.Fold(e)
 		r := d.Fold(e)
 		if r.Changed() || r.AllStale() || r.Duplicate != 2 {
@@ -152,8 +153,8 @@ func TestFoldCases(t *testing.T) {
 	})
 	t.Run("same generation ties by id", func(t *testing.T) {
 		d1, d2 := NewDesiredState(foldRef), NewDesiredState(foldRef)
-		x := patch("x", 4, []cfapi.Binding{kvBinding("A", "x")})
-		y := patch("y", 4, []cfapi.Binding{kvBinding("A", "y")})
+		x := patch("x", 4, []wire.Binding{kvBinding("A", "x")})
+		y := patch("y", 4, []wire.Binding{kvBinding("A", "y")})
 		d1.Fold(x)
 		d1.Fold(y)
 		d2.Fold(y)
@@ -166,8 +167,8 @@ func TestFoldCases(t *testing.T) {
 	})
 	t.Run("no generation applies in delivery order", func(t *testing.T) {
 		d := NewDesiredState(foldRef)
-		d.Fold(patch("p", 9, []cfapi.Binding{kvBinding("A", "gen9")}))
-		r := d.Fold(&Event{ID: "a-no-gen", Op: OpPatch, Upsert: []cfapi.Binding{kvBinding("A", "nogen")}})
+		d.Fold(patch("p", 9, []wire.Binding{kvBinding("A", "gen9")}))
+		r := d.Fold(&Event{ID: "a-no-gen", Op: OpPatch, Upsert: []wire.Binding{kvBinding("A", "nogen")}})
 		if !r.Changed() {
 			t.Fatalf("event without generation was not applied: %+v", r)
 		}
@@ -177,7 +178,7 @@ func TestFoldCases(t *testing.T) {
 	})
 	t.Run("patch remove is explicit, replace drop is ownership-based", func(t *testing.T) {
 		d := NewDesiredState(foldRef)
-		d.Fold(patch("p", 1, []cfapi.Binding{kvBinding("A", "a")}, "THEIRS"))
+		d.Fold(patch("p", 1, []wire.Binding{kvBinding("A", "a")}, "THEIRS"))
 		got := d.Desired()
 		if len(got.Remove) != 1 || got.Remove[0] != "THEIRS" || got.Exclusive {
 			t.Fatalf("desired = %+v", got)

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/planner"
 )
 
@@ -40,7 +40,7 @@ func FuzzFold(f *testing.F) {
 				if up&(1<<k) != 0 {
 					b := kvBinding(n, fmt.Sprintf("v%d", val&0x0f))
 					if val&0x10 != 0 && k%2 == 0 {
-						b = cfapi.MustParseBinding(fmt.Sprintf(`{"type":"secret_text","name":%q,"text":"s%d"}`, n, val&0x0f))
+						b = wire.MustParseBinding(fmt.Sprintf(`{"type":"secret_text","name":%q,"text":"s%d"}`, n, val&0x0f))
 					}
 					if opGen&1 == 1 {
 						e.Bindings = append(e.Bindings, b)
@@ -54,7 +54,7 @@ func FuzzFold(f *testing.F) {
 			if opGen&1 == 1 {
 				e.Op = OpReplace
 				if e.Bindings == nil {
-					e.Bindings = []cfapi.Binding{}
+					e.Bindings = []wire.Binding{}
 				}
 			} else {
 				e.Op = OpPatch

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
 // storedHistory builds n random events as a stream stores them: each has
@@ -86,7 +86,7 @@ func TestFoldRedeliveryAfterManyEvents(t *testing.T) {
 	var events []*Event
 	for i := range 2000 {
 		e := &Event{Schema: SchemaV1, ID: fmt.Sprintf("ev-%04d", i), AccountID: foldRef.AccountID, DispatchNamespace: foldRef.Namespace,
-			Script: foldRef.Script, Op: OpPatch, Upsert: []cfapi.Binding{kvBinding("X", fmt.Sprintf("v%d", i))}, StoredAt: int64(1000 + i)}
+			Script: foldRef.Script, Op: OpPatch, Upsert: []wire.Binding{kvBinding("X", fmt.Sprintf("v%d", i))}, StoredAt: int64(1000 + i)}
 		events = append(events, e)
 		d.Fold(e)
 	}
@@ -110,7 +110,7 @@ func TestFoldRedeliveryAfterManyEvents(t *testing.T) {
 func TestGenerationDoesNotUndoALaterEventWithout(t *testing.T) {
 	mk := func(id string, gen *uint64, value string, at int64) *Event {
 		return &Event{Schema: SchemaV1, ID: id, AccountID: foldRef.AccountID, DispatchNamespace: foldRef.Namespace, Script: foldRef.Script,
-			Generation: gen, Op: OpPatch, Upsert: []cfapi.Binding{kvBinding("X", value)}, StoredAt: at}
+			Generation: gen, Op: OpPatch, Upsert: []wire.Binding{kvBinding("X", value)}, StoredAt: at}
 	}
 	d := NewDesiredState(foldRef)
 	g5 := mk("zz-generation-5", u64(5), "five", 1)

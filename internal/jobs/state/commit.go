@@ -7,7 +7,7 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/planner"
 )
@@ -214,7 +214,7 @@ func checkState(st *event.DesiredState, limit int) ([]byte, error) {
 	for _, op := range st.Names {
 		if op.Binding != nil {
 			total += len(op.Binding.Raw())
-			if op.Binding.Type() == cfapi.TypeInherit {
+			if op.Binding.Type() == wire.TypeInherit {
 				if old, _ := op.Binding.String("old_name"); old != "" {
 					renames = true
 				}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 )
 
@@ -56,7 +57,7 @@ func NewDeadLetter(body []byte, subject, stream string, seq, deliveries uint64, 
 		rec.digestOnly(body)
 		return rec
 	}
-	if red, ok := cfapi.RedactJSON(body); ok {
+	if red, ok := wire.RedactJSON(body); ok {
 		rec.Event = red
 		var probe struct {
 			ID string `json:"id"`

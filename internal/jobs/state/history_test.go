@@ -5,7 +5,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/planner"
 )
 
@@ -17,10 +17,10 @@ func TestChangesOfNamesKindsNeverValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bs := func(raws ...string) []cfapi.Binding {
-		out := make([]cfapi.Binding, len(raws))
+	bs := func(raws ...string) []wire.Binding {
+		out := make([]wire.Binding, len(raws))
 		for i, r := range raws {
-			out[i] = cfapi.MustParseBinding(r)
+			out[i] = wire.MustParseBinding(r)
 		}
 		return out
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/planner"
@@ -45,7 +46,7 @@ type StatusOptions struct {
 
 // ScriptStatus is everything the reconciler knows about one script. It
 // never holds a secret value: desired and live bindings are redacted (see
-// cfapi.Binding.Redacted) and the plan is rendered redacted.
+// wire.Binding.Redacted) and the plan is rendered redacted.
 type ScriptStatus struct {
 	Script      string               `json:"script"` // account.namespace.script
 	Desired     *DesiredView         `json:"desired"`
@@ -63,11 +64,11 @@ type ScriptStatus struct {
 
 // DesiredView is a script's desired state, redacted.
 type DesiredView struct {
-	Revision  uint64          `json:"revision"`
-	Strategy  string          `json:"strategy,omitempty"`
-	Exclusive bool            `json:"exclusive"` // a replace was folded
-	Bindings  []cfapi.Binding `json:"bindings"`
-	Remove    []string        `json:"remove,omitempty"`
+	Revision  uint64         `json:"revision"`
+	Strategy  string         `json:"strategy,omitempty"`
+	Exclusive bool           `json:"exclusive"` // a replace was folded
+	Bindings  []wire.Binding `json:"bindings"`
+	Remove    []string       `json:"remove,omitempty"`
 	// Quarantined are operations the API refused: kept, never applied.
 	Quarantined []QuarantinedOp `json:"quarantined,omitempty"`
 }
@@ -95,9 +96,9 @@ type AppliedView struct {
 
 // LiveView is the live bindings, redacted, or why they were not read.
 type LiveView struct {
-	Read     bool            `json:"read"`
-	Bindings []cfapi.Binding `json:"bindings,omitempty"`
-	Error    string          `json:"error,omitempty"`
+	Read     bool           `json:"read"`
+	Bindings []wire.Binding `json:"bindings,omitempty"`
+	Error    string         `json:"error,omitempty"`
 }
 
 // PendingView is the script's events that are not settled yet.
@@ -235,8 +236,8 @@ func ScriptStatusOf(ctx context.Context, res *state.Resources, api StatusAPI, p 
 	return st, nil
 }
 
-func redactedAll(bs []cfapi.Binding) []cfapi.Binding {
-	out := make([]cfapi.Binding, len(bs))
+func redactedAll(bs []wire.Binding) []wire.Binding {
+	out := make([]wire.Binding, len(bs))
 	for i, b := range bs {
 		out[i] = b.Redacted()
 	}
@@ -540,7 +541,7 @@ func changesText(cs []state.Change) string {
 }
 
 // bindingText is a redacted binding's name and JSON.
-func bindingText(b cfapi.Binding) string {
+func bindingText(b wire.Binding) string {
 	data, err := state.EncodeState(b)
 	if err != nil {
 		return b.Name()

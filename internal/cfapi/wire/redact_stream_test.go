@@ -1,4 +1,4 @@
-package cfapi
+package wire
 
 import (
 	"bytes"
@@ -17,13 +17,18 @@ import (
 func redactSeeds(t testing.TB) [][]byte {
 	t.Helper()
 	var out [][]byte
-	corpus, err := os.ReadFile("testdata/bindings-corpus.json")
+	corpus, err := os.ReadFile("../testdata/bindings-corpus.json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	out = append(out, corpus)
-	for _, dir := range []string{"FuzzParseBinding", "FuzzCheckResponse", "FuzzRedactJSON"} {
-		files, _ := filepath.Glob(filepath.Join("testdata", "fuzz", dir, "*"))
+	// FuzzCheckResponse's corpus belongs to internal/cfapi, the client.
+	for _, dir := range []string{
+		filepath.Join("testdata", "fuzz", "FuzzParseBinding"),
+		filepath.Join("..", "testdata", "fuzz", "FuzzCheckResponse"),
+		filepath.Join("testdata", "fuzz", "FuzzRedactJSON"),
+	} {
+		files, _ := filepath.Glob(filepath.Join(dir, "*"))
 		for _, f := range files {
 			data, err := os.ReadFile(f)
 			if err != nil {

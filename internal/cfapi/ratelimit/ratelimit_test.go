@@ -1,4 +1,4 @@
-package cfapi
+package ratelimit
 
 import (
 	"net/http"

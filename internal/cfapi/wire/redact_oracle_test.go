@@ -1,4 +1,4 @@
-package cfapi
+package wire
 
 import (
 	"bytes"
@@ -43,7 +43,7 @@ func oldRedactValue(dst []byte, v json.RawMessage, placeholder string) ([]byte, 
 		if isBinding(ms) {
 			return oldAppendBinding(dst, v, ms, placeholder), nil
 		}
-		w := newObject(dst, false) // walk it
+		w := NewObject(dst, false) // walk it
 		for _, m := range ms {
 			w.key(m.Key)
 			redact := oldRedactValue
@@ -54,7 +54,7 @@ func oldRedactValue(dst []byte, v json.RawMessage, placeholder string) ([]byte, 
 				return nil, err
 			}
 		}
-		return w.close(), nil
+		return w.Close(), nil
 	}
 	return append(dst, v...), nil
 }
@@ -90,15 +90,15 @@ func oldAppendBinding(dst []byte, v json.RawMessage, ms []Member, placeholder st
 	if isBinding(ms) && !hidesValues(ms) {
 		return append(dst, v...)
 	}
-	w := newObject(dst, false)
+	w := NewObject(dst, false)
 	for _, m := range ms {
 		if keepsValue(m) {
 			w.raw(m.Key, m.Value)
 		} else {
-			w.str(m.Key, placeholder)
+			w.Str(m.Key, placeholder)
 		}
 	}
-	return w.close()
+	return w.Close()
 }
 
 // oldAppendArray appends the JSON array v to dst with each element written

@@ -1,4 +1,4 @@
-package cfapi
+package ratelimit
 
 import (
 	"fmt"
@@ -414,22 +414,5 @@ func (l *Limiter) ObserveRateLimit(v RateLimitView) {
 	}
 	if o, ok := l.src.(RateLimitObserver); ok {
 		o.ObserveRateLimit(v)
-	}
-}
-
-// observeRateLimit reads the rate-limit headers of an answer (any status)
-// and hands the view to the limiter and the RateLimitSeen hook; parts it
-// cannot use go to the RateLimitIgnored hook (a debug log).
-func (c *Client) observeRateLimit(h http.Header, endpoint string) {
-	v, errs := ViewFromHeader(h, time.Now())
-	if len(errs) > 0 && c.hooks.RateLimitIgnored != nil {
-		c.hooks.RateLimitIgnored(endpoint, errs)
-	}
-	if !v.Valid() {
-		return
-	}
-	c.limiter.ObserveRateLimit(v)
-	if c.hooks.RateLimitSeen != nil {
-		c.hooks.RateLimitSeen(v)
 	}
 }

@@ -1,4 +1,4 @@
-package cfapi
+package wire
 
 import (
 	"encoding/json"
@@ -193,7 +193,7 @@ func ValidateList(bs []Binding, mode ValidateMode) error {
 // bytes, or else says that a key does; it never shows a value.
 func invalidUTF8(typ, name string, fields map[string]json.RawMessage) *ValidationError {
 	e := &ValidationError{Name: name, Type: typ, Index: -1, Msg: "a member name is not valid UTF-8"}
-	for _, k := range sortedKeys(fields) {
+	for _, k := range SortedKeys(fields) {
 		if !utf8.Valid(fields[k]) {
 			e.Field, e.Msg = k, "is not valid UTF-8"
 			break

@@ -1,4 +1,4 @@
-package cfapi
+package wire
 
 import (
 	"bytes"
@@ -179,10 +179,10 @@ func NewBinding(typ, name string, fields map[string]any) (Binding, error) {
 // Ref returns the binding {"type":typ,"name":name} with no value. In a
 // settings PATCH such an entry keeps the binding's current value.
 func Ref(typ, name string) Binding {
-	w := newObject(make([]byte, 0, len(typ)+len(name)+len(`{"type":"","name":""}`)), true)
-	w.str("type", typ)
-	w.str("name", name)
-	return Binding{typ: typ, name: name, raw: w.close(), hidden: secretType(typ)}
+	w := NewObject(make([]byte, 0, len(typ)+len(name)+len(`{"type":"","name":""}`)), true)
+	w.Str("type", typ)
+	w.Str("name", name)
+	return Binding{typ: typ, name: name, raw: w.Close(), hidden: secretType(typ)}
 }
 
 // Inherit returns {"type":"inherit","name":name}: on a script upload or a
@@ -315,13 +315,13 @@ func (b Binding) rebuild(f func(key string, v json.RawMessage) (json.RawMessage,
 	if err != nil {
 		return b
 	}
-	w := newObject(make([]byte, 0, len(b.raw)), true)
+	w := NewObject(make([]byte, 0, len(b.raw)), true)
 	for _, m := range ms {
 		if v, keep := f(m.Key, m.Value); keep {
 			w.raw(m.Key, v)
 		}
 	}
-	nb, err := ParseBinding(w.close())
+	nb, err := ParseBinding(w.Close())
 	if err != nil {
 		return b
 	}
@@ -348,4 +348,29 @@ func (bs Bindings) Names() []string {
 		out[i] = b.name
 	}
 	return out
+}
+
+// ParseBindingArray parses a JSON array of bindings, one ParseBinding per
+// element, without a reflective decode (a settings answer's "bindings").
+func ParseBindingArray(raw json.RawMessage) (Bindings, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '[' {
+		return nil, errors.New("must be an array")
+	}
+	if !json.Valid(raw) {
+		return nil, errors.New("not valid JSON")
+	}
+	out := Bindings{}
+	for i := skipSpace(raw, 1); raw[i] != ']'; {
+		end := valueEnd(raw, i)
+		b, err := ParseBinding(raw[i:end])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+		if i = skipSpace(raw, end); raw[i] == ',' {
+			i = skipSpace(raw, i+1)
+		}
+	}
+	return out, nil
 }

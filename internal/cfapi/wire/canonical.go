@@ -1,4 +1,4 @@
-package cfapi
+package wire
 
 import "encoding/json"
 
@@ -35,9 +35,9 @@ func (b Binding) AppendCanonicalJSON(dst []byte) []byte {
 	if b.raw == nil {
 		return dst
 	}
-	w := newObject(dst, true)
-	w.str("name", b.name)
-	w.str("type", b.typ)
+	w := NewObject(dst, true)
+	w.Str("name", b.name)
+	w.Str("type", b.typ)
 	w.fields("value", b.norm)
 	if IsWriteOnlyType(b.typ) {
 		var wo []normField
@@ -46,7 +46,7 @@ func (b Binding) AppendCanonicalJSON(dst []byte) []byte {
 		}
 		w.fields("write_only", wo)
 	}
-	return w.close()
+	return w.Close()
 }
 
 // writeOnlyValues returns the canonical JSON of the write-only members

@@ -1,4 +1,4 @@
-package cfapi
+package wire
 
 import (
 	"encoding/json"
@@ -10,7 +10,7 @@ import (
 
 func loadCorpus(t *testing.T) []json.RawMessage {
 	t.Helper()
-	data, err := os.ReadFile("testdata/bindings-corpus.json")
+	data, err := os.ReadFile("../testdata/bindings-corpus.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,5 +225,28 @@ func TestWithName(t *testing.T) {
 	}
 	if b.Name() != "OLD" {
 		t.Error("WithName changed its receiver")
+	}
+}
+
+func TestParseBindingArray(t *testing.T) {
+	bs, err := ParseBindingArray([]byte(` [ {"type":"plain_text","name":"A","text":"a"} , {"type":"inherit","name":"B"} ] `))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := bs.Names(); len(got) != 2 || got[0] != "A" || got[1] != "B" {
+		t.Errorf("names %v, want [A B]", got)
+	}
+	if bs, err := ParseBindingArray([]byte(`[]`)); err != nil || bs == nil || len(bs) != 0 {
+		t.Errorf("empty array: %v, %v; want an empty, non-nil list", bs, err)
+	}
+	for _, in := range []string{``, `{}`, `null`, `[`, `[{"type":"ai","name":"A"}`, `[1,]`, `[{"type":"ai","name":"A"}] x`} {
+		if _, err := ParseBindingArray([]byte(in)); err == nil {
+			t.Errorf("ParseBindingArray(%q) succeeded", in)
+		}
+	}
+	for _, in := range []string{`[{"type":"ai","name":"A"},1]`, "[{\"type\":\"plain_text\",\"name\":\"A\",\"text\":\"\xff\"}]"} {
+		if _, err := ParseBindingArray([]byte(in)); err == nil {
+			t.Errorf("ParseBindingArray(%q): an element that is not a binding was accepted", in)
+		}
 	}
 }

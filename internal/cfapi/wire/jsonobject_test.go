@@ -1,4 +1,4 @@
-package cfapi
+package wire
 
 import (
 	"bytes"
@@ -27,27 +27,27 @@ func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
 }
 
 func TestObjectWriter(t *testing.T) {
-	w := newObject([]byte("prefix:"), true)
-	w.str("s", "a<b")
+	w := NewObject([]byte("prefix:"), true)
+	w.Str("s", "a<b")
 	w.raw("n", []byte(`1.50`))
 	w.fields("f", []normField{{"k<", `"v"`}, {"z", `[1]`}})
-	if err := w.bindings("bs", Bindings{Ref("ai", "A"), Inherit("B")}); err != nil {
+	if err := w.Bindings("bs", Bindings{Ref("ai", "A"), Inherit("B")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.checkedRaw("bad", json.RawMessage(`{`)); err == nil {
+	if err := w.CheckedRaw("bad", json.RawMessage(`{`)); err == nil {
 		t.Error("checkedRaw accepted invalid JSON")
 	}
 	want := `prefix:{"s":"a\u003cb","n":1.50,"f":{"k\u003c":"v","z":[1]},"bs":[{"type":"ai","name":"A"},{"type":"inherit","name":"B"}]}`
-	if got := string(w.close()); got != want {
+	if got := string(w.Close()); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
-	w = newObject(nil, false)
-	w.str("k<", "&")
-	if got := string(w.close()); got != `{"k<":"&"}` {
+	w = NewObject(nil, false)
+	w.Str("k<", "&")
+	if got := string(w.Close()); got != `{"k<":"&"}` {
 		t.Errorf("without HTML escaping: %s", got)
 	}
-	w = newObject(nil, true)
-	if err := w.bindings("bs", Bindings{{}}); err == nil {
+	w = NewObject(nil, true)
+	if err := w.Bindings("bs", Bindings{{}}); err == nil {
 		t.Error("a zero Binding was written")
 	}
 }
@@ -65,38 +65,6 @@ func TestObjectMembers(t *testing.T) {
 		if _, err := ObjectMembers([]byte(in)); err == nil {
 			t.Errorf("ObjectMembers(%q) succeeded", in)
 		}
-	}
-}
-
-func TestSettingsPatchJSON(t *testing.T) {
-	mb := MustParseBinding
-	cases := []struct {
-		name string
-		p    SettingsPatch
-		want string
-	}{
-		{"no bindings member when Bindings is nil", SettingsPatch{}, `{}`},
-		// A plan that removes the last binding sends an empty, non-nil set.
-		{"empty set", SettingsPatch{Bindings: Bindings{}}, `{"bindings":[]}`},
-		{"bindings byte for byte, secrets included",
-			SettingsPatch{Bindings: Bindings{mb(`{"type":"json","name":"J","json":{"b":1,"a":2}}`), mb(`{"type":"secret_text","name":"S","text":"s3cr3t-<v>"}`)}},
-			`{"bindings":[{"type":"json","name":"J","json":{"b":1,"a":2}},{"type":"secret_text","name":"S","text":"s3cr3t-<v>"}]}`},
-		{"other members sorted after bindings, a bindings member in Other ignored",
-			SettingsPatch{Bindings: Bindings{Ref(TypeSecretText, "S")}, Other: map[string]json.RawMessage{
-				"logpush": json.RawMessage(`true`), "bindings": json.RawMessage(`[]`), "compatibility_date": json.RawMessage(`"2025-06-01"`)}},
-			`{"bindings":[{"type":"secret_text","name":"S"}],"compatibility_date":"2025-06-01","logpush":true}`},
-	}
-	for _, c := range cases {
-		got, err := c.p.JSON()
-		if err != nil || string(got) != c.want {
-			t.Errorf("%s: got %s, %v\nwant %s", c.name, got, err, c.want)
-		}
-	}
-	if _, err := (SettingsPatch{Other: map[string]json.RawMessage{"limits": json.RawMessage(`{`)}}).JSON(); err == nil || !strings.Contains(err.Error(), `"limits"`) {
-		t.Errorf("invalid member: %v", err)
-	}
-	if _, err := (SettingsPatch{Bindings: Bindings{{}}}).JSON(); err == nil {
-		t.Error("a zero binding was accepted")
 	}
 }
 

@@ -1,4 +1,4 @@
-package cfapi
+package wire
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package cfapi
+package wire
 
 import (
 	"bytes"
@@ -9,31 +9,31 @@ import (
 	"strings"
 )
 
-// objectWriter appends one JSON object to a byte slice, member by member, in
+// ObjectWriter appends one JSON object to a byte slice, member by member, in
 // the order the members are written. It is the one place where this package
-// writes JSON whose member order matters (canonical forms, wrangler's
-// metadata order, settings bodies, redacted copies). Keys and string values
+// and internal/cfapi write JSON whose member order matters (canonical forms,
+// wrangler's metadata order, settings bodies, redacted copies). Keys and string values
 // are encoded as encoding/json encodes them; with escapeHTML unset, '<', '>'
 // and '&' are written as they are. Raw values are copied as they are: the
 // caller vouches that they are valid JSON.
 //
-// Use it as w := newObject(dst, true); w.str(...); ...; dst = w.close().
+// Use it as w := NewObject(dst, true); w.Str(...); ...; dst = w.Close().
 // Writing allocates nothing once dst has room, except for strings that need
 // escaping.
-type objectWriter struct {
+type ObjectWriter struct {
 	buf        []byte
 	n          int // members written
 	escapeHTML bool
 }
 
-// newObject starts an object at the end of dst.
-func newObject(dst []byte, escapeHTML bool) objectWriter {
-	return objectWriter{buf: append(dst, '{'), escapeHTML: escapeHTML}
+// NewObject starts an object at the end of dst.
+func NewObject(dst []byte, escapeHTML bool) ObjectWriter {
+	return ObjectWriter{buf: append(dst, '{'), escapeHTML: escapeHTML}
 }
 
 // key writes the separator and the key of the next member; the caller
 // appends its value to w.buf.
-func (w *objectWriter) key(k string) {
+func (w *ObjectWriter) key(k string) {
 	if w.n > 0 {
 		w.buf = append(w.buf, ',')
 	}
@@ -43,27 +43,27 @@ func (w *objectWriter) key(k string) {
 }
 
 // raw writes a member whose value is already encoded.
-func (w *objectWriter) raw(k string, v []byte) {
+func (w *ObjectWriter) raw(k string, v []byte) {
 	w.key(k)
 	w.buf = append(w.buf, v...)
 }
 
-// str writes a member whose value is the string s.
-func (w *objectWriter) str(k, s string) {
+// Str writes a member whose value is the string s.
+func (w *ObjectWriter) Str(k, s string) {
 	w.key(k)
 	w.buf = appendJSONString(w.buf, s, w.escapeHTML)
 }
 
 // fields writes a member whose value is the object of the pre-encoded
 // fields fs, in their order.
-func (w *objectWriter) fields(k string, fs []normField) {
+func (w *ObjectWriter) fields(k string, fs []normField) {
 	w.key(k)
 	w.buf = appendFields(w.buf, fs, w.escapeHTML)
 }
 
-// checkedRaw writes a member whose value is already encoded, after checking
+// CheckedRaw writes a member whose value is already encoded, after checking
 // that it is valid JSON (values from callers, such as settings read back).
-func (w *objectWriter) checkedRaw(k string, v json.RawMessage) error {
+func (w *ObjectWriter) CheckedRaw(k string, v json.RawMessage) error {
 	if !json.Valid(v) {
 		return fmt.Errorf("member %q is not valid JSON", k)
 	}
@@ -71,10 +71,10 @@ func (w *objectWriter) checkedRaw(k string, v json.RawMessage) error {
 	return nil
 }
 
-// bindings writes a member whose value is the array of the bindings' JSON,
+// Bindings writes a member whose value is the array of the bindings' JSON,
 // each copied byte for byte (a nil list is written as []). A zero Binding
 // is an error.
-func (w *objectWriter) bindings(k string, bs Bindings) error {
+func (w *ObjectWriter) Bindings(k string, bs Bindings) error {
 	w.key(k)
 	w.buf = append(w.buf, '[')
 	for i, b := range bs {
@@ -90,8 +90,8 @@ func (w *objectWriter) bindings(k string, bs Bindings) error {
 	return nil
 }
 
-// marshal writes a member whose value is v encoded by encoding/json.
-func (w *objectWriter) marshal(k string, v any) error {
+// Marshal writes a member whose value is v encoded by encoding/json.
+func (w *ObjectWriter) Marshal(k string, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("member %q: %w", k, err)
@@ -100,8 +100,8 @@ func (w *objectWriter) marshal(k string, v any) error {
 	return nil
 }
 
-// sortedKeys returns the keys of m in byte order, without those in skip.
-func sortedKeys(m map[string]json.RawMessage, skip ...string) []string {
+// SortedKeys returns the keys of m in byte order, without those in skip.
+func SortedKeys(m map[string]json.RawMessage, skip ...string) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		if !slices.Contains(skip, k) {
@@ -112,17 +112,17 @@ func sortedKeys(m map[string]json.RawMessage, skip ...string) []string {
 	return keys
 }
 
-// close ends the object and returns the extended buffer.
-func (w *objectWriter) close() []byte { return append(w.buf, '}') }
+// Close ends the object and returns the extended buffer.
+func (w *ObjectWriter) Close() []byte { return append(w.buf, '}') }
 
 // appendFields appends the object of the pre-encoded fields fs.
 func appendFields(dst []byte, fs []normField, escapeHTML bool) []byte {
-	w := newObject(dst, escapeHTML)
+	w := NewObject(dst, escapeHTML)
 	for _, f := range fs {
 		w.key(f.key)
 		w.buf = append(w.buf, f.val...)
 	}
-	return w.close()
+	return w.Close()
 }
 
 // appendJSONString appends s encoded as encoding/json encodes it (with or

@@ -1,4 +1,4 @@
-package cfapi
+package wire
 
 import (
 	"encoding/json"

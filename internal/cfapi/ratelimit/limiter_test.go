@@ -1,15 +1,13 @@
-package cfapi_test
+package ratelimit_test
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
-	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/testutil"
 )
 
@@ -36,15 +34,15 @@ func (stepSource) Available() float64           { return 0 }
 // and callers of one priority are served in arrival order.
 func TestLiveBeforeBackfill(t *testing.T) {
 	src := stepSource{tokens: make(chan struct{})}
-	lim, err := cfapi.NewSharedLimiter(src, 0)
+	lim, err := ratelimit.NewSharedLimiter(src, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
 	var served []string
-	start := func(name string, p cfapi.Priority) {
+	start := func(name string, p ratelimit.Priority) {
 		go func() {
-			if _, err := lim.Wait(cfapi.WithPriority(context.Background(), p)); err != nil {
+			if _, err := lim.Wait(ratelimit.WithPriority(context.Background(), p)); err != nil {
 				t.Error(err)
 				return
 			}
@@ -54,12 +52,12 @@ func TestLiveBeforeBackfill(t *testing.T) {
 		}()
 	}
 	for i, n := range []string{"b1", "b2", "b3", "b4"} {
-		start(n, cfapi.PriorityBackfill)
-		testutil.Eventually(t, 5*time.Second, func() bool { return lim.Waiting(cfapi.PriorityBackfill) == i+1 }, "%s queued", n)
+		start(n, ratelimit.PriorityBackfill)
+		testutil.Eventually(t, 5*time.Second, func() bool { return lim.Waiting(ratelimit.PriorityBackfill) == i+1 }, "%s queued", n)
 	}
 	for i, n := range []string{"l1", "l2"} {
-		start(n, cfapi.PriorityLive)
-		testutil.Eventually(t, 5*time.Second, func() bool { return lim.Waiting(cfapi.PriorityLive) == i+1 }, "%s queued", n)
+		start(n, ratelimit.PriorityLive)
+		testutil.Eventually(t, 5*time.Second, func() bool { return lim.Waiting(ratelimit.PriorityLive) == i+1 }, "%s queued", n)
 	}
 	grant := func() string {
 		t.Helper()
@@ -82,8 +80,8 @@ func TestLiveBeforeBackfill(t *testing.T) {
 	var order []string
 	order = append(order, grant(), grant())
 	// A live caller arriving while backfill still waits goes first too.
-	start("l3", cfapi.PriorityLive)
-	testutil.Eventually(t, 5*time.Second, func() bool { return lim.Waiting(cfapi.PriorityLive) == 1 }, "l3 queued")
+	start("l3", ratelimit.PriorityLive)
+	testutil.Eventually(t, 5*time.Second, func() bool { return lim.Waiting(ratelimit.PriorityLive) == 1 }, "l3 queued")
 	for range 5 {
 		order = append(order, grant())
 	}
@@ -99,7 +97,7 @@ func TestLiveBeforeBackfill(t *testing.T) {
 // token bucket busy; each live call waits for at most the one token already
 // on its way to a backfill caller when it queued.
 func TestBackfillFloodDoesNotDelayLive(t *testing.T) {
-	lim, err := cfapi.NewLimiter(100, time.Second, 0)
+	lim, err := ratelimit.NewLimiter(100, time.Second, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +108,7 @@ func TestBackfillFloodDoesNotDelayLive(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			bctx := cfapi.WithPriority(ctx, cfapi.PriorityBackfill)
+			bctx := ratelimit.WithPriority(ctx, ratelimit.PriorityBackfill)
 			for {
 				if _, err := lim.Wait(bctx); err != nil {
 					return
@@ -119,7 +117,7 @@ func TestBackfillFloodDoesNotDelayLive(t *testing.T) {
 			}
 		}()
 	}
-	testutil.Eventually(t, 5*time.Second, func() bool { return lim.Waiting(cfapi.PriorityBackfill) >= 19 }, "backfill callers queued")
+	testutil.Eventually(t, 5*time.Second, func() bool { return lim.Waiting(ratelimit.PriorityBackfill) >= 19 }, "backfill callers queued")
 	worst := int64(0)
 	for range 10 {
 		before := backfill.Load()
@@ -140,46 +138,39 @@ func TestBackfillFloodDoesNotDelayLive(t *testing.T) {
 	}
 }
 
-// TestPauseCappedAtWindow: a Retry-After longer than the window pauses for
-// the window, and the hook reports it; the client's RateLimited hook sees
-// the pause applied.
-func TestPauseCappedAtWindow(t *testing.T) {
-	var requested, applied atomic.Int64
-	lim, err := cfapi.NewLimiter(100, 2*time.Second, 0, cfapi.WithLimiterHooks(cfapi.LimiterHooks{
-		PauseCapped: func(r, a time.Duration) { requested.Store(int64(r)); applied.Store(int64(a)) },
-	}))
+func TestLimiterParseAndBurst(t *testing.T) {
+	b, w, err := ratelimit.ParseRate("1100/5m")
+	if err != nil || b != 1100 || w != 5*time.Minute {
+		t.Fatalf("ParseRate = %d %s %v", b, w, err)
+	}
+	for _, bad := range []string{"", "1100", "x/5m", "1/5m", "10/0s", "10/-1s", "10/abc"} {
+		if _, _, err := ratelimit.ParseRate(bad); err == nil {
+			t.Errorf("ParseRate(%q) accepted", bad)
+		}
+	}
+	l, _ := ratelimit.NewLimiter(1100, 5*time.Minute, 0)
+	// Burst plus a full window of refill must stay within the budget.
+	perWindow := l.Source().(*ratelimit.TokenBucket).Rate() * (5 * time.Minute).Seconds()
+	if float64(l.Burst())+perWindow > 1100 {
+		t.Fatalf("burst %d + refill %.1f exceeds the budget", l.Burst(), perWindow)
+	}
+}
+
+func TestAcquireWriteCap(t *testing.T) {
+	l, _ := ratelimit.NewLimiter(100, time.Second, 2)
+	r1, _ := l.AcquireWrite(context.Background())
+	r2, _ := l.AcquireWrite(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := l.AcquireWrite(ctx); err == nil {
+		t.Fatal("third write slot granted with a cap of 2")
+	}
+	r1()
+	r1() // idempotent
+	r3, err := l.AcquireWrite(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var seen atomic.Int64
-	fx := setupWith(t, cfapitest.Options{}, cfapi.Config{Limiter: lim, Retry: cfapi.RetryPolicy{MaxAttempts: 1},
-		Hooks: cfapi.Hooks{RateLimited: func(_ string, d time.Duration) { seen.Store(int64(d)) }}})
-	fx.seed(t, dispatchNS, 1)
-	fx.srv.FailNext(1, 429, cfapitest.CodeRateLimited, 3*time.Hour)
-	before := time.Now()
-	_, err = fx.client.GetSettings(context.Background(), cfapi.ScriptRef{AccountID: account, Namespace: dispatchNS, Script: cfapitest.TenantName(1)})
-	var apiErr *cfapi.APIError
-	if !errors.As(err, &apiErr) || !apiErr.RateLimited() {
-		t.Fatalf("err = %v, want the 429", err)
-	}
-	if time.Duration(requested.Load()) != 3*time.Hour || time.Duration(applied.Load()) != 2*time.Second {
-		t.Errorf("PauseCapped(%s, %s), want (3h, 2s)", time.Duration(requested.Load()), time.Duration(applied.Load()))
-	}
-	if d := time.Duration(seen.Load()); d != 2*time.Second {
-		t.Errorf("RateLimited hook saw %s, want the capped 2s", d)
-	}
-	if until := lim.PausedUntil(); until.After(time.Now().Add(2*time.Second)) || until.Before(before) {
-		t.Errorf("paused until %s, want within 2s of %s", until.Format(time.StampMilli), before.Format(time.StampMilli))
-	}
-	if !lim.Paused() {
-		t.Error("limiter not paused")
-	}
-	// Pause without a 429: shorter pauses do not shorten it, and Pause
-	// returns what it applied.
-	if got := lim.Pause(time.Millisecond); got != time.Millisecond {
-		t.Errorf("Pause(1ms) = %s", got)
-	}
-	if !lim.Paused() {
-		t.Error("a shorter pause ended the longer one")
-	}
+	r2()
+	r3()
 }
