@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/testutil/specschema"
 )
@@ -52,9 +52,9 @@ func eventCorpus(t *testing.T) []any {
 // namespace, and a secret for the corpus's inherit entry to inherit.
 func seedWithParts(t *testing.T, h *harness, ns, name string) {
 	t.Helper()
-	var bs []cfapi.Binding
+	var bs []wire.Binding
 	for _, raw := range []string{secretKeep, plainTheir, kvOld, `{"type":"secret_text","name":"LEGACY_KEY","text":"old"}`} {
-		bs = append(bs, cfapi.MustParseBinding(raw))
+		bs = append(bs, wire.MustParseBinding(raw))
 	}
 	err := h.emu.PutScript(acct, ns, name, cfapitest.Script{
 		MainModule: "index.js",
