@@ -1,12 +1,8 @@
 package cfapi_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"mime"
-	"mime/multipart"
 	"os"
 	"strings"
 	"testing"
@@ -16,46 +12,7 @@ import (
 	"github.com/reconciler/reconciler/internal/testutil/specschema"
 )
 
-// specTypes names, for each write the client makes, the SDK type its body
-// (or its multipart JSON part) must fit. Writes with no entry are endpoints
-// the spec (SDK v7.9.0) does not have; they are listed in docs/emulator.md.
-var specTypes = []struct {
-	method, suffix string // the request's method and the end of its path
-	dispatch       bool   // a dispatch-namespace script
-	part           string // the multipart part holding the JSON; "" = the body is JSON
-	pkg, typ       string
-}{
-	{"PATCH", "/settings", false, "settings", "workers", "ScriptScriptAndVersionSettingEditParamsSettings"},
-	{"PATCH", "/settings", true, "settings", "workers_for_platforms", "DispatchNamespaceScriptSettingEditParamsSettings"},
-	{"PUT", "/scripts/" + specScript, false, "metadata", "workers", "ScriptUpdateParamsMetadata"},
-	{"PUT", "/scripts/" + specScript, true, "metadata", "workers_for_platforms", "DispatchNamespaceScriptUpdateParamsMetadata"},
-	{"POST", "/scripts/" + specScript + "/versions", false, "metadata", "workers", "ScriptVersionNewParamsMetadata"},
-	{"POST", "/deployments", false, "", "workers", "DeploymentParam"},
-	{"POST", "/workers/workers/" + specScript + "/versions", false, "", "workers", "VersionParam"},
-}
-
 const specScript = "tenant-0001"
-
-// sdkFaults are findings where the SDK, not the request, is at fault. Each
-// is logged, not failed.
-var sdkFaults = []struct{ match, why string }{
-	// The beta versions file of SDK v7.9.0 gives the name
-	// VersionBindingsWorkersBindingKindDispatchNamespaceOutboundParam to
-	// the response type of one outbound parameter ({name}); the binding's
-	// request member "outbound" is typed with it, a generator name clash.
-	// The settings-edit and upload types of the same binding list
-	// outbound.worker and outbound.params, as wrangler sends them.
-	{"(dispatch_namespace).outbound.", "SDK v7.9.0 types the beta version's outbound with a response type of the same name (generator name clash)"},
-}
-
-func sdkFault(finding string) string {
-	for _, f := range sdkFaults {
-		if strings.Contains(finding, f.match) {
-			return f.why
-		}
-	}
-	return ""
-}
 
 // TestRequestMembersAreInTheSpec: every write body the client builds (a
 // settings PATCH, a script upload, a version upload, a deployment, a beta
@@ -69,9 +26,9 @@ func TestRequestMembersAreInTheSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, st := range specTypes {
-		if !schema.Has(st.pkg, st.typ) {
-			t.Fatalf("the SDK has no %s.%s", st.pkg, st.typ)
+	for _, w := range specschema.Writes {
+		if !schema.Has(w.Pkg, w.Type) {
+			t.Fatalf("the SDK has no %s.%s", w.Pkg, w.Type)
 		}
 	}
 	corpus := specCorpus(t)
@@ -139,29 +96,26 @@ func TestRequestMembersAreInTheSpec(t *testing.T) {
 			if req.Method == "GET" {
 				continue
 			}
-			st := matchSpec(req.Method, req.URL.Path, dispatch)
+			st := specschema.WriteFor(req.Method, req.URL.Path)
 			if st == nil {
 				t.Logf("%s %s: not in the spec (SDK v7.9.0), not checked", req.Method, req.URL.Path)
 				continue
 			}
-			body := req.Body
-			if st.part != "" {
-				body = multipartPart(t, req.Header.Get("Content-Type"), req.Body, st.part)
-				if body == nil {
-					t.Errorf("%s %s: no %q part", req.Method, req.URL.Path, st.part)
-					continue
-				}
+			body, err := st.JSON(req.Header.Get("Content-Type"), req.Body)
+			if err != nil {
+				t.Errorf("%s %s: %v", req.Method, req.URL.Path, err)
+				continue
 			}
-			bad, err := schema.Check(st.pkg, st.typ, body)
+			bad, err := schema.Check(st.Pkg, st.Type, body)
 			if err != nil {
 				t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
 			}
 			for _, b := range bad {
-				if why := sdkFault(b); why != "" {
+				if why := specschema.SDKFault(b); why != "" {
 					t.Logf("%s %s: %s: not failed: %s", req.Method, req.URL.Path, b, why)
 					continue
 				}
-				t.Errorf("%s %s (%s.%s): %s", req.Method, req.URL.Path, st.pkg, st.typ, b)
+				t.Errorf("%s %s (%s.%s): %s", req.Method, req.URL.Path, st.Pkg, st.Type, b)
 			}
 			checked++
 		}
@@ -204,22 +158,6 @@ func TestSpecSchemaFindsForeignMembers(t *testing.T) {
 	}
 }
 
-func matchSpec(method, path string, dispatch bool) *struct {
-	method, suffix string
-	dispatch       bool
-	part           string
-	pkg, typ       string
-} {
-	isDispatch := strings.Contains(path, "/dispatch/namespaces/")
-	for i := range specTypes {
-		st := &specTypes[i]
-		if st.method == method && strings.HasSuffix(path, st.suffix) && st.dispatch == isDispatch && dispatch == isDispatch {
-			return st
-		}
-	}
-	return nil
-}
-
 // specCorpus is one binding of every type of the corpus.
 func specCorpus(t *testing.T) wire.Bindings {
 	t.Helper()
@@ -260,30 +198,4 @@ func specKept(t *testing.T) wire.Bindings {
 		out = append(out, b)
 	}
 	return out
-}
-
-// multipartPart returns the content of the part named name, nil if none.
-func multipartPart(t *testing.T, contentType string, body []byte, name string) []byte {
-	t.Helper()
-	_, params, err := mime.ParseMediaType(contentType)
-	if err != nil {
-		t.Fatalf("content type %q: %v", contentType, err)
-	}
-	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
-	for {
-		p, err := mr.NextPart()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p.FormName() == name {
-			data, err := io.ReadAll(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return data
-		}
-	}
 }
