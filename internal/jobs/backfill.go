@@ -280,3 +280,13 @@ func (r *Runner) recoverOnStart(ctx context.Context) {
 		r.log.Info("recovering scripts whose desired state was not applied yet", zap.Int("scripts", n))
 	}
 }
+
+// noteListUnsupported records that the API does not serve the namespace
+// script list, and warns the first time.
+func (r *Runner) noteListUnsupported(namespace string, err error) {
+	if r.listUnsupported.CompareAndSwap(false, true) {
+		r.log.Warn("the API does not serve the dispatch namespace script list (or it cannot be paged): resync reads every script from now on, "+
+			"one GET settings each, and does not list again until restart (run `reconciler doctor`)",
+			zap.String("namespace", namespace), zap.Error(err))
+	}
+}

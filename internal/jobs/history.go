@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/reconciler/reconciler/internal/jobs/reconcile"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 )
 
@@ -15,7 +16,7 @@ import (
 // A write on the backfill lane that settled no event is a resync's drift
 // repair: it is counted in reconciler_drift_repaired_total. A failure is
 // logged, never returned: the write and its record stand.
-func (r *Runner) recordHistory(ctx context.Context, key string, l lane, res Result, settled []*waitingEvent, log *zap.Logger) {
+func (r *Runner) recordHistory(ctx context.Context, key string, l lane, res reconcile.Result, settled []*waitingEvent, log *zap.Logger) {
 	if !res.Wrote {
 		return
 	}

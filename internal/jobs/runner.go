@@ -13,25 +13,18 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/reconcile"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/metrics"
 )
 
-// API is what the pipeline needs of the Cloudflare client.
+// API is what the pipeline needs of the Cloudflare client: what a
+// reconcile needs, and VerifyToken, which confirms the scope of an auth
+// failure (scope.go): a token that verifies was refused one account, not
+// every request.
 type API interface {
-	GetSettings(ctx context.Context, ref cfapi.ScriptRef) (*cfapi.Settings, error)
-	PatchSettings(ctx context.Context, ref cfapi.ScriptRef, p cfapi.SettingsPatch) (*cfapi.Settings, error)
-	GetScriptContent(ctx context.Context, ref cfapi.ScriptRef) (*cfapi.ScriptContent, error)
-	UploadScript(ctx context.Context, ref cfapi.ScriptRef, u cfapi.ScriptUpload) (*cfapi.UploadResult, error)
-	CreateVersion(ctx context.Context, ref cfapi.ScriptRef, u cfapi.ScriptUpload) (*cfapi.Version, error)
-	DeployVersion(ctx context.Context, ref cfapi.ScriptRef, versionID, message string) (*cfapi.Deployment, error)
-	// The beta Workers API and the deployments (version.go).
-	ListDeployments(ctx context.Context, ref cfapi.ScriptRef) ([]cfapi.ScriptDeployment, error)
-	GetWorkerVersion(ctx context.Context, ref cfapi.ScriptRef, versionID string, includeModules bool) (*cfapi.WorkerVersion, error)
-	CreateWorkerVersion(ctx context.Context, ref cfapi.ScriptRef, v cfapi.NewWorkerVersion, deploy bool) (*cfapi.WorkerVersion, error)
-	// VerifyToken confirms the scope of an auth failure (scope.go): a
-	// token that verifies was refused one account, not every request.
+	reconcile.API
 	VerifyToken(ctx context.Context) (*cfapi.TokenStatus, error)
 }
 
@@ -77,7 +70,7 @@ type Runner struct {
 	res   *state.Resources
 	st    *state.Store
 	api   API
-	rec   *Reconciler
+	rec   *reconcile.Reconciler
 	m     *metrics.Metrics
 	log   *zap.Logger
 	clock clock.WithTicker
@@ -112,8 +105,8 @@ func NewRunner(cfg Config, res *state.Resources, api API, p *planner.Planner, m 
 	cfg = cfg.withDefaults()
 	st := res.NewStore(state.StoreOptions{CacheSize: cfg.StateCacheSize})
 	r := &Runner{cfg: cfg, res: res, st: st, api: api, m: m, log: log, clock: cfg.Clock, pub: res.JS,
-		rec: NewReconciler(cfg, st, api, p, m, log), waiting: newWaitTable(), maxState: planner.MaxDesiredBytes * 2}
-	r.rec.listedModifiedOn = r.waiting.modifiedOn
+		waiting: newWaitTable(), maxState: planner.MaxDesiredBytes * 2}
+	r.rec = newReconciler(cfg, st, api, p, m, log, r.waiting.modifiedOn)
 	r.consumer.Store(&res.Consumer)
 	if nc := res.JS.Conn(); nc != nil && nc.MaxPayload() > 0 {
 		r.maxState = int(nc.MaxPayload()) - 4<<10
@@ -130,6 +123,18 @@ func NewRunner(cfg Config, res *state.Resources, api API, p *planner.Planner, m 
 	r.auth.init(cfg.AuthPause, cfg.Clock)
 	r.scopes.init(cfg.AuthPause, cfg.Clock)
 	return r
+}
+
+// newReconciler returns the Reconciler of a Runner configured by cfg (with
+// its defaults), over the store st; listed is the modified_on a namespace
+// listing showed for a script (the wait table keeps it).
+func newReconciler(cfg Config, st *state.Store, api API, p *planner.Planner, m *metrics.Metrics, log *zap.Logger,
+	listed func(key string) string) *reconcile.Reconciler {
+	return reconcile.New(reconcile.Config{
+		ReconcileTimeout: cfg.ReconcileTimeout, DefaultStrategy: cfg.DefaultStrategy,
+		SplitCheckDispatch: cfg.SplitCheckDispatch, HoldRetry: cfg.HoldRetry,
+		ListedModifiedOn: listed, Clock: cfg.Clock,
+	}, st, reconcile.KVLeases(st.Leases(), cfg.Owner, cfg.LeaseTTL), api, p, m, log)
 }
 
 // Ready returns nil when the runner is taking and applying work, or why

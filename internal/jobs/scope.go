@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"k8s.io/utils/clock"
+
+	"github.com/reconciler/reconciler/internal/jobs/reconcile"
 )
 
 // authScope is how far an auth failure (403, code 10000, ...) reaches.
@@ -60,7 +62,7 @@ func (s *accountScopes) scope(ctx context.Context, account string, verify func(c
 	case err == nil:
 		s.forbidden[account] = s.clock.Now()
 		return scopeAccount
-	case isAuthFailure(err):
+	case reconcile.IsAuthFailure(err):
 		clear(s.forbidden)
 		return scopeToken
 	default:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/reconcile"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -175,7 +176,7 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 	}
 	minRevision, eventID := r.waiting.snapshot(key)
 	log := r.scriptLogger(key, eventID, l)
-	ctx = withLogger(laneContext(ctx, l), log)
+	ctx = reconcile.WithLogger(laneContext(ctx, l), log)
 	r.m.InflightReconciles.Inc()
 	start := r.clock.Now()
 	res, err := r.reconcileSafely(ctx, key, minRevision, log)
@@ -183,24 +184,24 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 	r.m.InflightReconciles.Dec()
 	r.m.ReconcileDuration.Observe(took.Seconds())
 
-	if err != nil && !isAuthFailure(err) || err == nil && res.Requeue {
+	if err != nil && !reconcile.IsAuthFailure(err) || err == nil && res.Requeue {
 		r.auth.inconclusive()
 	}
 	scope := scopeToken
-	if isAuthFailure(err) && ctx.Err() == nil {
+	if reconcile.IsAuthFailure(err) && ctx.Err() == nil {
 		scope = r.authScope(ctx, key)
 	}
-	var term *TerminalError
+	var term *reconcile.TerminalError
 	switch {
 	case err == nil && res.Requeue:
-		r.m.ReconcileTotal.WithLabelValues(res.metricResult()).Inc()
+		r.m.ReconcileTotal.WithLabelValues(requeuedMetric(res)).Inc()
 		if res.Held != "" {
 			r.m.ScriptsHeld.WithLabelValues(res.Held).Inc()
 		}
 		r.queue.AddAfter(key, l, res.RequeueAfter)
 	case err == nil:
 		r.succeeded(ctx, key, l, res, took, log)
-	case isAuthFailure(err) && ctx.Err() == nil && scope == scopeAccount:
+	case reconcile.IsAuthFailure(err) && ctx.Err() == nil && scope == scopeAccount:
 		// The token verifies, so the API refused this account (outside
 		// the token's scope): its events cannot apply until someone grants
 		// it; every other tenant goes on.
@@ -211,12 +212,12 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 			r.settle(ctx, h, deadLetterOutcome(event.ReasonForbiddenAccount,
 				fmt.Errorf("the API token verifies but the API refuses this account: %w", err)))
 		}
-	case isAuthFailure(err) && ctx.Err() == nil && scope == scopeUnknown:
+	case reconcile.IsAuthFailure(err) && ctx.Err() == nil && scope == scopeUnknown:
 		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
 		log.Warn("auth failure, and the token could not be verified: will retry", zap.Error(err))
 		r.auth.inconclusive()
 		r.retryHeld(ctx, key, l, minRevision, err)
-	case isAuthFailure(err) && ctx.Err() == nil:
+	case reconcile.IsAuthFailure(err) && ctx.Err() == nil:
 		// The token itself fails verification: no event is to blame. Stop
 		// taking work (readiness fails), keep the events, try again later.
 		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
@@ -271,7 +272,7 @@ func (r *Runner) authScope(ctx context.Context, key string) authScope {
 }
 
 // succeeded settles the held events a successful reconcile covered.
-func (r *Runner) succeeded(ctx context.Context, key string, l lane, res Result, took time.Duration, log *zap.Logger) {
+func (r *Runner) succeeded(ctx context.Context, key string, l lane, res reconcile.Result, took time.Duration, log *zap.Logger) {
 	result := metrics.ResultNoop
 	if res.Wrote {
 		result = metrics.ResultApplied
@@ -282,7 +283,7 @@ func (r *Runner) succeeded(ctx context.Context, key string, l lane, res Result, 
 	r.queue.Forget(key)
 	hs := r.waiting.take(key, res.Revision)
 	for _, h := range hs {
-		r.settle(ctx, h, res.outcomeFor(h))
+		r.settle(ctx, h, outcomeFor(res, h))
 	}
 	r.recordHistory(ctx, key, l, res, hs, log) // history.go
 	// A no-op is routine; a write is news.
@@ -310,31 +311,58 @@ func (r *Runner) scriptLogger(key, eventID string, l lane) *zap.Logger {
 	return r.log.With(fields...)
 }
 
-type loggerKey struct{}
-
-// withLogger carries a reconcile's logger in its context.
-func withLogger(ctx context.Context, log *zap.Logger) context.Context {
-	return context.WithValue(ctx, loggerKey{}, log)
-}
-
-// loggerFrom returns the logger carried by ctx, or def.
-func loggerFrom(ctx context.Context, def *zap.Logger) *zap.Logger {
-	if l, ok := ctx.Value(loggerKey{}).(*zap.Logger); ok {
-		return l
-	}
-	return def
-}
-
 // reconcileSafely is reconcile with a panic turned into an error: a bug
 // met by one script's data must not kill the process with every other
 // event held.
-func (r *Runner) reconcileSafely(ctx context.Context, key string, minRevision uint64, log *zap.Logger) (res Result, err error) {
+func (r *Runner) reconcileSafely(ctx context.Context, key string, minRevision uint64, log *zap.Logger) (res reconcile.Result, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			r.m.PanicsRecovered.Inc()
 			log.Error("reconcile panicked", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
-			res, err = Result{}, fmt.Errorf("reconcile panicked: %v", p)
+			res, err = reconcile.Result{}, fmt.Errorf("reconcile panicked: %v", p)
 		}
 	}()
 	return r.rec.Reconcile(ctx, key, minRevision)
+}
+
+// requeuedMetric is the result label of reconciler_reconcile_total for a
+// requeued reconcile.
+func requeuedMetric(res reconcile.Result) string {
+	switch {
+	case res.Held != "":
+		return metrics.ResultHeld
+	case res.Quarantined:
+		return metrics.ResultPermanent
+	}
+	return metrics.ResultLeaseBusy
+}
+
+// outcomeFor returns how event h ends after the reconcile res succeeded:
+// dead-lettered when all of its operations are quarantined, applied or
+// no-op otherwise.
+func outcomeFor(res reconcile.Result, h *waitingEvent) outcome {
+	if res.State != nil && h.id != "" {
+		if q := res.State.Quarantined(h.id); q != nil {
+			return deadLetterOutcome(q.Reason, errors.New(q.Error))
+		}
+	}
+	wrote := res.Wrote
+	if h.lane == laneBackfill && res.Record != nil {
+		// Changed when its own operations were written, by this reconcile
+		// or by an earlier one (before a crash and a resume).
+		wrote = res.Record.Wrote(h.id)
+	}
+	if res.Wrote {
+		return ackOutcome(outcomeApplied, wrote)
+	}
+	return ackOutcome(outcomeNoop, wrote)
+}
+
+// laneContext marks the API calls of a reconcile with its lane, so that
+// the budget serves live work first.
+func laneContext(ctx context.Context, l lane) context.Context {
+	if l == laneBackfill {
+		return cfapi.WithPriority(ctx, cfapi.PriorityBackfill)
+	}
+	return cfapi.WithPriority(ctx, cfapi.PriorityLive)
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/reconcile"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -176,14 +177,14 @@ func TestOutcomeForQuarantinedEvent(t *testing.T) {
 	st.Fold(&event.Event{ID: "bad", Generation: u64(1), Op: event.OpPatch, Upsert: nil, Remove: []string{"X"}})
 	st.Fold(&event.Event{ID: "good", Generation: u64(2), Op: event.OpPatch, Remove: []string{"Y"}})
 	st.Quarantine(map[string]bool{"bad": true}, event.Quarantine{Reason: event.ReasonInvalidDesired, Error: "no"})
-	res := Result{Wrote: true, State: st}
-	if o := res.outcomeFor(&waitingEvent{id: "bad"}); o.kind != outDeadLetter || o.reason != event.ReasonInvalidDesired {
+	res := reconcile.Result{Wrote: true, State: st}
+	if o := outcomeFor(res, &waitingEvent{id: "bad"}); o.kind != outDeadLetter || o.reason != event.ReasonInvalidDesired {
 		t.Errorf("bad: %+v", o)
 	}
-	if o := res.outcomeFor(&waitingEvent{id: "good"}); o.kind != outAck || o.label != outcomeApplied {
+	if o := outcomeFor(res, &waitingEvent{id: "good"}); o.kind != outAck || o.label != outcomeApplied {
 		t.Errorf("good: %+v", o)
 	}
-	if o := res.outcomeFor(&waitingEvent{id: "gone"}); o.kind != outAck {
+	if o := outcomeFor(res, &waitingEvent{id: "gone"}); o.kind != outAck {
 		t.Errorf("an event whose operations were replaced: %+v", o)
 	}
 }
