@@ -387,8 +387,8 @@ func TestEnsureStreamsConcurrentlyOnCluster(t *testing.T) {
 			t.Errorf("stream %s: %d replicas", name, r)
 		}
 	}
-	if names.Err() != nil || n != 8 {
-		t.Fatalf("%d streams (%v), want 4 streams and 4 buckets", n, names.Err())
+	if names.Err() != nil || n != 9 {
+		t.Fatalf("%d streams (%v), want 5 streams and 4 buckets", n, names.Err())
 	}
 	for _, c := range [][2]string{{"BINDINGS", "reconciler"}, {"BINDINGS_BACKFILL", "reconciler_backfill"}} {
 		cons, err := js.Consumer(ctx, c[0], c[1])

@@ -47,7 +47,7 @@ type Config struct {
 	// StateCacheSize bounds the desired states cached for folding
 	// (default 10000 scripts; 0 uses the default, negative disables).
 	StateCacheSize int
-	// BackfillInflight bounds the backfill work items held at once
+	// BackfillInflight bounds the backfill work items waiting at once
 	// (default: Concurrency).
 	BackfillInflight int
 	// AuthPause is how long reconciles stop after the API rejected the

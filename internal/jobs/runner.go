@@ -74,14 +74,20 @@ type Runner struct {
 	m     *metrics.Metrics
 	log   *zap.Logger
 	clock clock.WithTicker
+	// nc is the NATS connection (nil in tests without one).
+	nc *nats.Conn
 
 	queue   *keyQueue
 	waiting *waitTable
 	auth    authGate
 	scopes  accountScopes
-	// pub stores dead letters and backfill results (the JetStream
-	// context; a recorder in unit tests).
-	pub publisher
+	// The jobs of their own: dead letters (dlq.go), backfill results
+	// (backfill.go), resync and crash recovery (resync.go), and the
+	// script history (history.go).
+	dlq     deadLetters
+	results backfillResults
+	resync  *resyncer
+	history history
 	// consumer is the live consumer: the pull loop replaces it when it
 	// recreates it, while gauges reads it.
 	consumer atomic.Pointer[jetstream.Consumer]
@@ -95,21 +101,18 @@ type Runner struct {
 	// maxState bounds the encoded desired state of a script: what one
 	// NATS message may carry on this connection.
 	maxState int
-	// listUnsupported is set once the API has shown that it does not
-	// serve the namespace script list (fallback.go).
-	listUnsupported atomic.Bool
 }
 
 // NewRunner returns a runner over resources set up by state.EnsureStreams.
 func NewRunner(cfg Config, res *state.Resources, api API, p *planner.Planner, m *metrics.Metrics, log *zap.Logger) *Runner {
 	cfg = cfg.withDefaults()
 	st := res.NewStore(state.StoreOptions{CacheSize: cfg.StateCacheSize})
-	r := &Runner{cfg: cfg, res: res, st: st, api: api, m: m, log: log, clock: cfg.Clock, pub: res.JS,
+	r := &Runner{cfg: cfg, res: res, st: st, api: api, m: m, log: log, clock: cfg.Clock, nc: res.JS.Conn(),
 		waiting: newWaitTable(), maxState: planner.MaxDesiredBytes * 2}
 	r.rec = newReconciler(cfg, st, api, p, m, log, r.waiting.modifiedOn)
 	r.consumer.Store(&res.Consumer)
-	if nc := res.JS.Conn(); nc != nil && nc.MaxPayload() > 0 {
-		r.maxState = int(nc.MaxPayload()) - 4<<10
+	if r.nc != nil && r.nc.MaxPayload() > 0 {
+		r.maxState = int(r.nc.MaxPayload()) - 4<<10
 	}
 	r.queue = newKeyQueue(queueOptions{
 		delay: cfg.CoalesceDelay, maxWait: cfg.CoalesceMaxWait, clock: cfg.Clock,
@@ -121,7 +124,11 @@ func NewRunner(cfg Config, res *state.Resources, api API, p *planner.Planner, m 
 		maxRetries: cfg.MaxDeliver,
 	})
 	r.auth.init(cfg.AuthPause, cfg.Clock)
-	r.scopes.init(cfg.AuthPause, cfg.Clock)
+	r.scopes.init(cfg.AuthPause, cfg.Clock, api.VerifyToken)
+	r.dlq = deadLetters{cfg: cfg, res: res, pub: res.JS, maxState: r.maxState, log: log}
+	r.results = backfillResults{cfg: cfg, pub: res.JS, m: m, clock: cfg.Clock}
+	r.resync = &resyncer{st: st, api: api, queue: r.queue, waiting: r.waiting, log: log}
+	r.history = history{res: res, m: m, clock: cfg.Clock}
 	return r
 }
 
@@ -136,6 +143,10 @@ func newReconciler(cfg Config, st *state.Store, api API, p *planner.Planner, m *
 		ListedModifiedOn: listed, Clock: cfg.Clock,
 	}, st, reconcile.KVLeases(st.Leases(), cfg.Owner, cfg.LeaseTTL), api, p, m, log)
 }
+
+// Resync queues a reconcile, on the backfill lane, of every script that
+// may have drifted, and returns how many (see resyncer.Resync).
+func (r *Runner) Resync(ctx context.Context) (int, error) { return r.resync.Resync(ctx) }
 
 // Ready returns nil when the runner is taking and applying work, or why
 // not (the API rejects the credentials).
@@ -168,8 +179,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		go func() { defer workers.Done(); r.work(workCtx) }()
 	}
 	// Heartbeats go on while shutdown lets reconciles finish.
-	go every(workCtx, r.clock, max(r.cfg.AckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneLive) })
-	go every(workCtx, r.clock, max(r.cfg.BackfillAckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneBackfill) })
+	go every(workCtx, r.clock, max(r.cfg.AckWait/3, 100*time.Millisecond), func() { r.waiting.keepAlive(laneLive) })
+	go every(workCtx, r.clock, max(r.cfg.BackfillAckWait/3, 100*time.Millisecond), func() { r.waiting.keepAlive(laneBackfill) })
 	go every(ctx, r.clock, time.Second, func() { r.gauges(ctx) })
 	go every(ctx, r.clock, 15*time.Second, func() {
 		if n, err := state.ActiveRuns(ctx, r.res); err == nil {
@@ -177,10 +188,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	})
 	if r.cfg.ResyncInterval > 0 {
-		go every(ctx, r.clock, r.cfg.ResyncInterval, func() { r.resync(ctx) })
+		go every(ctx, r.clock, r.cfg.ResyncInterval, func() { r.resync.run(ctx) })
 	}
 	if r.cfg.RecoverOnStart {
-		go r.recoverOnStart(ctx)
+		go r.resync.recoverOnStart(ctx)
 	}
 
 	<-ctx.Done()
@@ -190,7 +201,7 @@ func (r *Runner) Run(ctx context.Context) error {
 
 // shutdown stops intake first (the pull loops end and fold settles what
 // it was given), then waits for the workers until ShutdownTimeout and
-// cancels whatever still runs, and finally hands every event that is held
+// cancels whatever still runs, and finally hands every event that is waiting
 // but not applied back to JetStream for redelivery.
 func (r *Runner) shutdown(intake, workers *sync.WaitGroup, cancelWork context.CancelFunc) {
 	r.log.Info("shutting down: stopping intake")
@@ -229,22 +240,13 @@ func every(ctx context.Context, c clock.WithTicker, d time.Duration, fn func()) 
 	}
 }
 
-// heartbeat keeps the held events of lane l alive (InProgress) while
-// their script waits for a reconcile, so that AckWait never redelivers
-// them meanwhile.
-func (r *Runner) heartbeat(l lane) {
-	for _, a := range r.waiting.ackers(l) {
-		_ = a.InProgress()
-	}
-}
-
-// gauges samples the queue, the held events and the consumers.
+// gauges samples the queue, the waiting events and the consumers.
 func (r *Runner) gauges(ctx context.Context) {
 	pending := r.queue.Pending()
-	held := r.waiting.counts()
+	waiting := r.waiting.counts()
 	for l := lane(0); l < numLanes; l++ {
 		r.m.QueueDepth.WithLabelValues(l.String()).Set(float64(pending[l]))
-		r.m.HeldEvents.WithLabelValues(l.String()).Set(float64(held[l]))
+		r.m.HeldEvents.WithLabelValues(l.String()).Set(float64(waiting[l]))
 	}
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -269,6 +271,3 @@ func (r *Runner) consume(cons jetstream.Consumer) (jetstream.MessagesContext, er
 	}
 	return it, nil
 }
-
-// conn returns the NATS connection (nil in tests without one).
-func (r *Runner) conn() *nats.Conn { return r.res.JS.Conn() }

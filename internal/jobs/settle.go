@@ -7,7 +7,6 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
@@ -71,7 +70,7 @@ func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 			if o.wrote {
 				res = state.ResultChanged
 			}
-			if err := r.storeResult(ctx, h, res, "", ""); err != nil {
+			if err := r.results.store(ctx, h, res, "", ""); err != nil {
 				r.log.Warn("recording a backfill result failed; the item will be redelivered", zap.Error(err))
 				_ = h.ack.NakWithDelay(r.cfg.nakDelay(h.delivered))
 				return
@@ -96,8 +95,8 @@ func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 		}
 		_ = h.ack.NakWithDelay(r.cfg.nakDelay(h.delivered))
 	case outDeadLetter:
-		rec := r.deadLetterRecord(ctx, h, o.reason, o.err)
-		dup, err := r.publishDeadLetter(ctx, rec, h.delivered)
+		rec := r.dlq.record(ctx, h, o.reason, o.err)
+		dup, err := r.dlq.publish(ctx, rec, h.delivered)
 		if err != nil {
 			r.log.Error("dead-letter publish failed; the event will be redelivered", zap.String("subject", rec.Subject), zap.Error(err))
 			_ = h.ack.NakWithDelay(r.cfg.nakDelay(h.delivered))
@@ -105,9 +104,9 @@ func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 		}
 		if h.lane == laneBackfill {
 			if h.backfill == nil {
-				h.backfill = r.backfillItemOf(rec.Subject)
+				h.backfill = r.results.itemOf(rec.Subject)
 			}
-			if err := r.storeResult(ctx, h, state.ResultFailed, o.reason, rec.Error); err != nil {
+			if err := r.results.store(ctx, h, state.ResultFailed, o.reason, rec.Error); err != nil {
 				// Terminating now would lose the result and leave the run
 				// waiting for it for ever: the item comes back instead.
 				r.log.Warn("recording a failed backfill result failed; the item will be redelivered", zap.Error(err))
@@ -127,32 +126,6 @@ func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 	}
 }
 
-// deadLetterRecord builds the record of h: from the body it came with, or
-// read back from its stream by sequence.
-func (r *Runner) deadLetterRecord(ctx context.Context, h *waitingEvent, reason event.Reason, cause error) state.DeadLetter {
-	body, subject := h.body, h.subject
-	if body == nil && h.streamSeq > 0 {
-		if raw, err := r.streamOf(h).GetMsg(ctx, h.streamSeq); err == nil {
-			body, subject = raw.Data, raw.Subject
-		} else {
-			r.log.Warn("reading a dead-lettered event back from its stream", zap.Uint64("stream_seq", h.streamSeq), zap.Error(err))
-		}
-	}
-	rec := state.NewDeadLetter(body, subject, h.stream, h.streamSeq, h.delivered, reason, cause)
-	if rec.EventID == "" {
-		rec.EventID = h.id
-	}
-	return rec
-}
-
-// streamOf returns the stream h was delivered from.
-func (r *Runner) streamOf(h *waitingEvent) jetstream.Stream {
-	if h.stream == r.cfg.BackfillStream {
-		return r.res.Backfill
-	}
-	return r.res.Stream
-}
-
 // work is one worker: it reconciles the scripts the queue hands out until
 // the queue shuts down.
 func (r *Runner) work(ctx context.Context) {
@@ -166,7 +139,7 @@ func (r *Runner) work(ctx context.Context) {
 	}
 }
 
-// process reconciles one script and settles its held events: the one
+// process reconciles one script and settles its waiting events: the one
 // switch from a reconcile's (Result, error) to what happens to them and to
 // the script's place in the queue (which owns the per-script backoff).
 func (r *Runner) process(ctx context.Context, key string, l lane) {
@@ -175,7 +148,7 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 		return
 	}
 	minRevision, eventID := r.waiting.snapshot(key)
-	log := r.scriptLogger(key, eventID, l)
+	log := scriptLogger(r.log, key, eventID, l)
 	ctx = reconcile.WithLogger(laneContext(ctx, l), log)
 	r.m.InflightReconciles.Inc()
 	start := r.clock.Now()
@@ -187,10 +160,6 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 	if err != nil && !reconcile.IsAuthFailure(err) || err == nil && res.Requeue {
 		r.auth.inconclusive()
 	}
-	scope := scopeToken
-	if reconcile.IsAuthFailure(err) && ctx.Err() == nil {
-		scope = r.authScope(ctx, key)
-	}
 	var term *reconcile.TerminalError
 	switch {
 	case err == nil && res.Requeue:
@@ -201,7 +170,32 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 		r.queue.AddAfter(key, l, res.RequeueAfter)
 	case err == nil:
 		r.succeeded(ctx, key, l, res, took, log)
-	case reconcile.IsAuthFailure(err) && ctx.Err() == nil && scope == scopeAccount:
+	case reconcile.IsAuthFailure(err) && ctx.Err() == nil:
+		r.authFailed(ctx, key, l, minRevision, err, log)
+	case errors.As(err, &term) && ctx.Err() == nil:
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultPermanent).Inc()
+		log.Error("reconcile failed permanently", zap.String("reason", string(term.Reason)), zap.Error(err))
+		for _, h := range r.waiting.take(key, minRevision) {
+			r.settle(ctx, h, deadLetterOutcome(term.Reason, err))
+		}
+	default:
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
+		if ctx.Err() != nil {
+			return // shutting down: Run hands the waiting events back
+		}
+		log.Warn("reconcile failed, will retry", zap.Error(err))
+		r.retryWaiting(ctx, key, l, minRevision, err)
+	}
+}
+
+// authFailed handles a reconcile the API refused for its credentials, by
+// the scope of the refusal (accountScopes): one account outside the
+// token's scope dead-letters that account's events; a verification that
+// itself failed retries like a transient failure; a token that fails
+// verification closes the auth gate and keeps every event.
+func (r *Runner) authFailed(ctx context.Context, key string, l lane, minRevision uint64, err error, log *zap.Logger) {
+	switch r.scopes.scope(ctx, key) {
+	case scopeAccount:
 		// The token verifies, so the API refused this account (outside
 		// the token's scope): its events cannot apply until someone grants
 		// it; every other tenant goes on.
@@ -212,12 +206,12 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 			r.settle(ctx, h, deadLetterOutcome(event.ReasonForbiddenAccount,
 				fmt.Errorf("the API token verifies but the API refuses this account: %w", err)))
 		}
-	case reconcile.IsAuthFailure(err) && ctx.Err() == nil && scope == scopeUnknown:
+	case scopeUnknown:
 		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
 		log.Warn("auth failure, and the token could not be verified: will retry", zap.Error(err))
 		r.auth.inconclusive()
-		r.retryHeld(ctx, key, l, minRevision, err)
-	case reconcile.IsAuthFailure(err) && ctx.Err() == nil:
+		r.retryWaiting(ctx, key, l, minRevision, err)
+	default:
 		// The token itself fails verification: no event is to blame. Stop
 		// taking work (readiness fails), keep the events, try again later.
 		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
@@ -227,27 +221,14 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 				zap.Duration("retry_in", r.auth.wait()))
 		}
 		r.queue.AddAfter(key, l, r.auth.wait())
-	case errors.As(err, &term) && ctx.Err() == nil:
-		r.m.ReconcileTotal.WithLabelValues(metrics.ResultPermanent).Inc()
-		log.Error("reconcile failed permanently", zap.String("reason", string(term.Reason)), zap.Error(err))
-		for _, h := range r.waiting.take(key, minRevision) {
-			r.settle(ctx, h, deadLetterOutcome(term.Reason, err))
-		}
-	default:
-		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
-		if ctx.Err() != nil {
-			return // shutting down: Run hands the held events back
-		}
-		log.Warn("reconcile failed, will retry", zap.Error(err))
-		r.retryHeld(ctx, key, l, minRevision, err)
 	}
 }
 
-// retryHeld hands the events a failed reconcile covered back for
+// retryWaiting hands the events a failed reconcile covered back for
 // redelivery after a backoff, or, with none to redeliver (a resync, a
 // recovery, or events that another replica holds), retries the script from
 // the queue with backoff.
-func (r *Runner) retryHeld(ctx context.Context, key string, l lane, minRevision uint64, err error) {
+func (r *Runner) retryWaiting(ctx context.Context, key string, l lane, minRevision uint64, err error) {
 	hs := r.waiting.take(key, minRevision)
 	for _, h := range hs {
 		r.settle(ctx, h, retryOutcome(err))
@@ -257,21 +238,7 @@ func (r *Runner) retryHeld(ctx context.Context, key string, l lane, minRevision 
 	}
 }
 
-// authScope decides, with one confirming probe, whether the auth failure
-// of a reconcile of key is about its account or about the token
-// (accountScopes).
-func (r *Runner) authScope(ctx context.Context, key string) authScope {
-	ref, err := event.ParseScriptKey(key)
-	if err != nil {
-		return scopeToken
-	}
-	return r.scopes.scope(ctx, ref.AccountID, func(ctx context.Context) error {
-		_, err := r.api.VerifyToken(ctx)
-		return err
-	})
-}
-
-// succeeded settles the held events a successful reconcile covered.
+// succeeded settles the waiting events a successful reconcile covered.
 func (r *Runner) succeeded(ctx context.Context, key string, l lane, res reconcile.Result, took time.Duration, log *zap.Logger) {
 	result := metrics.ResultNoop
 	if res.Wrote {
@@ -285,7 +252,7 @@ func (r *Runner) succeeded(ctx context.Context, key string, l lane, res reconcil
 	for _, h := range hs {
 		r.settle(ctx, h, outcomeFor(res, h))
 	}
-	r.recordHistory(ctx, key, l, res, hs, log) // history.go
+	r.history.record(ctx, key, l, res, hs, log)
 	// A no-op is routine; a write is news.
 	level := zap.DebugLevel
 	if res.Wrote {
@@ -299,8 +266,8 @@ func (r *Runner) succeeded(ctx context.Context, key string, l lane, res reconcil
 }
 
 // scriptLogger returns the child logger of one reconcile: the script's
-// account, namespace and name, its lane, and the newest held event.
-func (r *Runner) scriptLogger(key, eventID string, l lane) *zap.Logger {
+// account, namespace and name, its lane, and the newest waiting event.
+func scriptLogger(log *zap.Logger, key, eventID string, l lane) *zap.Logger {
 	fields := []zap.Field{zap.String("script_key", key), zap.Stringer("lane", l)}
 	if ref, err := event.ParseScriptKey(key); err == nil {
 		fields = append(fields, zap.String("account", ref.AccountID), zap.String("namespace", ref.Namespace), zap.String("script", ref.Script))
@@ -308,12 +275,12 @@ func (r *Runner) scriptLogger(key, eventID string, l lane) *zap.Logger {
 	if eventID != "" {
 		fields = append(fields, zap.String("event_id", eventID))
 	}
-	return r.log.With(fields...)
+	return log.With(fields...)
 }
 
 // reconcileSafely is reconcile with a panic turned into an error: a bug
 // met by one script's data must not kill the process with every other
-// event held.
+// event waiting.
 func (r *Runner) reconcileSafely(ctx context.Context, key string, minRevision uint64, log *zap.Logger) (res reconcile.Result, err error) {
 	defer func() {
 		if p := recover(); p != nil {

@@ -67,8 +67,11 @@ func (p *fakePublisher) PublishMsg(_ context.Context, m *nats.Msg, _ ...jetstrea
 // unitRunner is a Runner with no NATS and no API, for the outcome switch.
 func unitRunner(t *testing.T, pub publisher) *Runner {
 	cfg := Config{SetupConfig: state.SetupConfig{MaxDeliver: 3}, NakDelay: 10 * time.Millisecond}.withDefaults()
-	return &Runner{cfg: cfg, m: metrics.New(prometheus.NewRegistry(), event.ReasonLabels()...), log: zap.NewNop(), pub: pub,
+	r := &Runner{cfg: cfg, m: metrics.New(prometheus.NewRegistry(), event.ReasonLabels()...), log: zap.NewNop(),
 		waiting: newWaitTable(), clock: cfg.Clock, maxState: 1 << 20}
+	r.dlq = deadLetters{cfg: cfg, pub: pub, maxState: r.maxState, log: r.log}
+	r.results = backfillResults{cfg: cfg, pub: pub, m: r.m, clock: cfg.Clock}
+	return r
 }
 
 func TestSettle(t *testing.T) {
