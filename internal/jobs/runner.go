@@ -52,18 +52,21 @@ type message interface {
 //	           of each script into its desired state and stores them in
 //	           one batch commit (state.Store.Commit), keeps the events
 //	           waiting, and debounces their script;
-//	backfill — pulls backfill work only while no live work waits, and
-//	           takes it in like events;
+//	pullBackfill — pulls backfill work only while no live work waits,
+//	           and takes it in like events;
 //	work     — each worker takes a script from the queue (live first),
-//	           reconciles it (Reconciler.Reconcile) and settles its
+//	           reconciles it (reconcile.Reconciler.Reconcile) and settles its
 //	           waiting events (process, the one outcome switch, and
 //	           settle);
 //	shutdown — stops intake, lets reconciles finish within
 //	           ShutdownTimeout, and hands every unsettled event back.
 //
+// Resync and crash recovery (resyncer), dead letters (deadLetters) and
+// backfill results (backfillResults) are types of their own.
+//
 // Words: an event is waiting from its fold until it is settled (a
 // waitTable); a script is held when a gradual deployment defers its write
-// (Result.Held); the backlog is events the live consumer has delivered or
+// (reconcile.Result.Held); the backlog is events the live consumer has delivered or
 // has pending that are not folded yet.
 type Runner struct {
 	cfg   Config
