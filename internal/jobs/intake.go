@@ -17,13 +17,13 @@ import (
 	"go.uber.org/zap"
 )
 
-// Folding in large batches is what makes a storm cheap: the events of
-// one script in a batch cost one compare-and-set. A batch takes what pull
-// has delivered within foldWindow of its first message, up to
-// maxFoldBatch messages; a quiet system folds each event at once.
+// Large intake batches are what make a storm cheap: the events of one
+// script in a batch cost one compare-and-set (the batch commit). A batch
+// takes what pull has delivered within batchWindow of its first message,
+// up to maxIntakeBatch messages; a quiet system folds each event at once.
 const (
-	foldWindow   = 20 * time.Millisecond
-	maxFoldBatch = 8192
+	batchWindow    = 20 * time.Millisecond
+	maxIntakeBatch = 8192
 )
 
 // intake is the live lane's intake loop: it takes what pull has delivered in
@@ -31,14 +31,14 @@ const (
 // waits on reconciles. When ctx ends it hands back what it has not
 // folded; a batch it started is finished with workCtx.
 func (r *Runner) intake(ctx, workCtx context.Context, in <-chan jetstream.Msg) {
-	batch := make([]message, 0, maxFoldBatch)
-	timer := r.clock.NewTimer(foldWindow)
+	batch := make([]message, 0, maxIntakeBatch)
+	timer := r.clock.NewTimer(batchWindow)
 	defer timer.Stop()
 	for m := range in {
 		batch = append(batch[:0], m)
-		timer.Reset(foldWindow)
+		timer.Reset(batchWindow)
 	gather:
-		for len(batch) < maxFoldBatch {
+		for len(batch) < maxIntakeBatch {
 			select {
 			case m2, ok := <-in:
 				if !ok {

@@ -169,7 +169,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	msgs := make(chan jetstream.Msg, maxFoldBatch)
+	msgs := make(chan jetstream.Msg, maxIntakeBatch)
 	var intake sync.WaitGroup
 	intake.Add(3)
 	go func() { defer intake.Done(); r.pull(ctx, iter, msgs) }()

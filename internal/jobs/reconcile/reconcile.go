@@ -255,7 +255,7 @@ func (r *Reconciler) converge(ls Lease, ref cfapi.ScriptRef, key string, ds *eve
 	if ce := LoggerFrom(ctx, r.log).Check(zap.DebugLevel, "plan applied"); ce != nil {
 		ce.Write(zap.Stringer("plan", plan))
 	}
-	res.Wrote, res.Strategy, res.Changes = true, used, state.ChangesOf(plan)
+	res.Wrote, res.Strategy, res.Changes = true, used, changesOf(plan)
 	return res, nil
 }
 
