@@ -72,7 +72,6 @@ type Runner struct {
 	cfg   Config
 	res   *state.Resources
 	st    *state.Store
-	api   API
 	rec   *reconcile.Reconciler
 	m     *metrics.Metrics
 	log   *zap.Logger
@@ -110,7 +109,7 @@ type Runner struct {
 func NewRunner(cfg Config, res *state.Resources, api API, p *planner.Planner, m *metrics.Metrics, log *zap.Logger) *Runner {
 	cfg = cfg.withDefaults()
 	st := res.NewStore(state.StoreOptions{CacheSize: cfg.StateCacheSize})
-	r := &Runner{cfg: cfg, res: res, st: st, api: api, m: m, log: log, clock: cfg.Clock, nc: res.JS.Conn(),
+	r := &Runner{cfg: cfg, res: res, st: st, m: m, log: log, clock: cfg.Clock, nc: res.JS.Conn(),
 		waiting: newWaitTable(), maxState: planner.MaxDesiredBytes * 2}
 	r.rec = newReconciler(cfg, st, api, p, m, log, r.waiting.modifiedOn)
 	r.consumer.Store(&res.Consumer)
