@@ -181,10 +181,10 @@ func (l *fakeLease) Release() {
 	delete(l.leases.held, l.key)
 }
 
-// fakeAPI serves the settings of dispatch namespace scripts from memory
-// and applies settings PATCHes to them; refuse, when set, answers every
-// PATCH with that error. Any other call fails the test: a settings write
-// of a dispatch namespace script needs nothing else.
+// fakeAPI serves the settings of scripts from memory and applies settings
+// PATCHes to them; refuse, when set, answers every PATCH with that error.
+// It lists the deployments it is given. Any other call fails the test: a
+// settings write needs nothing else.
 type fakeAPI struct {
 	t       *testing.T
 	mu      sync.Mutex
@@ -192,6 +192,8 @@ type fakeAPI struct {
 	reads   int
 	patches []cfapi.SettingsPatch
 	refuse  error
+	// deployments are the deployments of ordinary Workers, newest first.
+	deployments map[string][]cfapi.ScriptDeployment
 }
 
 func (a *fakeAPI) GetSettings(_ context.Context, ref cfapi.ScriptRef) (*cfapi.Settings, error) {
@@ -246,8 +248,14 @@ func (a *fakeAPI) CreateVersion(context.Context, cfapi.ScriptRef, cfapi.ScriptUp
 func (a *fakeAPI) DeployVersion(context.Context, cfapi.ScriptRef, string, string) (*cfapi.Deployment, error) {
 	return nil, a.unexpected("DeployVersion")
 }
-func (a *fakeAPI) ListDeployments(context.Context, cfapi.ScriptRef) ([]cfapi.ScriptDeployment, error) {
-	return nil, a.unexpected("ListDeployments")
+func (a *fakeAPI) ListDeployments(_ context.Context, ref cfapi.ScriptRef) ([]cfapi.ScriptDeployment, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ds, ok := a.deployments[event.ScriptKey(ref)]
+	if !ok {
+		return nil, a.unexpected("ListDeployments")
+	}
+	return ds, nil
 }
 func (a *fakeAPI) GetWorkerVersion(context.Context, cfapi.ScriptRef, string, bool) (*cfapi.WorkerVersion, error) {
 	return nil, a.unexpected("GetWorkerVersion")
@@ -468,5 +476,38 @@ func TestReconcileLostLeaseNeverWrites(t *testing.T) {
 	}
 	if _, recRev := f.store.record(t, key); recRev != 0 {
 		t.Errorf("a record was saved (revision %d)", recRev)
+	}
+}
+
+// TestReconcileHoldsAGradualDeployment: an ordinary Worker whose active
+// deployment splits traffic between two versions is not written; the
+// Result says it is held, and when to look again.
+func TestReconcileHoldsAGradualDeployment(t *testing.T) {
+	f := newFixture(t)
+	f.ref = cfapi.ScriptRef{AccountID: acct, Script: "worker"}
+	f.ds = event.NewDesiredState(f.ref)
+	f.api.live[event.ScriptKey(f.ref)] = []cfapi.Binding{kvBinding("THEIRS", "1")}
+	f.api.deployments = map[string][]cfapi.ScriptDeployment{event.ScriptKey(f.ref): {{ID: "d-2",
+		Versions: []cfapi.DeploymentShare{{VersionID: "v-new", Percentage: 10}, {VersionID: "v-old", Percentage: 90}}}}}
+	key, rev := f.patch(t, "ev-1", 1, kvBinding("CACHE", "42"))
+
+	res, err := f.rec.Reconcile(context.Background(), key, rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Held != metrics.HoldGradualDeployment || !res.Requeue || res.RequeueAfter < f.rec.cfg.HoldRetry || res.Wrote {
+		t.Errorf("result %+v, want held for the gradual deployment, retried after at least %s", res, f.rec.cfg.HoldRetry)
+	}
+	if len(f.api.patches) != 0 {
+		t.Errorf("%d PATCHes while traffic is split, want none", len(f.api.patches))
+	}
+	if rec, _ := f.store.record(t, key); rec.DesiredRevision != 0 {
+		t.Errorf("the record says revision %d is applied", rec.DesiredRevision)
+	}
+
+	f.api.deployments[key] = []cfapi.ScriptDeployment{{ID: "d-3", Versions: []cfapi.DeploymentShare{{VersionID: "v-new", Percentage: 100}}}}
+	res, err = f.rec.Reconcile(context.Background(), key, rev)
+	if err != nil || !res.Wrote || res.Held != "" || len(f.api.patches) != 1 {
+		t.Errorf("once the deployment is done: %+v, %v, %d PATCHes; want one write", res, err, len(f.api.patches))
 	}
 }
