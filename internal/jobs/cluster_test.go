@@ -143,7 +143,7 @@ func (f *freshReads) entry(key string) jetstream.KeyValueEntry {
 // its Reconciler use.
 func (f *freshReads) setStore(st *state.Store) {
 	f.r.st = st
-	f.r.rec.st = st
+	f.r.rec = newReconciler(f.r.cfg, st, f.api, f.h.planner, metrics.New(prometheus.NewRegistry()), zaptest.NewLogger(f.h.t), f.r.waiting.modifiedOn)
 }
 
 func (f *freshReads) process(key string) {

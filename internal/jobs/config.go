@@ -28,6 +28,10 @@ type Config struct {
 	// ResyncInterval, when positive, reconciles every script in the
 	// desired-state bucket that often, repairing drift made elsewhere.
 	ResyncInterval time.Duration
+	// ReconcileTimeout, DefaultStrategy, SplitCheckDispatch and HoldRetry
+	// configure the Reconciler (reconcile.Config, which has their
+	// defaults).
+	//
 	// ReconcileTimeout bounds one reconcile, budget waits included
 	// (default 10 minutes).
 	ReconcileTimeout time.Duration
@@ -43,7 +47,7 @@ type Config struct {
 	// StateCacheSize bounds the desired states cached for folding
 	// (default 10000 scripts; 0 uses the default, negative disables).
 	StateCacheSize int
-	// BackfillInflight bounds the backfill work items held at once
+	// BackfillInflight bounds the backfill work items waiting at once
 	// (default: Concurrency).
 	BackfillInflight int
 	// AuthPause is how long reconciles stop after the API rejected the
@@ -61,7 +65,7 @@ type Config struct {
 	// SplitCheckDispatch also reads the deployments of a dispatch
 	// namespace script before a settings or script write (one more read
 	// per change), so a gradual deployment of a tenant Worker is held too.
-	// Ordinary Workers are always checked (version.go).
+	// Ordinary Workers are always checked (reconcile/version.go).
 	SplitCheckDispatch bool
 	// HoldRetry is how often a held script (a gradual deployment in
 	// progress) is checked again (default 2 minutes).
@@ -86,12 +90,10 @@ func (c Config) withDefaults() Config {
 		c.CoalesceDelay = 100 * time.Millisecond
 	}
 	state.DefaultDuration(&c.CoalesceMaxWait, 5*time.Second)
-	state.DefaultDuration(&c.ReconcileTimeout, 10*time.Minute)
 	state.DefaultDuration(&c.NakDelay, 2*time.Second)
 	state.DefaultDuration(&c.MaxNakDelay, 2*time.Minute)
 	state.DefaultDuration(&c.ShutdownTimeout, 30*time.Second)
 	state.DefaultDuration(&c.AuthPause, 30*time.Second)
-	state.DefaultDuration(&c.HoldRetry, 2*time.Minute)
 	if c.Owner == "" {
 		c.Owner = fmt.Sprintf("replica-%08x", rand.Uint32())
 	}

@@ -1,24 +1,28 @@
 // Package jobs is the event-driven pipeline: the Runner (intake, the
 // per-script queue with its live and backfill lanes, the workers,
-// acknowledgement and dead letters) and the Reconciler that converges one
-// script.
+// settling, the auth gate) around the Reconciler of internal/jobs/reconcile,
+// which converges one script.
 //
 // Imports point one way: internal/jobs/event (the pure event domain and
 // its fold) ← internal/jobs/state (KV stores, leases, stream and bucket
-// setup, wire formats) ← internal/jobs (this package) ← cmd. The tools
+// setup, wire formats) ← internal/jobs/reconcile (one script: read, plan,
+// write, record) ← internal/jobs (this package) ← cmd. The tools
 // (internal/jobs/tools) and backfill runs (internal/jobs/backfill) import
-// event and state, never this package.
+// event and state, never this package or reconcile.
 //
 // # Follow one event
 //
 // A `patch` event published to bindings.<account>.<namespace>.<script>
-// goes through 15 functions in 8 files:
+// goes through 15 functions in 8 files (the helpers a step calls on the
+// way, such as decode, keyQueue.Get or succeeded, sit beside it in the
+// same file):
 //
 //  1. Runner.pull (intake.go) takes it from the live consumer and hands it
 //     to Runner.intake (intake.go), the intake loop, which gathers a batch
-//     (everything waiting, up to 20 ms of a backlog) and decodes each
-//     message with event.DecodeEvent (event/event.go); bad input is
-//     dead-lettered there.
+//     (everything waiting, up to 20 ms of a backlog) for
+//     Runner.intakeBatch (intake.go). That decodes each message with
+//     event.DecodeEvent (event/event.go); bad input is dead-lettered
+//     there.
 //  2. The events of each script in the batch are folded and stored in one
 //     batch commit, state.Store.Commit (state/commit.go): it folds each
 //     event into the script's desired state with
@@ -28,18 +32,27 @@
 //     revision that holds its fold (or acknowledges it at once when it is
 //     stale or already applied) and debounces its script with
 //     keyQueue.Debounce (queue.go).
-//  4. A worker, Runner.work (settle.go), takes the script from
-//     keyQueue.Get (queue.go) and calls Runner.process (settle.go), which
-//     calls Reconciler.Reconcile (reconcile.go): it takes the script's
+//  4. A worker, Runner.work (settle.go), takes the script from the queue
+//     and calls Runner.process (settle.go), which calls
+//     Reconciler.Reconcile (reconcile/reconcile.go): it takes the script's
 //     lease, reads the desired state at or after that revision, and
-//     Reconciler.converge (reconcile.go) reads the last-applied record and
-//     the live settings, plans with planner.Planner.Plan
+//     Reconciler.converge (reconcile/reconcile.go) reads the last-applied
+//     record and the live settings, plans with planner.Planner.Plan
 //     (internal/planner/plan.go) and, through Reconciler.write
-//     (reconcile.go), sends the plan's bindings as the settings PATCH, then
-//     records the last-applied state.
-//  5. process's one switch maps the Result (or error) to what happens next,
-//     and Runner.settle (settle.go) acknowledges the event (or redelivers
-//     it after a backoff, or dead-letters it and terminates it).
+//     (reconcile/reconcile.go), sends the plan's bindings as the settings
+//     PATCH, then records the last-applied state.
+//  5. process's one switch (five cases) maps the Result (or error) to what
+//     happens next, and Runner.settle (settle.go) acknowledges the event
+//     (or redelivers it after a backoff, or dead-letters it and
+//     terminates it).
+//
+// Beside that path, each job of its own has its own type: dead letters
+// (deadLetters, dlq.go), backfill results (backfillResults, backfill.go),
+// resync and crash recovery (resyncer, resync.go), the script history
+// (history, history.go), the scope of an auth failure (accountScopes,
+// scope.go) and the auth gate (authGate, auth.go). The queue owns the
+// per-script backoff of a script that fails with no event to redeliver
+// (keyQueue.AddRateLimited, Forget).
 //
 // # Words
 //
@@ -47,9 +60,10 @@
 // script is held when a gradual deployment defers its write (Result.Held,
 // reconciler_scripts_held_total); the backlog is the events the live
 // consumer has not had folded yet (the queue's debounce waits for it). The
-// fold is what one event does to a desired state (event.DesiredState.Fold);
-// the batch commit stores the folds of a batch (state.Store.Commit). The
-// gauge reconciler_held_events counts waiting events.
+// intake loop is Runner.intake; the fold is what one event does to a
+// desired state (event.DesiredState.Fold); the batch commit stores the
+// folds of a batch (state.Store.Commit). The gauge reconciler_held_events
+// counts waiting events.
 //
 // # Contract and invariants
 //

@@ -53,7 +53,7 @@ func TestResyncWithoutScriptList(t *testing.T) {
 			if got := count(cfapitest.EndpointListScripts) - lists; got != 1 {
 				t.Errorf("%d list requests in three resyncs, want 1", got)
 			}
-			if !rn.r.listUnsupported.Load() {
+			if !rn.r.resync.listUnsupported.Load() {
 				t.Error("the runner did not remember that the list is not served")
 			}
 		})

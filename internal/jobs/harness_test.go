@@ -461,10 +461,6 @@ var (
 
 func u64(v uint64) *uint64 { return &v }
 
-func kvBinding(name, id string) wire.Binding {
-	return wire.MustParseBinding(fmt.Sprintf(`{"type":"kv_namespace","name":%q,"namespace_id":%q}`, name, id))
-}
-
 // isWaiting reports whether t has events of key waiting.
 func isWaiting(t *waitTable, key string) bool {
 	rev, _ := t.snapshot(key)

@@ -6,16 +6,26 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/utils/clock"
 
+	"github.com/reconciler/reconciler/internal/jobs/reconcile"
 	"github.com/reconciler/reconciler/internal/jobs/state"
+	"github.com/reconciler/reconciler/metrics"
 )
 
-// recordHistory appends a write to the script's history (state.HistoryEntry):
+// history records each write in the script's history.
+type history struct {
+	res   *state.Resources
+	m     *metrics.Metrics
+	clock clock.PassiveClock
+}
+
+// record appends a write to the script's history (state.HistoryEntry):
 // the bindings it changed and how, its strategy, and the events it settled.
 // A write on the backfill lane that settled no event is a resync's drift
 // repair: it is counted in reconciler_drift_repaired_total. A failure is
 // logged, never returned: the write and its record stand.
-func (r *Runner) recordHistory(ctx context.Context, key string, l lane, res Result, settled []*waitingEvent, log *zap.Logger) {
+func (r history) record(ctx context.Context, key string, l lane, res reconcile.Result, settled []*waitingEvent, log *zap.Logger) {
 	if !res.Wrote {
 		return
 	}

@@ -17,13 +17,13 @@ import (
 	"go.uber.org/zap"
 )
 
-// Folding in large batches is what makes a storm cheap: the events of
-// one script in a batch cost one compare-and-set. A batch takes what pull
-// has delivered within foldWindow of its first message, up to
-// maxFoldBatch messages; a quiet system folds each event at once.
+// Large intake batches are what make a storm cheap: the events of one
+// script in a batch cost one compare-and-set (the batch commit). A batch
+// takes what pull has delivered within batchWindow of its first message,
+// up to maxIntakeBatch messages; a quiet system folds each event at once.
 const (
-	foldWindow   = 20 * time.Millisecond
-	maxFoldBatch = 8192
+	batchWindow    = 20 * time.Millisecond
+	maxIntakeBatch = 8192
 )
 
 // intake is the live lane's intake loop: it takes what pull has delivered in
@@ -31,14 +31,14 @@ const (
 // waits on reconciles. When ctx ends it hands back what it has not
 // folded; a batch it started is finished with workCtx.
 func (r *Runner) intake(ctx, workCtx context.Context, in <-chan jetstream.Msg) {
-	batch := make([]message, 0, maxFoldBatch)
-	timer := r.clock.NewTimer(foldWindow)
+	batch := make([]message, 0, maxIntakeBatch)
+	timer := r.clock.NewTimer(batchWindow)
 	defer timer.Stop()
 	for m := range in {
 		batch = append(batch[:0], m)
-		timer.Reset(foldWindow)
+		timer.Reset(batchWindow)
 	gather:
-		for len(batch) < maxFoldBatch {
+		for len(batch) < maxIntakeBatch {
 			select {
 			case m2, ok := <-in:
 				if !ok {
@@ -72,7 +72,7 @@ func (r *Runner) intake(ctx, workCtx context.Context, in <-chan jetstream.Msg) {
 	}
 }
 
-// received is one delivered message on its way to being held.
+// received is one delivered message on its way to waiting.
 type received struct {
 	msg   message
 	meta  *jetstream.MsgMetadata
@@ -81,7 +81,7 @@ type received struct {
 }
 
 // intakeBatch decodes a batch of messages, dead-letters bad input, folds the
-// events of each script with one compare-and-set, and holds the events
+// events of each script with one compare-and-set, and keeps waiting the events
 // whose fold may need applying (stale and already-applied events are
 // acknowledged at once).
 func (r *Runner) intakeBatch(ctx context.Context, batch []message, l lane) {
@@ -161,7 +161,7 @@ func (r *Runner) decode(ctx context.Context, m message, l lane) (rc received, ok
 		if p := recover(); p != nil {
 			r.m.PanicsRecovered.Inc()
 			r.log.Error("panic decoding an event", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
-			r.settle(ctx, r.newHeld(rc, l, 0), deadLetterOutcome(event.ReasonPanic, fmt.Errorf("decoding the event panicked: %v", p)))
+			r.settle(ctx, r.newWaiting(rc, l, 0), deadLetterOutcome(event.ReasonPanic, fmt.Errorf("decoding the event panicked: %v", p)))
 			ok = false
 		}
 	}()
@@ -179,15 +179,15 @@ func (r *Runner) decode(ctx context.Context, m message, l lane) (rc received, ok
 		if errors.As(err, &ie) {
 			reason = ie.Reason
 		}
-		r.settle(ctx, r.newHeld(rc, l, 0), deadLetterOutcome(reason, err))
+		r.settle(ctx, r.newWaiting(rc, l, 0), deadLetterOutcome(reason, err))
 		return rc, false
 	}
 	return rc, true
 }
 
-// newHeld returns the held form of a received message.
-func (r *Runner) newHeld(rc received, l lane, foldRev uint64) *waitingEvent {
-	h := &waitingEvent{ack: compactAcker(r.conn(), rc.msg), lane: l, foldRev: foldRev, backfill: rc.item}
+// newWaiting returns the waiting form of a received message.
+func (r *Runner) newWaiting(rc received, l lane, foldRev uint64) *waitingEvent {
+	h := &waitingEvent{ack: compactAcker(r.nc, rc.msg), lane: l, foldRev: foldRev, backfill: rc.item}
 	if rc.meta != nil {
 		h.stream, h.streamSeq, h.delivered = rc.meta.Stream, rc.meta.Sequence.Stream, rc.meta.NumDelivered
 	}
@@ -202,24 +202,24 @@ func (r *Runner) newHeld(rc received, l lane, foldRev uint64) *waitingEvent {
 	return h
 }
 
-// waitFolded settles or holds the events of one folded script.
+// waitFolded settles the events of one folded script or keeps them waiting.
 func (r *Runner) waitFolded(ctx context.Context, job *state.ScriptBatch, group []received, l lane) {
 	if job.Err != nil {
 		r.log.Error("folding events", zap.String("script", job.Key), zap.Error(job.Err))
 		for _, rc := range group {
-			r.settle(ctx, r.newHeld(rc, l, 0), retryOutcome(fmt.Errorf("could not store the desired state: %w", job.Err)))
+			r.settle(ctx, r.newWaiting(rc, l, 0), retryOutcome(fmt.Errorf("could not store the desired state: %w", job.Err)))
 		}
 		return
 	}
 	r.m.EventsFolded.Add(float64(len(group)))
 	var applied *state.AppliedRecord // read once, for duplicates only
-	var hold []*waitingEvent
+	var wait []*waitingEvent
 	for i, rc := range group {
 		res := job.Results[i]
 		if res.Stale > 0 {
 			r.m.StaleOperations.Add(float64(res.Stale))
 		}
-		h := r.newHeld(rc, l, job.Rev)
+		h := r.newWaiting(rc, l, job.Rev)
 		switch {
 		case job.Rejected[i] != nil:
 			reason := event.ReasonInvalidBinding
@@ -247,19 +247,19 @@ func (r *Runner) waitFolded(ctx context.Context, job *state.ScriptBatch, group [
 				r.settle(ctx, h, ackOutcome(outcomeNoop, false))
 				continue
 			}
-			hold = append(hold, h)
+			wait = append(wait, h)
 		default:
-			hold = append(hold, h)
+			wait = append(wait, h)
 		}
 	}
-	if len(hold) == 0 {
+	if len(wait) == 0 {
 		return
 	}
-	r.waiting.add(job.Key, hold...)
+	r.waiting.add(job.Key, wait...)
 	if l == laneLive {
 		r.queue.Debounce(job.Key, laneLive)
 	} else {
-		if m := hold[0].backfill.modifiedOn; m != "" {
+		if m := wait[0].backfill.modifiedOn; m != "" {
 			r.waiting.setModifiedOn(job.Key, m)
 		}
 		r.queue.Add(job.Key, laneBackfill)
@@ -349,7 +349,7 @@ type maxDeliveriesAdvisory struct {
 // Every replica receives it; the record's Nats-Msg-Id makes the dead-letter
 // stream keep one copy. It returns a function that stops watching.
 func (r *Runner) watchMaxDeliveries(ctx context.Context) func() {
-	nc := r.conn()
+	nc := r.nc
 	if nc == nil {
 		return func() {}
 	}

@@ -33,7 +33,7 @@ func (l lane) String() string {
 //   - two lanes: Get hands out live keys before backfill keys, and a key
 //     queued for backfill that gets live work moves to the live lane;
 //   - debouncing (Debounce): a key is ready delay after its last add, but
-//     never later than maxWait after its first, and while hold reports a
+//     never later than maxWait after its first, and while backlog reports a
 //     fold backlog the key waits (up to the same maxWait), so that a storm
 //     of events for one script costs one reconcile;
 //   - delays (AddAfter), and per-key backoff after failures
@@ -219,7 +219,7 @@ func (q *keyQueue) schedule(key string, it *queueItem, due time.Time) {
 // fire queues key when its timer is due, unless a debounced key must wait
 // for the fold backlog.
 func (q *keyQueue) fire(key string) {
-	hold := q.backlog()
+	backlog := q.backlog()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	it, ok := q.items[key]
@@ -230,7 +230,7 @@ func (q *keyQueue) fire(key string) {
 	if now.Before(it.due) {
 		return // re-armed meanwhile; the new timer fires later
 	}
-	if hold && !it.deadline.IsZero() && now.Before(it.deadline) {
+	if backlog && !it.deadline.IsZero() && now.Before(it.deadline) {
 		// Events are still being folded: wait for the backlog.
 		q.schedule(key, it, minTime(now.Add(q.delay), it.deadline))
 		return

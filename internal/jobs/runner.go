@@ -13,25 +13,18 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/reconcile"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/metrics"
 )
 
-// API is what the pipeline needs of the Cloudflare client.
+// API is what the pipeline needs of the Cloudflare client: what a
+// reconcile needs, and VerifyToken, which confirms the scope of an auth
+// failure (scope.go): a token that verifies was refused one account, not
+// every request.
 type API interface {
-	GetSettings(ctx context.Context, ref cfapi.ScriptRef) (*cfapi.Settings, error)
-	PatchSettings(ctx context.Context, ref cfapi.ScriptRef, p cfapi.SettingsPatch) (*cfapi.Settings, error)
-	GetScriptContent(ctx context.Context, ref cfapi.ScriptRef) (*cfapi.ScriptContent, error)
-	UploadScript(ctx context.Context, ref cfapi.ScriptRef, u cfapi.ScriptUpload) (*cfapi.UploadResult, error)
-	CreateVersion(ctx context.Context, ref cfapi.ScriptRef, u cfapi.ScriptUpload) (*cfapi.Version, error)
-	DeployVersion(ctx context.Context, ref cfapi.ScriptRef, versionID, message string) (*cfapi.Deployment, error)
-	// The beta Workers API and the deployments (version.go).
-	ListDeployments(ctx context.Context, ref cfapi.ScriptRef) ([]cfapi.ScriptDeployment, error)
-	GetWorkerVersion(ctx context.Context, ref cfapi.ScriptRef, versionID string, includeModules bool) (*cfapi.WorkerVersion, error)
-	CreateWorkerVersion(ctx context.Context, ref cfapi.ScriptRef, v cfapi.NewWorkerVersion, deploy bool) (*cfapi.WorkerVersion, error)
-	// VerifyToken confirms the scope of an auth failure (scope.go): a
-	// token that verifies was refused one account, not every request.
+	reconcile.API
 	VerifyToken(ctx context.Context) (*cfapi.TokenStatus, error)
 }
 
@@ -59,36 +52,44 @@ type message interface {
 //	           of each script into its desired state and stores them in
 //	           one batch commit (state.Store.Commit), keeps the events
 //	           waiting, and debounces their script;
-//	backfill — pulls backfill work only while no live work waits, and
-//	           takes it in like events;
+//	pullBackfill — pulls backfill work only while no live work waits,
+//	           and takes it in like events;
 //	work     — each worker takes a script from the queue (live first),
-//	           reconciles it (Reconciler.Reconcile) and settles its
+//	           reconciles it (reconcile.Reconciler.Reconcile) and settles its
 //	           waiting events (process, the one outcome switch, and
 //	           settle);
 //	shutdown — stops intake, lets reconciles finish within
 //	           ShutdownTimeout, and hands every unsettled event back.
 //
+// Resync and crash recovery (resyncer), dead letters (deadLetters) and
+// backfill results (backfillResults) are types of their own.
+//
 // Words: an event is waiting from its fold until it is settled (a
 // waitTable); a script is held when a gradual deployment defers its write
-// (Result.Held); the backlog is events the live consumer has delivered or
+// (reconcile.Result.Held); the backlog is events the live consumer has delivered or
 // has pending that are not folded yet.
 type Runner struct {
 	cfg   Config
 	res   *state.Resources
 	st    *state.Store
-	api   API
-	rec   *Reconciler
+	rec   *reconcile.Reconciler
 	m     *metrics.Metrics
 	log   *zap.Logger
 	clock clock.WithTicker
+	// nc is the NATS connection (nil in tests without one).
+	nc *nats.Conn
 
 	queue   *keyQueue
 	waiting *waitTable
 	auth    authGate
 	scopes  accountScopes
-	// pub stores dead letters and backfill results (the JetStream
-	// context; a recorder in unit tests).
-	pub publisher
+	// The jobs of their own: dead letters (dlq.go), backfill results
+	// (backfill.go), resync and crash recovery (resync.go), and the
+	// script history (history.go).
+	dlq     deadLetters
+	results backfillResults
+	resync  *resyncer
+	history history
 	// consumer is the live consumer: the pull loop replaces it when it
 	// recreates it, while gauges reads it.
 	consumer atomic.Pointer[jetstream.Consumer]
@@ -102,21 +103,18 @@ type Runner struct {
 	// maxState bounds the encoded desired state of a script: what one
 	// NATS message may carry on this connection.
 	maxState int
-	// listUnsupported is set once the API has shown that it does not
-	// serve the namespace script list (fallback.go).
-	listUnsupported atomic.Bool
 }
 
 // NewRunner returns a runner over resources set up by state.EnsureStreams.
 func NewRunner(cfg Config, res *state.Resources, api API, p *planner.Planner, m *metrics.Metrics, log *zap.Logger) *Runner {
 	cfg = cfg.withDefaults()
 	st := res.NewStore(state.StoreOptions{CacheSize: cfg.StateCacheSize})
-	r := &Runner{cfg: cfg, res: res, st: st, api: api, m: m, log: log, clock: cfg.Clock, pub: res.JS,
-		rec: NewReconciler(cfg, st, api, p, m, log), waiting: newWaitTable(), maxState: planner.MaxDesiredBytes * 2}
-	r.rec.listedModifiedOn = r.waiting.modifiedOn
+	r := &Runner{cfg: cfg, res: res, st: st, m: m, log: log, clock: cfg.Clock, nc: res.JS.Conn(),
+		waiting: newWaitTable(), maxState: planner.MaxDesiredBytes * 2}
+	r.rec = newReconciler(cfg, st, api, p, m, log, r.waiting.modifiedOn)
 	r.consumer.Store(&res.Consumer)
-	if nc := res.JS.Conn(); nc != nil && nc.MaxPayload() > 0 {
-		r.maxState = int(nc.MaxPayload()) - 4<<10
+	if r.nc != nil && r.nc.MaxPayload() > 0 {
+		r.maxState = int(r.nc.MaxPayload()) - 4<<10
 	}
 	r.queue = newKeyQueue(queueOptions{
 		delay: cfg.CoalesceDelay, maxWait: cfg.CoalesceMaxWait, clock: cfg.Clock,
@@ -128,9 +126,29 @@ func NewRunner(cfg Config, res *state.Resources, api API, p *planner.Planner, m 
 		maxRetries: cfg.MaxDeliver,
 	})
 	r.auth.init(cfg.AuthPause, cfg.Clock)
-	r.scopes.init(cfg.AuthPause, cfg.Clock)
+	r.scopes.init(cfg.AuthPause, cfg.Clock, api.VerifyToken)
+	r.dlq = deadLetters{cfg: cfg, res: res, pub: res.JS, maxState: r.maxState, log: log}
+	r.results = backfillResults{cfg: cfg, pub: res.JS, m: m, clock: cfg.Clock}
+	r.resync = &resyncer{st: st, api: api, queue: r.queue, waiting: r.waiting, log: log}
+	r.history = history{res: res, m: m, clock: cfg.Clock}
 	return r
 }
+
+// newReconciler returns the Reconciler of a Runner configured by cfg (with
+// its defaults), over the store st; listed is the modified_on a namespace
+// listing showed for a script (the wait table keeps it).
+func newReconciler(cfg Config, st *state.Store, api API, p *planner.Planner, m *metrics.Metrics, log *zap.Logger,
+	listed func(key string) string) *reconcile.Reconciler {
+	return reconcile.New(reconcile.Config{
+		ReconcileTimeout: cfg.ReconcileTimeout, DefaultStrategy: cfg.DefaultStrategy,
+		SplitCheckDispatch: cfg.SplitCheckDispatch, HoldRetry: cfg.HoldRetry,
+		ListedModifiedOn: listed, Clock: cfg.Clock,
+	}, st, reconcile.KVLeases(st.Leases(), cfg.Owner, cfg.LeaseTTL), api, p, m, log)
+}
+
+// Resync queues a reconcile, on the backfill lane, of every script that
+// may have drifted, and returns how many (see resyncer.Resync).
+func (r *Runner) Resync(ctx context.Context) (int, error) { return r.resync.Resync(ctx) }
 
 // Ready returns nil when the runner is taking and applying work, or why
 // not (the API rejects the credentials).
@@ -150,7 +168,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	msgs := make(chan jetstream.Msg, maxFoldBatch)
+	msgs := make(chan jetstream.Msg, maxIntakeBatch)
 	var intake sync.WaitGroup
 	intake.Add(3)
 	go func() { defer intake.Done(); r.pull(ctx, iter, msgs) }()
@@ -163,8 +181,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		go func() { defer workers.Done(); r.work(workCtx) }()
 	}
 	// Heartbeats go on while shutdown lets reconciles finish.
-	go every(workCtx, r.clock, max(r.cfg.AckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneLive) })
-	go every(workCtx, r.clock, max(r.cfg.BackfillAckWait/3, 100*time.Millisecond), func() { r.heartbeat(laneBackfill) })
+	go every(workCtx, r.clock, max(r.cfg.AckWait/3, 100*time.Millisecond), func() { r.waiting.keepAlive(laneLive) })
+	go every(workCtx, r.clock, max(r.cfg.BackfillAckWait/3, 100*time.Millisecond), func() { r.waiting.keepAlive(laneBackfill) })
 	go every(ctx, r.clock, time.Second, func() { r.gauges(ctx) })
 	go every(ctx, r.clock, 15*time.Second, func() {
 		if n, err := state.ActiveRuns(ctx, r.res); err == nil {
@@ -172,10 +190,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	})
 	if r.cfg.ResyncInterval > 0 {
-		go every(ctx, r.clock, r.cfg.ResyncInterval, func() { r.resync(ctx) })
+		go every(ctx, r.clock, r.cfg.ResyncInterval, func() { r.resync.run(ctx) })
 	}
 	if r.cfg.RecoverOnStart {
-		go r.recoverOnStart(ctx)
+		go r.resync.recoverOnStart(ctx)
 	}
 
 	<-ctx.Done()
@@ -185,7 +203,7 @@ func (r *Runner) Run(ctx context.Context) error {
 
 // shutdown stops intake first (the pull loops end and fold settles what
 // it was given), then waits for the workers until ShutdownTimeout and
-// cancels whatever still runs, and finally hands every event that is held
+// cancels whatever still runs, and finally hands every event that is waiting
 // but not applied back to JetStream for redelivery.
 func (r *Runner) shutdown(intake, workers *sync.WaitGroup, cancelWork context.CancelFunc) {
 	r.log.Info("shutting down: stopping intake")
@@ -224,22 +242,13 @@ func every(ctx context.Context, c clock.WithTicker, d time.Duration, fn func()) 
 	}
 }
 
-// heartbeat keeps the held events of lane l alive (InProgress) while
-// their script waits for a reconcile, so that AckWait never redelivers
-// them meanwhile.
-func (r *Runner) heartbeat(l lane) {
-	for _, a := range r.waiting.ackers(l) {
-		_ = a.InProgress()
-	}
-}
-
-// gauges samples the queue, the held events and the consumers.
+// gauges samples the queue, the waiting events and the consumers.
 func (r *Runner) gauges(ctx context.Context) {
 	pending := r.queue.Pending()
-	held := r.waiting.counts()
+	waiting := r.waiting.counts()
 	for l := lane(0); l < numLanes; l++ {
 		r.m.QueueDepth.WithLabelValues(l.String()).Set(float64(pending[l]))
-		r.m.HeldEvents.WithLabelValues(l.String()).Set(float64(held[l]))
+		r.m.HeldEvents.WithLabelValues(l.String()).Set(float64(waiting[l]))
 	}
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -264,6 +273,3 @@ func (r *Runner) consume(cons jetstream.Consumer) (jetstream.MessagesContext, er
 	}
 	return it, nil
 }
-
-// conn returns the NATS connection (nil in tests without one).
-func (r *Runner) conn() *nats.Conn { return r.res.JS.Conn() }

@@ -6,6 +6,10 @@ import (
 	"time"
 
 	"k8s.io/utils/clock"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/reconcile"
 )
 
 // authScope is how far an auth failure (403, code 10000, ...) reaches.
@@ -36,18 +40,26 @@ type accountScopes struct {
 	mu        sync.Mutex
 	ttl       time.Duration
 	clock     clock.PassiveClock
+	verify    func(context.Context) (*cfapi.TokenStatus, error)
 	forbidden map[string]time.Time // account → when the token last verified after its refusal
 	probes    int                  // verifications sent
 }
 
-func (s *accountScopes) init(ttl time.Duration, c clock.PassiveClock) {
-	s.ttl, s.clock, s.forbidden = ttl, c, map[string]time.Time{}
+// init sets how long a verdict is remembered, the clock, and how the token
+// is verified (API.VerifyToken).
+func (s *accountScopes) init(ttl time.Duration, c clock.PassiveClock, verify func(context.Context) (*cfapi.TokenStatus, error)) {
+	s.ttl, s.clock, s.verify, s.forbidden = ttl, c, verify, map[string]time.Time{}
 }
 
-// scope returns the scope of an auth failure on account, verifying the
-// token with verify unless a verification within ttl already showed the
-// token valid while account was refused.
-func (s *accountScopes) scope(ctx context.Context, account string, verify func(context.Context) error) authScope {
+// scope returns the scope of an auth failure of a reconcile of script
+// key, verifying the token unless a verification within ttl already showed
+// it valid while the script's account was refused.
+func (s *accountScopes) scope(ctx context.Context, key string) authScope {
+	ref, err := event.ParseScriptKey(key)
+	if err != nil {
+		return scopeToken
+	}
+	account := ref.AccountID
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if at, ok := s.forbidden[account]; ok && s.clock.Since(at) < s.ttl {
@@ -56,11 +68,11 @@ func (s *accountScopes) scope(ctx context.Context, account string, verify func(c
 	s.probes++
 	vctx, cancel := context.WithTimeout(ctx, tokenVerifyTimeout)
 	defer cancel()
-	switch err := verify(vctx); {
+	switch _, err := s.verify(vctx); {
 	case err == nil:
 		s.forbidden[account] = s.clock.Now()
 		return scopeAccount
-	case isAuthFailure(err):
+	case reconcile.IsAuthFailure(err):
 		clear(s.forbidden)
 		return scopeToken
 	default:

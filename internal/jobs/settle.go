@@ -7,11 +7,12 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/reconcile"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -70,7 +71,7 @@ func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 			if o.wrote {
 				res = state.ResultChanged
 			}
-			if err := r.storeResult(ctx, h, res, "", ""); err != nil {
+			if err := r.results.store(ctx, h, res, "", ""); err != nil {
 				r.log.Warn("recording a backfill result failed; the item will be redelivered", zap.Error(err))
 				_ = h.ack.NakWithDelay(r.cfg.nakDelay(h.delivered))
 				return
@@ -95,8 +96,8 @@ func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 		}
 		_ = h.ack.NakWithDelay(r.cfg.nakDelay(h.delivered))
 	case outDeadLetter:
-		rec := r.deadLetterRecord(ctx, h, o.reason, o.err)
-		dup, err := r.publishDeadLetter(ctx, rec, h.delivered)
+		rec := r.dlq.record(ctx, h, o.reason, o.err)
+		dup, err := r.dlq.publish(ctx, rec, h.delivered)
 		if err != nil {
 			r.log.Error("dead-letter publish failed; the event will be redelivered", zap.String("subject", rec.Subject), zap.Error(err))
 			_ = h.ack.NakWithDelay(r.cfg.nakDelay(h.delivered))
@@ -104,9 +105,9 @@ func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 		}
 		if h.lane == laneBackfill {
 			if h.backfill == nil {
-				h.backfill = r.backfillItemOf(rec.Subject)
+				h.backfill = r.results.itemOf(rec.Subject)
 			}
-			if err := r.storeResult(ctx, h, state.ResultFailed, o.reason, rec.Error); err != nil {
+			if err := r.results.store(ctx, h, state.ResultFailed, o.reason, rec.Error); err != nil {
 				// Terminating now would lose the result and leave the run
 				// waiting for it for ever: the item comes back instead.
 				r.log.Warn("recording a failed backfill result failed; the item will be redelivered", zap.Error(err))
@@ -126,32 +127,6 @@ func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 	}
 }
 
-// deadLetterRecord builds the record of h: from the body it came with, or
-// read back from its stream by sequence.
-func (r *Runner) deadLetterRecord(ctx context.Context, h *waitingEvent, reason event.Reason, cause error) state.DeadLetter {
-	body, subject := h.body, h.subject
-	if body == nil && h.streamSeq > 0 {
-		if raw, err := r.streamOf(h).GetMsg(ctx, h.streamSeq); err == nil {
-			body, subject = raw.Data, raw.Subject
-		} else {
-			r.log.Warn("reading a dead-lettered event back from its stream", zap.Uint64("stream_seq", h.streamSeq), zap.Error(err))
-		}
-	}
-	rec := state.NewDeadLetter(body, subject, h.stream, h.streamSeq, h.delivered, reason, cause)
-	if rec.EventID == "" {
-		rec.EventID = h.id
-	}
-	return rec
-}
-
-// streamOf returns the stream h was delivered from.
-func (r *Runner) streamOf(h *waitingEvent) jetstream.Stream {
-	if h.stream == r.cfg.BackfillStream {
-		return r.res.Backfill
-	}
-	return r.res.Stream
-}
-
 // work is one worker: it reconciles the scripts the queue hands out until
 // the queue shuts down.
 func (r *Runner) work(ctx context.Context) {
@@ -165,7 +140,7 @@ func (r *Runner) work(ctx context.Context) {
 	}
 }
 
-// process reconciles one script and settles its held events: the one
+// process reconciles one script and settles its waiting events: the one
 // switch from a reconcile's (Result, error) to what happens to them and to
 // the script's place in the queue (which owns the per-script backoff).
 func (r *Runner) process(ctx context.Context, key string, l lane) {
@@ -174,8 +149,8 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 		return
 	}
 	minRevision, eventID := r.waiting.snapshot(key)
-	log := r.scriptLogger(key, eventID, l)
-	ctx = withLogger(laneContext(ctx, l), log)
+	log := scriptLogger(r.log, key, eventID, l)
+	ctx = reconcile.WithLogger(laneContext(ctx, l), log)
 	r.m.InflightReconciles.Inc()
 	start := r.clock.Now()
 	res, err := r.reconcileSafely(ctx, key, minRevision, log)
@@ -183,24 +158,45 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 	r.m.InflightReconciles.Dec()
 	r.m.ReconcileDuration.Observe(took.Seconds())
 
-	if err != nil && !isAuthFailure(err) || err == nil && res.Requeue {
+	if err != nil && !reconcile.IsAuthFailure(err) || err == nil && res.Requeue {
 		r.auth.inconclusive()
 	}
-	scope := scopeToken
-	if isAuthFailure(err) && ctx.Err() == nil {
-		scope = r.authScope(ctx, key)
-	}
-	var term *TerminalError
+	var term *reconcile.TerminalError
 	switch {
 	case err == nil && res.Requeue:
-		r.m.ReconcileTotal.WithLabelValues(res.metricResult()).Inc()
+		r.m.ReconcileTotal.WithLabelValues(requeuedMetric(res)).Inc()
 		if res.Held != "" {
 			r.m.ScriptsHeld.WithLabelValues(res.Held).Inc()
 		}
 		r.queue.AddAfter(key, l, res.RequeueAfter)
 	case err == nil:
 		r.succeeded(ctx, key, l, res, took, log)
-	case isAuthFailure(err) && ctx.Err() == nil && scope == scopeAccount:
+	case reconcile.IsAuthFailure(err) && ctx.Err() == nil:
+		r.authFailed(ctx, key, l, minRevision, err, log)
+	case errors.As(err, &term) && ctx.Err() == nil:
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultPermanent).Inc()
+		log.Error("reconcile failed permanently", zap.String("reason", string(term.Reason)), zap.Error(err))
+		for _, h := range r.waiting.take(key, minRevision) {
+			r.settle(ctx, h, deadLetterOutcome(term.Reason, err))
+		}
+	default:
+		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
+		if ctx.Err() != nil {
+			return // shutting down: Run hands the waiting events back
+		}
+		log.Warn("reconcile failed, will retry", zap.Error(err))
+		r.retryWaiting(ctx, key, l, minRevision, err)
+	}
+}
+
+// authFailed handles a reconcile the API refused for its credentials, by
+// the scope of the refusal (accountScopes): one account outside the
+// token's scope dead-letters that account's events; a verification that
+// itself failed retries like a transient failure; a token that fails
+// verification closes the auth gate and keeps every event.
+func (r *Runner) authFailed(ctx context.Context, key string, l lane, minRevision uint64, err error, log *zap.Logger) {
+	switch r.scopes.scope(ctx, key) {
+	case scopeAccount:
 		// The token verifies, so the API refused this account (outside
 		// the token's scope): its events cannot apply until someone grants
 		// it; every other tenant goes on.
@@ -211,12 +207,12 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 			r.settle(ctx, h, deadLetterOutcome(event.ReasonForbiddenAccount,
 				fmt.Errorf("the API token verifies but the API refuses this account: %w", err)))
 		}
-	case isAuthFailure(err) && ctx.Err() == nil && scope == scopeUnknown:
+	case scopeUnknown:
 		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
 		log.Warn("auth failure, and the token could not be verified: will retry", zap.Error(err))
 		r.auth.inconclusive()
-		r.retryHeld(ctx, key, l, minRevision, err)
-	case isAuthFailure(err) && ctx.Err() == nil:
+		r.retryWaiting(ctx, key, l, minRevision, err)
+	default:
 		// The token itself fails verification: no event is to blame. Stop
 		// taking work (readiness fails), keep the events, try again later.
 		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
@@ -226,27 +222,14 @@ func (r *Runner) process(ctx context.Context, key string, l lane) {
 				zap.Duration("retry_in", r.auth.wait()))
 		}
 		r.queue.AddAfter(key, l, r.auth.wait())
-	case errors.As(err, &term) && ctx.Err() == nil:
-		r.m.ReconcileTotal.WithLabelValues(metrics.ResultPermanent).Inc()
-		log.Error("reconcile failed permanently", zap.String("reason", string(term.Reason)), zap.Error(err))
-		for _, h := range r.waiting.take(key, minRevision) {
-			r.settle(ctx, h, deadLetterOutcome(term.Reason, err))
-		}
-	default:
-		r.m.ReconcileTotal.WithLabelValues(metrics.ResultTransient).Inc()
-		if ctx.Err() != nil {
-			return // shutting down: Run hands the held events back
-		}
-		log.Warn("reconcile failed, will retry", zap.Error(err))
-		r.retryHeld(ctx, key, l, minRevision, err)
 	}
 }
 
-// retryHeld hands the events a failed reconcile covered back for
+// retryWaiting hands the events a failed reconcile covered back for
 // redelivery after a backoff, or, with none to redeliver (a resync, a
 // recovery, or events that another replica holds), retries the script from
 // the queue with backoff.
-func (r *Runner) retryHeld(ctx context.Context, key string, l lane, minRevision uint64, err error) {
+func (r *Runner) retryWaiting(ctx context.Context, key string, l lane, minRevision uint64, err error) {
 	hs := r.waiting.take(key, minRevision)
 	for _, h := range hs {
 		r.settle(ctx, h, retryOutcome(err))
@@ -256,22 +239,8 @@ func (r *Runner) retryHeld(ctx context.Context, key string, l lane, minRevision 
 	}
 }
 
-// authScope decides, with one confirming probe, whether the auth failure
-// of a reconcile of key is about its account or about the token
-// (accountScopes).
-func (r *Runner) authScope(ctx context.Context, key string) authScope {
-	ref, err := event.ParseScriptKey(key)
-	if err != nil {
-		return scopeToken
-	}
-	return r.scopes.scope(ctx, ref.AccountID, func(ctx context.Context) error {
-		_, err := r.api.VerifyToken(ctx)
-		return err
-	})
-}
-
-// succeeded settles the held events a successful reconcile covered.
-func (r *Runner) succeeded(ctx context.Context, key string, l lane, res Result, took time.Duration, log *zap.Logger) {
+// succeeded settles the waiting events a successful reconcile covered.
+func (r *Runner) succeeded(ctx context.Context, key string, l lane, res reconcile.Result, took time.Duration, log *zap.Logger) {
 	result := metrics.ResultNoop
 	if res.Wrote {
 		result = metrics.ResultApplied
@@ -282,9 +251,9 @@ func (r *Runner) succeeded(ctx context.Context, key string, l lane, res Result, 
 	r.queue.Forget(key)
 	hs := r.waiting.take(key, res.Revision)
 	for _, h := range hs {
-		r.settle(ctx, h, res.outcomeFor(h))
+		r.settle(ctx, h, outcomeFor(res, h))
 	}
-	r.recordHistory(ctx, key, l, res, hs, log) // history.go
+	r.history.record(ctx, key, l, res, hs, log)
 	// A no-op is routine; a write is news.
 	level := zap.DebugLevel
 	if res.Wrote {
@@ -298,8 +267,8 @@ func (r *Runner) succeeded(ctx context.Context, key string, l lane, res Result, 
 }
 
 // scriptLogger returns the child logger of one reconcile: the script's
-// account, namespace and name, its lane, and the newest held event.
-func (r *Runner) scriptLogger(key, eventID string, l lane) *zap.Logger {
+// account, namespace and name, its lane, and the newest waiting event.
+func scriptLogger(log *zap.Logger, key, eventID string, l lane) *zap.Logger {
 	fields := []zap.Field{zap.String("script_key", key), zap.Stringer("lane", l)}
 	if ref, err := event.ParseScriptKey(key); err == nil {
 		fields = append(fields, zap.String("account", ref.AccountID), zap.String("namespace", ref.Namespace), zap.String("script", ref.Script))
@@ -307,34 +276,61 @@ func (r *Runner) scriptLogger(key, eventID string, l lane) *zap.Logger {
 	if eventID != "" {
 		fields = append(fields, zap.String("event_id", eventID))
 	}
-	return r.log.With(fields...)
-}
-
-type loggerKey struct{}
-
-// withLogger carries a reconcile's logger in its context.
-func withLogger(ctx context.Context, log *zap.Logger) context.Context {
-	return context.WithValue(ctx, loggerKey{}, log)
-}
-
-// loggerFrom returns the logger carried by ctx, or def.
-func loggerFrom(ctx context.Context, def *zap.Logger) *zap.Logger {
-	if l, ok := ctx.Value(loggerKey{}).(*zap.Logger); ok {
-		return l
-	}
-	return def
+	return log.With(fields...)
 }
 
 // reconcileSafely is reconcile with a panic turned into an error: a bug
 // met by one script's data must not kill the process with every other
-// event held.
-func (r *Runner) reconcileSafely(ctx context.Context, key string, minRevision uint64, log *zap.Logger) (res Result, err error) {
+// event waiting.
+func (r *Runner) reconcileSafely(ctx context.Context, key string, minRevision uint64, log *zap.Logger) (res reconcile.Result, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			r.m.PanicsRecovered.Inc()
 			log.Error("reconcile panicked", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
-			res, err = Result{}, fmt.Errorf("reconcile panicked: %v", p)
+			res, err = reconcile.Result{}, fmt.Errorf("reconcile panicked: %v", p)
 		}
 	}()
 	return r.rec.Reconcile(ctx, key, minRevision)
+}
+
+// requeuedMetric is the result label of reconciler_reconcile_total for a
+// requeued reconcile.
+func requeuedMetric(res reconcile.Result) string {
+	switch {
+	case res.Held != "":
+		return metrics.ResultHeld
+	case res.Quarantined:
+		return metrics.ResultPermanent
+	}
+	return metrics.ResultLeaseBusy
+}
+
+// outcomeFor returns how event h ends after the reconcile res succeeded:
+// dead-lettered when all of its operations are quarantined, applied or
+// no-op otherwise.
+func outcomeFor(res reconcile.Result, h *waitingEvent) outcome {
+	if res.State != nil && h.id != "" {
+		if q := res.State.Quarantined(h.id); q != nil {
+			return deadLetterOutcome(q.Reason, errors.New(q.Error))
+		}
+	}
+	wrote := res.Wrote
+	if h.lane == laneBackfill && res.Record != nil {
+		// Changed when its own operations were written, by this reconcile
+		// or by an earlier one (before a crash and a resume).
+		wrote = res.Record.Wrote(h.id)
+	}
+	if res.Wrote {
+		return ackOutcome(outcomeApplied, wrote)
+	}
+	return ackOutcome(outcomeNoop, wrote)
+}
+
+// laneContext marks the API calls of a reconcile with its lane, so that
+// the budget serves live work first.
+func laneContext(ctx context.Context, l lane) context.Context {
+	if l == laneBackfill {
+		return ratelimit.WithPriority(ctx, ratelimit.PriorityBackfill)
+	}
+	return ratelimit.WithPriority(ctx, ratelimit.PriorityLive)
 }

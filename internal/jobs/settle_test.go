@@ -18,6 +18,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/reconcile"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -66,8 +67,11 @@ func (p *fakePublisher) PublishMsg(_ context.Context, m *nats.Msg, _ ...jetstrea
 // unitRunner is a Runner with no NATS and no API, for the outcome switch.
 func unitRunner(t *testing.T, pub publisher) *Runner {
 	cfg := Config{SetupConfig: state.SetupConfig{MaxDeliver: 3}, NakDelay: 10 * time.Millisecond}.withDefaults()
-	return &Runner{cfg: cfg, m: metrics.New(prometheus.NewRegistry(), event.ReasonLabels()...), log: zap.NewNop(), pub: pub,
+	r := &Runner{cfg: cfg, m: metrics.New(prometheus.NewRegistry(), event.ReasonLabels()...), log: zap.NewNop(),
 		waiting: newWaitTable(), clock: cfg.Clock, maxState: 1 << 20}
+	r.dlq = deadLetters{cfg: cfg, pub: pub, maxState: r.maxState, log: r.log}
+	r.results = backfillResults{cfg: cfg, pub: pub, m: r.m, clock: cfg.Clock}
+	return r
 }
 
 func TestSettle(t *testing.T) {
@@ -176,14 +180,14 @@ func TestOutcomeForQuarantinedEvent(t *testing.T) {
 	st.Fold(&event.Event{ID: "bad", Generation: u64(1), Op: event.OpPatch, Upsert: nil, Remove: []string{"X"}})
 	st.Fold(&event.Event{ID: "good", Generation: u64(2), Op: event.OpPatch, Remove: []string{"Y"}})
 	st.Quarantine(map[string]bool{"bad": true}, event.Quarantine{Reason: event.ReasonInvalidDesired, Error: "no"})
-	res := Result{Wrote: true, State: st}
-	if o := res.outcomeFor(&waitingEvent{id: "bad"}); o.kind != outDeadLetter || o.reason != event.ReasonInvalidDesired {
+	res := reconcile.Result{Wrote: true, State: st}
+	if o := outcomeFor(res, &waitingEvent{id: "bad"}); o.kind != outDeadLetter || o.reason != event.ReasonInvalidDesired {
 		t.Errorf("bad: %+v", o)
 	}
-	if o := res.outcomeFor(&waitingEvent{id: "good"}); o.kind != outAck || o.label != outcomeApplied {
+	if o := outcomeFor(res, &waitingEvent{id: "good"}); o.kind != outAck || o.label != outcomeApplied {
 		t.Errorf("good: %+v", o)
 	}
-	if o := res.outcomeFor(&waitingEvent{id: "gone"}); o.kind != outAck {
+	if o := outcomeFor(res, &waitingEvent{id: "gone"}); o.kind != outAck {
 		t.Errorf("an event whose operations were replaced: %+v", o)
 	}
 }

@@ -10,7 +10,7 @@ import (
 )
 
 // acker settles one delivered JetStream message. It is what the pipeline
-// keeps of a message once its event is folded, so that a held event costs
+// keeps of a message once its event is folded, so that a waiting event costs
 // a few dozen bytes rather than its whole body.
 type acker interface {
 	Ack() error
@@ -55,7 +55,7 @@ type waitingEvent struct {
 	occurredAt time.Time
 	backfill   *backfillItem // set for work of a backfill run
 	// body and subject are kept only for a message that is settled before
-	// it was folded (bad input); a held event's body is read back from its
+	// it was folded (bad input); a waiting event's body is read back from its
 	// stream if it is ever dead-lettered.
 	body    []byte
 	subject string
@@ -88,7 +88,7 @@ func (t *waitTable) stateLocked(key string) *scriptState {
 	return st
 }
 
-// add holds events of key.
+// add keeps events of key waiting.
 func (t *waitTable) add(key string, hs ...*waitingEvent) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -135,7 +135,7 @@ func (t *waitTable) modifiedOn(key string) string {
 	return ""
 }
 
-// take removes and returns the held events of key whose fold is at or
+// take removes and returns the waiting events of key whose fold is at or
 // below rev (all of them when rev is ^0).
 func (t *waitTable) take(key string, rev uint64) []*waitingEvent {
 	t.mu.Lock()
@@ -162,7 +162,7 @@ func (t *waitTable) take(key string, rev uint64) []*waitingEvent {
 	return done
 }
 
-// takeAll removes and returns every held event.
+// takeAll removes and returns every waiting event.
 func (t *waitTable) takeAll() []*waitingEvent {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -175,11 +175,10 @@ func (t *waitTable) takeAll() []*waitingEvent {
 	return out
 }
 
-// ackers returns the ackers of the held events of lane l (for
-// heartbeats).
-func (t *waitTable) ackers(l lane) []acker {
+// keepAlive sends InProgress for every waiting event of lane l, so that
+// AckWait never redelivers it while its script waits for a reconcile.
+func (t *waitTable) keepAlive(l lane) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	out := make([]acker, 0, t.count[l])
 	for _, st := range t.scripts {
 		for _, h := range st.events {
@@ -188,10 +187,13 @@ func (t *waitTable) ackers(l lane) []acker {
 			}
 		}
 	}
-	return out
+	t.mu.Unlock()
+	for _, a := range out {
+		_ = a.InProgress()
+	}
 }
 
-// counts returns the number of held events per lane.
+// counts returns the number of waiting events per lane.
 func (t *waitTable) counts() [numLanes]int {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -86,4 +86,8 @@
 // nothing in NATS reveals a token. Ensure creates the bucket (used by
 // `run`); Open only uses an existing one and fails naming the bucket when
 // it is missing (`plan` never creates or changes resources).
+//
+// Imports point one way: it imports internal/cfapi (it implements
+// ratelimit.TokenSource) and NATS, nothing else of internal/jobs; cmd wires it
+// into the client the Runner uses.
 package budget

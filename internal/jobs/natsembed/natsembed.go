@@ -7,6 +7,9 @@
 // the process's life (released by the kernel when the process dies, so a
 // crash never leaves a stale lock); the server accepts events up to
 // MaxPayload bytes.
+//
+// Imports point one way: it imports only nats-server and the standard
+// library; cmd and the tests import it.
 package natsembed
 
 import (

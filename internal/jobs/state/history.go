@@ -6,13 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/reconciler/reconciler/internal/planner"
 )
 
 // The history of a script is what the reconciler changed on it: one
@@ -68,44 +65,6 @@ func (e HistoryEntry) ChangedNames() []string {
 		out = append(out, c.Name)
 	}
 	sort.Strings(out)
-	return out
-}
-
-// ChangesOf returns what plan changes, by name: a rename (a desired
-// inherit with old_name that the plan carries out) is one ChangeRename
-// under the new name instead of an add and a remove.
-func ChangesOf(plan *planner.Plan) []Change {
-	if plan == nil {
-		return nil
-	}
-	renamedFrom := map[string]bool{}
-	for _, a := range plan.Actions {
-		if from, ok := strings.CutPrefix(a.Reason, "renamed from "); ok && a.Kind == planner.ActionAdd {
-			renamedFrom[from] = true
-		}
-	}
-	var out []Change
-	for _, a := range plan.Actions {
-		if !a.Changes() {
-			continue
-		}
-		c := Change{Name: a.Name, Kind: string(a.Kind), Type: a.Type}
-		switch a.Kind {
-		case planner.ActionUpdate:
-			if a.OldType != a.Type {
-				c.OldType = a.OldType
-			}
-		case planner.ActionAdd:
-			if from, ok := strings.CutPrefix(a.Reason, "renamed from "); ok {
-				c.Kind, c.From = ChangeRename, from
-			}
-		case planner.ActionRemove:
-			if renamedFrom[a.Name] {
-				continue // part of the rename under the new name
-			}
-		}
-		out = append(out, c)
-	}
 	return out
 }
 

@@ -1,4 +1,4 @@
-package jobs
+package reconcile
 
 import (
 	"context"
@@ -13,31 +13,18 @@ import (
 	"github.com/reconciler/reconciler/metrics"
 )
 
-// Fallbacks where the API behaves unlike what the reconciler assumed
+// A fallback where the API behaves unlike what the reconciler assumed
 // where its reference is silent (cfapi's guesses.go; `reconciler doctor`
-// checks them on an account). Each is remembered per process, logged once
-// and never turns into a retry loop:
+// checks it on an account). It is remembered per process, logged once and
+// never turns into a retry loop (the other one, a namespace script list
+// the API does not serve, is the resync's: internal/jobs/resync.go):
 //
-//   - The dispatch namespace script list answers 404 or 405, or cannot be
-//     paged (cfapi.IsListUnsupported): a resync then reads every script
-//     it knows, as it does for ordinary Workers, and lists no namespace
-//     again.
 //   - A settings PATCH refuses an entry of only {type, name}
 //     (cfapi.IsTypeNameRefused): the write is made as a version instead,
 //     whose inherit entries keep every value, and later settings plans
 //     that hold such entries go straight to a version. Each such write is
 //     counted in reconciler_strategy_fallbacks_total{from="settings",
 //     to="version"}.
-
-// noteListUnsupported records that the API does not serve the namespace
-// script list, and warns the first time.
-func (r *Runner) noteListUnsupported(namespace string, err error) {
-	if r.listUnsupported.CompareAndSwap(false, true) {
-		r.log.Warn("the API does not serve the dispatch namespace script list (or it cannot be paged): resync reads every script from now on, "+
-			"one GET settings each, and does not list again until restart (run `reconciler doctor`)",
-			zap.String("namespace", namespace), zap.Error(err))
-	}
-}
 
 // settingsAsVersion writes a settings plan as a version, because the API
 // refused (cause) or has refused before (cause nil) the {type, name}
@@ -49,7 +36,7 @@ func (r *Reconciler) settingsAsVersion(ctx context.Context, ref cfapi.ScriptRef,
 		return "", terminal(event.ReasonInvalidDesired, err)
 	}
 	if cause != nil && r.typeNameRefused.CompareAndSwap(false, true) {
-		loggerFrom(ctx, r.log).Warn("the API refuses {type, name} entries in a settings PATCH: this process writes such changes as versions from now on, "+
+		LoggerFrom(ctx, r.log).Warn("the API refuses {type, name} entries in a settings PATCH: this process writes such changes as versions from now on, "+
 			"which keep every value (set --default-strategy version to skip the refused PATCH after a restart; run `reconciler doctor`)",
 			zap.String("script", ref.String()), zap.Error(cause))
 	}

@@ -1,4 +1,4 @@
-package state
+package reconcile
 
 import (
 	"testing"
@@ -6,6 +6,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/reconciler/reconciler/internal/cfapi/wire"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/planner"
 )
 
@@ -39,17 +40,17 @@ func TestChangesOfNamesKindsNeverValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Change{
-		{Name: "GONE", Kind: ChangeRemove, Type: "plain_text"},
-		{Name: "NEW_DB", Kind: ChangeRename, Type: "d1", From: "THEIR_DB"},
-		{Name: "PLAN", Kind: ChangeUpdate, Type: "plain_text"},
-		{Name: "RETYPED", Kind: ChangeUpdate, Type: "json", OldType: "plain_text"},
-		{Name: "TOKEN", Kind: ChangeAdd, Type: "secret_text"},
+	want := []state.Change{
+		{Name: "GONE", Kind: state.ChangeRemove, Type: "plain_text"},
+		{Name: "NEW_DB", Kind: state.ChangeRename, Type: "d1", From: "THEIR_DB"},
+		{Name: "PLAN", Kind: state.ChangeUpdate, Type: "plain_text"},
+		{Name: "RETYPED", Kind: state.ChangeUpdate, Type: "json", OldType: "plain_text"},
+		{Name: "TOKEN", Kind: state.ChangeAdd, Type: "secret_text"},
 	}
-	if diff := cmp.Diff(want, ChangesOf(plan)); diff != "" {
+	if diff := cmp.Diff(want, changesOf(plan)); diff != "" {
 		t.Errorf("changes (-want +got):\n%s\nplan:\n%s", diff, plan)
 	}
-	if ChangesOf(nil) != nil {
-		t.Error("ChangesOf(nil) is not empty")
+	if changesOf(nil) != nil {
+		t.Error("changesOf(nil) is not empty")
 	}
 }

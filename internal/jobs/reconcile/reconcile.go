@@ -1,4 +1,4 @@
-package jobs
+package reconcile
 
 import (
 	"context"
@@ -11,10 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"k8s.io/utils/clock"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
-	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
@@ -47,7 +45,7 @@ type Result struct {
 	// again (another replica holds it, a read was behind, or it is held).
 	RequeueAfter time.Duration
 	// Revision is the desired-state revision the reconcile read: held
-	// events folded at or below it are settled.
+	// waiting events folded at or below it are settled.
 	Revision uint64
 	// Wrote reports a write; Strategy is its strategy and Changes what it
 	// changed, by binding name.
@@ -60,7 +58,7 @@ type Result struct {
 	Record *state.AppliedRecord
 	// Held, with RequeueAfter, says the script was not written on purpose
 	// and why (a metrics.Hold* reason, see version.go): its events stay
-	// held, neither acknowledged nor dead-lettered.
+	// waiting, neither acknowledged nor dead-lettered.
 	Held string
 	// Quarantined says that operations the API refused were taken out of
 	// the desired state: the script is reconciled again at once, without
@@ -71,44 +69,11 @@ type Result struct {
 	Requeue bool
 }
 
-// metricResult is the result label of reconciler_reconcile_total for a
-// requeued reconcile.
-func (res Result) metricResult() string {
-	switch {
-	case res.Held != "":
-		return metrics.ResultHeld
-	case res.Quarantined:
-		return metrics.ResultPermanent
-	}
-	return metrics.ResultLeaseBusy
-}
-
-// outcomeFor returns how event h ends after the reconcile res succeeded:
-// dead-lettered when all of its operations are quarantined, applied or
-// no-op otherwise.
-func (res Result) outcomeFor(h *waitingEvent) outcome {
-	if res.State != nil && h.id != "" {
-		if q := res.State.Quarantined(h.id); q != nil {
-			return deadLetterOutcome(q.Reason, errors.New(q.Error))
-		}
-	}
-	wrote := res.Wrote
-	if h.lane == laneBackfill && res.Record != nil {
-		// Changed when its own operations were written, by this reconcile
-		// or by an earlier one (before a crash and a resume).
-		wrote = res.Record.Wrote(h.id)
-	}
-	if res.Wrote {
-		return ackOutcome(outcomeApplied, wrote)
-	}
-	return ackOutcome(outcomeNoop, wrote)
-}
-
 // classify turns an API error into a terminal error when retrying cannot
 // help; transient errors and auth failures are returned as they are.
 func classify(err error) error {
 	var apiErr *cfapi.APIError
-	if err == nil || !errors.As(err, &apiErr) || apiErr.Retryable() || isAuthFailure(err) {
+	if err == nil || !errors.As(err, &apiErr) || apiErr.Retryable() || IsAuthFailure(err) {
 		return err
 	}
 	if apiErr.NotFound() {
@@ -117,10 +82,10 @@ func classify(err error) error {
 	return terminal(event.ReasonAPIRejected, err)
 }
 
-// isAuthFailure reports an API answer that rejects the credentials (HTTP
+// IsAuthFailure reports an API answer that rejects the credentials (HTTP
 // 401/403, codes 10000, 9106, 9109): a fault of the system, not of an
-// event.
-func isAuthFailure(err error) bool { return errors.Is(err, cfapi.ErrAuth) }
+// event. Reconcile returns such an error as it is.
+func IsAuthFailure(err error) bool { return errors.Is(err, cfapi.ErrAuth) }
 
 // errStaleRead is a desired-state read that returned a revision older than
 // a fold this process made (a follower behind its leader).
@@ -130,28 +95,24 @@ var errStaleRead = errors.New("desired state read is behind the folds it must co
 // lease, reads the desired state, the last-applied record and the live
 // bindings, plans, writes the difference and records what it applied. It
 // holds no per-event state: the Runner decides what its Result means for
-// the events it holds (controller-runtime's Reconciler is the model).
+// the events waiting on the script (controller-runtime's Reconciler is the model).
 type Reconciler struct {
 	cfg     Config
-	st      *state.Store
+	st      Store
+	leases  Leases
 	api     API
 	planner *planner.Planner
 	m       *metrics.Metrics
 	log     *zap.Logger
-	clock   clock.Clock
-	// listedModifiedOn returns the modified_on a namespace listing showed
-	// for key ("" when none), to record once a read finds it converged.
-	listedModifiedOn func(key string) string
 	// typeNameRefused is set once the API has refused a settings PATCH's
 	// {type, name} entries (fallback.go).
 	typeNameRefused atomic.Bool
 }
 
-// NewReconciler returns a reconciler over the state store st.
-func NewReconciler(cfg Config, st *state.Store, api API, p *planner.Planner, m *metrics.Metrics, log *zap.Logger) *Reconciler {
-	cfg = cfg.withDefaults()
-	return &Reconciler{cfg: cfg, st: st, api: api, planner: p, m: m, log: log, clock: cfg.Clock,
-		listedModifiedOn: func(string) string { return "" }}
+// New returns a reconciler that reads and records through st, fences its
+// writes with leases, and reads and writes scripts through api.
+func New(cfg Config, st Store, leases Leases, api API, p *planner.Planner, m *metrics.Metrics, log *zap.Logger) *Reconciler {
+	return &Reconciler{cfg: cfg.withDefaults(), st: st, leases: leases, api: api, planner: p, m: m, log: log}
 }
 
 // Reconcile converges the script key, reading at least revision
@@ -171,7 +132,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, key string, minRevision uint
 	if err != nil {
 		return Result{}, terminal(event.ReasonInvalidDesired, err)
 	}
-	ls, ok, err := state.AcquireLease(ctx, r.st.Leases(), key, r.cfg.Owner, r.cfg.LeaseTTL)
+	ls, ok, err := r.leases.Acquire(ctx, key)
 	if err != nil {
 		return Result{}, err
 	}
@@ -188,10 +149,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, key string, minRevision uint
 	case err != nil:
 		return Result{}, err
 	}
-	res, err := r.converge(ls, ref, key, ds, rev, r.listedModifiedOn(key))
+	res, err := r.converge(ls, ref, key, ds, rev, r.cfg.ListedModifiedOn(key))
 	var term *TerminalError
 	if errors.As(err, &term) && term.Quarantined {
-		loggerFrom(ctx, r.log).Warn("operations quarantined; reconciling the rest", zap.String("reason", string(term.Reason)), zap.Error(err))
+		LoggerFrom(ctx, r.log).Warn("operations quarantined; reconciling the rest", zap.String("reason", string(term.Reason)), zap.Error(err))
 		return Result{Requeue: true, Quarantined: true}, nil
 	}
 	return res, err
@@ -201,7 +162,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, key string, minRevision uint
 // revision read is below minRevision. With minRevision > 0 a missing key is a read
 // behind too (a follower that has not seen the script's first fold; the
 // reconciler never deletes a desired state), not "nothing desired": that
-// would leave the held events unsettled with nothing to reconcile them.
+// would leave the waiting events unsettled with nothing to reconcile them.
 func (r *Reconciler) readDesired(ctx context.Context, key string, minRevision uint64) (*event.DesiredState, uint64, error) {
 	for attempt := 0; ; attempt++ {
 		ds, rev, err := r.st.LoadDesired(ctx, key)
@@ -215,14 +176,14 @@ func (r *Reconciler) readDesired(ctx context.Context, key string, minRevision ui
 		select {
 		case <-ctx.Done():
 			return nil, 0, ctx.Err()
-		case <-r.clock.After(time.Duration(10<<attempt) * time.Millisecond):
+		case <-r.cfg.Clock.After(time.Duration(10<<attempt) * time.Millisecond):
 		}
 	}
 }
 
 // converge plans state against the live bindings and writes the
 // difference, holding lease ls.
-func (r *Reconciler) converge(ls *state.Lease, ref cfapi.ScriptRef, key string, ds *event.DesiredState, rev uint64, modifiedOn string) (Result, error) {
+func (r *Reconciler) converge(ls Lease, ref cfapi.ScriptRef, key string, ds *event.DesiredState, rev uint64, modifiedOn string) (Result, error) {
 	ctx := ls.Context()
 	rec, recRev, err := r.st.LoadApplied(ctx, key)
 	if err != nil {
@@ -287,15 +248,15 @@ func (r *Reconciler) converge(ls *state.Lease, ref cfapi.ScriptRef, key string, 
 	if err := ls.Check(); err != nil {
 		return Result{}, fmt.Errorf("written, but not recording: %w", err)
 	}
-	next.Strategy, next.AppliedAt, next.ModifiedOn = string(used), r.clock.Now().UTC(), ""
+	next.Strategy, next.AppliedAt, next.ModifiedOn = string(used), r.cfg.Clock.Now().UTC(), ""
 	next.WrittenBy = writtenBy(rec, ds, plan)
 	if _, err := r.st.SaveApplied(context.WithoutCancel(ctx), key, next, recRev); err != nil {
 		return Result{}, err
 	}
-	if ce := loggerFrom(ctx, r.log).Check(zap.DebugLevel, "plan applied"); ce != nil {
+	if ce := LoggerFrom(ctx, r.log).Check(zap.DebugLevel, "plan applied"); ce != nil {
 		ce.Write(zap.Stringer("plan", plan))
 	}
-	res.Wrote, res.Strategy, res.Changes = true, used, state.ChangesOf(plan)
+	res.Wrote, res.Strategy, res.Changes = true, used, changesOf(plan)
 	return res, nil
 }
 
@@ -414,7 +375,7 @@ func (r *Reconciler) blame(ctx context.Context, key string, ds *event.DesiredSta
 		}
 		return changed
 	}); qerr != nil {
-		loggerFrom(ctx, r.log).Warn("quarantining failed operations", zap.Error(qerr))
+		LoggerFrom(ctx, r.log).Warn("quarantining failed operations", zap.Error(qerr))
 		return err
 	}
 	term.Quarantined = true
@@ -575,13 +536,4 @@ func moduleNames(ms []cfapi.Module) []string {
 		out[i] = m.Name
 	}
 	return out
-}
-
-// laneContext marks the API calls of a reconcile with its lane, so that
-// the budget serves live work first.
-func laneContext(ctx context.Context, l lane) context.Context {
-	if l == laneBackfill {
-		return ratelimit.WithPriority(ctx, ratelimit.PriorityBackfill)
-	}
-	return ratelimit.WithPriority(ctx, ratelimit.PriorityLive)
 }

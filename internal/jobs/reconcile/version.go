@@ -1,4 +1,4 @@
-package jobs
+package reconcile
 
 import (
 	"context"
@@ -184,7 +184,7 @@ func (r *Reconciler) versionInstead(ctx context.Context, ref cfapi.ScriptRef, pl
 	if err != nil {
 		return "", terminal(event.ReasonInvalidDesired, err)
 	}
-	loggerFrom(ctx, r.log).Info("settings PATCH refused because the latest version is not deployed; writing a version built on the deployed one",
+	LoggerFrom(ctx, r.log).Info("settings PATCH refused because the latest version is not deployed; writing a version built on the deployed one",
 		zap.String("script", ref.String()), zap.Error(cause))
 	fresh := &liveState{settings: lv.settings}
 	if err := r.guardSplit(ctx, ref, fresh); err != nil {
@@ -399,18 +399,4 @@ func clip(s string, n int) string {
 		cut--
 	}
 	return s[:cut] + ellipsis
-}
-
-// strategyFor returns the strategy a change is written with: the
-// requested one, or Config.DefaultStrategy when the event asked for auto
-// (or nothing). An invalid DefaultStrategy (cmd validates it) means auto.
-func (c Config) strategyFor(requested planner.Strategy) planner.Strategy {
-	if requested != planner.StrategyAuto && requested != planner.StrategyNone {
-		return requested
-	}
-	def, err := planner.ParseStrategy(string(c.DefaultStrategy))
-	if err != nil {
-		return planner.StrategyAuto
-	}
-	return def
 }
