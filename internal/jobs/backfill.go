@@ -150,6 +150,32 @@ func (r *Runner) storeResult(ctx context.Context, h *waitingEvent, outcome strin
 	return err
 }
 
+// keepResult is storeResult for an item a redelivery would not bring
+// back (its last delivery, or one JetStream has given up on): the result
+// is tried again every resultPause, the message kept alive meanwhile,
+// until it is stored or ctx ends, so that the run never waits for it for
+// ever. For any other item it is storeResult.
+func (r *Runner) keepResult(ctx context.Context, h *waitingEvent, outcome string, reason event.Reason, msg string) error {
+	_, gone := h.ack.(noAck)
+	for {
+		err := r.storeResult(ctx, h, outcome, reason, msg)
+		if err == nil || (!gone && int(h.delivered) < r.cfg.MaxDeliver) {
+			return err
+		}
+		r.log.Warn("recording a backfill result failed on the item's last delivery; trying again", zap.Error(err))
+		_ = h.ack.InProgress()
+		select {
+		case <-ctx.Done():
+			r.log.Error("a backfill result was never recorded: its run waits for it until resumed", zap.Error(err))
+			return err
+		case <-r.clock.After(resultPause):
+		}
+	}
+}
+
+// resultPause is how long keepResult waits between rounds of storeResult.
+const resultPause = time.Second
+
 // backfillItemOf rebuilds the item of a dead-lettered backfill message
 // from its subject.
 func (r *Runner) backfillItemOf(subject string) *backfillItem {
