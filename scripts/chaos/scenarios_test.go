@@ -590,7 +590,9 @@ func TestBadInput(t *testing.T) {
 		resetPeakRSS(rec.cmd.Process.Pid)
 		publishCase(c)
 		w.waitSettled(2 * time.Minute)
-		if p := vmField(rec.cmd.Process.Pid, "VmHWM:"); p > worstRSS {
+		p := vmField(rec.cmd.Process.Pid, "VmHWM:")
+		t.Logf("peak RSS %s for %q (%d bytes)", mib(p), c.Name, len(c.Body))
+		if p > worstRSS {
 			worstRSS, worstCase = p, c.Name
 		}
 	}
