@@ -132,48 +132,42 @@ const (
 // after a short backoff when the results stream does not answer, so that
 // a brief outage does not cost the item a delivery. An error means the
 // result is not stored: the caller must hand the item back rather than
-// settle it, or the run would wait for its result for ever.
+// settle it, or the run would wait for its result for ever. For an item a
+// hand-back would not bring back (its last delivery, or one JetStream has
+// given up on) it keeps trying, a round every resultPause with the
+// message kept alive, until the result is stored or ctx ends.
 func (r *Runner) storeResult(ctx context.Context, h *waitingEvent, outcome string, reason event.Reason, msg string) error {
+	_, gone := h.ack.(noAck)
+	lastChance := gone || int(h.delivered) >= r.cfg.MaxDeliver
 	var err error
-	for i := 0; i < resultAttempts; i++ {
+	for i := 0; ; i++ {
 		if i > 0 {
+			wait := resultBackoff << (i - 1)
+			if i >= resultAttempts {
+				if !lastChance {
+					return err
+				}
+				r.log.Warn("recording a backfill result failed on the item's last delivery; trying again", zap.Error(err))
+				_ = h.ack.InProgress()
+				wait = resultPause
+			}
 			select {
 			case <-ctx.Done():
+				if lastChance {
+					r.log.Error("a backfill result was never recorded: its run waits for it until resumed", zap.Error(err))
+				}
 				return err
-			case <-r.clock.After(resultBackoff << (i - 1)):
+			case <-r.clock.After(wait):
 			}
 		}
 		if err = r.publishResult(ctx, h, outcome, reason, msg); err == nil {
 			return nil
 		}
 	}
-	return err
 }
 
-// keepResult is storeResult for an item a redelivery would not bring
-// back (its last delivery, or one JetStream has given up on): the result
-// is tried again every resultPause, the message kept alive meanwhile,
-// until it is stored or ctx ends, so that the run never waits for it for
-// ever. For any other item it is storeResult.
-func (r *Runner) keepResult(ctx context.Context, h *waitingEvent, outcome string, reason event.Reason, msg string) error {
-	_, gone := h.ack.(noAck)
-	for {
-		err := r.storeResult(ctx, h, outcome, reason, msg)
-		if err == nil || (!gone && int(h.delivered) < r.cfg.MaxDeliver) {
-			return err
-		}
-		r.log.Warn("recording a backfill result failed on the item's last delivery; trying again", zap.Error(err))
-		_ = h.ack.InProgress()
-		select {
-		case <-ctx.Done():
-			r.log.Error("a backfill result was never recorded: its run waits for it until resumed", zap.Error(err))
-			return err
-		case <-r.clock.After(resultPause):
-		}
-	}
-}
-
-// resultPause is how long keepResult waits between rounds of storeResult.
+// resultPause is the wait between the tries of storeResult once its
+// resultAttempts are spent on an item's last delivery.
 const resultPause = time.Second
 
 // backfillItemOf rebuilds the item of a dead-lettered backfill message

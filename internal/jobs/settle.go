@@ -70,7 +70,7 @@ func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 			if o.wrote {
 				res = state.ResultChanged
 			}
-			if err := r.keepResult(ctx, h, res, "", ""); err != nil {
+			if err := r.storeResult(ctx, h, res, "", ""); err != nil {
 				r.log.Warn("recording a backfill result failed; the item will be redelivered", zap.Error(err))
 				_ = h.ack.NakWithDelay(r.cfg.nakDelay(h.delivered))
 				return
@@ -106,7 +106,7 @@ func (r *Runner) settle(ctx context.Context, h *waitingEvent, o outcome) {
 			if h.backfill == nil {
 				h.backfill = r.backfillItemOf(rec.Subject)
 			}
-			if err := r.keepResult(ctx, h, state.ResultFailed, o.reason, rec.Error); err != nil {
+			if err := r.storeResult(ctx, h, state.ResultFailed, o.reason, rec.Error); err != nil {
 				// Terminating now would lose the result and leave the run
 				// waiting for it for ever: the item comes back instead.
 				r.log.Warn("recording a failed backfill result failed; the item will be redelivered", zap.Error(err))
