@@ -107,6 +107,7 @@ type backfillResults struct {
 	pub   publisher
 	m     *metrics.Metrics
 	clock clock.Clock
+	log   *zap.Logger
 }
 
 // publish records the result of backfill item h.
@@ -142,23 +143,43 @@ const (
 // after a short backoff when the results stream does not answer, so that
 // a brief outage does not cost the item a delivery. An error means the
 // result is not stored: the caller must hand the item back rather than
-// settle it, or the run would wait for its result for ever.
+// settle it, or the run would wait for its result for ever. For an item a
+// hand-back would not bring back (its last delivery, or one JetStream has
+// given up on) it keeps trying, a round every resultPause with the
+// message kept alive, until the result is stored or ctx ends.
 func (b *backfillResults) store(ctx context.Context, h *waitingEvent, outcome string, reason event.Reason, msg string) error {
+	_, gone := h.ack.(noAck)
+	lastChance := gone || int(h.delivered) >= b.cfg.MaxDeliver
 	var err error
-	for i := 0; i < resultAttempts; i++ {
+	for i := 0; ; i++ {
 		if i > 0 {
+			wait := resultBackoff << (i - 1)
+			if i >= resultAttempts {
+				if !lastChance {
+					return err
+				}
+				b.log.Warn("recording a backfill result failed on the item's last delivery; trying again", zap.Error(err))
+				_ = h.ack.InProgress()
+				wait = resultPause
+			}
 			select {
 			case <-ctx.Done():
+				if lastChance {
+					b.log.Error("a backfill result was never recorded: its run waits for it until resumed", zap.Error(err))
+				}
 				return err
-			case <-b.clock.After(resultBackoff << (i - 1)):
+			case <-b.clock.After(wait):
 			}
 		}
 		if err = b.publish(ctx, h, outcome, reason, msg); err == nil {
 			return nil
 		}
 	}
-	return err
 }
+
+// resultPause is the wait between the tries of store once its
+// resultAttempts are spent on an item's last delivery.
+const resultPause = time.Second
 
 // itemOf rebuilds the item of a dead-lettered backfill message from its
 // subject.

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
+	"github.com/reconciler/reconciler/internal/jobs/tools"
 	"github.com/reconciler/reconciler/scripts/chaos/badinput"
 )
 
@@ -31,7 +33,9 @@ const (
 // the seeded secrets and unowned bindings survive, and a good event
 // published after all of them still applies.
 func TestBadInputFullCatalogue(t *testing.T) {
-	h := newHarness(t, harnessOpts{})
+	// A redelivery comes 3s after a failed reconcile, time enough for the
+	// redelivery case's later events to be folded before it.
+	h := newHarness(t, harnessOpts{cfg: Config{NakDelay: 3 * time.Second, MaxNakDelay: 3 * time.Second}})
 	cases := badinput.Cases(acct)
 	if len(cases) < 25 {
 		t.Fatalf("catalogue has %d cases, want at least 25", len(cases))
@@ -40,8 +44,13 @@ func TestBadInputFullCatalogue(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.emu.DenyAccount(badinput.ForbiddenAccount)
+	redeliveries := 0
 	for _, c := range cases {
-		h.seedScript(c.Namespace, c.Script, seededSecret, seededTheirs)
+		h.seedScript(c.Namespace, c.Script, append([]string{seededSecret, seededTheirs}, c.Live...)...)
+		c.Arrange(h.emu, acct, harnessAttempts)
+		if c.API.FailFirstReconcile {
+			redeliveries++
+		}
 	}
 	h.seedScript(badinput.Namespace, "after-bad-input", seededSecret, seededTheirs)
 	rn := h.startRunner("r1")
@@ -50,7 +59,7 @@ func TestBadInputFullCatalogue(t *testing.T) {
 	}
 	goodSubject, goodBody := badinput.Good(acct, "after-bad-input", "good-after-catalogue")
 	h.publishRaw(goodSubject, goodBody, "good-after-catalogue")
-	h.waitDrained(catalogueWait)
+	h.catalogueSteps(cases)
 
 	if got := h.stored(badinput.Namespace, "after-bad-input"); got["AFTER_BAD_INPUT"] == "" {
 		t.Errorf("the good event published after the catalogue was not applied: %v", keys(got))
@@ -91,8 +100,18 @@ func TestBadInputFullCatalogue(t *testing.T) {
 			if r.Attempts != 1 || r.FailedAt.IsZero() || r.StreamSeq == 0 {
 				t.Errorf("%s: incomplete record: attempts=%d failed_at=%v stream_seq=%d", c.Name, r.Attempts, r.FailedAt, r.StreamSeq)
 			}
-			if written[c.Script] {
+			if written[c.Script] && !c.Staged() {
 				t.Errorf("%s: the rejected event's script was written", c.Name)
+			}
+			if c.Check != nil {
+				live := map[string]json.RawMessage{}
+				bs, _ := h.emu.Bindings(acct, c.Namespace, c.Script)
+				for _, b := range bs {
+					live[b.Name()] = b.Raw()
+				}
+				if err := c.Check(live); err != nil {
+					t.Errorf("%s: %v", c.Name, err)
+				}
 			}
 		case c.Accepted:
 			accepted++
@@ -109,6 +128,9 @@ func TestBadInputFullCatalogue(t *testing.T) {
 				t.Errorf("%s: %v", c.Name, err)
 			}
 		}
+		if err := c.Exercised(h.emu, harnessAttempts); err != nil {
+			t.Errorf("%s: %v", c.Name, err)
+		}
 		got := h.stored(c.Namespace, c.Script)
 		if got["API_TOKEN"] != canon(seededSecret) || got["THEIRS"] != canon(seededTheirs) {
 			t.Errorf("%s: a seeded secret or unowned binding was lost or changed: API_TOKEN=%t THEIRS=%t",
@@ -121,6 +143,9 @@ func TestBadInputFullCatalogue(t *testing.T) {
 	if n := promtestutil.ToFloat64(rn.m.PanicsRecovered); n != 0 {
 		t.Errorf("panics recovered = %v", n)
 	}
+	if n := promtestutil.ToFloat64(rn.m.EventRedeliveries); redeliveries > 0 && n < float64(redeliveries) {
+		t.Errorf("redeliveries = %v, want at least %d: the redelivery cases did not exercise one", n, redeliveries)
+	}
 	select {
 	case err := <-rn.done:
 		t.Fatalf("the runner stopped: %v", err)
@@ -128,6 +153,68 @@ func TestBadInputFullCatalogue(t *testing.T) {
 	}
 	t.Logf("catalogue: %d cases, %d dead-lettered with their reason, %d accepted; %d API writes",
 		len(cases), deadLettered, accepted, h.emu.Stats().Writes)
+}
+
+// harnessAttempts is the harness client's MaxAttempts.
+const harnessAttempts = 4
+
+// catalogueSteps takes the steps of the catalogue's cases (badinput.Step)
+// after their first events were published: early steps as soon as their
+// case's first reconcile failed, then every case's next step once every
+// event has settled, and at the end waits until every event has settled.
+func (h *harness) catalogueSteps(cases []badinput.Case) {
+	h.t.Helper()
+	for _, c := range cases {
+		if len(c.Then) > 0 && c.Then[0].Early {
+			h.eventually(c.Name+": first reconcile failed", catalogueWait, func() (bool, string) {
+				return c.FirstReconcileFailed(h.emu, harnessAttempts), ""
+			})
+			h.catalogueStep(c, 0)
+		}
+	}
+	h.waitDrained(catalogueWait)
+	for k := 0; ; k++ {
+		took := false
+		for _, c := range cases {
+			if k < len(c.Then) && !(k == 0 && c.Then[0].Early) {
+				h.catalogueStep(c, k)
+				took = true
+			}
+		}
+		if !took {
+			return
+		}
+		h.waitDrained(catalogueWait)
+	}
+}
+
+// catalogueStep takes step k of case c.
+func (h *harness) catalogueStep(c badinput.Case, k int) {
+	h.t.Helper()
+	st := c.Then[k]
+	if len(st.Tenant) > 0 {
+		if err := badinput.SetByHand(h.emu, acct, c.Namespace, c.Script, st.Tenant); err != nil {
+			h.t.Fatalf("%s: %v", c.Name, err)
+		}
+	}
+	if st.Replay {
+		replayed := 0
+		for _, e := range h.deadLetters() {
+			if e.Record.Subject != c.Subject {
+				continue
+			}
+			if res := tools.ReplayDeadLetter(context.Background(), h.js, state.Names{}, e, true); res.Error != "" {
+				h.t.Errorf("%s: replay of dead letter %d: %s", c.Name, e.Seq, res.Error)
+			}
+			replayed++
+		}
+		if replayed == 0 {
+			h.t.Errorf("%s: step %d: no dead letter to replay", c.Name, k+1)
+		}
+	}
+	for i, body := range st.Events {
+		h.publishRaw(c.Subject, body, c.StepMsgID(k, i))
+	}
 }
 
 // TestBadInputCatalogueDecodes checks the catalogue against event.DecodeEvent

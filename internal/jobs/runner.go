@@ -128,7 +128,7 @@ func NewRunner(cfg Config, res *state.Resources, api API, p *planner.Planner, m 
 	r.auth.init(cfg.AuthPause, cfg.Clock)
 	r.scopes.init(cfg.AuthPause, cfg.Clock, api.VerifyToken)
 	r.dlq = deadLetters{cfg: cfg, res: res, pub: res.JS, maxState: r.maxState, log: log}
-	r.results = backfillResults{cfg: cfg, pub: res.JS, m: m, clock: cfg.Clock}
+	r.results = backfillResults{cfg: cfg, pub: res.JS, m: m, clock: cfg.Clock, log: log}
 	r.resync = &resyncer{st: st, api: api, queue: r.queue, waiting: r.waiting, log: log}
 	r.history = history{res: res, m: m, clock: cfg.Clock}
 	return r

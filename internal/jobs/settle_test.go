@@ -70,7 +70,7 @@ func unitRunner(t *testing.T, pub publisher) *Runner {
 	r := &Runner{cfg: cfg, m: metrics.New(prometheus.NewRegistry(), event.ReasonLabels()...), log: zap.NewNop(),
 		waiting: newWaitTable(), clock: cfg.Clock, maxState: 1 << 20}
 	r.dlq = deadLetters{cfg: cfg, pub: pub, maxState: r.maxState, log: r.log}
-	r.results = backfillResults{cfg: cfg, pub: pub, m: r.m, clock: cfg.Clock}
+	r.results = backfillResults{cfg: cfg, pub: pub, m: r.m, clock: cfg.Clock, log: r.log}
 	return r
 }
 
@@ -116,6 +116,14 @@ func TestSettle(t *testing.T) {
 			failPublish: "bindings_backfill_results.", failTimes: 2, o: ackOutcome(outcomeApplied, true),
 			wantActions: []string{"ack"}, wantPublish: []string{"bindings_backfill_results.run1."},
 			wantEvents: map[string]float64{"applied": 1}},
+		{name: "backfill result on the last delivery is tried until it is stored", delivered: 3, backfill: true,
+			failPublish: "bindings_backfill_results.", failTimes: resultAttempts + 1, o: ackOutcome(outcomeApplied, true),
+			wantActions: []string{"in_progress", "in_progress", "ack"}, wantPublish: []string{"bindings_backfill_results.run1."},
+			wantEvents: map[string]float64{"applied": 1}},
+		{name: "backfill failure on the last delivery: its result is tried until it is stored", delivered: 3, backfill: true,
+			failPublish: "bindings_backfill_results.", failTimes: resultAttempts + 1, o: retryOutcome(boom),
+			wantActions: []string{"in_progress", "in_progress", "term:max_deliveries"}, wantPublish: []string{"bindings_dlq.", "bindings_backfill_results.run1."},
+			wantDLQ: event.ReasonMaxDeliveries},
 		{name: "backfill failure whose result cannot be stored is redelivered, not terminated", delivered: 1, backfill: true,
 			failPublish: "bindings_backfill_results.", o: deadLetterOutcome(event.ReasonNotFound, boom),
 			wantActions: []string{"nak"}, wantPublish: []string{"bindings_dlq."}},

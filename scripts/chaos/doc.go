@@ -18,7 +18,14 @@
 //  3. API faults: 5xx, 429 with Retry-After, connection resets and latency
 //     spikes from the emulator.
 //  4. Bad input: the catalogue of package badinput against a NATS with the
-//     default 1 MiB max_payload.
+//     default 1 MiB max_payload, its staged cases (API faults arranged in
+//     the emulator, later events, changes by hand, `reconciler dlq replay`)
+//     taken in lockstep. The largest and deepest events go first, one at
+//     a time, the child's peak RSS (VmHWM) reset before each: the table
+//     shows the worst event's peak.
+//
+// The crash scenario reports how long the events of the killed processes
+// take to settle, measured by the suite's clock from the last SIGKILL.
 //
 // Knobs (environment): CHAOS_SCRIPTS (2000, scenario 1), CHAOS_KILLS (5),
 // CHAOS_NATS_SCRIPTS (600), CHAOS_NATS_DOWN (5s), CHAOS_FAULT_SCRIPTS

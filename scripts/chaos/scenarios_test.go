@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -304,7 +305,8 @@ func TestCrash(t *testing.T) {
 	figure(scen, "  (their leases expire ≤ LeaseTTL = 10s after the kill; then they queue for the budget)", "", "", true)
 	figure(scen, fmt.Sprintf("then settled (events of killed processes, AckWait %s)", w.ackWait), settle.Round(100*time.Millisecond), "≤ 30s", settle <= 30*time.Second)
 	lastKill := killedAt[len(killedAt)-1]
-	figure(scen, "last SIGKILL → every event settled (work left included)", settledAt.Sub(lastKill).Round(100*time.Millisecond), "", true)
+	sinceKill := settledAt.Sub(lastKill)
+	figure(scen, "last SIGKILL → every event settled (work left included)", sinceKill.Round(100*time.Millisecond), "≤ 30s", sinceKill <= 30*time.Second)
 	commonFigures(t, w, scen, wl)
 	stopGracefully(t, w, scen)
 	// A write the API carried out just before a kill, whose last-applied
@@ -528,23 +530,33 @@ func TestBadInput(t *testing.T) {
 		wire.MustParseBinding(`{"type":"secret_text","name":"API_TOKEN","text":"seed-secret-badinput"}`),
 		wire.MustParseBinding(`{"type":"plain_text","name":"THEIRS","text":"made by hand"}`),
 	}
-	seed := func(ns, script string) {
+	seed := func(ns, script string, live ...string) {
+		bs := slices.Clone(seeded)
+		for _, raw := range live {
+			bs = append(bs, wire.MustParseBinding(raw))
+		}
 		err := w.emu.PutScript(acct, ns, script, cfapitest.Script{MainModule: "index.js",
 			Modules:  []cfapitest.Module{{Name: "index.js", ContentType: "application/javascript+module", Data: []byte("export default {}")}},
-			Bindings: seeded, Settings: map[string]json.RawMessage{"compatibility_date": json.RawMessage(`"2025-01-01"`)}})
+			Bindings: bs, Settings: map[string]json.RawMessage{"compatibility_date": json.RawMessage(`"2025-01-01"`)}})
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
+	redeliveries := 0
 	for _, c := range cases {
-		seed(c.Namespace, c.Script)
+		seed(c.Namespace, c.Script, c.Live...)
+		c.Arrange(w.emu, acct, clientAttempts)
+		if c.API.FailFirstReconcile {
+			redeliveries++
+		}
 	}
 	seed(badinput.Namespace, "after-bad-input")
-	w.startReconciler()
+	rec := w.startReconciler()
 	maxPayload := int(w.nc.MaxPayload())
+	baseRSS := vmField(rec.cmd.Process.Pid, "VmRSS:")
 
 	refused, refusedWrong, mustRefuseN := 0, 0, 0
-	for _, c := range cases {
+	publishCase := func(c badinput.Case) {
 		if c.RefusedAbove > 0 && len(c.Body) > maxPayload {
 			mustRefuseN++
 		}
@@ -566,6 +578,30 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("%s: a %d-byte body was stored by a server with max_payload %d", c.Name, len(c.Body), maxPayload)
 		}
 	}
+	// The worst events first, one at a time: the reconciler's peak
+	// resident set is reset (/proc/<pid>/clear_refs) before each and read
+	// once it has settled, so each peak is that event's (and what the
+	// process still held of the one before).
+	var worstRSS int64
+	var worstCase string
+	for _, c := range cases {
+		if !heavy(c) || (c.RefusedAbove > 0 && len(c.Body) > maxPayload) {
+			continue
+		}
+		resetPeakRSS(rec.cmd.Process.Pid)
+		publishCase(c)
+		w.waitSettled(2 * time.Minute)
+		p := vmField(rec.cmd.Process.Pid, "VmHWM:")
+		t.Logf("peak RSS %s for %q (%d bytes)", mib(p), c.Name, len(c.Body))
+		if p > worstRSS {
+			worstRSS, worstCase = p, c.Name
+		}
+	}
+	for _, c := range cases {
+		if !heavy(c) || (c.RefusedAbove > 0 && len(c.Body) > maxPayload) {
+			publishCase(c)
+		}
+	}
 	goodSubject, goodBody := badinput.Good(acct, "after-bad-input", "good-after-catalogue")
 	m := nats.NewMsg(goodSubject)
 	m.Data = goodBody
@@ -578,7 +614,7 @@ func TestBadInput(t *testing.T) {
 		return ok
 	}, "the good event after the catalogue applied")
 	goodLatency := time.Since(published)
-	w.waitSettled(2 * time.Minute)
+	w.catalogueSteps(cases)
 
 	dl := w.deadLetters()
 	bySubject := map[string][]dlqEntry{}
@@ -599,6 +635,14 @@ func TestBadInput(t *testing.T) {
 		} else {
 			t.Errorf("%s: a seeded secret or unowned binding was lost", c.Name)
 		}
+		raw := map[string]json.RawMessage{}
+		bs, _ := w.emu.Bindings(acct, c.Namespace, c.Script)
+		for _, b := range bs {
+			raw[b.Name()] = b.Raw()
+		}
+		if err := c.Exercised(w.emu, clientAttempts); err != nil {
+			t.Errorf("%s: %v", c.Name, err)
+		}
 		switch {
 		case c.RefusedAbove > 0 && len(c.Body) > maxPayload:
 			if len(recs) != 0 {
@@ -606,18 +650,17 @@ func TestBadInput(t *testing.T) {
 			}
 		case c.Reason != "":
 			deadLettered++
-			if len(recs) == 1 && recs[0].Record.Reason == c.Reason && mentions(recs[0].Record.Error, c.ErrorMentions) {
+			var err error
+			if c.Check != nil {
+				err = c.Check(raw)
+			}
+			if len(recs) == 1 && recs[0].Record.Reason == c.Reason && mentions(recs[0].Record.Error, c.ErrorMentions) && err == nil {
 				rightReason++
 			} else {
-				t.Errorf("%s: dead letters %v, want one %s naming %v", c.Name, reasonsOf(recs), c.Reason, c.ErrorMentions)
+				t.Errorf("%s: dead letters %v, want one %s naming %v; check: %v", c.Name, reasonsOf(recs), c.Reason, c.ErrorMentions, err)
 			}
 		case c.Accepted:
 			accepted++
-			raw := map[string]json.RawMessage{}
-			bs, _ := w.emu.Bindings(acct, c.Namespace, c.Script)
-			for _, b := range bs {
-				raw[b.Name()] = b.Raw()
-			}
 			if err := c.Check(raw); len(recs) == 0 && err == nil {
 				acceptedOK++
 			} else {
@@ -627,20 +670,107 @@ func TestBadInput(t *testing.T) {
 	}
 	leaks := w.logsContain(badinput.Secret, "seed-secret-badinput", token)
 	panics := w.metric("reconciler_panics_recovered_total")
+	redelivered := w.metric("reconciler_event_redeliveries_total")
+	peak := w.peakRSS()
 
 	figure(scen, "catalogue cases (NATS max_payload)", fmt.Sprintf("%d (%d)", len(cases), maxPayload), "≥ 25", len(cases) >= 25)
 	figure(scen, "refused by NATS at publish (over max_payload)", refused, fmt.Sprint(mustRefuseN), refusedWrong == 0 && refused == mustRefuseN)
-	figure(scen, "dead-lettered with the reason and field docs/events.md gives", fmt.Sprintf("%d/%d", rightReason, deadLettered), "all", rightReason == deadLettered)
+	figure(scen, "dead-lettered with the reason and field of the event contract", fmt.Sprintf("%d/%d", rightReason, deadLettered), "all", rightReason == deadLettered)
 	figure(scen, "valid but unusual events applied", fmt.Sprintf("%d/%d", acceptedOK, accepted), "all", acceptedOK == accepted)
 	figure(scen, "dead letters holding a secret", secretsInDLQ, "0", secretsInDLQ == 0)
 	figure(scen, "seeded secret and unowned binding intact (scripts)", fmt.Sprintf("%d/%d", intact, len(cases)), "all", intact == len(cases))
 	figure(scen, "good event published after the catalogue: applied in", goodLatency.Round(10*time.Millisecond), "", true)
+	figure(scen, "events delivered again (cases whose first reconcile failed)", fmt.Sprintf("%.0f (%d)", redelivered, redeliveries),
+		fmt.Sprintf("≥ %d", redeliveries), redelivered >= float64(redeliveries))
+	figure(scen, "RSS of `reconciler run` before the catalogue", mib(baseRSS), "", true)
+	figure(scen, "peak RSS for the worst event (VmHWM reset before each large or deep one)", mib(worstRSS), "≤ 150 MiB", worstRSS > 0 && worstRSS <= 150<<20)
+	figure(scen, "  worst event", cfapi.Truncate(worstCase, 60), "", true)
+	figure(scen, "peak RSS of `reconciler run` over the rest of the catalogue", mib(peak), "≤ 150 MiB", peak <= 150<<20)
+	if worstRSS == 0 || worstRSS > 150<<20 || peak > 150<<20 {
+		t.Errorf("peak RSS %s for the worst event (%s), %s over the catalogue: want ≤ 150 MiB", mib(worstRSS), worstCase, mib(peak))
+	}
+	if redelivered < float64(redeliveries) {
+		t.Errorf("%.0f events delivered again, want at least %d: the redelivery cases did not exercise one", redelivered, redeliveries)
+	}
 	figure(scen, "reconciler processes / panics recovered / log lines with a secret", fmt.Sprintf("%d / %.0f / %d", w.recRuns, panics, leaks), "1 / 0 / 0",
 		w.recRuns == 1 && w.rec.running() && panics == 0 && leaks == 0)
 	if !w.rec.running() || panics != 0 || leaks != 0 {
 		t.Errorf("reconciler running=%t panics=%v secret log lines=%d", w.rec.running(), panics, leaks)
 	}
 	stopGracefully(t, w, scen)
+}
+
+// clientAttempts is the MaxAttempts of `reconciler run`'s API client
+// (cfapi's default): how many failed reads make one reconcile fail.
+const clientAttempts = 5
+
+// heavy reports whether c is one of the catalogue's largest or deepest
+// events, whose memory the suite measures one at a time.
+func heavy(c badinput.Case) bool {
+	return len(c.Body) >= 256<<10 || c.Reason == badinput.TooDeep || c.Reason == badinput.TooLarge
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
+
+// catalogueSteps takes the steps of the catalogue's cases (badinput.Step)
+// after their first events were published: early steps as soon as their
+// case's first reconcile failed, then every case's next step once every
+// event has settled, and at the end waits until every event has settled.
+func (w *world) catalogueSteps(cases []badinput.Case) {
+	w.t.Helper()
+	for _, c := range cases {
+		if len(c.Then) > 0 && c.Then[0].Early {
+			testutil.Eventually(w.t, 2*time.Minute, func() bool { return c.FirstReconcileFailed(w.emu, clientAttempts) },
+				"%s: first reconcile failed", c.Name)
+			w.catalogueStep(c, 0)
+		}
+	}
+	w.waitSettled(2 * time.Minute)
+	for k := 0; ; k++ {
+		took := false
+		for _, c := range cases {
+			if k < len(c.Then) && !(k == 0 && c.Then[0].Early) {
+				w.catalogueStep(c, k)
+				took = true
+			}
+		}
+		if !took {
+			return
+		}
+		w.waitSettled(2 * time.Minute)
+	}
+}
+
+// catalogueStep takes step k of case c, replaying with the real binary's
+// `reconciler dlq replay`.
+func (w *world) catalogueStep(c badinput.Case, k int) {
+	w.t.Helper()
+	st := c.Then[k]
+	if len(st.Tenant) > 0 {
+		if err := badinput.SetByHand(w.emu, acct, c.Namespace, c.Script, st.Tenant); err != nil {
+			w.t.Fatalf("%s: %v", c.Name, err)
+		}
+	}
+	if st.Replay {
+		var seqs []string
+		for _, e := range w.deadLetters() {
+			if e.Record.Subject == c.Subject {
+				seqs = append(seqs, fmt.Sprint(e.Seq))
+			}
+		}
+		if len(seqs) == 0 {
+			w.t.Errorf("%s: step %d: no dead letter to replay", c.Name, k+1)
+		} else {
+			w.dlqReplay(strings.Join(seqs, ","))
+		}
+	}
+	var evs []*event
+	for i, body := range st.Events {
+		evs = append(evs, &event{msgID: c.StepMsgID(k, i), subject: c.Subject, body: body})
+	}
+	if err := w.publish(evs); err != nil {
+		w.t.Fatalf("%s: %v", c.Name, err)
+	}
 }
 
 func mentions(s string, subs []string) bool {

@@ -203,18 +203,28 @@ func (p *proc) signal(sig syscall.Signal) {
 
 // vmHWM returns the peak resident set size of process pid in bytes (0
 // when unknown).
-func vmHWM(pid int) int64 {
+func vmHWM(pid int) int64 { return vmField(pid, "VmHWM:") }
+
+// vmField returns a size field of /proc/<pid>/status ("VmHWM:", "VmRSS:")
+// in bytes (0 when unknown).
+func vmField(pid int, field string) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
 			return kb << 10
 		}
 	}
 	return 0
+}
+
+// resetPeakRSS sets process pid's peak resident set (VmHWM) to its
+// current one (Linux: 5 written to /proc/<pid>/clear_refs).
+func resetPeakRSS(pid int) {
+	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 }
 
 // --- The world -------------------------------------------------------------
@@ -615,6 +625,16 @@ func (w *world) deadLetters() []dlqEntry {
 		es = append(es, e)
 	}
 	return es
+}
+
+// dlqReplay replays the dead letters of the comma-separated stream
+// sequences with the real binary's `reconciler dlq replay`.
+func (w *world) dlqReplay(seqs string) {
+	w.t.Helper()
+	cmd := exec.Command(bins.reconciler, "dlq", "replay", "--seq", seqs, "--nats-url", w.natsURL, "--log-level", "error")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		w.t.Fatalf("reconciler dlq replay --seq %s: %v: %s", seqs, err, out)
+	}
 }
 
 type dlqEntry struct {

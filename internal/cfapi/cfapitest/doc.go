@@ -206,7 +206,11 @@
 // Retry-After: 1, or a connection reset (a TCP RST after hijacking), drawn
 // from a source seeded by Options.Seed; Latency delays every request and
 // WriteLatency every script write while it is marked in flight. FailNext
-// fails the next n requests (optionally of some endpoints) deterministically.
+// fails the next n requests (optionally of some endpoints) deterministically,
+// AnswerPageNext answers them 200 with an HTML page; FailNextFor and
+// AnswerPageNextFor count only the requests about one script. RefuseRemoval
+// refuses (400 10021) every write that would drop a named binding of a
+// script.
 // Note that Go's http.Transport transparently retries an idempotent request
 // (GET) that was reset on a reused connection.
 //

@@ -30,7 +30,8 @@ type failRule struct {
 	code       int
 	retryAfter time.Duration
 	endpoints  []string
-	page       bool // answer 200 with an HTML page
+	page       bool   // answer 200 with an HTML page
+	script     string // only requests about this script count ("" any)
 }
 
 // FailNext makes the next n requests fail with the HTTP status and
@@ -62,12 +63,16 @@ func (s *Server) AnswerPageNext(n int, endpoints ...string) {
 	s.faultMu.Unlock()
 }
 
-// takeFailRule returns the rule that fails a request to endpoint, if any.
-func (s *Server) takeFailRule(endpoint string) *failRule {
+// takeFailRule returns the rule that fails a request to endpoint about
+// script, if any.
+func (s *Server) takeFailRule(endpoint, script string) *failRule {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
 	for i, fr := range s.failNext {
 		if len(fr.endpoints) > 0 && !slices.Contains(fr.endpoints, endpoint) {
+			continue
+		}
+		if fr.script != "" && fr.script != script {
 			continue
 		}
 		fr.left--
@@ -81,8 +86,8 @@ func (s *Server) takeFailRule(endpoint string) *failRule {
 
 // injectFault answers the request with a deterministic (FailNext) or random
 // fault and reports whether it did.
-func (s *Server) injectFault(w http.ResponseWriter, endpoint string, f Faults) bool {
-	if fr := s.takeFailRule(endpoint); fr != nil {
+func (s *Server) injectFault(w http.ResponseWriter, endpoint, script string, f Faults) bool {
+	if fr := s.takeFailRule(endpoint, script); fr != nil {
 		s.stats.injected()
 		if fr.page {
 			w.Header().Set("Content-Type", "text/html; charset=UTF-8")

@@ -130,6 +130,10 @@ func (s *Server) patchSettings(w http.ResponseWriter, r *http.Request, p params)
 			}
 			bindings = nb
 		}
+		if err := s.refusedRemoval(p.key(), sc.bindings, bindings); err != nil {
+			writeErr(w, err)
+			return
+		}
 		applySettings(sc.settings, sp.settings)
 		vs := maps.Clone(base.Settings)
 		applySettings(vs, versioned(sp.settings))
@@ -196,6 +200,12 @@ func (s *Server) putScript(w http.ResponseWriter, r *http.Request, p params) {
 		writeErr(w, asError(berr))
 		return
 	}
+	if prev != nil {
+		if err := s.refusedRemoval(p.key(), prev.bindings, bindings); err != nil {
+			writeErr(w, err)
+			return
+		}
+	}
 	sc := s.ensureScript(p)
 	applySettings(sc.settings, up.settings)
 	if up.migrationTag != "" {
@@ -259,6 +269,10 @@ func (s *Server) postVersion(w http.ResponseWriter, r *http.Request, p params) {
 		bindings, err := applyUpload(sc.inheritSource, up.bindings, up.keepBindings, up.strict, up.partNames)
 		if err != nil {
 			writeErr(w, asError(err))
+			return
+		}
+		if err := s.refusedRemoval(p.key(), sc.bindings, bindings); err != nil {
+			writeErr(w, err)
 			return
 		}
 		settings := versioned(sc.latest().Settings)

@@ -134,9 +134,10 @@ type Server struct {
 	failNext []*failRule
 	limit    limiter
 
-	stats  statsRecorder
-	other  otherTool    // othertool.go
-	scoped accountScope // scope.go
+	stats    statsRecorder
+	other    otherTool       // othertool.go
+	scoped   accountScope    // scope.go
+	refusals removalRefusals // scriptfaults.go
 
 	mu         sync.Mutex // guards the state below
 	namespaces map[nsKey]*namespace
@@ -392,7 +393,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, http.StatusForbidden, CodeAuth, "Authentication error")
 		return
 	}
-	if s.injectFault(rec, endpoint, faults) {
+	if s.injectFault(rec, endpoint, p.script, faults) {
 		return
 	}
 	if s.serveUser(rec, r) { // ratelimit_user.go

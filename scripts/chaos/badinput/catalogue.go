@@ -1,12 +1,16 @@
 // Package badinput is the catalogue of malformed and borderline events of
 // the chaos suite ("Bad input"): each case is a subject and a raw
 // body, with what docs/events.md (and the README's copy of it) says must happen
-// to it. The jobs tests run it against an embedded server on every
+// to it. Some cases take more than one event: they arrange what the API
+// answers about their script (Case.Arrange, against the emulator), hold
+// more bindings at the start, and take further steps (later events, the
+// tenant's changes by hand, a dead-letter replay), which the runner takes
+// in lockstep across the cases. The jobs tests run it against an embedded server on every
 // `go test ./...`; the chaos suite runs it against the real binary and a
 // separate nats-server with the default 1 MiB max_payload.
 //
-// The package has no dependency on the pipeline, so that the pipeline's own
-// tests can import it.
+// The package has no dependency on the pipeline (only on cfapi and the
+// emulator), so that the pipeline's own tests can import it.
 package badinput
 
 import (
@@ -38,7 +42,14 @@ const (
 	InvalidBinding  = "invalid_binding"
 	SubjectMismatch = "subject_mismatch"
 	Forbidden       = "forbidden_account"
+	APIRejected     = "api_rejected"
+	InvalidDesired  = "invalid_desired_state"
 )
+
+// Follow-up events of the redelivery case: more than the reconciler ever
+// remembered of recent event ids, so that only a stamp that is the same on
+// every delivery tells the redelivered event is old.
+const redeliveryFollowers = 40
 
 // Case is one event of the catalogue.
 type Case struct {
@@ -65,6 +76,17 @@ type Case struct {
 	// bindings afterwards (by name, as raw JSON).
 	Accepted bool
 	Check    func(live map[string]json.RawMessage) error
+	// Live are bindings (raw JSON) the script holds at the start, beside
+	// the secret and the unowned binding every case script is seeded with.
+	Live []string
+	// API is what the API does about the script, arranged before the
+	// first event is published.
+	API API
+	// Then are the steps taken after Body, in order: every case's first
+	// step once every event published before it has settled, and so on
+	// (the runner goes through the steps of all cases in lockstep).
+	// Reason, Accepted and Check are about the end, after the last step.
+	Then []Step
 	// RefusedAbove, when positive, is the body size beyond which NATS
 	// itself refuses the publish (max_payload): on a server whose
 	// max_payload is below it, the publish must fail and nothing is
@@ -72,6 +94,47 @@ type Case struct {
 	RefusedAbove int
 
 	ordinary bool
+}
+
+// API is what the API does about one case's script (see Arrange).
+type API struct {
+	// FailFirstReconcile makes every attempt of the first settings read
+	// of the script fail with 503 (code 10013): the first reconcile of
+	// the case's event fails and the event is delivered again later.
+	FailFirstReconcile bool
+	// PageReads and PageWrites make the first n settings reads, or writes,
+	// of the script answer 200 with an HTML page (a proxy's or a challenge
+	// page) instead of the API's JSON envelope.
+	PageReads, PageWrites int
+	// RefuseRemoval names a binding whose removal the API refuses (400,
+	// code 10021, as for a binding something still uses).
+	RefuseRemoval string
+}
+
+// Step is one step of a case after its first event: the tenant's changes
+// by hand, then a replay of the case's dead letters, then events, in that
+// order.
+type Step struct {
+	// Tenant are bindings (raw JSON) the tenant puts on the live script
+	// by hand (SetByHand), replacing those of the same names.
+	Tenant []string
+	// Replay replays every dead letter of the case's subject (`reconciler
+	// dlq replay`, which deletes the dead letter once the replay is
+	// stored); the runner fails the case when there is none to replay.
+	Replay bool
+	// Events are bodies published on the case's subject in order, each
+	// with the Nats-Msg-Id of Case.StepMsgID.
+	Events [][]byte
+	// Early takes the step as soon as the API has answered the first
+	// reconcile's failed reads (API.FailFirstReconcile), before the event
+	// before it settled: it is redelivered after the step's events.
+	Early bool
+}
+
+// Staged reports whether the case is more than one event on a plain
+// script: it holds more bindings, arranges the API or has further steps.
+func (c Case) Staged() bool {
+	return len(c.Live) > 0 || c.API != (API{}) || len(c.Then) > 0
 }
 
 // Good returns a valid event for script, published after the catalogue:
@@ -333,5 +396,121 @@ func Cases(account string) []Case {
 		Subject: "bindings." + account + "._." + fmt.Sprintf("bad-%02d", n+1),
 		Body:    ev(func(m map[string]any) { m["dispatch_namespace"] = "" }),
 		Check:   has("A", textIs("1"))})
+
+	// --- At the bounds, and the same in another spelling ----------------------
+	add(Case{Name: "1 MiB less 8 KiB of values exactly 64 levels deep (wide and deep at both limits)", Accepted: true,
+		Body: raw(`{"schema":"bindings.change/v1","id":"{I}","account_id":"{A}","dispatch_namespace":"customers","script":"{S}","op":"patch","upsert":[{"type":"plain_text","name":"A","text":"1"}],"x":[` +
+			strings.TrimSuffix(strings.Repeat(strings.Repeat("[", 62)+strings.Repeat("]", 62)+",", (1<<20-8192)/125), ",") + `]}`),
+		Check: has("A", textIs("1"))})
+	add(Case{Name: "1 MiB less 8 KiB of one object's members (wide at the size limit)", Accepted: true,
+		Body: func() []byte {
+			var b strings.Builder
+			for i := 0; b.Len() < 1<<20-8192-300; i++ {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				fmt.Fprintf(&b, `"k%07d":%d`, i, i)
+			}
+			return raw(`{"schema":"bindings.change/v1","id":"{I}","account_id":"{A}","dispatch_namespace":"customers","script":"{S}","op":"patch","upsert":[{"type":"plain_text","name":"A","text":"1"}],"x":{` + b.String() + `}}`)
+		}(),
+		Check: has("A", textIs("1"))})
+	add(Case{Name: "namespace \"_\" in the body on a namespaced subject", Reason: InvalidField,
+		ErrorMentions: []string{"dispatch_namespace"},
+		Body:          ev(func(m map[string]any) { m["dispatch_namespace"] = "_" })})
+
+	// --- Redeliveries and replays --------------------------------------------
+	// Followers sort before the first event's id, so that no tie of stamps
+	// broken by the id could let the first one win again.
+	followers := func(prefix string, k int) [][]byte {
+		var out [][]byte
+		for i := 1; i <= k; i++ {
+			out = append(out, ev(func(m map[string]any) {
+				m["id"] = fmt.Sprintf("bad-ea-%02d-%02d", n+1, i)
+				delete(m, "generation")
+				m["upsert"] = []any{map[string]any{"type": "plain_text", "name": "X", "text": fmt.Sprintf("%s%d", prefix, i+1)}}
+			}))
+		}
+		return out
+	}
+	add(Case{Name: fmt.Sprintf("an event without generation redelivered after %d later ones: the last stays", redeliveryFollowers),
+		Accepted: true, API: API{FailFirstReconcile: true},
+		Body: ev(func(m map[string]any) {
+			delete(m, "generation")
+			m["upsert"] = []any{map[string]any{"type": "plain_text", "name": "X", "text": "v1"}}
+		}),
+		Then:  []Step{{Early: true, Events: followers("v", redeliveryFollowers)}},
+		Check: has("X", textIs(fmt.Sprintf("v%d", redeliveryFollowers+1)))})
+	for _, gen := range []int{0, 7} {
+		add(Case{Name: fmt.Sprintf("dlq replay of a quarantined event (generation %d) once the Worker has what it inherits: applied", gen),
+			Accepted: true,
+			Body: ev(func(m map[string]any) {
+				m["generation"] = gen
+				if gen == 0 {
+					delete(m, "generation")
+				}
+				m["upsert"] = []any{map[string]any{"type": "inherit", "name": "INHERITED"}}
+			}),
+			Then:  []Step{{Tenant: []string{`{"type":"plain_text","name":"INHERITED","text":"set by hand"}`}, Replay: true}},
+			Check: has("INHERITED", textIs("set by hand"))})
+	}
+	add(Case{Name: "dlq replay of a quarantined event without generation, nothing fixed: dead-lettered again", Reason: InvalidDesired,
+		AtReconcile:   true,
+		ErrorMentions: []string{"INHERITED"},
+		Body: ev(func(m map[string]any) {
+			delete(m, "generation")
+			m["upsert"] = []any{map[string]any{"type": "inherit", "name": "INHERITED"}}
+		}),
+		Then: []Step{{Replay: true}}})
+
+	// --- What the API answers ------------------------------------------------
+	add(Case{Name: "HTML page with 200 on the first 2 settings reads: retried, applied", Accepted: true,
+		API: API{PageReads: 2}, Body: ev(nil), Check: has("A", textIs("1"))})
+	add(Case{Name: "HTML page with 200 on the first 2 writes: re-read, applied", Accepted: true,
+		API: API{PageWrites: 2}, Body: ev(nil), Check: has("A", textIs("1"))})
+	add(Case{Name: "a removal a replace implies, refused by the API: the replace dead-lettered, a later patch lands", Reason: APIRejected,
+		AtReconcile:   true,
+		ErrorMentions: []string{"STUCK"}, API: API{RefuseRemoval: "STUCK"},
+		Body: ev(func(m map[string]any) {
+			m["op"], m["bindings"] = "replace", []any{map[string]any{"type": "plain_text", "name": "STUCK", "text": "1"},
+				map[string]any{"type": "plain_text", "name": "KEEP", "text": "1"}}
+			delete(m, "upsert")
+		}),
+		Then: []Step{
+			{Events: [][]byte{ev(func(m map[string]any) {
+				m["id"], m["generation"], m["op"] = fmt.Sprintf("bad-ev-%02d-drops", n+1), 2, "replace"
+				m["bindings"] = []any{map[string]any{"type": "plain_text", "name": "KEEP", "text": "2"}}
+				delete(m, "upsert")
+			})}},
+			{Events: [][]byte{ev(func(m map[string]any) {
+				m["id"], m["generation"] = fmt.Sprintf("bad-ev-%02d-later", n+1), 3
+				m["upsert"] = []any{map[string]any{"type": "plain_text", "name": "LATER", "text": "yes"}}
+			})}},
+		},
+		Check: func(live map[string]json.RawMessage) error {
+			for _, c := range []struct{ name, text string }{{"STUCK", "1"}, {"LATER", "yes"}} {
+				if err := has(c.name, textIs(c.text))(live); err != nil {
+					return err
+				}
+			}
+			return nil
+		}})
+	add(Case{Name: "old_name created again by the tenant after a rename: left alone, the rename not redone", Accepted: true,
+		Live: []string{`{"type":"plain_text","name":"OLD_NAME","text":"renamed value"}`},
+		Body: ev(func(m map[string]any) {
+			m["upsert"] = []any{map[string]any{"type": "inherit", "name": "NEW_NAME", "old_name": "OLD_NAME"}}
+		}),
+		Then: []Step{{Tenant: []string{`{"type":"plain_text","name":"OLD_NAME","text":"the tenant's own"}`},
+			Events: [][]byte{ev(func(m map[string]any) {
+				m["id"], m["generation"] = fmt.Sprintf("bad-ev-%02d-later", n+1), 2
+				m["upsert"] = []any{map[string]any{"type": "plain_text", "name": "LATER", "text": "yes"}}
+			})}}},
+		Check: func(live map[string]json.RawMessage) error {
+			for _, c := range []struct{ name, text string }{{"NEW_NAME", "renamed value"}, {"OLD_NAME", "the tenant's own"}, {"LATER", "yes"}} {
+				if err := has(c.name, textIs(c.text))(live); err != nil {
+					return err
+				}
+			}
+			return nil
+		}})
 	return cases
 }
