@@ -57,7 +57,7 @@ not applied yet, or is gone from its namespace); 1 an error, or a script
 that could not be read.`,
 		Example: `  reconciler drift --dispatch-namespace customers
   reconciler drift --dispatch-namespace customers tenant-0001 tenant-0002 --output json
-  reconciler drift --dispatch-namespace customers || [ $? -eq 2 ] && echo drifted`,
+  reconciler drift --dispatch-namespace customers; [ $? -eq 2 ] && echo "drift found"`,
 	}
 	f := commandFlags(cmd, a.env)
 	df.register(f)
