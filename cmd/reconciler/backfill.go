@@ -406,7 +406,12 @@ func (bf *backfillFlags) runOn(ctx context.Context, conn *natsConn, stderr io.Wr
 		return nil, err
 	}
 	tr.setTotal(total)
-	if err := tr.wait(ctx, total); err != nil {
+	waitCtx, stopWatch := untilCancelled(ctx, res, b.Record.ID) // backfill_steer.go
+	defer stopWatch()
+	if err := tr.wait(waitCtx, total); err != nil {
+		if cause := context.Cause(waitCtx); errors.Is(cause, backfill.ErrCancelled) {
+			return nil, cause
+		}
 		return nil, fmt.Errorf("backfill run %s interrupted (start it again with --run-id %s to resume): %w", b.Record.ID, b.Record.ID, err)
 	}
 	stopFollow()

@@ -212,3 +212,30 @@ func (t *tracker) retry(key string) *state.BackfillResult {
 	t.totals.Failed--
 	return &r
 }
+
+// untilCancelled returns a context that ends, with the cause
+// backfill.ErrCancelled, when run id is cancelled (`backfill cancel` on
+// any machine), so that the process that started the run stops waiting
+// for the results of the items the cancel dropped. stop releases the
+// watch.
+func untilCancelled(ctx context.Context, res *state.Resources, id string) (context.Context, func()) {
+	wctx, cancel := context.WithCancelCause(ctx)
+	w, err := res.Runs.Watch(wctx, id)
+	if err != nil {
+		return wctx, func() { cancel(nil) } // the wait goes on as before
+	}
+	go func() {
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			var rec state.BackfillRun
+			if json.Unmarshal(e.Value(), &rec) == nil && rec.CancelledAt != nil {
+				cancel(fmt.Errorf("backfill run %s: %w on %s: the items still queued were dropped", id, backfill.ErrCancelled,
+					rec.CancelledAt.UTC().Format(time.RFC3339)))
+				return
+			}
+		}
+	}()
+	return wctx, func() { _ = w.Stop(); cancel(nil) }
+}

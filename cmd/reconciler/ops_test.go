@@ -356,8 +356,17 @@ func TestOperatorBackfillListStatusCancel(t *testing.T) {
 	if !strings.Contains(text, "backfill run slow-1: cancelled") || !strings.Contains(text, ", 0 queued") {
 		t.Errorf("status after cancel:\n%s", text)
 	}
-	cancel()
-	<-done
+	// The process that started the run stops waiting for it.
+	select {
+	case code := <-done:
+		if code != 1 || !strings.Contains(berr.String(), "backfill run slow-1: backfill run was cancelled") {
+			t.Errorf("the backfill that started the run: exit %d, want 1 naming the cancel\n%s", code, berr.String())
+		}
+	case <-time.After(30 * time.Second):
+		cancel()
+		<-done
+		t.Errorf("the backfill that started the run still waits after the cancel\n%s", berr.String())
+	}
 	time.Sleep(3 * time.Second) // time for a late write to show, if one came
 	if w := emu.Stats().Writes; w > readAtCancel || w >= n {
 		t.Errorf("%d writes after the cancel (%d scripts read when it was cancelled, %d in the run)", w, readAtCancel, n)
