@@ -406,7 +406,7 @@ func (bf *backfillFlags) runOn(ctx context.Context, conn *natsConn, stderr io.Wr
 		return nil, err
 	}
 	tr.setTotal(total)
-	waitCtx, stopWatch := untilCancelled(ctx, res, b.Record.ID) // backfill_steer.go
+	waitCtx, stopWatch := backfill.UntilCancelled(ctx, res, b.Record.ID)
 	defer stopWatch()
 	if err := tr.wait(waitCtx, total); err != nil {
 		if cause := context.Cause(waitCtx); errors.Is(cause, backfill.ErrCancelled) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -102,7 +101,7 @@ func runBackfillSteer(ctx context.Context, a *app, f *flagSet, sf *steerFlags) e
 		if err != nil {
 			return err
 		}
-		return printRuns(a.stdout, sf.output, runs)
+		return printJSONLinesOr(a.stdout, sf.output, runs, func(w io.Writer) error { return backfill.WriteRuns(w, runs) })
 	case "cancel":
 		dropped, err := backfill.Cancel(ctx, res, id, now)
 		if err != nil {
@@ -118,14 +117,14 @@ func runBackfillSteer(ctx context.Context, a *app, f *flagSet, sf *steerFlags) e
 		}{dropped, st}
 		return printJSONOr(a.stdout, sf.output, out, func(w io.Writer) error {
 			fmt.Fprintf(w, "backfill run %s cancelled: %d queued items dropped (items a runner held finish)\n\n", id, dropped)
-			return writeRunStatus(w, st)
+			return backfill.WriteRunStatus(w, st)
 		})
 	default:
 		st, err := runStatusOf(ctx, res, id, now)
 		if err != nil {
 			return err
 		}
-		return printJSONOr(a.stdout, sf.output, st, func(w io.Writer) error { return writeRunStatus(w, st) })
+		return printJSONOr(a.stdout, sf.output, st, func(w io.Writer) error { return backfill.WriteRunStatus(w, st) })
 	}
 }
 
@@ -135,66 +134,6 @@ func runStatusOf(ctx context.Context, res *state.Resources, id string, now time.
 		return nil, err
 	}
 	return run.Status(ctx, now)
-}
-
-// printRuns lists runs as a table or JSON lines.
-func printRuns(w io.Writer, output string, runs []*backfill.RunStatus) error {
-	if output == "json" {
-		for _, r := range runs {
-			line, err := json.Marshal(r)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(w, string(line))
-		}
-		return nil
-	}
-	fmt.Fprintf(w, "%-24s %-9s %-13s %7s %9s %6s %6s %-20s %s\n", "RUN", "STATE", "DONE", "CHANGED", "UNCHANGED", "FAILED", "QUEUED", "CREATED", "SOURCE")
-	for _, r := range runs {
-		fmt.Fprintf(w, "%-24s %-9s %-13s %7d %9d %6d %6d %-20s %s\n", r.Record.ID, r.State, doneText(r), r.Changed, r.Unchanged, r.Failed,
-			r.Queued, r.Record.CreatedAt.UTC().Format(time.RFC3339), r.Record.Source)
-	}
-	fmt.Fprintf(w, "%d backfill runs\n", len(runs))
-	return nil
-}
-
-// doneText is "12/40", or "12/?" while the total is not known.
-func doneText(r *backfill.RunStatus) string {
-	if r.Record.Total == 0 && r.State == backfill.StateRunning {
-		return fmt.Sprintf("%d/?", r.Scripts)
-	}
-	return fmt.Sprintf("%d/%d", r.Scripts, r.Record.Total)
-}
-
-// writeRunStatus renders one run's progress for people.
-func writeRunStatus(w io.Writer, st *backfill.RunStatus) error {
-	var b strings.Builder
-	r := st.Record
-	fmt.Fprintf(&b, "backfill run %s: %s\n", r.ID, st.State)
-	fmt.Fprintf(&b, "  source     %s\n", r.Source)
-	fmt.Fprintf(&b, "  created    %s\n", r.CreatedAt.UTC().Format(time.RFC3339))
-	if r.FinishedAt != nil {
-		fmt.Fprintf(&b, "  finished   %s\n", r.FinishedAt.UTC().Format(time.RFC3339))
-	}
-	if r.CancelledAt != nil {
-		fmt.Fprintf(&b, "  cancelled  %s\n", r.CancelledAt.UTC().Format(time.RFC3339))
-	}
-	fmt.Fprintf(&b, "  progress   %s scripts with a result, %d queued\n", doneText(st), st.Queued)
-	fmt.Fprintf(&b, "  changed    %d\n  unchanged  %d\n  failed     %d\n", st.Changed, st.Unchanged, st.Failed)
-	if st.Rate > 0 {
-		fmt.Fprintf(&b, "  rate       %.1f scripts/s\n", st.Rate)
-	}
-	if st.ETA > 0 {
-		fmt.Fprintf(&b, "  eta        %s\n", st.ETA.Round(time.Second))
-	}
-	for _, f := range st.Failures {
-		fmt.Fprintf(&b, "  failed: %s  %s  %s\n", f.Script, f.Reason, f.Error)
-	}
-	if st.State != backfill.StateCancelled && st.Failed > 0 {
-		fmt.Fprintf(&b, "  (start the run again with --run-id %s to retry the failed scripts)\n", r.ID)
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }
 
 // retry takes back the failed result of key for a resumed run that
@@ -213,29 +152,18 @@ func (t *tracker) retry(key string) *state.BackfillResult {
 	return &r
 }
 
-// untilCancelled returns a context that ends, with the cause
-// backfill.ErrCancelled, when run id is cancelled (`backfill cancel` on
-// any machine), so that the process that started the run stops waiting
-// for the results of the items the cancel dropped. stop releases the
-// watch.
-func untilCancelled(ctx context.Context, res *state.Resources, id string) (context.Context, func()) {
-	wctx, cancel := context.WithCancelCause(ctx)
-	w, err := res.Runs.Watch(wctx, id)
-	if err != nil {
-		return wctx, func() { cancel(nil) } // the wait goes on as before
+// printJSONLinesOr writes each of vs as a JSON line when output is json,
+// else calls text.
+func printJSONLinesOr[T any](w io.Writer, output string, vs []T, text func(io.Writer) error) error {
+	if output != "json" {
+		return text(w)
 	}
-	go func() {
-		for e := range w.Updates() {
-			if e == nil {
-				continue
-			}
-			var rec state.BackfillRun
-			if json.Unmarshal(e.Value(), &rec) == nil && rec.CancelledAt != nil {
-				cancel(fmt.Errorf("backfill run %s: %w on %s: the items still queued were dropped", id, backfill.ErrCancelled,
-					rec.CancelledAt.UTC().Format(time.RFC3339)))
-				return
-			}
+	for _, v := range vs {
+		line, err := json.Marshal(v)
+		if err != nil {
+			return err
 		}
-	}()
-	return wctx, func() { _ = w.Stop(); cancel(nil) }
+		fmt.Fprintln(w, string(line))
+	}
+	return nil
 }

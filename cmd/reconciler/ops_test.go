@@ -359,7 +359,7 @@ func TestOperatorBackfillListStatusCancel(t *testing.T) {
 	// The process that started the run stops waiting for it.
 	select {
 	case code := <-done:
-		if code != 1 || !strings.Contains(berr.String(), "backfill run slow-1: backfill run was cancelled") {
+		if code != 1 || !strings.Contains(berr.String(), "backfill run was cancelled on") || !strings.Contains(berr.String(), "cancel slow-1") {
 			t.Errorf("the backfill that started the run: exit %d, want 1 naming the cancel\n%s", code, berr.String())
 		}
 	case <-time.After(30 * time.Second):
