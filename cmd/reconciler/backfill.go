@@ -42,6 +42,7 @@ type backfillFlags struct {
 	output         string
 	dryRun         bool
 	skipUnmodified bool
+	retryFailed    bool
 	progress       string
 }
 
@@ -64,6 +65,7 @@ func (bf *backfillFlags) register(f *flagSet) {
 	f.str(&bf.output, "output", "", "text", "summary: text or json (the last line of stdout is one JSON object)")
 	f.BoolVar(&bf.dryRun, "dry-run", false, "read live state and print each plan and a summary; write nothing")
 	f.BoolVar(&bf.skipUnmodified, "skip-unmodified", false, "with --dispatch-namespace: do not read a script whose listed modified_on equals the one recorded when a read last found it converged, and whose desired state is applied (see README)")
+	f.BoolVar(&bf.retryFailed, "retry-failed", true, "when resuming a run, queue again the scripts whose result failed (--retry-failed=false keeps their failures)")
 	f.str(&bf.progress, "progress", "", "auto", "progress: auto (a bar on a terminal, log lines otherwise), bar, log or none")
 }
 
@@ -133,6 +135,7 @@ resumes where it stopped when started again (same input, or --run-id).`,
 	f := commandFlags(cmd, a.env)
 	bf.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runBackfill(ctx, a, f, &bf) })
+	cmd.AddCommand(newBackfillSteerCmds(a)...) // backfill_steer.go
 	return cmd
 }
 
@@ -377,7 +380,7 @@ func (bf *backfillFlags) runOn(ctx context.Context, conn *natsConn, stderr io.Wr
 	if err != nil {
 		return nil, err
 	}
-	b, resumed, err := backfill.Open(ctx, res, state.BackfillRun{ID: bf.runID, Source: src.describe, SkipUnmodified: bf.skipUnmodified})
+	b, resumed, err := backfill.Open(ctx, res, state.BackfillRun{ID: bf.runID, Source: src.describe, SkipUnmodified: bf.skipUnmodified, InputDigest: src.hash})
 	if err != nil {
 		return nil, err
 	}
@@ -404,7 +407,12 @@ func (bf *backfillFlags) runOn(ctx context.Context, conn *natsConn, stderr io.Wr
 		return nil, err
 	}
 	tr.setTotal(total)
-	if err := tr.wait(ctx, total); err != nil {
+	waitCtx, stopWatch := backfill.UntilCancelled(ctx, res, b.Record.ID)
+	defer stopWatch()
+	if err := tr.wait(waitCtx, total); err != nil {
+		if cause := context.Cause(waitCtx); errors.Is(cause, backfill.ErrCancelled) {
+			return nil, cause
+		}
 		return nil, fmt.Errorf("backfill run %s interrupted (start it again with --run-id %s to resume): %w", b.Record.ID, b.Record.ID, err)
 	}
 	stopFollow()
@@ -435,7 +443,10 @@ func (bf *backfillFlags) enqueue(ctx context.Context, b *backfill.Run, src *back
 	err := src.each(ctx, func(it backfill.Item) error {
 		total++
 		tr.setTotal(total)
-		if tr.done(event.ScriptKey(it.Ref)) {
+		if bf.retryFailed {
+			it.Retry = tr.retry(event.ScriptKey(it.Ref)) // backfill_steer.go
+		}
+		if it.Retry == nil && tr.done(event.ScriptKey(it.Ref)) {
 			return nil
 		}
 		batch = append(batch, it)

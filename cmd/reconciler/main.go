@@ -111,6 +111,11 @@ func (a *app) exitCode(err error) int {
 	if err == nil || errors.Is(err, pflag.ErrHelp) {
 		return exitOK
 	}
+	var drift *driftFoundError
+	if errors.As(err, &drift) { // drift.go: its own exit code
+		fmt.Fprintln(a.stderr, "reconciler: "+err.Error())
+		return exitDrift
+	}
 	var ue *usageError
 	if errors.As(err, &ue) || !a.ran {
 		msg := err.Error()

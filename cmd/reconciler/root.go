@@ -65,6 +65,8 @@ func newRootCmd(a *app) *cobra.Command {
 		newEmulatorCmd(a),
 		newSandboxCmd(a),
 		newDoctorCmd(a),
+		newStatusCmd(a),
+		newDriftCmd(a),
 		newVersionCmd(a),
 		newDocsCmd(a),
 	)

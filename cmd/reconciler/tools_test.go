@@ -58,7 +58,8 @@ var toolEvents = fmt.Sprintf(`{"schema":"bindings.change/v1","id":"t1","account_
 `, acct, acct)
 
 // TestToolsNeverCreateResources: against a NATS where `run` has set up
-// nothing, publish, plan (with and without --stored) and dlq list fail
+// nothing, publish, plan (with and without --stored), dlq list, status,
+// drift and backfill list|status|cancel fail
 // with a message that says to start `reconciler run`, and create no
 // stream, consumer or bucket.
 func TestToolsNeverCreateResources(t *testing.T) {
@@ -83,6 +84,11 @@ func TestToolsNeverCreateResources(t *testing.T) {
 		{"plan", "--stored", "-"},
 		{"plan", "-"},
 		{"dlq", "list"},
+		{"status", "tenant-0001", "--account", acct, "--dispatch-namespace", "customers"},
+		{"drift", "--account", acct, "--dispatch-namespace", "customers"},
+		{"backfill", "list"},
+		{"backfill", "status", "bf-1"},
+		{"backfill", "cancel", "bf-1"},
 	} {
 		code, out, stderr := call(t, env, toolEvents, args...)
 		if code == 0 {

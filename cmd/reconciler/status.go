@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/jobs/event"
+	"github.com/reconciler/reconciler/internal/jobs/state"
+	"github.com/reconciler/reconciler/internal/jobs/tools"
+	"github.com/reconciler/reconciler/internal/planner"
+)
+
+// scopeFlags name the scripts of an operator command: an account and a
+// dispatch namespace ("" for ordinary Workers).
+type scopeFlags struct {
+	account   string
+	namespace string
+	output    string
+}
+
+func (s *scopeFlags) register(f *flagSet) {
+	f.str(&s.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account of the scripts")
+	f.str(&s.namespace, "dispatch-namespace", "", "", "dispatch namespace of the scripts (empty = ordinary Workers)")
+	f.alias("namespace", "dispatch-namespace")
+	f.str(&s.output, "output", "", "text", "output: text or json (one JSON object)")
+}
+
+func (s *scopeFlags) validate(f *flagSet) error {
+	if s.output != "text" && s.output != "json" {
+		return usagef("--output: must be text or json, got %q", s.output)
+	}
+	if s.account == "" {
+		return usagef("%s: needed (the account of the scripts)", f.name("account"))
+	}
+	if err := cfapi.ValidateAccountID(s.account); err != nil {
+		return usagef("%s: %v", f.name("account"), err)
+	}
+	if s.namespace != "" {
+		if err := cfapi.ValidateScriptName(s.namespace); err != nil {
+			return usagef("--dispatch-namespace: %v", err)
+		}
+	}
+	return nil
+}
+
+// ref names script in the scope. A full key ACCOUNT.NAMESPACE.SCRIPT (as
+// `dlq list` shows it; namespace _ for ordinary Workers) names it alone.
+func (s *scopeFlags) ref(script string) (cfapi.ScriptRef, error) {
+	if strings.Count(script, ".") == 2 {
+		return event.ParseScriptKey(script)
+	}
+	ref := cfapi.ScriptRef{AccountID: s.account, Namespace: s.namespace, Script: script}
+	return ref, ref.Validate()
+}
+
+// opsSession is what an operator command reads through: the pipeline's
+// state on NATS, its planner (the stored fingerprint key), and an API
+// client on the shared budget (nil without one).
+type opsSession struct {
+	res     *state.Resources
+	planner *planner.Planner
+	client  *cfapi.Client
+	close   func()
+}
+
+// openOps connects to the pipeline behind n (--nats-url, or a running
+// `reconciler run`), which must be reachable, and, when withAPI, makes an
+// API client on its shared budget.
+func openOps(ctx context.Context, n *natsFlags, a *apiFlags, e env, withAPI bool, log *zap.Logger) (*opsSession, error) {
+	conn, err := connectNATS(n, false, log)
+	if err != nil {
+		return nil, err
+	}
+	s := &opsSession{close: func() { conn.close(log, 5*time.Second) }}
+	fail := func(err error) (*opsSession, error) { s.close(); return nil, err }
+	if s.res, err = state.Open(ctx, conn.js, n.names()); err != nil {
+		return fail(err)
+	}
+	key, err := fingerprintKey(ctx, conn.js, e, 1, false)
+	if err != nil {
+		return fail(err)
+	}
+	if s.planner, err = planner.New(planner.Options{FingerprintKey: key}); err != nil {
+		return fail(err)
+	}
+	if !withAPI {
+		return s, nil
+	}
+	creds, err := credentials(e, a.baseURL)
+	if err != nil {
+		return fail(err)
+	}
+	lim, closeLim, err := newLimiter(ctx, a, creds, conn.js, budgetShared, 1, log)
+	if err != nil {
+		return fail(err)
+	}
+	closeConn := s.close
+	s.close = func() { closeLim(); closeConn() }
+	if s.client, err = newAPIClient(a, creds, lim, noHooks, time.Minute); err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+// statusFlags are the flags of `reconciler status`.
+type statusFlags struct {
+	nats    natsFlags
+	api     apiFlags
+	log     logFlags
+	scope   scopeFlags
+	noLive  bool
+	history int
+}
+
+func (sf *statusFlags) register(f *flagSet) {
+	sf.nats.register(f)
+	sf.api.register(f)
+	sf.log.register(f)
+	sf.scope.register(f)
+	f.BoolVar(&sf.noLive, "no-live", false, "do not read the live bindings (no API request; no plan)")
+	f.IntVar(&sf.history, "history", 20, "at most this many writes of the history, newest last")
+}
+
+func newStatusCmd(a *app) *cobra.Command {
+	var sf statusFlags
+	cmd := &cobra.Command{
+		Use:   "status SCRIPT [flags]",
+		Short: "show everything the reconciler knows about one script, and why it is (not) written",
+		Long: `Shows one script like kubectl describe: its desired state (secrets masked),
+the last-applied record, the live bindings (one read from the shared budget,
+unless --no-live), the three-way plan, the events not settled yet, why it is
+held (another process's lease, a gradual deployment, a queued backfill item,
+quarantined operations), its dead letters and the history of its writes.
+It writes nothing. SCRIPT is a script name of --dispatch-namespace in
+--account, or a full key ACCOUNT.NAMESPACE.SCRIPT (namespace _ for ordinary
+Workers).`,
+		Example: `  reconciler status tenant-0042 --dispatch-namespace customers
+  reconciler status 0123456789abcdef0123456789abcdef.customers.tenant-0042 --output json
+  reconciler status tenant-0042 --dispatch-namespace customers --no-live`,
+	}
+	f := commandFlags(cmd, a.env)
+	sf.register(f)
+	cmd.RunE = a.action(f, func(ctx context.Context) error { return runStatus(ctx, a, f, &sf) })
+	return cmd
+}
+
+func runStatus(ctx context.Context, a *app, f *flagSet, sf *statusFlags) error {
+	if len(f.pos) != 1 {
+		return usagef("status needs one SCRIPT (a script name of --dispatch-namespace, or ACCOUNT.NAMESPACE.SCRIPT), got %d arguments", len(f.pos))
+	}
+	script := f.pos[0]
+	if strings.Count(script, ".") == 2 && sf.scope.account == "" {
+		sf.scope.account = strings.SplitN(script, ".", 2)[0] // the key names it
+	}
+	if err := validateAll(f, &sf.nats, &sf.api, &sf.log, &sf.scope); err != nil {
+		return err
+	}
+	if sf.history < 1 {
+		return usagef("--history: must be at least 1, got %d", sf.history)
+	}
+	ref, err := sf.scope.ref(script)
+	if err != nil {
+		return usagef("SCRIPT: %v", err)
+	}
+	log := sf.log.logger(a.stderr)
+	defer func() { _ = log.Sync() }()
+	s, err := openOps(ctx, &sf.nats, &sf.api, a.env, !sf.noLive, log)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	var api tools.StatusAPI
+	if s.client != nil {
+		api = s.client
+	}
+	st, err := tools.ScriptStatusOf(ctx, s.res, api, s.planner, ref, tools.StatusOptions{NoLive: sf.noLive, History: sf.history})
+	if err != nil {
+		return err
+	}
+	return printJSONOr(a.stdout, sf.scope.output, st, func(w io.Writer) error { return tools.WriteStatus(w, st) })
+}
+
+// printJSONOr writes v as one JSON line when output is json, else calls
+// text.
+func printJSONOr(w io.Writer, output string, v any, text func(io.Writer) error) error {
+	if output != "json" {
+		return text(w)
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(data))
+	return err
+}
