@@ -14,6 +14,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/backfill"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 	"github.com/reconciler/reconciler/internal/testutil"
@@ -93,7 +94,7 @@ func waitLive(t *testing.T, emu *cfapitest.Server, script, name, text string) {
 	t.Helper()
 	testutil.Eventually(t, 30*time.Second, func() bool {
 		bs, _ := emu.Bindings(acct, "customers", script)
-		b, ok := cfapi.Bindings(bs).ByName(name)
+		b, ok := wire.Bindings(bs).ByName(name)
 		return ok && strings.Contains(string(mustJSON(t, b)), `"text":"`+text+`"`)
 	}, "%s never got %s=%s", script, name, text)
 }
@@ -184,7 +185,7 @@ func TestOperatorStatusAnswersWhyAndWhatChanged(t *testing.T) {
 	if st.Desired == nil || len(st.Desired.Bindings) != 2 || st.Applied.Bindings["PLAN"] != "plain_text" || st.Applied.Bindings["API_KEY"] != "secret_text" {
 		t.Errorf("desired %+v applied %+v, want PLAN and API_KEY in both", st.Desired, st.Applied)
 	}
-	if _, ok := cfapi.Bindings(st.Live.Bindings).ByName("USER_KV"); ok || !st.Live.Read {
+	if _, ok := wire.Bindings(st.Live.Bindings).ByName("USER_KV"); ok || !st.Live.Read {
 		t.Errorf("live = %+v, want read and without USER_KV", st.Live)
 	}
 	if len(st.History) != 2 || st.History[0].EventIDs[0] != "op-1" || st.History[1].EventIDs[0] != "op-2" || st.History[1].At.Before(st.History[0].At) {
@@ -258,7 +259,7 @@ func TestOperatorDriftFindsTheTenantChangedBehindItsBack(t *testing.T) {
 	}
 	for i, b := range sc.Bindings {
 		if b.Name() == "PLAN" {
-			changed, err := cfapi.ParseBinding([]byte(`{"type":"plain_text","name":"PLAN","text":"free"}`))
+			changed, err := wire.ParseBinding([]byte(`{"type":"plain_text","name":"PLAN","text":"free"}`))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
@@ -87,11 +88,11 @@ func TestDriftStates(t *testing.T) {
 	// Behind the reconciler's back: t-1's PLAN changes and its USER_KV
 	// goes; t-3 is deleted; t-2 gets a change the API refuses to write.
 	sc, _ := h.emu.Script(acct, "customers", "t-1")
-	var kept []cfapi.Binding
+	var kept []wire.Binding
 	for _, bd := range sc.Bindings {
 		switch bd.Name() {
 		case "PLAN":
-			kept = append(kept, cfapi.MustParseBinding(`{"type":"plain_text","name":"PLAN","text":"free"}`))
+			kept = append(kept, wire.MustParseBinding(`{"type":"plain_text","name":"PLAN","text":"free"}`))
 		case "USER_KV":
 		default:
 			kept = append(kept, bd)

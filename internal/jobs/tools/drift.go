@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/planner"
@@ -221,7 +222,7 @@ func driftOf(ctx context.Context, store *state.Store, api DriftAPI, p *planner.P
 	if err != nil {
 		return fail("reading live bindings: %v", err)
 	}
-	live := cfapi.Bindings(settings.Bindings)
+	live := wire.Bindings(settings.Bindings)
 	covered := map[string]bool{}
 	if ds != nil {
 		d, hidden := ds.PlannerInput(rec.Removed)
