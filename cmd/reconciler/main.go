@@ -34,6 +34,7 @@ const (
 	exitOK          = 0   // success
 	exitFailed      = 1   // finished with failures
 	exitUsage       = 2   // bad usage or configuration
+	exitChanges     = 2   // plan, backfill --dry-run with --detailed-exitcode: something would change
 	exitInterrupted = 130 // stopped by Ctrl-C (SIGINT), as shells report it
 )
 
@@ -110,6 +111,9 @@ func (a *app) action(f *flagSet, body func(ctx context.Context) error) func(*cob
 func (a *app) exitCode(err error) int {
 	if err == nil || errors.Is(err, pflag.ErrHelp) {
 		return exitOK
+	}
+	if errors.Is(err, errChangesPending) {
+		return exitChanges
 	}
 	var ue *usageError
 	if errors.As(err, &ue) || !a.ran {

@@ -20,6 +20,7 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
+	"github.com/reconciler/reconciler/internal/progress"
 )
 
 // sandboxFlags are the flags of `reconciler sandbox`.
@@ -217,20 +218,20 @@ func (sb *sandbox) demo(ctx context.Context, sf *sandboxFlags, stdout, stderr io
 	pf.Close()
 	bf := backfillFlags{pipe: sf.pipe, namespace: "customers", patchFile: pf.Name(), account: cfapitest.DefaultAccount,
 		runID: fmt.Sprintf("sandbox-%d", time.Now().Unix()), output: "text", progress: "auto"}
-	src, err := bf.source(nil, sb.client)
+	src, err := bf.source(nil, sb.client, nil, log)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "demo backfill %s: every tenant gets ASSETS (r2_bucket) and REGION, and loses METRICS if it has it:\n  %s\n", bf.runID, patch)
 	live := make(chan []time.Duration, 1)
 	go func() { live <- sb.liveEvents(ctx, sf.tenants, log) }()
-	sum, err := bf.runOn(ctx, sb.conn, stderr, src, etaRate(sb.lim), log)
+	sum, err := bf.execute(ctx, sb.conn, progress.NewConsole(stderr, nil), src, sb.lim, log)
 	if err != nil {
 		return err
 	}
 	lat := <-live
 	fmt.Fprintln(stdout)
-	if err := sum.print(stdout, "text"); err != nil {
+	if err := printSummary(stdout, "text", sum); err != nil {
 		var fe *failedError
 		if !errors.As(err, &fe) {
 			return err
