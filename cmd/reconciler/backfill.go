@@ -301,11 +301,10 @@ func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	out := planOutput{w: stdout, output: bf.output, preview: &bf.preview, base: base, summaryOnly: bf.output == "json"}
-	out.header()
+	out := bf.preview.printer(stdout, bf.output, base, bf.output == "json")
 	sum, err := backfill.DryRun(ctx, src, bf.pipe.nats.subjectPrefix, func(ctx context.Context, events []*event.Event) []tools.Preview {
 		return tools.PreviewEvents(ctx, client, pl, events, base.state)
-	}, out.print)
+	}, out.Print)
 	if err != nil {
 		return err
 	}
@@ -315,5 +314,5 @@ func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writ
 	if err := printSummary(stdout, bf.output, sum); err != nil {
 		return err
 	}
-	return out.exit()
+	return bf.preview.exit(out)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"io"
 
@@ -116,13 +115,37 @@ func runPlan(ctx context.Context, a *app, f *flagSet, pf *planFlags) error {
 	if err != nil {
 		return err
 	}
-	out := planOutput{w: stdout, output: pf.output, preview: &pf.preview, base: base}
-	out.header()
-	if err := out.print(tools.PreviewEvents(ctx, client, pl, events, base.state)); err != nil {
+	out := pf.preview.printer(stdout, pf.output, base, false)
+	if err := out.Print(tools.PreviewEvents(ctx, client, pl, events, base.state)); err != nil {
 		return err
 	}
-	return out.exit()
+	return pf.preview.exit(out)
 }
+
+// printer returns the printer of previews from base; summaryOnly prints
+// nothing per script (backfill --dry-run --output json). A text output
+// starts with the state the plans start from.
+func (pv *previewFlags) printer(w io.Writer, output string, base previewBase, summaryOnly bool) *tools.PlanPrinter {
+	if output == "text" {
+		fmt.Fprintf(w, "Planning from %s.\n\n", base.text)
+	}
+	return &tools.PlanPrinter{W: w, JSON: output == "json", Stored: base.stored, ChangesOnly: pv.changesOnly, LeftAlone: pv.verbose,
+		SummaryOnly: summaryOnly}
+}
+
+// exit returns the outcome of a preview: a failure (exit 1) when a script
+// could not be planned, else with --detailed-exitcode exit 2 when
+// something would change.
+func (pv *previewFlags) exit(p *tools.PlanPrinter) error {
+	switch {
+	case p.Failed > 0:
+		return &failedError{msg: fmt.Sprintf("%d scripts could not be planned", p.Failed)}
+	case p.Changes > 0 && pv.detailedExitcode:
+		return errChangesPending
+	}
+	return nil
+}
+
 
 // readEventsFile reads and validates the events of a file or stdin ("-").
 func readEventsFile(name string, stdin io.Reader, prefix string) ([]*event.Event, error) {
@@ -156,9 +179,10 @@ func (pv *previewFlags) baseState(ctx context.Context, n *natsFlags, conn *natsC
 	switch {
 	case pv.stored && conn == nil:
 		return b, nil, fmt.Errorf("--stored: no running reconciler reachable at %s: pass --nats-url, or start `reconciler run`", n.embeddedListen)
+	case pv.noStored:
 	case conn == nil:
 		b.text = "a reconciler that has applied nothing (no pipeline reachable): ownership and secret fingerprints are not known"
-	case !pv.noStored:
+	default:
 		st, err := tools.StoredState(ctx, conn.js, n.names())
 		var key []byte
 		if err == nil {
@@ -181,74 +205,3 @@ func (pv *previewFlags) baseState(ctx context.Context, n *natsFlags, conn *natsC
 	return b, pl, nil
 }
 
-// planOutput prints previews and counts what they would change.
-type planOutput struct {
-	w       io.Writer
-	output  string
-	preview *previewFlags
-	base    previewBase
-	// summaryOnly prints nothing per script (backfill --dry-run --output json).
-	summaryOnly     bool
-	failed, changes int
-}
-
-// header says, on a text output, which state the plans start from.
-func (o *planOutput) header() {
-	if o.output == "text" {
-		fmt.Fprintf(o.w, "Planning from %s.\n\n", o.base.text)
-	}
-}
-
-// print prints previews as text or JSON lines, and counts them.
-func (o *planOutput) print(previews []tools.Preview) error {
-	for _, pv := range previews {
-		switch {
-		case pv.Err != nil:
-			o.failed++
-		case !pv.Plan.NoOp():
-			o.changes++
-		case o.preview.changesOnly:
-			continue
-		}
-		if o.summaryOnly {
-			continue
-		}
-		if o.output == "json" {
-			obj := map[string]any{"script": pv.Ref, "events": pv.EventIDs, "base": map[bool]string{true: "stored", false: "fresh"}[o.base.stored]}
-			if pv.Err != nil {
-				obj["error"] = pv.Err.Error()
-			} else {
-				obj["plan"] = pv.Plan
-			}
-			line, err := json.Marshal(obj)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(o.w, string(line))
-			continue
-		}
-		fmt.Fprintf(o.w, "# %s (events: %d)\n", pv.Ref, len(pv.EventIDs))
-		if pv.Err != nil {
-			fmt.Fprintf(o.w, "error: %v\n\n", pv.Err)
-			continue
-		}
-		if err := pv.Plan.RenderWith(o.w, planner.RenderOptions{LeftAlone: o.preview.verbose}); err != nil {
-			return err
-		}
-		fmt.Fprintln(o.w)
-	}
-	return nil
-}
-
-// exit returns the outcome: a failure (exit 1) when a script could not
-// be planned, else with --detailed-exitcode exit 2 when something would
-// change.
-func (o *planOutput) exit() error {
-	if o.failed > 0 {
-		return &failedError{msg: fmt.Sprintf("%d scripts could not be planned", o.failed)}
-	}
-	if o.changes > 0 && o.preview.detailedExitcode {
-		return errChangesPending
-	}
-	return nil
-}
