@@ -146,7 +146,6 @@ func (pv *previewFlags) exit(p *tools.PlanPrinter) error {
 	return nil
 }
 
-
 // readEventsFile reads and validates the events of a file or stdin ("-").
 func readEventsFile(name string, stdin io.Reader, prefix string) ([]*event.Event, error) {
 	in, err := openInput(name, stdin)
@@ -204,4 +203,3 @@ func (pv *previewFlags) baseState(ctx context.Context, n *natsFlags, conn *natsC
 	}
 	return b, pl, nil
 }
-
