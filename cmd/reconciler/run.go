@@ -327,28 +327,7 @@ func newLimiter(ctx context.Context, a *apiFlags, creds credentialSet, js jetstr
 		return lim, func() {}, nil
 	}
 	cfg := budgetConfig(ctx, a, creds, replicas, log) // ratelimit_flags.go
-	var src *budget.Source
-	var err error
-	if mode == budgetEnsure {
-		err = state.RetrySetup(ctx, log, "bucket "+budget.DefaultBucket, func(ctx context.Context) error {
-			src, err = budget.Ensure(ctx, js, cfg)
-			return err
-		})
-	} else {
-		src, err = budget.Open(ctx, js, cfg)
-	}
-	if err != nil {
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, nil, fmt.Errorf("shared budget: %w: start `reconciler run` on this NATS first", err)
-		}
-		return nil, nil, fmt.Errorf("shared budget: %w", err)
-	}
-	lim, err := cfapi.NewSharedLimiter(src, a.maxWrites, hooks)
-	if err != nil {
-		src.Close()
-		return nil, nil, err
-	}
-	return lim, func() { src.Close() }, nil
+	return budget.NewLimiter(ctx, js, cfg, mode == budgetEnsure, a.maxWrites, hooks)
 }
 
 // toolClient returns the API client of a tool (plan, backfill): on the
@@ -415,19 +394,17 @@ func serveMetrics(addr string, reg *prometheus.Registry, m *metrics.Metrics, con
 	}
 	// /healthz fails when work is pending and no reconcile finished for
 	// livenessBound: a wedged process, which a restart cures.
-	wd := health.New(health.Options{Bound: livenessBound,
-		Pending:  func() int { return int(sumMetrics(reg, "reconciler_queue_depth", "reconciler_inflight_reconciles")) },
-		Progress: func() float64 { return sumMetrics(reg, "reconciler_reconcile_total") }})
-	srv, err := metrics.Listen(addr, withHealthz(wd, m.Handler(reg, func() error {
-		if !conn.nc.IsConnected() {
-			return errors.New("NATS is not connected")
-		}
-		r := runner.Load()
-		if r == nil {
-			return errors.New("starting: setting up JetStream")
-		}
-		return r.Ready()
-	})))
+	srv, err := metrics.Listen(addr, health.Handler(reg, livenessBound, []string{"reconciler_queue_depth", "reconciler_inflight_reconciles"},
+		[]string{"reconciler_reconcile_total"}, m.Handler(reg, func() error {
+			if !conn.nc.IsConnected() {
+				return errors.New("NATS is not connected")
+			}
+			r := runner.Load()
+			if r == nil {
+				return errors.New("starting: setting up JetStream")
+			}
+			return r.Ready()
+		})))
 	if err != nil {
 		return nil, err
 	}
@@ -438,35 +415,6 @@ func serveMetrics(addr string, reg *prometheus.Registry, m *metrics.Metrics, con
 // livenessBound is longer than a budget pause for Retry-After, so a
 // process waiting out a 429 is not restarted.
 const livenessBound = 10 * time.Minute
-
-// withHealthz serves /healthz from the watchdog and the rest from h.
-func withHealthz(wd *health.Watchdog, h http.Handler) http.Handler {
-	hz := wd.Handler()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" {
-			hz.ServeHTTP(w, r)
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-// sumMetrics sums every series of the named gauges and counters.
-func sumMetrics(g prometheus.Gatherer, names ...string) float64 {
-	fams, _ := g.Gather()
-	total := 0.0
-	for _, f := range fams {
-		for _, n := range names {
-			if f.GetName() != n {
-				continue
-			}
-			for _, mt := range f.GetMetric() {
-				total += mt.GetGauge().GetValue() + mt.GetCounter().GetValue()
-			}
-		}
-	}
-	return total
-}
 
 func (s *metricsServer) shutdown() {
 	if s.srv == nil {
