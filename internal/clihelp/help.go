@@ -196,14 +196,14 @@ func WriteDocs(w io.Writer, root *cobra.Command, header string, groups []string)
 	var b strings.Builder
 	b.WriteString(header)
 	b.WriteString("Commands:\n\n")
-	walk(root, func(c *cobra.Command) {
+	Walk(root, func(c *cobra.Command) {
 		if c == root || !documented(c) {
 			return
 		}
 		fmt.Fprintf(&b, "- [%s](#%s): %s\n", c.CommandPath(), anchor(c.CommandPath()), c.Short)
 	})
 	b.WriteString("\n")
-	walk(root, func(c *cobra.Command) {
+	Walk(root, func(c *cobra.Command) {
 		if !documented(c) {
 			return
 		}
@@ -241,10 +241,10 @@ func UpperFirst(s string) string {
 	return strings.ToUpper(s[:1]) + s[1:]
 }
 
-// walk calls fn for c and every command under it, depth first.
-func walk(c *cobra.Command, fn func(*cobra.Command)) {
+// Walk calls fn for c and every command under it, depth first.
+func Walk(c *cobra.Command, fn func(*cobra.Command)) {
 	fn(c)
 	for _, sub := range c.Commands() {
-		walk(sub, fn)
+		Walk(sub, fn)
 	}
 }

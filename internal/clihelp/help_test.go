@@ -1,6 +1,7 @@
 package clihelp
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -33,5 +34,26 @@ func TestWriteUsageGroupsFlags(t *testing.T) {
 		if len(l) > 100 {
 			t.Errorf("line of %d columns: %q", len(l), l)
 		}
+	}
+}
+
+// TestNormalizeArgsAndSuggestion: a one-dash long flag of the command
+// run gets two dashes (nothing after --); an unknown flag two edits
+// from a known one is suggested.
+func TestNormalizeArgsAndSuggestion(t *testing.T) {
+	root := &cobra.Command{Use: "r"}
+	sub := &cobra.Command{Use: "plan", Run: func(*cobra.Command, []string) {}}
+	sub.Flags().String("output", "", "")
+	sub.Flags().Bool("dry-run", false, "")
+	root.AddCommand(sub)
+	got := NormalizeArgs(root, []string{"plan", "-output=json", "-x", "--", "-output"})
+	if strings.Join(got, " ") != "plan --output=json -x -- -output" {
+		t.Errorf("NormalizeArgs: %q", got)
+	}
+	if s := FlagSuggestion(sub, errors.New("unknown flag: --dryrun")); s != " (did you mean --dry-run?)" {
+		t.Errorf("suggestion %q", s)
+	}
+	if s := FlagSuggestion(sub, errors.New("unknown flag: --zzzzzz")); s != "" {
+		t.Errorf("suggestion for a far flag: %q", s)
 	}
 }
