@@ -91,7 +91,9 @@ func plainUsage(fl *pflag.Flag) {
 // normalizeArgs rewrites the one-dash spelling of a long flag that Go's
 // flag package accepted into the two dashes cobra parses
 // (clihelp.NormalizeArgs).
-func normalizeArgs(root *cobra.Command, args []string) []string { return clihelp.NormalizeArgs(root, args) }
+func normalizeArgs(root *cobra.Command, args []string) []string {
+	return clihelp.NormalizeArgs(root, args)
+}
 
 func newVersionCmd(a *app) *cobra.Command {
 	return &cobra.Command{
