@@ -15,6 +15,7 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 	"github.com/reconciler/reconciler/internal/jobs"
+	"github.com/reconciler/reconciler/internal/jobs/tools"
 	"github.com/reconciler/reconciler/internal/progress"
 	"github.com/reconciler/reconciler/internal/sandbox"
 )
@@ -175,7 +176,7 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 	}
 	fmt.Fprintf(stdout, "sandbox: %d tenants in dispatch namespace customers of account %s\n", sf.tenants, cfapitest.DefaultAccount)
 	fmt.Fprintf(stdout, "  API emulator  %s  (budget %s, enforced)\n  NATS          %s  (data dir %s)\n  metrics       %s\n\n",
-		sb.emu.URL, sb.budget, sb.conn.url, sb.dataDir, orDash(sb.metricsU))
+		sb.emu.URL, sb.budget, sb.conn.url, sb.dataDir, tools.OrDash(sb.metricsU))
 	return sb, nil
 }
 
