@@ -9,7 +9,6 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
-	"github.com/reconciler/reconciler/metrics"
 )
 
 // rateLimitAuto is the --rate-limit value that takes the budget from the
@@ -73,17 +72,4 @@ func rateText(a *apiFlags) string {
 		return fmt.Sprintf("%d/%s (auto's conservative start)", a.budget, a.window)
 	}
 	return a.rateLimit
-}
-
-// sampleUserBudget sets the estimate of the other tools' requests from the
-// shared budget's view of the API (the gauge stays as it was without a
-// live view).
-func sampleUserBudget(m *metrics.Metrics, lim *cfapi.Limiter) {
-	src, ok := lim.Source().(*budget.Source)
-	if !ok {
-		return
-	}
-	if v, ok := src.APIView(); ok {
-		m.APIOtherRequests.Set(float64(v.Others))
-	}
 }

@@ -195,7 +195,7 @@ func runRun(ctx context.Context, a *app, f *flagSet, rf *runFlags) error {
 		return err
 	}
 	runner.Store(p)
-	go sampleGauges(ctx, m, conn, lim)
+	go budget.SampleGauges(ctx, m, conn.nc.IsConnected, lim)
 	log.Info("reconciler running",
 		zap.String("nats", redactURL(conn.url)), zap.String("api", rf.api.baseURL),
 		zap.String("rate_limit", rf.api.rateLimit), zap.Int("concurrency", rf.concurrency),
@@ -260,31 +260,6 @@ func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds cred
 		return nil, nil, err
 	}
 	return jobs.NewRunner(cfg, res, client, pl, m, log), lim, nil
-}
-
-// sampleGauges keeps the gauges that describe the process's connections
-// and budget current, every second until ctx ends.
-func sampleGauges(ctx context.Context, m *metrics.Metrics, conn *natsConn, lim *cfapi.Limiter) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		connected, paused := 0.0, 0.0
-		if conn.nc.IsConnected() {
-			connected = 1
-		}
-		if lim.Paused() {
-			paused = 1
-		}
-		m.NATSConnected.Set(connected)
-		m.BudgetPaused.Set(paused)
-		m.BudgetTokens.Set(lim.Available())
-		sampleUserBudget(m, lim) // ratelimit_flags.go
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // newAPIClient returns the Cloudflare client over limiter.

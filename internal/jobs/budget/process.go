@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/metrics"
 	jobstate "github.com/reconciler/reconciler/internal/jobs/state"
 )
 
@@ -115,4 +116,35 @@ func NewLimiter(ctx context.Context, js jetstream.JetStream, cfg Config, ensure 
 		return nil, nil, err
 	}
 	return lim, func() { src.Close() }, nil
+}
+
+// SampleGauges keeps the gauges of a process's connection and budget
+// current every second until ctx ends: NATS connected (connected), the
+// budget paused, its tokens available, and the estimate of the other
+// tools' requests from the shared budget's view of the API (the gauge
+// stays as it was without a live view).
+func SampleGauges(ctx context.Context, m *metrics.Metrics, connected func() bool, lim *cfapi.Limiter) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	for {
+		m.NATSConnected.Set(b2f(connected()))
+		m.BudgetPaused.Set(b2f(lim.Paused()))
+		m.BudgetTokens.Set(lim.Available())
+		if src, ok := lim.Source().(*Source); ok {
+			if v, ok := src.APIView(); ok {
+				m.APIOtherRequests.Set(float64(v.Others))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
