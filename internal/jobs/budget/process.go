@@ -13,8 +13,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
-	"github.com/reconciler/reconciler/metrics"
 	jobstate "github.com/reconciler/reconciler/internal/jobs/state"
+	"github.com/reconciler/reconciler/metrics"
 )
 
 // ParseReserve parses a reserve: N requests, or P% of the quota (P from
