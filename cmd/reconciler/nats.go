@@ -34,17 +34,7 @@ func (c *natsConn) close(log *zap.Logger, timeout time.Duration) {
 	}
 	c.closers = nil
 	if c.nc != nil {
-		done := make(chan struct{})
-		c.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
-		if err := c.nc.Drain(); err != nil {
-			c.nc.Close()
-		} else {
-			select {
-			case <-done:
-			case <-time.After(timeout):
-				c.nc.Close()
-			}
-		}
+		natsconn.Drain(c.nc, timeout)
 	}
 	if c.embedded != nil {
 		c.embedded.Shutdown()
@@ -81,24 +71,7 @@ func connectNATS(n *natsFlags, pipeline bool, log *zap.Logger) (*natsConn, error
 			out.url = "nats://" + n.embeddedListen
 		}
 	}
-	opts := []nats.Option{
-		nats.Name("reconciler"),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil && log != nil {
-				log.Warn("NATS disconnected", zap.Error(err))
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			if log != nil {
-				log.Info("NATS reconnected", zap.String("url", nc.ConnectedUrlRedacted()))
-			}
-		}),
-	}
-	if pipeline && url != "" {
-		opts = append(opts, nats.RetryOnFailedConnect(true))
-	}
+	opts := natsconn.ClientOptions(log, pipeline && url != "")
 	nc, err := conn.Connect(out.url, opts...)
 	if err != nil {
 		if out.embedded != nil {
