@@ -48,23 +48,24 @@ type Bar struct {
 	Width    int
 	Throttle time.Duration
 
-	mu   sync.Mutex
-	last time.Time
+	mu       sync.Mutex
+	last     time.Time
+	counting bool // the state last drawn
 }
 
 // Show draws p, unless nothing is counted yet or it drew less than
 // Throttle ago.
 func (b *Bar) Show(p backfill.Progress) {
 	if p.Total <= 0 {
-		return // no "0% (0/1)" before anything is known
+		return // nothing to count yet
 	}
 	b.mu.Lock()
 	now := b.now()
-	if !b.last.IsZero() && now.Sub(b.last) < b.Throttle && p.Done < p.Total {
+	if !b.last.IsZero() && now.Sub(b.last) < b.Throttle && p.Done < p.Total && p.Counting == b.counting {
 		b.mu.Unlock()
 		return
 	}
-	b.last = now
+	b.last, b.counting = now, p.Counting
 	b.mu.Unlock()
 	b.c.draw(Line(p, b.Width))
 }
@@ -74,6 +75,9 @@ func (b *Bar) Finish() { b.c.draw("") }
 
 // Line renders p as the bar's line, the bar width cells wide.
 func Line(p backfill.Progress, width int) string {
+	if p.Counting { // no bar over a total that is still growing
+		return fmt.Sprintf("reading the run's input: %d scripts so far, %d done", p.Total, p.Done)
+	}
 	done := min(p.Done, p.Total)
 	frac := 0.0
 	if p.Total > 0 {
@@ -83,8 +87,8 @@ func Line(p backfill.Progress, width int) string {
 	bar := strings.Repeat("=", full) + strings.Repeat(" ", width-full)
 	line := fmt.Sprintf("[%s] %3d%% (%d/%d) changed %d unchanged %d failed %d | %.1f/s",
 		bar, int(frac*100), done, p.Total, p.Totals.Changed, p.Totals.Unchanged, p.Totals.Failed, rate(p))
-	if p.ETA > 0 && done < p.Total {
-		line += " | ETA " + p.ETA.Round(time.Second).String()
+	if eta := p.ETA.Round(time.Second); eta > 0 && done < p.Total {
+		line += " | ETA " + eta.String()
 	}
 	return line
 }
@@ -131,7 +135,7 @@ func (l *LogView) Finish() {
 
 func (l *LogView) emit() {
 	p := l.p
-	l.log.Info("backfill progress", zap.Int("done", p.Done), zap.Int("total", p.Total),
+	l.log.Info("backfill progress", zap.Int("done", p.Done), zap.Int("total", p.Total), zap.Bool("input_read", !p.Counting),
 		zap.Int("changed", p.Totals.Changed), zap.Int("unchanged", p.Totals.Unchanged), zap.Int("failed", p.Totals.Failed),
 		zap.Float64("scripts_per_second", rate(p)), zap.Duration("eta", p.ETA.Round(time.Second)))
 }

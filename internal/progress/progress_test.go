@@ -56,8 +56,9 @@ func (f *fakeTerminal) Write(p []byte) (int, error) {
 
 func on() *bool { t := true; return &t }
 
-// TestBarOnATerminal: nothing is drawn before there is a total (no
-// "0% (0/1)"), counts are the results of the run's scripts, one ETA is
+// TestBarOnATerminal: nothing is drawn before there is a total, and no
+// bar while the input is read (no "0% (0/1)"); the end of reading is
+// drawn at once, counts are the results of the run's scripts, one ETA is
 // shown, redraws are throttled on the injected clock, a log line written
 // through the console lands on its own line with the bar drawn again
 // below it, and Finish leaves no bar line behind.
@@ -72,6 +73,10 @@ func TestBarOnATerminal(t *testing.T) {
 	v.Show(backfill.Progress{})
 	if term.raw.Len() != 0 {
 		t.Fatalf("drew %q before anything was counted", term.raw.String())
+	}
+	v.Show(backfill.Progress{Done: 0, Total: 1, Counting: true})
+	if want := "reading the run's input: 1 scripts so far, 0 done"; term.cur != want {
+		t.Fatalf("while the input is read: %q, want %q (no bar over a growing total)", term.cur, want)
 	}
 	v.Show(backfill.Progress{Done: 1, Total: 4, Totals: backfill.Totals{Scripts: 1, Changed: 1}, Elapsed: 2 * time.Second, ETA: 90 * time.Second})
 	want := "[=======                       ]  25% (1/4) changed 1 unchanged 0 failed 0 | 0.5/s | ETA 1m30s"

@@ -60,6 +60,7 @@ func Execute(ctx context.Context, res *state.Resources, o Options) (*Summary, er
 	if err != nil {
 		return nil, err
 	}
+	tr.Counted()
 	if err := b.SetTotal(ctx, tr.Total()); err != nil {
 		return nil, err
 	}

@@ -18,6 +18,9 @@ type Progress struct {
 	Elapsed     time.Duration
 	// ETA is the time the rest should take (zero when unknown or done).
 	ETA time.Duration
+	// Counting is set while the input is still being read: Total is then
+	// the scripts read so far, not the run's.
+	Counting bool
 }
 
 // View shows the progress of a run.
@@ -63,6 +66,7 @@ type Tracker struct {
 	members map[string]bool                 // the scripts of this input
 	totals  Totals                          // of the members with a result
 	total   int
+	counted bool // the input was read to its end
 	changed chan struct{}
 }
 
@@ -127,6 +131,14 @@ func (t *Tracker) Member(key string) (done bool) {
 	return has
 }
 
+// Counted records that the whole input was read: Total is the run's.
+func (t *Tracker) Counted() {
+	t.mu.Lock()
+	t.counted = true
+	t.mu.Unlock()
+	t.update()
+}
+
 // Total returns the scripts of the input so far.
 func (t *Tracker) Total() int {
 	t.mu.Lock()
@@ -137,8 +149,11 @@ func (t *Tracker) Total() int {
 // Progress returns what the view is shown.
 func (t *Tracker) Progress() Progress {
 	t.mu.Lock()
-	p := Progress{Done: t.totals.Scripts, Total: t.total, Totals: t.totals, Elapsed: t.now().Sub(t.started)}
+	p := Progress{Done: t.totals.Scripts, Total: t.total, Totals: t.totals, Elapsed: t.now().Sub(t.started), Counting: !t.counted}
 	t.mu.Unlock()
+	if p.Counting {
+		return p
+	}
 	// One read per script left, plus a write for the share of scripts
 	// that changed so far (one when nothing is known yet).
 	calls := 2.0

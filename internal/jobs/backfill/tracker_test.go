@@ -51,6 +51,10 @@ func TestTrackerCountsOnlyTheInput(t *testing.T) {
 	}
 	tr.Member(key("c"))
 	tr.Member(key("a")) // twice: counted once
+	if p := tr.Progress(); !p.Counting || p.ETA != 0 {
+		t.Errorf("progress while the input is read %+v: want Counting and no ETA", p)
+	}
+	tr.Counted()
 	p := tr.Progress()
 	if p.Done != 1 || p.Total != 3 || p.Totals.Failed != 1 || p.Totals.Changed != 0 {
 		t.Fatalf("progress %+v, want 1 of 3 done (a failed)", p)
