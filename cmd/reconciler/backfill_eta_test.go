@@ -32,6 +32,7 @@ func etaOf(lim *cfapi.Limiter, total int) time.Duration {
 	for i := range total {
 		tr.Member(fmt.Sprint("script-", i))
 	}
+	tr.Counted()
 	return tr.Progress().ETA
 }
 
