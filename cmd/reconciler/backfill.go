@@ -1,18 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,11 +17,10 @@ import (
 	"github.com/reconciler/reconciler/internal/jobs/backfill"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
-	"github.com/reconciler/reconciler/internal/jobs/budget"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
-	"github.com/reconciler/reconciler/internal/planner"
+	"github.com/reconciler/reconciler/internal/progress"
 )
 
 // backfillFlags are the flags of `reconciler backfill`.
@@ -44,6 +37,7 @@ type backfillFlags struct {
 	skipUnmodified bool
 	retryFailed    bool
 	progress       string
+	preview        previewFlags // with --dry-run
 }
 
 // stringList is a repeatable string flag.
@@ -67,6 +61,7 @@ func (bf *backfillFlags) register(f *flagSet) {
 	f.BoolVar(&bf.skipUnmodified, "skip-unmodified", false, "with --dispatch-namespace: do not read a script whose listed modified_on equals the one recorded when a read last found it converged, and whose desired state is applied (see README)")
 	f.BoolVar(&bf.retryFailed, "retry-failed", true, "when resuming a run, queue again the scripts whose result failed (--retry-failed=false keeps their failures)")
 	f.str(&bf.progress, "progress", "", "auto", "progress: auto (a bar on a terminal, log lines otherwise), bar, log or none")
+	bf.preview.register(f)
 }
 
 func (bf *backfillFlags) validate(f *flagSet) error {
@@ -105,16 +100,7 @@ func (bf *backfillFlags) validate(f *flagSet) error {
 	default:
 		return usagef("--progress: must be auto, bar, log or none, got %q", bf.progress)
 	}
-	return nil
-}
-
-// backfillSource produces the items of a run.
-type backfillSource struct {
-	describe string
-	// each calls fn with every valid item; invalid input is reported to
-	// bad with its position (a line number) and the run goes on.
-	each func(ctx context.Context, fn func(backfill.Item) error, bad func(where string, err error)) error
-	hash string // of the input, for the default run id
+	return bf.preview.validate()
 }
 
 func newBackfillCmd(a *app) *cobra.Command {
@@ -147,11 +133,15 @@ func runBackfill(ctx context.Context, a *app, f *flagSet, bf *backfillFlags) err
 	if err := bf.validate(f); err != nil {
 		return err
 	}
+	if !bf.dryRun && (bf.preview != previewFlags{}) {
+		return usagef("--stored, --no-stored, --changes-only, --verbose and --detailed-exitcode need --dry-run")
+	}
 	creds, err := credentials(e, bf.pipe.api.baseURL)
 	if err != nil {
 		return err
 	}
-	log := bf.pipe.log.logger(stderr)
+	con := progress.NewConsole(stderr, nil)
+	log := bf.pipe.log.logger(con)
 	defer func() { _ = log.Sync() }()
 	if bf.dryRun {
 		return bf.dryRunPlans(ctx, stdout, stderr, stdin, creds, e, log)
@@ -170,29 +160,43 @@ func runBackfill(ctx context.Context, a *app, f *flagSet, bf *backfillFlags) err
 	if err != nil {
 		return err
 	}
-	src, err := bf.sourceWith(stdin, client, knownScriptsIn(conn.js, bf.pipe.nats.names()), log)
+	src, err := bf.source(stdin, client, backfill.KnownScriptsIn(conn.js, bf.pipe.nats.names()), log)
 	if err != nil {
 		return err
 	}
-	if bf.runID == "" {
-		bf.runID = "bf-" + src.hash[:12]
-	}
-	sum, err := bf.runOn(ctx, conn, stderr, src, etaRate(lim), log)
+	sum, err := bf.execute(ctx, conn, con, src, lim, log)
 	if err != nil {
 		return err
 	}
-	return sum.print(stdout, bf.output)
+	return printSummary(stdout, bf.output, sum)
 }
 
-// source builds the run's items from --from or from --namespace/--patch.
-func (bf *backfillFlags) source(stdin io.Reader, client *cfapi.Client) (*backfillSource, error) {
-	return bf.sourceWith(stdin, client, nil, zap.NewNop())
+// execute runs the backfill of src on the pipeline behind conn, its
+// progress and budget notices on con, its ETA from the budget of lim.
+func (bf *backfillFlags) execute(ctx context.Context, conn *natsConn, con *progress.Console, src *backfill.Source, lim *ratelimit.Limiter, log *zap.Logger) (*backfill.Summary, error) {
+	defer watchBudget(ctx, "backfill", lim, con)()
+	res, err := state.Open(ctx, conn.js, bf.pipe.nats.names())
+	if err != nil {
+		return nil, err
+	}
+	return backfill.Execute(ctx, res, backfill.Options{Source: src, SkipUnmodified: bf.skipUnmodified, RetryFailed: bf.retryFailed,
+		View: progress.New(bf.progress, con, log, nil), ETA: progress.BudgetETA(progress.LimiterBudget(lim), nil), Log: log})
 }
 
-// sourceWith is source where known finds a namespace's scripts when the
+// source builds the run's items from --from or from
+// --dispatch-namespace/--patch; known finds a namespace's scripts when the
 // API does not list them (nil: no pipeline state reachable), and log gets
-// the one warning of that fallback (backfill_known.go).
-func (bf *backfillFlags) sourceWith(stdin io.Reader, client *cfapi.Client, known knownScriptsFunc, log *zap.Logger) (*backfillSource, error) {
+// the one warning of that fallback. The run id is --run-id, else the one
+// derived from the input.
+func (bf *backfillFlags) source(stdin io.Reader, client *cfapi.Client, known backfill.KnownScriptsFunc, log *zap.Logger) (*backfill.Source, error) {
+	src, err := bf.sourceOf(stdin, client, known, log)
+	if err == nil && bf.runID != "" {
+		src.RunID = bf.runID
+	}
+	return src, err
+}
+
+func (bf *backfillFlags) sourceOf(stdin io.Reader, client *cfapi.Client, known backfill.KnownScriptsFunc, log *zap.Logger) (*backfill.Source, error) {
 	if bf.from != "" {
 		in, err := openInput(bf.from, stdin)
 		if err != nil {
@@ -203,271 +207,48 @@ func (bf *backfillFlags) sourceWith(stdin io.Reader, client *cfapi.Client, known
 		if err != nil {
 			return nil, fmt.Errorf("reading %s: %w", bf.from, err)
 		}
-		sum := sha256.Sum256(data)
-		return &backfillSource{describe: "file " + bf.from, hash: hex.EncodeToString(sum[:]),
-			each: func(ctx context.Context, fn func(backfill.Item) error, bad func(string, error)) error {
-				return eachEventLine(bf.from, data, bf.pipe.nats.subjectPrefix, fn, bad)
-			}}, nil
+		src := backfill.EventsSource(inputName(bf.from), data, bf.pipe.nats.subjectPrefix)
+		src.Describe = "file " + bf.from
+		return src, nil
 	}
 	patch, err := os.ReadFile(bf.patchFile)
 	if err != nil {
 		return nil, usagef("--patch: %v", err)
 	}
-	var p struct {
-		Upsert []json.RawMessage `json:"upsert"`
-		Remove []string          `json:"remove"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(patch))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return nil, usagef("--patch %s: want a JSON object with \"upsert\" and/or \"remove\": %v", bf.patchFile, err)
-	}
-	if p.Upsert == nil && p.Remove == nil {
-		return nil, usagef("--patch %s: needs \"upsert\" or \"remove\"", bf.patchFile)
-	}
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", bf.account, bf.namespace, strings.Join(bf.tags, ","))
-	h.Write(patch)
-	hash := hex.EncodeToString(h.Sum(nil))
-	// Check the patch once, as the pipeline will, before any listing.
-	probe := bf.patchEvent(cfapi.ScriptRef{AccountID: bf.account, Namespace: bf.namespace, Script: "probe"}, p.Upsert, p.Remove, "bf-"+hash[:12])
-	if _, err := event.DecodeEvent(probe, "", bf.pipe.nats.subjectPrefix); err != nil {
+	src, err := backfill.NamespaceSource(backfill.Namespace{Account: bf.account, Namespace: bf.namespace, Tags: bf.tags, Patch: patch,
+		SubjectPrefix: bf.pipe.nats.subjectPrefix, SkipUnmodified: bf.skipUnmodified, Lister: client, Known: known, Log: log})
+	if err != nil {
 		return nil, usagef("--patch %s: %v", bf.patchFile, err)
 	}
-	return &backfillSource{describe: fmt.Sprintf("namespace %s/%s tags %v", bf.account, bf.namespace, []string(bf.tags)), hash: hash,
-		each: func(ctx context.Context, fn func(backfill.Item) error, _ func(string, error)) error {
-			opts := cfapi.ListScriptsOptions{Tags: normalizeTags(bf.tags), Limit: cfapi.MaxListLimit}
-			emitted := map[string]bool{}
-			err := client.EachScript(ctx, bf.account, bf.namespace, opts, func(s cfapi.ScriptInfo) error {
-				ref := cfapi.ScriptRef{AccountID: bf.account, Namespace: bf.namespace, Script: s.ID}
-				emitted[event.ScriptKey(ref)] = true
-				return fn(backfill.Item{Ref: ref, Event: bf.patchEvent(ref, p.Upsert, p.Remove, bf.runID), ModifiedOn: s.ModifiedOn})
-			})
-			if cfapi.IsListUnsupported(err) { // backfill_known.go
-				return bf.eachKnownScript(ctx, known, err, emitted, log, func(ref cfapi.ScriptRef) error {
-					return fn(backfill.Item{Ref: ref, Event: bf.patchEvent(ref, p.Upsert, p.Remove, bf.runID)})
-				})
-			}
-			return explainListError(err, bf.account, bf.namespace)
-		}}, nil
+	return src, nil
 }
 
-// patchEvent is the event a namespace run applies to one script: a patch
-// without generation, so it applies as the newest operation when it is
-// folded and never makes later live events stale.
-func (bf *backfillFlags) patchEvent(ref cfapi.ScriptRef, upsert []json.RawMessage, remove []string, id string) []byte {
-	ev := map[string]any{"schema": event.SchemaV1, "id": id, "account_id": ref.AccountID,
-		"dispatch_namespace": ref.Namespace, "script": ref.Script, "op": event.OpPatch}
-	if upsert != nil {
-		ev["upsert"] = upsert
+// printSummary writes the summary table, or the JSON line, and returns
+// the run's failure (exit 1) when a script failed.
+func printSummary(w io.Writer, output string, s *backfill.Summary) error {
+	changed := "changed"
+	if s.DryRun {
+		changed = "would change"
 	}
-	if remove != nil {
-		ev["remove"] = remove
-	}
-	data, _ := json.Marshal(ev)
-	return data
-}
-
-// normalizeTags turns NAME into NAME:yes.
-func normalizeTags(tags []string) []string {
-	out := make([]string, len(tags))
-	for i, t := range tags {
-		if !strings.Contains(t, ":") {
-			t += ":yes"
-		}
-		out[i] = t
-	}
-	return out
-}
-
-// explainListError turns a failed listing into a message that says what
-// to check; it stops the run before anything is written.
-func explainListError(err error, account, namespace string) error {
-	var apiErr *cfapi.APIError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &apiErr) && apiErr.NotFound():
-		return fmt.Errorf("dispatch namespace %q does not exist in account %s (nothing was written): %w", namespace, account, err)
-	case errors.As(err, &apiErr) && (apiErr.StatusCode == 401 || apiErr.StatusCode == 403):
-		return fmt.Errorf("the API rejected the credentials while listing namespace %q (nothing was written); check CLOUDFLARE_API_TOKEN and its permissions: %w", namespace, err)
-	}
-	return fmt.Errorf("listing namespace %q (nothing was written): %w", namespace, err)
-}
-
-// eachEventLine decodes JSON-lines events, one script each. A line that
-// is not one, or is longer than an event may be, is reported to bad with
-// the input's name and its line number, and the lines after it are read.
-func eachEventLine(name string, data []byte, prefix string, fn func(backfill.Item) error, bad func(string, error)) error {
-	lr := tools.NewLineReader(bytes.NewReader(data), event.MaxEventBytes, "an event")
-	seen := map[string]int{}
-	for {
-		raw, line, err := lr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		where := fmt.Sprintf("%s line %d", inputName(name), line)
-		var tooLong *tools.TooLongError
-		if errors.As(err, &tooLong) {
-			tooLong.Line = 0 // where names it
-			bad(where, tooLong)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", inputName(name), err)
-		}
-		raw = bytes.TrimSpace(raw)
-		if len(raw) == 0 || raw[0] == '#' {
-			continue
-		}
-		ev, err := event.DecodeEvent(bytes.Clone(raw), "", prefix)
-		if err != nil {
-			bad(where, err)
-			continue
-		}
-		if first, dup := seen[ev.Key()]; dup {
-			bad(where, fmt.Errorf("script %s is already in this run (line %d); a run holds one event per script", ev.Ref(), first))
-			continue
-		}
-		seen[ev.Key()] = line
-		if err := fn(backfill.Item{Ref: ev.Ref(), Event: bytes.Clone(raw)}); err != nil {
-			return err
-		}
-	}
-}
-
-// backfillSummary is the outcome of a run as a whole.
-type backfillSummary struct {
-	Run string `json:"run"`
-	backfill.Totals
-	Invalid  int              `json:"invalid"`
-	Failures []backfillFailed `json:"failures,omitempty"`
-	Resumed  bool             `json:"resumed"`
-	Seconds  float64          `json:"seconds"`
-}
-
-type backfillFailed struct {
-	Script string `json:"script"`
-	Reason string `json:"reason"`
-	Error  string `json:"error"`
-}
-
-// print writes the summary table, or the JSON line, and returns the
-// run's failure (exit 1) when a script failed.
-func (s *backfillSummary) print(w io.Writer, output string) error {
 	if output == "json" {
 		line, _ := json.Marshal(s)
 		fmt.Fprintln(w, string(line))
 	} else {
 		fmt.Fprintf(w, "backfill run %s%s: %d scripts in %s\n", s.Run, map[bool]string{true: " (resumed)"}[s.Resumed],
 			s.Scripts, time.Duration(s.Seconds*float64(time.Second)).Round(time.Second))
-		fmt.Fprintf(w, "  %-10s %8d\n  %-10s %8d\n  %-10s %8d\n", "changed", s.Changed, "unchanged", s.Unchanged, "failed", s.Failed)
+		fmt.Fprintf(w, "  %-10s %8d\n  %-10s %8d\n  %-10s %8d\n", changed, s.Changed, "unchanged", s.Unchanged, "failed", s.Failed)
 		for _, f := range s.Failures {
 			fmt.Fprintf(w, "  failed: %s  %s  %s\n", f.Script, f.Reason, f.Error)
 		}
 	}
-	if s.Failed > 0 {
-		return &failedError{msg: fmt.Sprintf("%d of %d scripts failed (see `reconciler dlq list` for the dead letters)", s.Failed, s.Scripts)}
-	}
-	return nil
-}
-
-// runOn runs the backfill on the pipeline behind conn; rate is the
-// requests per second its ETA counts on (etaRate).
-func (bf *backfillFlags) runOn(ctx context.Context, conn *natsConn, stderr io.Writer, src *backfillSource, rate func() float64, log *zap.Logger) (*backfillSummary, error) {
-	start := time.Now()
-	res, err := state.Open(ctx, conn.js, bf.pipe.nats.names())
-	if err != nil {
-		return nil, err
-	}
-	b, resumed, err := backfill.Open(ctx, res, state.BackfillRun{ID: bf.runID, Source: src.describe, SkipUnmodified: bf.skipUnmodified, InputDigest: src.hash})
-	if err != nil {
-		return nil, err
-	}
-	tr := newTracker(b.Record.ID, stderr, bf.progress, rate, log)
-	followCtx, stopFollow := context.WithCancel(ctx)
-	defer stopFollow()
-	caughtUp := make(chan struct{})
-	followed := make(chan error, 1)
-	go func() {
-		followed <- b.Follow(followCtx, func() { close(caughtUp) }, func(r state.BackfillResult) bool { tr.result(r); return true })
-	}()
-	select {
-	case <-caughtUp:
-	case err := <-followed:
-		return nil, err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	total, invalid, err := bf.enqueue(ctx, b, src, tr, log)
-	if err != nil {
-		return nil, err
-	}
-	if err := b.SetTotal(ctx, total); err != nil {
-		return nil, err
-	}
-	tr.setTotal(total)
-	waitCtx, stopWatch := backfill.UntilCancelled(ctx, res, b.Record.ID)
-	defer stopWatch()
-	if err := tr.wait(waitCtx, total); err != nil {
-		if cause := context.Cause(waitCtx); errors.Is(cause, backfill.ErrCancelled) {
-			return nil, cause
-		}
-		return nil, fmt.Errorf("backfill run %s interrupted (start it again with --run-id %s to resume): %w", b.Record.ID, b.Record.ID, err)
-	}
-	stopFollow()
-	if err := b.Finish(ctx); err != nil {
-		log.Warn("recording the end of the run", zap.Error(err))
-	}
-	sum := tr.summary()
-	sum.Resumed, sum.Invalid, sum.Seconds = resumed, len(invalid), time.Since(start).Seconds()
-	sum.Scripts += len(invalid)
-	sum.Failed += len(invalid)
-	sum.Failures = append(invalid, sum.Failures...)
-	return sum, nil
-}
-
-// enqueue streams the source's items into the run, skipping scripts that
-// already have a result, and returns the number of valid items and the
-// invalid input.
-func (bf *backfillFlags) enqueue(ctx context.Context, b *backfill.Run, src *backfillSource, tr *tracker, log *zap.Logger) (int, []backfillFailed, error) {
-	var batch []backfill.Item
-	total, queued, already := 0, 0, 0
-	flush := func() error {
-		q, a, err := b.Enqueue(ctx, batch)
-		queued, already = queued+q, already+a
-		batch = batch[:0]
-		return err
-	}
-	var invalid []backfillFailed
-	err := src.each(ctx, func(it backfill.Item) error {
-		total++
-		tr.setTotal(total)
-		if bf.retryFailed {
-			it.Retry = tr.retry(event.ScriptKey(it.Ref)) // backfill_steer.go
-		}
-		if it.Retry == nil && tr.done(event.ScriptKey(it.Ref)) {
-			return nil
-		}
-		batch = append(batch, it)
-		if len(batch) >= 1000 {
-			return flush()
-		}
+	if s.Failed == 0 {
 		return nil
-	}, func(where string, err error) {
-		invalid = append(invalid, backfillFailed{Script: where, Reason: "invalid_input", Error: err.Error()})
-		log.Warn("invalid backfill input", zap.String("at", where), zap.Error(err))
-	})
-	if err == nil {
-		err = flush()
 	}
-	if err != nil {
-		return 0, nil, err
+	msg := fmt.Sprintf("%d of %d scripts failed", s.Failed, s.Scripts)
+	if s.Failed > s.Invalid && !s.DryRun {
+		msg += " (see `reconciler dlq list` for the dead letters)"
 	}
-	log.Info("backfill enqueued", zap.String("run", b.Record.ID), zap.Int("scripts", total),
-		zap.Int("queued", queued), zap.Int("already_queued", already), zap.Int("already_done", total-queued-already),
-		zap.Int("invalid", len(invalid)))
-	return total, invalid, nil
+	return &failedError{msg: msg}
 }
 
 // pipeline connects to the pipeline that will do the work: --nats-url,
@@ -504,211 +285,38 @@ func (bf *backfillFlags) pipeline(ctx context.Context, creds credentialSet, e en
 
 // dryRunPlans prints the plan of every script and a summary; it writes
 // nothing anywhere. It plans from the stored state of a reachable
-// pipeline, or as a reconciler that has applied nothing.
+// pipeline, or as a reconciler that has applied nothing (previewFlags).
 func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writer, stdin io.Reader, creds credentialSet, e env, log *zap.Logger) error {
 	client, conn, closeClient, err := toolClient(ctx, &bf.pipe.nats, &bf.pipe.api, creds, log)
 	if err != nil {
 		return err
 	}
 	defer closeClient()
+	defer watchBudget(ctx, "backfill", client.Limiter(), stderr)()
 	var js jetstream.JetStream
 	if conn != nil {
 		js = conn.js
 	}
-	src, err := bf.sourceWith(stdin, client, knownScriptsIn(js, bf.pipe.nats.names()), log)
+	src, err := bf.source(stdin, client, backfill.KnownScriptsIn(js, bf.pipe.nats.names()), log)
 	if err != nil {
 		return err
 	}
-	if bf.runID == "" {
-		bf.runID = "bf-" + src.hash[:12]
-	}
-	pf := planFlags{nats: bf.pipe.nats, stored: conn != nil}
-	base, pl, err := pf.baseState(ctx, conn, e)
+	base, pl, err := bf.preview.baseState(ctx, &bf.pipe.nats, conn, e, log)
 	if err != nil {
 		return err
 	}
-	sum := backfillSummary{Run: bf.runID}
-	var events []*event.Event
-	err = src.each(ctx, func(it backfill.Item) error {
-		ev, err := event.DecodeEvent(it.Event, "", bf.pipe.nats.subjectPrefix)
-		if err != nil {
-			return err
-		}
-		events = append(events, ev)
-		if len(events) < 100 {
-			return nil
-		}
-		err = bf.printDryRun(ctx, stdout, client, pl, base, events, &sum)
-		events = events[:0]
-		return err
-	}, func(where string, err error) {
-		sum.Scripts++
-		sum.Failed++
-		sum.Invalid++
-		sum.Failures = append(sum.Failures, backfillFailed{Script: where, Reason: "invalid_input", Error: err.Error()})
-	})
-	if err == nil {
-		err = bf.printDryRun(ctx, stdout, client, pl, base, events, &sum)
-	}
+	out := bf.preview.printer(stdout, bf.output, base, bf.output == "json")
+	sum, err := backfill.DryRun(ctx, src, bf.pipe.nats.subjectPrefix, func(ctx context.Context, events []*event.Event) []tools.Preview {
+		return tools.PreviewEvents(ctx, client, pl, events, base.state)
+	}, out.Print)
 	if err != nil {
 		return err
 	}
 	if bf.output == "text" {
 		fmt.Fprintln(stdout, "dry run: nothing was written")
 	}
-	return sum.print(stdout, bf.output)
-}
-
-func (bf *backfillFlags) printDryRun(ctx context.Context, stdout io.Writer, client *cfapi.Client, pl *planner.Planner, base tools.BaseState, events []*event.Event, sum *backfillSummary) error {
-	previews := tools.PreviewEvents(ctx, client, pl, events, base)
-	for _, pv := range previews {
-		sum.Scripts++
-		switch {
-		case pv.Err != nil:
-			sum.Failed++
-			sum.Failures = append(sum.Failures, backfillFailed{Script: pv.Ref.String(), Reason: "plan", Error: pv.Err.Error()})
-		case pv.Plan.NoOp():
-			sum.Unchanged++
-		default:
-			sum.Changed++
-		}
+	if err := printSummary(stdout, bf.output, sum); err != nil {
+		return err
 	}
-	if bf.output == "json" {
-		return nil // the summary line only
-	}
-	if err := printPlans(stdout, "text", previews); err != nil {
-		var fe *failedError
-		if !errors.As(err, &fe) {
-			return err
-		}
-	}
-	return nil
-}
-
-// tracker follows a run's results: totals, progress display, completion.
-type tracker struct {
-	run      string
-	mu       sync.Mutex
-	results  map[string]state.BackfillResult
-	totals   backfill.Totals
-	total    int
-	changed  chan struct{}
-	started  time.Time
-	rate     func() float64 // requests per second the ETA counts on
-	progress progressView
-	log      *zap.Logger
-}
-
-func newTracker(run string, stderr io.Writer, mode string, rate func() float64, log *zap.Logger) *tracker {
-	t := &tracker{run: run, results: map[string]state.BackfillResult{}, changed: make(chan struct{}, 1),
-		started: time.Now(), rate: rate, log: log}
-	t.progress = newProgressView(mode, stderr, log)
-	return t
-}
-
-func (t *tracker) result(r state.BackfillResult) {
-	t.mu.Lock()
-	prev, had := t.results[r.Script]
-	if had {
-		t.totals.Add(r, &prev)
-	} else {
-		t.totals.Add(r, nil)
-	}
-	t.results[r.Script] = r
-	t.mu.Unlock()
-	t.update()
-	select {
-	case t.changed <- struct{}{}:
-	default:
-	}
-}
-
-func (t *tracker) done(key string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	_, ok := t.results[key]
-	return ok
-}
-
-func (t *tracker) setTotal(n int) {
-	t.mu.Lock()
-	t.total = n
-	t.mu.Unlock()
-	t.update()
-}
-
-// update refreshes the progress view.
-func (t *tracker) update() {
-	t.mu.Lock()
-	st := progressState{done: t.totals.Scripts, total: t.total, totals: t.totals, elapsed: time.Since(t.started)}
-	t.mu.Unlock()
-	// ETA from the rate the budget allows: one read per script, plus a
-	// write for the share of scripts that changed so far.
-	calls := 2.0
-	if st.done > 0 {
-		calls = 1 + float64(st.totals.Changed)/float64(st.done)
-	}
-	if left := st.total - st.done; left > 0 {
-		if r := t.rate(); r > 0 {
-			st.eta = time.Duration(float64(left) * calls / r * float64(time.Second))
-		}
-	}
-	t.progress.show(st)
-}
-
-// etaRate returns the requests per second a backfill's ETA counts on:
-// on the shared budget, what the processes may keep up under the API's
-// latest view of the user's budget (budget.Source.AllowedRate: less the
-// reserve and the other tools' use) while one is live, else the budget in
-// force (the --rate-limit, or in auto mode the policy it adopted); on a
-// budget of this process alone, its --rate-limit.
-func etaRate(lim *ratelimit.Limiter) func() float64 {
-	src, ok := lim.Source().(*budget.Source)
-	if !ok {
-		b, w := lim.Source().Budget()
-		return func() float64 { return float64(b) / w.Seconds() }
-	}
-	return func() float64 {
-		if _, ok := src.APIView(); ok {
-			return src.AllowedRate()
-		}
-		b, w := src.Budget()
-		return float64(b) / w.Seconds()
-	}
-}
-
-// wait blocks until every one of total scripts has a result.
-func (t *tracker) wait(ctx context.Context, total int) error {
-	tick := time.NewTicker(10 * time.Second)
-	defer tick.Stop()
-	for {
-		t.mu.Lock()
-		n := len(t.results)
-		t.mu.Unlock()
-		if n >= total {
-			t.progress.finish()
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			t.progress.finish()
-			return ctx.Err()
-		case <-t.changed:
-		case <-tick.C:
-			t.update()
-		}
-	}
-}
-
-func (t *tracker) summary() *backfillSummary {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	s := &backfillSummary{Run: t.run, Totals: t.totals}
-	for _, r := range t.results {
-		if r.Outcome == "failed" {
-			s.Failures = append(s.Failures, backfillFailed{Script: r.Script, Reason: string(r.Reason), Error: r.Error})
-		}
-	}
-	sort.Slice(s.Failures, func(i, j int) bool { return s.Failures[i].Script < s.Failures[j].Script })
-	return s
+	return bf.preview.exit(out)
 }

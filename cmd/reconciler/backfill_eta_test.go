@@ -2,8 +2,7 @@ package main
 
 import (
 	"context"
-	"io"
-	"sync"
+	"fmt"
 	"testing"
 	"time"
 
@@ -11,31 +10,30 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/reconciler/reconciler/internal/jobs/backfill"
+	"github.com/reconciler/reconciler/internal/progress"
+
 	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 	"github.com/reconciler/reconciler/internal/testutil"
 )
 
-// etaView records what a tracker shows.
-type etaView struct {
-	mu   sync.Mutex
-	last progressState
-}
+// noBurst is a budget with nothing available at once, so that an ETA
+// counts every request at the budget's rate.
+type noBurst struct{ progress.Budget }
 
-func (v *etaView) show(st progressState) { v.mu.Lock(); v.last = st; v.mu.Unlock() }
-func (v *etaView) finish()               {}
+func (noBurst) Available() float64 { return 0 }
 
-// etaOf returns the ETA a tracker on rate shows for total scripts of
-// which none is done (two requests each).
-func etaOf(rate func() float64, total int) time.Duration {
-	v := &etaView{}
-	tr := newTracker("eta", io.Discard, "none", rate, zap.NewNop())
-	tr.progress = v
-	tr.setTotal(total)
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.last.eta
+// etaOf returns the ETA a backfill's tracker on the budget of lim shows
+// for total scripts of which none is done (two requests each).
+func etaOf(lim *ratelimit.Limiter, total int) time.Duration {
+	tr := backfill.NewTracker("eta", nil, progress.BudgetETA(noBurst{progress.LimiterBudget(lim)}, nil), nil)
+	for i := range total {
+		tr.Member(fmt.Sprint("script-", i))
+	}
+	tr.Counted()
+	return tr.Progress().ETA
 }
 
 // TestBackfillETAFollowsTheAPIView: a backfill's ETA counts on the
@@ -79,11 +77,10 @@ func TestBackfillETAFollowsTheAPIView(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closeBF()
-	rate := etaRate(bfLim)
 
 	// No view yet: the configured budget, as before the headers.
 	old := time.Duration(float64(scripts) * 2 / (1200.0 / 300) * float64(time.Second))
-	if got := etaOf(rate, scripts); got != old {
+	if got := etaOf(bfLim, scripts); got != old {
 		t.Fatalf("ETA without a view %s, want %s (%d scripts × 2 requests at 1200/5m)", got, old, scripts)
 	}
 
@@ -108,7 +105,7 @@ func TestBackfillETAFollowsTheAPIView(t *testing.T) {
 		t.Fatalf("AllowedRate %v, want (%d − %d − %d) / %s = %v", got, v.Quota, v.Quota/10, v.Others, v.Window, allowed)
 	}
 	want := time.Duration(float64(scripts) * 2 / allowed * float64(time.Second))
-	got := etaOf(rate, scripts)
+	got := etaOf(bfLim, scripts)
 	if got != want {
 		t.Fatalf("ETA under the API's view %s, want %s", got, want)
 	}
@@ -121,7 +118,7 @@ func TestBackfillETAFollowsTheAPIView(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := etaOf(etaRate(local), scripts); got != old {
+	if got := etaOf(local, scripts); got != old {
 		t.Errorf("ETA on a local budget %s, want %s", got, old)
 	}
 }

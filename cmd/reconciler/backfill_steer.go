@@ -136,22 +136,6 @@ func runStatusOf(ctx context.Context, res *state.Resources, id string, now time.
 	return run.Status(ctx, now)
 }
 
-// retry takes back the failed result of key for a resumed run that
-// retries it, and returns it (nil when key has no failed result): the run
-// then waits for the script's new result.
-func (t *tracker) retry(key string) *state.BackfillResult {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	r, ok := t.results[key]
-	if !ok || r.Outcome != state.ResultFailed {
-		return nil
-	}
-	delete(t.results, key)
-	t.totals.Scripts--
-	t.totals.Failed--
-	return &r
-}
-
 // printJSONLinesOr writes each of vs as a JSON line when output is json,
 // else calls text.
 func printJSONLinesOr[T any](w io.Writer, output string, vs []T, text func(io.Writer) error) error {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 	"github.com/reconciler/reconciler/internal/cfapi/wire"
+	"github.com/reconciler/reconciler/internal/jobs/backfill"
 	"github.com/reconciler/reconciler/internal/testutil"
 )
 
@@ -32,10 +33,10 @@ func backfillEnv(t *testing.T, base string) map[string]string {
 }
 
 // lastJSON decodes the last line of out as a backfill summary.
-func lastJSON(t *testing.T, out string) backfillSummary {
+func lastJSON(t *testing.T, out string) backfill.Summary {
 	t.Helper()
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	var s backfillSummary
+	var s backfill.Summary
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &s); err != nil {
 		t.Fatalf("last line is not a JSON summary: %v\n%s", err, out)
 	}

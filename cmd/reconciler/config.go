@@ -20,6 +20,7 @@ import (
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/natsconn"
+	"github.com/reconciler/reconciler/internal/progress"
 )
 
 // usageError is bad usage or configuration: exit code 2, with a message
@@ -34,6 +35,14 @@ func usagef(format string, args ...any) error { return &usageError{msg: fmt.Spri
 type failedError struct{ msg string }
 
 func (e *failedError) Error() string { return e.msg }
+
+// changesPendingError ends a preview run with --detailed-exitcode that
+// would change something: exit code 2, no message.
+type changesPendingError struct{}
+
+func (changesPendingError) Error() string { return "changes pending" }
+
+var errChangesPending error = changesPendingError{}
 
 // env is the process environment, replaceable in tests.
 type env func(string) string
@@ -332,9 +341,9 @@ func (l *logFlags) logger(stderr io.Writer) *zap.Logger {
 	encCfg.TimeKey = "ts"
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	var enc zapcore.Encoder
-	if l.format == "console" || l.format == "auto" && isTerminal(stderr) {
+	if l.format == "console" || l.format == "auto" && progress.IsTerminal(stderr) {
 		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
-		if !isTerminal(stderr) {
+		if !progress.IsTerminal(stderr) {
 			encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
 		}
 		enc = zapcore.NewConsoleEncoder(encCfg)

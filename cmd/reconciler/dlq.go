@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
@@ -164,27 +163,10 @@ func runDLQ(ctx context.Context, a *app, f *flagSet, df *dlqFlags) error {
 		return err
 	}
 	if df.sub == "list" {
-		return printDeadLetters(stdout, df.output, selected)
+		tools.WriteDeadLetters(stdout, df.output == "json", selected)
+		return nil
 	}
 	return replayDeadLetters(ctx, conn, df.nats.names(), selected, df.keep, stdout, stderr)
-}
-
-// printDeadLetters lists dead letters as text or JSON lines.
-func printDeadLetters(w io.Writer, output string, entries []tools.DLQEntry) error {
-	for _, en := range entries {
-		if output == "json" {
-			line, _ := json.Marshal(en)
-			fmt.Fprintln(w, string(line))
-			continue
-		}
-		fmt.Fprintf(w, "#%d  %s  %-18s  event=%s  subject=%s  attempts=%d\n    %s\n",
-			en.Seq, en.Record.FailedAt.Format(time.RFC3339), en.Record.Reason, orDash(en.Record.EventID),
-			en.Record.Subject, en.Record.Attempts, en.Record.Error)
-	}
-	if output != "json" { // JSON lines stay JSON lines
-		fmt.Fprintf(w, "%d dead letters\n", len(entries))
-	}
-	return nil
 }
 
 // replayDeadLetters republishes dead letters; it fails (exit 1) when one
@@ -195,20 +177,14 @@ func replayDeadLetters(ctx context.Context, conn *natsConn, names state.Names, e
 		r := tools.ReplayDeadLetter(ctx, conn.js, names, en, !keep)
 		if r.Error != "" {
 			failed++
-			fmt.Fprintf(stderr, "#%d event=%s: %s\n", r.Seq, orDash(r.EventID), r.Error)
+			fmt.Fprintf(stderr, "#%d event=%s: %s\n", r.Seq, tools.OrDash(r.EventID), r.Error)
 			continue
 		}
-		fmt.Fprintf(stdout, "#%d event=%s replayed from the %s to %s\n", r.Seq, orDash(r.EventID), r.Source, r.Subject)
+		fmt.Fprintf(stdout, "#%d event=%s replayed from the %s to %s\n", r.Seq, tools.OrDash(r.EventID), r.Source, r.Subject)
 	}
 	fmt.Fprintf(stdout, "replayed %d of %d dead letters\n", len(entries)-failed, len(entries))
 	if failed > 0 {
 		return &failedError{msg: fmt.Sprintf("%d dead letters could not be replayed", failed)}
 	}
 	return nil
-}
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

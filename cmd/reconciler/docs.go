@@ -3,12 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/reconciler/reconciler/internal/clihelp"
 )
 
 // docsHeader opens docs/cli.md.
@@ -46,57 +47,10 @@ func newDocsCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// writeCLIDocs writes the reference of every command, in the tree's
-// order, as one Markdown file. It builds a tree of its own with an empty
-// environment, so the defaults do not depend on who runs it.
+// writeCLIDocs writes the reference of every command as one Markdown
+// file. It builds a tree of its own with an empty environment, so the
+// defaults do not depend on who runs it.
 func writeCLIDocs(w io.Writer) error {
 	a := &app{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, env: func(string) string { return "" }}
-	root := newRootCmd(a)
-	root.InitDefaultHelpCmd()
-	root.InitDefaultCompletionCmd()
-	var b strings.Builder
-	b.WriteString(docsHeader)
-	b.WriteString("Commands:\n\n")
-	walk(root, func(c *cobra.Command) {
-		if c == root || !documented(c) {
-			return
-		}
-		fmt.Fprintf(&b, "- [%s](#%s): %s\n", c.CommandPath(), anchor(c.CommandPath()), c.Short)
-	})
-	b.WriteString("\n")
-	walk(root, func(c *cobra.Command) {
-		if !documented(c) {
-			return
-		}
-		c.InitDefaultHelpFlag()
-		writeCommandDoc(&b, c)
-	})
-	_, err := io.WriteString(w, b.String())
-	return err
-}
-
-// documented reports whether c has a section: not hidden, not help.
-func documented(c *cobra.Command) bool {
-	for p := c; p != nil; p = p.Parent() {
-		if p.Hidden {
-			return false
-		}
-	}
-	return c.Name() != "help"
-}
-
-// anchor is the heading slug of "## reconciler dlq list".
-func anchor(path string) string { return strings.ReplaceAll(path, " ", "-") }
-
-func writeCommandDoc(b *strings.Builder, c *cobra.Command) {
-	fmt.Fprintf(b, "## %s\n\n%s.\n\n```text\n", c.CommandPath(), upperFirst(c.Short))
-	writeHelp(b, c)
-	b.WriteString("```\n\n")
-}
-
-func upperFirst(s string) string {
-	if s == "" {
-		return s
-	}
-	return strings.ToUpper(s[:1]) + s[1:]
+	return clihelp.WriteDocs(w, newRootCmd(a), docsHeader, groupOrder())
 }

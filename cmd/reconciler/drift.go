@@ -80,7 +80,7 @@ func runDrift(ctx context.Context, a *app, f *flagSet, df *driftFlags) error {
 	}
 	log := df.log.logger(a.stderr)
 	defer func() { _ = log.Sync() }()
-	s, err := openOps(ctx, &df.nats, &df.api, a.env, true, log)
+	s, err := openOps(ctx, "drift", a.stderr, &df.nats, &df.api, a.env, true, log)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/reconciler/reconciler/internal/buildinfo"
 )
 
 // Set with -ldflags "-X main.version=... -X main.commit=...".
@@ -34,6 +36,7 @@ const (
 	exitOK          = 0   // success
 	exitFailed      = 1   // finished with failures
 	exitUsage       = 2   // bad usage or configuration
+	exitChanges     = 2   // plan, backfill --dry-run with --detailed-exitcode: something would change
 	exitInterrupted = 130 // stopped by Ctrl-C (SIGINT), as shells report it
 )
 
@@ -116,6 +119,9 @@ func (a *app) exitCode(err error) int {
 		fmt.Fprintln(a.stderr, "reconciler: "+err.Error())
 		return exitDrift
 	}
+	if errors.Is(err, errChangesPending) {
+		return exitChanges
+	}
 	var ue *usageError
 	if errors.As(err, &ue) || !a.ran {
 		msg := err.Error()
@@ -140,7 +146,7 @@ func versionString() string {
 // ...@v1.2.3`, or a pseudo-version from the VCS tags), else "dev".
 func buildVersion() string {
 	info, _ := debug.ReadBuildInfo()
-	return versionOf(version, info)
+	return buildinfo.Version(version, info)
 }
 
 // buildCommit returns the commit the binary was built from: the -ldflags
@@ -149,39 +155,7 @@ func buildVersion() string {
 // git worktree (whose .git is a file).
 func buildCommit() string {
 	info, _ := debug.ReadBuildInfo()
-	return commitOf(commit, info)
-}
-
-func versionOf(ldflags string, info *debug.BuildInfo) string {
-	if ldflags != "dev" && ldflags != "" {
-		return ldflags
-	}
-	if info != nil && info.Main.Version != "" && info.Main.Version != "(devel)" {
-		return info.Main.Version
-	}
-	return "dev"
-}
-
-func commitOf(ldflags string, info *debug.BuildInfo) string {
-	c, modified := ldflags, false
-	if info != nil {
-		for _, s := range info.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				if c == "" {
-					c = s.Value
-				}
-			case "vcs.modified":
-				modified = ldflags == "" && s.Value == "true"
-			}
-		}
-	}
-	if c == "" {
-		c = "unknown"
-	} else if modified {
-		c += "-dirty"
-	}
-	return c
+	return buildinfo.Commit(commit, info)
 }
 
 // oneArg returns the single positional argument, or "-" when optional and

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -13,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
+	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/natsconn"
 )
 
@@ -35,17 +34,7 @@ func (c *natsConn) close(log *zap.Logger, timeout time.Duration) {
 	}
 	c.closers = nil
 	if c.nc != nil {
-		done := make(chan struct{})
-		c.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
-		if err := c.nc.Drain(); err != nil {
-			c.nc.Close()
-		} else {
-			select {
-			case <-done:
-			case <-time.After(timeout):
-				c.nc.Close()
-			}
-		}
+		natsconn.Drain(c.nc, timeout)
 	}
 	if c.embedded != nil {
 		c.embedded.Shutdown()
@@ -82,24 +71,7 @@ func connectNATS(n *natsFlags, pipeline bool, log *zap.Logger) (*natsConn, error
 			out.url = "nats://" + n.embeddedListen
 		}
 	}
-	opts := []nats.Option{
-		nats.Name("reconciler"),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil && log != nil {
-				log.Warn("NATS disconnected", zap.Error(err))
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			if log != nil {
-				log.Info("NATS reconnected", zap.String("url", nc.ConnectedUrlRedacted()))
-			}
-		}),
-	}
-	if pipeline && url != "" {
-		opts = append(opts, nats.RetryOnFailedConnect(true))
-	}
+	opts := natsconn.ClientOptions(log, pipeline && url != "")
 	nc, err := conn.Connect(out.url, opts...)
 	if err != nil {
 		if out.embedded != nil {
@@ -150,12 +122,12 @@ func (c *natsConn) startEmbedded(n *natsFlags, log *zap.Logger) error {
 func redactURL(list string) string { return natsconn.RedactURL(list) }
 
 // configBucket holds configuration shared by every replica.
-const configBucket = "reconciler_config"
+const configBucket = state.ConfigBucket
 
 // fingerprintKey returns the HMAC key of value fingerprints: from
-// RECONCILER_FINGERPRINT_KEY, or else a random key created once in the
-// reconciler_config KV bucket so that every replica and restart shares it.
-// Only create (run) makes the bucket or the key; tools read them.
+// RECONCILER_FINGERPRINT_KEY, or else the key shared through the
+// reconciler_config bucket (state.FingerprintKey). Only create (run)
+// makes the bucket or the key; tools read them.
 func fingerprintKey(ctx context.Context, js jetstream.JetStream, e env, replicas int, create bool) ([]byte, error) {
 	if k := e("RECONCILER_FINGERPRINT_KEY"); k != "" {
 		if len(k) < 16 {
@@ -163,41 +135,5 @@ func fingerprintKey(ctx context.Context, js jetstream.JetStream, e env, replicas
 		}
 		return []byte(k), nil
 	}
-	var kv jetstream.KeyValue
-	var err error
-	if create {
-		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: configBucket, Description: "Reconciler configuration shared by replicas.",
-			History: 1, Storage: jetstream.FileStorage, Replicas: replicas, MaxBytes: natsconn.ConfigBucketMaxBytes,
-		})
-	} else {
-		kv, err = js.KeyValue(ctx, configBucket)
-	}
-	if err != nil {
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, fmt.Errorf("bucket %s: not set up: start `reconciler run` on this NATS first", configBucket)
-		}
-		return nil, fmt.Errorf("bucket %s: %w", configBucket, err)
-	}
-	if e, err := kv.Get(ctx, "fingerprint_key"); err == nil {
-		return e.Value(), nil
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, err
-	}
-	if !create {
-		return nil, fmt.Errorf("bucket %s has no fingerprint_key: start `reconciler run` on this NATS first", configBucket)
-	}
-	buf := make([]byte, 32)
-	if _, err := rand.Read(buf); err != nil {
-		return nil, err
-	}
-	key := []byte(hex.EncodeToString(buf))
-	if _, err := kv.Create(ctx, "fingerprint_key", key); err != nil {
-		// Another replica created it first: use theirs.
-		if e, gerr := kv.Get(ctx, "fingerprint_key"); gerr == nil {
-			return e.Value(), nil
-		}
-		return nil, err
-	}
-	return key, nil
+	return state.FingerprintKey(ctx, js, replicas, natsconn.ConfigBucketMaxBytes, create)
 }

@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
@@ -16,11 +16,35 @@ import (
 
 // planFlags are the flags of `reconciler plan`.
 type planFlags struct {
-	nats   natsFlags
-	api    apiFlags
-	log    logFlags
-	output string
-	stored bool
+	nats    natsFlags
+	api     apiFlags
+	log     logFlags
+	output  string
+	preview previewFlags
+}
+
+// previewFlags shape a preview (plan, backfill --dry-run): the state it
+// starts from and what it shows.
+type previewFlags struct {
+	stored, noStored bool
+	changesOnly      bool
+	verbose          bool
+	detailedExitcode bool
+}
+
+func (pv *previewFlags) register(f *flagSet) {
+	f.BoolVar(&pv.stored, "stored", false, "start from the desired and last-applied state stored in NATS, and fail when no pipeline is reachable (default: the stored state when a pipeline is reachable over --nats-url or on --embedded-listen, else a reconciler that has applied nothing)")
+	f.BoolVar(&pv.noStored, "no-stored", false, "start from a reconciler that has applied nothing, even when a pipeline is reachable")
+	f.BoolVar(&pv.changesOnly, "changes-only", false, "show only the scripts with something to do")
+	f.BoolVar(&pv.verbose, "verbose", false, "show the bindings left alone (created outside the reconciler) too")
+	f.BoolVar(&pv.detailedExitcode, "detailed-exitcode", false, "exit 0 when nothing would change, 2 when something would, 1 on error (as terraform plan)")
+}
+
+func (pv *previewFlags) validate() error {
+	if pv.stored && pv.noStored {
+		return usagef("--stored and --no-stored: give only one of them")
+	}
+	return nil
 }
 
 func (pf *planFlags) register(f *flagSet) {
@@ -28,7 +52,7 @@ func (pf *planFlags) register(f *flagSet) {
 	pf.api.register(f)
 	pf.log.register(f)
 	f.str(&pf.output, "output", "", "text", "output: text (like terraform plan) or json (one JSON object per script)")
-	f.BoolVar(&pf.stored, "stored", false, "start from the desired and last-applied state stored in NATS (--nats-url, or a running `reconciler run`), so ownership and secret fingerprints count; default: a reconciler that has applied nothing")
+	pf.preview.register(f)
 }
 
 func (pf *planFlags) validate(f *flagSet) error {
@@ -38,7 +62,7 @@ func (pf *planFlags) validate(f *flagSet) error {
 	if pf.output != "text" && pf.output != "json" {
 		return usagef("--output: must be text or json, got %q", pf.output)
 	}
-	return nil
+	return pf.preview.validate()
 }
 
 func newPlanCmd(a *app) *cobra.Command {
@@ -49,10 +73,13 @@ func newPlanCmd(a *app) *cobra.Command {
 		Long: `Reads events (JSON lines, docs/events.md; stdin when no FILE is given) and
 the live bindings of their scripts from the API, and prints what would change
 for each script, like terraform plan. It writes nothing. Secrets show as
-(sensitive).`,
+(sensitive). It starts from the state a reachable pipeline stored (so
+ownership and secret fingerprints count), else from a reconciler that has
+applied nothing, and says which.`,
 		Example: `  reconciler plan events.jsonl
   reconciler plan --output json < events.jsonl
-  reconciler plan --stored events.jsonl   # from the state a running 'reconciler run' stored`,
+  reconciler plan --changes-only --detailed-exitcode events.jsonl   # exit 2 when something would change
+  reconciler plan --no-stored events.jsonl   # as a reconciler that has applied nothing`,
 	}
 	f := commandFlags(cmd, a.env)
 	pf.register(f)
@@ -83,11 +110,40 @@ func runPlan(ctx context.Context, a *app, f *flagSet, pf *planFlags) error {
 		return err
 	}
 	defer closeClient()
-	base, pl, err := pf.baseState(ctx, conn, e)
+	defer watchBudget(ctx, "plan", client.Limiter(), stderr)()
+	base, pl, err := pf.preview.baseState(ctx, &pf.nats, conn, e, log)
 	if err != nil {
 		return err
 	}
-	return printPlans(stdout, pf.output, tools.PreviewEvents(ctx, client, pl, events, base))
+	out := pf.preview.printer(stdout, pf.output, base, false)
+	if err := out.Print(tools.PreviewEvents(ctx, client, pl, events, base.state)); err != nil {
+		return err
+	}
+	return pf.preview.exit(out)
+}
+
+// printer returns the printer of previews from base; summaryOnly prints
+// nothing per script (backfill --dry-run --output json). A text output
+// starts with the state the plans start from.
+func (pv *previewFlags) printer(w io.Writer, output string, base previewBase, summaryOnly bool) *tools.PlanPrinter {
+	if output == "text" {
+		fmt.Fprintf(w, "Planning from %s.\n\n", base.text)
+	}
+	return &tools.PlanPrinter{W: w, JSON: output == "json", Stored: base.stored, ChangesOnly: pv.changesOnly, LeftAlone: pv.verbose,
+		SummaryOnly: summaryOnly}
+}
+
+// exit returns the outcome of a preview: a failure (exit 1) when a script
+// could not be planned, else with --detailed-exitcode exit 2 when
+// something would change.
+func (pv *previewFlags) exit(p *tools.PlanPrinter) error {
+	switch {
+	case p.Failed > 0:
+		return &failedError{msg: fmt.Sprintf("%d scripts could not be planned", p.Failed)}
+	case p.Changes > 0 && pv.detailedExitcode:
+		return errChangesPending
+	}
+	return nil
 }
 
 // readEventsFile reads and validates the events of a file or stdin ("-").
@@ -104,66 +160,46 @@ func readEventsFile(name string, stdin io.Reader, prefix string) ([]*event.Event
 	return events, nil
 }
 
-// baseState returns the state plans start from and a planner: with
-// --stored, the stored state and fingerprint key of the pipeline behind
-// conn (read only); otherwise a fresh state with a throwaway key.
-func (pf *planFlags) baseState(ctx context.Context, conn *natsConn, e env) (tools.BaseState, *planner.Planner, error) {
+// previewBase is the state previews start from, and what it is.
+type previewBase struct {
+	state  tools.BaseState
+	stored bool
+	text   string // "the stored state of ...", for the output's first line
+}
+
+// baseState returns the state plans start from and a planner: the stored
+// state and fingerprint key of the pipeline behind conn (read only) with
+// --stored, or by default when conn is not nil; otherwise a fresh state
+// with a throwaway key.
+func (pv *previewFlags) baseState(ctx context.Context, n *natsFlags, conn *natsConn, e env, log *zap.Logger) (previewBase, *planner.Planner, error) {
 	fpKey := make([]byte, 32)
 	_, _ = rand.Read(fpKey)
-	base := tools.BaseState(tools.FreshState)
-	if pf.stored {
-		if conn == nil {
-			return nil, nil, fmt.Errorf("--stored: no running reconciler reachable at %s: pass --nats-url, or start `reconciler run`", pf.nats.embeddedListen)
+	b := previewBase{state: tools.FreshState, text: "a reconciler that has applied nothing (--no-stored): ownership and secret fingerprints are not known"}
+	switch {
+	case pv.stored && conn == nil:
+		return b, nil, fmt.Errorf("--stored: no running reconciler reachable at %s: pass --nats-url, or start `reconciler run`", n.embeddedListen)
+	case pv.noStored:
+	case conn == nil:
+		b.text = "a reconciler that has applied nothing (no pipeline reachable): ownership and secret fingerprints are not known"
+	default:
+		st, err := tools.StoredState(ctx, conn.js, n.names())
+		var key []byte
+		if err == nil {
+			key, err = fingerprintKey(ctx, conn.js, e, 1, false)
 		}
-		var err error
-		if base, err = tools.StoredState(ctx, conn.js, pf.nats.names()); err == nil {
-			fpKey, err = fingerprintKey(ctx, conn.js, e, 1, false)
-		}
-		if err != nil {
-			return nil, nil, err
+		switch {
+		case err == nil:
+			b, fpKey = previewBase{state: st, stored: true, text: "the state stored by the pipeline at " + redactURL(conn.url)}, key
+		case pv.stored:
+			return b, nil, err
+		default:
+			log.Warn("reading the pipeline's stored state failed: planning from a fresh state", zap.Error(err))
+			b.text = "a reconciler that has applied nothing (the pipeline's stored state could not be read): ownership and secret fingerprints are not known"
 		}
 	}
 	pl, err := planner.New(planner.Options{FingerprintKey: fpKey})
 	if err != nil {
-		return nil, nil, err
+		return b, nil, err
 	}
-	return base, pl, nil
-}
-
-// printPlans prints previews as text or JSON lines; it fails (exit 1)
-// when a script could not be planned.
-func printPlans(w io.Writer, output string, previews []tools.Preview) error {
-	failed := 0
-	for _, pv := range previews {
-		if pv.Err != nil {
-			failed++
-		}
-		if output == "json" {
-			obj := map[string]any{"script": pv.Ref, "events": pv.EventIDs}
-			if pv.Err != nil {
-				obj["error"] = pv.Err.Error()
-			} else {
-				obj["plan"] = pv.Plan
-			}
-			line, err := json.Marshal(obj)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(w, string(line))
-			continue
-		}
-		fmt.Fprintf(w, "# %s (events: %d)\n", pv.Ref, len(pv.EventIDs))
-		if pv.Err != nil {
-			fmt.Fprintf(w, "error: %v\n\n", pv.Err)
-			continue
-		}
-		if err := pv.Plan.Render(w); err != nil {
-			return err
-		}
-		fmt.Fprintln(w)
-	}
-	if failed > 0 {
-		return &failedError{msg: fmt.Sprintf("%d scripts could not be planned", failed)}
-	}
-	return nil
+	return b, pl, nil
 }

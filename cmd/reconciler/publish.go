@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -68,43 +67,14 @@ func runPublish(ctx context.Context, a *app, f *flagSet, n *natsFlags, lf *logFl
 	for _, msg := range sum.Errors {
 		fmt.Fprintf(stderr, "%s: %s\n", inputName(name), msg)
 	}
-	fmt.Fprintln(stdout, publishSummary(sum))
+	fmt.Fprintln(stdout, sum.String())
 	if err != nil {
 		return fmt.Errorf("%s: %w", inputName(name), err)
 	}
 	if len(sum.Errors) > 0 {
-		return &failedError{msg: fmt.Sprintf("%s not published", plural(len(sum.Errors), "line", "lines"))}
+		return &failedError{msg: fmt.Sprintf("%s not published", tools.Plural(len(sum.Errors), "line", "lines"))}
 	}
 	return nil
-}
-
-// publishSummary is the one line that says what a publish did: "published
-// 5 events, 1 invalid (line 14: 3.0 MB exceeds the 1 MiB limit of an
-// event)".
-func publishSummary(sum tools.PublishSummary) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "published %s", plural(sum.Published, "event", "events"))
-	if sum.Duplicates > 0 {
-		fmt.Fprintf(&b, " (%s dropped by the stream)", plural(sum.Duplicates, "duplicate", "duplicates"))
-	}
-	switch {
-	case sum.Invalid == 1:
-		fmt.Fprintf(&b, ", 1 invalid (%s)", sum.FirstInvalid)
-	case sum.Invalid > 1:
-		fmt.Fprintf(&b, ", %d invalid (the first: %s)", sum.Invalid, sum.FirstInvalid)
-	}
-	if sum.Failed > 0 {
-		fmt.Fprintf(&b, ", %d not accepted by the stream", sum.Failed)
-	}
-	return b.String()
-}
-
-// plural is "1 event" or "2 events".
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return "1 " + one
-	}
-	return fmt.Sprintf("%d %s", n, many)
 }
 
 // inputName is how messages name an input: the file, or stdin for "-".

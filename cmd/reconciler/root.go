@@ -6,6 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/reconciler/reconciler/internal/clihelp"
 )
 
 // rootLong is the root command's description.
@@ -20,7 +22,8 @@ wins over its variable. Flags may also be spelled with one dash
 (-ack-wait 30s), as earlier versions accepted.
 
 Exit codes: 0 success; 1 finished with failures; 2 bad usage or
-configuration; 130 interrupted (Ctrl-C).`
+configuration (and, with --detailed-exitcode, a preview that would change
+something); 130 interrupted (Ctrl-C).`
 
 // newRootCmd builds the command tree. Each command lives in a file of its
 // own and is built by a newXxxCmd function; the flag groups shared by
@@ -54,7 +57,7 @@ func newRootCmd(a *app) *cobra.Command {
 	root.SetErr(a.stderr)
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return usagef("%v%s\nRun '%s --help' for usage.", err, flagSuggestion(cmd, err), cmd.CommandPath())
+		return usagef("%v%s\nRun '%s --help' for usage.", err, clihelp.FlagSuggestion(cmd, err), cmd.CommandPath())
 	})
 	root.AddCommand(
 		newRunCmd(a),
@@ -79,12 +82,7 @@ func newRootCmd(a *app) *cobra.Command {
 }
 
 // walk calls fn on c and every command below it.
-func walk(c *cobra.Command, fn func(*cobra.Command)) {
-	fn(c)
-	for _, sub := range c.Commands() {
-		walk(sub, fn)
-	}
-}
+func walk(c *cobra.Command, fn func(*cobra.Command)) { clihelp.Walk(c, fn) }
 
 // plainUsage keeps backquotes in a flag's usage from being taken as the
 // name of its argument (pflag's convention): they become quotes.
@@ -93,84 +91,10 @@ func plainUsage(fl *pflag.Flag) {
 }
 
 // normalizeArgs rewrites the one-dash spelling of a long flag that Go's
-// flag package accepted (-ack-wait 30s, -rate-limit=100/1s) into the two
-// dashes cobra parses. Only names of flags of the command being run (its
-// subcommand path is followed) are rewritten, and nothing after "--".
+// flag package accepted into the two dashes cobra parses
+// (clihelp.NormalizeArgs).
 func normalizeArgs(root *cobra.Command, args []string) []string {
-	out := make([]string, len(args))
-	copy(out, args)
-	cur := root
-	for i, arg := range out {
-		if arg == "--" {
-			break
-		}
-		if !strings.HasPrefix(arg, "-") {
-			for _, sub := range cur.Commands() {
-				if sub.Name() == arg || sub.HasAlias(arg) {
-					cur = sub
-					break
-				}
-			}
-			continue
-		}
-		if strings.HasPrefix(arg, "--") || len(arg) < 3 {
-			continue
-		}
-		name, _, _ := strings.Cut(arg[1:], "=")
-		if name == "help" || name == "version" && cur == root || cur.Flags().Lookup(name) != nil || cur.InheritedFlags().Lookup(name) != nil {
-			out[i] = "-" + arg
-		}
-	}
-	return out
-}
-
-// flagSuggestion returns " (did you mean --x?)" for an unknown flag close
-// to one of cmd's, else "".
-func flagSuggestion(cmd *cobra.Command, err error) string {
-	msg := err.Error()
-	const prefix = "unknown flag: --"
-	if !strings.HasPrefix(msg, prefix) {
-		return ""
-	}
-	given := strings.TrimPrefix(msg, prefix)
-	best, bestD := "", 3 // at most two edits away
-	cmd.Flags().VisitAll(func(fl *pflag.Flag) {
-		if fl.Hidden || fl.Deprecated != "" {
-			return
-		}
-		d := editDistance(given, fl.Name)
-		if strings.HasPrefix(fl.Name, given) {
-			d = min(d, 1)
-		}
-		if d < bestD {
-			best, bestD = fl.Name, d
-		}
-	})
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean --%s?)", best)
-}
-
-// editDistance is the Levenshtein distance of a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
+	return clihelp.NormalizeArgs(root, args)
 }
 
 func newVersionCmd(a *app) *cobra.Command {

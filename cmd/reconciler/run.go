@@ -196,7 +196,7 @@ func runRun(ctx context.Context, a *app, f *flagSet, rf *runFlags) error {
 		return err
 	}
 	runner.Store(p)
-	go sampleGauges(ctx, m, conn, lim)
+	go budget.SampleGauges(ctx, m, conn.nc.IsConnected, lim)
 	log.Info("reconciler running",
 		zap.String("nats", redactURL(conn.url)), zap.String("api", rf.api.baseURL),
 		zap.String("rate_limit", rf.api.rateLimit), zap.Int("concurrency", rf.concurrency),
@@ -263,31 +263,6 @@ func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds cred
 	return jobs.NewRunner(cfg, res, client, pl, m, log), lim, nil
 }
 
-// sampleGauges keeps the gauges that describe the process's connections
-// and budget current, every second until ctx ends.
-func sampleGauges(ctx context.Context, m *metrics.Metrics, conn *natsConn, lim *ratelimit.Limiter) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		connected, paused := 0.0, 0.0
-		if conn.nc.IsConnected() {
-			connected = 1
-		}
-		if lim.Paused() {
-			paused = 1
-		}
-		m.NATSConnected.Set(connected)
-		m.BudgetPaused.Set(paused)
-		m.BudgetTokens.Set(lim.Available())
-		sampleUserBudget(m, lim) // ratelimit_flags.go
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
 // newAPIClient returns the Cloudflare client over limiter.
 func newAPIClient(a *apiFlags, creds credentialSet, lim *ratelimit.Limiter, hooks cfapi.Hooks, timeout time.Duration) (*cfapi.Client, error) {
 	client, err := cfapi.New(cfapi.Config{
@@ -328,28 +303,7 @@ func newLimiter(ctx context.Context, a *apiFlags, creds credentialSet, js jetstr
 		return lim, func() {}, nil
 	}
 	cfg := budgetConfig(ctx, a, creds, replicas, log) // ratelimit_flags.go
-	var src *budget.Source
-	var err error
-	if mode == budgetEnsure {
-		err = state.RetrySetup(ctx, log, "bucket "+budget.DefaultBucket, func(ctx context.Context) error {
-			src, err = budget.Ensure(ctx, js, cfg)
-			return err
-		})
-	} else {
-		src, err = budget.Open(ctx, js, cfg)
-	}
-	if err != nil {
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, nil, fmt.Errorf("shared budget: %w: start `reconciler run` on this NATS first", err)
-		}
-		return nil, nil, fmt.Errorf("shared budget: %w", err)
-	}
-	lim, err := ratelimit.NewSharedLimiter(src, a.maxWrites, hooks)
-	if err != nil {
-		src.Close()
-		return nil, nil, err
-	}
-	return lim, func() { src.Close() }, nil
+	return budget.NewLimiter(ctx, js, cfg, mode == budgetEnsure, a.maxWrites, hooks)
 }
 
 // toolClient returns the API client of a tool (plan, backfill): on the
@@ -416,19 +370,17 @@ func serveMetrics(addr string, reg *prometheus.Registry, m *metrics.Metrics, con
 	}
 	// /healthz fails when work is pending and no reconcile finished for
 	// livenessBound: a wedged process, which a restart cures.
-	wd := health.New(health.Options{Bound: livenessBound,
-		Pending:  func() int { return int(sumMetrics(reg, "reconciler_queue_depth", "reconciler_inflight_reconciles")) },
-		Progress: func() float64 { return sumMetrics(reg, "reconciler_reconcile_total") }})
-	srv, err := metrics.Listen(addr, withHealthz(wd, m.Handler(reg, func() error {
-		if !conn.nc.IsConnected() {
-			return errors.New("NATS is not connected")
-		}
-		r := runner.Load()
-		if r == nil {
-			return errors.New("starting: setting up JetStream")
-		}
-		return r.Ready()
-	})))
+	srv, err := metrics.Listen(addr, health.Handler(reg, livenessBound, []string{"reconciler_queue_depth", "reconciler_inflight_reconciles"},
+		[]string{"reconciler_reconcile_total"}, m.Handler(reg, func() error {
+			if !conn.nc.IsConnected() {
+				return errors.New("NATS is not connected")
+			}
+			r := runner.Load()
+			if r == nil {
+				return errors.New("starting: setting up JetStream")
+			}
+			return r.Ready()
+		})))
 	if err != nil {
 		return nil, err
 	}
@@ -439,35 +391,6 @@ func serveMetrics(addr string, reg *prometheus.Registry, m *metrics.Metrics, con
 // livenessBound is longer than a budget pause for Retry-After, so a
 // process waiting out a 429 is not restarted.
 const livenessBound = 10 * time.Minute
-
-// withHealthz serves /healthz from the watchdog and the rest from h.
-func withHealthz(wd *health.Watchdog, h http.Handler) http.Handler {
-	hz := wd.Handler()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" {
-			hz.ServeHTTP(w, r)
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-// sumMetrics sums every series of the named gauges and counters.
-func sumMetrics(g prometheus.Gatherer, names ...string) float64 {
-	fams, _ := g.Gather()
-	total := 0.0
-	for _, f := range fams {
-		for _, n := range names {
-			if f.GetName() != n {
-				continue
-			}
-			for _, mt := range f.GetMetric() {
-				total += mt.GetGauge().GetValue() + mt.GetCounter().GetValue()
-			}
-		}
-	}
-	return total
-}
 
 func (s *metricsServer) shutdown() {
 	if s.srv == nil {

@@ -5,11 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"os"
-	"sort"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -19,9 +15,10 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
-	"github.com/reconciler/reconciler/internal/cfapi/wire"
 	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
+	"github.com/reconciler/reconciler/internal/progress"
+	"github.com/reconciler/reconciler/internal/sandbox"
 )
 
 // sandboxFlags are the flags of `reconciler sandbox`.
@@ -84,11 +81,7 @@ func runSandbox(ctx context.Context, a *app, f *flagSet, sf *sandboxFlags) error
 	if !sf.keep {
 		return nil
 	}
-	fmt.Fprintf(stdout, "\nThe sandbox stays up until Ctrl-C. Try:\n"+
-		"  export CLOUDFLARE_API_BASE_URL=%s CLOUDFLARE_ACCOUNT_ID=%s NATS_URL=%s\n"+
-		"  echo '{\"schema\":\"bindings.change/v1\",\"id\":\"try-1\",\"account_id\":\"%s\",\"dispatch_namespace\":\"customers\",\"script\":\"tenant-0001\",\"op\":\"patch\",\"upsert\":[{\"type\":\"plain_text\",\"name\":\"HELLO\",\"text\":\"world\"}]}' | reconciler publish -\n"+
-		"  curl -s %s/accounts/%s/workers/dispatch/namespaces/customers/scripts/tenant-0001/settings\n",
-		sb.apiURL, cfapitest.DefaultAccount, sb.conn.url, cfapitest.DefaultAccount, sb.apiURL, cfapitest.DefaultAccount)
+	sandbox.Try(stdout, sb.emu.URL, sb.conn.url)
 	<-ctx.Done()
 	return nil
 }
@@ -113,17 +106,14 @@ func sandboxEnv(e env) env {
 	}
 }
 
-// sandbox is the running sandbox.
-type sandbox struct {
-	emu      *cfapitest.Server
-	apiURL   string
+// sandboxRun is the running sandbox.
+type sandboxRun struct {
+	emu      *sandbox.Emulator
 	conn     *natsConn
 	metrics  *metricsServer
 	runner   *jobs.Runner
 	stopRun  func()
 	tempDir  string
-	stopEmu  context.CancelFunc
-	emuDone  chan struct{}
 	client   *cfapi.Client
 	lim      *ratelimit.Limiter // the client's, on the shared budget
 	dataDir  string
@@ -132,8 +122,8 @@ type sandbox struct {
 }
 
 // start brings everything up on the requested ports, or free ones.
-func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Logger) (*sandbox, error) {
-	sb := &sandbox{budget: sf.pipe.api.rateLimit}
+func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Logger) (*sandboxRun, error) {
+	sb := &sandboxRun{budget: sf.pipe.api.rateLimit}
 	if sf.pipe.nats.dataDir == "./reconciler-data" || sf.pipe.nats.dataDir == "" {
 		dir, err := os.MkdirTemp("", "reconciler-sandbox-")
 		if err != nil {
@@ -143,22 +133,13 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 	}
 	sb.dataDir = sf.pipe.nats.dataDir
 	// The emulator enforces the same budget, as the real API would.
-	sb.emu = cfapitest.New(cfapitest.Options{RateLimit: sf.pipe.api.budget, RateWindow: sf.pipe.api.window,
-		RateSliding: true, RateBlock: sf.pipe.api.window})
-	if err := sb.emu.SeedVaried(cfapitest.DefaultAccount, "customers", sf.tenants); err != nil {
-		return nil, err
-	}
-	ln, err := listenOrFree(sf.emulatorAddr)
-	if err != nil {
+	var err error
+	if sb.emu, err = sandbox.StartEmulator(ctx, sf.emulatorAddr, sf.tenants, sf.pipe.api.budget, sf.pipe.api.window); err != nil {
 		return nil, usagef("--emulator-addr: %v", err)
 	}
-	sb.apiURL = "http://" + ln.Addr().String() + sb.emu.Prefix()
-	emuCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	sb.stopEmu, sb.emuDone = cancel, make(chan struct{})
-	go func() { defer close(sb.emuDone); _ = sb.emu.Serve(emuCtx, ln) }()
-	sf.pipe.api.baseURL = sb.apiURL
+	sf.pipe.api.baseURL = sb.emu.URL
 	if sf.pipe.nats.url == "" {
-		sf.pipe.nats.embeddedListen = freeIfTaken(sf.pipe.nats.embeddedListen)
+		sf.pipe.nats.embeddedListen = sandbox.FreeIfTaken(sf.pipe.nats.embeddedListen)
 	}
 	if sb.conn, err = connectNATS(&sf.pipe.nats, true, log); err != nil {
 		sb.close(log)
@@ -166,7 +147,7 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 	}
 	m, reg := newMetrics()
 	var runner atomic.Pointer[jobs.Runner]
-	if sb.metrics, err = serveMetrics(freeIfTaken(sf.metricsAddr), reg, m, sb.conn, &runner, log); err != nil {
+	if sb.metrics, err = serveMetrics(sandbox.FreeIfTaken(sf.metricsAddr), reg, m, sb.conn, &runner, log); err != nil {
 		sb.close(log)
 		return nil, usagef("--metrics-addr: %v", err)
 	}
@@ -196,7 +177,7 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 	}
 	fmt.Fprintf(stdout, "sandbox: %d tenants in dispatch namespace customers of account %s\n", sf.tenants, cfapitest.DefaultAccount)
 	fmt.Fprintf(stdout, "  API emulator  %s  (budget %s, enforced)\n  NATS          %s  (data dir %s)\n  metrics       %s\n\n",
-		sb.apiURL, sb.budget, sb.conn.url, sb.dataDir, orDash(sb.metricsU))
+		sb.emu.URL, sb.budget, sb.conn.url, sb.dataDir, tools.OrDash(sb.metricsU))
 	return sb, nil
 }
 
@@ -205,89 +186,44 @@ func envMapSandbox(string) string { return "" }
 
 // demo runs a backfill over every tenant with a few live events in the
 // middle, then prints what changed.
-func (sb *sandbox) demo(ctx context.Context, sf *sandboxFlags, stdout, stderr io.Writer, log *zap.Logger) error {
-	before, _ := sb.emu.Bindings(cfapitest.DefaultAccount, "customers", cfapitest.TenantName(1))
-	patch := `{"upsert":[{"type":"r2_bucket","name":"ASSETS","bucket_name":"sandbox-assets"},{"type":"plain_text","name":"REGION","text":"eu"}],"remove":["METRICS"]}`
+func (sb *sandboxRun) demo(ctx context.Context, sf *sandboxFlags, stdout, stderr io.Writer, log *zap.Logger) error {
+	before, _ := sb.emu.Bindings(cfapitest.DefaultAccount, sandbox.Namespace, cfapitest.TenantName(1))
 	pf, err := os.CreateTemp("", "sandbox-patch-*.json")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(pf.Name())
-	if _, err := pf.WriteString(patch); err != nil {
+	if _, err := pf.WriteString(sandbox.DemoPatch); err != nil {
 		return err
 	}
 	pf.Close()
-	bf := backfillFlags{pipe: sf.pipe, namespace: "customers", patchFile: pf.Name(), account: cfapitest.DefaultAccount,
+	bf := backfillFlags{pipe: sf.pipe, namespace: sandbox.Namespace, patchFile: pf.Name(), account: cfapitest.DefaultAccount,
 		runID: fmt.Sprintf("sandbox-%d", time.Now().Unix()), output: "text", progress: "auto"}
-	src, err := bf.source(nil, sb.client)
+	src, err := bf.source(nil, sb.client, nil, log)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "demo backfill %s: every tenant gets ASSETS (r2_bucket) and REGION, and loses METRICS if it has it:\n  %s\n", bf.runID, patch)
+	fmt.Fprintf(stdout, "demo backfill %s: every tenant gets ASSETS (r2_bucket) and REGION, and loses METRICS if it has it:\n  %s\n", bf.runID, sandbox.DemoPatch)
 	live := make(chan []time.Duration, 1)
-	go func() { live <- sb.liveEvents(ctx, sf.tenants, log) }()
-	sum, err := bf.runOn(ctx, sb.conn, stderr, src, etaRate(sb.lim), log)
+	go func() { live <- sandbox.LiveEvents(ctx, sb.emu.Server, sb.conn.js, sf.tenants, log) }()
+	sum, err := bf.execute(ctx, sb.conn, progress.NewConsole(stderr, nil), src, sb.lim, log)
 	if err != nil {
 		return err
 	}
 	lat := <-live
 	fmt.Fprintln(stdout)
-	if err := sum.print(stdout, "text"); err != nil {
+	if err := printSummary(stdout, "text", sum); err != nil {
 		var fe *failedError
 		if !errors.As(err, &fe) {
 			return err
 		}
 		fmt.Fprintln(stdout, "  (some scripts failed: see `reconciler dlq list`)")
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	fmt.Fprintf(stdout, "\nlive events during the backfill: %d, each applied within %s of its publish (max)\n", len(lat), maxDur(lat).Round(time.Millisecond))
-	after, _ := sb.emu.Bindings(cfapitest.DefaultAccount, "customers", cfapitest.TenantName(1))
-	fmt.Fprintf(stdout, "%s bindings before: %s\n%s bindings after:  %s\n", cfapitest.TenantName(1), names(before), cfapitest.TenantName(1), names(after))
-	st := sb.emu.Stats()
-	fmt.Fprintf(stdout, "API calls: %d reads, %d writes, %d answered 429 (budget %s)\n", st.Reads, st.Writes, st.Throttled, sb.budget)
-	if sb.metricsU != "" {
-		fmt.Fprintf(stdout, "metrics: %s\n", sb.metricsU)
-	}
+	sandbox.Report(stdout, sb.emu.Server, before, lat, sb.budget, sb.metricsU)
 	return nil
 }
 
-// liveEvents publishes a few live events to random tenants once the
-// backfill is under way and returns how long each took to be applied.
-func (sb *sandbox) liveEvents(ctx context.Context, tenants int, log *zap.Logger) []time.Duration {
-	// Wait until the backfill has started writing.
-	for sb.emu.Stats().Writes < min(tenants/5, 50) {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	var out []time.Duration
-	for i := 0; i < 5; i++ {
-		t := cfapitest.TenantName(rand.IntN(tenants) + 1)
-		ev := fmt.Sprintf(`{"schema":"bindings.change/v1","id":"live-%d-%d","account_id":%q,"dispatch_namespace":"customers","script":%q,"op":"patch","upsert":[{"type":"plain_text","name":"LIVE_%d","text":"now"}]}`,
-			time.Now().UnixNano(), i, cfapitest.DefaultAccount, t, i)
-		start := time.Now()
-		if _, err := tools.Publish(ctx, sb.conn.js, "bindings", strings.NewReader(ev), tools.CheckEvent); err != nil {
-			log.Warn("publishing a live event", zap.Error(err))
-			continue
-		}
-		for {
-			bs, _ := sb.emu.Bindings(cfapitest.DefaultAccount, "customers", t)
-			if _, ok := wire.Bindings(bs).ByName(fmt.Sprintf("LIVE_%d", i)); ok {
-				out = append(out, time.Since(start))
-				break
-			}
-			if ctx.Err() != nil || time.Since(start) > time.Minute {
-				return out
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	return out
-}
-
-func (sb *sandbox) close(log *zap.Logger) {
+func (sb *sandboxRun) close(log *zap.Logger) {
 	if sb.stopRun != nil {
 		sb.stopRun()
 	}
@@ -297,53 +233,10 @@ func (sb *sandbox) close(log *zap.Logger) {
 	if sb.conn != nil {
 		sb.conn.close(log, 2*time.Second)
 	}
-	if sb.stopEmu != nil {
-		sb.stopEmu()
-		<-sb.emuDone
+	if sb.emu != nil {
+		sb.emu.Close()
 	}
 	if sb.tempDir != "" {
 		_ = os.RemoveAll(sb.tempDir)
 	}
-}
-
-// listenOrFree listens on addr, or on a free port of its host when addr
-// is taken.
-func listenOrFree(addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err == nil {
-		return ln, nil
-	}
-	host, _, serr := net.SplitHostPort(addr)
-	if serr != nil {
-		return nil, err
-	}
-	return net.Listen("tcp", net.JoinHostPort(host, "0"))
-}
-
-// freeIfTaken returns addr if it can be listened on now, else a free port
-// on its host.
-func freeIfTaken(addr string) string {
-	if addr == "" {
-		return addr
-	}
-	ln, err := listenOrFree(addr)
-	if err != nil {
-		return addr
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func names(bs []wire.Binding) string {
-	out := wire.Bindings(bs).Names()
-	sort.Strings(out)
-	return strings.Join(out, " ")
-}
-
-func maxDur(ds []time.Duration) time.Duration {
-	var m time.Duration
-	for _, d := range ds {
-		m = max(m, d)
-	}
-	return m
 }

@@ -73,8 +73,9 @@ type opsSession struct {
 
 // openOps connects to the pipeline behind n (--nats-url, or a running
 // `reconciler run`), which must be reachable, and, when withAPI, makes an
-// API client on its shared budget.
-func openOps(ctx context.Context, n *natsFlags, a *apiFlags, e env, withAPI bool, log *zap.Logger) (*opsSession, error) {
+// API client on its shared budget; a wait for that budget of more than a
+// few seconds is noticed on stderr as tool's.
+func openOps(ctx context.Context, tool string, stderr io.Writer, n *natsFlags, a *apiFlags, e env, withAPI bool, log *zap.Logger) (*opsSession, error) {
 	conn, err := connectNATS(n, false, log)
 	if err != nil {
 		return nil, err
@@ -107,6 +108,8 @@ func openOps(ctx context.Context, n *natsFlags, a *apiFlags, e env, withAPI bool
 	if s.client, err = newAPIClient(a, creds, lim, noHooks, time.Minute); err != nil {
 		return fail(err)
 	}
+	stopWatch := watchBudget(ctx, tool, lim, stderr) // progress.go
+	s.close = func() { stopWatch(); closeLim(); closeConn() }
 	return s, nil
 }
 
@@ -172,7 +175,7 @@ func runStatus(ctx context.Context, a *app, f *flagSet, sf *statusFlags) error {
 	}
 	log := sf.log.logger(a.stderr)
 	defer func() { _ = log.Sync() }()
-	s, err := openOps(ctx, &sf.nats, &sf.api, a.env, !sf.noLive, log)
+	s, err := openOps(ctx, "status", a.stderr, &sf.nats, &sf.api, a.env, !sf.noLive, log)
 	if err != nil {
 		return err
 	}

@@ -107,8 +107,9 @@ func TestToolsNeverCreateResources(t *testing.T) {
 }
 
 // TestToolsLeaveAnR3SetupAlone: on a 3-node cluster set up by `run
-// --stream-replicas 3`, publish, plan --stored and dlq list change no
-// stream, consumer or bucket; reconciler_config keeps its 3 replicas.
+// --stream-replicas 3`, publish, plan (--stored, and by default) and dlq
+// list change no stream, consumer or bucket; reconciler_config keeps its
+// 3 replicas.
 func TestToolsLeaveAnR3SetupAlone(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a 3-node NATS cluster")
@@ -149,9 +150,16 @@ func TestToolsLeaveAnR3SetupAlone(t *testing.T) {
 		{"publish", "-"},
 		{"plan", "--stored", "--output", "json", "-"},
 		{"dlq", "list"},
+		{"plan", "-"},
 	} {
-		if code, out, stderr := call(t, env, toolEvents, args...); code != 0 {
+		code, out, stderr := call(t, env, toolEvents, args...)
+		if code != 0 {
 			t.Fatalf("%v: exit %d\n%s%s", args, code, out, stderr)
+		}
+		// A reachable pipeline: plan starts from its stored state by
+		// default, and says so.
+		if args[0] == "plan" && !strings.Contains(strings.Join(args, " "), "json") && !strings.HasPrefix(out, "Planning from the state stored by the pipeline at ") {
+			t.Errorf("%v does not say it starts from the stored state:\n%s", args, out)
 		}
 		after := jsConfigs(t, js)
 		for name, cfg := range before {

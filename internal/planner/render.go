@@ -82,7 +82,7 @@ func (p Plan) MarshalJSON() ([]byte, error) {
 // String returns the rendered plan (see Render).
 func (p Plan) String() string {
 	var buf bytes.Buffer
-	p.render(&buf)
+	p.render(&buf, RenderOptions{LeftAlone: true})
 	return buf.String()
 }
 
@@ -98,21 +98,31 @@ func (p Plan) String() string {
 //
 // A no-op renders "No changes. 3 unchanged, 1 left alone." Write-only
 // values always read "(sensitive)"; long values are shortened.
-func (p *Plan) Render(w io.Writer) error {
+func (p *Plan) Render(w io.Writer) error { return p.RenderWith(w, RenderOptions{LeftAlone: true}) }
+
+// RenderOptions choose what Render shows.
+type RenderOptions struct {
+	// LeftAlone shows a line per binding left alone (created outside the
+	// reconciler); the summary line counts them either way.
+	LeftAlone bool
+}
+
+// RenderWith is Render with options.
+func (p *Plan) RenderWith(w io.Writer, o RenderOptions) error {
 	var buf bytes.Buffer
-	p.render(&buf)
+	p.render(&buf, o)
 	_, err := w.Write(buf.Bytes())
 	return err
 }
 
-func (p *Plan) render(buf *bytes.Buffer) {
+func (p *Plan) render(buf *bytes.Buffer, o RenderOptions) {
 	s := p.Summary()
 	if p.NoOp() {
 		fmt.Fprintf(buf, "No changes. %d unchanged, %d left alone.\n", s.Keep, s.Unowned)
 		return
 	}
 	for i := range p.Actions {
-		if a := &p.Actions[i]; a.Kind != ActionKeep {
+		if a := &p.Actions[i]; a.Kind != ActionKeep && (o.LeftAlone || a.Kind != ActionUnowned) {
 			a.renderLine(buf)
 			buf.WriteByte('\n')
 		}

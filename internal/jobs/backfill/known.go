@@ -1,4 +1,4 @@
-package main
+package backfill
 
 import (
 	"context"
@@ -13,14 +13,14 @@ import (
 	"github.com/reconciler/reconciler/internal/jobs/state"
 )
 
-// knownScriptsFunc returns the scripts of a dispatch namespace the
+// KnownScriptsFunc returns the scripts of a dispatch namespace the
 // reconciler knows (those with a desired state), for a namespace run when
 // the API does not serve the namespace's script list.
-type knownScriptsFunc func(ctx context.Context, account, namespace string) ([]cfapi.ScriptRef, error)
+type KnownScriptsFunc func(ctx context.Context, account, namespace string) ([]cfapi.ScriptRef, error)
 
-// knownScriptsIn reads the known scripts from the desired-state bucket
+// KnownScriptsIn reads the known scripts from the desired-state bucket
 // behind js; nil when there is no NATS connection.
-func knownScriptsIn(js jetstream.JetStream, names state.Names) knownScriptsFunc {
+func KnownScriptsIn(js jetstream.JetStream, names state.Names) KnownScriptsFunc {
 	if js == nil {
 		return nil
 	}
@@ -49,23 +49,22 @@ func knownScriptsIn(js jetstream.JetStream, names state.Names) knownScriptsFunc 
 // eachKnownScript is a namespace run's fallback when listing failed with
 // listErr, which cfapi.IsListUnsupported accepts: it warns once, then
 // calls fn for every known script not already in emitted, with no
-// modified_on (so --skip-unmodified reads each one). A tag filter cannot
-// be honoured without the list: that is an error, before anything is
-// queued.
-func (bf *backfillFlags) eachKnownScript(ctx context.Context, known knownScriptsFunc, listErr error, emitted map[string]bool,
-	log *zap.Logger, fn func(cfapi.ScriptRef) error) error {
+// modified_on (so a run that skips unmodified scripts reads each one). A
+// tag filter cannot be honoured without the list: that is an error,
+// before anything is queued.
+func (ns *Namespace) eachKnownScript(ctx context.Context, listErr error, emitted map[string]bool, fn func(cfapi.ScriptRef) error) error {
 	switch {
-	case len(bf.tags) > 0:
+	case len(ns.Tags) > 0:
 		return fmt.Errorf("--tag needs the namespace's script list, which this API does not serve (nothing was written; run `reconciler doctor`): %w", listErr)
-	case known == nil:
-		return fmt.Errorf("the API does not serve the script list of namespace %q and no pipeline state is reachable to find its scripts (nothing was written); give --from FILE: %w", bf.namespace, listErr)
+	case ns.Known == nil:
+		return fmt.Errorf("the API does not serve the script list of namespace %q and no pipeline state is reachable to find its scripts (nothing was written); give --from FILE: %w", ns.Namespace, listErr)
 	}
-	refs, err := known(ctx, bf.account, bf.namespace)
+	refs, err := ns.Known(ctx, ns.Account, ns.Namespace)
 	if err != nil {
-		return fmt.Errorf("the API does not serve the script list of namespace %q, and reading the scripts the reconciler knows failed (nothing was written): %w", bf.namespace, err)
+		return fmt.Errorf("the API does not serve the script list of namespace %q, and reading the scripts the reconciler knows failed (nothing was written): %w", ns.Namespace, err)
 	}
-	log.Warn("the API does not serve the dispatch namespace script list: applying the patch to the scripts the reconciler knows in it, each read (scripts it never saw are not included; give --from FILE for a complete list)",
-		zap.String("namespace", bf.namespace), zap.Int("scripts", len(refs)), zap.Bool("skip_unmodified_ignored", bf.skipUnmodified), zap.Error(listErr))
+	ns.Log.Warn("the API does not serve the dispatch namespace script list: applying the patch to the scripts the reconciler knows in it, each read (scripts it never saw are not included; give --from FILE for a complete list)",
+		zap.String("namespace", ns.Namespace), zap.Int("scripts", len(refs)), zap.Bool("skip_unmodified_ignored", ns.SkipUnmodified), zap.Error(listErr))
 	for _, ref := range refs {
 		if emitted[event.ScriptKey(ref)] {
 			continue
