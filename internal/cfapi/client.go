@@ -311,7 +311,7 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (env *envelo
 		return nil, &transportError{fmt.Errorf("cloudflare %s %s: %w", cl.method, cl.path, stripURL(err))}
 	}
 	status = resp.StatusCode
-	c.observeRateLimit(resp.Header, cl.endpoint)
+	c.observeRateLimit(resp.Header, cl.endpoint, start)
 	if cl.raw != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 &&
 		!strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		defer resp.Body.Close()

@@ -52,6 +52,12 @@ type RateLimitView struct {
 	Window time.Duration
 	// Seen is when the answer arrived.
 	Seen time.Time
+	// Sent is when the request that got the answer was sent (zero when
+	// unknown). The API's count in the answer includes the requests that
+	// reached it before this one, which are, as far as the sender can
+	// tell, those sent before Sent; the ones sent between Sent and Seen
+	// were still in flight, and Remaining does not count them yet.
+	Sent time.Time
 }
 
 // Valid reports whether the view holds a Ratelimit item.
@@ -418,10 +424,12 @@ func (l *Limiter) ObserveRateLimit(v RateLimitView) {
 }
 
 // observeRateLimit reads the rate-limit headers of an answer (any status)
-// and hands the view to the limiter and the RateLimitSeen hook; parts it
-// cannot use go to the RateLimitIgnored hook (a debug log).
-func (c *Client) observeRateLimit(h http.Header, endpoint string) {
+// to a request sent at sent and hands the view to the limiter and the
+// RateLimitSeen hook; parts it cannot use go to the RateLimitIgnored hook
+// (a debug log).
+func (c *Client) observeRateLimit(h http.Header, endpoint string, sent time.Time) {
 	v, errs := ViewFromHeader(h, time.Now())
+	v.Sent = sent
 	if len(errs) > 0 && c.hooks.RateLimitIgnored != nil {
 		c.hooks.RateLimitIgnored(endpoint, errs)
 	}

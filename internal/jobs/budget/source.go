@@ -107,7 +107,12 @@ type Source struct {
 	window      time.Duration // ... and its window
 	local       *apiView      // the newest view seen by this process
 	apiUntil    int64         // the API's view allows nothing more until then, Unix ns
+
+	clock func() time.Time // time.Now; tests set another
 }
+
+// nowNano returns the clock's time in Unix nanoseconds.
+func (s *Source) nowNano() int64 { return s.clock().UnixNano() }
 
 func newSource(kv jetstream.KeyValue, cfg Config) *Source {
 	key, scope := KeyFor(cfg.Credential), "token"
@@ -126,6 +131,7 @@ func newSource(kv jetstream.KeyValue, cfg Config) *Source {
 		ctx:     ctx, cancel: cancel,
 		changed: make(chan struct{}),
 		budget:  cfg.Budget, window: cfg.Window,
+		clock: time.Now,
 	}
 	s.log.Info("shared rate budget", zap.String("scope", scope), zap.Int("budget", cfg.Budget), zap.Duration("window", cfg.Window), zap.Bool("auto", cfg.Auto))
 	s.wg.Add(1)
