@@ -55,10 +55,7 @@ type hist struct {
 }
 
 // add counts cells in the histogram of width w, moving it forward (and
-// re-bucketing it when the width changed: the counts of each old slot
-// move to the new slot that holds the old slot's end, so they are counted
-// for as long as before or a little longer, never for less, and no later
-// than the end of their own old slot).
+// re-bucketing it when the width changed, see rebucket).
 // It keeps the slots of one window before the newest cell, and those of
 // the horizon: the window of a view seen while cells are reserved ahead.
 func (h *hist) add(cells []int64, w, horizon int64) {
@@ -67,18 +64,7 @@ func (h *hist) add(cells []int64, w, horizon int64) {
 	}
 	keep := slotCount + 2 + int((horizon+w-1)/w)
 	if h.Width != w {
-		old := *h
-		*h = hist{Width: w}
-		if old.Width > 0 && len(old.Slots) > 0 {
-			newest := floorDiv((old.First+int64(len(old.Slots)))*old.Width-1, w)
-			for i, n := range old.Slots {
-				if n == 0 {
-					continue
-				}
-				// Older than what is kept: into the oldest slot kept.
-				h.put(max(floorDiv((old.First+int64(i)+1)*old.Width-1, w), newest-int64(keep)+1), n)
-			}
-		}
+		h.rebucket(w, floorDiv(cells[0]+horizon, w), keep)
 	}
 	for _, c := range cells {
 		h.put(c/w, 1)
@@ -86,6 +72,36 @@ func (h *hist) add(cells []int64, w, horizon int64) {
 	if extra := len(h.Slots) - keep; extra > 0 {
 		h.Slots = h.Slots[extra:]
 		h.First += int64(extra)
+	}
+}
+
+// rebucket moves the counts to slots of width w (the width follows the
+// API's window, so it changes when the first policy arrives, or the
+// policy's window changes). The counts of each old slot move to the new
+// slot that holds the old slot's end, so that they are counted for as
+// long as before or a little longer, never for less; but to no slot after
+// limit, the slot a horizon past the first cell of the reservation under
+// way: a cell sent by now lies before it, and only cells held further
+// ahead than that, on the conservative start of auto mode, which every
+// process drops when it adopts the policy, could lie after. Without that
+// limit a coarse old slot (3 s for a 5-minute window) would put the cells
+// sent in it seconds into the future, where the estimate of the others'
+// use, which counts only the cells sent by then, would miss them: others
+// would appear where there are none. Counts older than the keep slots
+// before the newest go into the oldest kept.
+func (h *hist) rebucket(w, limit int64, keep int) {
+	old := *h
+	*h = hist{Width: w}
+	if old.Width <= 0 || len(old.Slots) == 0 {
+		return
+	}
+	newest := min(floorDiv((old.First+int64(len(old.Slots)))*old.Width-1, w), limit)
+	for i, n := range old.Slots {
+		if n == 0 {
+			continue
+		}
+		k := min(floorDiv((old.First+int64(i)+1)*old.Width-1, w), limit)
+		h.put(max(k, newest-int64(keep)+1), n)
 	}
 }
 
@@ -199,11 +215,20 @@ func (s *Source) reserveFor(q int) int {
 // allowedLocked returns how many more cells the processes together may
 // reserve at now under the view v, given the shared state st, and when
 // that number can next grow (0: only with a newer view). With a policy:
-// q − reserve − others − ours in the window. Without one: r − reserve −
+// q − reserve − others − ours in the window, unbounded when the budget
+// itself is no more than q − reserve − others per window. Without one: r − reserve −
 // ours reserved since the view counted them (its slot included).
 func (s *Source) allowedLocked(st state, v *apiView, now int64) (int, int64) {
 	if v.Quota > 0 {
 		w := v.window(int64(s.cfg.Window))
+		if int64(s.window) >= w && s.budget <= v.Quota-s.reserveFor(v.Quota)-v.Others {
+			// The budget alone keeps every window of w within what the
+			// view leaves (auto mode with no other tool): the bound
+			// cannot bind, and counting it with the histogram's
+			// conservative edges would only stall or revoke cells the
+			// budget allows.
+			return math.MaxInt32, v.Reset
+		}
 		n := v.Quota - s.reserveFor(v.Quota) - v.Others - st.Hist.oursInWindow(now, w)
 		next := st.Hist.nextSlotEnd(now, w)
 		if next == 0 || next > v.Reset {
@@ -283,47 +308,26 @@ func (s *Source) observeLocked(av *apiView, now int64) {
 }
 
 // revokeLocked drops the cells this process holds for later when the
-// fresh view v says the processes together would be over what the API
-// leaves when their time comes: they were reserved on an older view, and
-// the other tools have since taken more. Each held cell is judged at its
-// own time, in the window that ends there, so that cells leaving the
-// window before it count no more; the cells that do not fit go. The
-// dropped cells stay counted as ours (the bound only grows more careful).
+// fresh view v says the processes together are over what the API leaves:
+// they were reserved on an older view, and the other tools have since
+// taken more. The dropped cells stay counted as ours (the bound only
+// grows more careful); as many as the excess go, the latest first. The
+// excess is judged now, not at each held cell's later time: cells that
+// leave the window before a held cell's time would leave room for it only
+// if the others stood still, and during their burst they do not (judged at
+// each cell's time, TestOtherToolNeverSees429 met a 429).
 func (s *Source) revokeLocked(v *apiView, now int64) {
 	if len(s.cells) == 0 {
 		return
 	}
-	if v.Quota == 0 {
-		// Without a policy the bound counts every cell since the view,
-		// whatever its time: the latest go first.
-		n, _ := s.allowedLocked(s.cur, v, now)
-		if n < 0 {
-			drop := min(-n, len(s.cells))
-			s.cells = s.cells[:len(s.cells)-drop]
-			s.stats.Dropped += int64(drop)
-			s.stats.Revoked += int64(drop)
-		}
+	n, _ := s.allowedLocked(s.cur, v, now)
+	if n >= 0 {
 		return
 	}
-	kept, dropped := s.cells[:0:0], 0
-	for _, c := range s.cells {
-		n, _ := s.allowedLocked(s.cur, v, max(c, now))
-		// allowedLocked counts every held cell as ours, the later ones
-		// included: those after c are not in c's window, and those
-		// already dropped will never be sent.
-		later := len(s.cells) - len(kept) - dropped - 1
-		if n+later+dropped < 0 {
-			dropped++
-			continue
-		}
-		kept = append(kept, c)
-	}
-	if dropped == 0 {
-		return
-	}
-	s.cells = kept
-	s.stats.Dropped += int64(dropped)
-	s.stats.Revoked += int64(dropped)
+	drop := min(-n, len(s.cells))
+	s.cells = s.cells[:len(s.cells)-drop]
+	s.stats.Dropped += int64(drop)
+	s.stats.Revoked += int64(drop)
 }
 
 // adoptPolicyLocked sets the GCRA budget to the policy's quota less the

@@ -383,10 +383,17 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 			s.setLocked(next, newRev)
 			s.stats.Reservations++
 			s.stats.Reserved += int64(len(cells))
-			if time.Now().UnixNano() < s.pausedUntil {
+			switch {
+			case time.Now().UnixNano() < s.pausedUntil:
 				// A pause arrived while the write was under way.
 				s.stats.Dropped += int64(len(cells))
-			} else {
+			case s.g.interval < g.interval:
+				// A faster budget was adopted while the write was under
+				// way (auto mode's first policy): the cells are spaced by
+				// the slower one. Drop them; the next reservation plans
+				// on the faster budget.
+				s.stats.Dropped += int64(len(cells))
+			default:
 				s.cells = append(s.cells, cells...)
 			}
 			s.mu.Unlock()
@@ -602,6 +609,11 @@ func (s *Source) watch() {
 				s.apiUntil = 0 // a newer view of the API: look again
 				s.notifyLocked()
 			}
+			if v := s.viewLocked(s.cur, s.nowNano()); s.cfg.Auto && v != nil && v.Quota > 0 {
+				// Another process saw the policy first: cells held on the
+				// conservative start go now, not when their time comes.
+				s.adoptPolicyLocked(v)
+			}
 			s.mu.Unlock()
 			if until := s.sharedPauseEnd(st, time.Now().UnixNano()); until != 0 {
 				if s.notePause(until) {
@@ -694,9 +706,14 @@ func (s *Source) Close() error {
 	s.dropLocked()
 	close(s.changed)
 	s.changed = make(chan struct{})
+	st := s.stats
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
+	s.log.Info("shared rate budget closed", zap.Int64("granted", st.Granted), zap.Int64("reserved", st.Reserved),
+		zap.Int64("reservations", st.Reservations), zap.Int64("conflicts", st.Conflicts), zap.Int64("expired", st.Expired),
+		zap.Int64("dropped", st.Dropped), zap.Int64("revoked", st.Revoked), zap.Int64("api_views", st.Views),
+		zap.Int64("api_waits", st.APIWaits), zap.Duration("max_late", st.MaxLate))
 	return nil
 }
 
