@@ -191,12 +191,10 @@ func (h *hookKV) Update(ctx context.Context, key string, value []byte, last uint
 	return h.KeyValue.Update(ctx, key, value, last)
 }
 
-// TestPolicyAdoptedDuringAReservation: the first answer's policy may be
-// adopted while a reservation planned on the conservative start is being
-// written. Its cells are spaced by the slow budget; they are dropped, and
-// the next reservation plans on the policy's budget, instead of the
-// taker waiting out the slow schedule (1 s here, 2.7 s at 110/5m).
-func TestPolicyAdoptedDuringAReservation(t *testing.T) {
+// startKV starts an embedded JetStream server and returns the budget
+// bucket in it.
+func startKV(t *testing.T) jetstream.KeyValue {
+	t.Helper()
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
 	if err != nil {
 		t.Fatal(err)
@@ -215,12 +213,62 @@ func TestPolicyAdoptedDuringAReservation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: DefaultBucket})
+	kv, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: DefaultBucket})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return kv
+}
+
+// TestCellsPacedAtTheRateTheViewLeaves: when the other tools leave less
+// than the budget, the cells are planned at the rate that is left (here
+// 50 of a quota of 100 per second: one per 20 ms), not at the budget's
+// (one per 10.25 ms) until the count bound stops them. Bunched at the
+// budget's rate, the processes' requests would fill what is left of a
+// window early and then leave it all at once a window later; when the
+// other tools burst in that gap nothing makes room for them. The times
+// checked are the planned cells' own, not the wall clock's.
+func TestCellsPacedAtTheRateTheViewLeaves(t *testing.T) {
+	cfg, err := Config{Credential: "test-credential", Budget: 100, Window: time.Second, Reserve: 10, Horizon: 200 * time.Millisecond}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSource(startKV(t), cfg)
+	t.Cleanup(func() { _ = s.Close() })
+	now := time.Now()
+	s.ObserveRateLimit(cfapi.RateLimitView{Name: "default", Remaining: 60, Reset: time.Second, Quota: 100, Window: time.Second,
+		Seen: now, Sent: now}) // 40 of the others in the window, none of ours
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.reserve(ctx, 50); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	cells := append([]int64(nil), s.cells...)
+	s.mu.Unlock()
+	if len(cells) < 4 {
+		t.Fatalf("%d cells reserved, want several within the 200 ms horizon", len(cells))
+	}
+	b := s.Burst()
+	for i := b; i < len(cells); i++ {
+		if d := time.Duration(cells[i] - cells[i-1]); d < 20*time.Millisecond {
+			t.Errorf("cells %d and %d %s apart, want at least 20ms (50 left per second)", i-1, i, d)
+		}
+	}
+	if n, want := len(cells), b+int(200*time.Millisecond/(20*time.Millisecond)); n > want {
+		t.Errorf("%d cells within the horizon, want at most %d at the rate that is left", n, want)
+	}
+}
+
+// TestPolicyAdoptedDuringAReservation: the first answer's policy may be
+// adopted while a reservation planned on the conservative start is being
+// written. Its cells are spaced by the slow budget; they are dropped, and
+// the next reservation plans on the policy's budget, instead of the
+// taker waiting out the slow schedule (1 s here, 2.7 s at 110/5m).
+func TestPolicyAdoptedDuringAReservation(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv := startKV(t)
 	cfg, err := Config{Credential: "test-credential", Auto: true, Budget: 10, Window: 10 * time.Second}.withDefaults()
 	if err != nil {
 		t.Fatal(err)

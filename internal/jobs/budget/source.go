@@ -334,6 +334,7 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 			s.adoptPolicyLocked(view)
 		}
 		g := s.g
+		pace := g // the schedule the cells are planned on
 		if view != nil {
 			// The API's word bounds every process together (apiview.go),
 			// counted at the first cell's time: cells that leave the
@@ -347,6 +348,7 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 				return nil
 			}
 			demand = min(demand, allowed)
+			pace = s.paceLocked(g, view)
 		}
 		s.apiUntil = 0
 		s.mu.Unlock()
@@ -355,7 +357,7 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 			// slower budget does not hold the faster one back.
 			cur.TAT = min(cur.TAT, now+g.interval)
 		}
-		cells, tat := g.plan(cur.TAT, now+lead, demand)
+		cells, tat := pace.plan(cur.TAT, now+lead, demand)
 		next := cur
 		next.TAT = tat
 		s.mu.Lock()
