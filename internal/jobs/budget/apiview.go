@@ -243,33 +243,6 @@ func (s *Source) allowedLocked(st state, v *apiView, now int64) (int, int64) {
 	return v.Remaining - s.reserveFor(s.budget) - since, v.Reset
 }
 
-// paceLocked returns the schedule to plan cells on under the view v: g,
-// or, when the view's bound binds (the other tools leave less than the
-// budget), g slowed to the rate the view leaves, q − reserve − others per
-// window. The count bound alone would let the processes fill what is
-// left of a window as fast as the budget allows and then wait: their
-// requests would bunch in part of each window, and when the other tools
-// burst while few of the processes' requests are leaving the window,
-// nothing can make room for them (the reserve goes, and the token is
-// blocked). Spread at the rate that is left, the processes' requests
-// leave the window as steadily as they came, and each one gone makes room
-// for the others. A slower interval on the shared schedule only ever
-// spaces cells further apart, so the budget's guarantee holds.
-func (s *Source) paceLocked(g gcra, v *apiView) gcra {
-	if v.Quota <= 0 {
-		return g
-	}
-	w := v.window(int64(s.cfg.Window))
-	left := v.Quota - s.reserveFor(v.Quota) - v.Others
-	if left < 1 || (int64(s.window) >= w && s.budget <= left) {
-		return g // nothing left (the count bound waits), or the budget is slower
-	}
-	if iv := (w + int64(left) - 1) / int64(left); iv > g.interval {
-		g.interval, g.tau = iv, int64(g.burst-1)*iv
-	}
-	return g
-}
-
 // viewLocked returns the latest live view at now, the key's or this
 // process's own, or nil.
 func (s *Source) viewLocked(st state, now int64) *apiView {
@@ -309,15 +282,12 @@ func (s *Source) ObserveRateLimit(v cfapi.RateLimitView) {
 	if v.HasPolicy() {
 		av.Quota, av.Window = v.Quota, int64(v.Window)
 	}
+	now := s.clock().UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.observeLocked(av, s.nowNano())
-}
-
-// observeLocked takes the view av at now: it becomes this process's
-// newest view unless a newer one is known, estimates the others' use,
-// revokes the held cells it leaves no room for and wakes the takers.
-func (s *Source) observeLocked(av *apiView, now int64) {
+	// The view becomes this process's newest unless a newer one is known;
+	// the others' use is estimated, the held cells it leaves no room for
+	// are revoked and the takers woken.
 	if !av.newer(s.local) || !av.newer(s.cur.API) {
 		return
 	}

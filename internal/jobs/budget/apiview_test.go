@@ -39,6 +39,13 @@ func bareSource(t *testing.T, cfg Config, now *time.Time) *Source {
 	}
 }
 
+// othersOf returns the others' estimate of s's newest own view.
+func othersOf(s *Source) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.local.Others
+}
+
 // reserved records cells as reserved by the processes (in the shared
 // histogram) at the histogram width of a 1 s policy.
 func (s *Source) reserved(cells ...int64) {
@@ -63,23 +70,18 @@ func TestRedundantBoundRevokesNothing(t *testing.T) {
 	held := base + 40*ms
 	s.reserved(sent...)
 	s.reserved(held)
-	view := func(seen time.Duration, others int) *apiView {
-		return &apiView{Quota: 20, Window: int64(time.Second), Remaining: 20 - len(sent) - others,
-			Seen: base + int64(seen), Reset: base + int64(seen) + int64(time.Second), Counted: base}
+	view := func(seen time.Duration, others int) cfapi.RateLimitView {
+		// The answer to a request sent at t0: it counts the 18 sent.
+		return cfapi.RateLimitView{Name: "default", Quota: 20, Window: time.Second, Remaining: 20 - len(sent) - others,
+			Reset: time.Second, Seen: t0.Add(seen), Sent: t0}
 	}
 	s.cells = []int64{held}
-	s.mu.Lock()
-	s.observeLocked(view(time.Millisecond, 0), base)
-	kept, others := len(s.cells), s.local.Others
-	s.mu.Unlock()
-	if others != 0 || kept != 1 {
+	s.ObserveRateLimit(view(time.Millisecond, 0))
+	if others, kept := othersOf(s), s.Stats().Held; others != 0 || kept != 1 {
 		t.Fatalf("no other tool: others estimated %d, held %d, want 0 and the cell kept", others, kept)
 	}
-	s.mu.Lock()
-	s.observeLocked(view(2*time.Millisecond, 1), base)
-	kept, others = len(s.cells), s.local.Others
-	s.mu.Unlock()
-	if others != 1 || kept != 0 {
+	s.ObserveRateLimit(view(2*time.Millisecond, 1))
+	if others, kept := othersOf(s), s.Stats().Held; others != 1 || kept != 0 {
 		t.Errorf("one request of another tool: others estimated %d, held %d, want 1 and the cell revoked", others, kept)
 	}
 }

@@ -111,9 +111,6 @@ type Source struct {
 	clock func() time.Time // time.Now; tests set another
 }
 
-// nowNano returns the clock's time in Unix nanoseconds.
-func (s *Source) nowNano() int64 { return s.clock().UnixNano() }
-
 func newSource(kv jetstream.KeyValue, cfg Config) *Source {
 	key, scope := KeyFor(cfg.Credential), "token"
 	if cfg.Identity != "" {
@@ -348,7 +345,23 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 				return nil
 			}
 			demand = min(demand, allowed)
-			pace = s.paceLocked(g, view)
+			// When the view's bound binds (the other tools leave less
+			// than the budget), the cells are planned at the rate it
+			// leaves, q − reserve − others per window. The count bound
+			// alone would let the processes fill what is left of a window
+			// as fast as the budget allows and then wait: their requests
+			// would bunch in part of each window and leave it all at once,
+			// and when the other tools burst while few of ours are leaving
+			// the window, nothing makes room for them (the reserve goes,
+			// and the token is blocked). Spread, ours leave the window as
+			// steadily as they came, each one gone making room.
+			if view.Quota > 0 {
+				w := view.window(int64(s.cfg.Window))
+				left := view.Quota - s.reserveFor(view.Quota) - view.Others
+				if int64(s.window) < w || s.budget > left {
+					pace = g.slowedTo(left, w)
+				}
+			}
 		}
 		s.apiUntil = 0
 		s.mu.Unlock()
@@ -611,7 +624,7 @@ func (s *Source) watch() {
 				s.apiUntil = 0 // a newer view of the API: look again
 				s.notifyLocked()
 			}
-			if v := s.viewLocked(s.cur, s.nowNano()); s.cfg.Auto && v != nil && v.Quota > 0 {
+			if v := s.viewLocked(s.cur, s.clock().UnixNano()); s.cfg.Auto && v != nil && v.Quota > 0 {
 				// Another process saw the policy first: cells held on the
 				// conservative start go now, not when their time comes.
 				s.adoptPolicyLocked(v)
