@@ -312,7 +312,7 @@ func (c *Client) attempt(ctx context.Context, cl call, attempt int) (env *envelo
 		return nil, &transportError{fmt.Errorf("cloudflare %s %s: %w", cl.method, cl.path, stripURL(err))}
 	}
 	status = resp.StatusCode
-	c.observeRateLimit(resp.Header, cl.endpoint)
+	c.observeRateLimit(resp.Header, cl.endpoint, start)
 	if cl.raw != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 &&
 		!strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		defer resp.Body.Close()
@@ -485,10 +485,12 @@ func (r ScriptRef) scriptPath() string {
 }
 
 // observeRateLimit reads the rate-limit headers of an answer (any status)
-// and hands the view to the limiter and the RateLimitSeen hook; parts it
-// cannot use go to the RateLimitIgnored hook (a debug log).
-func (c *Client) observeRateLimit(h http.Header, endpoint string) {
+// to a request sent at sent and hands the view to the limiter and the
+// RateLimitSeen hook; parts it cannot use go to the RateLimitIgnored hook
+// (a debug log).
+func (c *Client) observeRateLimit(h http.Header, endpoint string, sent time.Time) {
 	v, errs := ratelimit.ViewFromHeader(h, time.Now())
+	v.Sent = sent
 	if len(errs) > 0 && c.hooks.RateLimitIgnored != nil {
 		c.hooks.RateLimitIgnored(endpoint, errs)
 	}

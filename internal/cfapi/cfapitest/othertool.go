@@ -15,6 +15,7 @@ type otherTool struct {
 	running  bool
 	accepted int
 	refused  int // answered 429 (over the limit or blocked)
+	blocks   int // refused requests that started a block (sliding mode)
 }
 
 // OtherToolStats counts the requests of the other tool.
@@ -22,6 +23,11 @@ type OtherToolStats struct {
 	// Accepted requests were counted within the limit; RateLimited were
 	// answered 429.
 	Accepted, RateLimited int
+	// Blocks counts the requests of the other tool that found the sliding
+	// window full and started a block (Stats.RateBlocks counts those of
+	// the reconciler): which side's request came first to a full window,
+	// not which side filled it.
+	Blocks int
 }
 
 // SetOtherToolRate makes another tool spend perSecond requests per second
@@ -50,7 +56,7 @@ func (s *Server) OtherToolStats() OtherToolStats {
 	o := &s.other
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return OtherToolStats{Accepted: o.accepted, RateLimited: o.refused}
+	return OtherToolStats{Accepted: o.accepted, RateLimited: o.refused, Blocks: o.blocks}
 }
 
 func (s *Server) runOtherTool() {
@@ -84,6 +90,9 @@ func (s *Server) runOtherTool() {
 			o.accepted++
 		} else {
 			o.refused++
+		}
+		if v.blocked {
+			o.blocks++
 		}
 		o.mu.Unlock()
 	}

@@ -52,6 +52,12 @@ type RateLimitView struct {
 	Window time.Duration
 	// Seen is when the answer arrived.
 	Seen time.Time
+	// Sent is when the request that got the answer was sent (zero when
+	// unknown). The API's count in the answer includes the requests that
+	// reached it before this one, which are, as far as the sender can
+	// tell, those sent before Sent; the ones sent between Sent and Seen
+	// were still in flight, and Remaining does not count them yet.
+	Sent time.Time
 }
 
 // Valid reports whether the view holds a Ratelimit item.

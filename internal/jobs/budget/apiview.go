@@ -21,9 +21,23 @@ type apiView struct {
 	// none.
 	Quota  int   `json:"q,omitempty"`
 	Window int64 `json:"w_ns,omitempty"`
-	// Others estimates the requests in the API's window at Seen that no
-	// process sharing this key made: q − r − ours.
+	// Counted is the moment up to which the API's count includes the
+	// processes' own cells: when the request that got the answer was sent
+	// (Seen when unknown). Cells after it were in flight, not yet counted
+	// in r.
+	Counted int64 `json:"counted,omitempty"`
+	// Others estimates the requests in the API's window that no process
+	// sharing this key made: q − r − ours, ours being the cells in the
+	// window that ends at Counted.
 	Others int `json:"others,omitempty"`
+}
+
+// counted returns Counted, or Seen for a view written without it.
+func (v *apiView) counted() int64 {
+	if v.Counted > 0 {
+		return v.Counted
+	}
+	return v.Seen
 }
 
 // slotCount is the number of slots of the histogram of reserved cells.
@@ -40,43 +54,69 @@ type hist struct {
 }
 
 // add counts cells in the histogram of width w, moving it forward (and
-// re-bucketing it when the width changed: older counts move to the newest
-// slot, so they are counted for longer, never for less).
+// re-bucketing it when the width changed, see rebucket).
 // It keeps the slots of one window before the newest cell, and those of
 // the horizon: the window of a view seen while cells are reserved ahead.
 func (h *hist) add(cells []int64, w, horizon int64) {
 	if len(cells) == 0 || w <= 0 {
 		return
 	}
+	keep := slotCount + 2 + int((horizon+w-1)/w)
 	if h.Width != w {
-		total := int32(0)
-		for _, n := range h.Slots {
-			total += n
-		}
-		last := h.First + int64(len(h.Slots)) - 1
-		newLast := (last + 1) * max(h.Width, 1) / w
-		*h = hist{Width: w, First: newLast, Slots: []int32{total}}
-		if total == 0 {
-			h.Slots = nil
-		}
+		h.rebucket(w, floorDiv(cells[0]+horizon, w), keep)
 	}
 	for _, c := range cells {
-		k := c / w
-		if len(h.Slots) == 0 {
-			h.First, h.Slots = k, []int32{0}
-		}
-		if k < h.First {
-			k = h.First // a cell older than the histogram: count it in the oldest slot
-		}
-		for k >= h.First+int64(len(h.Slots)) {
-			h.Slots = append(h.Slots, 0)
-		}
-		h.Slots[k-h.First]++
+		h.put(c/w, 1)
 	}
-	if extra := len(h.Slots) - (slotCount + 2 + int((horizon+w-1)/w)); extra > 0 {
+	if extra := len(h.Slots) - keep; extra > 0 {
 		h.Slots = h.Slots[extra:]
 		h.First += int64(extra)
 	}
+}
+
+// rebucket moves the counts to slots of width w (the width follows the
+// API's window, so it changes when the first policy arrives, or the
+// policy's window changes). The counts of each old slot move to the new
+// slot that holds the old slot's end, so that they are counted for as
+// long as before or a little longer, never for less; but to no slot after
+// limit, the slot a horizon past the first cell of the reservation under
+// way: a cell sent by now lies before it, and only cells held further
+// ahead than that, on the conservative start of auto mode, which every
+// process drops when it adopts the policy, could lie after. Without that
+// limit a coarse old slot (3 s for a 5-minute window) would put the cells
+// sent in it seconds into the future, where the estimate of the others'
+// use, which counts only the cells sent by then, would miss them: others
+// would appear where there are none. Counts older than the keep slots
+// before the newest go into the oldest kept.
+func (h *hist) rebucket(w, limit int64, keep int) {
+	old := *h
+	*h = hist{Width: w}
+	if old.Width <= 0 || len(old.Slots) == 0 {
+		return
+	}
+	newest := min(floorDiv((old.First+int64(len(old.Slots)))*old.Width-1, w), limit)
+	for i, n := range old.Slots {
+		if n == 0 {
+			continue
+		}
+		k := min(floorDiv((old.First+int64(i)+1)*old.Width-1, w), limit)
+		h.put(max(k, newest-int64(keep)+1), n)
+	}
+}
+
+// put adds n to slot k, growing the histogram forward; a slot older than
+// the histogram counts in its oldest slot.
+func (h *hist) put(k int64, n int32) {
+	if len(h.Slots) == 0 {
+		h.First, h.Slots = k, []int32{0}
+	}
+	if k < h.First {
+		k = h.First
+	}
+	for k >= h.First+int64(len(h.Slots)) {
+		h.Slots = append(h.Slots, 0)
+	}
+	h.Slots[k-h.First] += n
 }
 
 // count returns the cells in slots from slot index from on (every slot at
@@ -100,17 +140,21 @@ func (h hist) oursInWindow(now, window int64) int {
 	return h.count(floorDiv(now-window, h.Width))
 }
 
-// oursAt counts the reserved cells that the API had counted by seen, for
-// the estimate of the others' use: the slots overlapping (seen − window,
-// seen]. Each edge slot may hold cells outside that interval, so others
-// are underestimated by at most two slots of our cells (2% of our share),
-// which the reserve covers; counting fewer would make others appear where
-// there are none, and cost that much of the budget.
-func (h hist) oursAt(seen, window int64) int {
+// oursAt counts the reserved cells that the API had counted when it
+// answered a request sent at sent, for the estimate of the others' use:
+// the slots overlapping (sent − window, sent]. The cells after sent were
+// in flight and are not in the answer's count; counting them as counted
+// would hide as many of the others' requests, and let the processes
+// overrun what the API leaves by their requests in flight. Each edge slot
+// may hold cells outside that interval, so others are underestimated by
+// at most two slots of our cells (2% of our share), which the reserve
+// covers; counting fewer would make others appear where there are none,
+// and cost that much of the budget.
+func (h hist) oursAt(sent, window int64) int {
 	if h.Width <= 0 {
 		return 0
 	}
-	from, to := floorDiv(seen-window, h.Width), floorDiv(seen, h.Width)
+	from, to := floorDiv(sent-window, h.Width), floorDiv(sent, h.Width)
 	n := 0
 	for i, c := range h.Slots {
 		if k := h.First + int64(i); k >= from && k <= to {
@@ -170,11 +214,20 @@ func (s *Source) reserveFor(q int) int {
 // allowedLocked returns how many more cells the processes together may
 // reserve at now under the view v, given the shared state st, and when
 // that number can next grow (0: only with a newer view). With a policy:
-// q − reserve − others − ours in the window. Without one: r − reserve −
-// ours reserved since the view (its slot included).
+// q − reserve − others − ours in the window, unbounded when the budget
+// itself is no more than q − reserve − others per window. Without one: r − reserve −
+// ours reserved since the view counted them (its slot included).
 func (s *Source) allowedLocked(st state, v *apiView, now int64) (int, int64) {
 	if v.Quota > 0 {
 		w := v.window(int64(s.cfg.Window))
+		if int64(s.window) >= w && s.budget <= v.Quota-s.reserveFor(v.Quota)-v.Others {
+			// The budget alone keeps every window of w within what the
+			// view leaves (auto mode with no other tool): the bound
+			// cannot bind, and counting it with the histogram's
+			// conservative edges would only stall or revoke cells the
+			// budget allows.
+			return math.MaxInt32, v.Reset
+		}
 		n := v.Quota - s.reserveFor(v.Quota) - v.Others - st.Hist.oursInWindow(now, w)
 		next := st.Hist.nextSlotEnd(now, w)
 		if next == 0 || next > v.Reset {
@@ -185,7 +238,7 @@ func (s *Source) allowedLocked(st state, v *apiView, now int64) (int, int64) {
 	if st.Hist.Width <= 0 {
 		return v.Remaining - s.reserveFor(s.budget), v.Reset
 	}
-	since := st.Hist.count(floorDiv(v.Seen, st.Hist.Width))
+	since := st.Hist.count(floorDiv(v.counted(), st.Hist.Width))
 	return v.Remaining - s.reserveFor(s.budget) - since, v.Reset
 }
 
@@ -221,24 +274,32 @@ func (s *Source) ObserveRateLimit(v ratelimit.RateLimitView) {
 		return
 	}
 	seen := v.Seen.UnixNano()
-	av := &apiView{Remaining: v.Remaining, Seen: seen, Reset: v.ResetAt().UnixNano()}
+	av := &apiView{Remaining: v.Remaining, Seen: seen, Reset: v.ResetAt().UnixNano(), Counted: seen}
+	if !v.Sent.IsZero() && !v.Sent.After(v.Seen) {
+		av.Counted = v.Sent.UnixNano()
+	}
 	if v.HasPolicy() {
 		av.Quota, av.Window = v.Quota, int64(v.Window)
 	}
+	now := s.clock().UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// The view becomes this process's newest unless a newer one is known;
+	// the others' use is estimated, the held cells it leaves no room for
+	// are revoked and the takers woken.
 	if !av.newer(s.local) || !av.newer(s.cur.API) {
 		return
 	}
 	if av.Quota > 0 {
-		av.Others = max(0, av.Quota-av.Remaining-s.cur.Hist.oursAt(seen, av.Window))
+		av.Others = max(0, av.Quota-av.Remaining-s.cur.Hist.oursAt(av.Counted, av.Window))
 	}
 	s.local = av
 	s.stats.Views++
 	if s.cfg.Auto && av.Quota > 0 {
 		s.adoptPolicyLocked(av)
 	}
-	s.revokeLocked(av, time.Now().UnixNano())
+	s.revokeLocked(av, now)
+	s.apiUntil = 0 // a newer word of the API: the next reservation looks again
 	s.notifyLocked()
 }
 
@@ -246,7 +307,11 @@ func (s *Source) ObserveRateLimit(v ratelimit.RateLimitView) {
 // fresh view v says the processes together are over what the API leaves:
 // they were reserved on an older view, and the other tools have since
 // taken more. The dropped cells stay counted as ours (the bound only
-// grows more careful); as many as the excess go, the latest first.
+// grows more careful); as many as the excess go, the latest first. The
+// excess is judged now, not at each held cell's later time: cells that
+// leave the window before a held cell's time would leave room for it only
+// if the others stood still, and during their burst they do not (judged at
+// each cell's time, TestOtherToolNeverSees429 met a 429).
 func (s *Source) revokeLocked(v *apiView, now int64) {
 	if len(s.cells) == 0 {
 		return
@@ -278,7 +343,17 @@ func (s *Source) adoptPolicyLocked(v *apiView) {
 		s.cfg.MaxLateness = defaultLateness(w)
 		s.handout = int64(s.cfg.MaxLateness / 2)
 	}
+	old := s.g
 	s.g = newGCRA(b, w, s.cfg.MaxClockSkew+s.cfg.MaxLateness, s.cfg.Horizon)
+	if s.g.interval < old.interval {
+		// The held cells were spaced by the slower budget (the
+		// conservative start): the next reservation plans them again on
+		// the faster one, from now, instead of waiting for them. They stay
+		// counted as ours; the schedule of the slower budget does not hold
+		// the faster one back (reserve).
+		s.dropLocked()
+		s.notifyLocked()
+	}
 	s.log.Info("rate budget taken from the API's Ratelimit-Policy", zap.Int("budget", b), zap.Duration("window", w),
 		zap.Int("quota", v.Quota), zap.Int("reserve", s.reserveFor(v.Quota)))
 }

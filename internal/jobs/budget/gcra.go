@@ -58,3 +58,17 @@ func (g gcra) conforming(tat, now int64) int {
 	k := (now-tat+g.tau)/g.interval + 1
 	return int(min(max(k, 0), int64(g.burst)))
 }
+
+// slowedTo returns g with its interval raised to at least window/n: n
+// cells per window at most, the burst kept. A slower interval on the
+// shared schedule only ever spaces cells further apart, so the budget's
+// guarantee holds.
+func (g gcra) slowedTo(n int, window int64) gcra {
+	if n < 1 {
+		return g
+	}
+	if iv := (window + int64(n) - 1) / int64(n); iv > g.interval {
+		g.interval, g.tau = iv, int64(g.burst-1)*iv
+	}
+	return g
+}

@@ -120,8 +120,8 @@ func TestAutoBudgetFromThePolicy(t *testing.T) {
 	t.Logf("granted %d, expired %d, dropped %d, waits for the API's word %d, reservations %d, views %d",
 		st.Granted, st.Expired, st.Dropped, st.APIWaits, st.Reservations, st.Views)
 	ideal := time.Duration(float64(calls) / float64(quota-reserve) * float64(testWindow))
-	t.Logf("auto budget %d/%s; %d calls in %s, ideal %s: ratio %.3f; busiest window %d; %d × 429; allowed rate %.1f/s",
-		b, w, calls, wall.Round(time.Millisecond), ideal, wall.Seconds()/ideal.Seconds(), f.peak, f.throttled, p.src.AllowedRate())
+	t.Logf("auto budget %d/%s; %d calls in %s, ideal %s: ratio %.3f; busiest window %d; %d × 429; allowed rate %.1f/s, measured %.2f/s",
+		b, w, calls, wall.Round(time.Millisecond), ideal, wall.Seconds()/ideal.Seconds(), f.peak, f.throttled, p.src.AllowedRate(), f.perSecond)
 	if b != quota-reserve || w != testWindow {
 		t.Errorf("auto budget %d/%s, want %d/%s from the policy", b, w, quota-reserve, testWindow)
 	}

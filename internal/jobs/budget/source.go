@@ -106,6 +106,8 @@ type Source struct {
 	window      time.Duration // ... and its window
 	local       *apiView      // the newest view seen by this process
 	apiUntil    int64         // the API's view allows nothing more until then, Unix ns
+
+	clock func() time.Time // time.Now; tests set another
 }
 
 func newSource(kv jetstream.KeyValue, cfg Config) *Source {
@@ -125,6 +127,7 @@ func newSource(kv jetstream.KeyValue, cfg Config) *Source {
 		ctx:     ctx, cancel: cancel,
 		changed: make(chan struct{}),
 		budget:  cfg.Budget, window: cfg.Window,
+		clock: time.Now,
 	}
 	s.log.Info("shared rate budget", zap.String("scope", scope), zap.Int("budget", cfg.Budget), zap.Duration("window", cfg.Window), zap.Bool("auto", cfg.Auto))
 	s.wg.Add(1)
@@ -327,6 +330,7 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 			s.adoptPolicyLocked(view)
 		}
 		g := s.g
+		pace := g // the schedule the cells are planned on
 		if view != nil {
 			// The API's word bounds every process together (apiview.go),
 			// counted at the first cell's time: cells that leave the
@@ -340,6 +344,23 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 				return nil
 			}
 			demand = min(demand, allowed)
+			// When the view's bound binds (the other tools leave less
+			// than the budget), the cells are planned at the rate it
+			// leaves, q − reserve − others per window. The count bound
+			// alone would let the processes fill what is left of a window
+			// as fast as the budget allows and then wait: their requests
+			// would bunch in part of each window and leave it all at once,
+			// and when the other tools burst while few of ours are leaving
+			// the window, nothing makes room for them (the reserve goes,
+			// and the token is blocked). Spread, ours leave the window as
+			// steadily as they came, each one gone making room.
+			if view.Quota > 0 {
+				w := view.window(int64(s.cfg.Window))
+				left := view.Quota - s.reserveFor(view.Quota) - view.Others
+				if int64(s.window) < w || s.budget > left {
+					pace = g.slowedTo(left, w)
+				}
+			}
 		}
 		s.apiUntil = 0
 		s.mu.Unlock()
@@ -348,7 +369,7 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 			// slower budget does not hold the faster one back.
 			cur.TAT = min(cur.TAT, now+g.interval)
 		}
-		cells, tat := g.plan(cur.TAT, now+lead, demand)
+		cells, tat := pace.plan(cur.TAT, now+lead, demand)
 		next := cur
 		next.TAT = tat
 		s.mu.Lock()
@@ -376,10 +397,17 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 			s.setLocked(next, newRev)
 			s.stats.Reservations++
 			s.stats.Reserved += int64(len(cells))
-			if time.Now().UnixNano() < s.pausedUntil {
+			switch {
+			case time.Now().UnixNano() < s.pausedUntil:
 				// A pause arrived while the write was under way.
 				s.stats.Dropped += int64(len(cells))
-			} else {
+			case s.g.interval < g.interval:
+				// A faster budget was adopted while the write was under
+				// way (auto mode's first policy): the cells are spaced by
+				// the slower one. Drop them; the next reservation plans
+				// on the faster budget.
+				s.stats.Dropped += int64(len(cells))
+			default:
 				s.cells = append(s.cells, cells...)
 			}
 			s.mu.Unlock()
@@ -595,6 +623,11 @@ func (s *Source) watch() {
 				s.apiUntil = 0 // a newer view of the API: look again
 				s.notifyLocked()
 			}
+			if v := s.viewLocked(s.cur, s.clock().UnixNano()); s.cfg.Auto && v != nil && v.Quota > 0 {
+				// Another process saw the policy first: cells held on the
+				// conservative start go now, not when their time comes.
+				s.adoptPolicyLocked(v)
+			}
 			s.mu.Unlock()
 			if until := s.sharedPauseEnd(st, time.Now().UnixNano()); until != 0 {
 				if s.notePause(until) {
@@ -687,9 +720,14 @@ func (s *Source) Close() error {
 	s.dropLocked()
 	close(s.changed)
 	s.changed = make(chan struct{})
+	st := s.stats
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
+	s.log.Info("shared rate budget closed", zap.Int64("granted", st.Granted), zap.Int64("reserved", st.Reserved),
+		zap.Int64("reservations", st.Reservations), zap.Int64("conflicts", st.Conflicts), zap.Int64("expired", st.Expired),
+		zap.Int64("dropped", st.Dropped), zap.Int64("revoked", st.Revoked), zap.Int64("api_views", st.Views),
+		zap.Int64("api_waits", st.APIWaits), zap.Duration("max_late", st.MaxLate))
 	return nil
 }
 
