@@ -23,7 +23,8 @@ type Progress struct {
 	Counting bool
 }
 
-// View shows the progress of a run.
+// View shows the progress of a run. Its methods are called from more
+// than one goroutine (the results being followed, the input being read).
 type View interface {
 	Show(Progress)
 	Finish()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,14 +25,16 @@ func key(script string) string {
 	return event.ScriptKey(cfapi.ScriptRef{AccountID: acct, Namespace: "customers", Script: script})
 }
 
-// recordView keeps what a tracker showed.
+// recordView keeps what a tracker showed. The tracker calls it from the
+// goroutine following the results and from the one reading the input.
 type recordView struct {
+	mu       sync.Mutex
 	shown    []Progress
 	finished int
 }
 
-func (v *recordView) Show(p Progress) { v.shown = append(v.shown, p) }
-func (v *recordView) Finish()         { v.finished++ }
+func (v *recordView) Show(p Progress) { v.mu.Lock(); v.shown = append(v.shown, p); v.mu.Unlock() }
+func (v *recordView) Finish()         { v.mu.Lock(); v.finished++; v.mu.Unlock() }
 
 // TestTrackerCountsOnlyTheInput: results of scripts outside the input
 // and results of another run are not counted; a script's later result
