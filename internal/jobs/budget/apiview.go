@@ -204,11 +204,11 @@ func (v *apiView) window(def int64) int64 {
 
 // reserveFor returns the requests kept back for people and other tools
 // out of a quota of q.
-func (s *Source) reserveFor(q int) int {
-	if s.cfg.Reserve > 0 {
-		return s.cfg.Reserve
+func (c *Config) reserveFor(q int) int {
+	if c.Reserve > 0 {
+		return c.Reserve
 	}
-	return int(math.Ceil(s.cfg.ReserveFraction * float64(q)))
+	return int(math.Ceil(c.ReserveFraction * float64(q)))
 }
 
 // allowedLocked returns how many more cells the processes together may
@@ -220,7 +220,7 @@ func (s *Source) reserveFor(q int) int {
 func (s *Source) allowedLocked(st state, v *apiView, now int64) (int, int64) {
 	if v.Quota > 0 {
 		w := v.window(int64(s.cfg.Window))
-		if int64(s.window) >= w && s.budget <= v.Quota-s.reserveFor(v.Quota)-v.Others {
+		if int64(s.window) >= w && s.budget <= v.Quota-s.cfg.reserveFor(v.Quota)-v.Others {
 			// The budget alone keeps every window of w within what the
 			// view leaves (auto mode with no other tool): the bound
 			// cannot bind, and counting it with the histogram's
@@ -228,7 +228,7 @@ func (s *Source) allowedLocked(st state, v *apiView, now int64) (int, int64) {
 			// budget allows.
 			return math.MaxInt32, v.Reset
 		}
-		n := v.Quota - s.reserveFor(v.Quota) - v.Others - st.Hist.oursInWindow(now, w)
+		n := v.Quota - s.cfg.reserveFor(v.Quota) - v.Others - st.Hist.oursInWindow(now, w)
 		next := st.Hist.nextSlotEnd(now, w)
 		if next == 0 || next > v.Reset {
 			next = v.Reset
@@ -236,18 +236,18 @@ func (s *Source) allowedLocked(st state, v *apiView, now int64) (int, int64) {
 		return n, next
 	}
 	if st.Hist.Width <= 0 {
-		return v.Remaining - s.reserveFor(s.budget), v.Reset
+		return v.Remaining - s.cfg.reserveFor(s.budget), v.Reset
 	}
 	since := st.Hist.count(floorDiv(v.counted(), st.Hist.Width))
-	return v.Remaining - s.reserveFor(s.budget) - since, v.Reset
+	return v.Remaining - s.cfg.reserveFor(s.budget) - since, v.Reset
 }
 
-// viewLocked returns the latest live view at now, the key's or this
-// process's own, or nil.
-func (s *Source) viewLocked(st state, now int64) *apiView {
+// latestView returns the latest live view at now, the key's (in st) or
+// this process's own (local), or nil.
+func latestView(st state, local *apiView, now int64) *apiView {
 	v := st.API
-	if s.local.newer(v) {
-		v = s.local
+	if local.newer(v) {
+		v = local
 	}
 	if !v.live(now) {
 		return nil
@@ -257,8 +257,8 @@ func (s *Source) viewLocked(st state, now int64) *apiView {
 
 // histWidth is the histogram's slot width: the API window (or the
 // configured one) over slotCount.
-func (s *Source) histWidth(v *apiView) int64 {
-	w := int64(s.cfg.Window)
+func (c *Config) histWidth(v *apiView) int64 {
+	w := int64(c.Window)
 	if v != nil && v.Window > 0 {
 		w = v.Window
 	}
@@ -329,7 +329,7 @@ func (s *Source) revokeLocked(v *apiView, now int64) {
 // adoptPolicyLocked sets the GCRA budget to the policy's quota less the
 // reserve, per the policy's window (auto mode).
 func (s *Source) adoptPolicyLocked(v *apiView) {
-	b := max(v.Quota-s.reserveFor(v.Quota), 2)
+	b := max(v.Quota-s.cfg.reserveFor(v.Quota), 2)
 	w := time.Duration(v.Window)
 	if (b == s.budget && w == s.window) || b <= ratelimit.BurstFor(b) {
 		return
@@ -355,7 +355,7 @@ func (s *Source) adoptPolicyLocked(v *apiView) {
 		s.notifyLocked()
 	}
 	s.log.Info("rate budget taken from the API's Ratelimit-Policy", zap.Int("budget", b), zap.Duration("window", w),
-		zap.Int("quota", v.Quota), zap.Int("reserve", s.reserveFor(v.Quota)))
+		zap.Int("quota", v.Quota), zap.Int("reserve", s.cfg.reserveFor(v.Quota)))
 }
 
 // notifyLocked wakes every waiting Take to look again.
@@ -385,7 +385,7 @@ func (s *Source) APIView() (APIView, bool) {
 	now := time.Now().UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v := s.viewLocked(s.cur, now)
+	v := latestView(s.cur, s.local, now)
 	if v == nil {
 		return APIView{}, false
 	}
@@ -401,8 +401,8 @@ func (s *Source) AllowedRate() float64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := float64(time.Second) / float64(s.g.interval)
-	if v := s.viewLocked(s.cur, now); v != nil && v.Quota > 0 && v.Window > 0 {
-		left := float64(v.Quota - s.reserveFor(v.Quota) - v.Others)
+	if v := latestView(s.cur, s.local, now); v != nil && v.Quota > 0 && v.Window > 0 {
+		left := float64(v.Quota - s.cfg.reserveFor(v.Quota) - v.Others)
 		r = min(r, max(left, 0)/time.Duration(v.Window).Seconds())
 	}
 	return r

@@ -46,9 +46,9 @@ func othersOf(s *Source) int {
 	return s.local.Others
 }
 
-// reserved records cells as reserved by the processes (in the shared
+// reserved records cells as reserved in s by the processes (in the shared
 // histogram) at the histogram width of a 1 s policy.
-func (s *Source) reserved(cells ...int64) {
+func reserved(s *Source, cells ...int64) {
 	s.cur.Hist.add(cells, int64(time.Second)/slotCount, int64(s.cfg.Horizon)+s.handout)
 }
 
@@ -68,8 +68,8 @@ func TestRedundantBoundRevokesNothing(t *testing.T) {
 		sent = append(sent, base-999*ms+int64(i)*55*ms)
 	}
 	held := base + 40*ms
-	s.reserved(sent...)
-	s.reserved(held)
+	reserved(s, sent...)
+	reserved(s, held)
 	view := func(seen time.Duration, others int) ratelimit.RateLimitView {
 		// The answer to a request sent at t0: it counts the 18 sent.
 		return ratelimit.RateLimitView{Name: "default", Quota: 20, Window: time.Second, Remaining: 20 - len(sent) - others,
@@ -99,8 +99,8 @@ func TestOthersCountedAtTheRequestsSendTime(t *testing.T) {
 		counted = append(counted, base-500*ms+int64(i)*10*ms)
 	}
 	inFlight := []int64{base - 50*ms, base - 40*ms, base - 30*ms}
-	s.reserved(counted...)
-	s.reserved(inFlight...)
+	reserved(s, counted...)
+	reserved(s, inFlight...)
 	const quota, others = 100, 5
 	answer := ratelimit.RateLimitView{Name: "default", Remaining: quota - len(counted) - others, Reset: time.Second,
 		Quota: quota, Window: time.Second, Seen: t0, Sent: t0.Add(-60 * time.Millisecond)}

@@ -88,8 +88,8 @@ type Source struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	warnCfg   sync.Once // a different budget on the same token (logged once)
-	warnClock sync.Once // a clock far behind the shared state (logged once)
+	warn  settingsWarnings
+	reach reach
 
 	mu          sync.Mutex
 	cur         state
@@ -98,7 +98,6 @@ type Source struct {
 	pausedUntil int64         // pause in force here, Unix ns
 	changed     chan struct{} // closed and replaced when the pause changes
 	closed      bool
-	failing     bool  // NATS operations are failing (logged once)
 	seenPause   int64 // the last paused_until of the key put in force here
 	casEWMA     int64 // moving average of the compare-and-set round trip, ns
 	stats       Stats
@@ -129,6 +128,7 @@ func newSource(kv jetstream.KeyValue, cfg Config) *Source {
 		budget:  cfg.Budget, window: cfg.Window,
 		clock: time.Now,
 	}
+	s.warn.log, s.reach.log = s.log, s.log
 	s.log.Info("shared rate budget", zap.String("scope", scope), zap.Int("budget", cfg.Budget), zap.Duration("window", cfg.Window), zap.Bool("auto", cfg.Auto))
 	s.wg.Add(1)
 	go s.watch()
@@ -166,6 +166,7 @@ func (s *Source) Stats() Stats {
 	defer s.mu.Unlock()
 	st := s.stats
 	st.Held = len(s.cells)
+	st.Errors += s.reach.errorCount()
 	return st
 }
 
@@ -198,7 +199,7 @@ func (s *Source) Available() float64 {
 	}
 	if s.rev != 0 && now >= s.apiUntil {
 		c := s.g.conforming(s.cur.TAT, now)
-		if v := s.viewLocked(s.cur, now); v != nil {
+		if v := latestView(s.cur, s.local, now); v != nil {
 			allowed, _ := s.allowedLocked(s.cur, v, now)
 			c = min(c, max(allowed, 0))
 		}
@@ -257,7 +258,7 @@ func (s *Source) Take(ctx context.Context, demand int) error {
 		}
 		s.mu.Unlock()
 		if wait > 0 {
-			if err := s.sleep(ctx, time.Duration(wait), changed); err != nil {
+			if err := sleep(ctx, s.ctx.Done(), time.Duration(wait), changed); err != nil {
 				return err
 			}
 			continue
@@ -265,7 +266,7 @@ func (s *Source) Take(ctx context.Context, demand int) error {
 		err := s.reserve(ctx, demand)
 		if err == nil {
 			retry = 10 * time.Millisecond
-			s.recovered()
+			s.reach.recovered()
 			continue
 		}
 		if ctx.Err() != nil {
@@ -274,23 +275,23 @@ func (s *Source) Take(ctx context.Context, demand int) error {
 		if s.ctx.Err() != nil {
 			continue // closed: the next round says so
 		}
-		s.failed(err)
-		if err := s.sleep(ctx, retry, changed); err != nil {
+		s.reach.failed(err)
+		if err := sleep(ctx, s.ctx.Done(), retry, changed); err != nil {
 			return err
 		}
 		retry = min(2*retry, time.Second)
 	}
 }
 
-// sleep waits for d, until the pause changes, ctx ends or the source
-// closes; it returns ctx's error only.
-func (s *Source) sleep(ctx context.Context, d time.Duration, changed <-chan struct{}) error {
+// sleep waits for d, until changed is closed (the pause changed), ctx
+// ends or closed is (the source closes); it returns ctx's error only.
+func sleep(ctx context.Context, closed <-chan struct{}, d time.Duration, changed <-chan struct{}) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-changed:
-	case <-s.ctx.Done():
+	case <-closed:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -320,12 +321,15 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 			s.notePause(until)
 			return nil
 		}
-		s.checkSettings(cur, now)
+		s.mu.Lock()
+		budget, window, interval, auto := s.budget, s.window, s.g.interval, s.cfg.Auto
+		s.mu.Unlock()
+		s.warn.check(cur, now, s.cfg.Window, budget, window, interval, auto)
 		// Plan from when the write is expected to be confirmed, so that
 		// the first tokens are not already late when it is.
 		s.mu.Lock()
 		lead := min(s.casEWMA, s.handout/2)
-		view := s.viewLocked(cur, now)
+		view := latestView(cur, s.local, now)
 		if view != nil && s.cfg.Auto && view.Quota > 0 {
 			s.adoptPolicyLocked(view)
 		}
@@ -356,7 +360,7 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 			// steadily as they came, each one gone making room.
 			if view.Quota > 0 {
 				w := view.window(int64(s.cfg.Window))
-				left := view.Quota - s.reserveFor(view.Quota) - view.Others
+				left := view.Quota - s.cfg.reserveFor(view.Quota) - view.Others
 				if int64(s.window) < w || s.budget > left {
 					pace = g.slowedTo(left, w)
 				}
@@ -378,7 +382,7 @@ func (s *Source) reserve(ctx context.Context, demand int) error {
 			next.API = s.local
 		}
 		next.Hist.Slots = append([]int32(nil), cur.Hist.Slots...)
-		next.Hist.add(cells, s.histWidth(next.API), int64(s.cfg.Horizon)+s.handout)
+		next.Hist.add(cells, s.cfg.histWidth(next.API), int64(s.cfg.Horizon)+s.handout)
 		s.mu.Unlock()
 		data, err := json.Marshal(next)
 		if err != nil {
@@ -451,18 +455,18 @@ func (s *Source) load(ctx context.Context) error {
 			return nil
 		}
 		if !errors.Is(cerr, jetstream.ErrKeyExists) {
-			s.countError()
+			s.reach.countError()
 			return fmt.Errorf("creating rate budget key: %w", cerr)
 		}
 		e, err = s.kv.Get(opCtx, s.key)
 	}
 	if err != nil {
-		s.countError()
+		s.reach.countError()
 		return fmt.Errorf("reading the rate budget: %w", err)
 	}
 	st, err := decode(e.Value())
 	if err != nil {
-		s.countError()
+		s.reach.countError()
 		return fmt.Errorf("rate budget key %s in bucket %s: %w (delete the key to start afresh)", s.key, s.cfg.Bucket, err)
 	}
 	s.mu.Lock()
@@ -477,12 +481,6 @@ func decode(data []byte) (state, error) {
 		return st, fmt.Errorf("not a rate budget state: %w", err)
 	}
 	return st, nil
-}
-
-func (s *Source) countError() {
-	s.mu.Lock()
-	s.stats.Errors++
-	s.mu.Unlock()
 }
 
 // setLocked caches st at rev unless a newer revision is cached already.
@@ -623,7 +621,7 @@ func (s *Source) watch() {
 				s.apiUntil = 0 // a newer view of the API: look again
 				s.notifyLocked()
 			}
-			if v := s.viewLocked(s.cur, s.clock().UnixNano()); s.cfg.Auto && v != nil && v.Quota > 0 {
+			if v := latestView(s.cur, s.local, s.clock().UnixNano()); s.cfg.Auto && v != nil && v.Quota > 0 {
 				// Another process saw the policy first: cells held on the
 				// conservative start go now, not when their time comes.
 				s.adoptPolicyLocked(v)
@@ -661,49 +659,79 @@ func (s *Source) sharedPauseEnd(st state, now int64) int64 {
 	return until
 }
 
-// checkSettings warns once when the key was last written by a process with
-// other settings (the guarantee assumes one budget per token), and once
-// when the state is further ahead of this clock than reservations can
+// settingsWarnings warns once when the key was last written by a process
+// with other settings (the guarantee assumes one budget per token), and
+// once when the state is further ahead of this clock than reservations can
 // explain (a clock far ahead: everyone waits for it, which is safe but
 // slow).
-func (s *Source) checkSettings(cur state, now int64) {
-	if ahead := cur.TAT - now; ahead > int64(s.cfg.Window) {
-		s.warnClock.Do(func() {
-			s.log.Warn("the shared rate budget is scheduled far ahead of this clock; a process sharing the token has a clock that is ahead (tokens wait until then)",
+type settingsWarnings struct {
+	cfg   sync.Once // a different budget on the same token
+	clock sync.Once // a clock far behind the shared state
+	log   *zap.Logger
+}
+
+// check compares the key's state cur at now with this process's budget
+// (budget per window, the GCRA interval, auto mode) and its configured
+// window.
+func (w *settingsWarnings) check(cur state, now int64, cfgWindow time.Duration, budget int, window time.Duration, interval int64, auto bool) {
+	if ahead := cur.TAT - now; ahead > int64(cfgWindow) {
+		w.clock.Do(func() {
+			w.log.Warn("the shared rate budget is scheduled far ahead of this clock; a process sharing the token has a clock that is ahead (tokens wait until then)",
 				zap.Duration("ahead", time.Duration(ahead)))
 		})
 	}
-	s.mu.Lock()
-	budget, window, interval, auto := s.budget, s.window, s.g.interval, s.cfg.Auto
-	s.mu.Unlock()
 	if auto || cur.Interval == 0 || (cur.Budget == budget && cur.Window == int64(window) && cur.Interval == interval) {
 		return
 	}
-	s.warnCfg.Do(func() {
-		s.log.Warn("another process shares this API token with a different rate budget; run every process with the same --rate-limit",
+	w.cfg.Do(func() {
+		w.log.Warn("another process shares this API token with a different rate budget; run every process with the same --rate-limit",
 			zap.Int("budget", budget), zap.Duration("window", window),
 			zap.Int("other_budget", cur.Budget), zap.Duration("other_window", time.Duration(cur.Window)))
 	})
 }
 
+// reach says, once per change, whether the key's NATS answers: the first
+// failure after a success is logged, and so is the recovery.
+type reach struct {
+	mu      sync.Mutex
+	failing bool  // NATS operations are failing (logged once)
+	errors  int64 // failed NATS operations counted by countError
+	log     *zap.Logger
+}
+
+// countError counts a failed NATS operation.
+func (r *reach) countError() {
+	r.mu.Lock()
+	r.errors++
+	r.mu.Unlock()
+}
+
+// errorCount returns the failed NATS operations counted so far.
+func (r *reach) errorCount() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.errors
+}
+
 // failed logs the first failure after a success.
-func (s *Source) failed(err error) {
-	s.mu.Lock()
-	first := !s.failing
-	s.failing = true
-	s.mu.Unlock()
+func (r *reach) failed(err error) {
+	r.mu.Lock()
+	first := !r.failing
+	r.failing = true
+	r.mu.Unlock()
 	if first {
-		s.log.Warn("cannot reach the shared rate budget; sending nothing until it is back", zap.Error(err))
+		r.log.Warn("cannot reach the shared rate budget; sending nothing until it is back", zap.Error(err))
 	}
 }
 
-func (s *Source) recovered() {
-	s.mu.Lock()
-	was := s.failing
-	s.failing = false
-	s.mu.Unlock()
+// recovered logs the first success after a failure.
+func (r *reach) recovered() {
+	r.mu.Lock()
+	was := r.failing
+	r.failing = false
+	r.mu.Unlock()
 	if was {
-		s.log.Info("shared rate budget reachable again")
+		r.log.Info("shared rate budget reachable again")
 	}
 }
 
