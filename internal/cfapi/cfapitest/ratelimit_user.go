@@ -19,7 +19,7 @@ func (s userAPI) authorized(r *http.Request) bool {
 	if s.opts.Token == "" && (s.opts.Email == "" || s.opts.Key == "") {
 		return true
 	}
-	if s.extraToken(r) { // ratelimit_user.go
+	if s.extraToken(r) {
 		return true
 	}
 	if s.opts.Token != "" &&
