@@ -43,7 +43,7 @@ func TestBadInputFullCatalogue(t *testing.T) {
 	if err := h.emu.CreateNamespace(acct, badinput.Namespace); err != nil {
 		t.Fatal(err)
 	}
-	h.emu.DenyAccount(badinput.ForbiddenAccount)
+	h.emu.Inject.DenyAccount(badinput.ForbiddenAccount)
 	redeliveries := 0
 	for _, c := range cases {
 		h.seedScript(c.Namespace, c.Script, append([]string{seededSecret, seededTheirs}, c.Live...)...)

@@ -24,7 +24,7 @@ const otherAcct = "0123456789abcdef0123456789abcdef"
 // first delivery.
 func TestForbiddenAccountCostsOtherTenantsNothing(t *testing.T) {
 	h := newHarness(t, harnessOpts{cfg: Config{AuthPause: time.Minute}})
-	h.emu.DenyAccount(otherAcct)
+	h.emu.Inject.DenyAccount(otherAcct)
 	const good = 100
 	for i := 0; i < good; i++ {
 		h.seedScript("customers", fmt.Sprintf("tenant-%d", i))

@@ -525,7 +525,7 @@ func TestBadInput(t *testing.T) {
 	if err := w.emu.CreateNamespace(acct, badinput.Namespace); err != nil {
 		t.Fatal(err)
 	}
-	w.emu.DenyAccount(badinput.ForbiddenAccount)
+	w.emu.Inject.DenyAccount(badinput.ForbiddenAccount)
 	seeded := []wire.Binding{
 		wire.MustParseBinding(`{"type":"secret_text","name":"API_TOKEN","text":"seed-secret-badinput"}`),
 		wire.MustParseBinding(`{"type":"plain_text","name":"THEIRS","text":"made by hand"}`),

@@ -15,7 +15,8 @@ import (
 // betaRoutes serve the beta Workers API (/workers/workers/{worker}) for
 // ordinary Workers: the Worker, and its versions as JSON (modules in
 // base64), which a single POST can create and deploy (?deploy=true).
-func (s *Server) betaRoutes() []route {
+func betaRoutes(st *store) []route {
+	s := betaAPI{st}
 	const wk = pathWorkers + "/workers/{script}"
 	r := newRoute
 	return []route{
@@ -26,9 +27,12 @@ func (s *Server) betaRoutes() []route {
 	}
 }
 
+// betaAPI serves the beta Workers API over the shared state.
+type betaAPI struct{ *store }
+
 // lookupWorker resolves the {worker} of a beta path, a Worker name or id,
 // to an ordinary script. p.script becomes the name. The caller holds s.mu.
-func (s *Server) lookupWorker(p *params) (*script, *Error) {
+func (s betaAPI) lookupWorker(p *params) (*script, *Error) {
 	if sc, ok := s.scripts[p.key()]; ok {
 		return sc, nil
 	}
@@ -43,13 +47,13 @@ func (s *Server) lookupWorker(p *params) (*script, *Error) {
 
 // withWorker is withScript for the {worker} of a beta path: p.script is
 // the Worker's name when f runs.
-func (s *Server) withWorker(w http.ResponseWriter, p *params, f func(sc *script)) {
+func (s betaAPI) withWorker(w http.ResponseWriter, p *params, f func(sc *script)) {
 	s.withLookup(w, func() (*script, *Error) { return s.lookupWorker(p) }, f)
 }
 
 // getWorker answers the beta Worker object; wrangler requires its
 // "subdomain" member.
-func (s *Server) getWorker(w http.ResponseWriter, _ *http.Request, p params) {
+func (s betaAPI) getWorker(w http.ResponseWriter, _ *http.Request, p params) {
 	s.withWorker(w, &p, func(sc *script) {
 		res := scriptSettingsResult(sc)
 		res["id"] = workerTag(p.key())
@@ -89,7 +93,7 @@ const (
 // against the latest version, an inherit that cannot be resolved is 400
 // 10057 (one entry per binding); the versioned settings are exactly those
 // of the body. ?deploy=true deploys the version at 100% in the same call.
-func (s *Server) createWorkerVersion(w http.ResponseWriter, r *http.Request, p params) {
+func (s betaAPI) createWorkerVersion(w http.ResponseWriter, r *http.Request, p params) {
 	up, perr := s.parseBetaVersion(r)
 	if perr != nil {
 		writeErr(w, perr)
@@ -127,7 +131,7 @@ type betaUpload struct {
 
 // parseBetaVersion reads and checks the query and JSON body of a beta
 // version request.
-func (s *Server) parseBetaVersion(r *http.Request) (*betaUpload, *Error) {
+func (s betaAPI) parseBetaVersion(r *http.Request) (*betaUpload, *Error) {
 	up := &betaUpload{}
 	if v := r.URL.Query().Get("deploy"); v != "" {
 		b, err := strconv.ParseBool(v)
@@ -181,7 +185,7 @@ func readBody(r *http.Request, limit int64) ([]byte, *Error) {
 
 // decodeModules checks and decodes the modules of a beta version, the main
 // module first, and returns their names.
-func (s *Server) decodeModules(body betaVersionBody) ([]Module, []string, *Error) {
+func (s betaAPI) decodeModules(body betaVersionBody) ([]Module, []string, *Error) {
 	if len(body.Modules) == 0 {
 		return nil, nil, errorf(http.StatusBadRequest, CodeValidation, "a version needs at least one module")
 	}
@@ -281,7 +285,7 @@ func betaVersionResult(p params, v *Version, withModules bool) map[string]any {
 }
 
 // getWorkerVersion answers one version; "latest" names the latest one.
-func (s *Server) getWorkerVersion(w http.ResponseWriter, r *http.Request, p params) {
+func (s betaAPI) getWorkerVersion(w http.ResponseWriter, r *http.Request, p params) {
 	include := r.URL.Query().Get("include")
 	if include != "" && include != "modules" {
 		writeError(w, http.StatusBadRequest, CodeValidation, "include must be modules")
@@ -302,7 +306,7 @@ func (s *Server) getWorkerVersion(w http.ResponseWriter, r *http.Request, p para
 
 // listWorkerVersions lists versions newest first, paginated by page and
 // per_page (at most 100, default 20).
-func (s *Server) listWorkerVersions(w http.ResponseWriter, r *http.Request, p params) {
+func (s betaAPI) listWorkerVersions(w http.ResponseWriter, r *http.Request, p params) {
 	page, perPage, perr := pageParams(r, 20, 100)
 	if perr != nil {
 		writeErr(w, perr)

@@ -12,7 +12,7 @@ const EndpointDeleteScript = "delete_script"
 // Worker" and "Delete Script" of a dispatch namespace; ?force is accepted
 // and changes nothing, as the emulator models no references between
 // scripts). A missing script is the not-found error of its kind.
-func (s *Server) deleteScript(w http.ResponseWriter, _ *http.Request, p params) {
+func (s scriptsAPI) deleteScript(w http.ResponseWriter, _ *http.Request, p params) {
 	s.withScript(w, p, func(*script) {
 		delete(s.scripts, p.key())
 		if ns := s.namespaces[nsKey{p.account, p.namespace}]; ns != nil {

@@ -13,6 +13,18 @@
 // Every 32-lowercase-hex id is an account. Namespace "" means an ordinary
 // (account-level) Worker in every Go method of this package.
 //
+// Fault injection is the Server's Inject field (an Injector): random
+// faults, the next requests' failures and pages, and the faults aimed at
+// one script or one account. The Server keeps SetFaults, FailNext and
+// AnswerPageNext as shorthands of Inject's.
+//
+// Inside, the Server is a few small parts: store (the namespaces and
+// scripts behind one mutex, the options, the clock and the seeded random
+// source), one handler type per API area holding a pointer to the store
+// (settingsAPI, scriptsAPI, namespacesAPI, secretsAPI, wranglerAPI,
+// betaAPI, userAPI), the Injector, rateLimit (the window and the other
+// tool spending it) and statsRecorder. No type has more than 25 methods.
+//
 // Endpoints (names as in Stats and the client's metrics; {a} is
 // /accounts/{account_id}, D is {a}/workers/dispatch/namespaces/{ns}/scripts/{s},
 // O is {a}/workers/scripts/{s}):

@@ -16,6 +16,16 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi/wire"
 )
 
+// settingsAPI serves a script's settings, bindings and content.
+type settingsAPI struct{ *store }
+
+// scriptsAPI serves the script writes: uploads, versions, deployments and
+// deletion.
+type scriptsAPI struct{ *store }
+
+// namespacesAPI serves dispatch namespaces and the scripts listed in them.
+type namespacesAPI struct{ *store }
+
 // settingsDefaults are what GET settings shows for members never set.
 var settingsDefaults = map[string]json.RawMessage{
 	"compatibility_flags": json.RawMessage(`[]`),
@@ -57,11 +67,11 @@ func (sc *script) setting(k string) (v json.RawMessage, ok bool) {
 	return v, ok
 }
 
-func (s *Server) getSettings(w http.ResponseWriter, _ *http.Request, p params) {
+func (s settingsAPI) getSettings(w http.ResponseWriter, _ *http.Request, p params) {
 	s.withScript(w, p, func(sc *script) { writeResult(w, settingsResult(p, sc), nil) })
 }
 
-func (s *Server) getBindings(w http.ResponseWriter, _ *http.Request, p params) {
+func (s settingsAPI) getBindings(w http.ResponseWriter, _ *http.Request, p params) {
 	s.withScript(w, p, func(sc *script) { writeResult(w, RenderForGet(p.account, p.script, sc.bindings), nil) })
 }
 
@@ -76,7 +86,7 @@ type settingsEdit struct {
 
 // parseSettingsPatch reads the "settings" part of a multipart settings
 // PATCH.
-func (s *Server) parseSettingsPatch(r *http.Request) (settingsEdit, *Error) {
+func (s settingsAPI) parseSettingsPatch(r *http.Request) (settingsEdit, *Error) {
 	var sp settingsEdit
 	parts, err := readForm(r, "settings", s.maxScript)
 	if err != nil {
@@ -108,7 +118,7 @@ func (s *Server) parseSettingsPatch(r *http.Request) (settingsEdit, *Error) {
 // patchSettings applies a multipart settings PATCH: the "settings" part's
 // bindings (if present) through ApplySettingsPatch and its other members
 // over the stored ones. The result is a new version deployed at 100%.
-func (s *Server) patchSettings(w http.ResponseWriter, r *http.Request, p params) {
+func (s settingsAPI) patchSettings(w http.ResponseWriter, r *http.Request, p params) {
 	sp, perr := s.parseSettingsPatch(r)
 	if perr != nil {
 		writeErr(w, perr)
@@ -130,7 +140,7 @@ func (s *Server) patchSettings(w http.ResponseWriter, r *http.Request, p params)
 			}
 			bindings = nb
 		}
-		if err := s.refusedRemoval(p.key(), sc.bindings, bindings); err != nil {
+		if err := s.inj.refusedRemoval(p.key(), sc.bindings, bindings); err != nil {
 			writeErr(w, err)
 			return
 		}
@@ -145,7 +155,7 @@ func (s *Server) patchSettings(w http.ResponseWriter, r *http.Request, p params)
 
 // getContent answers the script's modules as multipart/form-data, the main
 // module first, with the cf-entrypoint header naming it.
-func (s *Server) getContent(w http.ResponseWriter, _ *http.Request, p params) {
+func (s settingsAPI) getContent(w http.ResponseWriter, _ *http.Request, p params) {
 	s.withScript(w, p, func(sc *script) {
 		entry := sc.mainModule
 		if entry == "" {
@@ -182,7 +192,7 @@ func multipartDisposition(name string) string {
 // putScript uploads a script: the bindings through ApplyUpload against the
 // latest version, the settings members over the stored ones, and the
 // result deployed at once. A missing script is created.
-func (s *Server) putScript(w http.ResponseWriter, r *http.Request, p params) {
+func (s scriptsAPI) putScript(w http.ResponseWriter, r *http.Request, p params) {
 	up, err := s.parseUpload(r)
 	if err != nil {
 		writeErr(w, err)
@@ -201,7 +211,7 @@ func (s *Server) putScript(w http.ResponseWriter, r *http.Request, p params) {
 		return
 	}
 	if prev != nil {
-		if err := s.refusedRemoval(p.key(), prev.bindings, bindings); err != nil {
+		if err := s.inj.refusedRemoval(p.key(), prev.bindings, bindings); err != nil {
 			writeErr(w, err)
 			return
 		}
@@ -255,7 +265,7 @@ func scriptResult(p params, sc *script) map[string]any {
 // postVersion uploads a version without deploying it. main_module is
 // required, the script must exist, and bindings resolve against the latest
 // version.
-func (s *Server) postVersion(w http.ResponseWriter, r *http.Request, p params) {
+func (s scriptsAPI) postVersion(w http.ResponseWriter, r *http.Request, p params) {
 	up, err := s.parseUpload(r)
 	if err != nil {
 		writeErr(w, err)
@@ -271,7 +281,7 @@ func (s *Server) postVersion(w http.ResponseWriter, r *http.Request, p params) {
 			writeErr(w, asError(err))
 			return
 		}
-		if err := s.refusedRemoval(p.key(), sc.bindings, bindings); err != nil {
+		if err := s.inj.refusedRemoval(p.key(), sc.bindings, bindings); err != nil {
 			writeErr(w, err)
 			return
 		}
@@ -298,7 +308,7 @@ type deploymentRequest struct {
 
 // postDeployment routes traffic to one or two existing versions. The live
 // state becomes that of the version with the larger share.
-func (s *Server) postDeployment(w http.ResponseWriter, r *http.Request, p params) {
+func (s scriptsAPI) postDeployment(w http.ResponseWriter, r *http.Request, p params) {
 	var req deploymentRequest
 	if !readJSON(w, r, &req) {
 		return
@@ -351,7 +361,7 @@ func checkDeployment(req deploymentRequest) *Error {
 // listScripts lists the scripts of a dispatch namespace in name order,
 // filtered by tags ("t1:yes,t2:no") and paginated by limit (at most 1000)
 // and an opaque cursor, returned in result_info.cursor ("" on the last page).
-func (s *Server) listScripts(w http.ResponseWriter, r *http.Request, p params) {
+func (s namespacesAPI) listScripts(w http.ResponseWriter, r *http.Request, p params) {
 	if s.opts.Guesses.refuseScriptList(w, r) {
 		return
 	}
@@ -449,7 +459,7 @@ func matchTags(tags, include, exclude []string) bool {
 }
 
 // getScript answers the details of a dispatch namespace script.
-func (s *Server) getScript(w http.ResponseWriter, _ *http.Request, p params) {
+func (s namespacesAPI) getScript(w http.ResponseWriter, _ *http.Request, p params) {
 	s.withScript(w, p, func(sc *script) {
 		writeResult(w, map[string]any{
 			"created_on":         timestamp(sc.created),
@@ -461,7 +471,7 @@ func (s *Server) getScript(w http.ResponseWriter, _ *http.Request, p params) {
 }
 
 // namespaceResult renders a dispatch namespace. The caller holds s.mu.
-func (s *Server) namespaceResult(account string, ns *namespace) map[string]any {
+func (s namespacesAPI) namespaceResult(account string, ns *namespace) map[string]any {
 	return map[string]any{
 		"namespace_id":    ns.id,
 		"namespace_name":  ns.name,
@@ -476,7 +486,7 @@ func (s *Server) namespaceResult(account string, ns *namespace) map[string]any {
 
 // createNamespace creates a dispatch namespace from {"name": ...}. An
 // existing name is 409 code 10118 (a guess).
-func (s *Server) createNamespace(w http.ResponseWriter, r *http.Request, p params) {
+func (s namespacesAPI) createNamespace(w http.ResponseWriter, r *http.Request, p params) {
 	var req struct {
 		Name string `json:"name"`
 	}
@@ -510,7 +520,7 @@ func validNamespaceName(name string) bool {
 	return true
 }
 
-func (s *Server) listNamespaces(w http.ResponseWriter, _ *http.Request, p params) {
+func (s namespacesAPI) listNamespaces(w http.ResponseWriter, _ *http.Request, p params) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	keys := slices.SortedFunc(maps.Keys(s.namespaces), func(a, b nsKey) int { return strings.Compare(a.name, b.name) })
@@ -523,7 +533,7 @@ func (s *Server) listNamespaces(w http.ResponseWriter, _ *http.Request, p params
 	writeResult(w, out, nil)
 }
 
-func (s *Server) getNamespace(w http.ResponseWriter, _ *http.Request, p params) {
+func (s namespacesAPI) getNamespace(w http.ResponseWriter, _ *http.Request, p params) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ns, ok := s.namespaces[nsKey{p.account, p.namespace}]

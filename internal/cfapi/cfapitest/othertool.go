@@ -37,7 +37,7 @@ type OtherToolStats struct {
 // RequestLog (OtherToolStats counts them). The requests are paced in real
 // time, evenly.
 func (s *Server) SetOtherToolRate(perSecond float64) {
-	o := &s.other
+	o := &s.rate.other
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.rate = max(perSecond, 0)
@@ -47,20 +47,21 @@ func (s *Server) SetOtherToolRate(perSecond float64) {
 	o.changed = make(chan struct{})
 	if o.rate > 0 && !o.running {
 		o.running = true
-		go s.runOtherTool()
+		go s.rate.runOtherTool()
 	}
 }
 
 // OtherToolStats returns what the other tool's requests got.
 func (s *Server) OtherToolStats() OtherToolStats {
-	o := &s.other
+	o := &s.rate.other
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return OtherToolStats{Accepted: o.accepted, RateLimited: o.refused, Blocks: o.blocks}
 }
 
-func (s *Server) runOtherTool() {
-	o := &s.other
+// runOtherTool makes the other tool's requests until its rate is 0.
+func (rl *rateLimit) runOtherTool() {
+	o := &rl.other
 	next := time.Now()
 	for {
 		o.mu.Lock()
@@ -84,7 +85,7 @@ func (s *Server) runOtherTool() {
 		} else if d < -time.Second {
 			next = time.Now() // fell far behind (a stalled machine): no catch-up burst
 		}
-		v := s.limit.take(s.now())
+		v := rl.lim.take(rl.now())
 		o.mu.Lock()
 		if v.ok {
 			o.accepted++

@@ -12,23 +12,28 @@ type accountScope struct {
 // /accounts/{account} is answered 403 with code 10000 ("Authentication
 // error"), as the API answers for an account the token was not granted,
 // while the token still verifies and every other account works.
-func (s *Server) DenyAccount(account string) {
-	s.scoped.mu.Lock()
-	defer s.scoped.mu.Unlock()
-	if s.scoped.accounts == nil {
-		s.scoped.accounts = map[string]bool{}
+func (in *Injector) DenyAccount(account string) {
+	in.scoped.mu.Lock()
+	defer in.scoped.mu.Unlock()
+	if in.scoped.accounts == nil {
+		in.scoped.accounts = map[string]bool{}
 	}
-	s.scoped.accounts[account] = true
+	in.scoped.accounts[account] = true
 }
 
 // AllowAccount puts account back into the token's scope.
-func (s *Server) AllowAccount(account string) {
-	s.scoped.mu.Lock()
-	defer s.scoped.mu.Unlock()
-	delete(s.scoped.accounts, account)
+func (in *Injector) AllowAccount(account string) {
+	in.scoped.mu.Lock()
+	defer in.scoped.mu.Unlock()
+	delete(in.scoped.accounts, account)
 }
 
 // denied reports whether account is outside the token's scope.
+func (in *Injector) denied(account string) bool {
+	return in.scoped.denied(account)
+}
+
+// denied reports whether account is in the set.
 func (a *accountScope) denied(account string) bool {
 	if account == "" {
 		return false

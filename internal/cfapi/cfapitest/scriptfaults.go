@@ -13,24 +13,24 @@ import (
 // when given) fail with the status and code. Requests about other scripts
 // are not counted, so that one script's faults stay its own while others
 // are served.
-func (s *Server) FailNextFor(script string, n int, status, code int, endpoints ...string) {
+func (in *Injector) FailNextFor(script string, n int, status, code int, endpoints ...string) {
 	if n <= 0 {
 		return
 	}
-	s.faultMu.Lock()
-	s.failNext = append(s.failNext, &failRule{left: n, status: status, code: code, script: script,
+	in.mu.Lock()
+	in.failNext = append(in.failNext, &failRule{left: n, status: status, code: code, script: script,
 		endpoints: slices.Clone(endpoints)})
-	s.faultMu.Unlock()
+	in.mu.Unlock()
 }
 
 // AnswerPageNextFor is AnswerPageNext for the requests about one script.
-func (s *Server) AnswerPageNextFor(script string, n int, endpoints ...string) {
+func (in *Injector) AnswerPageNextFor(script string, n int, endpoints ...string) {
 	if n <= 0 {
 		return
 	}
-	s.faultMu.Lock()
-	s.failNext = append(s.failNext, &failRule{left: n, page: true, script: script, endpoints: slices.Clone(endpoints)})
-	s.faultMu.Unlock()
+	in.mu.Lock()
+	in.failNext = append(in.failNext, &failRule{left: n, page: true, script: script, endpoints: slices.Clone(endpoints)})
+	in.mu.Unlock()
 }
 
 // removalRefusals is the set of bindings whose removal the server refuses,
@@ -45,24 +45,24 @@ type removalRefusals struct {
 // 10021 naming it, as the API refuses to drop a binding that something
 // still uses (a Durable Object class a migration refers to, for one). The
 // write is not applied. Other bindings of the script change as asked.
-func (s *Server) RefuseRemoval(account, namespace, script, name string) {
-	s.refusals.mu.Lock()
-	defer s.refusals.mu.Unlock()
-	if s.refusals.names == nil {
-		s.refusals.names = map[scriptKey][]string{}
+func (in *Injector) RefuseRemoval(account, namespace, script, name string) {
+	in.refusals.mu.Lock()
+	defer in.refusals.mu.Unlock()
+	if in.refusals.names == nil {
+		in.refusals.names = map[scriptKey][]string{}
 	}
 	k := scriptKey{account, namespace, script}
-	if !slices.Contains(s.refusals.names[k], name) {
-		s.refusals.names[k] = append(s.refusals.names[k], name)
+	if !slices.Contains(in.refusals.names[k], name) {
+		in.refusals.names[k] = append(in.refusals.names[k], name)
 	}
 }
 
 // refusedRemoval returns the error of a write of the script from the
 // bindings before to after, if it removes a binding RefuseRemoval named.
-func (s *Server) refusedRemoval(k scriptKey, before, after []wire.Binding) *Error {
-	s.refusals.mu.Lock()
-	names := slices.Clone(s.refusals.names[k])
-	s.refusals.mu.Unlock()
+func (in *Injector) refusedRemoval(k scriptKey, before, after []wire.Binding) *Error {
+	in.refusals.mu.Lock()
+	names := slices.Clone(in.refusals.names[k])
+	in.refusals.mu.Unlock()
 	for _, name := range names {
 		had := slices.ContainsFunc(before, func(b wire.Binding) bool { return b.Name() == name })
 		keeps := slices.ContainsFunc(after, func(b wire.Binding) bool { return b.Name() == name })

@@ -12,8 +12,8 @@ func TestFaultsForOneScript(t *testing.T) {
 	s, a := newAPI(t, Options{})
 	seedScript(t, s, "", "w", plainGr)
 	seedScript(t, s, "", "other", plainGr)
-	s.FailNextFor("w", 2, http.StatusServiceUnavailable, CodeUnknown, EndpointGetSettings)
-	s.AnswerPageNextFor("w", 1, EndpointGetSettings)
+	s.Inject.FailNextFor("w", 2, http.StatusServiceUnavailable, CodeUnknown, EndpointGetSettings)
+	s.Inject.AnswerPageNextFor("w", 1, EndpointGetSettings)
 	for range 3 {
 		expect(t, a.get(scriptPath("", "other")+"/settings"), http.StatusOK, 0)
 	}
@@ -36,7 +36,7 @@ func TestFaultsForOneScript(t *testing.T) {
 func TestRefuseRemoval(t *testing.T) {
 	s, a := newAPI(t, Options{})
 	seedScript(t, s, "", "w", plainGr, `{"type":"plain_text","name":"STUCK","text":"1"}`)
-	s.RefuseRemoval(acct, "", "w", "STUCK")
+	s.Inject.RefuseRemoval(acct, "", "w", "STUCK")
 	path := scriptPath("", "w") + "/settings"
 	drop, ct := settingsPatch(t, map[string]any{"bindings": []any{map[string]any{"type": "plain_text", "name": "GREETING", "text": "hi"}}})
 	r := a.do(http.MethodPatch, path, drop, ct)

@@ -18,7 +18,7 @@ func NewTestServer(tb testing.TB, opts Options) (*Server, string) {
 	s := New(opts)
 	ts := httptest.NewServer(s)
 	tb.Cleanup(ts.Close)
-	return s, ts.URL + s.prefix
+	return s, ts.URL + s.db.prefix
 }
 
 // Serve serves the emulator on ln until ctx is done, then shuts down
@@ -51,7 +51,7 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string, ready func(bas
 		return err
 	}
 	if ready != nil {
-		ready(listenURL(ln.Addr(), s.prefix))
+		ready(listenURL(ln.Addr(), s.db.prefix))
 	}
 	return s.Serve(ctx, ln)
 }

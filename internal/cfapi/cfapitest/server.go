@@ -3,7 +3,6 @@ package cfapitest
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -118,26 +117,32 @@ type Faults struct {
 }
 
 // Server is the emulator: an http.Handler serving the Workers API from
-// memory. It is safe for concurrent use.
+// memory. It is safe for concurrent use. Its parts: the scripts and
+// namespaces (store, served by the small handler types of each API area),
+// fault injection (Inject), the rate limit and the other tool sharing it
+// (rateLimit), and the counters (statsRecorder).
 type Server struct {
+	// Inject injects faults: random ones, the next requests' failures, and
+	// those aimed at one script or account. SetFaults, FailNext and
+	// AnswerPageNext are its most used methods, also on Server.
+	Inject *Injector
+
+	db     *store
+	routes []route
+	user   userAPI
+	rate   *rateLimit
+	stats  *statsRecorder
+}
+
+// store is the state every handler shares: the namespaces and scripts,
+// the options, the clock and the seeded random source.
+type store struct {
 	prefix    string
 	opts      Options
 	now       func() time.Time
-	routes    []route
 	maxScript int64
-
-	rngMu sync.Mutex
-	rng   *rand.Rand
-
-	faultMu  sync.Mutex
-	faults   Faults
-	failNext []*failRule
-	limit    limiter
-
-	stats    statsRecorder
-	other    otherTool       // othertool.go
-	scoped   accountScope    // scope.go
-	refusals removalRefusals // scriptfaults.go
+	rnd       *random
+	inj       *Injector // RefuseRemoval's refusals
 
 	mu         sync.Mutex // guards the state below
 	namespaces map[nsKey]*namespace
@@ -146,32 +151,40 @@ type Server struct {
 
 // New returns a server with empty state.
 func New(opts Options) *Server {
-	s := &Server{
+	db := &store{
 		prefix:     strings.TrimSuffix(opts.Prefix, "/"),
 		opts:       opts,
 		now:        opts.Now,
 		maxScript:  opts.MaxScriptSize,
-		rng:        rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
-		faults:     opts.Faults,
+		rnd:        &random{rng: rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15))},
 		namespaces: make(map[nsKey]*namespace),
 		scripts:    make(map[scriptKey]*script),
 	}
 	if opts.Prefix == "" {
-		s.prefix = "/client/v4"
+		db.prefix = "/client/v4"
 	}
-	if s.now == nil {
-		s.now = time.Now
+	if db.now == nil {
+		db.now = time.Now
 	}
-	if s.maxScript <= 0 {
-		s.maxScript = 64 << 20
+	if db.maxScript <= 0 {
+		db.maxScript = 64 << 20
+	}
+	stats := &statsRecorder{}
+	stats.init()
+	db.inj = &Injector{faults: opts.Faults, rnd: db.rnd, stats: stats}
+	s := &Server{
+		Inject: db.inj,
+		db:     db,
+		routes: routeTable(db),
+		user:   userAPI{db},
+		rate:   &rateLimit{now: db.now, omitHeaders: opts.OmitRateHeaders, stats: stats},
+		stats:  stats,
 	}
 	if opts.RateSliding {
-		s.limit.setSliding(opts.RateLimit, opts.RateWindow, opts.RateBlock)
+		s.rate.lim.setSliding(opts.RateLimit, opts.RateWindow, opts.RateBlock)
 	} else {
-		s.limit.set(opts.RateLimit, opts.RateWindow)
+		s.rate.lim.set(opts.RateLimit, opts.RateWindow)
 	}
-	s.stats.init()
-	s.routes = s.routeTable()
 	if opts.OtherToolRate > 0 {
 		s.SetOtherToolRate(opts.OtherToolRate)
 	}
@@ -179,7 +192,7 @@ func New(opts Options) *Server {
 }
 
 // Prefix returns the path the API is served under, such as "/client/v4".
-func (s *Server) Prefix() string { return s.prefix }
+func (s *Server) Prefix() string { return s.db.prefix }
 
 // Endpoint names, shared with the client's metrics.
 const (
@@ -275,35 +288,36 @@ var scriptPaths = []string{pathDispatchScript, pathScript}
 
 // routeTable is the one list of routes. When a path serves several
 // methods, their order here is the order of the Allow header.
-func (s *Server) routeTable() []route {
+func routeTable(st *store) []route {
+	set, scr, nss := settingsAPI{st}, scriptsAPI{st}, namespacesAPI{st}
 	r := newRoute
 	var out []route
 	for _, sc := range scriptPaths {
 		out = append(out,
-			r(http.MethodGet, sc+"/settings", EndpointGetSettings, s.getSettings, reads),
-			r(http.MethodPatch, sc+"/settings", EndpointPatchSettings, s.patchSettings, writesScript),
-			r(http.MethodPut, sc, EndpointPutScript, s.putScript, writesScript),
-			r(http.MethodDelete, sc, EndpointDeleteScript, s.deleteScript, writesScript), // delete.go
-			r(http.MethodPost, sc+"/versions", EndpointPostVersion, s.postVersion, writesScript),
-			r(http.MethodPost, sc+"/deployments", EndpointPostDeployment, s.postDeployment, writesScript),
+			r(http.MethodGet, sc+"/settings", EndpointGetSettings, set.getSettings, reads),
+			r(http.MethodPatch, sc+"/settings", EndpointPatchSettings, set.patchSettings, writesScript),
+			r(http.MethodPut, sc, EndpointPutScript, scr.putScript, writesScript),
+			r(http.MethodDelete, sc, EndpointDeleteScript, scr.deleteScript, writesScript), // delete.go
+			r(http.MethodPost, sc+"/versions", EndpointPostVersion, scr.postVersion, writesScript),
+			r(http.MethodPost, sc+"/deployments", EndpointPostDeployment, scr.postDeployment, writesScript),
 		)
 	}
 	return slices.Concat(out, []route{
-		r(http.MethodGet, pathDispatchScript+"/bindings", EndpointGetBindings, s.getBindings, reads),
-		r(http.MethodGet, pathDispatchScript+"/content", EndpointGetContent, s.getContent, reads),
-		r(http.MethodGet, pathScript+"/content/v2", EndpointGetContent, s.getContent, reads),
-		r(http.MethodGet, pathDispatchScript, EndpointGetScript, s.getScript, reads),
-		r(http.MethodGet, pathNamespace+"/scripts", EndpointListScripts, s.listScripts, reads),
-		r(http.MethodGet, pathNamespace, EndpointGetNamespace, s.getNamespace, reads),
-		r(http.MethodGet, pathNamespaces, EndpointListNamespaces, s.listNamespaces, reads),
-		r(http.MethodPost, pathNamespaces, EndpointCreateNamespace, s.createNamespace, writes),
-	}, s.wranglerRoutes(), s.betaRoutes())
+		r(http.MethodGet, pathDispatchScript+"/bindings", EndpointGetBindings, set.getBindings, reads),
+		r(http.MethodGet, pathDispatchScript+"/content", EndpointGetContent, set.getContent, reads),
+		r(http.MethodGet, pathScript+"/content/v2", EndpointGetContent, set.getContent, reads),
+		r(http.MethodGet, pathDispatchScript, EndpointGetScript, nss.getScript, reads),
+		r(http.MethodGet, pathNamespace+"/scripts", EndpointListScripts, nss.listScripts, reads),
+		r(http.MethodGet, pathNamespace, EndpointGetNamespace, nss.getNamespace, reads),
+		r(http.MethodGet, pathNamespaces, EndpointListNamespaces, nss.listNamespaces, reads),
+		r(http.MethodPost, pathNamespaces, EndpointCreateNamespace, nss.createNamespace, writes),
+	}, wranglerRoutes(st), betaRoutes(st))
 }
 
 // match finds the route for a request. When the path matches routes of
 // other methods only, rt is nil and allowed lists those methods.
-func (s *Server) match(r *http.Request) (rt *route, p params, allowed []string) {
-	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), s.prefix+"/")
+func match(routes []route, prefix string, r *http.Request) (rt *route, p params, allowed []string) {
+	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), prefix+"/")
 	if !ok {
 		return nil, params{}, nil
 	}
@@ -315,8 +329,8 @@ func (s *Server) match(r *http.Request) (rt *route, p params, allowed []string) 
 		}
 		segs[i] = u
 	}
-	for i := range s.routes {
-		cand := &s.routes[i]
+	for i := range routes {
+		cand := &routes[i]
 		cp, ok := matchSegs(cand.segs, segs)
 		if !ok {
 			continue
@@ -362,14 +376,14 @@ func matchSegs(pattern, segs []string) (params, bool) {
 // rate limit, auth and injected faults, in that order, and then runs the
 // route's handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	arrival := s.now()
-	rt, p, allowed := s.match(r)
+	arrival := s.db.now()
+	rt, p, allowed := match(s.routes, s.db.prefix, r)
 	endpoint := EndpointUnknown
 	if rt != nil {
 		endpoint = rt.endpoint
 	}
 	rec := &recorder{ResponseWriter: w}
-	rec.Header().Set("cf-ray", s.rayID())
+	rec.Header().Set("cf-ray", s.db.rnd.rayID())
 	s.stats.begin(arrival, rt)
 	defer func() {
 		s.stats.end(Request{
@@ -378,25 +392,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		})
 	}()
 
-	faults := s.Faults()
+	faults := s.Inject.Faults()
 	if !sleepCtx(r.Context(), faults.Latency) {
 		return
 	}
-	if !s.applyRateLimit(rec, arrival) {
+	if !s.rate.apply(rec, arrival) {
 		return
 	}
-	if !s.authorized(r) {
+	if !s.user.authorized(r) {
 		writeError(rec, http.StatusForbidden, CodeAuth, "Authentication error")
 		return
 	}
-	if s.scoped.denied(p.account) {
+	if s.Inject.denied(p.account) {
 		writeError(rec, http.StatusForbidden, CodeAuth, "Authentication error")
 		return
 	}
-	if s.injectFault(rec, endpoint, p.script, faults) {
+	if s.Inject.inject(rec, endpoint, p.script, faults) {
 		return
 	}
-	if s.serveUser(rec, r) { // ratelimit_user.go
+	if s.user.serveUser(rec, r) { // ratelimit_user.go
 		return
 	}
 	switch {
@@ -411,14 +425,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !isAccountID(p.account) {
 		writeErr(rec, &Error{Status: http.StatusNotFound, Code: CodeInvalidAccount,
-			Message: fmt.Sprintf("Could not route to %s, perhaps your object identifier is invalid?", strings.TrimPrefix(r.URL.Path, s.prefix)),
+			Message: fmt.Sprintf("Could not route to %s, perhaps your object identifier is invalid?", strings.TrimPrefix(r.URL.Path, s.db.prefix)),
 			More:    []ErrorEntry{{Code: CodeNoRoute, Message: "No route for that URI"}}})
 		return
 	}
 	if rt.access == writesScript {
 		overlap := s.stats.beginWrite(p.key())
 		defer s.stats.endWrite(p.key())
-		if overlap && s.opts.RejectOverlappingWrites {
+		if overlap && s.db.opts.RejectOverlappingWrites {
 			writeError(rec, http.StatusConflict, CodeConcurrentModify, messageConcurrentEdit)
 			return
 		}
@@ -452,24 +466,6 @@ func isAccountID(id string) bool {
 		}
 	}
 	return true
-}
-
-func (s *Server) authorized(r *http.Request) bool {
-	if s.opts.Token == "" && (s.opts.Email == "" || s.opts.Key == "") {
-		return true
-	}
-	if s.extraToken(r) { // ratelimit_user.go
-		return true
-	}
-	if s.opts.Token != "" &&
-		subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+s.opts.Token)) == 1 {
-		return true
-	}
-	if s.opts.Email != "" && s.opts.Key != "" && r.Header.Get("X-Auth-Email") == s.opts.Email &&
-		subtle.ConstantTimeCompare([]byte(r.Header.Get("X-Auth-Key")), []byte(s.opts.Key)) == 1 {
-		return true
-	}
-	return false
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
@@ -567,38 +563,43 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(body)
 }
 
-// random helpers; the source is seeded by Options.Seed.
+// random is the server's one random source, seeded by Options.Seed: ray
+// ids, ids and the draws of random faults.
+type random struct {
+	mu  sync.Mutex
+	rng *rand.Rand
+}
 
-func (s *Server) rayID() string {
-	s.rngMu.Lock()
+func (s *random) rayID() string {
+	s.mu.Lock()
 	v := s.rng.Uint64()
-	s.rngMu.Unlock()
+	s.mu.Unlock()
 	return fmt.Sprintf("%016x-EMU", v)
 }
 
-func (s *Server) float() float64 {
-	s.rngMu.Lock()
-	defer s.rngMu.Unlock()
+func (s *random) float() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.rng.Float64()
 }
 
-func (s *Server) intN(n int) int {
-	s.rngMu.Lock()
-	defer s.rngMu.Unlock()
+func (s *random) intN(n int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.rng.IntN(n)
 }
 
 // newUUID returns a random version 4 UUID from the seeded source.
-func (s *Server) newUUID() string {
+func (s *random) newUUID() string {
 	var b [16]byte
-	s.rngMu.Lock()
+	s.mu.Lock()
 	for i := 0; i < 16; i += 8 {
 		v := s.rng.Uint64()
 		for j := range 8 {
 			b[i+j] = byte(v >> (8 * j))
 		}
 	}
-	s.rngMu.Unlock()
+	s.mu.Unlock()
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	h := hex.EncodeToString(b[:])

@@ -178,7 +178,7 @@ func namespaceNotFound(name string) *Error {
 
 // checkNamespace answers 404 10092 when p names a dispatch namespace that
 // does not exist. The caller holds s.mu.
-func (s *Server) checkNamespace(p params) *Error {
+func (s *store) checkNamespace(p params) *Error {
 	if p.namespace == "" {
 		return nil
 	}
@@ -189,7 +189,7 @@ func (s *Server) checkNamespace(p params) *Error {
 }
 
 // lookupScript returns the script p names. The caller holds s.mu.
-func (s *Server) lookupScript(p params) (*script, *Error) {
+func (s *store) lookupScript(p params) (*script, *Error) {
 	if err := s.checkNamespace(p); err != nil {
 		return nil, err
 	}
@@ -202,13 +202,13 @@ func (s *Server) lookupScript(p params) (*script, *Error) {
 
 // withScript runs f with s.mu held and the script p names, or answers the
 // lookup's error (missing namespace or script) without running f.
-func (s *Server) withScript(w http.ResponseWriter, p params, f func(sc *script)) {
+func (s *store) withScript(w http.ResponseWriter, p params, f func(sc *script)) {
 	s.withLookup(w, func() (*script, *Error) { return s.lookupScript(p) }, f)
 }
 
 // withLookup runs f with s.mu held and the script lookup finds, or answers
 // lookup's error.
-func (s *Server) withLookup(w http.ResponseWriter, lookup func() (*script, *Error), f func(sc *script)) {
+func (s *store) withLookup(w http.ResponseWriter, lookup func() (*script, *Error), f func(sc *script)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sc, err := lookup()
@@ -221,8 +221,8 @@ func (s *Server) withLookup(w http.ResponseWriter, lookup func() (*script, *Erro
 
 // addVersion stores v as the script's next version and returns it. The
 // caller holds s.mu.
-func (s *Server) addVersion(sc *script, v Version) *Version {
-	v.ID = s.newUUID()
+func (s *store) addVersion(sc *script, v Version) *Version {
+	v.ID = s.rnd.newUUID()
 	v.Number = len(sc.versions) + 1
 	v.CreatedOn = s.now()
 	v.ETag = contentETag(v.ID, v.Modules)
@@ -247,8 +247,8 @@ func contentETag(id string, modules []Module) string {
 // deploy makes d the script's deployment and its primary version (the one
 // with the larger share; the first listed on a tie) the live state. The
 // caller holds s.mu and has checked that the versions exist.
-func (s *Server) deploy(sc *script, d *Deployment) {
-	d.ID = s.newUUID()
+func (s *store) deploy(sc *script, d *Deployment) {
+	d.ID = s.rnd.newUUID()
 	d.CreatedOn = s.now()
 	primary := d.Versions[0]
 	for _, dv := range d.Versions[1:] {
@@ -279,7 +279,7 @@ func (s *Server) deploy(sc *script, d *Deployment) {
 
 // deployOnly deploys v at 100%, from the same source as v. The caller
 // holds s.mu.
-func (s *Server) deployOnly(sc *script, v *Version, annotations json.RawMessage) {
+func (s *store) deployOnly(sc *script, v *Version, annotations json.RawMessage) {
 	s.deploy(sc, &Deployment{Strategy: "percentage", Versions: []DeploymentVersion{{VersionID: v.ID, Percentage: 100}},
 		Annotations: annotations, Source: v.Source})
 }
@@ -292,7 +292,7 @@ const (
 
 // ensureScript returns the script p names, creating an empty one. The
 // caller holds s.mu and has checked the namespace.
-func (s *Server) ensureScript(p params) *script {
+func (s *store) ensureScript(p params) *script {
 	sc, ok := s.scripts[p.key()]
 	if !ok {
 		now := s.now()
@@ -330,21 +330,21 @@ func (s *Server) CreateNamespace(account, name string) error {
 	if name == "" {
 		return fmt.Errorf("cfapitest: empty namespace name")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.addNamespace(account, name)
+	s.db.mu.Lock()
+	defer s.db.mu.Unlock()
+	s.db.addNamespace(account, name)
 	return nil
 }
 
 // addNamespace adds the namespace unless it exists and reports whether
 // it did. The caller holds s.mu.
-func (s *Server) addNamespace(account, name string) (*namespace, bool) {
+func (s *store) addNamespace(account, name string) (*namespace, bool) {
 	k := nsKey{account, name}
 	if ns, ok := s.namespaces[k]; ok {
 		return ns, false
 	}
 	now := s.now()
-	ns := &namespace{id: s.newUUID(), name: name, created: now, modified: now}
+	ns := &namespace{id: s.rnd.newUUID(), name: name, created: now, modified: now}
 	s.namespaces[k] = ns
 	return ns, true
 }
@@ -381,12 +381,12 @@ func (s *Server) PutScript(account, namespace, name string, sc Script) error {
 		return fmt.Errorf("cfapitest: entry module %q is not among the modules", entry)
 	}
 	modules = append(append([]Module{modules[i]}, modules[:i]...), modules[i+1:]...)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.checkNamespace(p); err != nil {
+	s.db.mu.Lock()
+	defer s.db.mu.Unlock()
+	if err := s.db.checkNamespace(p); err != nil {
 		return err
 	}
-	st := s.ensureScript(p)
+	st := s.db.ensureScript(p)
 	for k, v := range sc.Settings {
 		if v == nil {
 			delete(st.settings, k)
@@ -394,28 +394,28 @@ func (s *Server) PutScript(account, namespace, name string, sc Script) error {
 			st.settings[k] = v
 		}
 	}
-	v := s.addVersion(st, Version{MainModule: main, BodyPart: body, Modules: modules,
+	v := s.db.addVersion(st, Version{MainModule: main, BodyPart: body, Modules: modules,
 		Bindings: slices.Clone(sc.Bindings), Settings: versioned(st.settings)})
-	s.deployOnly(st, v, nil)
+	s.db.deployOnly(st, v, nil)
 	return nil
 }
 
 // DeleteScript removes a script and reports whether it existed.
 func (s *Server) DeleteScript(account, namespace, name string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.db.mu.Lock()
+	defer s.db.mu.Unlock()
 	k := scriptKey{account, namespace, name}
-	_, ok := s.scripts[k]
-	delete(s.scripts, k)
+	_, ok := s.db.scripts[k]
+	delete(s.db.scripts, k)
 	return ok
 }
 
 // Bindings returns a script's live bindings as stored, write-only values
 // included, in stored order.
 func (s *Server) Bindings(account, namespace, name string) ([]wire.Binding, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, ok := s.scripts[scriptKey{account, namespace, name}]
+	s.db.mu.Lock()
+	defer s.db.mu.Unlock()
+	sc, ok := s.db.scripts[scriptKey{account, namespace, name}]
 	if !ok {
 		return nil, false
 	}
@@ -424,9 +424,9 @@ func (s *Server) Bindings(account, namespace, name string) ([]wire.Binding, bool
 
 // Script returns a snapshot of a script's state.
 func (s *Server) Script(account, namespace, name string) (Script, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, ok := s.scripts[scriptKey{account, namespace, name}]
+	s.db.mu.Lock()
+	defer s.db.mu.Unlock()
+	sc, ok := s.db.scripts[scriptKey{account, namespace, name}]
 	if !ok {
 		return Script{}, false
 	}
@@ -459,13 +459,13 @@ func (s *Server) Script(account, namespace, name string) (Script, bool) {
 // ScriptNames returns the names of the scripts in a namespace ("" for
 // ordinary scripts), sorted.
 func (s *Server) ScriptNames(account, namespace string) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.scriptNames(account, namespace)
+	s.db.mu.Lock()
+	defer s.db.mu.Unlock()
+	return s.db.scriptNames(account, namespace)
 }
 
 // scriptNames is ScriptNames for a caller holding s.mu.
-func (s *Server) scriptNames(account, namespace string) []string {
+func (s *store) scriptNames(account, namespace string) []string {
 	var names []string
 	for k := range s.scripts {
 		if k.account == account && k.namespace == namespace {

@@ -95,7 +95,7 @@ type uploadMetadata struct {
 // or filename.
 // (parseUpload follows the multipart form part by part as the API does;
 // its length is the list of parts it recognizes.)
-func (s *Server) parseUpload(r *http.Request) (*upload, *Error) {
+func (s scriptsAPI) parseUpload(r *http.Request) (*upload, *Error) {
 	parts, perr := readForm(r, "metadata", s.maxScript)
 	if perr != nil {
 		return nil, perr

@@ -30,7 +30,7 @@ const (
 // CodeSettingsNotDeployed or CodeSecretNotDeployed. When the latest version
 // shares a split deployment, Options.SplitEdits decides. The caller holds
 // s.mu.
-func (s *Server) editBase(sc *script, code int) (*Version, *Error) {
+func (s *store) editBase(sc *script, code int) (*Version, *Error) {
 	latest := sc.latest()
 	msg := messageSettingsNotDeployed
 	if code == CodeSecretNotDeployed {
@@ -125,10 +125,10 @@ func deploymentResult(d *Deployment) map[string]any {
 // versioned settings come from sc; missing modules or settings are those
 // of the latest version. It returns the version id.
 func (s *Server) AddVersion(account, namespace, name string, sc Script) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.db.mu.Lock()
+	defer s.db.mu.Unlock()
 	p := params{account: account, namespace: namespace, script: name}
-	st, err := s.lookupScript(p)
+	st, err := s.db.lookupScript(p)
 	if err != nil {
 		return "", err
 	}
@@ -142,7 +142,7 @@ func (s *Server) AddVersion(account, namespace, name string, sc Script) (string,
 		}
 	}
 	applySettings(v.Settings, versioned(sc.Settings))
-	return s.addVersion(st, v).ID, nil
+	return s.db.addVersion(st, v).ID, nil
 }
 
 // Deploy routes a script's traffic to one or two of its versions, as
@@ -152,9 +152,9 @@ func (s *Server) Deploy(account, namespace, name string, versions ...DeploymentV
 	if err := checkDeployment(deploymentRequest{Strategy: "percentage", Versions: versions}); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st, err := s.lookupScript(params{account: account, namespace: namespace, script: name})
+	s.db.mu.Lock()
+	defer s.db.mu.Unlock()
+	st, err := s.db.lookupScript(params{account: account, namespace: namespace, script: name})
 	if err != nil {
 		return err
 	}
@@ -163,6 +163,6 @@ func (s *Server) Deploy(account, namespace, name string, versions ...DeploymentV
 			return fmt.Errorf("cfapitest: script %s has no version %s", name, dv.VersionID)
 		}
 	}
-	s.deploy(st, &Deployment{Strategy: "percentage", Versions: slices.Clone(versions)})
+	s.db.deploy(st, &Deployment{Strategy: "percentage", Versions: slices.Clone(versions)})
 	return nil
 }

@@ -16,16 +16,17 @@ import (
 // uploads (routeTable): the preflights of deploy and versions upload,
 // secrets, deployments, versions, script-level settings and the
 // workers.dev subdomain. doc.go lists the source of each answer's shape.
-func (s *Server) wranglerRoutes() []route {
+func wranglerRoutes(st *store) []route {
+	s, sec := wranglerAPI{st}, secretsAPI{st}
 	r := newRoute
 	var out []route
 	for _, sc := range scriptPaths {
 		out = append(out,
-			r(http.MethodGet, sc+"/secrets", EndpointListSecrets, s.listSecrets, reads),
-			r(http.MethodPut, sc+"/secrets", EndpointPutSecret, s.putSecret, writesScript),
-			r(http.MethodGet, sc+"/secrets/{id}", EndpointGetSecret, s.getSecret, reads),
-			r(http.MethodDelete, sc+"/secrets/{id}", EndpointDeleteSecret, s.deleteSecret, writesScript),
-			r(http.MethodPatch, sc+"/secrets-bulk", EndpointPatchSecrets, s.patchSecrets, writesScript),
+			r(http.MethodGet, sc+"/secrets", EndpointListSecrets, sec.listSecrets, reads),
+			r(http.MethodPut, sc+"/secrets", EndpointPutSecret, sec.putSecret, writesScript),
+			r(http.MethodGet, sc+"/secrets/{id}", EndpointGetSecret, sec.getSecret, reads),
+			r(http.MethodDelete, sc+"/secrets/{id}", EndpointDeleteSecret, sec.deleteSecret, writesScript),
+			r(http.MethodPatch, sc+"/secrets-bulk", EndpointPatchSecrets, sec.patchSecrets, writesScript),
 			r(http.MethodGet, sc+"/deployments", EndpointListDeployments, s.listDeployments, reads),
 			r(http.MethodGet, sc+"/versions", EndpointListVersions, s.listVersions, reads),
 			r(http.MethodGet, sc+"/versions/{id}", EndpointGetVersion, s.getVersion, reads),
@@ -41,6 +42,14 @@ func (s *Server) wranglerRoutes() []route {
 		r(http.MethodGet, pathAccount+"/r2/buckets/{id}", EndpointGetR2Bucket, s.getR2Bucket, reads),
 	)
 }
+
+// wranglerAPI serves the routes wrangler reads and the script-level
+// settings and subdomain routes it writes, over the shared state.
+type wranglerAPI struct{ *store }
+
+// secretsAPI serves a script's secrets (list, get, put, delete, bulk
+// edit), over the shared state.
+type secretsAPI struct{ *store }
 
 // AccountSubdomain is the workers.dev subdomain of every emulated account.
 const AccountSubdomain = "reconciler-emulator"
@@ -62,7 +71,7 @@ func workerTag(k scriptKey) string {
 // getService answers GET …/workers/services/{name}: the Worker with its
 // production environment's script, as wrangler reads migration_tag, tag,
 // tags and last_deployed_from from it. A missing Worker is 404 10090.
-func (s *Server) getService(w http.ResponseWriter, _ *http.Request, p params) {
+func (s wranglerAPI) getService(w http.ResponseWriter, _ *http.Request, p params) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sc, ok := s.scripts[p.key()]
@@ -114,7 +123,7 @@ func secretList(bs []wire.Binding) []map[string]string {
 	return out
 }
 
-func (s *Server) listSecrets(w http.ResponseWriter, _ *http.Request, p params) {
+func (s secretsAPI) listSecrets(w http.ResponseWriter, _ *http.Request, p params) {
 	s.withScript(w, p, func(sc *script) { writeResult(w, secretList(sc.bindings), nil) })
 }
 
@@ -122,7 +131,7 @@ func secretNotFound(name string) *Error {
 	return errorf(http.StatusNotFound, CodeBindingNotFound, "Secret '%s' not found on this Worker.", name)
 }
 
-func (s *Server) getSecret(w http.ResponseWriter, _ *http.Request, p params) {
+func (s secretsAPI) getSecret(w http.ResponseWriter, _ *http.Request, p params) {
 	s.withScript(w, p, func(sc *script) {
 		b, ok := findBinding(sc.bindings, p.id, "")
 		if !ok || !b.WriteOnly() {
@@ -173,7 +182,7 @@ func parseSecret(raw json.RawMessage, key string) (wire.Binding, *Error) {
 // editSecrets stores a new version of the latest version with the secrets
 // in set upserted and those in del removed, and deploys it at 100%. The
 // caller holds s.mu.
-func (s *Server) editSecrets(r *http.Request, sc *script, set []wire.Binding, del []string) *Error {
+func (s secretsAPI) editSecrets(r *http.Request, sc *script, set []wire.Binding, del []string) *Error {
 	base, err := s.editBase(sc, CodeSecretNotDeployed)
 	if err != nil {
 		return err
@@ -194,7 +203,7 @@ func (s *Server) editSecrets(r *http.Request, sc *script, set []wire.Binding, de
 // putSecret sets one secret: {"name", "text", "type"}. It creates a new
 // version from the latest one and deploys it (10215 when the latest
 // version is not deployed).
-func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, p params) {
+func (s secretsAPI) putSecret(w http.ResponseWriter, r *http.Request, p params) {
 	var raw json.RawMessage
 	if !readJSON(w, r, &raw) {
 		return
@@ -214,7 +223,7 @@ func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, p params) {
 }
 
 // deleteSecret removes one secret (404 10056 when there is none).
-func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, p params) {
+func (s secretsAPI) deleteSecret(w http.ResponseWriter, r *http.Request, p params) {
 	s.withScript(w, p, func(sc *script) {
 		if b, ok := findBinding(sc.bindings, p.id, ""); !ok || !b.WriteOnly() {
 			writeErr(w, secretNotFound(p.id))
@@ -231,7 +240,7 @@ func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, p params) 
 // patchSecrets applies a merge patch {"secrets": {NAME: secret | null}}:
 // an object upserts, null deletes, an omitted name stays. The answer lists
 // the secrets afterwards.
-func (s *Server) patchSecrets(w http.ResponseWriter, r *http.Request, p params) {
+func (s secretsAPI) patchSecrets(w http.ResponseWriter, r *http.Request, p params) {
 	var body struct {
 		Secrets map[string]json.RawMessage `json:"secrets"`
 	}
@@ -274,7 +283,7 @@ func secretMap(bs []wire.Binding) map[string]map[string]string {
 
 // listDeployments answers the ten most recent deployments, newest first
 // (the first is the active one): {"deployments": [...]}.
-func (s *Server) listDeployments(w http.ResponseWriter, _ *http.Request, p params) {
+func (s wranglerAPI) listDeployments(w http.ResponseWriter, _ *http.Request, p params) {
 	s.withScript(w, p, func(sc *script) {
 		out := []map[string]any{}
 		for i := len(sc.deployments) - 1; i >= 0 && len(out) < 10; i-- {
@@ -288,7 +297,7 @@ func versionNotFound(id string) *Error {
 	return errorf(http.StatusNotFound, CodeWorkerNotFound, "Version '%s' does not exist on this Worker.", id)
 }
 
-func (s *Server) getVersion(w http.ResponseWriter, _ *http.Request, p params) {
+func (s wranglerAPI) getVersion(w http.ResponseWriter, _ *http.Request, p params) {
 	s.withScript(w, p, func(sc *script) {
 		v := sc.version(p.id)
 		if v == nil {
@@ -335,7 +344,7 @@ func versionPage(versions []*Version, page, perPage int, render func(*Version) m
 // listVersions answers {"items": [...]}, newest first, paginated by page
 // and per_page; deployable=true ignores pagination and lists the last 100
 // (the versions a deployment may use).
-func (s *Server) listVersions(w http.ResponseWriter, r *http.Request, p params) {
+func (s wranglerAPI) listVersions(w http.ResponseWriter, r *http.Request, p params) {
 	page, perPage, perr := pageParams(r, 10, 100)
 	if perr != nil {
 		writeErr(w, perr)
@@ -359,13 +368,13 @@ func scriptSettingsResult(sc *script) map[string]any {
 	return settingsWithDefaults(sc, scriptSettingsKeys)
 }
 
-func (s *Server) getScriptSettings(w http.ResponseWriter, _ *http.Request, p params) {
+func (s wranglerAPI) getScriptSettings(w http.ResponseWriter, _ *http.Request, p params) {
 	s.withScript(w, p, func(sc *script) { writeResult(w, scriptSettingsResult(sc), nil) })
 }
 
 // patchScriptSettings changes the script-level settings (JSON body; other
 // members are ignored) without creating a version.
-func (s *Server) patchScriptSettings(w http.ResponseWriter, r *http.Request, p params) {
+func (s wranglerAPI) patchScriptSettings(w http.ResponseWriter, r *http.Request, p params) {
 	var members map[string]json.RawMessage
 	if !readJSON(w, r, &members) {
 		return
@@ -383,11 +392,11 @@ func (s *Server) patchScriptSettings(w http.ResponseWriter, r *http.Request, p p
 }
 
 // getSubdomain answers the account's workers.dev subdomain.
-func (s *Server) getSubdomain(w http.ResponseWriter, _ *http.Request, _ params) {
+func (s wranglerAPI) getSubdomain(w http.ResponseWriter, _ *http.Request, _ params) {
 	writeResult(w, map[string]string{"subdomain": AccountSubdomain}, nil)
 }
 
-func (s *Server) getScriptSubdomain(w http.ResponseWriter, _ *http.Request, p params) {
+func (s wranglerAPI) getScriptSubdomain(w http.ResponseWriter, _ *http.Request, p params) {
 	s.withScript(w, p, func(sc *script) { writeResult(w, subdomainResult(sc), nil) })
 }
 
@@ -400,7 +409,7 @@ func subdomainResult(sc *script) map[string]bool {
 // postScriptSubdomain turns the Worker's workers.dev route on or off:
 // {"enabled": bool, "previews_enabled"?: bool}; previews follow enabled
 // unless given.
-func (s *Server) postScriptSubdomain(w http.ResponseWriter, r *http.Request, p params) {
+func (s wranglerAPI) postScriptSubdomain(w http.ResponseWriter, r *http.Request, p params) {
 	var body struct {
 		Enabled  *bool `json:"enabled"`
 		Previews *bool `json:"previews_enabled"`
@@ -424,7 +433,7 @@ func (s *Server) postScriptSubdomain(w http.ResponseWriter, r *http.Request, p p
 
 // getR2Bucket answers that every bucket exists (the emulator does not model
 // R2), so that wrangler does not try to create the buckets it binds.
-func (s *Server) getR2Bucket(w http.ResponseWriter, _ *http.Request, p params) {
+func (s wranglerAPI) getR2Bucket(w http.ResponseWriter, _ *http.Request, p params) {
 	writeResult(w, map[string]string{
 		"name": p.id, "creation_date": "2025-01-01T00:00:00.000Z", "location": "ENAM", "storage_class": "Standard",
 	}, nil)

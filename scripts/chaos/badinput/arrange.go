@@ -19,12 +19,12 @@ var writeEndpoints = []string{cfapitest.EndpointPatchSettings, cfapitest.Endpoin
 // failed reads make one reconcile fail.
 func (c Case) Arrange(emu *cfapitest.Server, account string, attempts int) {
 	if c.API.FailFirstReconcile {
-		emu.FailNextFor(c.Script, attempts, http.StatusServiceUnavailable, cfapi.CodeUnknown2, cfapitest.EndpointGetSettings)
+		emu.Inject.FailNextFor(c.Script, attempts, http.StatusServiceUnavailable, cfapi.CodeUnknown2, cfapitest.EndpointGetSettings)
 	}
-	emu.AnswerPageNextFor(c.Script, c.API.PageReads, cfapitest.EndpointGetSettings)
-	emu.AnswerPageNextFor(c.Script, c.API.PageWrites, writeEndpoints...)
+	emu.Inject.AnswerPageNextFor(c.Script, c.API.PageReads, cfapitest.EndpointGetSettings)
+	emu.Inject.AnswerPageNextFor(c.Script, c.API.PageWrites, writeEndpoints...)
 	if c.API.RefuseRemoval != "" {
-		emu.RefuseRemoval(account, c.Namespace, c.Script, c.API.RefuseRemoval)
+		emu.Inject.RefuseRemoval(account, c.Namespace, c.Script, c.API.RefuseRemoval)
 	}
 }
 
