@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/backfill"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
@@ -47,58 +48,58 @@ func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func (s *stringList) Type() string       { return "stringArray" }
 
-func (bf *backfillFlags) register(f *flagSet) {
+func (bf *backfillFlags) register(f *clihelp.Flags) {
 	bf.pipe.registerPipeline(f)
-	f.str(&bf.from, "from", "", "", "events to apply, one per script (JSON lines as in docs/events.md; - for stdin)")
-	f.str(&bf.namespace, "dispatch-namespace", "", "", "apply --patch to every script of this dispatch namespace")
-	f.alias("namespace", "dispatch-namespace")
-	f.str(&bf.patchFile, "patch", "", "", "with --dispatch-namespace: a JSON object with \"upsert\" and/or \"remove\", as in a patch event")
+	f.Str(&bf.from, "from", "", "", "events to apply, one per script (JSON lines as in docs/events.md; - for stdin)")
+	f.Str(&bf.namespace, "dispatch-namespace", "", "", "apply --patch to every script of this dispatch namespace")
+	f.Alias("namespace", "dispatch-namespace")
+	f.Str(&bf.patchFile, "patch", "", "", "with --dispatch-namespace: a JSON object with \"upsert\" and/or \"remove\", as in a patch event")
 	f.Var(&bf.tags, "tag", "with --dispatch-namespace: only scripts with this tag (NAME or NAME:yes includes, NAME:no excludes; repeatable)")
-	f.str(&bf.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account of --dispatch-namespace")
-	f.str(&bf.runID, "run-id", "", "", "name of the run, to resume it (default: derived from the input)")
-	f.str(&bf.output, "output", "", "text", "summary: text or json (the last line of stdout is one JSON object)")
+	f.Str(&bf.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account of --dispatch-namespace")
+	f.Str(&bf.runID, "run-id", "", "", "name of the run, to resume it (default: derived from the input)")
+	f.Str(&bf.output, "output", "", "text", "summary: text or json (the last line of stdout is one JSON object)")
 	f.BoolVar(&bf.dryRun, "dry-run", false, "read live state and print each plan and a summary; write nothing")
 	f.BoolVar(&bf.skipUnmodified, "skip-unmodified", false, "with --dispatch-namespace: do not read a script whose listed modified_on equals the one recorded when a read last found it converged, and whose desired state is applied (see README)")
 	f.BoolVar(&bf.retryFailed, "retry-failed", true, "when resuming a run, queue again the scripts whose result failed (--retry-failed=false keeps their failures)")
-	f.str(&bf.progress, "progress", "", "auto", "progress: auto (a bar on a terminal, log lines otherwise), bar, log or none")
+	f.Str(&bf.progress, "progress", "", "auto", "progress: auto (a bar on a terminal, log lines otherwise), bar, log or none")
 	bf.preview.register(f)
 }
 
-func (bf *backfillFlags) validate(f *flagSet) error {
+func (bf *backfillFlags) validate(f *clihelp.Flags) error {
 	if err := bf.pipe.validate(f); err != nil {
 		return err
 	}
 	switch {
 	case bf.from == "" && bf.namespace == "":
-		return usagef("give --from FILE, or --dispatch-namespace NS with --patch FILE")
+		return clihelp.Usagef("give --from FILE, or --dispatch-namespace NS with --patch FILE")
 	case bf.from != "" && (bf.namespace != "" || bf.patchFile != "" || len(bf.tags) > 0):
-		return usagef("--from cannot be combined with --dispatch-namespace, --patch or --tag")
+		return clihelp.Usagef("--from cannot be combined with --dispatch-namespace, --patch or --tag")
 	case bf.namespace != "" && bf.patchFile == "":
-		return usagef("--dispatch-namespace needs --patch FILE (the change to apply to every script)")
+		return clihelp.Usagef("--dispatch-namespace needs --patch FILE (the change to apply to every script)")
 	case bf.namespace != "" && bf.account == "":
-		return usagef("%s: needed with --dispatch-namespace", f.name("account"))
+		return clihelp.Usagef("%s: needed with --dispatch-namespace", f.Label("account"))
 	case bf.skipUnmodified && bf.namespace == "":
-		return usagef("--skip-unmodified needs --dispatch-namespace (it compares the listing's modified_on)")
+		return clihelp.Usagef("--skip-unmodified needs --dispatch-namespace (it compares the listing's modified_on)")
 	case bf.output != "text" && bf.output != "json":
-		return usagef("--output: must be text or json, got %q", bf.output)
+		return clihelp.Usagef("--output: must be text or json, got %q", bf.output)
 	}
 	if bf.namespace != "" {
 		if err := cfapi.ValidateScriptName(bf.namespace); err != nil {
-			return usagef("--dispatch-namespace: %v", err)
+			return clihelp.Usagef("--dispatch-namespace: %v", err)
 		}
 		if err := cfapi.ValidateAccountID(bf.account); err != nil {
-			return usagef("%s: %v", f.name("account"), err)
+			return clihelp.Usagef("%s: %v", f.Label("account"), err)
 		}
 	}
 	if bf.runID != "" {
 		if err := state.ValidateRunID(bf.runID); err != nil {
-			return usagef("--run-id: %v", err)
+			return clihelp.Usagef("--run-id: %v", err)
 		}
 	}
 	switch bf.progress {
 	case "auto", "bar", "log", "none":
 	default:
-		return usagef("--progress: must be auto, bar, log or none, got %q", bf.progress)
+		return clihelp.Usagef("--progress: must be auto, bar, log or none, got %q", bf.progress)
 	}
 	return bf.preview.validate()
 }
@@ -118,23 +119,23 @@ resumes where it stopped when started again (same input, or --run-id).`,
   reconciler backfill --dispatch-namespace customers --patch add-kv.json --tag plan:pro
   reconciler backfill --from events.jsonl --dry-run`,
 	}
-	f := commandFlags(cmd, a.env)
+	f := clihelp.CommandFlags(cmd, a.env)
 	bf.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runBackfill(ctx, a, f, &bf) })
 	cmd.AddCommand(newBackfillSteerCmds(a)...) // backfill_steer.go
 	return cmd
 }
 
-func runBackfill(ctx context.Context, a *app, f *flagSet, bf *backfillFlags) error {
+func runBackfill(ctx context.Context, a *app, f *clihelp.Flags, bf *backfillFlags) error {
 	stdin, stdout, stderr, e := a.stdin, a.stdout, a.stderr, a.env
-	if err := f.noArgs("use --from FILE"); err != nil {
+	if err := f.NoArgs("use --from FILE"); err != nil {
 		return err
 	}
 	if err := bf.validate(f); err != nil {
 		return err
 	}
 	if !bf.dryRun && (bf.preview != previewFlags{}) {
-		return usagef("--stored, --no-stored, --changes-only, --verbose and --detailed-exitcode need --dry-run")
+		return clihelp.Usagef("--stored, --no-stored, --changes-only, --verbose and --detailed-exitcode need --dry-run")
 	}
 	creds, err := credentials(e, bf.pipe.api.baseURL)
 	if err != nil {
@@ -213,12 +214,12 @@ func (bf *backfillFlags) sourceOf(stdin io.Reader, client *cfapi.Client, known b
 	}
 	patch, err := os.ReadFile(bf.patchFile)
 	if err != nil {
-		return nil, usagef("--patch: %v", err)
+		return nil, clihelp.Usagef("--patch: %v", err)
 	}
 	src, err := backfill.NamespaceSource(backfill.Namespace{Account: bf.account, Namespace: bf.namespace, Tags: bf.tags, Patch: patch,
 		SubjectPrefix: bf.pipe.nats.subjectPrefix, SkipUnmodified: bf.skipUnmodified, Lister: client, Known: known, Log: log})
 	if err != nil {
-		return nil, usagef("--patch %s: %v", bf.patchFile, err)
+		return nil, clihelp.Usagef("--patch %s: %v", bf.patchFile, err)
 	}
 	return src, nil
 }
@@ -255,7 +256,7 @@ func printSummary(w io.Writer, output string, s *backfill.Summary) error {
 // or the embedded server of a running `reconciler run`; when neither is
 // there (no --nats-url and nothing on --embedded-listen) it runs the
 // pipeline in this process until the returned stop is called.
-func (bf *backfillFlags) pipeline(ctx context.Context, creds credentialSet, e env, log *zap.Logger) (*natsConn, func(), error) {
+func (bf *backfillFlags) pipeline(ctx context.Context, creds credentialSet, e clihelp.Env, log *zap.Logger) (*natsConn, func(), error) {
 	conn, err := connectNATS(&bf.pipe.nats, false, log)
 	if err == nil {
 		return conn, func() { conn.close(log, 5*time.Second) }, nil
@@ -286,7 +287,7 @@ func (bf *backfillFlags) pipeline(ctx context.Context, creds credentialSet, e en
 // dryRunPlans prints the plan of every script and a summary; it writes
 // nothing anywhere. It plans from the stored state of a reachable
 // pipeline, or as a reconciler that has applied nothing (previewFlags).
-func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writer, stdin io.Reader, creds credentialSet, e env, log *zap.Logger) error {
+func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writer, stdin io.Reader, creds credentialSet, e clihelp.Env, log *zap.Logger) error {
 	client, conn, closeClient, err := toolClient(ctx, &bf.pipe.nats, &bf.pipe.api, creds, log)
 	if err != nil {
 		return err

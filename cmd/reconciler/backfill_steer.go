@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/backfill"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 )
@@ -22,22 +23,22 @@ type steerFlags struct {
 	output string
 }
 
-func (sf *steerFlags) register(f *flagSet) {
+func (sf *steerFlags) register(f *clihelp.Flags) {
 	sf.nats.register(f)
 	sf.log.register(f)
 	what := "one JSON object"
 	if sf.sub == "list" {
 		what = "one JSON object per run"
 	}
-	f.str(&sf.output, "output", "", "text", "output: text or json ("+what+")")
+	f.Str(&sf.output, "output", "", "text", "output: text or json ("+what+")")
 }
 
-func (sf *steerFlags) validate(f *flagSet) error {
-	if err := validateAll(f, &sf.nats, &sf.log); err != nil {
+func (sf *steerFlags) validate(f *clihelp.Flags) error {
+	if err := clihelp.ValidateAll(f, sf.nats.validate, sf.log.validate); err != nil {
 		return err
 	}
 	if sf.output != "text" && sf.output != "json" {
-		return usagef("--output: must be text or json, got %q", sf.output)
+		return clihelp.Usagef("--output: must be text or json, got %q", sf.output)
 	}
 	return nil
 }
@@ -58,29 +59,29 @@ func newBackfillSteerCmds(a *app) []*cobra.Command {
 func newBackfillSteerCmd(a *app, sub, use, short, example string) *cobra.Command {
 	sf := &steerFlags{sub: sub}
 	cmd := &cobra.Command{Use: use, Short: short, Example: example}
-	f := commandFlags(cmd, a.env)
-	f.command = "backfill " + sub
+	f := clihelp.CommandFlags(cmd, a.env)
+	f.Command = "backfill " + sub
 	sf.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runBackfillSteer(ctx, a, f, sf) })
 	return cmd
 }
 
-func runBackfillSteer(ctx context.Context, a *app, f *flagSet, sf *steerFlags) error {
+func runBackfillSteer(ctx context.Context, a *app, f *clihelp.Flags, sf *steerFlags) error {
 	if err := sf.validate(f); err != nil {
 		return err
 	}
 	var id string
 	if sf.sub == "list" {
-		if err := f.noArgs(""); err != nil {
+		if err := f.NoArgs(""); err != nil {
 			return err
 		}
 	} else {
-		if len(f.pos) != 1 {
-			return usagef("backfill %s needs one RUN id (see `reconciler backfill list`), got %d arguments", sf.sub, len(f.pos))
+		if len(f.Pos) != 1 {
+			return clihelp.Usagef("backfill %s needs one RUN id (see `reconciler backfill list`), got %d arguments", sf.sub, len(f.Pos))
 		}
-		id = f.pos[0]
+		id = f.Pos[0]
 		if err := state.ValidateRunID(id); err != nil {
-			return usagef("RUN: %v", err)
+			return clihelp.Usagef("RUN: %v", err)
 		}
 	}
 	log := sf.log.logger(a.stderr)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
@@ -31,41 +32,41 @@ type dlqFlags struct {
 
 // register registers the flags both subcommands share: which dead
 // letters.
-func (df *dlqFlags) register(f *flagSet) {
+func (df *dlqFlags) register(f *clihelp.Flags) {
 	df.nats.register(f)
 	df.log.register(f)
-	f.str(&df.script, "script", "", "", "only dead letters of this script: ACCOUNT.NAMESPACE.SCRIPT (namespace _ for ordinary Workers; * wildcards allowed)")
-	f.str(&df.reason, "reason", "", "", "only dead letters with this reason")
+	f.Str(&df.script, "script", "", "", "only dead letters of this script: ACCOUNT.NAMESPACE.SCRIPT (namespace _ for ordinary Workers; * wildcards allowed)")
+	f.Str(&df.reason, "reason", "", "", "only dead letters with this reason")
 	f.IntVar(&df.limit, "limit", 0, "at most this many dead letters (0 = all)")
 }
 
 // registerList registers the flags of dlq list alone.
-func (df *dlqFlags) registerList(f *flagSet) {
-	f.str(&df.output, "output", "", "text", "output: text or json (JSON lines)")
+func (df *dlqFlags) registerList(f *clihelp.Flags) {
+	f.Str(&df.output, "output", "", "text", "output: text or json (JSON lines)")
 }
 
 // registerReplay registers the flags of dlq replay alone.
-func (df *dlqFlags) registerReplay(f *flagSet) {
-	f.str(&df.seqs, "seq", "", "", "only these dead-letter sequence numbers, comma-separated")
+func (df *dlqFlags) registerReplay(f *clihelp.Flags) {
+	f.Str(&df.seqs, "seq", "", "", "only these dead-letter sequence numbers, comma-separated")
 	f.BoolVar(&df.keep, "keep", false, "keep replayed dead letters in the stream (default: delete them once republished)")
 }
 
-func (df *dlqFlags) validate(f *flagSet) error {
-	if err := f.noArgs(""); err != nil {
+func (df *dlqFlags) validate(f *clihelp.Flags) error {
+	if err := f.NoArgs(""); err != nil {
 		return err
 	}
-	if err := validateAll(f, &df.nats, &df.log); err != nil {
+	if err := clihelp.ValidateAll(f, df.nats.validate, df.log.validate); err != nil {
 		return err
 	}
 	if df.output != "" && df.output != "text" && df.output != "json" {
-		return usagef("--output: must be text or json, got %q", df.output)
+		return clihelp.Usagef("--output: must be text or json, got %q", df.output)
 	}
 	if df.limit < 0 {
-		return usagef("--limit: must not be negative")
+		return clihelp.Usagef("--limit: must not be negative")
 	}
 	if df.script != "" {
 		if strings.Count(df.script, ".") != 2 {
-			return usagef("--script: want ACCOUNT.NAMESPACE.SCRIPT, got %q", df.script)
+			return clihelp.Usagef("--script: want ACCOUNT.NAMESPACE.SCRIPT, got %q", df.script)
 		}
 		df.filter = df.nats.names().DLQPrefix + "." + df.script
 	}
@@ -74,7 +75,7 @@ func (df *dlqFlags) validate(f *flagSet) error {
 		for _, s := range strings.Split(df.seqs, ",") {
 			n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
 			if err != nil {
-				return usagef("--seq: %q is not a sequence number", s)
+				return clihelp.Usagef("--seq: %q is not a sequence number", s)
 			}
 			df.wantSeq[n] = true
 		}
@@ -115,13 +116,13 @@ func newDLQCmd(a *app) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a.ran = true
 			if len(args) == 0 {
-				return usagef("dlq needs a subcommand: list or replay")
+				return clihelp.Usagef("dlq needs a subcommand: list or replay")
 			}
 			hint := ""
 			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 				hint = fmt.Sprintf(" (did you mean %s?)", strings.Join(s, " or "))
 			}
-			return usagef("dlq: unknown subcommand %q%s; dlq needs a subcommand: list or replay", args[0], hint)
+			return clihelp.Usagef("dlq: unknown subcommand %q%s; dlq needs a subcommand: list or replay", args[0], hint)
 		},
 	}
 	cmd.AddCommand(newDLQSubCmd(a, "list"), newDLQSubCmd(a, "replay"))
@@ -131,8 +132,8 @@ func newDLQCmd(a *app) *cobra.Command {
 func newDLQSubCmd(a *app, sub string) *cobra.Command {
 	df := &dlqFlags{sub: sub}
 	cmd := &cobra.Command{Use: sub + " [flags]"}
-	f := commandFlags(cmd, a.env)
-	f.command = "dlq " + sub
+	f := clihelp.CommandFlags(cmd, a.env)
+	f.Command = "dlq " + sub
 	df.register(f)
 	if sub == "list" {
 		cmd.Short = "list dead letters"
@@ -147,7 +148,7 @@ func newDLQSubCmd(a *app, sub string) *cobra.Command {
 	return cmd
 }
 
-func runDLQ(ctx context.Context, a *app, f *flagSet, df *dlqFlags) error {
+func runDLQ(ctx context.Context, a *app, f *clihelp.Flags, df *dlqFlags) error {
 	stdout, stderr := a.stdout, a.stderr
 	if err := df.validate(f); err != nil {
 		return err

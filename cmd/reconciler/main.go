@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/reconciler/reconciler/internal/buildinfo"
+	"github.com/reconciler/reconciler/internal/clihelp"
 )
 
 // Set with -ldflags "-X main.version=... -X main.commit=...".
@@ -80,14 +81,14 @@ func notifySignals(parent context.Context) (context.Context, func() bool, func()
 type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
-	env            env
+	env            clihelp.Env
 	// ran is set when a command's body starts: an error before it is bad
 	// usage (exit 2).
 	ran bool
 }
 
 // realMain runs one command and returns the exit code.
-func realMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, e env) int {
+func realMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, e clihelp.Env) int {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, env: e}
 	root := newRootCmd(a)
 	root.SetArgs(normalizeArgs(root, args))
@@ -98,11 +99,11 @@ func realMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 // action is the RunE of a command whose flags are f: it records that
 // parsing succeeded, keeps the positional arguments, reports a bad
 // environment value, then runs body.
-func (a *app) action(f *flagSet, body func(ctx context.Context) error) func(*cobra.Command, []string) error {
+func (a *app) action(f *clihelp.Flags, body func(ctx context.Context) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		a.ran = true
-		f.pos = args
-		if err := f.envErr(); err != nil {
+		f.Pos = args
+		if err := f.EnvErr(); err != nil {
 			return err
 		}
 		return body(cmd.Context())
@@ -122,7 +123,7 @@ func (a *app) exitCode(err error) int {
 	if errors.Is(err, errChangesPending) {
 		return exitChanges
 	}
-	var ue *usageError
+	var ue *clihelp.UsageError
 	if errors.As(err, &ue) || !a.ran {
 		msg := err.Error()
 		if !a.ran && strings.HasPrefix(msg, "unknown command") {
@@ -160,17 +161,17 @@ func buildCommit() string {
 
 // oneArg returns the single positional argument, or "-" when optional and
 // absent.
-func oneArg(f *flagSet, what string, optional bool) (string, error) {
-	switch len(f.pos) {
+func oneArg(f *clihelp.Flags, what string, optional bool) (string, error) {
+	switch len(f.Pos) {
 	case 0:
 		if optional {
 			return "-", nil
 		}
-		return "", usagef("missing %s (a file name, or - for stdin)", what)
+		return "", clihelp.Usagef("missing %s (a file name, or - for stdin)", what)
 	case 1:
-		return f.pos[0], nil
+		return f.Pos[0], nil
 	}
-	return "", usagef("want one %s, got %d arguments: %s", what, len(f.pos), strings.Join(f.pos, " "))
+	return "", clihelp.Usagef("want one %s, got %d arguments: %s", what, len(f.Pos), strings.Join(f.Pos, " "))
 }
 
 // openInput opens a file or stdin ("-").
@@ -180,7 +181,7 @@ func openInput(name string, stdin io.Reader) (io.ReadCloser, error) {
 	}
 	fh, err := os.Open(name)
 	if err != nil {
-		return nil, usagef("%v", err)
+		return nil, clihelp.Usagef("%v", err)
 	}
 	return fh, nil
 }

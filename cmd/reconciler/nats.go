@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/natsconn"
@@ -54,7 +55,7 @@ func (c *natsConn) close(log *zap.Logger, timeout time.Duration) {
 func connectNATS(n *natsFlags, pipeline bool, log *zap.Logger) (*natsConn, error) {
 	url, resolved, err := n.conn.Resolve(n.url)
 	if err != nil {
-		return nil, usagef("%v", err)
+		return nil, clihelp.Usagef("%v", err)
 	}
 	out := &natsConn{url: url}
 	conn := n.conn
@@ -79,7 +80,7 @@ func connectNATS(n *natsFlags, pipeline bool, log *zap.Logger) (*natsConn, error
 		}
 		var ce *natsconn.ConfigError
 		if errors.As(err, &ce) {
-			return nil, usagef("%v", err)
+			return nil, clihelp.Usagef("%v", err)
 		}
 		if url == "" && !pipeline {
 			return nil, fmt.Errorf("cannot reach the embedded NATS server at %s (%v): start `reconciler run` first, or pass --nats-url", out.url, err)
@@ -101,7 +102,7 @@ func connectNATS(n *natsFlags, pipeline bool, log *zap.Logger) (*natsConn, error
 func (c *natsConn) startEmbedded(n *natsFlags, log *zap.Logger) error {
 	s, err := natsembed.Start(n.dataDir, n.embeddedListen)
 	if errors.Is(err, natsembed.ErrLocked) {
-		return usagef("--data-dir %s: %v; stop the other `reconciler run`, or give this one another --data-dir", n.dataDir, err)
+		return clihelp.Usagef("--data-dir %s: %v; stop the other `reconciler run`, or give this one another --data-dir", n.dataDir, err)
 	}
 	if err != nil {
 		return fmt.Errorf("starting the embedded NATS server (--data-dir %s, --embedded-listen %s): %w", n.dataDir, n.embeddedListen, err)
@@ -128,10 +129,10 @@ const configBucket = state.ConfigBucket
 // RECONCILER_FINGERPRINT_KEY, or else the key shared through the
 // reconciler_config bucket (state.FingerprintKey). Only create (run)
 // makes the bucket or the key; tools read them.
-func fingerprintKey(ctx context.Context, js jetstream.JetStream, e env, replicas int, create bool) ([]byte, error) {
+func fingerprintKey(ctx context.Context, js jetstream.JetStream, e clihelp.Env, replicas int, create bool) ([]byte, error) {
 	if k := e("RECONCILER_FINGERPRINT_KEY"); k != "" {
 		if len(k) < 16 {
-			return nil, usagef("RECONCILER_FINGERPRINT_KEY must be at least 16 characters")
+			return nil, clihelp.Usagef("RECONCILER_FINGERPRINT_KEY must be at least 16 characters")
 		}
 		return []byte(k), nil
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 	"github.com/reconciler/reconciler/internal/planner"
@@ -32,7 +33,7 @@ type previewFlags struct {
 	detailedExitcode bool
 }
 
-func (pv *previewFlags) register(f *flagSet) {
+func (pv *previewFlags) register(f *clihelp.Flags) {
 	f.BoolVar(&pv.stored, "stored", false, "start from the desired and last-applied state stored in NATS, and fail when no pipeline is reachable (default: the stored state when a pipeline is reachable over --nats-url or on --embedded-listen, else a reconciler that has applied nothing)")
 	f.BoolVar(&pv.noStored, "no-stored", false, "start from a reconciler that has applied nothing, even when a pipeline is reachable")
 	f.BoolVar(&pv.changesOnly, "changes-only", false, "show only the scripts with something to do")
@@ -42,25 +43,25 @@ func (pv *previewFlags) register(f *flagSet) {
 
 func (pv *previewFlags) validate() error {
 	if pv.stored && pv.noStored {
-		return usagef("--stored and --no-stored: give only one of them")
+		return clihelp.Usagef("--stored and --no-stored: give only one of them")
 	}
 	return nil
 }
 
-func (pf *planFlags) register(f *flagSet) {
+func (pf *planFlags) register(f *clihelp.Flags) {
 	pf.nats.register(f)
 	pf.api.register(f)
 	pf.log.register(f)
-	f.str(&pf.output, "output", "", "text", "output: text (like terraform plan) or json (one JSON object per script)")
+	f.Str(&pf.output, "output", "", "text", "output: text (like terraform plan) or json (one JSON object per script)")
 	pf.preview.register(f)
 }
 
-func (pf *planFlags) validate(f *flagSet) error {
-	if err := validateAll(f, &pf.nats, &pf.api, &pf.log); err != nil {
+func (pf *planFlags) validate(f *clihelp.Flags) error {
+	if err := clihelp.ValidateAll(f, pf.nats.validate, pf.api.validate, pf.log.validate); err != nil {
 		return err
 	}
 	if pf.output != "text" && pf.output != "json" {
-		return usagef("--output: must be text or json, got %q", pf.output)
+		return clihelp.Usagef("--output: must be text or json, got %q", pf.output)
 	}
 	return pf.preview.validate()
 }
@@ -81,13 +82,13 @@ applied nothing, and says which.`,
   reconciler plan --changes-only --detailed-exitcode events.jsonl   # exit 2 when something would change
   reconciler plan --no-stored events.jsonl   # as a reconciler that has applied nothing`,
 	}
-	f := commandFlags(cmd, a.env)
+	f := clihelp.CommandFlags(cmd, a.env)
 	pf.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runPlan(ctx, a, f, &pf) })
 	return cmd
 }
 
-func runPlan(ctx context.Context, a *app, f *flagSet, pf *planFlags) error {
+func runPlan(ctx context.Context, a *app, f *clihelp.Flags, pf *planFlags) error {
 	stdin, stdout, stderr, e := a.stdin, a.stdout, a.stderr, a.env
 	name, err := oneArg(f, "input", true)
 	if err != nil {
@@ -155,7 +156,7 @@ func readEventsFile(name string, stdin io.Reader, prefix string) ([]*event.Event
 	defer in.Close()
 	events, err := tools.ReadEvents(in, prefix)
 	if err != nil {
-		return nil, usagef("%s: %v", name, err)
+		return nil, clihelp.Usagef("%s: %v", name, err)
 	}
 	return events, nil
 }
@@ -171,7 +172,7 @@ type previewBase struct {
 // state and fingerprint key of the pipeline behind conn (read only) with
 // --stored, or by default when conn is not nil; otherwise a fresh state
 // with a throwaway key.
-func (pv *previewFlags) baseState(ctx context.Context, n *natsFlags, conn *natsConn, e env, log *zap.Logger) (previewBase, *planner.Planner, error) {
+func (pv *previewFlags) baseState(ctx context.Context, n *natsFlags, conn *natsConn, e clihelp.Env, log *zap.Logger) (previewBase, *planner.Planner, error) {
 	fpKey := make([]byte, 32)
 	_, _ = rand.Read(fpKey)
 	b := previewBase{state: tools.FreshState, text: "a reconciler that has applied nothing (--no-stored): ownership and secret fingerprints are not known"}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
@@ -25,7 +26,7 @@ number and the lines after it are still published.`,
 		Example: `  reconciler publish events.jsonl
   producer | reconciler publish - --nats-url nats://nats:4222`,
 	}
-	f := commandFlags(cmd, a.env)
+	f := clihelp.CommandFlags(cmd, a.env)
 	n.register(f)
 	lf.register(f)
 	f.BoolVar(&noValidate, "no-validate", false, "send lines as they are, even invalid events (to test dead-lettering)")
@@ -35,13 +36,13 @@ number and the lines after it are still published.`,
 	return cmd
 }
 
-func runPublish(ctx context.Context, a *app, f *flagSet, n *natsFlags, lf *logFlags, noValidate bool) error {
+func runPublish(ctx context.Context, a *app, f *clihelp.Flags, n *natsFlags, lf *logFlags, noValidate bool) error {
 	stdin, stdout, stderr := a.stdin, a.stdout, a.stderr
 	name, err := oneArg(f, "input", false)
 	if err != nil {
 		return err
 	}
-	if err := validateAll(f, n, lf); err != nil {
+	if err := clihelp.ValidateAll(f, n.validate, lf.validate); err != nil {
 		return err
 	}
 	in, err := openInput(name, stdin)

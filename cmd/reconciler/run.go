@@ -18,6 +18,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/health"
 	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
@@ -49,61 +50,61 @@ type runFlags struct {
 
 // registerPipeline registers the flags of a process that runs the pipeline
 // (run, and backfill when it runs it itself).
-func (rf *runFlags) registerPipeline(f *flagSet) {
+func (rf *runFlags) registerPipeline(f *clihelp.Flags) {
 	rf.nats.register(f)
 	rf.api.register(f)
 	rf.log.register(f)
-	f.integer(&rf.concurrency, "concurrency", "RECONCILER_CONCURRENCY", 16, "scripts reconciled in parallel")
-	f.integer(&rf.streamReplicas, "stream-replicas", "RECONCILER_STREAM_REPLICAS", 1, "replicas of every JetStream stream, consumer and bucket (3 on a clustered NATS); not the number of reconciler processes")
-	f.integer(&rf.oldReplicas, "replicas", "RECONCILER_REPLICAS", 0, "deprecated spelling of --stream-replicas")
-	f.duration(&rf.ackWait, "ack-wait", "RECONCILER_ACK_WAIT", 20*time.Second, "consumer AckWait: how long the events of a process that died wait before they are delivered again")
-	f.integer(&rf.maxDeliver, "max-deliver", "RECONCILER_MAX_DELIVER", 8, "deliveries of one event before it is dead-lettered")
-	f.duration(&rf.coalesceDelay, "coalesce-delay", "RECONCILER_COALESCE_DELAY", 100*time.Millisecond, "a script is reconciled this long after its last event, so a burst costs one reconcile")
-	f.duration(&rf.coalesceMaxWait, "coalesce-max-wait", "RECONCILER_COALESCE_MAX_WAIT", 5*time.Second, "but no later than this after its first event")
-	f.duration(&rf.leaseTTL, "lease-ttl", "RECONCILER_LEASE_TTL", 10*time.Second, "how long a script's write lease outlives its holder's last renewal (longer rides out NATS hiccups; shorter frees a crashed replica's scripts sooner)")
-	f.str(&rf.consumer, "consumer", "RECONCILER_CONSUMER", "reconciler", "durable consumer name (shared by replicas)")
-	f.str(&rf.defaultStrategy, "default-strategy", "RECONCILER_DEFAULT_STRATEGY", "auto", "how a change is written when its event asks for auto or names no strategy: auto, settings, script or version")
+	f.Int(&rf.concurrency, "concurrency", "RECONCILER_CONCURRENCY", 16, "scripts reconciled in parallel")
+	f.Int(&rf.streamReplicas, "stream-replicas", "RECONCILER_STREAM_REPLICAS", 1, "replicas of every JetStream stream, consumer and bucket (3 on a clustered NATS); not the number of reconciler processes")
+	f.Int(&rf.oldReplicas, "replicas", "RECONCILER_REPLICAS", 0, "deprecated spelling of --stream-replicas")
+	f.Duration(&rf.ackWait, "ack-wait", "RECONCILER_ACK_WAIT", 20*time.Second, "consumer AckWait: how long the events of a process that died wait before they are delivered again")
+	f.Int(&rf.maxDeliver, "max-deliver", "RECONCILER_MAX_DELIVER", 8, "deliveries of one event before it is dead-lettered")
+	f.Duration(&rf.coalesceDelay, "coalesce-delay", "RECONCILER_COALESCE_DELAY", 100*time.Millisecond, "a script is reconciled this long after its last event, so a burst costs one reconcile")
+	f.Duration(&rf.coalesceMaxWait, "coalesce-max-wait", "RECONCILER_COALESCE_MAX_WAIT", 5*time.Second, "but no later than this after its first event")
+	f.Duration(&rf.leaseTTL, "lease-ttl", "RECONCILER_LEASE_TTL", 10*time.Second, "how long a script's write lease outlives its holder's last renewal (longer rides out NATS hiccups; shorter frees a crashed replica's scripts sooner)")
+	f.Str(&rf.consumer, "consumer", "RECONCILER_CONSUMER", "reconciler", "durable consumer name (shared by replicas)")
+	f.Str(&rf.defaultStrategy, "default-strategy", "RECONCILER_DEFAULT_STRATEGY", "auto", "how a change is written when its event asks for auto or names no strategy: auto, settings, script or version")
 }
 
-func (rf *runFlags) register(f *flagSet) {
+func (rf *runFlags) register(f *clihelp.Flags) {
 	rf.registerPipeline(f)
-	f.str(&rf.metricsAddr, "metrics-addr", "RECONCILER_METRICS_ADDR", ":9464", "address of /metrics, /healthz and /readyz (empty = off)")
-	f.duration(&rf.shutdownTimeout, "shutdown-timeout", "RECONCILER_SHUTDOWN_TIMEOUT", 30*time.Second, "how long a graceful shutdown may take")
-	f.duration(&rf.resyncInterval, "resync-interval", "RECONCILER_RESYNC_INTERVAL", 0, "reconcile every known script this often to repair drift (0 = off)")
+	f.Str(&rf.metricsAddr, "metrics-addr", "RECONCILER_METRICS_ADDR", ":9464", "address of /metrics, /healthz and /readyz (empty = off)")
+	f.Duration(&rf.shutdownTimeout, "shutdown-timeout", "RECONCILER_SHUTDOWN_TIMEOUT", 30*time.Second, "how long a graceful shutdown may take")
+	f.Duration(&rf.resyncInterval, "resync-interval", "RECONCILER_RESYNC_INTERVAL", 0, "reconcile every known script this often to repair drift (0 = off)")
 }
 
-func (rf *runFlags) validate(f *flagSet) error {
-	if err := validateAll(f, &rf.nats, &rf.api, &rf.log); err != nil {
+func (rf *runFlags) validate(f *clihelp.Flags) error {
+	if err := clihelp.ValidateAll(f, rf.nats.validate, rf.api.validate, rf.log.validate); err != nil {
 		return err
 	}
 	if rf.oldReplicas != 0 {
-		if f.set("stream-replicas") {
-			return usagef("--replicas is the deprecated spelling of --stream-replicas; give only one of them")
+		if f.IsSet("stream-replicas") {
+			return clihelp.Usagef("--replicas is the deprecated spelling of --stream-replicas; give only one of them")
 		}
 		rf.streamReplicas = rf.oldReplicas
 	}
 	switch {
 	case rf.concurrency < 1 || rf.concurrency > 1024:
-		return usagef("%s: must be between 1 and 1024, got %d", f.name("concurrency"), rf.concurrency)
+		return clihelp.Usagef("%s: must be between 1 and 1024, got %d", f.Label("concurrency"), rf.concurrency)
 	case rf.streamReplicas < 1 || rf.streamReplicas > 5:
-		return usagef("%s: must be between 1 and 5, got %d", f.name("stream-replicas"), rf.streamReplicas)
+		return clihelp.Usagef("%s: must be between 1 and 5, got %d", f.Label("stream-replicas"), rf.streamReplicas)
 	case rf.shutdownTimeout <= 0 && f.Lookup("shutdown-timeout") != nil:
-		return usagef("%s: must be positive", f.name("shutdown-timeout"))
+		return clihelp.Usagef("%s: must be positive", f.Label("shutdown-timeout"))
 	case rf.resyncInterval < 0:
-		return usagef("%s: must not be negative", f.name("resync-interval"))
+		return clihelp.Usagef("%s: must not be negative", f.Label("resync-interval"))
 	case rf.ackWait < time.Second:
-		return usagef("%s: must be at least 1s, got %s", f.name("ack-wait"), rf.ackWait)
+		return clihelp.Usagef("%s: must be at least 1s, got %s", f.Label("ack-wait"), rf.ackWait)
 	case rf.maxDeliver < 1:
-		return usagef("%s: must be at least 1, got %d", f.name("max-deliver"), rf.maxDeliver)
+		return clihelp.Usagef("%s: must be at least 1, got %d", f.Label("max-deliver"), rf.maxDeliver)
 	case rf.coalesceDelay < 0:
-		return usagef("%s: must not be negative", f.name("coalesce-delay"))
+		return clihelp.Usagef("%s: must not be negative", f.Label("coalesce-delay"))
 	case rf.leaseTTL < time.Second:
-		return usagef("%s: must be at least 1s, got %s", f.name("lease-ttl"), rf.leaseTTL)
+		return clihelp.Usagef("%s: must be at least 1s, got %s", f.Label("lease-ttl"), rf.leaseTTL)
 	case rf.coalesceMaxWait < rf.coalesceDelay:
-		return usagef("%s: must be at least --coalesce-delay", f.name("coalesce-max-wait"))
+		return clihelp.Usagef("%s: must be at least --coalesce-delay", f.Label("coalesce-max-wait"))
 	}
 	if _, err := planner.ParseStrategy(rf.defaultStrategy); err != nil {
-		return usagef("%s: %v", f.name("default-strategy"), err)
+		return clihelp.Usagef("%s: %v", f.Label("default-strategy"), err)
 	}
 	return nil
 }
@@ -149,15 +150,15 @@ within --shutdown-timeout; unfinished events are redelivered to the next run.`,
   reconciler run --nats-url nats://nats:4222 --stream-replicas 3
   RECONCILER_RATE_LIMIT=auto reconciler run --log-format json`,
 	}
-	f := commandFlags(cmd, a.env)
+	f := clihelp.CommandFlags(cmd, a.env)
 	rf.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runRun(ctx, a, f, &rf) })
 	return cmd
 }
 
-func runRun(ctx context.Context, a *app, f *flagSet, rf *runFlags) error {
+func runRun(ctx context.Context, a *app, f *clihelp.Flags, rf *runFlags) error {
 	stderr, e := a.stderr, a.env
-	if err := f.noArgs(""); err != nil {
+	if err := f.NoArgs(""); err != nil {
 		return err
 	}
 	if err := rf.validate(f); err != nil {
@@ -184,7 +185,7 @@ func runRun(ctx context.Context, a *app, f *flagSet, rf *runFlags) error {
 	var runner atomic.Pointer[jobs.Runner]
 	msrv, err := serveMetrics(rf.metricsAddr, reg, m, conn, &runner, log)
 	if err != nil {
-		return usagef("%s: %v", f.name("metrics-addr"), err)
+		return clihelp.Usagef("%s: %v", f.Label("metrics-addr"), err)
 	}
 	defer msrv.shutdown()
 
@@ -215,7 +216,7 @@ const defaultMemoryLimit = 128 << 20
 
 // softMemoryLimit applies defaultMemoryLimit unless GOMEMLIMIT (which the
 // Go runtime reads itself) is set.
-func softMemoryLimit(e env, log *zap.Logger) {
+func softMemoryLimit(e clihelp.Env, log *zap.Logger) {
 	if e("GOMEMLIMIT") != "" {
 		return
 	}
@@ -225,7 +226,7 @@ func softMemoryLimit(e env, log *zap.Logger) {
 
 // startPipeline sets up JetStream (retrying until it succeeds or ctx
 // ends), the planner and the API client, and returns the runner.
-func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds credentialSet, m *metrics.Metrics, e env, log *zap.Logger) (*jobs.Runner, *ratelimit.Limiter, error) {
+func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds credentialSet, m *metrics.Metrics, e clihelp.Env, log *zap.Logger) (*jobs.Runner, *ratelimit.Limiter, error) {
 	cfg := rf.jobsConfig()
 	res, err := state.EnsureStreams(ctx, conn.js, cfg.SetupConfig, log)
 	if err != nil {
@@ -238,7 +239,7 @@ func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds cred
 	err = state.RetrySetup(ctx, log, "bucket "+configBucket, func(ctx context.Context) error {
 		var err error
 		fpKey, err = fingerprintKey(ctx, conn.js, e, rf.streamReplicas, true)
-		var usage *usageError
+		var usage *clihelp.UsageError
 		if errors.As(err, &usage) {
 			return backoff.Permanent(err)
 		}
@@ -271,7 +272,7 @@ func newAPIClient(a *apiFlags, creds credentialSet, lim *ratelimit.Limiter, hook
 		HTTPClient: &http.Client{Timeout: timeout},
 	})
 	if err != nil {
-		return nil, usagef("--api-base-url: %v", err)
+		return nil, clihelp.Usagef("--api-base-url: %v", err)
 	}
 	return client, nil
 }
@@ -298,7 +299,7 @@ func newLimiter(ctx context.Context, a *apiFlags, creds credentialSet, js jetstr
 	if mode == budgetLocal {
 		lim, err := ratelimit.NewLimiter(a.budget, a.window, a.maxWrites, hooks)
 		if err != nil {
-			return nil, nil, usagef("--rate-limit: %v", err)
+			return nil, nil, clihelp.Usagef("--rate-limit: %v", err)
 		}
 		return lim, func() {}, nil
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 	"github.com/reconciler/reconciler/internal/progress"
@@ -30,13 +31,13 @@ type sandboxFlags struct {
 	emulatorAddr string
 }
 
-func (sf *sandboxFlags) register(f *flagSet) {
+func (sf *sandboxFlags) register(f *clihelp.Flags) {
 	sf.pipe.registerPipeline(f)
-	f.integer(&sf.tenants, "tenants", "", 1000, "tenant scripts the emulator is seeded with")
-	f.alias("seed-tenants", "tenants")
+	f.Int(&sf.tenants, "tenants", "", 1000, "tenant scripts the emulator is seeded with")
+	f.Alias("seed-tenants", "tenants")
 	f.BoolVar(&sf.keep, "keep", false, "stay up after the summary, until Ctrl-C, to publish events or deploy with wrangler")
-	f.str(&sf.metricsAddr, "metrics-addr", "RECONCILER_METRICS_ADDR", "127.0.0.1:9464", "address of /metrics, /healthz and /readyz (a free port if taken)")
-	f.str(&sf.emulatorAddr, "emulator-addr", "", "127.0.0.1:8787", "address of the API emulator (a free port if taken)")
+	f.Str(&sf.metricsAddr, "metrics-addr", "RECONCILER_METRICS_ADDR", "127.0.0.1:9464", "address of /metrics, /healthz and /readyz (a free port if taken)")
+	f.Str(&sf.emulatorAddr, "emulator-addr", "", "127.0.0.1:8787", "address of the API emulator (a free port if taken)")
 }
 
 func newSandboxCmd(a *app) *cobra.Command {
@@ -51,22 +52,22 @@ or deploy with wrangler against it.`,
 		Example: `  reconciler sandbox
   reconciler sandbox --tenants 5000 --keep`,
 	}
-	f := commandFlags(cmd, sandboxEnv(a.env))
+	f := clihelp.CommandFlags(cmd, sandboxEnv(a.env))
 	sf.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runSandbox(ctx, a, f, &sf) })
 	return cmd
 }
 
-func runSandbox(ctx context.Context, a *app, f *flagSet, sf *sandboxFlags) error {
+func runSandbox(ctx context.Context, a *app, f *clihelp.Flags, sf *sandboxFlags) error {
 	stdout, stderr := a.stdout, a.stderr
-	if err := f.noArgs(""); err != nil {
+	if err := f.NoArgs(""); err != nil {
 		return err
 	}
 	if err := sf.pipe.validate(f); err != nil {
 		return err
 	}
 	if sf.tenants < 1 || sf.tenants > 100000 {
-		return usagef("--tenants: must be between 1 and 100000, got %d", sf.tenants)
+		return clihelp.Usagef("--tenants: must be between 1 and 100000, got %d", sf.tenants)
 	}
 	log := sf.pipe.log.logger(stderr)
 	defer func() { _ = log.Sync() }()
@@ -89,7 +90,7 @@ func runSandbox(ctx context.Context, a *app, f *flagSet, sf *sandboxFlags) error
 // sandboxEnv gives the sandbox its own defaults: a budget scaled so the
 // demo takes seconds (the emulator enforces the same), readable logs, and
 // a fresh data directory.
-func sandboxEnv(e env) env {
+func sandboxEnv(e clihelp.Env) clihelp.Env {
 	return func(k string) string {
 		if v := e(k); v != "" {
 			return v
@@ -135,7 +136,7 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 	// The emulator enforces the same budget, as the real API would.
 	var err error
 	if sb.emu, err = sandbox.StartEmulator(ctx, sf.emulatorAddr, sf.tenants, sf.pipe.api.budget, sf.pipe.api.window); err != nil {
-		return nil, usagef("--emulator-addr: %v", err)
+		return nil, clihelp.Usagef("--emulator-addr: %v", err)
 	}
 	sf.pipe.api.baseURL = sb.emu.URL
 	if sf.pipe.nats.url == "" {
@@ -149,7 +150,7 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 	var runner atomic.Pointer[jobs.Runner]
 	if sb.metrics, err = serveMetrics(sandbox.FreeIfTaken(sf.metricsAddr), reg, m, sb.conn, &runner, log); err != nil {
 		sb.close(log)
-		return nil, usagef("--metrics-addr: %v", err)
+		return nil, clihelp.Usagef("--metrics-addr: %v", err)
 	}
 	creds := credentialSet{token: "sandbox"}
 	if sb.runner, _, err = startPipeline(ctx, &sf.pipe, sb.conn, creds, m, envMapSandbox, log); err != nil {

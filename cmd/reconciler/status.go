@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
@@ -26,26 +27,26 @@ type scopeFlags struct {
 	output    string
 }
 
-func (s *scopeFlags) register(f *flagSet) {
-	f.str(&s.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account of the scripts")
-	f.str(&s.namespace, "dispatch-namespace", "", "", "dispatch namespace of the scripts (empty = ordinary Workers)")
-	f.alias("namespace", "dispatch-namespace")
-	f.str(&s.output, "output", "", "text", "output: text or json (one JSON object)")
+func (s *scopeFlags) register(f *clihelp.Flags) {
+	f.Str(&s.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account of the scripts")
+	f.Str(&s.namespace, "dispatch-namespace", "", "", "dispatch namespace of the scripts (empty = ordinary Workers)")
+	f.Alias("namespace", "dispatch-namespace")
+	f.Str(&s.output, "output", "", "text", "output: text or json (one JSON object)")
 }
 
-func (s *scopeFlags) validate(f *flagSet) error {
+func (s *scopeFlags) validate(f *clihelp.Flags) error {
 	if s.output != "text" && s.output != "json" {
-		return usagef("--output: must be text or json, got %q", s.output)
+		return clihelp.Usagef("--output: must be text or json, got %q", s.output)
 	}
 	if s.account == "" {
-		return usagef("%s: needed (the account of the scripts)", f.name("account"))
+		return clihelp.Usagef("%s: needed (the account of the scripts)", f.Label("account"))
 	}
 	if err := cfapi.ValidateAccountID(s.account); err != nil {
-		return usagef("%s: %v", f.name("account"), err)
+		return clihelp.Usagef("%s: %v", f.Label("account"), err)
 	}
 	if s.namespace != "" {
 		if err := cfapi.ValidateScriptName(s.namespace); err != nil {
-			return usagef("--dispatch-namespace: %v", err)
+			return clihelp.Usagef("--dispatch-namespace: %v", err)
 		}
 	}
 	return nil
@@ -75,7 +76,7 @@ type opsSession struct {
 // `reconciler run`), which must be reachable, and, when withAPI, makes an
 // API client on its shared budget; a wait for that budget of more than a
 // few seconds is noticed on stderr as tool's.
-func openOps(ctx context.Context, tool string, stderr io.Writer, n *natsFlags, a *apiFlags, e env, withAPI bool, log *zap.Logger) (*opsSession, error) {
+func openOps(ctx context.Context, tool string, stderr io.Writer, n *natsFlags, a *apiFlags, e clihelp.Env, withAPI bool, log *zap.Logger) (*opsSession, error) {
 	conn, err := connectNATS(n, false, log)
 	if err != nil {
 		return nil, err
@@ -123,7 +124,7 @@ type statusFlags struct {
 	history int
 }
 
-func (sf *statusFlags) register(f *flagSet) {
+func (sf *statusFlags) register(f *clihelp.Flags) {
 	sf.nats.register(f)
 	sf.api.register(f)
 	sf.log.register(f)
@@ -149,29 +150,29 @@ Workers).`,
   reconciler status 0123456789abcdef0123456789abcdef.customers.tenant-0042 --output json
   reconciler status tenant-0042 --dispatch-namespace customers --no-live`,
 	}
-	f := commandFlags(cmd, a.env)
+	f := clihelp.CommandFlags(cmd, a.env)
 	sf.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runStatus(ctx, a, f, &sf) })
 	return cmd
 }
 
-func runStatus(ctx context.Context, a *app, f *flagSet, sf *statusFlags) error {
-	if len(f.pos) != 1 {
-		return usagef("status needs one SCRIPT (a script name of --dispatch-namespace, or ACCOUNT.NAMESPACE.SCRIPT), got %d arguments", len(f.pos))
+func runStatus(ctx context.Context, a *app, f *clihelp.Flags, sf *statusFlags) error {
+	if len(f.Pos) != 1 {
+		return clihelp.Usagef("status needs one SCRIPT (a script name of --dispatch-namespace, or ACCOUNT.NAMESPACE.SCRIPT), got %d arguments", len(f.Pos))
 	}
-	script := f.pos[0]
+	script := f.Pos[0]
 	if strings.Count(script, ".") == 2 && sf.scope.account == "" {
 		sf.scope.account = strings.SplitN(script, ".", 2)[0] // the key names it
 	}
-	if err := validateAll(f, &sf.nats, &sf.api, &sf.log, &sf.scope); err != nil {
+	if err := clihelp.ValidateAll(f, sf.nats.validate, sf.api.validate, sf.log.validate, sf.scope.validate); err != nil {
 		return err
 	}
 	if sf.history < 1 {
-		return usagef("--history: must be at least 1, got %d", sf.history)
+		return clihelp.Usagef("--history: must be at least 1, got %d", sf.history)
 	}
 	ref, err := sf.scope.ref(script)
 	if err != nil {
-		return usagef("SCRIPT: %v", err)
+		return clihelp.Usagef("SCRIPT: %v", err)
 	}
 	log := sf.log.logger(a.stderr)
 	defer func() { _ = log.Sync() }()
