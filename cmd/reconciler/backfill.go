@@ -256,7 +256,7 @@ func printSummary(w io.Writer, output string, s *backfill.Summary) error {
 // or the embedded server of a running `reconciler run`; when neither is
 // there (no --nats-url and nothing on --embedded-listen) it runs the
 // pipeline in this process until the returned stop is called.
-func (bf *backfillFlags) pipeline(ctx context.Context, creds credentialSet, e clihelp.Env, log *zap.Logger) (*natsConn, func(), error) {
+func (bf *backfillFlags) pipeline(ctx context.Context, creds cfapi.Credentials, e clihelp.Env, log *zap.Logger) (*natsConn, func(), error) {
 	conn, err := connectNATS(&bf.pipe.nats, false, log)
 	if err == nil {
 		return conn, func() { conn.close(log, 5*time.Second) }, nil
@@ -287,7 +287,7 @@ func (bf *backfillFlags) pipeline(ctx context.Context, creds credentialSet, e cl
 // dryRunPlans prints the plan of every script and a summary; it writes
 // nothing anywhere. It plans from the stored state of a reachable
 // pipeline, or as a reconciler that has applied nothing (previewFlags).
-func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writer, stdin io.Reader, creds credentialSet, e clihelp.Env, log *zap.Logger) error {
+func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writer, stdin io.Reader, creds cfapi.Credentials, e clihelp.Env, log *zap.Logger) error {
 	client, conn, closeClient, err := toolClient(ctx, &bf.pipe.nats, &bf.pipe.api, creds, log)
 	if err != nil {
 		return err

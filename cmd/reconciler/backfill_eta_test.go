@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/backfill"
 	"github.com/reconciler/reconciler/internal/progress"
 
@@ -66,7 +67,7 @@ func TestBackfillETAFollowsTheAPIView(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	creds := credentialSet{token: "eta-token"}
+	creds := cfapi.Credentials{Token: "eta-token"}
 	runLim, closeRun, err := newLimiter(ctx, &a, creds, connect(), budgetEnsure, 1, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)

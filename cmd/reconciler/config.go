@@ -15,8 +15,8 @@ import (
 	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 	"github.com/reconciler/reconciler/internal/jobs/state"
+	"github.com/reconciler/reconciler/internal/logging"
 	"github.com/reconciler/reconciler/internal/natsconn"
-	"github.com/reconciler/reconciler/internal/progress"
 )
 
 // failedError is a run that finished with failures: exit code 1.
@@ -179,52 +179,17 @@ func (l *logFlags) validate(f *clihelp.Flags) error {
 	return nil
 }
 
-// logger builds the process logger: console lines on a terminal, JSON
-// otherwise, unless --log-format says which.
+// logger builds the process logger (internal/logging).
 func (l *logFlags) logger(stderr io.Writer) *zap.Logger {
-	level, _ := zapcore.ParseLevel(l.level)
-	encCfg := zap.NewProductionEncoderConfig()
-	encCfg.TimeKey = "ts"
-	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
-	var enc zapcore.Encoder
-	if l.format == "console" || l.format == "auto" && progress.IsTerminal(stderr) {
-		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
-		if !progress.IsTerminal(stderr) {
-			encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
-		}
-		enc = zapcore.NewConsoleEncoder(encCfg)
-	} else {
-		enc = zapcore.NewJSONEncoder(encCfg)
-	}
-	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(stderr), level))
+	return logging.New(l.format, l.level, stderr)
 }
 
-// credentialSet is the API credentials from the environment.
-type credentialSet struct{ token, email, key string }
-
-// budgetKey identifies the budget these credentials draw from: the token,
-// or the legacy key pair; without credentials (an emulator without auth),
-// the API base URL. The shared budget keeps only a hash of it.
-func (c credentialSet) budgetKey(baseURL string) string {
-	switch {
-	case c.token != "":
-		return c.token
-	case c.email != "":
-		return c.email + "\x00" + c.key
-	}
-	return "base-url:" + baseURL
-}
-
-// credentials reads the API credentials from the environment. A token is
-// required against the real API; an emulator (any other base URL) may run
-// without one.
-func credentials(e clihelp.Env, baseURL string) (credentialSet, error) {
-	c := credentialSet{token: e("CLOUDFLARE_API_TOKEN"), email: e("CLOUDFLARE_API_EMAIL"), key: e("CLOUDFLARE_API_KEY")}
-	if c.token == "" && (c.email != "") != (c.key != "") {
-		return c, clihelp.Usagef("CLOUDFLARE_API_EMAIL and CLOUDFLARE_API_KEY must be set together")
-	}
-	if c.token == "" && c.email == "" && strings.TrimRight(baseURL, "/") == cfapi.DefaultBaseURL {
-		return c, clihelp.Usagef("CLOUDFLARE_API_TOKEN is not set (or CLOUDFLARE_API_EMAIL with CLOUDFLARE_API_KEY); it is required for %s", cfapi.DefaultBaseURL)
+// credentials reads the API credentials from the environment
+// (cfapi.CredentialsFromEnv); what is missing is a usage error.
+func credentials(e clihelp.Env, baseURL string) (cfapi.Credentials, error) {
+	c, err := cfapi.CredentialsFromEnv(e, baseURL)
+	if err != nil {
+		return c, clihelp.Usagef("%v", err)
 	}
 	return c, nil
 }

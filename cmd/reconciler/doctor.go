@@ -101,7 +101,7 @@ func runDoctor(ctx context.Context, a *app, f *clihelp.Flags, df *doctorFlags) e
 		return err
 	}
 	rep := doctor.Run(ctx, doctor.Options{Client: client, Recorder: rec, AccountID: df.account, Namespace: df.namespace,
-		TokenAuth: creds.token != "", WriteProbe: df.writeProbe, KVNamespaceID: df.kvID})
+		TokenAuth: creds.Token != "", WriteProbe: df.writeProbe, KVNamespaceID: df.kvID})
 	if df.output == "json" {
 		err = rep.WriteJSON(stdout)
 	} else {

@@ -48,12 +48,11 @@ func (a *apiFlags) validateUserBudget(f *clihelp.Flags) error {
 // key is --budget-key, else the identity the API counts (looked up once
 // with a request outside the shared budget), else the credentials; the
 // log says which.
-func budgetConfig(ctx context.Context, a *apiFlags, creds credentialSet, replicas int, log *zap.Logger) budget.Config {
-	cfg := budget.Config{Credential: creds.budgetKey(a.baseURL), Budget: a.budget, Window: a.window, Replicas: replicas, Logger: log,
+func budgetConfig(ctx context.Context, a *apiFlags, creds cfapi.Credentials, replicas int, log *zap.Logger) budget.Config {
+	cfg := budget.Config{Credential: creds.BudgetKey(a.baseURL), Budget: a.budget, Window: a.window, Replicas: replicas, Logger: log,
 		Auto: a.rateAuto, Reserve: a.reserveN, ReserveFraction: a.reserveFrac}
 	budget.Identify(ctx, &cfg, a.budgetKey, func(ctx context.Context) (string, error) {
-		return budget.LookupIdentity(ctx, cfapi.Config{BaseURL: a.baseURL, Token: creds.token, Email: creds.email, APIKey: creds.key,
-			UserAgent: "reconciler/" + version})
+		return budget.LookupIdentity(ctx, creds.Apply(cfapi.Config{BaseURL: a.baseURL, UserAgent: "reconciler/" + version}))
 	}, log)
 	return cfg
 }

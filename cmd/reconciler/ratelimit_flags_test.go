@@ -142,7 +142,7 @@ func TestBudgetKeyFlag(t *testing.T) {
 			}
 			core, logs := observer.New(zap.DebugLevel)
 			emu.ResetStats()
-			cfg := budgetConfig(context.Background(), &a, credentialSet{token: c.token}, 1, zap.New(core))
+			cfg := budgetConfig(context.Background(), &a, cfapi.Credentials{Token: c.token}, 1, zap.New(core))
 			if cfg.Identity != c.identity {
 				t.Errorf("identity %q, want %q", cfg.Identity, c.identity)
 			}

@@ -226,7 +226,7 @@ func softMemoryLimit(e clihelp.Env, log *zap.Logger) {
 
 // startPipeline sets up JetStream (retrying until it succeeds or ctx
 // ends), the planner and the API client, and returns the runner.
-func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds credentialSet, m *metrics.Metrics, e clihelp.Env, log *zap.Logger) (*jobs.Runner, *ratelimit.Limiter, error) {
+func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds cfapi.Credentials, m *metrics.Metrics, e clihelp.Env, log *zap.Logger) (*jobs.Runner, *ratelimit.Limiter, error) {
 	cfg := rf.jobsConfig()
 	res, err := state.EnsureStreams(ctx, conn.js, cfg.SetupConfig, log)
 	if err != nil {
@@ -265,12 +265,11 @@ func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds cred
 }
 
 // newAPIClient returns the Cloudflare client over limiter.
-func newAPIClient(a *apiFlags, creds credentialSet, lim *ratelimit.Limiter, hooks cfapi.Hooks, timeout time.Duration) (*cfapi.Client, error) {
-	client, err := cfapi.New(cfapi.Config{
-		BaseURL: a.baseURL, Token: creds.token, Email: creds.email, APIKey: creds.key,
-		Limiter: lim, Hooks: hooks, UserAgent: "reconciler/" + buildVersion(),
+func newAPIClient(a *apiFlags, creds cfapi.Credentials, lim *ratelimit.Limiter, hooks cfapi.Hooks, timeout time.Duration) (*cfapi.Client, error) {
+	client, err := cfapi.New(creds.Apply(cfapi.Config{
+		BaseURL: a.baseURL, Limiter: lim, Hooks: hooks, UserAgent: "reconciler/" + buildVersion(),
 		HTTPClient: &http.Client{Timeout: timeout},
-	})
+	}))
 	if err != nil {
 		return nil, clihelp.Usagef("--api-base-url: %v", err)
 	}
@@ -291,7 +290,7 @@ const (
 // the token's whole budget, whatever the number of processes), or with
 // budgetLocal (no NATS reachable) a budget of this process alone. The
 // returned close releases the shared source.
-func newLimiter(ctx context.Context, a *apiFlags, creds credentialSet, js jetstream.JetStream, mode budgetMode, replicas int, log *zap.Logger) (*ratelimit.Limiter, func(), error) {
+func newLimiter(ctx context.Context, a *apiFlags, creds cfapi.Credentials, js jetstream.JetStream, mode budgetMode, replicas int, log *zap.Logger) (*ratelimit.Limiter, func(), error) {
 	hooks := ratelimit.WithLimiterHooks(ratelimit.LimiterHooks{PauseCapped: func(requested, applied time.Duration) {
 		log.Warn("the API asked for an absurd Retry-After; pausing for the budget's window instead",
 			zap.Duration("retry_after", requested), zap.Duration("pause", applied))
@@ -311,7 +310,7 @@ func newLimiter(ctx context.Context, a *apiFlags, creds credentialSet, js jetstr
 // shared budget when a pipeline is reachable (--nats-url, or a running
 // `reconciler run`), whose connection it returns too; else on a budget of
 // this process alone. close releases both.
-func toolClient(ctx context.Context, n *natsFlags, a *apiFlags, creds credentialSet, log *zap.Logger) (*cfapi.Client, *natsConn, func(), error) {
+func toolClient(ctx context.Context, n *natsFlags, a *apiFlags, creds cfapi.Credentials, log *zap.Logger) (*cfapi.Client, *natsConn, func(), error) {
 	conn, err := connectNATS(n, false, log)
 	if err != nil && n.url != "" {
 		return nil, nil, nil, err

@@ -152,7 +152,7 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 		sb.close(log)
 		return nil, clihelp.Usagef("--metrics-addr: %v", err)
 	}
-	creds := credentialSet{token: "sandbox"}
+	creds := cfapi.Credentials{Token: "sandbox"}
 	if sb.runner, _, err = startPipeline(ctx, &sf.pipe, sb.conn, creds, m, envMapSandbox, log); err != nil {
 		sb.close(log)
 		return nil, err
