@@ -16,6 +16,7 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/backfill"
+	"github.com/reconciler/reconciler/internal/natsconn"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/event"
@@ -152,7 +153,7 @@ func runBackfill(ctx context.Context, a *app, f *clihelp.Flags, bf *backfillFlag
 		return err
 	}
 	defer stopPipeline()
-	lim, closeLim, err := newLimiter(ctx, &bf.pipe.api, creds, conn.js, budgetShared, 1, log)
+	lim, closeLim, err := newLimiter(ctx, &bf.pipe.api, creds, conn.JS, budgetShared, 1, log)
 	if err != nil {
 		return err
 	}
@@ -161,7 +162,7 @@ func runBackfill(ctx context.Context, a *app, f *clihelp.Flags, bf *backfillFlag
 	if err != nil {
 		return err
 	}
-	src, err := bf.source(stdin, client, backfill.KnownScriptsIn(conn.js, bf.pipe.nats.names()), log)
+	src, err := bf.source(stdin, client, backfill.KnownScriptsIn(conn.JS, bf.pipe.nats.names()), log)
 	if err != nil {
 		return err
 	}
@@ -174,9 +175,9 @@ func runBackfill(ctx context.Context, a *app, f *clihelp.Flags, bf *backfillFlag
 
 // execute runs the backfill of src on the pipeline behind conn, its
 // progress and budget notices on con, its ETA from the budget of lim.
-func (bf *backfillFlags) execute(ctx context.Context, conn *natsConn, con *progress.Console, src *backfill.Source, lim *ratelimit.Limiter, log *zap.Logger) (*backfill.Summary, error) {
+func (bf *backfillFlags) execute(ctx context.Context, conn *natsconn.Conn, con *progress.Console, src *backfill.Source, lim *ratelimit.Limiter, log *zap.Logger) (*backfill.Summary, error) {
 	defer watchBudget(ctx, "backfill", lim, con)()
-	res, err := state.Open(ctx, conn.js, bf.pipe.nats.names())
+	res, err := state.Open(ctx, conn.JS, bf.pipe.nats.names())
 	if err != nil {
 		return nil, err
 	}
@@ -256,10 +257,10 @@ func printSummary(w io.Writer, output string, s *backfill.Summary) error {
 // or the embedded server of a running `reconciler run`; when neither is
 // there (no --nats-url and nothing on --embedded-listen) it runs the
 // pipeline in this process until the returned stop is called.
-func (bf *backfillFlags) pipeline(ctx context.Context, creds cfapi.Credentials, e clihelp.Env, log *zap.Logger) (*natsConn, func(), error) {
+func (bf *backfillFlags) pipeline(ctx context.Context, creds cfapi.Credentials, e clihelp.Env, log *zap.Logger) (*natsconn.Conn, func(), error) {
 	conn, err := connectNATS(&bf.pipe.nats, false, log)
 	if err == nil {
-		return conn, func() { conn.close(log, 5*time.Second) }, nil
+		return conn, func() { conn.Close(log, 5*time.Second) }, nil
 	}
 	if bf.pipe.nats.url != "" {
 		return nil, nil, err
@@ -271,7 +272,7 @@ func (bf *backfillFlags) pipeline(ctx context.Context, creds cfapi.Credentials, 
 	m, _ := newMetrics()
 	runner, _, err := startPipeline(ctx, &bf.pipe, conn, creds, m, e, log)
 	if err != nil {
-		conn.close(log, time.Second)
+		conn.Close(log, time.Second)
 		return nil, nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -280,7 +281,7 @@ func (bf *backfillFlags) pipeline(ctx context.Context, creds cfapi.Credentials, 
 	return conn, func() {
 		cancel()
 		<-done
-		conn.close(log, 5*time.Second)
+		conn.Close(log, 5*time.Second)
 	}, nil
 }
 
@@ -296,7 +297,7 @@ func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writ
 	defer watchBudget(ctx, "backfill", client.Limiter(), stderr)()
 	var js jetstream.JetStream
 	if conn != nil {
-		js = conn.js
+		js = conn.JS
 	}
 	src, err := bf.source(stdin, client, backfill.KnownScriptsIn(js, bf.pipe.nats.names()), log)
 	if err != nil {

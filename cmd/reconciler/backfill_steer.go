@@ -90,8 +90,8 @@ func runBackfillSteer(ctx context.Context, a *app, f *clihelp.Flags, sf *steerFl
 	if err != nil {
 		return err
 	}
-	defer conn.close(log, 5*time.Second)
-	res, err := state.Open(ctx, conn.js, sf.nats.names())
+	defer conn.Close(log, 5*time.Second)
+	res, err := state.Open(ctx, conn.JS, sf.nats.names())
 	if err != nil {
 		return err
 	}

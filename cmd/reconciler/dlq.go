@@ -13,6 +13,7 @@ import (
 	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
+	"github.com/reconciler/reconciler/internal/natsconn"
 )
 
 // dlqFlags are the flags of `reconciler dlq list|replay`.
@@ -84,8 +85,8 @@ func (df *dlqFlags) validate(f *clihelp.Flags) error {
 }
 
 // selected returns the dead letters the flags select.
-func (df *dlqFlags) selected(ctx context.Context, conn *natsConn) ([]tools.DLQEntry, error) {
-	entries, err := tools.ListDeadLetters(ctx, conn.js, df.nats.names().DLQStream, df.filter, 0)
+func (df *dlqFlags) selected(ctx context.Context, conn *natsconn.Conn) ([]tools.DLQEntry, error) {
+	entries, err := tools.ListDeadLetters(ctx, conn.JS, df.nats.names().DLQStream, df.filter, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +159,7 @@ func runDLQ(ctx context.Context, a *app, f *clihelp.Flags, df *dlqFlags) error {
 	if err != nil {
 		return err
 	}
-	defer conn.close(log, 5*time.Second)
+	defer conn.Close(log, 5*time.Second)
 	selected, err := df.selected(ctx, conn)
 	if err != nil {
 		return err
@@ -172,10 +173,10 @@ func runDLQ(ctx context.Context, a *app, f *clihelp.Flags, df *dlqFlags) error {
 
 // replayDeadLetters republishes dead letters; it fails (exit 1) when one
 // could not be replayed.
-func replayDeadLetters(ctx context.Context, conn *natsConn, names state.Names, entries []tools.DLQEntry, keep bool, stdout, stderr io.Writer) error {
+func replayDeadLetters(ctx context.Context, conn *natsconn.Conn, names state.Names, entries []tools.DLQEntry, keep bool, stdout, stderr io.Writer) error {
 	failed := 0
 	for _, en := range entries {
-		r := tools.ReplayDeadLetter(ctx, conn.js, names, en, !keep)
+		r := tools.ReplayDeadLetter(ctx, conn.JS, names, en, !keep)
 		if r.Error != "" {
 			failed++
 			fmt.Fprintf(stderr, "#%d event=%s: %s\n", r.Seq, tools.OrDash(r.EventID), r.Error)

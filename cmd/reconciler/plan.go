@@ -12,6 +12,7 @@ import (
 	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
+	"github.com/reconciler/reconciler/internal/natsconn"
 	"github.com/reconciler/reconciler/internal/planner"
 )
 
@@ -172,7 +173,7 @@ type previewBase struct {
 // state and fingerprint key of the pipeline behind conn (read only) with
 // --stored, or by default when conn is not nil; otherwise a fresh state
 // with a throwaway key.
-func (pv *previewFlags) baseState(ctx context.Context, n *natsFlags, conn *natsConn, e clihelp.Env, log *zap.Logger) (previewBase, *planner.Planner, error) {
+func (pv *previewFlags) baseState(ctx context.Context, n *natsFlags, conn *natsconn.Conn, e clihelp.Env, log *zap.Logger) (previewBase, *planner.Planner, error) {
 	fpKey := make([]byte, 32)
 	_, _ = rand.Read(fpKey)
 	b := previewBase{state: tools.FreshState, text: "a reconciler that has applied nothing (--no-stored): ownership and secret fingerprints are not known"}
@@ -183,14 +184,14 @@ func (pv *previewFlags) baseState(ctx context.Context, n *natsFlags, conn *natsC
 	case conn == nil:
 		b.text = "a reconciler that has applied nothing (no pipeline reachable): ownership and secret fingerprints are not known"
 	default:
-		st, err := tools.StoredState(ctx, conn.js, n.names())
+		st, err := tools.StoredState(ctx, conn.JS, n.names())
 		var key []byte
 		if err == nil {
-			key, err = fingerprintKey(ctx, conn.js, e, 1, false)
+			key, err = fingerprintKey(ctx, conn.JS, e, 1, false)
 		}
 		switch {
 		case err == nil:
-			b, fpKey = previewBase{state: st, stored: true, text: "the state stored by the pipeline at " + redactURL(conn.url)}, key
+			b, fpKey = previewBase{state: st, stored: true, text: "the state stored by the pipeline at " + redactURL(conn.URL)}, key
 		case pv.stored:
 			return b, nil, err
 		default:

@@ -55,16 +55,16 @@ func runPublish(ctx context.Context, a *app, f *clihelp.Flags, n *natsFlags, lf 
 	if err != nil {
 		return err
 	}
-	defer conn.close(log, 5*time.Second)
+	defer conn.Close(log, 5*time.Second)
 	// The stream must exist: `run` creates it; a tool never does.
-	if _, err := state.Open(ctx, conn.js, n.names()); err != nil {
+	if _, err := state.Open(ctx, conn.JS, n.names()); err != nil {
 		return err
 	}
 	check := tools.CheckEvent
 	if noValidate {
 		check = tools.CheckSubject
 	}
-	sum, err := tools.Publish(ctx, conn.js, n.subjectPrefix, in, check)
+	sum, err := tools.Publish(ctx, conn.JS, n.subjectPrefix, in, check)
 	for _, msg := range sum.Errors {
 		fmt.Fprintf(stderr, "%s: %s\n", inputName(name), msg)
 	}

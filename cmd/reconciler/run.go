@@ -24,6 +24,7 @@ import (
 	"github.com/reconciler/reconciler/internal/jobs/budget"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
+	"github.com/reconciler/reconciler/internal/natsconn"
 	"github.com/reconciler/reconciler/internal/planner"
 	"github.com/reconciler/reconciler/metrics"
 )
@@ -179,7 +180,7 @@ func runRun(ctx context.Context, a *app, f *clihelp.Flags, rf *runFlags) error {
 	if err != nil {
 		return err
 	}
-	defer func() { conn.close(log, max(rf.shutdownTimeout/5, 500*time.Millisecond)) }()
+	defer func() { conn.Close(log, max(rf.shutdownTimeout/5, 500*time.Millisecond)) }()
 	m, reg := newMetrics()
 	m.SetRateBudget(rf.api.budget, rf.api.window)
 	var runner atomic.Pointer[jobs.Runner]
@@ -197,9 +198,9 @@ func runRun(ctx context.Context, a *app, f *clihelp.Flags, rf *runFlags) error {
 		return err
 	}
 	runner.Store(p)
-	go budget.SampleGauges(ctx, m, conn.nc.IsConnected, lim)
+	go budget.SampleGauges(ctx, m, conn.NC.IsConnected, lim)
 	log.Info("reconciler running",
-		zap.String("nats", redactURL(conn.url)), zap.String("api", rf.api.baseURL),
+		zap.String("nats", redactURL(conn.URL)), zap.String("api", rf.api.baseURL),
 		zap.String("rate_limit", rf.api.rateLimit), zap.Int("concurrency", rf.concurrency),
 		zap.String("subjects", rf.nats.subjectPrefix+".<account>.<namespace>.<script>"), zap.String("version", buildVersion()))
 	err = p.Run(ctx)
@@ -226,9 +227,9 @@ func softMemoryLimit(e clihelp.Env, log *zap.Logger) {
 
 // startPipeline sets up JetStream (retrying until it succeeds or ctx
 // ends), the planner and the API client, and returns the runner.
-func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds cfapi.Credentials, m *metrics.Metrics, e clihelp.Env, log *zap.Logger) (*jobs.Runner, *ratelimit.Limiter, error) {
+func startPipeline(ctx context.Context, rf *runFlags, conn *natsconn.Conn, creds cfapi.Credentials, m *metrics.Metrics, e clihelp.Env, log *zap.Logger) (*jobs.Runner, *ratelimit.Limiter, error) {
 	cfg := rf.jobsConfig()
-	res, err := state.EnsureStreams(ctx, conn.js, cfg.SetupConfig, log)
+	res, err := state.EnsureStreams(ctx, conn.JS, cfg.SetupConfig, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("setting up JetStream: %w", err)
 	}
@@ -238,7 +239,7 @@ func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds cfap
 	var fpKey []byte
 	err = state.RetrySetup(ctx, log, "bucket "+configBucket, func(ctx context.Context) error {
 		var err error
-		fpKey, err = fingerprintKey(ctx, conn.js, e, rf.streamReplicas, true)
+		fpKey, err = fingerprintKey(ctx, conn.JS, e, rf.streamReplicas, true)
 		var usage *clihelp.UsageError
 		if errors.As(err, &usage) {
 			return backoff.Permanent(err)
@@ -252,11 +253,11 @@ func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds cfap
 	if err != nil {
 		return nil, nil, err
 	}
-	lim, closeBudget, err := newLimiter(ctx, &rf.api, creds, conn.js, budgetEnsure, rf.streamReplicas, log)
+	lim, closeBudget, err := newLimiter(ctx, &rf.api, creds, conn.JS, budgetEnsure, rf.streamReplicas, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	conn.onClose(closeBudget)
+	conn.OnClose(closeBudget)
 	client, err := newAPIClient(&rf.api, creds, lim, m.APIHooks(), 2*time.Minute)
 	if err != nil {
 		return nil, nil, err
@@ -310,7 +311,7 @@ func newLimiter(ctx context.Context, a *apiFlags, creds cfapi.Credentials, js je
 // shared budget when a pipeline is reachable (--nats-url, or a running
 // `reconciler run`), whose connection it returns too; else on a budget of
 // this process alone. close releases both.
-func toolClient(ctx context.Context, n *natsFlags, a *apiFlags, creds cfapi.Credentials, log *zap.Logger) (*cfapi.Client, *natsConn, func(), error) {
+func toolClient(ctx context.Context, n *natsFlags, a *apiFlags, creds cfapi.Credentials, log *zap.Logger) (*cfapi.Client, *natsconn.Conn, func(), error) {
 	conn, err := connectNATS(n, false, log)
 	if err != nil && n.url != "" {
 		return nil, nil, nil, err
@@ -325,19 +326,19 @@ func toolClient(ctx context.Context, n *natsFlags, a *apiFlags, creds cfapi.Cred
 	}
 	var js jetstream.JetStream
 	if conn != nil {
-		js = conn.js
+		js = conn.JS
 	}
 	lim, closeLim, err := newLimiter(ctx, a, creds, js, mode, 1, log)
 	if err != nil {
 		if conn != nil {
-			conn.close(log, time.Second)
+			conn.Close(log, time.Second)
 		}
 		return nil, nil, nil, err
 	}
 	closeAll := func() {
 		closeLim()
 		if conn != nil {
-			conn.close(log, 5*time.Second)
+			conn.Close(log, 5*time.Second)
 		}
 	}
 	client, err := newAPIClient(a, creds, lim, noHooks, time.Minute)
@@ -364,7 +365,7 @@ type metricsServer struct{ srv *metrics.Server }
 
 // serveMetrics serves the endpoints. /readyz is ready once the runner
 // exists, NATS is connected and the API accepts the credentials.
-func serveMetrics(addr string, reg *prometheus.Registry, m *metrics.Metrics, conn *natsConn, runner *atomic.Pointer[jobs.Runner], log *zap.Logger) (*metricsServer, error) {
+func serveMetrics(addr string, reg *prometheus.Registry, m *metrics.Metrics, conn *natsconn.Conn, runner *atomic.Pointer[jobs.Runner], log *zap.Logger) (*metricsServer, error) {
 	if addr == "" {
 		return &metricsServer{}, nil
 	}
@@ -372,7 +373,7 @@ func serveMetrics(addr string, reg *prometheus.Registry, m *metrics.Metrics, con
 	// livenessBound: a wedged process, which a restart cures.
 	srv, err := metrics.Listen(addr, health.Handler(reg, livenessBound, []string{"reconciler_queue_depth", "reconciler_inflight_reconciles"},
 		[]string{"reconciler_reconcile_total"}, m.Handler(reg, func() error {
-			if !conn.nc.IsConnected() {
+			if !conn.NC.IsConnected() {
 				return errors.New("NATS is not connected")
 			}
 			r := runner.Load()

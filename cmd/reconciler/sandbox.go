@@ -18,6 +18,7 @@ import (
 	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
+	"github.com/reconciler/reconciler/internal/natsconn"
 	"github.com/reconciler/reconciler/internal/progress"
 	"github.com/reconciler/reconciler/internal/sandbox"
 )
@@ -82,7 +83,7 @@ func runSandbox(ctx context.Context, a *app, f *clihelp.Flags, sf *sandboxFlags)
 	if !sf.keep {
 		return nil
 	}
-	sandbox.Try(stdout, sb.emu.URL, sb.conn.url)
+	sandbox.Try(stdout, sb.emu.URL, sb.conn.URL)
 	<-ctx.Done()
 	return nil
 }
@@ -110,7 +111,7 @@ func sandboxEnv(e clihelp.Env) clihelp.Env {
 // sandboxRun is the running sandbox.
 type sandboxRun struct {
 	emu      *sandbox.Emulator
-	conn     *natsConn
+	conn     *natsconn.Conn
 	metrics  *metricsServer
 	runner   *jobs.Runner
 	stopRun  func()
@@ -162,12 +163,12 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 	runDone := make(chan struct{})
 	go func() { defer close(runDone); _ = sb.runner.Run(runCtx) }()
 	sb.stopRun = func() { stopRun(); <-runDone }
-	lim, closeLim, err := newLimiter(ctx, &sf.pipe.api, creds, sb.conn.js, budgetShared, 1, log)
+	lim, closeLim, err := newLimiter(ctx, &sf.pipe.api, creds, sb.conn.JS, budgetShared, 1, log)
 	if err != nil {
 		sb.close(log)
 		return nil, err
 	}
-	sb.conn.onClose(closeLim)
+	sb.conn.OnClose(closeLim)
 	sb.lim = lim
 	if sb.client, err = newAPIClient(&sf.pipe.api, creds, lim, noHooks, time.Minute); err != nil {
 		sb.close(log)
@@ -178,7 +179,7 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 	}
 	fmt.Fprintf(stdout, "sandbox: %d tenants in dispatch namespace customers of account %s\n", sf.tenants, cfapitest.DefaultAccount)
 	fmt.Fprintf(stdout, "  API emulator  %s  (budget %s, enforced)\n  NATS          %s  (data dir %s)\n  metrics       %s\n\n",
-		sb.emu.URL, sb.budget, sb.conn.url, sb.dataDir, tools.OrDash(sb.metricsU))
+		sb.emu.URL, sb.budget, sb.conn.URL, sb.dataDir, tools.OrDash(sb.metricsU))
 	return sb, nil
 }
 
@@ -206,7 +207,7 @@ func (sb *sandboxRun) demo(ctx context.Context, sf *sandboxFlags, stdout, stderr
 	}
 	fmt.Fprintf(stdout, "demo backfill %s: every tenant gets ASSETS (r2_bucket) and REGION, and loses METRICS if it has it:\n  %s\n", bf.runID, sandbox.DemoPatch)
 	live := make(chan []time.Duration, 1)
-	go func() { live <- sandbox.LiveEvents(ctx, sb.emu.Server, sb.conn.js, sf.tenants, log) }()
+	go func() { live <- sandbox.LiveEvents(ctx, sb.emu.Server, sb.conn.JS, sf.tenants, log) }()
 	sum, err := bf.execute(ctx, sb.conn, progress.NewConsole(stderr, nil), src, sb.lim, log)
 	if err != nil {
 		return err
@@ -232,7 +233,7 @@ func (sb *sandboxRun) close(log *zap.Logger) {
 		sb.metrics.shutdown()
 	}
 	if sb.conn != nil {
-		sb.conn.close(log, 2*time.Second)
+		sb.conn.Close(log, 2*time.Second)
 	}
 	if sb.emu != nil {
 		sb.emu.Close()

@@ -81,12 +81,12 @@ func openOps(ctx context.Context, tool string, stderr io.Writer, n *natsFlags, a
 	if err != nil {
 		return nil, err
 	}
-	s := &opsSession{close: func() { conn.close(log, 5*time.Second) }}
+	s := &opsSession{close: func() { conn.Close(log, 5*time.Second) }}
 	fail := func(err error) (*opsSession, error) { s.close(); return nil, err }
-	if s.res, err = state.Open(ctx, conn.js, n.names()); err != nil {
+	if s.res, err = state.Open(ctx, conn.JS, n.names()); err != nil {
 		return fail(err)
 	}
-	key, err := fingerprintKey(ctx, conn.js, e, 1, false)
+	key, err := fingerprintKey(ctx, conn.JS, e, 1, false)
 	if err != nil {
 		return fail(err)
 	}
@@ -100,7 +100,7 @@ func openOps(ctx context.Context, tool string, stderr io.Writer, n *natsFlags, a
 	if err != nil {
 		return fail(err)
 	}
-	lim, closeLim, err := newLimiter(ctx, a, creds, conn.js, budgetShared, 1, log)
+	lim, closeLim, err := newLimiter(ctx, a, creds, conn.JS, budgetShared, 1, log)
 	if err != nil {
 		return fail(err)
 	}
