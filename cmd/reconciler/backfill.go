@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -200,7 +199,7 @@ func (bf *backfillFlags) source(stdin io.Reader, client *cfapi.Client, known bac
 
 func (bf *backfillFlags) sourceOf(stdin io.Reader, client *cfapi.Client, known backfill.KnownScriptsFunc, log *zap.Logger) (*backfill.Source, error) {
 	if bf.from != "" {
-		in, err := openInput(bf.from, stdin)
+		in, err := clihelp.OpenInput(bf.from, stdin)
 		if err != nil {
 			return nil, err
 		}
@@ -209,7 +208,7 @@ func (bf *backfillFlags) sourceOf(stdin io.Reader, client *cfapi.Client, known b
 		if err != nil {
 			return nil, fmt.Errorf("reading %s: %w", bf.from, err)
 		}
-		src := backfill.EventsSource(inputName(bf.from), data, bf.pipe.nats.subjectPrefix)
+		src := backfill.EventsSource(clihelp.InputName(bf.from), data, bf.pipe.nats.subjectPrefix)
 		src.Describe = "file " + bf.from
 		return src, nil
 	}
@@ -225,32 +224,16 @@ func (bf *backfillFlags) sourceOf(stdin io.Reader, client *cfapi.Client, known b
 	return src, nil
 }
 
-// printSummary writes the summary table, or the JSON line, and returns
+// printSummary writes the summary (backfill.WriteSummary) and returns
 // the run's failure (exit 1) when a script failed.
 func printSummary(w io.Writer, output string, s *backfill.Summary) error {
-	changed := "changed"
-	if s.DryRun {
-		changed = "would change"
+	if err := backfill.WriteSummary(w, output == "json", s); err != nil {
+		return err
 	}
-	if output == "json" {
-		line, _ := json.Marshal(s)
-		fmt.Fprintln(w, string(line))
-	} else {
-		fmt.Fprintf(w, "backfill run %s%s: %d scripts in %s\n", s.Run, map[bool]string{true: " (resumed)"}[s.Resumed],
-			s.Scripts, time.Duration(s.Seconds*float64(time.Second)).Round(time.Second))
-		fmt.Fprintf(w, "  %-10s %8d\n  %-10s %8d\n  %-10s %8d\n", changed, s.Changed, "unchanged", s.Unchanged, "failed", s.Failed)
-		for _, f := range s.Failures {
-			fmt.Fprintf(w, "  failed: %s  %s  %s\n", f.Script, f.Reason, f.Error)
-		}
+	if msg := s.FailureText(); msg != "" {
+		return &failedError{msg: msg}
 	}
-	if s.Failed == 0 {
-		return nil
-	}
-	msg := fmt.Sprintf("%d of %d scripts failed", s.Failed, s.Scripts)
-	if s.Failed > s.Invalid && !s.DryRun {
-		msg += " (see `reconciler dlq list` for the dead letters)"
-	}
-	return &failedError{msg: msg}
+	return nil
 }
 
 // pipeline connects to the pipeline that will do the work: --nats-url,

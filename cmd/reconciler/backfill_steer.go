@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -102,7 +101,7 @@ func runBackfillSteer(ctx context.Context, a *app, f *clihelp.Flags, sf *steerFl
 		if err != nil {
 			return err
 		}
-		return printJSONLinesOr(a.stdout, sf.output, runs, func(w io.Writer) error { return backfill.WriteRuns(w, runs) })
+		return clihelp.JSONLinesOr(a.stdout, sf.output, runs, func(w io.Writer) error { return backfill.WriteRuns(w, runs) })
 	case "cancel":
 		dropped, err := backfill.Cancel(ctx, res, id, now)
 		if err != nil {
@@ -116,7 +115,7 @@ func runBackfillSteer(ctx context.Context, a *app, f *clihelp.Flags, sf *steerFl
 			Dropped uint64 `json:"dropped"`
 			*backfill.RunStatus
 		}{dropped, st}
-		return printJSONOr(a.stdout, sf.output, out, func(w io.Writer) error {
+		return clihelp.JSONOr(a.stdout, sf.output, out, func(w io.Writer) error {
 			fmt.Fprintf(w, "backfill run %s cancelled: %d queued items dropped (items a runner held finish)\n\n", id, dropped)
 			return backfill.WriteRunStatus(w, st)
 		})
@@ -125,7 +124,7 @@ func runBackfillSteer(ctx context.Context, a *app, f *clihelp.Flags, sf *steerFl
 		if err != nil {
 			return err
 		}
-		return printJSONOr(a.stdout, sf.output, st, func(w io.Writer) error { return backfill.WriteRunStatus(w, st) })
+		return clihelp.JSONOr(a.stdout, sf.output, st, func(w io.Writer) error { return backfill.WriteRunStatus(w, st) })
 	}
 }
 
@@ -135,20 +134,4 @@ func runStatusOf(ctx context.Context, res *state.Resources, id string, now time.
 		return nil, err
 	}
 	return run.Status(ctx, now)
-}
-
-// printJSONLinesOr writes each of vs as a JSON line when output is json,
-// else calls text.
-func printJSONLinesOr[T any](w io.Writer, output string, vs []T, text func(io.Writer) error) error {
-	if output != "json" {
-		return text(w)
-	}
-	for _, v := range vs {
-		line, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(w, string(line))
-	}
-	return nil
 }

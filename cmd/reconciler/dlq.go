@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -11,9 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/reconciler/reconciler/internal/clihelp"
-	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
-	"github.com/reconciler/reconciler/internal/natsconn"
 )
 
 // dlqFlags are the flags of `reconciler dlq list|replay`.
@@ -84,25 +81,6 @@ func (df *dlqFlags) validate(f *clihelp.Flags) error {
 	return nil
 }
 
-// selected returns the dead letters the flags select.
-func (df *dlqFlags) selected(ctx context.Context, conn *natsconn.Conn) ([]tools.DLQEntry, error) {
-	entries, err := tools.ListDeadLetters(ctx, conn.JS, df.nats.names().DLQStream, df.filter, 0)
-	if err != nil {
-		return nil, err
-	}
-	var out []tools.DLQEntry
-	for _, en := range entries {
-		if df.reason != "" && string(en.Record.Reason) != df.reason || len(df.wantSeq) > 0 && !df.wantSeq[en.Seq] {
-			continue
-		}
-		out = append(out, en)
-		if df.limit > 0 && len(out) >= df.limit {
-			break
-		}
-	}
-	return out, nil
-}
-
 func newDLQCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dlq list|replay [flags]",
@@ -160,7 +138,8 @@ func runDLQ(ctx context.Context, a *app, f *clihelp.Flags, df *dlqFlags) error {
 		return err
 	}
 	defer conn.Close(log, 5*time.Second)
-	selected, err := df.selected(ctx, conn)
+	selected, err := tools.SelectDeadLetters(ctx, conn.JS, df.nats.names().DLQStream,
+		tools.DLQSelector{Filter: df.filter, Reason: df.reason, Seqs: df.wantSeq, Limit: df.limit})
 	if err != nil {
 		return err
 	}
@@ -168,24 +147,7 @@ func runDLQ(ctx context.Context, a *app, f *clihelp.Flags, df *dlqFlags) error {
 		tools.WriteDeadLetters(stdout, df.output == "json", selected)
 		return nil
 	}
-	return replayDeadLetters(ctx, conn, df.nats.names(), selected, df.keep, stdout, stderr)
-}
-
-// replayDeadLetters republishes dead letters; it fails (exit 1) when one
-// could not be replayed.
-func replayDeadLetters(ctx context.Context, conn *natsconn.Conn, names state.Names, entries []tools.DLQEntry, keep bool, stdout, stderr io.Writer) error {
-	failed := 0
-	for _, en := range entries {
-		r := tools.ReplayDeadLetter(ctx, conn.JS, names, en, !keep)
-		if r.Error != "" {
-			failed++
-			fmt.Fprintf(stderr, "#%d event=%s: %s\n", r.Seq, tools.OrDash(r.EventID), r.Error)
-			continue
-		}
-		fmt.Fprintf(stdout, "#%d event=%s replayed from the %s to %s\n", r.Seq, tools.OrDash(r.EventID), r.Source, r.Subject)
-	}
-	fmt.Fprintf(stdout, "replayed %d of %d dead letters\n", len(entries)-failed, len(entries))
-	if failed > 0 {
+	if failed := tools.ReplayDeadLetters(ctx, conn.JS, df.nats.names(), selected, df.keep, stdout, stderr); failed > 0 {
 		return &failedError{msg: fmt.Sprintf("%d dead letters could not be replayed", failed)}
 	}
 	return nil

@@ -90,7 +90,7 @@ func runDrift(ctx context.Context, a *app, f *clihelp.Flags, df *driftFlags) err
 	if err != nil {
 		return err
 	}
-	if err := printJSONOr(a.stdout, df.scope.output, rep, func(w io.Writer) error { return tools.WriteDrift(w, rep) }); err != nil {
+	if err := clihelp.JSONOr(a.stdout, df.scope.output, rep, func(w io.Writer) error { return tools.WriteDrift(w, rep) }); err != nil {
 		return err
 	}
 	switch {

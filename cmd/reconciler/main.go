@@ -158,30 +158,3 @@ func buildCommit() string {
 	info, _ := debug.ReadBuildInfo()
 	return buildinfo.Commit(commit, info)
 }
-
-// oneArg returns the single positional argument, or "-" when optional and
-// absent.
-func oneArg(f *clihelp.Flags, what string, optional bool) (string, error) {
-	switch len(f.Pos) {
-	case 0:
-		if optional {
-			return "-", nil
-		}
-		return "", clihelp.Usagef("missing %s (a file name, or - for stdin)", what)
-	case 1:
-		return f.Pos[0], nil
-	}
-	return "", clihelp.Usagef("want one %s, got %d arguments: %s", what, len(f.Pos), strings.Join(f.Pos, " "))
-}
-
-// openInput opens a file or stdin ("-").
-func openInput(name string, stdin io.Reader) (io.ReadCloser, error) {
-	if name == "-" {
-		return io.NopCloser(stdin), nil
-	}
-	fh, err := os.Open(name)
-	if err != nil {
-		return nil, clihelp.Usagef("%v", err)
-	}
-	return fh, nil
-}

@@ -91,7 +91,7 @@ applied nothing, and says which.`,
 
 func runPlan(ctx context.Context, a *app, f *clihelp.Flags, pf *planFlags) error {
 	stdin, stdout, stderr, e := a.stdin, a.stdout, a.stderr, a.env
-	name, err := oneArg(f, "input", true)
+	name, err := clihelp.OneArg(f, "input", true)
 	if err != nil {
 		return err
 	}
@@ -150,7 +150,7 @@ func (pv *previewFlags) exit(p *tools.PlanPrinter) error {
 
 // readEventsFile reads and validates the events of a file or stdin ("-").
 func readEventsFile(name string, stdin io.Reader, prefix string) ([]*event.Event, error) {
-	in, err := openInput(name, stdin)
+	in, err := clihelp.OpenInput(name, stdin)
 	if err != nil {
 		return nil, err
 	}

@@ -38,14 +38,14 @@ number and the lines after it are still published.`,
 
 func runPublish(ctx context.Context, a *app, f *clihelp.Flags, n *natsFlags, lf *logFlags, noValidate bool) error {
 	stdin, stdout, stderr := a.stdin, a.stdout, a.stderr
-	name, err := oneArg(f, "input", false)
+	name, err := clihelp.OneArg(f, "input", false)
 	if err != nil {
 		return err
 	}
 	if err := clihelp.ValidateAll(f, n.validate, lf.validate); err != nil {
 		return err
 	}
-	in, err := openInput(name, stdin)
+	in, err := clihelp.OpenInput(name, stdin)
 	if err != nil {
 		return err
 	}
@@ -66,22 +66,14 @@ func runPublish(ctx context.Context, a *app, f *clihelp.Flags, n *natsFlags, lf 
 	}
 	sum, err := tools.Publish(ctx, conn.JS, n.subjectPrefix, in, check)
 	for _, msg := range sum.Errors {
-		fmt.Fprintf(stderr, "%s: %s\n", inputName(name), msg)
+		fmt.Fprintf(stderr, "%s: %s\n", clihelp.InputName(name), msg)
 	}
 	fmt.Fprintln(stdout, sum.String())
 	if err != nil {
-		return fmt.Errorf("%s: %w", inputName(name), err)
+		return fmt.Errorf("%s: %w", clihelp.InputName(name), err)
 	}
 	if len(sum.Errors) > 0 {
 		return &failedError{msg: fmt.Sprintf("%s not published", tools.Plural(len(sum.Errors), "line", "lines"))}
 	}
 	return nil
-}
-
-// inputName is how messages name an input: the file, or stdin for "-".
-func inputName(name string) string {
-	if name == "-" {
-		return "stdin"
-	}
-	return name
 }

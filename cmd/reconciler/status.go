@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -189,19 +187,5 @@ func runStatus(ctx context.Context, a *app, f *clihelp.Flags, sf *statusFlags) e
 	if err != nil {
 		return err
 	}
-	return printJSONOr(a.stdout, sf.scope.output, st, func(w io.Writer) error { return tools.WriteStatus(w, st) })
-}
-
-// printJSONOr writes v as one JSON line when output is json, else calls
-// text.
-func printJSONOr(w io.Writer, output string, v any, text func(io.Writer) error) error {
-	if output != "json" {
-		return text(w)
-	}
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(w, string(data))
-	return err
+	return clihelp.JSONOr(a.stdout, sf.scope.output, st, func(w io.Writer) error { return tools.WriteStatus(w, st) })
 }
