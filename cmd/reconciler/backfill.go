@@ -16,6 +16,7 @@ import (
 	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/backfill"
 	"github.com/reconciler/reconciler/internal/natsconn"
+	"github.com/reconciler/reconciler/internal/process"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/event"
@@ -152,12 +153,12 @@ func runBackfill(ctx context.Context, a *app, f *clihelp.Flags, bf *backfillFlag
 		return err
 	}
 	defer stopPipeline()
-	lim, closeLim, err := newLimiter(ctx, &bf.pipe.api, creds, conn.JS, budgetShared, 1, log)
+	lim, closeLim, err := bf.pipe.api.spec().Limiter(ctx, creds, conn.JS, process.Shared, 1, log)
 	if err != nil {
 		return err
 	}
 	defer closeLim()
-	client, err := newAPIClient(&bf.pipe.api, creds, lim, noHooks, time.Minute)
+	client, err := bf.pipe.api.spec().Client(creds, lim, cfapi.Hooks{}, time.Minute)
 	if err != nil {
 		return err
 	}
@@ -292,7 +293,7 @@ func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writ
 	}
 	out := bf.preview.printer(stdout, bf.output, base, bf.output == "json")
 	sum, err := backfill.DryRun(ctx, src, bf.pipe.nats.subjectPrefix, func(ctx context.Context, events []*event.Event) []tools.Preview {
-		return tools.PreviewEvents(ctx, client, pl, events, base.state)
+		return tools.PreviewEvents(ctx, client, pl, events, base.State)
 	}, out.Print)
 	if err != nil {
 		return err

@@ -96,7 +96,7 @@ func runDoctor(ctx context.Context, a *app, f *clihelp.Flags, df *doctorFlags) e
 		return clihelp.Usagef("%s: %v", f.Label("rate-limit"), err)
 	}
 	rec := &doctor.Recorder{}
-	client, err := newAPIClient(&df.api, creds, lim, rec.Hooks(noHooks), time.Minute)
+	client, err := df.api.spec().Client(creds, lim, rec.Hooks(cfapi.Hooks{}), time.Minute)
 	if err != nil {
 		return err
 	}

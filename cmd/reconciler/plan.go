@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 
@@ -118,7 +117,7 @@ func runPlan(ctx context.Context, a *app, f *clihelp.Flags, pf *planFlags) error
 		return err
 	}
 	out := pf.preview.printer(stdout, pf.output, base, false)
-	if err := out.Print(tools.PreviewEvents(ctx, client, pl, events, base.state)); err != nil {
+	if err := out.Print(tools.PreviewEvents(ctx, client, pl, events, base.State)); err != nil {
 		return err
 	}
 	return pf.preview.exit(out)
@@ -127,11 +126,11 @@ func runPlan(ctx context.Context, a *app, f *clihelp.Flags, pf *planFlags) error
 // printer returns the printer of previews from base; summaryOnly prints
 // nothing per script (backfill --dry-run --output json). A text output
 // starts with the state the plans start from.
-func (pv *previewFlags) printer(w io.Writer, output string, base previewBase, summaryOnly bool) *tools.PlanPrinter {
+func (pv *previewFlags) printer(w io.Writer, output string, base tools.PreviewBase, summaryOnly bool) *tools.PlanPrinter {
 	if output == "text" {
-		fmt.Fprintf(w, "Planning from %s.\n\n", base.text)
+		fmt.Fprintf(w, "Planning from %s.\n\n", base.Text)
 	}
-	return &tools.PlanPrinter{W: w, JSON: output == "json", Stored: base.stored, ChangesOnly: pv.changesOnly, LeftAlone: pv.verbose,
+	return &tools.PlanPrinter{W: w, JSON: output == "json", Stored: base.Stored, ChangesOnly: pv.changesOnly, LeftAlone: pv.verbose,
 		SummaryOnly: summaryOnly}
 }
 
@@ -162,46 +161,14 @@ func readEventsFile(name string, stdin io.Reader, prefix string) ([]*event.Event
 	return events, nil
 }
 
-// previewBase is the state previews start from, and what it is.
-type previewBase struct {
-	state  tools.BaseState
-	stored bool
-	text   string // "the stored state of ...", for the output's first line
-}
-
-// baseState returns the state plans start from and a planner: the stored
-// state and fingerprint key of the pipeline behind conn (read only) with
-// --stored, or by default when conn is not nil; otherwise a fresh state
-// with a throwaway key.
-func (pv *previewFlags) baseState(ctx context.Context, n *natsFlags, conn *natsconn.Conn, e clihelp.Env, log *zap.Logger) (previewBase, *planner.Planner, error) {
-	fpKey := make([]byte, 32)
-	_, _ = rand.Read(fpKey)
-	b := previewBase{state: tools.FreshState, text: "a reconciler that has applied nothing (--no-stored): ownership and secret fingerprints are not known"}
-	switch {
-	case pv.stored && conn == nil:
-		return b, nil, fmt.Errorf("--stored: no running reconciler reachable at %s: pass --nats-url, or start `reconciler run`", n.embeddedListen)
-	case pv.noStored:
-	case conn == nil:
-		b.text = "a reconciler that has applied nothing (no pipeline reachable): ownership and secret fingerprints are not known"
-	default:
-		st, err := tools.StoredState(ctx, conn.JS, n.names())
-		var key []byte
-		if err == nil {
-			key, err = fingerprintKey(ctx, conn.JS, e, 1, false)
-		}
-		switch {
-		case err == nil:
-			b, fpKey = previewBase{state: st, stored: true, text: "the state stored by the pipeline at " + redactURL(conn.URL)}, key
-		case pv.stored:
-			return b, nil, err
-		default:
-			log.Warn("reading the pipeline's stored state failed: planning from a fresh state", zap.Error(err))
-			b.text = "a reconciler that has applied nothing (the pipeline's stored state could not be read): ownership and secret fingerprints are not known"
-		}
+// baseState returns the state plans start from and a planner
+// (tools.ChooseBase): the stored state of the pipeline behind conn (nil =
+// none reachable) unless --no-stored, else a fresh one.
+func (pv *previewFlags) baseState(ctx context.Context, n *natsFlags, conn *natsconn.Conn, e clihelp.Env, log *zap.Logger) (tools.PreviewBase, *planner.Planner, error) {
+	c := tools.BaseChoice{Stored: pv.stored, NoStored: pv.noStored, Names: n.names(), EmbeddedListen: n.embeddedListen, Log: log}
+	if conn != nil {
+		c.JS, c.URL = conn.JS, redactURL(conn.URL)
+		c.Key = func(ctx context.Context) ([]byte, error) { return fingerprintKey(ctx, conn.JS, e, 1, false) }
 	}
-	pl, err := planner.New(planner.Options{FingerprintKey: fpKey})
-	if err != nil {
-		return b, nil, err
-	}
-	return b, pl, nil
+	return tools.ChooseBase(ctx, c)
 }

@@ -1,16 +1,12 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"strings"
 
-	"go.uber.org/zap"
-
-	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
+	"github.com/reconciler/reconciler/internal/process"
 )
 
 // rateLimitAuto is the --rate-limit value that takes the budget from the
@@ -44,33 +40,9 @@ func (a *apiFlags) validateUserBudget(f *clihelp.Flags) error {
 	return nil
 }
 
-// budgetConfig returns the shared budget's settings for these flags. The
-// key is --budget-key, else the identity the API counts (looked up once
-// with a request outside the shared budget), else the credentials; the
-// log says which.
-func budgetConfig(ctx context.Context, a *apiFlags, creds cfapi.Credentials, replicas int, log *zap.Logger) budget.Config {
-	cfg := budget.Config{Credential: creds.BudgetKey(a.baseURL), Budget: a.budget, Window: a.window, Replicas: replicas, Logger: log,
-		Auto: a.rateAuto, Reserve: a.reserveN, ReserveFraction: a.reserveFrac}
-	budget.Identify(ctx, &cfg, a.budgetKey, func(ctx context.Context) (string, error) {
-		return budget.LookupIdentity(ctx, creds.Apply(cfapi.Config{BaseURL: a.baseURL, UserAgent: "reconciler/" + version}))
-	}, log)
-	return cfg
-}
-
-// localBudgetAllowed says whether a tool without a running pipeline's
-// budget may spend a budget of its own: always against an emulator or
-// another base URL, and against the real API only with --local-budget.
-func localBudgetAllowed(a *apiFlags) error {
-	if a.localBudget || strings.TrimRight(a.baseURL, "/") != cfapi.DefaultBaseURL {
-		return nil
-	}
-	return clihelp.Usagef("no running reconciler's shared budget is reachable (--nats-url): refusing to spend a private budget with a production token, "+
-		"which other tools and replicas would not see; start `reconciler run`, pass --nats-url, or pass --local-budget to use %s alone", rateText(a))
-}
-
-func rateText(a *apiFlags) string {
-	if a.rateAuto {
-		return fmt.Sprintf("%d/%s (auto's conservative start)", a.budget, a.window)
-	}
-	return a.rateLimit
+// spec returns the API and budget settings of the flags.
+func (a *apiFlags) spec() process.Budget {
+	return process.Budget{BaseURL: a.baseURL, RateLimit: a.rateLimit, Budget: a.budget, Window: a.window, Auto: a.rateAuto,
+		MaxWrites: a.maxWrites, Reserve: a.reserveN, ReserveFraction: a.reserveFrac, Key: a.budgetKey, Local: a.localBudget,
+		UserAgent: "reconciler/" + buildVersion()}
 }

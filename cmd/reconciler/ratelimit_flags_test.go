@@ -142,7 +142,7 @@ func TestBudgetKeyFlag(t *testing.T) {
 			}
 			core, logs := observer.New(zap.DebugLevel)
 			emu.ResetStats()
-			cfg := budgetConfig(context.Background(), &a, cfapi.Credentials{Token: c.token}, 1, zap.New(core))
+			cfg := a.spec().Config(context.Background(), cfapi.Credentials{Token: c.token}, 1, zap.New(core))
 			if cfg.Identity != c.identity {
 				t.Errorf("identity %q, want %q", cfg.Identity, c.identity)
 			}
@@ -180,7 +180,7 @@ func TestLocalBudgetFlag(t *testing.T) {
 		{true, cfapi.DefaultBaseURL, true},
 		{false, "http://127.0.0.1:8787/client/v4", true},
 	} {
-		err := localBudgetAllowed(&apiFlags{localBudget: c.local, baseURL: c.baseURL, rateLimit: "1100/5m"})
+		err := (&apiFlags{localBudget: c.local, baseURL: c.baseURL, rateLimit: "1100/5m"}).spec().LocalAllowed()
 		if (err == nil) != c.ok {
 			t.Errorf("local=%v %s: %v, want allowed=%v", c.local, c.baseURL, err, c.ok)
 		}

@@ -2,30 +2,22 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net/http"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/clihelp"
-	"github.com/reconciler/reconciler/internal/health"
 	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
-	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/natsconn"
 	"github.com/reconciler/reconciler/internal/planner"
+	"github.com/reconciler/reconciler/internal/process"
 	"github.com/reconciler/reconciler/metrics"
 )
 
@@ -171,7 +163,7 @@ func runRun(ctx context.Context, a *app, f *clihelp.Flags, rf *runFlags) error {
 	}
 	log := rf.log.logger(stderr)
 	defer func() { _ = log.Sync() }()
-	softMemoryLimit(e, log)
+	process.SoftMemoryLimit(e, log)
 	if rf.oldReplicas != 0 {
 		log.Warn("--replicas (RECONCILER_REPLICAS) is deprecated: it is the number of JetStream stream replicas, not of reconciler processes; use --stream-replicas")
 	}
@@ -184,11 +176,11 @@ func runRun(ctx context.Context, a *app, f *clihelp.Flags, rf *runFlags) error {
 	m, reg := newMetrics()
 	m.SetRateBudget(rf.api.budget, rf.api.window)
 	var runner atomic.Pointer[jobs.Runner]
-	msrv, err := serveMetrics(rf.metricsAddr, reg, m, conn, &runner, log)
+	msrv, err := process.ServeMetrics(rf.metricsAddr, reg, m, conn, &runner, log)
 	if err != nil {
 		return clihelp.Usagef("%s: %v", f.Label("metrics-addr"), err)
 	}
-	defer msrv.shutdown()
+	defer msrv.Shutdown()
 
 	p, lim, err := startPipeline(ctx, rf, conn, creds, m, e, log)
 	if err != nil {
@@ -209,198 +201,22 @@ func runRun(ctx context.Context, a *app, f *clihelp.Flags, rf *runFlags) error {
 	return err
 }
 
-// defaultMemoryLimit is the Go heap's soft limit when GOMEMLIMIT is not
-// set: the garbage collector works harder near it instead of letting the
-// heap grow to twice what is live, so that a storm's held events (bounded
-// by MaxAckPending) keep the process within its container's memory.
-const defaultMemoryLimit = 128 << 20
-
-// softMemoryLimit applies defaultMemoryLimit unless GOMEMLIMIT (which the
-// Go runtime reads itself) is set.
-func softMemoryLimit(e clihelp.Env, log *zap.Logger) {
-	if e("GOMEMLIMIT") != "" {
-		return
-	}
-	debug.SetMemoryLimit(defaultMemoryLimit)
-	log.Debug("soft memory limit", zap.Int64("bytes", defaultMemoryLimit))
-}
-
-// startPipeline sets up JetStream (retrying until it succeeds or ctx
-// ends), the planner and the API client, and returns the runner.
+// startPipeline starts the pipeline of rf on conn
+// (process.StartPipeline); e may set its fingerprint key.
 func startPipeline(ctx context.Context, rf *runFlags, conn *natsconn.Conn, creds cfapi.Credentials, m *metrics.Metrics, e clihelp.Env, log *zap.Logger) (*jobs.Runner, *ratelimit.Limiter, error) {
-	cfg := rf.jobsConfig()
-	res, err := state.EnsureStreams(ctx, conn.JS, cfg.SetupConfig, log)
-	if err != nil {
-		return nil, nil, fmt.Errorf("setting up JetStream: %w", err)
-	}
-	// The config and budget buckets are set up like the others: retried,
-	// so that a cluster still electing leaders or another process creating
-	// them at the same moment never stops this one.
-	var fpKey []byte
-	err = state.RetrySetup(ctx, log, "bucket "+configBucket, func(ctx context.Context) error {
-		var err error
-		fpKey, err = fingerprintKey(ctx, conn.JS, e, rf.streamReplicas, true)
-		var usage *clihelp.UsageError
-		if errors.As(err, &usage) {
-			return backoff.Permanent(err)
-		}
-		return err
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	pl, err := planner.New(planner.Options{FingerprintKey: fpKey})
-	if err != nil {
-		return nil, nil, err
-	}
-	lim, closeBudget, err := newLimiter(ctx, &rf.api, creds, conn.JS, budgetEnsure, rf.streamReplicas, log)
-	if err != nil {
-		return nil, nil, err
-	}
-	conn.OnClose(closeBudget)
-	client, err := newAPIClient(&rf.api, creds, lim, m.APIHooks(), 2*time.Minute)
-	if err != nil {
-		return nil, nil, err
-	}
-	return jobs.NewRunner(cfg, res, client, pl, m, log), lim, nil
+	return process.StartPipeline(ctx, process.Pipeline{Config: rf.jobsConfig(), API: rf.api.spec(), Creds: creds,
+		FingerprintKey: func(ctx context.Context) ([]byte, error) {
+			return fingerprintKey(ctx, conn.JS, e, rf.streamReplicas, true)
+		}}, conn, m, log)
 }
 
-// newAPIClient returns the Cloudflare client over limiter.
-func newAPIClient(a *apiFlags, creds cfapi.Credentials, lim *ratelimit.Limiter, hooks cfapi.Hooks, timeout time.Duration) (*cfapi.Client, error) {
-	client, err := cfapi.New(creds.Apply(cfapi.Config{
-		BaseURL: a.baseURL, Limiter: lim, Hooks: hooks, UserAgent: "reconciler/" + buildVersion(),
-		HTTPClient: &http.Client{Timeout: timeout},
-	}))
-	if err != nil {
-		return nil, clihelp.Usagef("--api-base-url: %v", err)
-	}
-	return client, nil
-}
-
-// budgetMode says how a process takes its share of the token's budget.
-type budgetMode int
-
-const (
-	budgetLocal  budgetMode = iota // this process alone (no NATS)
-	budgetShared                   // the shared budget, which run set up
-	budgetEnsure                   // the shared budget, set up if missing (run)
-)
-
-// newLimiter returns the limiter of a process: the budget of the API token
-// shared through NATS by every process that uses it (the --rate-limit is
-// the token's whole budget, whatever the number of processes), or with
-// budgetLocal (no NATS reachable) a budget of this process alone. The
-// returned close releases the shared source.
-func newLimiter(ctx context.Context, a *apiFlags, creds cfapi.Credentials, js jetstream.JetStream, mode budgetMode, replicas int, log *zap.Logger) (*ratelimit.Limiter, func(), error) {
-	hooks := ratelimit.WithLimiterHooks(ratelimit.LimiterHooks{PauseCapped: func(requested, applied time.Duration) {
-		log.Warn("the API asked for an absurd Retry-After; pausing for the budget's window instead",
-			zap.Duration("retry_after", requested), zap.Duration("pause", applied))
-	}})
-	if mode == budgetLocal {
-		lim, err := ratelimit.NewLimiter(a.budget, a.window, a.maxWrites, hooks)
-		if err != nil {
-			return nil, nil, clihelp.Usagef("--rate-limit: %v", err)
-		}
-		return lim, func() {}, nil
-	}
-	cfg := budgetConfig(ctx, a, creds, replicas, log) // ratelimit_flags.go
-	return budget.NewLimiter(ctx, js, cfg, mode == budgetEnsure, a.maxWrites, hooks)
-}
-
-// toolClient returns the API client of a tool (plan, backfill): on the
-// shared budget when a pipeline is reachable (--nats-url, or a running
-// `reconciler run`), whose connection it returns too; else on a budget of
-// this process alone. close releases both.
+// toolClient returns the API client of a tool (process.Budget.ToolClient)
+// on the shared budget of the pipeline behind n when one is reachable.
 func toolClient(ctx context.Context, n *natsFlags, a *apiFlags, creds cfapi.Credentials, log *zap.Logger) (*cfapi.Client, *natsconn.Conn, func(), error) {
-	conn, err := connectNATS(n, false, log)
-	if err != nil && n.url != "" {
-		return nil, nil, nil, err
-	}
-	mode := budgetShared
-	if err != nil {
-		if lerr := localBudgetAllowed(a); lerr != nil { // ratelimit_flags.go
-			return nil, nil, nil, lerr
-		}
-		conn, mode = nil, budgetLocal
-		log.Info("no running reconciler reachable: this process uses the API budget alone", zap.String("rate_limit", rateText(a)))
-	}
-	var js jetstream.JetStream
-	if conn != nil {
-		js = conn.JS
-	}
-	lim, closeLim, err := newLimiter(ctx, a, creds, js, mode, 1, log)
-	if err != nil {
-		if conn != nil {
-			conn.Close(log, time.Second)
-		}
-		return nil, nil, nil, err
-	}
-	closeAll := func() {
-		closeLim()
-		if conn != nil {
-			conn.Close(log, 5*time.Second)
-		}
-	}
-	client, err := newAPIClient(a, creds, lim, noHooks, time.Minute)
-	if err != nil {
-		closeAll()
-		return nil, nil, nil, err
-	}
-	return client, conn, closeAll, nil
+	return a.spec().ToolClient(ctx, creds, func() (*natsconn.Conn, error) { return connectNATS(n, false, log) }, n.url != "", log)
 }
 
-// newMetrics returns the collectors on a new registry, with the Go and
-// process collectors.
+// newMetrics returns the collectors on a new registry (process.NewMetrics).
 func newMetrics() (*metrics.Metrics, *prometheus.Registry) {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.New(reg, event.ReasonLabels()...)
-	m.SetBuildInfo(buildVersion(), buildCommit())
-	return m, reg
+	return process.NewMetrics(buildVersion(), buildCommit())
 }
-
-// metricsServer is the /metrics, /healthz and /readyz server, or nothing
-// when the address is empty.
-type metricsServer struct{ srv *metrics.Server }
-
-// serveMetrics serves the endpoints. /readyz is ready once the runner
-// exists, NATS is connected and the API accepts the credentials.
-func serveMetrics(addr string, reg *prometheus.Registry, m *metrics.Metrics, conn *natsconn.Conn, runner *atomic.Pointer[jobs.Runner], log *zap.Logger) (*metricsServer, error) {
-	if addr == "" {
-		return &metricsServer{}, nil
-	}
-	// /healthz fails when work is pending and no reconcile finished for
-	// livenessBound: a wedged process, which a restart cures.
-	srv, err := metrics.Listen(addr, health.Handler(reg, livenessBound, []string{"reconciler_queue_depth", "reconciler_inflight_reconciles"},
-		[]string{"reconciler_reconcile_total"}, m.Handler(reg, func() error {
-			if !conn.NC.IsConnected() {
-				return errors.New("NATS is not connected")
-			}
-			r := runner.Load()
-			if r == nil {
-				return errors.New("starting: setting up JetStream")
-			}
-			return r.Ready()
-		})))
-	if err != nil {
-		return nil, err
-	}
-	log.Info("metrics listening", zap.String("addr", srv.Addr()))
-	return &metricsServer{srv: srv}, nil
-}
-
-// livenessBound is longer than a budget pause for Retry-After, so a
-// process waiting out a 429 is not restarted.
-const livenessBound = 10 * time.Minute
-
-func (s *metricsServer) shutdown() {
-	if s.srv == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = s.srv.Shutdown(ctx)
-}
-
-// noHooks is the client hooks of a tool without metrics.
-var noHooks cfapi.Hooks

@@ -19,6 +19,7 @@ import (
 	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 	"github.com/reconciler/reconciler/internal/natsconn"
+	"github.com/reconciler/reconciler/internal/process"
 	"github.com/reconciler/reconciler/internal/progress"
 	"github.com/reconciler/reconciler/internal/sandbox"
 )
@@ -112,7 +113,7 @@ func sandboxEnv(e clihelp.Env) clihelp.Env {
 type sandboxRun struct {
 	emu      *sandbox.Emulator
 	conn     *natsconn.Conn
-	metrics  *metricsServer
+	metrics  *process.MetricsServer
 	runner   *jobs.Runner
 	stopRun  func()
 	tempDir  string
@@ -149,7 +150,7 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 	}
 	m, reg := newMetrics()
 	var runner atomic.Pointer[jobs.Runner]
-	if sb.metrics, err = serveMetrics(sandbox.FreeIfTaken(sf.metricsAddr), reg, m, sb.conn, &runner, log); err != nil {
+	if sb.metrics, err = process.ServeMetrics(sandbox.FreeIfTaken(sf.metricsAddr), reg, m, sb.conn, &runner, log); err != nil {
 		sb.close(log)
 		return nil, clihelp.Usagef("--metrics-addr: %v", err)
 	}
@@ -163,19 +164,19 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 	runDone := make(chan struct{})
 	go func() { defer close(runDone); _ = sb.runner.Run(runCtx) }()
 	sb.stopRun = func() { stopRun(); <-runDone }
-	lim, closeLim, err := newLimiter(ctx, &sf.pipe.api, creds, sb.conn.JS, budgetShared, 1, log)
+	lim, closeLim, err := sf.pipe.api.spec().Limiter(ctx, creds, sb.conn.JS, process.Shared, 1, log)
 	if err != nil {
 		sb.close(log)
 		return nil, err
 	}
 	sb.conn.OnClose(closeLim)
 	sb.lim = lim
-	if sb.client, err = newAPIClient(&sf.pipe.api, creds, lim, noHooks, time.Minute); err != nil {
+	if sb.client, err = sf.pipe.api.spec().Client(creds, lim, cfapi.Hooks{}, time.Minute); err != nil {
 		sb.close(log)
 		return nil, err
 	}
-	if sb.metrics.srv != nil {
-		sb.metricsU = "http://" + sb.metrics.srv.Addr() + "/metrics"
+	if addr := sb.metrics.Addr(); addr != "" {
+		sb.metricsU = "http://" + addr + "/metrics"
 	}
 	fmt.Fprintf(stdout, "sandbox: %d tenants in dispatch namespace customers of account %s\n", sf.tenants, cfapitest.DefaultAccount)
 	fmt.Fprintf(stdout, "  API emulator  %s  (budget %s, enforced)\n  NATS          %s  (data dir %s)\n  metrics       %s\n\n",
@@ -230,7 +231,7 @@ func (sb *sandboxRun) close(log *zap.Logger) {
 		sb.stopRun()
 	}
 	if sb.metrics != nil {
-		sb.metrics.shutdown()
+		sb.metrics.Shutdown()
 	}
 	if sb.conn != nil {
 		sb.conn.Close(log, 2*time.Second)

@@ -15,6 +15,7 @@ import (
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 	"github.com/reconciler/reconciler/internal/planner"
+	"github.com/reconciler/reconciler/internal/process"
 )
 
 // scopeFlags name the scripts of an operator command: an account and a
@@ -98,13 +99,13 @@ func openOps(ctx context.Context, tool string, stderr io.Writer, n *natsFlags, a
 	if err != nil {
 		return fail(err)
 	}
-	lim, closeLim, err := newLimiter(ctx, a, creds, conn.JS, budgetShared, 1, log)
+	lim, closeLim, err := a.spec().Limiter(ctx, creds, conn.JS, process.Shared, 1, log)
 	if err != nil {
 		return fail(err)
 	}
 	closeConn := s.close
 	s.close = func() { closeLim(); closeConn() }
-	if s.client, err = newAPIClient(a, creds, lim, noHooks, time.Minute); err != nil {
+	if s.client, err = a.spec().Client(creds, lim, cfapi.Hooks{}, time.Minute); err != nil {
 		return fail(err)
 	}
 	stopWatch := watchBudget(ctx, tool, lim, stderr) // progress.go
