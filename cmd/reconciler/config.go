@@ -42,20 +42,7 @@ func isSecretFlag(name string) bool { return name == "nats-password" || name == 
 func registerConnFlags(f *clihelp.Flags, o *natsconn.Options) {
 	gfs := flag.NewFlagSet(f.Command, flag.ContinueOnError)
 	o.Register(gfs, f.Env)
-	primary := map[string]bool{}
-	gfs.VisitAll(func(fl *flag.Flag) {
-		if !strings.HasPrefix(fl.Usage, "same as --") {
-			primary[fl.Name] = true
-		}
-	})
-	f.AddGoFlagSet(gfs)
-	gfs.VisitAll(func(gf *flag.Flag) {
-		fl := f.Lookup(gf.Name)
-		fl.Hidden = !primary[gf.Name]
-		if isSecretFlag(gf.Name) {
-			fl.DefValue = ""
-		}
-	})
+	f.AddGoFlags(gfs, isSecretFlag)
 }
 
 // natsFlags say where the event pipeline is.

@@ -85,8 +85,8 @@ func runDrift(ctx context.Context, a *app, f *clihelp.Flags, df *driftFlags) err
 	if err != nil {
 		return err
 	}
-	defer s.close()
-	rep, err := tools.Drift(ctx, s.res, s.client, s.planner, scope)
+	defer s.Close()
+	rep, err := tools.Drift(ctx, s.Res, s.Client, s.Planner, scope)
 	if err != nil {
 		return err
 	}

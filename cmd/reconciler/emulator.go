@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
 	"github.com/reconciler/reconciler/internal/clihelp"
+	"github.com/reconciler/reconciler/internal/sandbox"
 )
 
 // emulatorFlags are the flags of `reconciler emulator`.
@@ -58,53 +58,29 @@ func (ef *emulatorFlags) register(f *clihelp.Flags) {
 }
 
 func runEmulator(ctx context.Context, a *app, f *clihelp.Flags, ef *emulatorFlags) error {
-	stdout := a.stdout
-	addr, rateLimit, token := ef.addr, ef.rateLimit, ef.token
-	failRate, throttleRate, resetRate, otherToolRate := ef.failRate, ef.throttleRate, ef.resetRate, ef.otherToolRate
-	rateSliding, latency, seedTenants := ef.rateSliding, ef.latency, ef.seedTenants
-	seedNamespace, namespaces := ef.seedNamespace, ef.namespaces
 	if err := f.NoArgs(""); err != nil {
 		return err
 	}
-	for name, v := range map[string]float64{"fail-rate": failRate, "throttle-rate": throttleRate, "reset-rate": resetRate} {
+	for name, v := range map[string]float64{"fail-rate": ef.failRate, "throttle-rate": ef.throttleRate, "reset-rate": ef.resetRate} {
 		if v < 0 || v > 1 {
 			return clihelp.Usagef("--%s: must be between 0 and 1, got %v", name, v)
 		}
 	}
-	if seedTenants < 0 {
+	if ef.seedTenants < 0 {
 		return clihelp.Usagef("--tenants: must not be negative")
 	}
-	opts := cfapitest.Options{Token: token, Faults: cfapitest.Faults{FailRate: failRate, ThrottleRate: throttleRate, ResetRate: resetRate, Latency: latency}}
-	if rateLimit != "" {
-		n, w, err := ratelimit.ParseRate(rateLimit)
+	opts := cfapitest.Options{Token: ef.token, Faults: cfapitest.Faults{FailRate: ef.failRate, ThrottleRate: ef.throttleRate, ResetRate: ef.resetRate, Latency: ef.latency}}
+	if ef.rateLimit != "" {
+		n, w, err := ratelimit.ParseRate(ef.rateLimit)
 		if err != nil {
 			return clihelp.Usagef("--rate-limit: %v", err)
 		}
-		opts.RateLimit, opts.RateWindow, opts.RateSliding = n, w, rateSliding
+		opts.RateLimit, opts.RateWindow, opts.RateSliding = n, w, ef.rateSliding
 	}
-	if otherToolRate < 0 || (otherToolRate > 0 && rateLimit == "") {
-		return clihelp.Usagef("--other-tool-rate: must be positive and needs --rate-limit, got %v", otherToolRate)
+	if ef.otherToolRate < 0 || (ef.otherToolRate > 0 && ef.rateLimit == "") {
+		return clihelp.Usagef("--other-tool-rate: must be positive and needs --rate-limit, got %v", ef.otherToolRate)
 	}
-	opts.OtherToolRate = otherToolRate
-	emu := cfapitest.New(opts)
-	for _, ns := range strings.Split(namespaces, ",") {
-		if ns = strings.TrimSpace(ns); ns == "" {
-			continue
-		}
-		if err := emu.CreateNamespace(cfapitest.DefaultAccount, ns); err != nil {
-			return clihelp.Usagef("--namespaces: %v", err)
-		}
-	}
-	if seedTenants > 0 {
-		if err := emu.Seed(cfapitest.DefaultAccount, []string{seedNamespace}, seedTenants); err != nil {
-			return clihelp.Usagef("--seed-namespace: %v", err)
-		}
-	}
-	return emu.ListenAndServe(ctx, addr, func(baseURL string) {
-		fmt.Fprintf(stdout, "Cloudflare API emulator serving at %s\n", baseURL)
-		if seedTenants > 0 {
-			fmt.Fprintf(stdout, "seeded %d tenants in account %s, dispatch namespace %s\n", seedTenants, cfapitest.DefaultAccount, seedNamespace)
-		}
-		fmt.Fprintf(stdout, "use: CLOUDFLARE_API_BASE_URL=%s\n", baseURL)
-	})
+	opts.OtherToolRate = ef.otherToolRate
+	return sandbox.ServeEmulator(ctx, sandbox.EmulatorConfig{Addr: ef.addr, Options: opts, Namespaces: strings.Split(ef.namespaces, ","),
+		SeedTenants: ef.seedTenants, SeedNamespace: ef.seedNamespace}, a.stdout)
 }

@@ -12,18 +12,16 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"strings"
-	"sync/atomic"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/reconciler/reconciler/internal/buildinfo"
 	"github.com/reconciler/reconciler/internal/clihelp"
+	"github.com/reconciler/reconciler/internal/process"
 )
 
 // Set with -ldflags "-X main.version=... -X main.commit=...".
@@ -42,38 +40,13 @@ const (
 )
 
 func main() {
-	ctx, interrupted, stop := notifySignals(context.Background())
+	ctx, interrupted, stop := process.NotifySignals(context.Background())
 	code := realMain(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, osEnv)
 	stop()
 	if interrupted() {
 		code = exitInterrupted
 	}
 	os.Exit(code)
-}
-
-// notifySignals returns a context cancelled on the first SIGINT or
-// SIGTERM, and whether a SIGINT came. After the first signal the default
-// handling is back: a second Ctrl-C stops the process at once.
-func notifySignals(parent context.Context) (context.Context, func() bool, func()) {
-	ctx, cancel := context.WithCancel(parent)
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-	var sigint atomic.Bool
-	done := make(chan struct{})
-	go func() {
-		select {
-		case s := <-ch:
-			sigint.Store(s == syscall.SIGINT)
-			signal.Stop(ch)
-			cancel()
-		case <-done:
-		}
-	}()
-	return ctx, sigint.Load, func() {
-		signal.Stop(ch)
-		close(done)
-		cancel()
-	}
 }
 
 // app is what every command shares: the process's streams and

@@ -54,7 +54,7 @@ or deploy with wrangler against it.`,
 		Example: `  reconciler sandbox
   reconciler sandbox --tenants 5000 --keep`,
 	}
-	f := clihelp.CommandFlags(cmd, sandboxEnv(a.env))
+	f := clihelp.CommandFlags(cmd, sandbox.Env(a.env))
 	sf.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runSandbox(ctx, a, f, &sf) })
 	return cmd
@@ -87,26 +87,6 @@ func runSandbox(ctx context.Context, a *app, f *clihelp.Flags, sf *sandboxFlags)
 	sandbox.Try(stdout, sb.emu.URL, sb.conn.URL)
 	<-ctx.Done()
 	return nil
-}
-
-// sandboxEnv gives the sandbox its own defaults: a budget scaled so the
-// demo takes seconds (the emulator enforces the same), readable logs, and
-// a fresh data directory.
-func sandboxEnv(e clihelp.Env) clihelp.Env {
-	return func(k string) string {
-		if v := e(k); v != "" {
-			return v
-		}
-		switch k {
-		case "RECONCILER_RATE_LIMIT":
-			return "400/1s"
-		case "RECONCILER_LOG_FORMAT":
-			return "console"
-		case "RECONCILER_LOG_LEVEL":
-			return "warn"
-		}
-		return ""
-	}
 }
 
 // sandboxRun is the running sandbox.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -12,9 +11,8 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/event"
-	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
-	"github.com/reconciler/reconciler/internal/planner"
+	"github.com/reconciler/reconciler/internal/natsconn"
 	"github.com/reconciler/reconciler/internal/process"
 )
 
@@ -61,56 +59,25 @@ func (s *scopeFlags) ref(script string) (cfapi.ScriptRef, error) {
 	return ref, ref.Validate()
 }
 
-// opsSession is what an operator command reads through: the pipeline's
-// state on NATS, its planner (the stored fingerprint key), and an API
-// client on the shared budget (nil without one).
-type opsSession struct {
-	res     *state.Resources
-	planner *planner.Planner
-	client  *cfapi.Client
-	close   func()
-}
-
 // openOps connects to the pipeline behind n (--nats-url, or a running
-// `reconciler run`), which must be reachable, and, when withAPI, makes an
-// API client on its shared budget; a wait for that budget of more than a
-// few seconds is noticed on stderr as tool's.
-func openOps(ctx context.Context, tool string, stderr io.Writer, n *natsFlags, a *apiFlags, e clihelp.Env, withAPI bool, log *zap.Logger) (*opsSession, error) {
+// `reconciler run`), which must be reachable, and opens what an operator
+// command reads through (process.OpenOps), with an API client on its
+// shared budget when withAPI.
+func openOps(ctx context.Context, tool string, stderr io.Writer, n *natsFlags, a *apiFlags, e clihelp.Env, withAPI bool, log *zap.Logger) (*process.Ops, error) {
 	conn, err := connectNATS(n, false, log)
 	if err != nil {
 		return nil, err
 	}
-	s := &opsSession{close: func() { conn.Close(log, 5*time.Second) }}
-	fail := func(err error) (*opsSession, error) { s.close(); return nil, err }
-	if s.res, err = state.Open(ctx, conn.JS, n.names()); err != nil {
-		return fail(err)
+	c := process.OpsConfig{Tool: tool, Stderr: stderr, Names: n.names(), Log: log,
+		Key: func(ctx context.Context, conn *natsconn.Conn) ([]byte, error) {
+			return fingerprintKey(ctx, conn.JS, e, 1, false)
+		},
+		Creds: func() (cfapi.Credentials, error) { return credentials(e, a.baseURL) }}
+	if withAPI {
+		api := a.spec()
+		c.API = &api
 	}
-	key, err := fingerprintKey(ctx, conn.JS, e, 1, false)
-	if err != nil {
-		return fail(err)
-	}
-	if s.planner, err = planner.New(planner.Options{FingerprintKey: key}); err != nil {
-		return fail(err)
-	}
-	if !withAPI {
-		return s, nil
-	}
-	creds, err := credentials(e, a.baseURL)
-	if err != nil {
-		return fail(err)
-	}
-	lim, closeLim, err := a.spec().Limiter(ctx, creds, conn.JS, process.Shared, 1, log)
-	if err != nil {
-		return fail(err)
-	}
-	closeConn := s.close
-	s.close = func() { closeLim(); closeConn() }
-	if s.client, err = a.spec().Client(creds, lim, cfapi.Hooks{}, time.Minute); err != nil {
-		return fail(err)
-	}
-	stopWatch := watchBudget(ctx, tool, lim, stderr) // progress.go
-	s.close = func() { stopWatch(); closeLim(); closeConn() }
-	return s, nil
+	return process.OpenOps(ctx, conn, c)
 }
 
 // statusFlags are the flags of `reconciler status`.
@@ -179,12 +146,12 @@ func runStatus(ctx context.Context, a *app, f *clihelp.Flags, sf *statusFlags) e
 	if err != nil {
 		return err
 	}
-	defer s.close()
+	defer s.Close()
 	var api tools.StatusAPI
-	if s.client != nil {
-		api = s.client
+	if s.Client != nil {
+		api = s.Client
 	}
-	st, err := tools.ScriptStatusOf(ctx, s.res, api, s.planner, ref, tools.StatusOptions{NoLive: sf.noLive, History: sf.history})
+	st, err := tools.ScriptStatusOf(ctx, s.Res, api, s.Planner, ref, tools.StatusOptions{NoLive: sf.noLive, History: sf.history})
 	if err != nil {
 		return err
 	}

@@ -2,9 +2,11 @@ package clihelp
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -185,4 +187,24 @@ func ValidateAll(f *Flags, vs ...func(*Flags) error) error {
 		}
 	}
 	return nil
+}
+
+// AddGoFlags adds the flags of gfs (Go's flag package). Those whose usage
+// starts "same as --" are second spellings, kept out of the help; the
+// defaults of those secret says hold a secret are never shown.
+func (f *Flags) AddGoFlags(gfs *flag.FlagSet, secret func(name string) bool) {
+	primary := map[string]bool{}
+	gfs.VisitAll(func(fl *flag.Flag) {
+		if !strings.HasPrefix(fl.Usage, "same as --") {
+			primary[fl.Name] = true
+		}
+	})
+	f.AddGoFlagSet(gfs)
+	gfs.VisitAll(func(gf *flag.Flag) {
+		fl := f.Lookup(gf.Name)
+		fl.Hidden = !primary[gf.Name]
+		if secret(gf.Name) {
+			fl.DefValue = ""
+		}
+	})
 }
