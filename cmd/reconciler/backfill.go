@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -14,7 +13,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/backfill"
+	"github.com/reconciler/reconciler/internal/natsconn"
+	"github.com/reconciler/reconciler/internal/process"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/event"
@@ -47,58 +49,58 @@ func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func (s *stringList) Type() string       { return "stringArray" }
 
-func (bf *backfillFlags) register(f *flagSet) {
+func (bf *backfillFlags) register(f *clihelp.Flags) {
 	bf.pipe.registerPipeline(f)
-	f.str(&bf.from, "from", "", "", "events to apply, one per script (JSON lines as in docs/events.md; - for stdin)")
-	f.str(&bf.namespace, "dispatch-namespace", "", "", "apply --patch to every script of this dispatch namespace")
-	f.alias("namespace", "dispatch-namespace")
-	f.str(&bf.patchFile, "patch", "", "", "with --dispatch-namespace: a JSON object with \"upsert\" and/or \"remove\", as in a patch event")
+	f.Str(&bf.from, "from", "", "", "events to apply, one per script (JSON lines as in docs/events.md; - for stdin)")
+	f.Str(&bf.namespace, "dispatch-namespace", "", "", "apply --patch to every script of this dispatch namespace")
+	f.Alias("namespace", "dispatch-namespace")
+	f.Str(&bf.patchFile, "patch", "", "", "with --dispatch-namespace: a JSON object with \"upsert\" and/or \"remove\", as in a patch event")
 	f.Var(&bf.tags, "tag", "with --dispatch-namespace: only scripts with this tag (NAME or NAME:yes includes, NAME:no excludes; repeatable)")
-	f.str(&bf.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account of --dispatch-namespace")
-	f.str(&bf.runID, "run-id", "", "", "name of the run, to resume it (default: derived from the input)")
-	f.str(&bf.output, "output", "", "text", "summary: text or json (the last line of stdout is one JSON object)")
+	f.Str(&bf.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account of --dispatch-namespace")
+	f.Str(&bf.runID, "run-id", "", "", "name of the run, to resume it (default: derived from the input)")
+	f.Str(&bf.output, "output", "", "text", "summary: text or json (the last line of stdout is one JSON object)")
 	f.BoolVar(&bf.dryRun, "dry-run", false, "read live state and print each plan and a summary; write nothing")
 	f.BoolVar(&bf.skipUnmodified, "skip-unmodified", false, "with --dispatch-namespace: do not read a script whose listed modified_on equals the one recorded when a read last found it converged, and whose desired state is applied (see README)")
 	f.BoolVar(&bf.retryFailed, "retry-failed", true, "when resuming a run, queue again the scripts whose result failed (--retry-failed=false keeps their failures)")
-	f.str(&bf.progress, "progress", "", "auto", "progress: auto (a bar on a terminal, log lines otherwise), bar, log or none")
+	f.Str(&bf.progress, "progress", "", "auto", "progress: auto (a bar on a terminal, log lines otherwise), bar, log or none")
 	bf.preview.register(f)
 }
 
-func (bf *backfillFlags) validate(f *flagSet) error {
+func (bf *backfillFlags) validate(f *clihelp.Flags) error {
 	if err := bf.pipe.validate(f); err != nil {
 		return err
 	}
 	switch {
 	case bf.from == "" && bf.namespace == "":
-		return usagef("give --from FILE, or --dispatch-namespace NS with --patch FILE")
+		return clihelp.Usagef("give --from FILE, or --dispatch-namespace NS with --patch FILE")
 	case bf.from != "" && (bf.namespace != "" || bf.patchFile != "" || len(bf.tags) > 0):
-		return usagef("--from cannot be combined with --dispatch-namespace, --patch or --tag")
+		return clihelp.Usagef("--from cannot be combined with --dispatch-namespace, --patch or --tag")
 	case bf.namespace != "" && bf.patchFile == "":
-		return usagef("--dispatch-namespace needs --patch FILE (the change to apply to every script)")
+		return clihelp.Usagef("--dispatch-namespace needs --patch FILE (the change to apply to every script)")
 	case bf.namespace != "" && bf.account == "":
-		return usagef("%s: needed with --dispatch-namespace", f.name("account"))
+		return clihelp.Usagef("%s: needed with --dispatch-namespace", f.Label("account"))
 	case bf.skipUnmodified && bf.namespace == "":
-		return usagef("--skip-unmodified needs --dispatch-namespace (it compares the listing's modified_on)")
+		return clihelp.Usagef("--skip-unmodified needs --dispatch-namespace (it compares the listing's modified_on)")
 	case bf.output != "text" && bf.output != "json":
-		return usagef("--output: must be text or json, got %q", bf.output)
+		return clihelp.Usagef("--output: must be text or json, got %q", bf.output)
 	}
 	if bf.namespace != "" {
 		if err := cfapi.ValidateScriptName(bf.namespace); err != nil {
-			return usagef("--dispatch-namespace: %v", err)
+			return clihelp.Usagef("--dispatch-namespace: %v", err)
 		}
 		if err := cfapi.ValidateAccountID(bf.account); err != nil {
-			return usagef("%s: %v", f.name("account"), err)
+			return clihelp.Usagef("%s: %v", f.Label("account"), err)
 		}
 	}
 	if bf.runID != "" {
 		if err := state.ValidateRunID(bf.runID); err != nil {
-			return usagef("--run-id: %v", err)
+			return clihelp.Usagef("--run-id: %v", err)
 		}
 	}
 	switch bf.progress {
 	case "auto", "bar", "log", "none":
 	default:
-		return usagef("--progress: must be auto, bar, log or none, got %q", bf.progress)
+		return clihelp.Usagef("--progress: must be auto, bar, log or none, got %q", bf.progress)
 	}
 	return bf.preview.validate()
 }
@@ -118,23 +120,23 @@ resumes where it stopped when started again (same input, or --run-id).`,
   reconciler backfill --dispatch-namespace customers --patch add-kv.json --tag plan:pro
   reconciler backfill --from events.jsonl --dry-run`,
 	}
-	f := commandFlags(cmd, a.env)
+	f := clihelp.CommandFlags(cmd, a.env)
 	bf.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runBackfill(ctx, a, f, &bf) })
 	cmd.AddCommand(newBackfillSteerCmds(a)...) // backfill_steer.go
 	return cmd
 }
 
-func runBackfill(ctx context.Context, a *app, f *flagSet, bf *backfillFlags) error {
+func runBackfill(ctx context.Context, a *app, f *clihelp.Flags, bf *backfillFlags) error {
 	stdin, stdout, stderr, e := a.stdin, a.stdout, a.stderr, a.env
-	if err := f.noArgs("use --from FILE"); err != nil {
+	if err := f.NoArgs("use --from FILE"); err != nil {
 		return err
 	}
 	if err := bf.validate(f); err != nil {
 		return err
 	}
 	if !bf.dryRun && (bf.preview != previewFlags{}) {
-		return usagef("--stored, --no-stored, --changes-only, --verbose and --detailed-exitcode need --dry-run")
+		return clihelp.Usagef("--stored, --no-stored, --changes-only, --verbose and --detailed-exitcode need --dry-run")
 	}
 	creds, err := credentials(e, bf.pipe.api.baseURL)
 	if err != nil {
@@ -151,16 +153,16 @@ func runBackfill(ctx context.Context, a *app, f *flagSet, bf *backfillFlags) err
 		return err
 	}
 	defer stopPipeline()
-	lim, closeLim, err := newLimiter(ctx, &bf.pipe.api, creds, conn.js, budgetShared, 1, log)
+	lim, closeLim, err := bf.pipe.api.spec().Limiter(ctx, creds, conn.JS, process.Shared, 1, log)
 	if err != nil {
 		return err
 	}
 	defer closeLim()
-	client, err := newAPIClient(&bf.pipe.api, creds, lim, noHooks, time.Minute)
+	client, err := bf.pipe.api.spec().Client(creds, lim, cfapi.Hooks{}, time.Minute)
 	if err != nil {
 		return err
 	}
-	src, err := bf.source(stdin, client, backfill.KnownScriptsIn(conn.js, bf.pipe.nats.names()), log)
+	src, err := bf.source(stdin, client, backfill.KnownScriptsIn(conn.JS, bf.pipe.nats.names()), log)
 	if err != nil {
 		return err
 	}
@@ -173,9 +175,9 @@ func runBackfill(ctx context.Context, a *app, f *flagSet, bf *backfillFlags) err
 
 // execute runs the backfill of src on the pipeline behind conn, its
 // progress and budget notices on con, its ETA from the budget of lim.
-func (bf *backfillFlags) execute(ctx context.Context, conn *natsConn, con *progress.Console, src *backfill.Source, lim *ratelimit.Limiter, log *zap.Logger) (*backfill.Summary, error) {
+func (bf *backfillFlags) execute(ctx context.Context, conn *natsconn.Conn, con *progress.Console, src *backfill.Source, lim *ratelimit.Limiter, log *zap.Logger) (*backfill.Summary, error) {
 	defer watchBudget(ctx, "backfill", lim, con)()
-	res, err := state.Open(ctx, conn.js, bf.pipe.nats.names())
+	res, err := state.Open(ctx, conn.JS, bf.pipe.nats.names())
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +200,7 @@ func (bf *backfillFlags) source(stdin io.Reader, client *cfapi.Client, known bac
 
 func (bf *backfillFlags) sourceOf(stdin io.Reader, client *cfapi.Client, known backfill.KnownScriptsFunc, log *zap.Logger) (*backfill.Source, error) {
 	if bf.from != "" {
-		in, err := openInput(bf.from, stdin)
+		in, err := clihelp.OpenInput(bf.from, stdin)
 		if err != nil {
 			return nil, err
 		}
@@ -207,58 +209,42 @@ func (bf *backfillFlags) sourceOf(stdin io.Reader, client *cfapi.Client, known b
 		if err != nil {
 			return nil, fmt.Errorf("reading %s: %w", bf.from, err)
 		}
-		src := backfill.EventsSource(inputName(bf.from), data, bf.pipe.nats.subjectPrefix)
+		src := backfill.EventsSource(clihelp.InputName(bf.from), data, bf.pipe.nats.subjectPrefix)
 		src.Describe = "file " + bf.from
 		return src, nil
 	}
 	patch, err := os.ReadFile(bf.patchFile)
 	if err != nil {
-		return nil, usagef("--patch: %v", err)
+		return nil, clihelp.Usagef("--patch: %v", err)
 	}
 	src, err := backfill.NamespaceSource(backfill.Namespace{Account: bf.account, Namespace: bf.namespace, Tags: bf.tags, Patch: patch,
 		SubjectPrefix: bf.pipe.nats.subjectPrefix, SkipUnmodified: bf.skipUnmodified, Lister: client, Known: known, Log: log})
 	if err != nil {
-		return nil, usagef("--patch %s: %v", bf.patchFile, err)
+		return nil, clihelp.Usagef("--patch %s: %v", bf.patchFile, err)
 	}
 	return src, nil
 }
 
-// printSummary writes the summary table, or the JSON line, and returns
+// printSummary writes the summary (backfill.WriteSummary) and returns
 // the run's failure (exit 1) when a script failed.
 func printSummary(w io.Writer, output string, s *backfill.Summary) error {
-	changed := "changed"
-	if s.DryRun {
-		changed = "would change"
+	if err := backfill.WriteSummary(w, output == "json", s); err != nil {
+		return err
 	}
-	if output == "json" {
-		line, _ := json.Marshal(s)
-		fmt.Fprintln(w, string(line))
-	} else {
-		fmt.Fprintf(w, "backfill run %s%s: %d scripts in %s\n", s.Run, map[bool]string{true: " (resumed)"}[s.Resumed],
-			s.Scripts, time.Duration(s.Seconds*float64(time.Second)).Round(time.Second))
-		fmt.Fprintf(w, "  %-10s %8d\n  %-10s %8d\n  %-10s %8d\n", changed, s.Changed, "unchanged", s.Unchanged, "failed", s.Failed)
-		for _, f := range s.Failures {
-			fmt.Fprintf(w, "  failed: %s  %s  %s\n", f.Script, f.Reason, f.Error)
-		}
+	if msg := s.FailureText(); msg != "" {
+		return &failedError{msg: msg}
 	}
-	if s.Failed == 0 {
-		return nil
-	}
-	msg := fmt.Sprintf("%d of %d scripts failed", s.Failed, s.Scripts)
-	if s.Failed > s.Invalid && !s.DryRun {
-		msg += " (see `reconciler dlq list` for the dead letters)"
-	}
-	return &failedError{msg: msg}
+	return nil
 }
 
 // pipeline connects to the pipeline that will do the work: --nats-url,
 // or the embedded server of a running `reconciler run`; when neither is
 // there (no --nats-url and nothing on --embedded-listen) it runs the
 // pipeline in this process until the returned stop is called.
-func (bf *backfillFlags) pipeline(ctx context.Context, creds credentialSet, e env, log *zap.Logger) (*natsConn, func(), error) {
+func (bf *backfillFlags) pipeline(ctx context.Context, creds cfapi.Credentials, e clihelp.Env, log *zap.Logger) (*natsconn.Conn, func(), error) {
 	conn, err := connectNATS(&bf.pipe.nats, false, log)
 	if err == nil {
-		return conn, func() { conn.close(log, 5*time.Second) }, nil
+		return conn, func() { conn.Close(log, 5*time.Second) }, nil
 	}
 	if bf.pipe.nats.url != "" {
 		return nil, nil, err
@@ -270,7 +256,7 @@ func (bf *backfillFlags) pipeline(ctx context.Context, creds credentialSet, e en
 	m, _ := newMetrics()
 	runner, _, err := startPipeline(ctx, &bf.pipe, conn, creds, m, e, log)
 	if err != nil {
-		conn.close(log, time.Second)
+		conn.Close(log, time.Second)
 		return nil, nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -279,14 +265,14 @@ func (bf *backfillFlags) pipeline(ctx context.Context, creds credentialSet, e en
 	return conn, func() {
 		cancel()
 		<-done
-		conn.close(log, 5*time.Second)
+		conn.Close(log, 5*time.Second)
 	}, nil
 }
 
 // dryRunPlans prints the plan of every script and a summary; it writes
 // nothing anywhere. It plans from the stored state of a reachable
 // pipeline, or as a reconciler that has applied nothing (previewFlags).
-func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writer, stdin io.Reader, creds credentialSet, e env, log *zap.Logger) error {
+func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writer, stdin io.Reader, creds cfapi.Credentials, e clihelp.Env, log *zap.Logger) error {
 	client, conn, closeClient, err := toolClient(ctx, &bf.pipe.nats, &bf.pipe.api, creds, log)
 	if err != nil {
 		return err
@@ -295,7 +281,7 @@ func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writ
 	defer watchBudget(ctx, "backfill", client.Limiter(), stderr)()
 	var js jetstream.JetStream
 	if conn != nil {
-		js = conn.js
+		js = conn.JS
 	}
 	src, err := bf.source(stdin, client, backfill.KnownScriptsIn(js, bf.pipe.nats.names()), log)
 	if err != nil {
@@ -307,7 +293,7 @@ func (bf *backfillFlags) dryRunPlans(ctx context.Context, stdout, stderr io.Writ
 	}
 	out := bf.preview.printer(stdout, bf.output, base, bf.output == "json")
 	sum, err := backfill.DryRun(ctx, src, bf.pipe.nats.subjectPrefix, func(ctx context.Context, events []*event.Event) []tools.Preview {
-		return tools.PreviewEvents(ctx, client, pl, events, base.state)
+		return tools.PreviewEvents(ctx, client, pl, events, base.State)
 	}, out.Print)
 	if err != nil {
 		return err

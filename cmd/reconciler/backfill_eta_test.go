@@ -10,7 +10,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/backfill"
+	"github.com/reconciler/reconciler/internal/process"
 	"github.com/reconciler/reconciler/internal/progress"
 
 	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
@@ -66,13 +68,13 @@ func TestBackfillETAFollowsTheAPIView(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	creds := credentialSet{token: "eta-token"}
-	runLim, closeRun, err := newLimiter(ctx, &a, creds, connect(), budgetEnsure, 1, zap.NewNop())
+	creds := cfapi.Credentials{Token: "eta-token"}
+	runLim, closeRun, err := a.spec().Limiter(ctx, creds, connect(), process.Ensure, 1, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer closeRun()
-	bfLim, closeBF, err := newLimiter(ctx, &a, creds, connect(), budgetShared, 1, zap.NewNop())
+	bfLim, closeBF, err := a.spec().Limiter(ctx, creds, connect(), process.Shared, 1, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +116,7 @@ func TestBackfillETAFollowsTheAPIView(t *testing.T) {
 	}
 
 	// A budget of this process alone: its --rate-limit.
-	local, _, err := newLimiter(ctx, &a, creds, nil, budgetLocal, 1, zap.NewNop())
+	local, _, err := a.spec().Limiter(ctx, creds, nil, process.Local, 1, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/backfill"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 )
@@ -22,22 +22,22 @@ type steerFlags struct {
 	output string
 }
 
-func (sf *steerFlags) register(f *flagSet) {
+func (sf *steerFlags) register(f *clihelp.Flags) {
 	sf.nats.register(f)
 	sf.log.register(f)
 	what := "one JSON object"
 	if sf.sub == "list" {
 		what = "one JSON object per run"
 	}
-	f.str(&sf.output, "output", "", "text", "output: text or json ("+what+")")
+	f.Str(&sf.output, "output", "", "text", "output: text or json ("+what+")")
 }
 
-func (sf *steerFlags) validate(f *flagSet) error {
-	if err := validateAll(f, &sf.nats, &sf.log); err != nil {
+func (sf *steerFlags) validate(f *clihelp.Flags) error {
+	if err := clihelp.ValidateAll(f, sf.nats.validate, sf.log.validate); err != nil {
 		return err
 	}
 	if sf.output != "text" && sf.output != "json" {
-		return usagef("--output: must be text or json, got %q", sf.output)
+		return clihelp.Usagef("--output: must be text or json, got %q", sf.output)
 	}
 	return nil
 }
@@ -58,29 +58,29 @@ func newBackfillSteerCmds(a *app) []*cobra.Command {
 func newBackfillSteerCmd(a *app, sub, use, short, example string) *cobra.Command {
 	sf := &steerFlags{sub: sub}
 	cmd := &cobra.Command{Use: use, Short: short, Example: example}
-	f := commandFlags(cmd, a.env)
-	f.command = "backfill " + sub
+	f := clihelp.CommandFlags(cmd, a.env)
+	f.Command = "backfill " + sub
 	sf.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runBackfillSteer(ctx, a, f, sf) })
 	return cmd
 }
 
-func runBackfillSteer(ctx context.Context, a *app, f *flagSet, sf *steerFlags) error {
+func runBackfillSteer(ctx context.Context, a *app, f *clihelp.Flags, sf *steerFlags) error {
 	if err := sf.validate(f); err != nil {
 		return err
 	}
 	var id string
 	if sf.sub == "list" {
-		if err := f.noArgs(""); err != nil {
+		if err := f.NoArgs(""); err != nil {
 			return err
 		}
 	} else {
-		if len(f.pos) != 1 {
-			return usagef("backfill %s needs one RUN id (see `reconciler backfill list`), got %d arguments", sf.sub, len(f.pos))
+		if len(f.Pos) != 1 {
+			return clihelp.Usagef("backfill %s needs one RUN id (see `reconciler backfill list`), got %d arguments", sf.sub, len(f.Pos))
 		}
-		id = f.pos[0]
+		id = f.Pos[0]
 		if err := state.ValidateRunID(id); err != nil {
-			return usagef("RUN: %v", err)
+			return clihelp.Usagef("RUN: %v", err)
 		}
 	}
 	log := sf.log.logger(a.stderr)
@@ -89,8 +89,8 @@ func runBackfillSteer(ctx context.Context, a *app, f *flagSet, sf *steerFlags) e
 	if err != nil {
 		return err
 	}
-	defer conn.close(log, 5*time.Second)
-	res, err := state.Open(ctx, conn.js, sf.nats.names())
+	defer conn.Close(log, 5*time.Second)
+	res, err := state.Open(ctx, conn.JS, sf.nats.names())
 	if err != nil {
 		return err
 	}
@@ -101,7 +101,7 @@ func runBackfillSteer(ctx context.Context, a *app, f *flagSet, sf *steerFlags) e
 		if err != nil {
 			return err
 		}
-		return printJSONLinesOr(a.stdout, sf.output, runs, func(w io.Writer) error { return backfill.WriteRuns(w, runs) })
+		return clihelp.JSONLinesOr(a.stdout, sf.output, runs, func(w io.Writer) error { return backfill.WriteRuns(w, runs) })
 	case "cancel":
 		dropped, err := backfill.Cancel(ctx, res, id, now)
 		if err != nil {
@@ -115,7 +115,7 @@ func runBackfillSteer(ctx context.Context, a *app, f *flagSet, sf *steerFlags) e
 			Dropped uint64 `json:"dropped"`
 			*backfill.RunStatus
 		}{dropped, st}
-		return printJSONOr(a.stdout, sf.output, out, func(w io.Writer) error {
+		return clihelp.JSONOr(a.stdout, sf.output, out, func(w io.Writer) error {
 			fmt.Fprintf(w, "backfill run %s cancelled: %d queued items dropped (items a runner held finish)\n\n", id, dropped)
 			return backfill.WriteRunStatus(w, st)
 		})
@@ -124,7 +124,7 @@ func runBackfillSteer(ctx context.Context, a *app, f *flagSet, sf *steerFlags) e
 		if err != nil {
 			return err
 		}
-		return printJSONOr(a.stdout, sf.output, st, func(w io.Writer) error { return backfill.WriteRunStatus(w, st) })
+		return clihelp.JSONOr(a.stdout, sf.output, st, func(w io.Writer) error { return backfill.WriteRunStatus(w, st) })
 	}
 }
 
@@ -134,20 +134,4 @@ func runStatusOf(ctx context.Context, res *state.Resources, id string, now time.
 		return nil, err
 	}
 	return run.Status(ctx, now)
-}
-
-// printJSONLinesOr writes each of vs as a JSON line when output is json,
-// else calls text.
-func printJSONLinesOr[T any](w io.Writer, output string, vs []T, text func(io.Writer) error) error {
-	if output != "json" {
-		return text(w)
-	}
-	for _, v := range vs {
-		line, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(w, string(line))
-	}
-	return nil
 }

@@ -3,14 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/reconciler/reconciler/internal/jobs/state"
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
 
@@ -31,41 +30,41 @@ type dlqFlags struct {
 
 // register registers the flags both subcommands share: which dead
 // letters.
-func (df *dlqFlags) register(f *flagSet) {
+func (df *dlqFlags) register(f *clihelp.Flags) {
 	df.nats.register(f)
 	df.log.register(f)
-	f.str(&df.script, "script", "", "", "only dead letters of this script: ACCOUNT.NAMESPACE.SCRIPT (namespace _ for ordinary Workers; * wildcards allowed)")
-	f.str(&df.reason, "reason", "", "", "only dead letters with this reason")
+	f.Str(&df.script, "script", "", "", "only dead letters of this script: ACCOUNT.NAMESPACE.SCRIPT (namespace _ for ordinary Workers; * wildcards allowed)")
+	f.Str(&df.reason, "reason", "", "", "only dead letters with this reason")
 	f.IntVar(&df.limit, "limit", 0, "at most this many dead letters (0 = all)")
 }
 
 // registerList registers the flags of dlq list alone.
-func (df *dlqFlags) registerList(f *flagSet) {
-	f.str(&df.output, "output", "", "text", "output: text or json (JSON lines)")
+func (df *dlqFlags) registerList(f *clihelp.Flags) {
+	f.Str(&df.output, "output", "", "text", "output: text or json (JSON lines)")
 }
 
 // registerReplay registers the flags of dlq replay alone.
-func (df *dlqFlags) registerReplay(f *flagSet) {
-	f.str(&df.seqs, "seq", "", "", "only these dead-letter sequence numbers, comma-separated")
+func (df *dlqFlags) registerReplay(f *clihelp.Flags) {
+	f.Str(&df.seqs, "seq", "", "", "only these dead-letter sequence numbers, comma-separated")
 	f.BoolVar(&df.keep, "keep", false, "keep replayed dead letters in the stream (default: delete them once republished)")
 }
 
-func (df *dlqFlags) validate(f *flagSet) error {
-	if err := f.noArgs(""); err != nil {
+func (df *dlqFlags) validate(f *clihelp.Flags) error {
+	if err := f.NoArgs(""); err != nil {
 		return err
 	}
-	if err := validateAll(f, &df.nats, &df.log); err != nil {
+	if err := clihelp.ValidateAll(f, df.nats.validate, df.log.validate); err != nil {
 		return err
 	}
 	if df.output != "" && df.output != "text" && df.output != "json" {
-		return usagef("--output: must be text or json, got %q", df.output)
+		return clihelp.Usagef("--output: must be text or json, got %q", df.output)
 	}
 	if df.limit < 0 {
-		return usagef("--limit: must not be negative")
+		return clihelp.Usagef("--limit: must not be negative")
 	}
 	if df.script != "" {
 		if strings.Count(df.script, ".") != 2 {
-			return usagef("--script: want ACCOUNT.NAMESPACE.SCRIPT, got %q", df.script)
+			return clihelp.Usagef("--script: want ACCOUNT.NAMESPACE.SCRIPT, got %q", df.script)
 		}
 		df.filter = df.nats.names().DLQPrefix + "." + df.script
 	}
@@ -74,31 +73,12 @@ func (df *dlqFlags) validate(f *flagSet) error {
 		for _, s := range strings.Split(df.seqs, ",") {
 			n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
 			if err != nil {
-				return usagef("--seq: %q is not a sequence number", s)
+				return clihelp.Usagef("--seq: %q is not a sequence number", s)
 			}
 			df.wantSeq[n] = true
 		}
 	}
 	return nil
-}
-
-// selected returns the dead letters the flags select.
-func (df *dlqFlags) selected(ctx context.Context, conn *natsConn) ([]tools.DLQEntry, error) {
-	entries, err := tools.ListDeadLetters(ctx, conn.js, df.nats.names().DLQStream, df.filter, 0)
-	if err != nil {
-		return nil, err
-	}
-	var out []tools.DLQEntry
-	for _, en := range entries {
-		if df.reason != "" && string(en.Record.Reason) != df.reason || len(df.wantSeq) > 0 && !df.wantSeq[en.Seq] {
-			continue
-		}
-		out = append(out, en)
-		if df.limit > 0 && len(out) >= df.limit {
-			break
-		}
-	}
-	return out, nil
 }
 
 func newDLQCmd(a *app) *cobra.Command {
@@ -115,13 +95,13 @@ func newDLQCmd(a *app) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a.ran = true
 			if len(args) == 0 {
-				return usagef("dlq needs a subcommand: list or replay")
+				return clihelp.Usagef("dlq needs a subcommand: list or replay")
 			}
 			hint := ""
 			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 				hint = fmt.Sprintf(" (did you mean %s?)", strings.Join(s, " or "))
 			}
-			return usagef("dlq: unknown subcommand %q%s; dlq needs a subcommand: list or replay", args[0], hint)
+			return clihelp.Usagef("dlq: unknown subcommand %q%s; dlq needs a subcommand: list or replay", args[0], hint)
 		},
 	}
 	cmd.AddCommand(newDLQSubCmd(a, "list"), newDLQSubCmd(a, "replay"))
@@ -131,8 +111,8 @@ func newDLQCmd(a *app) *cobra.Command {
 func newDLQSubCmd(a *app, sub string) *cobra.Command {
 	df := &dlqFlags{sub: sub}
 	cmd := &cobra.Command{Use: sub + " [flags]"}
-	f := commandFlags(cmd, a.env)
-	f.command = "dlq " + sub
+	f := clihelp.CommandFlags(cmd, a.env)
+	f.Command = "dlq " + sub
 	df.register(f)
 	if sub == "list" {
 		cmd.Short = "list dead letters"
@@ -147,7 +127,7 @@ func newDLQSubCmd(a *app, sub string) *cobra.Command {
 	return cmd
 }
 
-func runDLQ(ctx context.Context, a *app, f *flagSet, df *dlqFlags) error {
+func runDLQ(ctx context.Context, a *app, f *clihelp.Flags, df *dlqFlags) error {
 	stdout, stderr := a.stdout, a.stderr
 	if err := df.validate(f); err != nil {
 		return err
@@ -157,8 +137,9 @@ func runDLQ(ctx context.Context, a *app, f *flagSet, df *dlqFlags) error {
 	if err != nil {
 		return err
 	}
-	defer conn.close(log, 5*time.Second)
-	selected, err := df.selected(ctx, conn)
+	defer conn.Close(log, 5*time.Second)
+	selected, err := tools.SelectDeadLetters(ctx, conn.JS, df.nats.names().DLQStream,
+		tools.DLQSelector{Filter: df.filter, Reason: df.reason, Seqs: df.wantSeq, Limit: df.limit})
 	if err != nil {
 		return err
 	}
@@ -166,24 +147,7 @@ func runDLQ(ctx context.Context, a *app, f *flagSet, df *dlqFlags) error {
 		tools.WriteDeadLetters(stdout, df.output == "json", selected)
 		return nil
 	}
-	return replayDeadLetters(ctx, conn, df.nats.names(), selected, df.keep, stdout, stderr)
-}
-
-// replayDeadLetters republishes dead letters; it fails (exit 1) when one
-// could not be replayed.
-func replayDeadLetters(ctx context.Context, conn *natsConn, names state.Names, entries []tools.DLQEntry, keep bool, stdout, stderr io.Writer) error {
-	failed := 0
-	for _, en := range entries {
-		r := tools.ReplayDeadLetter(ctx, conn.js, names, en, !keep)
-		if r.Error != "" {
-			failed++
-			fmt.Fprintf(stderr, "#%d event=%s: %s\n", r.Seq, tools.OrDash(r.EventID), r.Error)
-			continue
-		}
-		fmt.Fprintf(stdout, "#%d event=%s replayed from the %s to %s\n", r.Seq, tools.OrDash(r.EventID), r.Source, r.Subject)
-	}
-	fmt.Fprintf(stdout, "replayed %d of %d dead letters\n", len(entries)-failed, len(entries))
-	if failed > 0 {
+	if failed := tools.ReplayDeadLetters(ctx, conn.JS, df.nats.names(), selected, df.keep, stdout, stderr); failed > 0 {
 		return &failedError{msg: fmt.Sprintf("%d dead letters could not be replayed", failed)}
 	}
 	return nil

@@ -32,17 +32,17 @@ func newDocsCmd(a *app) *cobra.Command {
 		Hidden: true,
 		Args:   cobra.MaximumNArgs(1),
 	}
-	f := commandFlags(cmd, a.env)
+	f := clihelp.CommandFlags(cmd, a.env)
 	cmd.RunE = a.action(f, func(context.Context) error {
 		var buf bytes.Buffer
 		if err := writeCLIDocs(&buf); err != nil {
 			return err
 		}
-		if len(f.pos) == 0 {
+		if len(f.Pos) == 0 {
 			_, err := a.stdout.Write(buf.Bytes())
 			return err
 		}
-		return os.WriteFile(f.pos[0], buf.Bytes(), 0o644)
+		return os.WriteFile(f.Pos[0], buf.Bytes(), 0o644)
 	})
 	return cmd
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/doctor"
 )
 
@@ -22,35 +23,35 @@ type doctorFlags struct {
 	output     string
 }
 
-func (df *doctorFlags) register(f *flagSet) {
+func (df *doctorFlags) register(f *clihelp.Flags) {
 	df.api.registerEndpoint(f) // a budget of its own: no shared-budget flags
-	f.str(&df.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account to check")
-	f.str(&df.namespace, "dispatch-namespace", "", "", "dispatch namespace to check (its script list; the write probe's script goes there); empty = ordinary Workers only")
+	f.Str(&df.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account to check")
+	f.Str(&df.namespace, "dispatch-namespace", "", "", "dispatch namespace to check (its script list; the write probe's script goes there); empty = ordinary Workers only")
 	f.BoolVar(&df.writeProbe, "write-probe", false, "also create a temporary script "+doctor.ProbePrefix+"<random>, change it and delete it (always, even on Ctrl-C), to check the writes")
-	f.str(&df.kvID, "kv-namespace", "", "", "with --write-probe: an existing KV namespace id the temporary script binds, so the settings check covers a KV binding")
-	f.str(&df.output, "output", "", "text", "output: text (one line per check) or json (one object)")
+	f.Str(&df.kvID, "kv-namespace", "", "", "with --write-probe: an existing KV namespace id the temporary script binds, so the settings check covers a KV binding")
+	f.Str(&df.output, "output", "", "text", "output: text (one line per check) or json (one object)")
 }
 
-func (df *doctorFlags) validate(f *flagSet) error {
+func (df *doctorFlags) validate(f *clihelp.Flags) error {
 	if err := df.api.validateEndpoint(f); err != nil {
 		return err
 	}
 	if df.account == "" {
-		return usagef("%s: needed (the account to check)", f.name("account"))
+		return clihelp.Usagef("%s: needed (the account to check)", f.Label("account"))
 	}
 	if err := cfapi.ValidateAccountID(df.account); err != nil {
-		return usagef("%s: %v", f.name("account"), err)
+		return clihelp.Usagef("%s: %v", f.Label("account"), err)
 	}
 	if df.namespace != "" {
 		if err := cfapi.ValidateScriptName(df.namespace); err != nil {
-			return usagef("--dispatch-namespace: %v", err)
+			return clihelp.Usagef("--dispatch-namespace: %v", err)
 		}
 	}
 	if df.kvID != "" && !df.writeProbe {
-		return usagef("--kv-namespace needs --write-probe (only the temporary script binds it)")
+		return clihelp.Usagef("--kv-namespace needs --write-probe (only the temporary script binds it)")
 	}
 	if df.output != "text" && df.output != "json" {
-		return usagef("--output: must be text or json, got %q", df.output)
+		return clihelp.Usagef("--output: must be text or json, got %q", df.output)
 	}
 	return nil
 }
@@ -70,15 +71,15 @@ interrupted (Ctrl-C) before every check ran.`,
 		Example: `  CLOUDFLARE_API_TOKEN=... reconciler doctor --account 0123456789abcdef0123456789abcdef
   reconciler doctor --account $CLOUDFLARE_ACCOUNT_ID --dispatch-namespace customers --write-probe --output json`,
 	}
-	f := commandFlags(cmd, a.env)
+	f := clihelp.CommandFlags(cmd, a.env)
 	df.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runDoctor(ctx, a, f, &df) })
 	return cmd
 }
 
-func runDoctor(ctx context.Context, a *app, f *flagSet, df *doctorFlags) error {
+func runDoctor(ctx context.Context, a *app, f *clihelp.Flags, df *doctorFlags) error {
 	stdout, e := a.stdout, a.env
-	if err := f.noArgs(""); err != nil {
+	if err := f.NoArgs(""); err != nil {
 		return err
 	}
 	if err := df.validate(f); err != nil {
@@ -92,15 +93,15 @@ func runDoctor(ctx context.Context, a *app, f *flagSet, df *doctorFlags) error {
 	// (--rate-limit) is enough and needs no running pipeline.
 	lim, err := ratelimit.NewLimiter(df.api.budget, df.api.window, df.api.maxWrites)
 	if err != nil {
-		return usagef("%s: %v", f.name("rate-limit"), err)
+		return clihelp.Usagef("%s: %v", f.Label("rate-limit"), err)
 	}
 	rec := &doctor.Recorder{}
-	client, err := newAPIClient(&df.api, creds, lim, rec.Hooks(noHooks), time.Minute)
+	client, err := df.api.spec().Client(creds, lim, rec.Hooks(cfapi.Hooks{}), time.Minute)
 	if err != nil {
 		return err
 	}
 	rep := doctor.Run(ctx, doctor.Options{Client: client, Recorder: rec, AccountID: df.account, Namespace: df.namespace,
-		TokenAuth: creds.token != "", WriteProbe: df.writeProbe, KVNamespaceID: df.kvID})
+		TokenAuth: creds.Token != "", WriteProbe: df.writeProbe, KVNamespaceID: df.kvID})
 	if df.output == "json" {
 		err = rep.WriteJSON(stdout)
 	} else {

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/clihelp"
 
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
@@ -32,7 +33,7 @@ type driftFlags struct {
 	scope scopeFlags
 }
 
-func (df *driftFlags) register(f *flagSet) {
+func (df *driftFlags) register(f *clihelp.Flags) {
 	df.nats.register(f)
 	df.api.register(f)
 	df.log.register(f)
@@ -59,23 +60,23 @@ that could not be read.`,
   reconciler drift --dispatch-namespace customers tenant-0001 tenant-0002 --output json
   reconciler drift --dispatch-namespace customers; [ $? -eq 2 ] && echo "drift found"`,
 	}
-	f := commandFlags(cmd, a.env)
+	f := clihelp.CommandFlags(cmd, a.env)
 	df.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runDrift(ctx, a, f, &df) })
 	return cmd
 }
 
-func runDrift(ctx context.Context, a *app, f *flagSet, df *driftFlags) error {
-	if err := validateAll(f, &df.nats, &df.api, &df.log, &df.scope); err != nil {
+func runDrift(ctx context.Context, a *app, f *clihelp.Flags, df *driftFlags) error {
+	if err := clihelp.ValidateAll(f, df.nats.validate, df.api.validate, df.log.validate, df.scope.validate); err != nil {
 		return err
 	}
-	scope := tools.DriftScope{AccountID: df.scope.account, Namespace: df.scope.namespace, Scripts: f.pos}
+	scope := tools.DriftScope{AccountID: df.scope.account, Namespace: df.scope.namespace, Scripts: f.Pos}
 	if len(scope.Scripts) == 0 && scope.Namespace == "" {
-		return usagef("give --dispatch-namespace NS (every managed script of it), or the SCRIPTs to check")
+		return clihelp.Usagef("give --dispatch-namespace NS (every managed script of it), or the SCRIPTs to check")
 	}
 	for _, s := range scope.Scripts {
 		if err := cfapi.ValidateScriptName(s); err != nil {
-			return usagef("SCRIPT %q: %v (a script name of --dispatch-namespace)", s, err)
+			return clihelp.Usagef("SCRIPT %q: %v (a script name of --dispatch-namespace)", s, err)
 		}
 	}
 	log := df.log.logger(a.stderr)
@@ -84,12 +85,12 @@ func runDrift(ctx context.Context, a *app, f *flagSet, df *driftFlags) error {
 	if err != nil {
 		return err
 	}
-	defer s.close()
-	rep, err := tools.Drift(ctx, s.res, s.client, s.planner, scope)
+	defer s.Close()
+	rep, err := tools.Drift(ctx, s.Res, s.Client, s.Planner, scope)
 	if err != nil {
 		return err
 	}
-	if err := printJSONOr(a.stdout, df.scope.output, rep, func(w io.Writer) error { return tools.WriteDrift(w, rep) }); err != nil {
+	if err := clihelp.JSONOr(a.stdout, df.scope.output, rep, func(w io.Writer) error { return tools.WriteDrift(w, rep) }); err != nil {
 		return err
 	}
 	switch {

@@ -17,9 +17,6 @@ const (
 // groupOrder returns the shared groups in the order of the help.
 func groupOrder() []string { return []string{groupNATS, groupAPI, groupLog} }
 
-// inGroup runs register and files every flag it added under group.
-func (f *flagSet) inGroup(group string, register func()) { clihelp.InGroup(f.FlagSet, group, register) }
-
 // setHelp makes every command of the tree print its help and usage GNU
 // style, flags grouped (internal/clihelp).
 func setHelp(root *cobra.Command) { clihelp.Install(root, groupOrder()) }

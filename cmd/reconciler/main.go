@@ -12,17 +12,16 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"strings"
-	"sync/atomic"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/reconciler/reconciler/internal/buildinfo"
+	"github.com/reconciler/reconciler/internal/clihelp"
+	"github.com/reconciler/reconciler/internal/process"
 )
 
 // Set with -ldflags "-X main.version=... -X main.commit=...".
@@ -41,7 +40,7 @@ const (
 )
 
 func main() {
-	ctx, interrupted, stop := notifySignals(context.Background())
+	ctx, interrupted, stop := process.NotifySignals(context.Background())
 	code := realMain(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, osEnv)
 	stop()
 	if interrupted() {
@@ -50,44 +49,19 @@ func main() {
 	os.Exit(code)
 }
 
-// notifySignals returns a context cancelled on the first SIGINT or
-// SIGTERM, and whether a SIGINT came. After the first signal the default
-// handling is back: a second Ctrl-C stops the process at once.
-func notifySignals(parent context.Context) (context.Context, func() bool, func()) {
-	ctx, cancel := context.WithCancel(parent)
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-	var sigint atomic.Bool
-	done := make(chan struct{})
-	go func() {
-		select {
-		case s := <-ch:
-			sigint.Store(s == syscall.SIGINT)
-			signal.Stop(ch)
-			cancel()
-		case <-done:
-		}
-	}()
-	return ctx, sigint.Load, func() {
-		signal.Stop(ch)
-		close(done)
-		cancel()
-	}
-}
-
 // app is what every command shares: the process's streams and
 // environment, and whether parsing got as far as a command's body.
 type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
-	env            env
+	env            clihelp.Env
 	// ran is set when a command's body starts: an error before it is bad
 	// usage (exit 2).
 	ran bool
 }
 
 // realMain runs one command and returns the exit code.
-func realMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, e env) int {
+func realMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, e clihelp.Env) int {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, env: e}
 	root := newRootCmd(a)
 	root.SetArgs(normalizeArgs(root, args))
@@ -98,11 +72,11 @@ func realMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 // action is the RunE of a command whose flags are f: it records that
 // parsing succeeded, keeps the positional arguments, reports a bad
 // environment value, then runs body.
-func (a *app) action(f *flagSet, body func(ctx context.Context) error) func(*cobra.Command, []string) error {
+func (a *app) action(f *clihelp.Flags, body func(ctx context.Context) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		a.ran = true
-		f.pos = args
-		if err := f.envErr(); err != nil {
+		f.Pos = args
+		if err := f.EnvErr(); err != nil {
 			return err
 		}
 		return body(cmd.Context())
@@ -122,7 +96,7 @@ func (a *app) exitCode(err error) int {
 	if errors.Is(err, errChangesPending) {
 		return exitChanges
 	}
-	var ue *usageError
+	var ue *clihelp.UsageError
 	if errors.As(err, &ue) || !a.ran {
 		msg := err.Error()
 		if !a.ran && strings.HasPrefix(msg, "unknown command") {
@@ -156,31 +130,4 @@ func buildVersion() string {
 func buildCommit() string {
 	info, _ := debug.ReadBuildInfo()
 	return buildinfo.Commit(commit, info)
-}
-
-// oneArg returns the single positional argument, or "-" when optional and
-// absent.
-func oneArg(f *flagSet, what string, optional bool) (string, error) {
-	switch len(f.pos) {
-	case 0:
-		if optional {
-			return "-", nil
-		}
-		return "", usagef("missing %s (a file name, or - for stdin)", what)
-	case 1:
-		return f.pos[0], nil
-	}
-	return "", usagef("want one %s, got %d arguments: %s", what, len(f.pos), strings.Join(f.pos, " "))
-}
-
-// openInput opens a file or stdin ("-").
-func openInput(name string, stdin io.Reader) (io.ReadCloser, error) {
-	if name == "-" {
-		return io.NopCloser(stdin), nil
-	}
-	fh, err := os.Open(name)
-	if err != nil {
-		return nil, usagef("%v", err)
-	}
-	return fh, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 	"github.com/reconciler/reconciler/internal/cfapi/wire"
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/testutil"
 )
 
@@ -38,7 +39,7 @@ func TestMain(m *testing.M) {
 const acct = cfapitest.DefaultAccount
 
 // envMap returns an env func over a map.
-func envMap(m map[string]string) env { return func(k string) string { return m[k] } }
+func envMap(m map[string]string) clihelp.Env { return func(k string) string { return m[k] } }
 
 // call runs realMain in-process.
 func call(t *testing.T, e map[string]string, stdin string, args ...string) (int, string, string) {

@@ -2,15 +2,16 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
+	"github.com/reconciler/reconciler/internal/natsconn"
 	"github.com/reconciler/reconciler/internal/planner"
 )
 
@@ -32,7 +33,7 @@ type previewFlags struct {
 	detailedExitcode bool
 }
 
-func (pv *previewFlags) register(f *flagSet) {
+func (pv *previewFlags) register(f *clihelp.Flags) {
 	f.BoolVar(&pv.stored, "stored", false, "start from the desired and last-applied state stored in NATS, and fail when no pipeline is reachable (default: the stored state when a pipeline is reachable over --nats-url or on --embedded-listen, else a reconciler that has applied nothing)")
 	f.BoolVar(&pv.noStored, "no-stored", false, "start from a reconciler that has applied nothing, even when a pipeline is reachable")
 	f.BoolVar(&pv.changesOnly, "changes-only", false, "show only the scripts with something to do")
@@ -42,25 +43,25 @@ func (pv *previewFlags) register(f *flagSet) {
 
 func (pv *previewFlags) validate() error {
 	if pv.stored && pv.noStored {
-		return usagef("--stored and --no-stored: give only one of them")
+		return clihelp.Usagef("--stored and --no-stored: give only one of them")
 	}
 	return nil
 }
 
-func (pf *planFlags) register(f *flagSet) {
+func (pf *planFlags) register(f *clihelp.Flags) {
 	pf.nats.register(f)
 	pf.api.register(f)
 	pf.log.register(f)
-	f.str(&pf.output, "output", "", "text", "output: text (like terraform plan) or json (one JSON object per script)")
+	f.Str(&pf.output, "output", "", "text", "output: text (like terraform plan) or json (one JSON object per script)")
 	pf.preview.register(f)
 }
 
-func (pf *planFlags) validate(f *flagSet) error {
-	if err := validateAll(f, &pf.nats, &pf.api, &pf.log); err != nil {
+func (pf *planFlags) validate(f *clihelp.Flags) error {
+	if err := clihelp.ValidateAll(f, pf.nats.validate, pf.api.validate, pf.log.validate); err != nil {
 		return err
 	}
 	if pf.output != "text" && pf.output != "json" {
-		return usagef("--output: must be text or json, got %q", pf.output)
+		return clihelp.Usagef("--output: must be text or json, got %q", pf.output)
 	}
 	return pf.preview.validate()
 }
@@ -81,15 +82,15 @@ applied nothing, and says which.`,
   reconciler plan --changes-only --detailed-exitcode events.jsonl   # exit 2 when something would change
   reconciler plan --no-stored events.jsonl   # as a reconciler that has applied nothing`,
 	}
-	f := commandFlags(cmd, a.env)
+	f := clihelp.CommandFlags(cmd, a.env)
 	pf.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runPlan(ctx, a, f, &pf) })
 	return cmd
 }
 
-func runPlan(ctx context.Context, a *app, f *flagSet, pf *planFlags) error {
+func runPlan(ctx context.Context, a *app, f *clihelp.Flags, pf *planFlags) error {
 	stdin, stdout, stderr, e := a.stdin, a.stdout, a.stderr, a.env
-	name, err := oneArg(f, "input", true)
+	name, err := clihelp.OneArg(f, "input", true)
 	if err != nil {
 		return err
 	}
@@ -116,7 +117,7 @@ func runPlan(ctx context.Context, a *app, f *flagSet, pf *planFlags) error {
 		return err
 	}
 	out := pf.preview.printer(stdout, pf.output, base, false)
-	if err := out.Print(tools.PreviewEvents(ctx, client, pl, events, base.state)); err != nil {
+	if err := out.Print(tools.PreviewEvents(ctx, client, pl, events, base.State)); err != nil {
 		return err
 	}
 	return pf.preview.exit(out)
@@ -125,11 +126,11 @@ func runPlan(ctx context.Context, a *app, f *flagSet, pf *planFlags) error {
 // printer returns the printer of previews from base; summaryOnly prints
 // nothing per script (backfill --dry-run --output json). A text output
 // starts with the state the plans start from.
-func (pv *previewFlags) printer(w io.Writer, output string, base previewBase, summaryOnly bool) *tools.PlanPrinter {
+func (pv *previewFlags) printer(w io.Writer, output string, base tools.PreviewBase, summaryOnly bool) *tools.PlanPrinter {
 	if output == "text" {
-		fmt.Fprintf(w, "Planning from %s.\n\n", base.text)
+		fmt.Fprintf(w, "Planning from %s.\n\n", base.Text)
 	}
-	return &tools.PlanPrinter{W: w, JSON: output == "json", Stored: base.stored, ChangesOnly: pv.changesOnly, LeftAlone: pv.verbose,
+	return &tools.PlanPrinter{W: w, JSON: output == "json", Stored: base.Stored, ChangesOnly: pv.changesOnly, LeftAlone: pv.verbose,
 		SummaryOnly: summaryOnly}
 }
 
@@ -148,58 +149,26 @@ func (pv *previewFlags) exit(p *tools.PlanPrinter) error {
 
 // readEventsFile reads and validates the events of a file or stdin ("-").
 func readEventsFile(name string, stdin io.Reader, prefix string) ([]*event.Event, error) {
-	in, err := openInput(name, stdin)
+	in, err := clihelp.OpenInput(name, stdin)
 	if err != nil {
 		return nil, err
 	}
 	defer in.Close()
 	events, err := tools.ReadEvents(in, prefix)
 	if err != nil {
-		return nil, usagef("%s: %v", name, err)
+		return nil, clihelp.Usagef("%s: %v", name, err)
 	}
 	return events, nil
 }
 
-// previewBase is the state previews start from, and what it is.
-type previewBase struct {
-	state  tools.BaseState
-	stored bool
-	text   string // "the stored state of ...", for the output's first line
-}
-
-// baseState returns the state plans start from and a planner: the stored
-// state and fingerprint key of the pipeline behind conn (read only) with
-// --stored, or by default when conn is not nil; otherwise a fresh state
-// with a throwaway key.
-func (pv *previewFlags) baseState(ctx context.Context, n *natsFlags, conn *natsConn, e env, log *zap.Logger) (previewBase, *planner.Planner, error) {
-	fpKey := make([]byte, 32)
-	_, _ = rand.Read(fpKey)
-	b := previewBase{state: tools.FreshState, text: "a reconciler that has applied nothing (--no-stored): ownership and secret fingerprints are not known"}
-	switch {
-	case pv.stored && conn == nil:
-		return b, nil, fmt.Errorf("--stored: no running reconciler reachable at %s: pass --nats-url, or start `reconciler run`", n.embeddedListen)
-	case pv.noStored:
-	case conn == nil:
-		b.text = "a reconciler that has applied nothing (no pipeline reachable): ownership and secret fingerprints are not known"
-	default:
-		st, err := tools.StoredState(ctx, conn.js, n.names())
-		var key []byte
-		if err == nil {
-			key, err = fingerprintKey(ctx, conn.js, e, 1, false)
-		}
-		switch {
-		case err == nil:
-			b, fpKey = previewBase{state: st, stored: true, text: "the state stored by the pipeline at " + redactURL(conn.url)}, key
-		case pv.stored:
-			return b, nil, err
-		default:
-			log.Warn("reading the pipeline's stored state failed: planning from a fresh state", zap.Error(err))
-			b.text = "a reconciler that has applied nothing (the pipeline's stored state could not be read): ownership and secret fingerprints are not known"
-		}
+// baseState returns the state plans start from and a planner
+// (tools.ChooseBase): the stored state of the pipeline behind conn (nil =
+// none reachable) unless --no-stored, else a fresh one.
+func (pv *previewFlags) baseState(ctx context.Context, n *natsFlags, conn *natsconn.Conn, e clihelp.Env, log *zap.Logger) (tools.PreviewBase, *planner.Planner, error) {
+	c := tools.BaseChoice{Stored: pv.stored, NoStored: pv.noStored, Names: n.names(), EmbeddedListen: n.embeddedListen, Log: log}
+	if conn != nil {
+		c.JS, c.URL = conn.JS, redactURL(conn.URL)
+		c.Key = func(ctx context.Context) ([]byte, error) { return fingerprintKey(ctx, conn.JS, e, 1, false) }
 	}
-	pl, err := planner.New(planner.Options{FingerprintKey: fpKey})
-	if err != nil {
-		return b, nil, err
-	}
-	return b, pl, nil
+	return tools.ChooseBase(ctx, c)
 }

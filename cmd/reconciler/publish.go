@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
@@ -25,7 +26,7 @@ number and the lines after it are still published.`,
 		Example: `  reconciler publish events.jsonl
   producer | reconciler publish - --nats-url nats://nats:4222`,
 	}
-	f := commandFlags(cmd, a.env)
+	f := clihelp.CommandFlags(cmd, a.env)
 	n.register(f)
 	lf.register(f)
 	f.BoolVar(&noValidate, "no-validate", false, "send lines as they are, even invalid events (to test dead-lettering)")
@@ -35,16 +36,16 @@ number and the lines after it are still published.`,
 	return cmd
 }
 
-func runPublish(ctx context.Context, a *app, f *flagSet, n *natsFlags, lf *logFlags, noValidate bool) error {
+func runPublish(ctx context.Context, a *app, f *clihelp.Flags, n *natsFlags, lf *logFlags, noValidate bool) error {
 	stdin, stdout, stderr := a.stdin, a.stdout, a.stderr
-	name, err := oneArg(f, "input", false)
+	name, err := clihelp.OneArg(f, "input", false)
 	if err != nil {
 		return err
 	}
-	if err := validateAll(f, n, lf); err != nil {
+	if err := clihelp.ValidateAll(f, n.validate, lf.validate); err != nil {
 		return err
 	}
-	in, err := openInput(name, stdin)
+	in, err := clihelp.OpenInput(name, stdin)
 	if err != nil {
 		return err
 	}
@@ -54,33 +55,25 @@ func runPublish(ctx context.Context, a *app, f *flagSet, n *natsFlags, lf *logFl
 	if err != nil {
 		return err
 	}
-	defer conn.close(log, 5*time.Second)
+	defer conn.Close(log, 5*time.Second)
 	// The stream must exist: `run` creates it; a tool never does.
-	if _, err := state.Open(ctx, conn.js, n.names()); err != nil {
+	if _, err := state.Open(ctx, conn.JS, n.names()); err != nil {
 		return err
 	}
 	check := tools.CheckEvent
 	if noValidate {
 		check = tools.CheckSubject
 	}
-	sum, err := tools.Publish(ctx, conn.js, n.subjectPrefix, in, check)
+	sum, err := tools.Publish(ctx, conn.JS, n.subjectPrefix, in, check)
 	for _, msg := range sum.Errors {
-		fmt.Fprintf(stderr, "%s: %s\n", inputName(name), msg)
+		fmt.Fprintf(stderr, "%s: %s\n", clihelp.InputName(name), msg)
 	}
 	fmt.Fprintln(stdout, sum.String())
 	if err != nil {
-		return fmt.Errorf("%s: %w", inputName(name), err)
+		return fmt.Errorf("%s: %w", clihelp.InputName(name), err)
 	}
 	if len(sum.Errors) > 0 {
 		return &failedError{msg: fmt.Sprintf("%s not published", tools.Plural(len(sum.Errors), "line", "lines"))}
 	}
 	return nil
-}
-
-// inputName is how messages name an input: the file, or stdin for "-".
-func inputName(name string) string {
-	if name == "-" {
-		return "stdin"
-	}
-	return name
 }

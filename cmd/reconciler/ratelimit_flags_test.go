@@ -17,6 +17,7 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
 	"github.com/reconciler/reconciler/internal/testutil"
 )
@@ -25,9 +26,9 @@ import (
 // command does.
 func parseAPIFlags(args []string, e map[string]string) (apiFlags, error) {
 	var a apiFlags
-	f := newFlagSet("test", envMap(e), io.Discard)
+	f := clihelp.NewFlags("test", envMap(e), io.Discard)
 	a.register(f)
-	if err := f.parse(args); err != nil {
+	if err := f.ParseArgs(args); err != nil {
 		return a, err
 	}
 	return a, a.validate(f)
@@ -95,7 +96,7 @@ func TestRateLimitAndReserveFlags(t *testing.T) {
 	}
 	for _, c := range bad {
 		_, err := parseAPIFlags(c.args, c.env)
-		var ue *usageError
+		var ue *clihelp.UsageError
 		if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v %v: got %v, want a usage error naming %s", c.args, c.env, err, c.want)
 		}
@@ -141,7 +142,7 @@ func TestBudgetKeyFlag(t *testing.T) {
 			}
 			core, logs := observer.New(zap.DebugLevel)
 			emu.ResetStats()
-			cfg := budgetConfig(context.Background(), &a, credentialSet{token: c.token}, 1, zap.New(core))
+			cfg := a.spec().Config(context.Background(), cfapi.Credentials{Token: c.token}, 1, zap.New(core))
 			if cfg.Identity != c.identity {
 				t.Errorf("identity %q, want %q", cfg.Identity, c.identity)
 			}
@@ -179,7 +180,7 @@ func TestLocalBudgetFlag(t *testing.T) {
 		{true, cfapi.DefaultBaseURL, true},
 		{false, "http://127.0.0.1:8787/client/v4", true},
 	} {
-		err := localBudgetAllowed(&apiFlags{localBudget: c.local, baseURL: c.baseURL, rateLimit: "1100/5m"})
+		err := (&apiFlags{localBudget: c.local, baseURL: c.baseURL, rateLimit: "1100/5m"}).spec().LocalAllowed()
 		if (err == nil) != c.ok {
 			t.Errorf("local=%v %s: %v, want allowed=%v", c.local, c.baseURL, err, c.ok)
 		}

@@ -49,7 +49,7 @@ func newRootCmd(a *app) *cobra.Command {
 			// No command: the help, on stderr, and exit 2.
 			cmd.SetOut(a.stderr)
 			_ = cmd.Help()
-			return &usageError{}
+			return &clihelp.UsageError{}
 		},
 	}
 	root.SetIn(a.stdin)
@@ -57,7 +57,7 @@ func newRootCmd(a *app) *cobra.Command {
 	root.SetErr(a.stderr)
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return usagef("%v%s\nRun '%s --help' for usage.", err, clihelp.FlagSuggestion(cmd, err), cmd.CommandPath())
+		return clihelp.Usagef("%v%s\nRun '%s --help' for usage.", err, clihelp.FlagSuggestion(cmd, err), cmd.CommandPath())
 	})
 	root.AddCommand(
 		newRunCmd(a),

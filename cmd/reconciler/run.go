@@ -2,28 +2,22 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net/http"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
-	"github.com/reconciler/reconciler/internal/health"
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/jobs/budget"
-	"github.com/reconciler/reconciler/internal/jobs/event"
 	"github.com/reconciler/reconciler/internal/jobs/state"
+	"github.com/reconciler/reconciler/internal/natsconn"
 	"github.com/reconciler/reconciler/internal/planner"
+	"github.com/reconciler/reconciler/internal/process"
 	"github.com/reconciler/reconciler/metrics"
 )
 
@@ -49,61 +43,61 @@ type runFlags struct {
 
 // registerPipeline registers the flags of a process that runs the pipeline
 // (run, and backfill when it runs it itself).
-func (rf *runFlags) registerPipeline(f *flagSet) {
+func (rf *runFlags) registerPipeline(f *clihelp.Flags) {
 	rf.nats.register(f)
 	rf.api.register(f)
 	rf.log.register(f)
-	f.integer(&rf.concurrency, "concurrency", "RECONCILER_CONCURRENCY", 16, "scripts reconciled in parallel")
-	f.integer(&rf.streamReplicas, "stream-replicas", "RECONCILER_STREAM_REPLICAS", 1, "replicas of every JetStream stream, consumer and bucket (3 on a clustered NATS); not the number of reconciler processes")
-	f.integer(&rf.oldReplicas, "replicas", "RECONCILER_REPLICAS", 0, "deprecated spelling of --stream-replicas")
-	f.duration(&rf.ackWait, "ack-wait", "RECONCILER_ACK_WAIT", 20*time.Second, "consumer AckWait: how long the events of a process that died wait before they are delivered again")
-	f.integer(&rf.maxDeliver, "max-deliver", "RECONCILER_MAX_DELIVER", 8, "deliveries of one event before it is dead-lettered")
-	f.duration(&rf.coalesceDelay, "coalesce-delay", "RECONCILER_COALESCE_DELAY", 100*time.Millisecond, "a script is reconciled this long after its last event, so a burst costs one reconcile")
-	f.duration(&rf.coalesceMaxWait, "coalesce-max-wait", "RECONCILER_COALESCE_MAX_WAIT", 5*time.Second, "but no later than this after its first event")
-	f.duration(&rf.leaseTTL, "lease-ttl", "RECONCILER_LEASE_TTL", 10*time.Second, "how long a script's write lease outlives its holder's last renewal (longer rides out NATS hiccups; shorter frees a crashed replica's scripts sooner)")
-	f.str(&rf.consumer, "consumer", "RECONCILER_CONSUMER", "reconciler", "durable consumer name (shared by replicas)")
-	f.str(&rf.defaultStrategy, "default-strategy", "RECONCILER_DEFAULT_STRATEGY", "auto", "how a change is written when its event asks for auto or names no strategy: auto, settings, script or version")
+	f.Int(&rf.concurrency, "concurrency", "RECONCILER_CONCURRENCY", 16, "scripts reconciled in parallel")
+	f.Int(&rf.streamReplicas, "stream-replicas", "RECONCILER_STREAM_REPLICAS", 1, "replicas of every JetStream stream, consumer and bucket (3 on a clustered NATS); not the number of reconciler processes")
+	f.Int(&rf.oldReplicas, "replicas", "RECONCILER_REPLICAS", 0, "deprecated spelling of --stream-replicas")
+	f.Duration(&rf.ackWait, "ack-wait", "RECONCILER_ACK_WAIT", 20*time.Second, "consumer AckWait: how long the events of a process that died wait before they are delivered again")
+	f.Int(&rf.maxDeliver, "max-deliver", "RECONCILER_MAX_DELIVER", 8, "deliveries of one event before it is dead-lettered")
+	f.Duration(&rf.coalesceDelay, "coalesce-delay", "RECONCILER_COALESCE_DELAY", 100*time.Millisecond, "a script is reconciled this long after its last event, so a burst costs one reconcile")
+	f.Duration(&rf.coalesceMaxWait, "coalesce-max-wait", "RECONCILER_COALESCE_MAX_WAIT", 5*time.Second, "but no later than this after its first event")
+	f.Duration(&rf.leaseTTL, "lease-ttl", "RECONCILER_LEASE_TTL", 10*time.Second, "how long a script's write lease outlives its holder's last renewal (longer rides out NATS hiccups; shorter frees a crashed replica's scripts sooner)")
+	f.Str(&rf.consumer, "consumer", "RECONCILER_CONSUMER", "reconciler", "durable consumer name (shared by replicas)")
+	f.Str(&rf.defaultStrategy, "default-strategy", "RECONCILER_DEFAULT_STRATEGY", "auto", "how a change is written when its event asks for auto or names no strategy: auto, settings, script or version")
 }
 
-func (rf *runFlags) register(f *flagSet) {
+func (rf *runFlags) register(f *clihelp.Flags) {
 	rf.registerPipeline(f)
-	f.str(&rf.metricsAddr, "metrics-addr", "RECONCILER_METRICS_ADDR", ":9464", "address of /metrics, /healthz and /readyz (empty = off)")
-	f.duration(&rf.shutdownTimeout, "shutdown-timeout", "RECONCILER_SHUTDOWN_TIMEOUT", 30*time.Second, "how long a graceful shutdown may take")
-	f.duration(&rf.resyncInterval, "resync-interval", "RECONCILER_RESYNC_INTERVAL", 0, "reconcile every known script this often to repair drift (0 = off)")
+	f.Str(&rf.metricsAddr, "metrics-addr", "RECONCILER_METRICS_ADDR", ":9464", "address of /metrics, /healthz and /readyz (empty = off)")
+	f.Duration(&rf.shutdownTimeout, "shutdown-timeout", "RECONCILER_SHUTDOWN_TIMEOUT", 30*time.Second, "how long a graceful shutdown may take")
+	f.Duration(&rf.resyncInterval, "resync-interval", "RECONCILER_RESYNC_INTERVAL", 0, "reconcile every known script this often to repair drift (0 = off)")
 }
 
-func (rf *runFlags) validate(f *flagSet) error {
-	if err := validateAll(f, &rf.nats, &rf.api, &rf.log); err != nil {
+func (rf *runFlags) validate(f *clihelp.Flags) error {
+	if err := clihelp.ValidateAll(f, rf.nats.validate, rf.api.validate, rf.log.validate); err != nil {
 		return err
 	}
 	if rf.oldReplicas != 0 {
-		if f.set("stream-replicas") {
-			return usagef("--replicas is the deprecated spelling of --stream-replicas; give only one of them")
+		if f.IsSet("stream-replicas") {
+			return clihelp.Usagef("--replicas is the deprecated spelling of --stream-replicas; give only one of them")
 		}
 		rf.streamReplicas = rf.oldReplicas
 	}
 	switch {
 	case rf.concurrency < 1 || rf.concurrency > 1024:
-		return usagef("%s: must be between 1 and 1024, got %d", f.name("concurrency"), rf.concurrency)
+		return clihelp.Usagef("%s: must be between 1 and 1024, got %d", f.Label("concurrency"), rf.concurrency)
 	case rf.streamReplicas < 1 || rf.streamReplicas > 5:
-		return usagef("%s: must be between 1 and 5, got %d", f.name("stream-replicas"), rf.streamReplicas)
+		return clihelp.Usagef("%s: must be between 1 and 5, got %d", f.Label("stream-replicas"), rf.streamReplicas)
 	case rf.shutdownTimeout <= 0 && f.Lookup("shutdown-timeout") != nil:
-		return usagef("%s: must be positive", f.name("shutdown-timeout"))
+		return clihelp.Usagef("%s: must be positive", f.Label("shutdown-timeout"))
 	case rf.resyncInterval < 0:
-		return usagef("%s: must not be negative", f.name("resync-interval"))
+		return clihelp.Usagef("%s: must not be negative", f.Label("resync-interval"))
 	case rf.ackWait < time.Second:
-		return usagef("%s: must be at least 1s, got %s", f.name("ack-wait"), rf.ackWait)
+		return clihelp.Usagef("%s: must be at least 1s, got %s", f.Label("ack-wait"), rf.ackWait)
 	case rf.maxDeliver < 1:
-		return usagef("%s: must be at least 1, got %d", f.name("max-deliver"), rf.maxDeliver)
+		return clihelp.Usagef("%s: must be at least 1, got %d", f.Label("max-deliver"), rf.maxDeliver)
 	case rf.coalesceDelay < 0:
-		return usagef("%s: must not be negative", f.name("coalesce-delay"))
+		return clihelp.Usagef("%s: must not be negative", f.Label("coalesce-delay"))
 	case rf.leaseTTL < time.Second:
-		return usagef("%s: must be at least 1s, got %s", f.name("lease-ttl"), rf.leaseTTL)
+		return clihelp.Usagef("%s: must be at least 1s, got %s", f.Label("lease-ttl"), rf.leaseTTL)
 	case rf.coalesceMaxWait < rf.coalesceDelay:
-		return usagef("%s: must be at least --coalesce-delay", f.name("coalesce-max-wait"))
+		return clihelp.Usagef("%s: must be at least --coalesce-delay", f.Label("coalesce-max-wait"))
 	}
 	if _, err := planner.ParseStrategy(rf.defaultStrategy); err != nil {
-		return usagef("%s: %v", f.name("default-strategy"), err)
+		return clihelp.Usagef("%s: %v", f.Label("default-strategy"), err)
 	}
 	return nil
 }
@@ -149,15 +143,15 @@ within --shutdown-timeout; unfinished events are redelivered to the next run.`,
   reconciler run --nats-url nats://nats:4222 --stream-replicas 3
   RECONCILER_RATE_LIMIT=auto reconciler run --log-format json`,
 	}
-	f := commandFlags(cmd, a.env)
+	f := clihelp.CommandFlags(cmd, a.env)
 	rf.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runRun(ctx, a, f, &rf) })
 	return cmd
 }
 
-func runRun(ctx context.Context, a *app, f *flagSet, rf *runFlags) error {
+func runRun(ctx context.Context, a *app, f *clihelp.Flags, rf *runFlags) error {
 	stderr, e := a.stderr, a.env
-	if err := f.noArgs(""); err != nil {
+	if err := f.NoArgs(""); err != nil {
 		return err
 	}
 	if err := rf.validate(f); err != nil {
@@ -169,7 +163,7 @@ func runRun(ctx context.Context, a *app, f *flagSet, rf *runFlags) error {
 	}
 	log := rf.log.logger(stderr)
 	defer func() { _ = log.Sync() }()
-	softMemoryLimit(e, log)
+	process.SoftMemoryLimit(e, log)
 	if rf.oldReplicas != 0 {
 		log.Warn("--replicas (RECONCILER_REPLICAS) is deprecated: it is the number of JetStream stream replicas, not of reconciler processes; use --stream-replicas")
 	}
@@ -178,15 +172,15 @@ func runRun(ctx context.Context, a *app, f *flagSet, rf *runFlags) error {
 	if err != nil {
 		return err
 	}
-	defer func() { conn.close(log, max(rf.shutdownTimeout/5, 500*time.Millisecond)) }()
+	defer func() { conn.Close(log, max(rf.shutdownTimeout/5, 500*time.Millisecond)) }()
 	m, reg := newMetrics()
 	m.SetRateBudget(rf.api.budget, rf.api.window)
 	var runner atomic.Pointer[jobs.Runner]
-	msrv, err := serveMetrics(rf.metricsAddr, reg, m, conn, &runner, log)
+	msrv, err := process.ServeMetrics(rf.metricsAddr, reg, m, conn, &runner, log)
 	if err != nil {
-		return usagef("%s: %v", f.name("metrics-addr"), err)
+		return clihelp.Usagef("%s: %v", f.Label("metrics-addr"), err)
 	}
-	defer msrv.shutdown()
+	defer msrv.Shutdown()
 
 	p, lim, err := startPipeline(ctx, rf, conn, creds, m, e, log)
 	if err != nil {
@@ -196,9 +190,9 @@ func runRun(ctx context.Context, a *app, f *flagSet, rf *runFlags) error {
 		return err
 	}
 	runner.Store(p)
-	go budget.SampleGauges(ctx, m, conn.nc.IsConnected, lim)
+	go budget.SampleGauges(ctx, m, conn.NC.IsConnected, lim)
 	log.Info("reconciler running",
-		zap.String("nats", redactURL(conn.url)), zap.String("api", rf.api.baseURL),
+		zap.String("nats", redactURL(conn.URL)), zap.String("api", rf.api.baseURL),
 		zap.String("rate_limit", rf.api.rateLimit), zap.Int("concurrency", rf.concurrency),
 		zap.String("subjects", rf.nats.subjectPrefix+".<account>.<namespace>.<script>"), zap.String("version", buildVersion()))
 	err = p.Run(ctx)
@@ -207,199 +201,22 @@ func runRun(ctx context.Context, a *app, f *flagSet, rf *runFlags) error {
 	return err
 }
 
-// defaultMemoryLimit is the Go heap's soft limit when GOMEMLIMIT is not
-// set: the garbage collector works harder near it instead of letting the
-// heap grow to twice what is live, so that a storm's held events (bounded
-// by MaxAckPending) keep the process within its container's memory.
-const defaultMemoryLimit = 128 << 20
-
-// softMemoryLimit applies defaultMemoryLimit unless GOMEMLIMIT (which the
-// Go runtime reads itself) is set.
-func softMemoryLimit(e env, log *zap.Logger) {
-	if e("GOMEMLIMIT") != "" {
-		return
-	}
-	debug.SetMemoryLimit(defaultMemoryLimit)
-	log.Debug("soft memory limit", zap.Int64("bytes", defaultMemoryLimit))
+// startPipeline starts the pipeline of rf on conn
+// (process.StartPipeline); e may set its fingerprint key.
+func startPipeline(ctx context.Context, rf *runFlags, conn *natsconn.Conn, creds cfapi.Credentials, m *metrics.Metrics, e clihelp.Env, log *zap.Logger) (*jobs.Runner, *ratelimit.Limiter, error) {
+	return process.StartPipeline(ctx, process.Pipeline{Config: rf.jobsConfig(), API: rf.api.spec(), Creds: creds,
+		FingerprintKey: func(ctx context.Context) ([]byte, error) {
+			return fingerprintKey(ctx, conn.JS, e, rf.streamReplicas, true)
+		}}, conn, m, log)
 }
 
-// startPipeline sets up JetStream (retrying until it succeeds or ctx
-// ends), the planner and the API client, and returns the runner.
-func startPipeline(ctx context.Context, rf *runFlags, conn *natsConn, creds credentialSet, m *metrics.Metrics, e env, log *zap.Logger) (*jobs.Runner, *ratelimit.Limiter, error) {
-	cfg := rf.jobsConfig()
-	res, err := state.EnsureStreams(ctx, conn.js, cfg.SetupConfig, log)
-	if err != nil {
-		return nil, nil, fmt.Errorf("setting up JetStream: %w", err)
-	}
-	// The config and budget buckets are set up like the others: retried,
-	// so that a cluster still electing leaders or another process creating
-	// them at the same moment never stops this one.
-	var fpKey []byte
-	err = state.RetrySetup(ctx, log, "bucket "+configBucket, func(ctx context.Context) error {
-		var err error
-		fpKey, err = fingerprintKey(ctx, conn.js, e, rf.streamReplicas, true)
-		var usage *usageError
-		if errors.As(err, &usage) {
-			return backoff.Permanent(err)
-		}
-		return err
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	pl, err := planner.New(planner.Options{FingerprintKey: fpKey})
-	if err != nil {
-		return nil, nil, err
-	}
-	lim, closeBudget, err := newLimiter(ctx, &rf.api, creds, conn.js, budgetEnsure, rf.streamReplicas, log)
-	if err != nil {
-		return nil, nil, err
-	}
-	conn.onClose(closeBudget)
-	client, err := newAPIClient(&rf.api, creds, lim, m.APIHooks(), 2*time.Minute)
-	if err != nil {
-		return nil, nil, err
-	}
-	return jobs.NewRunner(cfg, res, client, pl, m, log), lim, nil
+// toolClient returns the API client of a tool (process.Budget.ToolClient)
+// on the shared budget of the pipeline behind n when one is reachable.
+func toolClient(ctx context.Context, n *natsFlags, a *apiFlags, creds cfapi.Credentials, log *zap.Logger) (*cfapi.Client, *natsconn.Conn, func(), error) {
+	return a.spec().ToolClient(ctx, creds, func() (*natsconn.Conn, error) { return connectNATS(n, false, log) }, n.url != "", log)
 }
 
-// newAPIClient returns the Cloudflare client over limiter.
-func newAPIClient(a *apiFlags, creds credentialSet, lim *ratelimit.Limiter, hooks cfapi.Hooks, timeout time.Duration) (*cfapi.Client, error) {
-	client, err := cfapi.New(cfapi.Config{
-		BaseURL: a.baseURL, Token: creds.token, Email: creds.email, APIKey: creds.key,
-		Limiter: lim, Hooks: hooks, UserAgent: "reconciler/" + buildVersion(),
-		HTTPClient: &http.Client{Timeout: timeout},
-	})
-	if err != nil {
-		return nil, usagef("--api-base-url: %v", err)
-	}
-	return client, nil
-}
-
-// budgetMode says how a process takes its share of the token's budget.
-type budgetMode int
-
-const (
-	budgetLocal  budgetMode = iota // this process alone (no NATS)
-	budgetShared                   // the shared budget, which run set up
-	budgetEnsure                   // the shared budget, set up if missing (run)
-)
-
-// newLimiter returns the limiter of a process: the budget of the API token
-// shared through NATS by every process that uses it (the --rate-limit is
-// the token's whole budget, whatever the number of processes), or with
-// budgetLocal (no NATS reachable) a budget of this process alone. The
-// returned close releases the shared source.
-func newLimiter(ctx context.Context, a *apiFlags, creds credentialSet, js jetstream.JetStream, mode budgetMode, replicas int, log *zap.Logger) (*ratelimit.Limiter, func(), error) {
-	hooks := ratelimit.WithLimiterHooks(ratelimit.LimiterHooks{PauseCapped: func(requested, applied time.Duration) {
-		log.Warn("the API asked for an absurd Retry-After; pausing for the budget's window instead",
-			zap.Duration("retry_after", requested), zap.Duration("pause", applied))
-	}})
-	if mode == budgetLocal {
-		lim, err := ratelimit.NewLimiter(a.budget, a.window, a.maxWrites, hooks)
-		if err != nil {
-			return nil, nil, usagef("--rate-limit: %v", err)
-		}
-		return lim, func() {}, nil
-	}
-	cfg := budgetConfig(ctx, a, creds, replicas, log) // ratelimit_flags.go
-	return budget.NewLimiter(ctx, js, cfg, mode == budgetEnsure, a.maxWrites, hooks)
-}
-
-// toolClient returns the API client of a tool (plan, backfill): on the
-// shared budget when a pipeline is reachable (--nats-url, or a running
-// `reconciler run`), whose connection it returns too; else on a budget of
-// this process alone. close releases both.
-func toolClient(ctx context.Context, n *natsFlags, a *apiFlags, creds credentialSet, log *zap.Logger) (*cfapi.Client, *natsConn, func(), error) {
-	conn, err := connectNATS(n, false, log)
-	if err != nil && n.url != "" {
-		return nil, nil, nil, err
-	}
-	mode := budgetShared
-	if err != nil {
-		if lerr := localBudgetAllowed(a); lerr != nil { // ratelimit_flags.go
-			return nil, nil, nil, lerr
-		}
-		conn, mode = nil, budgetLocal
-		log.Info("no running reconciler reachable: this process uses the API budget alone", zap.String("rate_limit", rateText(a)))
-	}
-	var js jetstream.JetStream
-	if conn != nil {
-		js = conn.js
-	}
-	lim, closeLim, err := newLimiter(ctx, a, creds, js, mode, 1, log)
-	if err != nil {
-		if conn != nil {
-			conn.close(log, time.Second)
-		}
-		return nil, nil, nil, err
-	}
-	closeAll := func() {
-		closeLim()
-		if conn != nil {
-			conn.close(log, 5*time.Second)
-		}
-	}
-	client, err := newAPIClient(a, creds, lim, noHooks, time.Minute)
-	if err != nil {
-		closeAll()
-		return nil, nil, nil, err
-	}
-	return client, conn, closeAll, nil
-}
-
-// newMetrics returns the collectors on a new registry, with the Go and
-// process collectors.
+// newMetrics returns the collectors on a new registry (process.NewMetrics).
 func newMetrics() (*metrics.Metrics, *prometheus.Registry) {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.New(reg, event.ReasonLabels()...)
-	m.SetBuildInfo(buildVersion(), buildCommit())
-	return m, reg
+	return process.NewMetrics(buildVersion(), buildCommit())
 }
-
-// metricsServer is the /metrics, /healthz and /readyz server, or nothing
-// when the address is empty.
-type metricsServer struct{ srv *metrics.Server }
-
-// serveMetrics serves the endpoints. /readyz is ready once the runner
-// exists, NATS is connected and the API accepts the credentials.
-func serveMetrics(addr string, reg *prometheus.Registry, m *metrics.Metrics, conn *natsConn, runner *atomic.Pointer[jobs.Runner], log *zap.Logger) (*metricsServer, error) {
-	if addr == "" {
-		return &metricsServer{}, nil
-	}
-	// /healthz fails when work is pending and no reconcile finished for
-	// livenessBound: a wedged process, which a restart cures.
-	srv, err := metrics.Listen(addr, health.Handler(reg, livenessBound, []string{"reconciler_queue_depth", "reconciler_inflight_reconciles"},
-		[]string{"reconciler_reconcile_total"}, m.Handler(reg, func() error {
-			if !conn.nc.IsConnected() {
-				return errors.New("NATS is not connected")
-			}
-			r := runner.Load()
-			if r == nil {
-				return errors.New("starting: setting up JetStream")
-			}
-			return r.Ready()
-		})))
-	if err != nil {
-		return nil, err
-	}
-	log.Info("metrics listening", zap.String("addr", srv.Addr()))
-	return &metricsServer{srv: srv}, nil
-}
-
-// livenessBound is longer than a budget pause for Retry-After, so a
-// process waiting out a 429 is not restarted.
-const livenessBound = 10 * time.Minute
-
-func (s *metricsServer) shutdown() {
-	if s.srv == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = s.srv.Shutdown(ctx)
-}
-
-// noHooks is the client hooks of a tool without metrics.
-var noHooks cfapi.Hooks

@@ -15,8 +15,11 @@ import (
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 	"github.com/reconciler/reconciler/internal/cfapi/ratelimit"
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
+	"github.com/reconciler/reconciler/internal/natsconn"
+	"github.com/reconciler/reconciler/internal/process"
 	"github.com/reconciler/reconciler/internal/progress"
 	"github.com/reconciler/reconciler/internal/sandbox"
 )
@@ -30,13 +33,13 @@ type sandboxFlags struct {
 	emulatorAddr string
 }
 
-func (sf *sandboxFlags) register(f *flagSet) {
+func (sf *sandboxFlags) register(f *clihelp.Flags) {
 	sf.pipe.registerPipeline(f)
-	f.integer(&sf.tenants, "tenants", "", 1000, "tenant scripts the emulator is seeded with")
-	f.alias("seed-tenants", "tenants")
+	f.Int(&sf.tenants, "tenants", "", 1000, "tenant scripts the emulator is seeded with")
+	f.Alias("seed-tenants", "tenants")
 	f.BoolVar(&sf.keep, "keep", false, "stay up after the summary, until Ctrl-C, to publish events or deploy with wrangler")
-	f.str(&sf.metricsAddr, "metrics-addr", "RECONCILER_METRICS_ADDR", "127.0.0.1:9464", "address of /metrics, /healthz and /readyz (a free port if taken)")
-	f.str(&sf.emulatorAddr, "emulator-addr", "", "127.0.0.1:8787", "address of the API emulator (a free port if taken)")
+	f.Str(&sf.metricsAddr, "metrics-addr", "RECONCILER_METRICS_ADDR", "127.0.0.1:9464", "address of /metrics, /healthz and /readyz (a free port if taken)")
+	f.Str(&sf.emulatorAddr, "emulator-addr", "", "127.0.0.1:8787", "address of the API emulator (a free port if taken)")
 }
 
 func newSandboxCmd(a *app) *cobra.Command {
@@ -51,22 +54,22 @@ or deploy with wrangler against it.`,
 		Example: `  reconciler sandbox
   reconciler sandbox --tenants 5000 --keep`,
 	}
-	f := commandFlags(cmd, sandboxEnv(a.env))
+	f := clihelp.CommandFlags(cmd, sandbox.Env(a.env))
 	sf.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runSandbox(ctx, a, f, &sf) })
 	return cmd
 }
 
-func runSandbox(ctx context.Context, a *app, f *flagSet, sf *sandboxFlags) error {
+func runSandbox(ctx context.Context, a *app, f *clihelp.Flags, sf *sandboxFlags) error {
 	stdout, stderr := a.stdout, a.stderr
-	if err := f.noArgs(""); err != nil {
+	if err := f.NoArgs(""); err != nil {
 		return err
 	}
 	if err := sf.pipe.validate(f); err != nil {
 		return err
 	}
 	if sf.tenants < 1 || sf.tenants > 100000 {
-		return usagef("--tenants: must be between 1 and 100000, got %d", sf.tenants)
+		return clihelp.Usagef("--tenants: must be between 1 and 100000, got %d", sf.tenants)
 	}
 	log := sf.pipe.log.logger(stderr)
 	defer func() { _ = log.Sync() }()
@@ -81,36 +84,16 @@ func runSandbox(ctx context.Context, a *app, f *flagSet, sf *sandboxFlags) error
 	if !sf.keep {
 		return nil
 	}
-	sandbox.Try(stdout, sb.emu.URL, sb.conn.url)
+	sandbox.Try(stdout, sb.emu.URL, sb.conn.URL)
 	<-ctx.Done()
 	return nil
-}
-
-// sandboxEnv gives the sandbox its own defaults: a budget scaled so the
-// demo takes seconds (the emulator enforces the same), readable logs, and
-// a fresh data directory.
-func sandboxEnv(e env) env {
-	return func(k string) string {
-		if v := e(k); v != "" {
-			return v
-		}
-		switch k {
-		case "RECONCILER_RATE_LIMIT":
-			return "400/1s"
-		case "RECONCILER_LOG_FORMAT":
-			return "console"
-		case "RECONCILER_LOG_LEVEL":
-			return "warn"
-		}
-		return ""
-	}
 }
 
 // sandboxRun is the running sandbox.
 type sandboxRun struct {
 	emu      *sandbox.Emulator
-	conn     *natsConn
-	metrics  *metricsServer
+	conn     *natsconn.Conn
+	metrics  *process.MetricsServer
 	runner   *jobs.Runner
 	stopRun  func()
 	tempDir  string
@@ -135,7 +118,7 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 	// The emulator enforces the same budget, as the real API would.
 	var err error
 	if sb.emu, err = sandbox.StartEmulator(ctx, sf.emulatorAddr, sf.tenants, sf.pipe.api.budget, sf.pipe.api.window); err != nil {
-		return nil, usagef("--emulator-addr: %v", err)
+		return nil, clihelp.Usagef("--emulator-addr: %v", err)
 	}
 	sf.pipe.api.baseURL = sb.emu.URL
 	if sf.pipe.nats.url == "" {
@@ -147,11 +130,11 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 	}
 	m, reg := newMetrics()
 	var runner atomic.Pointer[jobs.Runner]
-	if sb.metrics, err = serveMetrics(sandbox.FreeIfTaken(sf.metricsAddr), reg, m, sb.conn, &runner, log); err != nil {
+	if sb.metrics, err = process.ServeMetrics(sandbox.FreeIfTaken(sf.metricsAddr), reg, m, sb.conn, &runner, log); err != nil {
 		sb.close(log)
-		return nil, usagef("--metrics-addr: %v", err)
+		return nil, clihelp.Usagef("--metrics-addr: %v", err)
 	}
-	creds := credentialSet{token: "sandbox"}
+	creds := cfapi.Credentials{Token: "sandbox"}
 	if sb.runner, _, err = startPipeline(ctx, &sf.pipe, sb.conn, creds, m, envMapSandbox, log); err != nil {
 		sb.close(log)
 		return nil, err
@@ -161,23 +144,23 @@ func (sf *sandboxFlags) start(ctx context.Context, stdout io.Writer, log *zap.Lo
 	runDone := make(chan struct{})
 	go func() { defer close(runDone); _ = sb.runner.Run(runCtx) }()
 	sb.stopRun = func() { stopRun(); <-runDone }
-	lim, closeLim, err := newLimiter(ctx, &sf.pipe.api, creds, sb.conn.js, budgetShared, 1, log)
+	lim, closeLim, err := sf.pipe.api.spec().Limiter(ctx, creds, sb.conn.JS, process.Shared, 1, log)
 	if err != nil {
 		sb.close(log)
 		return nil, err
 	}
-	sb.conn.onClose(closeLim)
+	sb.conn.OnClose(closeLim)
 	sb.lim = lim
-	if sb.client, err = newAPIClient(&sf.pipe.api, creds, lim, noHooks, time.Minute); err != nil {
+	if sb.client, err = sf.pipe.api.spec().Client(creds, lim, cfapi.Hooks{}, time.Minute); err != nil {
 		sb.close(log)
 		return nil, err
 	}
-	if sb.metrics.srv != nil {
-		sb.metricsU = "http://" + sb.metrics.srv.Addr() + "/metrics"
+	if addr := sb.metrics.Addr(); addr != "" {
+		sb.metricsU = "http://" + addr + "/metrics"
 	}
 	fmt.Fprintf(stdout, "sandbox: %d tenants in dispatch namespace customers of account %s\n", sf.tenants, cfapitest.DefaultAccount)
 	fmt.Fprintf(stdout, "  API emulator  %s  (budget %s, enforced)\n  NATS          %s  (data dir %s)\n  metrics       %s\n\n",
-		sb.emu.URL, sb.budget, sb.conn.url, sb.dataDir, tools.OrDash(sb.metricsU))
+		sb.emu.URL, sb.budget, sb.conn.URL, sb.dataDir, tools.OrDash(sb.metricsU))
 	return sb, nil
 }
 
@@ -205,7 +188,7 @@ func (sb *sandboxRun) demo(ctx context.Context, sf *sandboxFlags, stdout, stderr
 	}
 	fmt.Fprintf(stdout, "demo backfill %s: every tenant gets ASSETS (r2_bucket) and REGION, and loses METRICS if it has it:\n  %s\n", bf.runID, sandbox.DemoPatch)
 	live := make(chan []time.Duration, 1)
-	go func() { live <- sandbox.LiveEvents(ctx, sb.emu.Server, sb.conn.js, sf.tenants, log) }()
+	go func() { live <- sandbox.LiveEvents(ctx, sb.emu.Server, sb.conn.JS, sf.tenants, log) }()
 	sum, err := bf.execute(ctx, sb.conn, progress.NewConsole(stderr, nil), src, sb.lim, log)
 	if err != nil {
 		return err
@@ -228,10 +211,10 @@ func (sb *sandboxRun) close(log *zap.Logger) {
 		sb.stopRun()
 	}
 	if sb.metrics != nil {
-		sb.metrics.shutdown()
+		sb.metrics.Shutdown()
 	}
 	if sb.conn != nil {
-		sb.conn.close(log, 2*time.Second)
+		sb.conn.Close(log, 2*time.Second)
 	}
 	if sb.emu != nil {
 		sb.emu.Close()

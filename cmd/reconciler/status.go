@@ -2,20 +2,18 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/event"
-	"github.com/reconciler/reconciler/internal/jobs/state"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
-	"github.com/reconciler/reconciler/internal/planner"
+	"github.com/reconciler/reconciler/internal/natsconn"
+	"github.com/reconciler/reconciler/internal/process"
 )
 
 // scopeFlags name the scripts of an operator command: an account and a
@@ -26,26 +24,26 @@ type scopeFlags struct {
 	output    string
 }
 
-func (s *scopeFlags) register(f *flagSet) {
-	f.str(&s.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account of the scripts")
-	f.str(&s.namespace, "dispatch-namespace", "", "", "dispatch namespace of the scripts (empty = ordinary Workers)")
-	f.alias("namespace", "dispatch-namespace")
-	f.str(&s.output, "output", "", "text", "output: text or json (one JSON object)")
+func (s *scopeFlags) register(f *clihelp.Flags) {
+	f.Str(&s.account, "account", "CLOUDFLARE_ACCOUNT_ID", "", "account of the scripts")
+	f.Str(&s.namespace, "dispatch-namespace", "", "", "dispatch namespace of the scripts (empty = ordinary Workers)")
+	f.Alias("namespace", "dispatch-namespace")
+	f.Str(&s.output, "output", "", "text", "output: text or json (one JSON object)")
 }
 
-func (s *scopeFlags) validate(f *flagSet) error {
+func (s *scopeFlags) validate(f *clihelp.Flags) error {
 	if s.output != "text" && s.output != "json" {
-		return usagef("--output: must be text or json, got %q", s.output)
+		return clihelp.Usagef("--output: must be text or json, got %q", s.output)
 	}
 	if s.account == "" {
-		return usagef("%s: needed (the account of the scripts)", f.name("account"))
+		return clihelp.Usagef("%s: needed (the account of the scripts)", f.Label("account"))
 	}
 	if err := cfapi.ValidateAccountID(s.account); err != nil {
-		return usagef("%s: %v", f.name("account"), err)
+		return clihelp.Usagef("%s: %v", f.Label("account"), err)
 	}
 	if s.namespace != "" {
 		if err := cfapi.ValidateScriptName(s.namespace); err != nil {
-			return usagef("--dispatch-namespace: %v", err)
+			return clihelp.Usagef("--dispatch-namespace: %v", err)
 		}
 	}
 	return nil
@@ -61,56 +59,25 @@ func (s *scopeFlags) ref(script string) (cfapi.ScriptRef, error) {
 	return ref, ref.Validate()
 }
 
-// opsSession is what an operator command reads through: the pipeline's
-// state on NATS, its planner (the stored fingerprint key), and an API
-// client on the shared budget (nil without one).
-type opsSession struct {
-	res     *state.Resources
-	planner *planner.Planner
-	client  *cfapi.Client
-	close   func()
-}
-
 // openOps connects to the pipeline behind n (--nats-url, or a running
-// `reconciler run`), which must be reachable, and, when withAPI, makes an
-// API client on its shared budget; a wait for that budget of more than a
-// few seconds is noticed on stderr as tool's.
-func openOps(ctx context.Context, tool string, stderr io.Writer, n *natsFlags, a *apiFlags, e env, withAPI bool, log *zap.Logger) (*opsSession, error) {
+// `reconciler run`), which must be reachable, and opens what an operator
+// command reads through (process.OpenOps), with an API client on its
+// shared budget when withAPI.
+func openOps(ctx context.Context, tool string, stderr io.Writer, n *natsFlags, a *apiFlags, e clihelp.Env, withAPI bool, log *zap.Logger) (*process.Ops, error) {
 	conn, err := connectNATS(n, false, log)
 	if err != nil {
 		return nil, err
 	}
-	s := &opsSession{close: func() { conn.close(log, 5*time.Second) }}
-	fail := func(err error) (*opsSession, error) { s.close(); return nil, err }
-	if s.res, err = state.Open(ctx, conn.js, n.names()); err != nil {
-		return fail(err)
+	c := process.OpsConfig{Tool: tool, Stderr: stderr, Names: n.names(), Log: log,
+		Key: func(ctx context.Context, conn *natsconn.Conn) ([]byte, error) {
+			return fingerprintKey(ctx, conn.JS, e, 1, false)
+		},
+		Creds: func() (cfapi.Credentials, error) { return credentials(e, a.baseURL) }}
+	if withAPI {
+		api := a.spec()
+		c.API = &api
 	}
-	key, err := fingerprintKey(ctx, conn.js, e, 1, false)
-	if err != nil {
-		return fail(err)
-	}
-	if s.planner, err = planner.New(planner.Options{FingerprintKey: key}); err != nil {
-		return fail(err)
-	}
-	if !withAPI {
-		return s, nil
-	}
-	creds, err := credentials(e, a.baseURL)
-	if err != nil {
-		return fail(err)
-	}
-	lim, closeLim, err := newLimiter(ctx, a, creds, conn.js, budgetShared, 1, log)
-	if err != nil {
-		return fail(err)
-	}
-	closeConn := s.close
-	s.close = func() { closeLim(); closeConn() }
-	if s.client, err = newAPIClient(a, creds, lim, noHooks, time.Minute); err != nil {
-		return fail(err)
-	}
-	stopWatch := watchBudget(ctx, tool, lim, stderr) // progress.go
-	s.close = func() { stopWatch(); closeLim(); closeConn() }
-	return s, nil
+	return process.OpenOps(ctx, conn, c)
 }
 
 // statusFlags are the flags of `reconciler status`.
@@ -123,7 +90,7 @@ type statusFlags struct {
 	history int
 }
 
-func (sf *statusFlags) register(f *flagSet) {
+func (sf *statusFlags) register(f *clihelp.Flags) {
 	sf.nats.register(f)
 	sf.api.register(f)
 	sf.log.register(f)
@@ -149,29 +116,29 @@ Workers).`,
   reconciler status 0123456789abcdef0123456789abcdef.customers.tenant-0042 --output json
   reconciler status tenant-0042 --dispatch-namespace customers --no-live`,
 	}
-	f := commandFlags(cmd, a.env)
+	f := clihelp.CommandFlags(cmd, a.env)
 	sf.register(f)
 	cmd.RunE = a.action(f, func(ctx context.Context) error { return runStatus(ctx, a, f, &sf) })
 	return cmd
 }
 
-func runStatus(ctx context.Context, a *app, f *flagSet, sf *statusFlags) error {
-	if len(f.pos) != 1 {
-		return usagef("status needs one SCRIPT (a script name of --dispatch-namespace, or ACCOUNT.NAMESPACE.SCRIPT), got %d arguments", len(f.pos))
+func runStatus(ctx context.Context, a *app, f *clihelp.Flags, sf *statusFlags) error {
+	if len(f.Pos) != 1 {
+		return clihelp.Usagef("status needs one SCRIPT (a script name of --dispatch-namespace, or ACCOUNT.NAMESPACE.SCRIPT), got %d arguments", len(f.Pos))
 	}
-	script := f.pos[0]
+	script := f.Pos[0]
 	if strings.Count(script, ".") == 2 && sf.scope.account == "" {
 		sf.scope.account = strings.SplitN(script, ".", 2)[0] // the key names it
 	}
-	if err := validateAll(f, &sf.nats, &sf.api, &sf.log, &sf.scope); err != nil {
+	if err := clihelp.ValidateAll(f, sf.nats.validate, sf.api.validate, sf.log.validate, sf.scope.validate); err != nil {
 		return err
 	}
 	if sf.history < 1 {
-		return usagef("--history: must be at least 1, got %d", sf.history)
+		return clihelp.Usagef("--history: must be at least 1, got %d", sf.history)
 	}
 	ref, err := sf.scope.ref(script)
 	if err != nil {
-		return usagef("SCRIPT: %v", err)
+		return clihelp.Usagef("SCRIPT: %v", err)
 	}
 	log := sf.log.logger(a.stderr)
 	defer func() { _ = log.Sync() }()
@@ -179,28 +146,14 @@ func runStatus(ctx context.Context, a *app, f *flagSet, sf *statusFlags) error {
 	if err != nil {
 		return err
 	}
-	defer s.close()
+	defer s.Close()
 	var api tools.StatusAPI
-	if s.client != nil {
-		api = s.client
+	if s.Client != nil {
+		api = s.Client
 	}
-	st, err := tools.ScriptStatusOf(ctx, s.res, api, s.planner, ref, tools.StatusOptions{NoLive: sf.noLive, History: sf.history})
+	st, err := tools.ScriptStatusOf(ctx, s.Res, api, s.Planner, ref, tools.StatusOptions{NoLive: sf.noLive, History: sf.history})
 	if err != nil {
 		return err
 	}
-	return printJSONOr(a.stdout, sf.scope.output, st, func(w io.Writer) error { return tools.WriteStatus(w, st) })
-}
-
-// printJSONOr writes v as one JSON line when output is json, else calls
-// text.
-func printJSONOr(w io.Writer, output string, v any, text func(io.Writer) error) error {
-	if output != "json" {
-		return text(w)
-	}
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(w, string(data))
-	return err
+	return clihelp.JSONOr(a.stdout, sf.scope.output, st, func(w io.Writer) error { return tools.WriteStatus(w, st) })
 }

@@ -1,8 +1,11 @@
-// Package sandbox is the parts of `reconciler sandbox` that are not the
-// pipeline's wiring: the API emulator seeded with tenants on a free port,
+// Package sandbox is the parts of `reconciler sandbox` and `reconciler
+// emulator` that are not the pipeline's wiring: the sandbox's default
+// settings (Env), the API emulator seeded with tenants on a free port,
 // the demo's patch, the live events published during the demo backfill
-// and how long each took to be applied, and the demo's report.
+// and how long each took to be applied, the demo's report, and the
+// standalone emulator's setup and announcement (ServeEmulator).
 //
-// It imports internal/cfapi/cfapitest (the emulator) and
-// internal/jobs/tools (publishing); only cmd/reconciler imports it.
+// It imports internal/cfapi/cfapitest (the emulator), internal/jobs/tools
+// (publishing) and internal/clihelp (usage errors); only cmd/reconciler
+// imports it.
 package sandbox

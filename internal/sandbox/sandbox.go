@@ -15,6 +15,7 @@ import (
 
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 	"github.com/reconciler/reconciler/internal/cfapi/wire"
+	"github.com/reconciler/reconciler/internal/clihelp"
 	"github.com/reconciler/reconciler/internal/jobs/tools"
 )
 
@@ -156,4 +157,63 @@ func FreeIfTaken(addr string) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// Env gives the sandbox its own defaults over getenv: a budget scaled so
+// the demo takes seconds (the emulator enforces the same), readable logs.
+// A variable that is set wins.
+func Env(getenv func(string) string) func(string) string {
+	return func(k string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		switch k {
+		case "RECONCILER_RATE_LIMIT":
+			return "400/1s"
+		case "RECONCILER_LOG_FORMAT":
+			return "console"
+		case "RECONCILER_LOG_LEVEL":
+			return "warn"
+		}
+		return ""
+	}
+}
+
+// EmulatorConfig is what `reconciler emulator` serves.
+type EmulatorConfig struct {
+	// Addr is the listen address; the API is under /client/v4.
+	Addr    string
+	Options cfapitest.Options
+	// Namespaces are created at start in cfapitest.DefaultAccount.
+	Namespaces []string
+	// SeedTenants tenant scripts are created in SeedNamespace.
+	SeedTenants   int
+	SeedNamespace string
+}
+
+// ServeEmulator creates the namespaces and tenants of c, then serves the
+// emulator until ctx ends, saying on w where and how to use it. A
+// namespace the emulator refuses is a usage error naming its flag.
+func ServeEmulator(ctx context.Context, c EmulatorConfig, w io.Writer) error {
+	emu := cfapitest.New(c.Options)
+	for _, ns := range c.Namespaces {
+		if ns = strings.TrimSpace(ns); ns == "" {
+			continue
+		}
+		if err := emu.CreateNamespace(cfapitest.DefaultAccount, ns); err != nil {
+			return clihelp.Usagef("--namespaces: %v", err)
+		}
+	}
+	if c.SeedTenants > 0 {
+		if err := emu.Seed(cfapitest.DefaultAccount, []string{c.SeedNamespace}, c.SeedTenants); err != nil {
+			return clihelp.Usagef("--seed-namespace: %v", err)
+		}
+	}
+	return emu.ListenAndServe(ctx, c.Addr, func(baseURL string) {
+		fmt.Fprintf(w, "Cloudflare API emulator serving at %s\n", baseURL)
+		if c.SeedTenants > 0 {
+			fmt.Fprintf(w, "seeded %d tenants in account %s, dispatch namespace %s\n", c.SeedTenants, cfapitest.DefaultAccount, c.SeedNamespace)
+		}
+		fmt.Fprintf(w, "use: CLOUDFLARE_API_BASE_URL=%s\n", baseURL)
+	})
 }

@@ -1,6 +1,7 @@
 package backfill
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -56,4 +57,45 @@ func WriteRunStatus(w io.Writer, st *RunStatus) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// WriteSummary writes s as a table, or as one JSON line when asJSON.
+func WriteSummary(w io.Writer, asJSON bool, s *Summary) error {
+	if asJSON {
+		line, err := json.Marshal(s)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(w, string(line))
+		return err
+	}
+	changed := "changed"
+	if s.DryRun {
+		changed = "would change"
+	}
+	resumed := ""
+	if s.Resumed {
+		resumed = " (resumed)"
+	}
+	fmt.Fprintf(w, "backfill run %s%s: %d scripts in %s\n", s.Run, resumed, s.Scripts, time.Duration(s.Seconds*float64(time.Second)).Round(time.Second))
+	fmt.Fprintf(w, "  %-10s %8d\n  %-10s %8d\n  %-10s %8d\n", changed, s.Changed, "unchanged", s.Unchanged, "failed", s.Failed)
+	for _, f := range s.Failures {
+		if _, err := fmt.Fprintf(w, "  failed: %s  %s  %s\n", f.Script, f.Reason, f.Error); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FailureText says how many scripts of s failed, and where their dead
+// letters are when some reached the pipeline; "" when none failed.
+func (s *Summary) FailureText() string {
+	if s.Failed == 0 {
+		return ""
+	}
+	msg := fmt.Sprintf("%d of %d scripts failed", s.Failed, s.Scripts)
+	if s.Failed > s.Invalid && !s.DryRun {
+		msg += " (see `reconciler dlq list` for the dead letters)"
+	}
+	return msg
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -152,4 +153,54 @@ func ReplayDeadLetter(ctx context.Context, js jetstream.JetStream, names state.N
 		}
 	}
 	return res
+}
+
+// DLQSelector says which dead letters a command acts on; its zero value
+// selects them all.
+type DLQSelector struct {
+	// Filter is a subject filter of the DLQ stream ("" = all).
+	Filter string
+	// Reason keeps only the dead letters of this reason ("" = any).
+	Reason string
+	// Seqs keeps only these sequence numbers (empty = any).
+	Seqs map[uint64]bool
+	// Limit is the most to return (0 = all).
+	Limit int
+}
+
+// SelectDeadLetters returns the dead letters of dlqStream that sel
+// selects, oldest first.
+func SelectDeadLetters(ctx context.Context, js jetstream.JetStream, dlqStream string, sel DLQSelector) ([]DLQEntry, error) {
+	entries, err := ListDeadLetters(ctx, js, dlqStream, sel.Filter, 0)
+	if err != nil {
+		return nil, err
+	}
+	var out []DLQEntry
+	for _, en := range entries {
+		if sel.Reason != "" && string(en.Record.Reason) != sel.Reason || len(sel.Seqs) > 0 && !sel.Seqs[en.Seq] {
+			continue
+		}
+		out = append(out, en)
+		if sel.Limit > 0 && len(out) >= sel.Limit {
+			break
+		}
+	}
+	return out, nil
+}
+
+// ReplayDeadLetters republishes entries (ReplayDeadLetter), deleting each
+// once republished unless keep; it reports each on stdout, or its failure
+// on stderr, then a total, and returns how many failed.
+func ReplayDeadLetters(ctx context.Context, js jetstream.JetStream, names state.Names, entries []DLQEntry, keep bool, stdout, stderr io.Writer) (failed int) {
+	for _, en := range entries {
+		r := ReplayDeadLetter(ctx, js, names, en, !keep)
+		if r.Error != "" {
+			failed++
+			fmt.Fprintf(stderr, "#%d event=%s: %s\n", r.Seq, OrDash(r.EventID), r.Error)
+			continue
+		}
+		fmt.Fprintf(stdout, "#%d event=%s replayed from the %s to %s\n", r.Seq, OrDash(r.EventID), r.Source, r.Subject)
+	}
+	fmt.Fprintf(stdout, "replayed %d of %d dead letters\n", len(entries)-failed, len(entries))
+	return failed
 }
