@@ -14,8 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reconciler/reconciler/internal/testutil"
+
 	"github.com/google/go-cmp/cmp"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"sigs.k8s.io/yaml"
 
@@ -137,21 +138,7 @@ func compareKeys[V any](t *testing.T, src, what string, want, got map[string]V) 
 // startNATS starts an empty embedded JetStream server and connects to it.
 func startNATS(t *testing.T) (*natsembed.Server, jetstream.JetStream) {
 	t.Helper()
-	srv, err := natsembed.Start(t.TempDir(), "127.0.0.1:-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srv, js
+	return testutil.JetStream(t)
 }
 
 // readResources reads every stream and durable consumer of a server, with

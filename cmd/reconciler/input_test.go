@@ -7,12 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/reconciler/reconciler/internal/testutil"
+
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
-	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 )
 
@@ -40,17 +39,7 @@ func longLineInput(idPrefix string) string {
 // after it are published, and the summary counts what the stream really
 // got.
 func TestPublishLongLineInTheMiddle(t *testing.T) {
-	srv, err := natsembed.Start(t.TempDir(), "127.0.0.1:-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	srv, js := testutil.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := state.EnsureStreams(ctx, js, state.SetupConfig{}, zap.NewNop())

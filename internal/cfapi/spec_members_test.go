@@ -3,9 +3,10 @@ package cfapi_test
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
+
+	"github.com/reconciler/reconciler/internal/testutil"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/cfapi/wire"
@@ -161,18 +162,9 @@ func TestSpecSchemaFindsForeignMembers(t *testing.T) {
 // specCorpus is one binding of every type of the corpus.
 func specCorpus(t *testing.T) wire.Bindings {
 	t.Helper()
-	data, err := os.ReadFile("testdata/bindings-corpus.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c struct {
-		Bindings []json.RawMessage `json:"bindings"`
-	}
-	if err := json.Unmarshal(data, &c); err != nil {
-		t.Fatal(err)
-	}
+	corpus := testutil.CorpusBindings(t)
 	var out wire.Bindings
-	for _, raw := range c.Bindings {
+	for _, raw := range corpus {
 		b, err := wire.ParseBinding(raw)
 		if err != nil {
 			t.Fatalf("corpus %s: %v", raw, err)

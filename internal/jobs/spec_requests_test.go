@@ -2,11 +2,12 @@ package jobs
 
 import (
 	"encoding/json"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/reconciler/reconciler/internal/testutil"
 
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 	"github.com/reconciler/reconciler/internal/cfapi/wire"
@@ -19,19 +20,10 @@ import (
 // decoder refuses them, and the test says which it left out).
 func eventCorpus(t *testing.T) []any {
 	t.Helper()
-	data, err := os.ReadFile("../cfapi/testdata/bindings-corpus.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c struct {
-		Bindings []json.RawMessage `json:"bindings"`
-	}
-	if err := json.Unmarshal(data, &c); err != nil {
-		t.Fatal(err)
-	}
+	corpus := testutil.CorpusBindings(t)
 	var out []any
 	var refused []string
-	for _, raw := range c.Bindings {
+	for _, raw := range corpus {
 		ev := newEvent("probe", "", "probe", 1, "patch", map[string]any{"upsert": []any{b(string(raw))}})
 		data, _ := json.Marshal(ev)
 		if _, err := event.DecodeEvent(data, "", "bindings"); err != nil {

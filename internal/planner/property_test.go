@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"testing"
+
+	"github.com/reconciler/reconciler/internal/testutil"
 
 	"github.com/reconciler/reconciler/internal/cfapi/cfapitest"
 	"github.com/reconciler/reconciler/internal/cfapi/wire"
@@ -35,18 +36,9 @@ type gen struct {
 
 func newGen(t testing.TB, seed uint64) *gen {
 	t.Helper()
-	data, err := os.ReadFile("../cfapi/testdata/bindings-corpus.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var corpus struct {
-		Bindings []json.RawMessage `json:"bindings"`
-	}
-	if err := json.Unmarshal(data, &corpus); err != nil {
-		t.Fatal(err)
-	}
+	corpusRaws := testutil.CorpusBindings(t)
 	g := &gen{r: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))}
-	raws := append(corpus.Bindings, json.RawMessage(`{"type":"stream","name":"VIDEO","video_id":"abc","opts":{"a":1,"b":[true,null]}}`))
+	raws := append(corpusRaws, json.RawMessage(`{"type":"stream","name":"VIDEO","video_id":"abc","opts":{"a":1,"b":[true,null]}}`))
 	types := map[string]bool{}
 	for _, raw := range raws {
 		b := mb(string(raw))

@@ -3,24 +3,15 @@ package wire
 import (
 	"encoding/json"
 	"errors"
-	"os"
 	"strings"
 	"testing"
+
+	"github.com/reconciler/reconciler/internal/testutil"
 )
 
 func loadCorpus(t *testing.T) []json.RawMessage {
 	t.Helper()
-	data, err := os.ReadFile("../testdata/bindings-corpus.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c struct {
-		Bindings []json.RawMessage `json:"bindings"`
-	}
-	if err := json.Unmarshal(data, &c); err != nil {
-		t.Fatal(err)
-	}
-	return c.Bindings
+	return testutil.CorpusBindings(t)
 }
 
 func TestCorpusRoundTripAndValidate(t *testing.T) {

@@ -9,13 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	"github.com/reconciler/reconciler/internal/testutil"
+
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/reconciler/reconciler/internal/cfapi"
 	"github.com/reconciler/reconciler/internal/jobs/event"
-	"github.com/reconciler/reconciler/internal/jobs/natsembed"
 	"github.com/reconciler/reconciler/internal/jobs/state"
 )
 
@@ -96,20 +96,7 @@ func TestTrackerCountsOnlyTheInput(t *testing.T) {
 func TestResumeCountsOnlyItsScripts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ns, err := natsembed.Start(t.TempDir(), "127.0.0.1:-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := testutil.JetStream(t)
 	res, err := state.EnsureStreams(ctx, js, state.SetupConfig{Replicas: 1, AckWait: time.Second, MaxDeliver: 3, LeaseTTL: time.Second}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)

@@ -6,10 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/reconciler/reconciler/internal/jobs/natsembed"
+	"github.com/reconciler/reconciler/internal/testutil"
 )
 
 // TestFingerprintKeyIsSharedAndCreatedOnlyByRun: a tool finds no key
@@ -18,20 +15,7 @@ import (
 func TestFingerprintKeyIsSharedAndCreatedOnlyByRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ns, err := natsembed.Start(t.TempDir(), "127.0.0.1:-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := testutil.JetStream(t)
 	if _, err := FingerprintKey(ctx, js, 1, 1<<20, false); err == nil || !strings.Contains(err.Error(), "start `reconciler run`") {
 		t.Fatalf("a tool before run: %v", err)
 	}
