@@ -59,11 +59,7 @@ func (r history) record(ctx context.Context, key string, l lane, res reconcile.R
 func changedBindings(cs []state.Change) []string {
 	out := make([]string, 0, len(cs))
 	for _, c := range cs {
-		s := c.Kind + " " + c.Name
-		if c.From != "" {
-			s += " (from " + c.From + ")"
-		}
-		out = append(out, s)
+		out = append(out, c.String())
 	}
 	return out
 }

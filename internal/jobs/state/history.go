@@ -40,6 +40,16 @@ type Change struct {
 	From string `json:"from,omitempty"`
 }
 
+// String is "kind name", with "(from old)" for a rename: names only,
+// never values, for logs and the status history.
+func (c Change) String() string {
+	s := c.Kind + " " + c.Name
+	if c.From != "" {
+		s += " (from " + c.From + ")"
+	}
+	return s
+}
+
 // HistoryEntry records one write to a script.
 type HistoryEntry struct {
 	Script   string    `json:"script"` // account.namespace.script

@@ -531,11 +531,7 @@ func WriteStatus(w io.Writer, st *ScriptStatus) error {
 func changesText(cs []state.Change) string {
 	parts := make([]string, 0, len(cs))
 	for _, c := range cs {
-		s := c.Kind + " " + c.Name
-		if c.From != "" {
-			s += " (from " + c.From + ")"
-		}
-		parts = append(parts, s)
+		parts = append(parts, c.String())
 	}
 	return strings.Join(parts, ", ")
 }
